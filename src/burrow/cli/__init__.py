@@ -1,0 +1,1 @@
+"""The ``burrow`` command line (Typer). Calls services; never SQL of its own."""

@@ -1,0 +1,94 @@
+"""``burrow``: serve the control plane, run a node, manage accounts, nodes and the database."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from alembic import command
+from alembic.config import Config
+
+from burrow.cli.common import EXIT_SETUP, console, fail, load_settings
+from burrow.control.policy.service import PolicyInvalid, load_policy
+
+app = typer.Typer(
+    name="burrow",
+    help="burrow: the platform a VPN provider runs.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    add_completion=False,
+)
+db_app = typer.Typer(help="The database schema.", no_args_is_help=True)
+app.add_typer(db_app, name="db")
+
+PROJECT_ROOT = Path(__file__).resolve().parents[3]
+
+
+def alembic_config(database_url: str) -> Config:
+    ini = PROJECT_ROOT / "alembic.ini"
+    if not ini.exists():
+        fail(f"alembic.ini not found at {ini}; run burrow from its source checkout", EXIT_SETUP)
+    cfg = Config(str(ini))
+    cfg.attributes["database_url"] = database_url
+    cfg.attributes["skip_logging"] = True
+    return cfg
+
+
+@db_app.command("upgrade")
+def db_upgrade(revision: Annotated[str, typer.Argument(help="Target revision.")] = "head") -> None:
+    """Apply the database migrations (creates the SQLite file if needed)."""
+    settings = load_settings()
+    from burrow.control.db import create_engine  # noqa: F401 - creates the SQLite folder
+
+    if settings.is_sqlite:
+        create_engine(settings.database_url)
+    try:
+        command.upgrade(alembic_config(settings.database_url), revision)
+    except Exception as exc:  # alembic raises many kinds; one line is what the operator needs
+        fail(f"migration failed: {str(exc).splitlines()[0]}", EXIT_SETUP)
+    console.print(f"database at revision {revision}")
+
+
+@app.command()
+def serve(
+    host: Annotated[str | None, typer.Option(help="Bind address (BURROW_HOST).")] = None,
+    port: Annotated[int | None, typer.Option(help="Port (BURROW_PORT).")] = None,
+) -> None:
+    """Serve the control plane (API, node API and scheduler)."""
+    import uvicorn
+
+    from burrow.control.app import create_app
+
+    settings = load_settings()
+    try:
+        load_policy(settings.policy_path)
+    except PolicyInvalid as exc:
+        for problem in exc.problems:
+            console.print(f"[red]{settings.policy_path}: {problem.location}: {problem.message}")
+        fail("the policy file is invalid; burrow will not start on it", EXIT_SETUP)
+    host = host or settings.host
+    port = port or settings.port
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    console.print(f"burrow serving on http://{host}:{port}  (API docs: /api/docs)")
+    console.print(
+        "No admin yet? Create the first one with: [bold]burrow admin create EMAIL[/]",
+        highlight=False,
+    )
+    uvicorn.run(create_app(settings), host=host, port=port, log_level="info", access_log=False)
+
+
+def _register_subcommands() -> None:
+    # Each room adds its own group; imported here so that `burrow --help` lists them all.
+    from burrow.cli import accounts, nodes
+
+    accounts.register(app)
+    nodes.register(app)
+
+
+_register_subcommands()
+
+
+def main() -> None:
+    app()

@@ -1,0 +1,9 @@
+"""``burrow node`` commands. (to be built)"""
+
+from __future__ import annotations
+
+import typer
+
+
+def register(app: typer.Typer) -> None:
+    return None

@@ -1,0 +1,4 @@
+"""The control plane: accounts, plans, subscriptions, devices, nodes and the node API.
+
+May import ``burrow.wire``; never ``burrow.node`` or ``burrow.cli``.
+"""

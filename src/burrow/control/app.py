@@ -1,0 +1,78 @@
+"""create_app(): the control plane's ASGI application.
+
+Mounts the customer API, the admin API and the node API; starts the scheduler in the lifespan.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI
+
+from burrow import __version__
+from burrow.control import problems
+from burrow.control.accounts.endpoints import router as accounts_router
+from burrow.control.admin.endpoints import router as admin_router
+from burrow.control.config import Settings, get_settings
+from burrow.control.devices.endpoints import router as devices_router
+from burrow.control.node_api.endpoints import router as node_api_router
+from burrow.control.nodes.endpoints import router as nodes_router
+from burrow.control.plans.endpoints import router as plans_router
+from burrow.control.runtime import Runtime
+from burrow.control.scheduler import Scheduler
+from burrow.control.startup import prepare
+from burrow.control.subscriptions.endpoints import router as subscriptions_router
+
+log = logging.getLogger(__name__)
+
+
+def create_app(settings: Settings | None = None, *, runtime: Runtime | None = None) -> FastAPI:
+    """Build the app. Tests pass a ready ``runtime``; ``burrow serve`` lets the app build one."""
+    settings = settings or (runtime.settings if runtime else get_settings())
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        owned = runtime is None
+        rt = runtime or Runtime.build(settings)
+        app.state.runtime = rt
+        await prepare(rt)
+        scheduler = Scheduler(rt)
+        if settings.scheduler_enabled:
+            scheduler.start()
+        try:
+            yield
+        finally:
+            await scheduler.stop()
+            if owned:
+                await rt.close()
+
+    app = FastAPI(
+        title="burrow",
+        version=__version__,
+        summary="The control plane of a VPN provider.",
+        docs_url="/api/docs",
+        redoc_url=None,
+        openapi_url="/api/openapi.json",
+        lifespan=lifespan,
+    )
+    if runtime is not None:
+        app.state.runtime = runtime
+    problems.install(app)
+    for router in (
+        accounts_router,
+        plans_router,
+        subscriptions_router,
+        devices_router,
+        nodes_router,
+        admin_router,
+        node_api_router,
+    ):
+        app.include_router(router)
+
+    @app.get("/healthz", tags=["health"], summary="Liveness")
+    async def healthz() -> dict[str, str]:
+        return {"status": "ok"}
+
+    return app

@@ -1,0 +1,99 @@
+"""Settings of one control-plane process, read once from ``BURROW_*`` variables."""
+
+from __future__ import annotations
+
+import ipaddress
+from functools import lru_cache
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field, SecretStr, field_validator, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+PLACEHOLDER_SECRET = "change-me-development-only"  # noqa: S105 - the known placeholder we refuse
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="BURROW_", extra="ignore")
+
+    environment: Literal["development", "test", "production"] = "development"
+    database_url: str = Field(
+        "sqlite+aiosqlite:///./var/burrow.db",
+        description="SQLAlchemy async URL: sqlite+aiosqlite:///path or postgresql+asyncpg://...",
+    )
+    policy_path: Path = Path("examples/policies/strict-no-logs.toml")
+    secret_key: SecretStr = SecretStr(PLACEHOLDER_SECRET)
+    host: str = "127.0.0.1"
+    port: int = Field(8080, ge=1, le=65535)
+    public_url: str = Field("http://127.0.0.1:8080", description="Base URL used in emailed links.")
+
+    # Email verification and notices.
+    smtp_host: str = "127.0.0.1"
+    smtp_port: int = 25
+    smtp_username: str | None = None
+    smtp_password: SecretStr | None = None
+    smtp_starttls: bool = False
+    smtp_from: str = "burrow <no-reply@localhost>"
+    email_enabled: bool = Field(True, description="Off: verification links go to the log only.")
+
+    # Sessions and login throttling.
+    session_ttl_hours: int = Field(24 * 14, ge=1)
+    login_max_failures: int = Field(5, ge=1, description="Failures before a login is slowed.")
+    login_lockout_seconds: float = Field(30.0, ge=0)
+    verification_ttl_hours: int = Field(48, ge=1)
+
+    # Fleet-wide tunnel address pools: a device keeps its address on every node.
+    tunnel_ipv4_pool: str = "10.64.0.0/10"
+    tunnel_ipv6_pool: str = "fd42:b0::/48"
+    client_dns: str = "10.64.0.1, fd42:b0::1"
+    wireguard_port: int = 51820
+    tunnel_mtu: int = Field(1320, ge=1280, le=1500)
+
+    # Node API.
+    long_poll_timeout_seconds: float = Field(25.0, gt=0, le=120)
+    enrollment_ttl_hours: int = Field(24, ge=1)
+    change_log_keep: int = Field(
+        100_000, ge=10, description="Revisions kept for deltas; an older revision gets a full state."
+    )
+
+    # Scheduler.
+    scheduler_enabled: bool = True
+    scheduler_interval_seconds: float = Field(30.0, gt=0)
+
+    # All-in-one: run a node agent inside `burrow serve`.
+    embedded_node: bool = False
+
+    @field_validator("tunnel_ipv4_pool")
+    @classmethod
+    def _v4(cls, value: str) -> str:
+        net = ipaddress.ip_network(value, strict=True)
+        if net.version != 4 or net.prefixlen > 24:
+            raise ValueError("must be an IPv4 network of /24 or larger")
+        return str(net)
+
+    @field_validator("tunnel_ipv6_pool")
+    @classmethod
+    def _v6(cls, value: str) -> str:
+        net = ipaddress.ip_network(value, strict=True)
+        if net.version != 6 or net.prefixlen > 112:
+            raise ValueError("must be an IPv6 network of /112 or larger")
+        return str(net)
+
+    @model_validator(mode="after")
+    def _refuse_placeholder_secret(self) -> Settings:
+        secret = self.secret_key.get_secret_value()
+        if self.environment == "production" and (secret == PLACEHOLDER_SECRET or len(secret) < 32):
+            raise ValueError(
+                "BURROW_SECRET_KEY must be set to a random value of at least 32 characters "
+                "outside development (try: python -c 'import secrets; print(secrets.token_urlsafe(48))')"
+            )
+        return self
+
+    @property
+    def is_sqlite(self) -> bool:
+        return self.database_url.startswith("sqlite")
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    return Settings()

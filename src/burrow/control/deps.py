@@ -1,0 +1,82 @@
+"""FastAPI dependencies: the unit of work, the runtime, and who is calling.
+
+A customer authenticates with a session token (cookie ``burrow_session`` for browsers,
+``Authorization: Bearer`` for the API); a node with its node token (bearer) on the node API.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from typing import Annotated
+
+from fastapi import Depends, Request
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from burrow.control.accounts.service import account as account_service
+from burrow.control.db import unit_of_work
+from burrow.control.errors import Forbidden, NotAuthenticated
+from burrow.control.models import Account, Node
+from burrow.control.nodes.service import node as node_service
+from burrow.control.runtime import Runtime
+
+SESSION_COOKIE = "burrow_session"
+
+_bearer = HTTPBearer(auto_error=False, description="A session token, or a node token.")
+
+
+def get_runtime(request: Request) -> Runtime:
+    runtime: Runtime = request.app.state.runtime
+    return runtime
+
+
+RuntimeDep = Annotated[Runtime, Depends(get_runtime)]
+
+
+async def get_session(runtime: RuntimeDep) -> AsyncIterator[AsyncSession]:
+    async with unit_of_work(runtime.sessionmaker) as session:
+        yield session
+
+
+SessionDep = Annotated[AsyncSession, Depends(get_session)]
+BearerDep = Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)]
+
+
+def _token_from(request: Request, bearer: HTTPAuthorizationCredentials | None) -> str | None:
+    if bearer is not None and bearer.credentials:
+        return bearer.credentials
+    return request.cookies.get(SESSION_COOKIE)
+
+
+async def get_session_token(request: Request, bearer: BearerDep) -> str:
+    token = _token_from(request, bearer)
+    if not token:
+        raise NotAuthenticated("Sign in first: send your session token as a bearer token.")
+    return token
+
+
+async def current_account(
+    session: SessionDep, runtime: RuntimeDep, token: Annotated[str, Depends(get_session_token)]
+) -> Account:
+    return await account_service.authenticate(session, runtime, token)
+
+
+CurrentAccount = Annotated[Account, Depends(current_account)]
+
+
+async def current_admin(account: CurrentAccount) -> Account:
+    if not account.is_admin:
+        raise Forbidden("This needs an administrator account.")
+    return account
+
+
+CurrentAdmin = Annotated[Account, Depends(current_admin)]
+
+
+async def current_node(session: SessionDep, bearer: BearerDep) -> Node:
+    if bearer is None or not bearer.credentials:
+        raise NotAuthenticated("The node API needs the node token as a bearer token.")
+    return await node_service.authenticate(session, bearer.credentials)
+
+
+CurrentNode = Annotated[Node, Depends(current_node)]

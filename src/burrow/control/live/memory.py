@@ -1,0 +1,62 @@
+"""An in-process live store. Keys expire; nothing is written anywhere."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+
+@dataclass
+class _Entry:
+    value: Any
+    expires_at: float | None
+
+
+@dataclass
+class MemoryLiveStore:
+    clock: Callable[[], float] = time.monotonic
+    _data: dict[str, _Entry] = field(default_factory=dict)
+
+    def _alive(self, key: str) -> _Entry | None:
+        entry = self._data.get(key)
+        if entry is None:
+            return None
+        if entry.expires_at is not None and entry.expires_at <= self.clock():
+            del self._data[key]
+            return None
+        return entry
+
+    def get(self, key: str) -> Any:
+        entry = self._alive(key)
+        return None if entry is None else entry.value
+
+    def set(self, key: str, value: Any, ttl: float | None = None) -> None:
+        expires = None if ttl is None else self.clock() + ttl
+        self._data[key] = _Entry(value, expires)
+
+    def incr(self, key: str, ttl: float) -> int:
+        """Add one to a counter; a new counter lives ``ttl`` seconds."""
+        entry = self._alive(key)
+        if entry is None:
+            self.set(key, 1, ttl)
+            return 1
+        entry.value = int(entry.value) + 1
+        return int(entry.value)
+
+    def ttl(self, key: str) -> float | None:
+        entry = self._alive(key)
+        if entry is None or entry.expires_at is None:
+            return None
+        return max(0.0, entry.expires_at - self.clock())
+
+    def delete(self, key: str) -> None:
+        self._data.pop(key, None)
+
+    def keys(self, prefix: str) -> list[str]:
+        return [k for k in list(self._data) if k.startswith(prefix) and self._alive(k)]
+
+    def purge_expired(self) -> None:
+        for key in list(self._data):
+            self._alive(key)

@@ -1,0 +1,35 @@
+"""Tables: one file per table. Models import nothing but SQLAlchemy and each other."""
+
+from burrow.control.models.account import Account, AccountStatus, AgeAttestation
+from burrow.control.models.account_session import AccountSession
+from burrow.control.models.base import Base, utcnow
+from burrow.control.models.device import Device
+from burrow.control.models.email_verification import EmailVerification
+from burrow.control.models.node import Node, NodeStatus
+from burrow.control.models.peer_change import PeerChange, PeerChangeOp
+from burrow.control.models.plan import Plan, PlanKind
+from burrow.control.models.served_peer import ServedPeer
+from burrow.control.models.subscription import ACCESS_STATUSES, Subscription, SubscriptionStatus
+from burrow.control.models.trial_claim import TrialClaim
+
+__all__ = [
+    "ACCESS_STATUSES",
+    "Account",
+    "AccountSession",
+    "AccountStatus",
+    "AgeAttestation",
+    "Base",
+    "Device",
+    "EmailVerification",
+    "Node",
+    "NodeStatus",
+    "PeerChange",
+    "PeerChangeOp",
+    "Plan",
+    "PlanKind",
+    "ServedPeer",
+    "Subscription",
+    "SubscriptionStatus",
+    "TrialClaim",
+    "utcnow",
+]

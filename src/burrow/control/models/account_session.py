@@ -1,0 +1,22 @@
+from __future__ import annotations
+
+from datetime import datetime
+
+from sqlalchemy import ForeignKey, String
+from sqlalchemy.orm import Mapped, mapped_column
+
+from burrow.control.models.base import BigId, Base, CreatedMixin, IdMixin
+
+
+class AccountSession(IdMixin, CreatedMixin, Base):
+    """A signed-in session of the website or API. Only the token's hash is stored."""
+
+    __tablename__ = "account_sessions"
+
+    account_id: Mapped[int] = mapped_column(
+        BigId, ForeignKey("accounts.id", ondelete="CASCADE"), index=True
+    )
+    token_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    expires_at: Mapped[datetime]
+    # A session that still needs its second factor cannot do anything else.
+    needs_second_factor: Mapped[bool] = mapped_column(default=False)

@@ -1,0 +1,41 @@
+from __future__ import annotations
+
+from datetime import datetime
+from enum import StrEnum
+
+from sqlalchemy import Enum, Integer, String
+from sqlalchemy.orm import Mapped, mapped_column
+
+from burrow.control.models.base import Base, CreatedMixin, IdMixin
+
+
+class NodeStatus(StrEnum):
+    pending = "pending"  # created, waiting for its agent to enroll
+    active = "active"
+    retired = "retired"
+
+
+class Node(IdMixin, CreatedMixin, Base):
+    """A VPN server. Its tokens are stored hashed."""
+
+    __tablename__ = "nodes"
+
+    name: Mapped[str] = mapped_column(String(63), unique=True)
+    country: Mapped[str] = mapped_column(String(2))
+    city: Mapped[str] = mapped_column(String(100))
+    endpoint_host: Mapped[str] = mapped_column(String(253))
+    endpoint_port: Mapped[int] = mapped_column(Integer)
+    egress_ipv4: Mapped[str | None] = mapped_column(String(15), default=None)
+    egress_ipv6: Mapped[str | None] = mapped_column(String(39), default=None)
+    capacity: Mapped[int] = mapped_column(Integer, default=1000)
+    status: Mapped[NodeStatus] = mapped_column(
+        Enum(NodeStatus, native_enum=False, length=20), default=NodeStatus.pending
+    )
+    wg_public_key: Mapped[str | None] = mapped_column(String(44), default=None, unique=True)
+    node_token_hash: Mapped[str | None] = mapped_column(String(64), default=None, unique=True)
+    enrollment_token_hash: Mapped[str | None] = mapped_column(
+        String(64), default=None, unique=True
+    )
+    enrollment_expires_at: Mapped[datetime | None] = mapped_column(default=None)
+    enrolled_at: Mapped[datetime | None] = mapped_column(default=None)
+    retired_at: Mapped[datetime | None] = mapped_column(default=None)

@@ -1,0 +1,113 @@
+"""Rendering every error as ``application/problem+json`` (RFC 9457)."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from burrow.control.errors import BurrowError
+
+log = logging.getLogger(__name__)
+
+PROBLEM_JSON = "application/problem+json"
+
+# The schema every error response shares, for the OpenAPI document.
+PROBLEM_SCHEMA: dict[str, Any] = {
+    "type": "object",
+    "required": ["type", "title", "status", "detail"],
+    "properties": {
+        "type": {"type": "string"},
+        "title": {"type": "string"},
+        "status": {"type": "integer"},
+        "detail": {"type": "string"},
+        "field": {"type": "string"},
+        "errors": {"type": "array", "items": {"type": "object"}},
+    },
+}
+
+
+def problem_responses(*statuses: int) -> dict[int | str, dict[str, Any]]:
+    """OpenAPI ``responses=`` for the given error statuses."""
+    texts = {
+        400: "Bad request",
+        401: "Not signed in, or the token expired",
+        403: "Not allowed for this caller",
+        404: "Not found (or not yours)",
+        409: "Conflicts with the current state",
+        422: "Invalid input",
+        429: "Too many attempts; retry later",
+    }
+    return {
+        status: {
+            "description": texts.get(status, "Error"),
+            "content": {PROBLEM_JSON: {"schema": PROBLEM_SCHEMA}},
+        }
+        for status in statuses
+    }
+
+
+def problem(status: int, title: str, detail: str, **extra: Any) -> JSONResponse:
+    body = {
+        "type": f"https://burrow.invalid/problems/{title.lower().replace(' ', '-')}",
+        "title": title,
+        "status": status,
+        "detail": detail,
+        **extra,
+    }
+    return JSONResponse(body, status_code=status, media_type=PROBLEM_JSON)
+
+
+def _field_of(loc: tuple[Any, ...]) -> str:
+    parts = [str(p) for p in loc if p not in ("body", "query", "path", "header", "cookie")]
+    return ".".join(parts) or str(loc[0] if loc else "request")
+
+
+async def _burrow_error(_request: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, BurrowError)
+    headers = {}
+    retry_after = getattr(exc, "retry_after", None)
+    if retry_after is not None:
+        headers["Retry-After"] = str(max(1, round(retry_after)))
+    return JSONResponse(
+        exc.problem(), status_code=exc.status, media_type=PROBLEM_JSON, headers=headers
+    )
+
+
+async def _validation_error(_request: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, RequestValidationError)
+    errors = []
+    for err in exc.errors():
+        message = str(err.get("msg", "invalid")).removeprefix("Value error, ")
+        errors.append({"field": _field_of(tuple(err.get("loc", ()))), "message": message})
+    detail = "; ".join(f"{e['field']}: {e['message']}" for e in errors[:5]) or "invalid request"
+    return problem(422, "Invalid input", detail, errors=errors)
+
+
+async def _http_error(_request: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, StarletteHTTPException)
+    titles = {404: "Not found", 405: "Method not allowed", 401: "Not signed in"}
+    detail = exc.detail if isinstance(exc.detail, str) else "request refused"
+    if exc.status_code == 404 and detail == "Not Found":
+        detail = "There is nothing at this address."
+    response = problem(exc.status_code, titles.get(exc.status_code, "Error"), detail)
+    if exc.headers:
+        response.headers.update(exc.headers)
+    return response
+
+
+async def _unexpected(_request: Request, exc: Exception) -> JSONResponse:
+    # The traceback goes to the operator's log (no request data in it), never to the caller.
+    log.error("unhandled error", exc_info=exc)
+    return problem(500, "Internal error", "Something went wrong on our side; please try again.")
+
+
+def install(app: FastAPI) -> None:
+    app.add_exception_handler(BurrowError, _burrow_error)
+    app.add_exception_handler(RequestValidationError, _validation_error)
+    app.add_exception_handler(StarletteHTTPException, _http_error)
+    app.add_exception_handler(Exception, _unexpected)

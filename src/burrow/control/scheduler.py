@@ -1,0 +1,54 @@
+"""Timed work of the control plane: each job runs every ``scheduler_interval_seconds``.
+
+Jobs are the domains' ``tasks.py`` functions; each takes the runtime and opens its own
+unit of work, so one failing job neither stops the others nor the next round.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Awaitable, Callable
+
+from burrow.control.desired_state.tasks import prune_change_log
+from burrow.control.runtime import Runtime
+from burrow.control.subscriptions.tasks import expire_due_subscriptions
+
+log = logging.getLogger(__name__)
+
+Job = Callable[[Runtime], Awaitable[object]]
+
+JOBS: tuple[tuple[str, Job], ...] = (
+    ("expire subscriptions", expire_due_subscriptions),
+    ("prune desired-state change log", prune_change_log),
+)
+
+
+class Scheduler:
+    def __init__(self, runtime: Runtime, jobs: tuple[tuple[str, Job], ...] = JOBS) -> None:
+        self._runtime = runtime
+        self._jobs = jobs
+        self._task: asyncio.Task[None] | None = None
+
+    def start(self) -> None:
+        self._task = asyncio.create_task(self._loop(), name="burrow-scheduler")
+
+    async def run_once(self) -> None:
+        for name, job in self._jobs:
+            try:
+                await job(self._runtime)
+            except Exception:
+                log.exception("scheduled job %r failed; it will run again next round", name)
+
+    async def _loop(self) -> None:
+        while True:
+            await self.run_once()
+            await asyncio.sleep(self._runtime.settings.scheduler_interval_seconds)
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+            self._task = None

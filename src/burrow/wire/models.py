@@ -1,0 +1,144 @@
+"""Pydantic models of the node API.
+
+The control plane serves these under ``API_PREFIX``; the node agent reads them.
+A peer is identified by its WireGuard public key: the node never learns who
+the customer is. Nothing here carries a client's endpoint address.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import ipaddress
+from typing import Annotated, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+API_PREFIX = "/node-api/v1"
+
+
+def is_valid_wg_key(value: str) -> bool:
+    """A WireGuard key is 32 bytes, written as 44 characters of standard base64."""
+    if len(value) != 44 or not value.endswith("="):
+        return False
+    try:
+        raw = base64.b64decode(value, validate=True)
+    except (binascii.Error, ValueError):
+        return False
+    return len(raw) == 32
+
+
+class _Wire(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class PeerSpec(_Wire):
+    """One peer a node must serve."""
+
+    public_key: str
+    allowed_ips: tuple[str, ...] = Field(
+        description="The device's tunnel addresses, one /32 and one /128."
+    )
+
+    @field_validator("public_key")
+    @classmethod
+    def _key(cls, value: str) -> str:
+        if not is_valid_wg_key(value):
+            raise ValueError("not a WireGuard public key (44 characters of base64)")
+        return value
+
+    @field_validator("allowed_ips")
+    @classmethod
+    def _networks(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        return tuple(str(ipaddress.ip_network(v, strict=True)) for v in value)
+
+
+class NetworkSpec(_Wire):
+    """How the node sets up its interface and firewall."""
+
+    listen_port: int = Field(51820, ge=1, le=65535)
+    mtu: int = Field(1320, ge=1280, le=1500)
+    tunnel_ipv4: str = Field(description="The fleet-wide IPv4 tunnel pool, e.g. 10.64.0.0/10.")
+    tunnel_ipv6: str = Field(description="The fleet-wide IPv6 tunnel pool, e.g. fd42:b0::/48.")
+    gateway_ipv4: str = Field(description="The node's own address inside the tunnel pool.")
+    gateway_ipv6: str
+    egress_ipv4: str | None = None
+    egress_ipv6: str | None = None
+    blocked_egress_tcp_ports: tuple[int, ...] = (25,)
+    blocked_egress_udp_ports: tuple[int, ...] = ()
+    isolate_clients: bool = True
+
+
+class DesiredState(_Wire):
+    """Everything a node must serve at one revision."""
+
+    revision: int = Field(ge=0)
+    network: NetworkSpec
+    peers: tuple[PeerSpec, ...]
+
+
+class FullState(_Wire):
+    kind: Literal["full"] = "full"
+    state: DesiredState
+
+
+class DeltaState(_Wire):
+    """What changed after ``from_revision`` up to ``revision``."""
+
+    kind: Literal["delta"] = "delta"
+    from_revision: int = Field(ge=0)
+    revision: int = Field(ge=0)
+    upserts: tuple[PeerSpec, ...] = ()
+    removals: tuple[str, ...] = Field((), description="Public keys the node must drop.")
+
+
+StateUpdate = Annotated[FullState | DeltaState, Field(discriminator="kind")]
+
+
+class EnrollRequest(_Wire):
+    token: str = Field(min_length=16, max_length=200)
+    public_key: str
+
+    @field_validator("public_key")
+    @classmethod
+    def _key(cls, value: str) -> str:
+        if not is_valid_wg_key(value):
+            raise ValueError("not a WireGuard public key (44 characters of base64)")
+        return value
+
+
+class EnrollResponse(_Wire):
+    node_id: int
+    node_name: str
+    node_token: str
+    interface_name: str
+
+
+class PeerStatus(_Wire):
+    """A peer's state as the node saw it. Never its endpoint address."""
+
+    public_key: str
+    connected: bool = Field(description="A handshake younger than the idle threshold.")
+    rx_bytes: int = Field(0, ge=0, description="Bytes received from the peer since the last report.")
+    tx_bytes: int = Field(0, ge=0, description="Bytes sent to the peer since the last report.")
+
+
+class NodeReport(_Wire):
+    """Live status, sent every few seconds.
+
+    ``boot_id`` changes whenever the agent (re)starts; with ``seq`` it lets the
+    control plane drop a repeated report and notice a lost one.
+    """
+
+    boot_id: str = Field(min_length=1, max_length=64)
+    seq: int = Field(ge=0)
+    revision: int = Field(ge=0, description="The desired-state revision the node has applied.")
+    peers: tuple[PeerStatus, ...] = ()
+
+
+class ReportAck(_Wire):
+    accepted: bool
+    last_seq: int
+    blocked: tuple[str, ...] = Field(
+        (), description="Public keys the node must keep blocked (limits), if any."
+    )

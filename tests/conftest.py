@@ -1,0 +1,137 @@
+"""Fixtures shared by the whole suite.
+
+Every database test runs against SQLite and against PostgreSQL (a server from Debian's
+packages started here). The schema is built by the Alembic migrations once per session into a
+template, then copied per test. ``BURROW_TEST_DB=sqlite`` (or ``postgres``) narrows the run.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import uuid
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+from alembic import command
+from alembic.config import Config
+from fastapi import FastAPI
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from burrow.control.app import create_app
+from burrow.control.config import Settings
+from burrow.control.db import unit_of_work
+from burrow.control.runtime import Runtime
+from burrow.control.startup import prepare
+from tests.support import postgres
+from tests.support.smtp import SmtpServer, running_smtp
+
+ROOT = Path(__file__).resolve().parents[1]
+STRICT_POLICY = ROOT / "examples" / "policies" / "strict-no-logs.toml"
+TEST_SECRET = "test-secret-key-that-is-long-enough-0123456789"
+
+
+def migrate(database_url: str) -> None:
+    cfg = Config(str(ROOT / "alembic.ini"))
+    cfg.attributes["database_url"] = database_url
+    cfg.attributes["skip_logging"] = True
+    command.upgrade(cfg, "head")
+
+
+def _backends() -> list[object]:
+    wanted = os.environ.get("BURROW_TEST_DB", "both")
+    params: list[object] = []
+    if wanted in ("both", "sqlite"):
+        params.append("sqlite")
+    if wanted in ("both", "postgres"):
+        params.append(pytest.param("postgres", marks=pytest.mark.postgres))
+    return params
+
+
+@pytest.fixture(scope="session")
+def sqlite_template(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    path = tmp_path_factory.mktemp("template") / "burrow.db"
+    migrate(f"sqlite+aiosqlite:///{path}")
+    return path
+
+
+@pytest.fixture(scope="session")
+def postgres_server() -> Iterator[postgres.PostgresServer]:
+    reason = postgres.why_unavailable()
+    if reason:
+        if os.environ.get("CI"):
+            pytest.fail(f"PostgreSQL is required in CI: {reason}")
+        pytest.skip(reason)
+    with postgres.running_postgres() as server:
+        server.psql("CREATE DATABASE burrow_template")
+        migrate(server.url("burrow_template"))
+        yield server
+
+
+@pytest.fixture(params=_backends())
+def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
+    if request.param == "sqlite":
+        template: Path = request.getfixturevalue("sqlite_template")
+        path = tmp_path / "burrow.db"
+        shutil.copyfile(template, path)
+        yield f"sqlite+aiosqlite:///{path}"
+        return
+    server: postgres.PostgresServer = request.getfixturevalue("postgres_server")
+    name = f"t_{uuid.uuid4().hex[:16]}"
+    server.psql(f"CREATE DATABASE {name} TEMPLATE burrow_template")
+    try:
+        yield server.url(name)
+    finally:
+        server.psql(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
+
+
+@pytest.fixture
+def smtp() -> Iterator[SmtpServer]:
+    with running_smtp() as server:
+        yield server
+
+
+@pytest.fixture
+def settings(database_url: str, smtp: SmtpServer) -> Settings:
+    return Settings(
+        environment="test",
+        database_url=database_url,
+        policy_path=STRICT_POLICY,
+        secret_key=TEST_SECRET,  # type: ignore[arg-type]
+        smtp_port=smtp.port,
+        scheduler_enabled=False,
+        public_url="http://testserver",
+        login_lockout_seconds=2.0,
+        long_poll_timeout_seconds=5.0,
+    )
+
+
+@pytest.fixture
+async def runtime(settings: Settings) -> AsyncIterator[Runtime]:
+    rt = Runtime.build(settings)
+    await prepare(rt)
+    try:
+        yield rt
+    finally:
+        await rt.close()
+
+
+@pytest.fixture
+def app(runtime: Runtime) -> FastAPI:
+    return create_app(runtime=runtime)
+
+
+@pytest.fixture
+async def client(app: FastAPI) -> AsyncIterator[httpx.AsyncClient]:
+    transport = httpx.ASGITransport(app=app)
+    async with httpx.AsyncClient(transport=transport, base_url="http://testserver") as c:
+        yield c
+
+
+@pytest.fixture
+async def session(runtime: Runtime) -> AsyncIterator[AsyncSession]:
+    """One unit of work for service tests; committed at the end of the test."""
+    async with unit_of_work(runtime.sessionmaker) as s:
+        yield s

@@ -1,0 +1,1 @@
+"""Test support: database servers, an SMTP catcher, factories. Not a test module."""
