@@ -1,0 +1,1 @@
+"""Tests of the node agent (``burrow.node``); ``netns`` holds the namespace lab."""

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import base64
 import itertools
 from datetime import datetime, timedelta
 
+from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -13,6 +15,9 @@ from burrow.control.models import (
     AccountSession,
     AccountStatus,
     AgeAttestation,
+    Device,
+    Node,
+    NodeStatus,
     Plan,
     Subscription,
     SubscriptionStatus,
@@ -93,3 +98,66 @@ async def create_subscription(
     session.add(sub)
     await session.flush()
     return sub
+
+
+async def create_node(
+    session: AsyncSession,
+    *,
+    name: str | None = None,
+    endpoint_host: str = "vpn.example.net",
+    endpoint_port: int = 51820,
+    status: NodeStatus = NodeStatus.active,
+    wg_public_key: str | None = "",
+    capacity: int = 1000,
+) -> Node:
+    """A node as it is after enrollment (``wg_public_key=""`` makes a fresh key; None: none)."""
+    if wg_public_key == "":
+        raw = X25519PrivateKey.generate().public_key().public_bytes_raw()
+        wg_public_key = base64.b64encode(raw).decode()
+    now = utcnow()
+    node = Node(
+        name=name or f"node-{next(_counter)}",
+        country="nl",
+        city="Amsterdam",
+        endpoint_host=endpoint_host,
+        endpoint_port=endpoint_port,
+        capacity=capacity,
+        status=status,
+        wg_public_key=wg_public_key,
+        enrolled_at=now if wg_public_key else None,
+        retired_at=now if status == NodeStatus.retired else None,
+    )
+    session.add(node)
+    await session.flush()
+    return node
+
+
+def new_public_key() -> str:
+    """A fresh WireGuard public key (base64 of an X25519 public key)."""
+    return base64.b64encode(X25519PrivateKey.generate().public_key().public_bytes_raw()).decode()
+
+
+# Factory devices take addresses far above what the allocator hands out first.
+_device_index = itertools.count(3_000_000)
+
+
+async def create_device(
+    session: AsyncSession,
+    account: Account,
+    *,
+    name: str = "Laptop",
+    public_key: str | None = None,
+) -> Device:
+    """A device row as the devices service stores it (addresses from the default pools)."""
+    index = next(_device_index)
+    device = Device(
+        account_id=account.id,
+        name=name,
+        public_key=public_key or new_public_key(),
+        ipv4=f"10.{64 + (index >> 16)}.{(index >> 8) & 255}.{index & 255}",
+        ipv6=f"fd42:b0::{index >> 16:x}:{index & 0xFFFF:x}",
+        address_index=index,
+    )
+    session.add(device)
+    await session.flush()
+    return device

@@ -1,9 +1,122 @@
-"""``burrow node`` commands. (to be built)"""
+"""``burrow node``: create nodes, make enrollment tokens, list them.
+
+The commands that run on a VPN server (``burrow node enroll``, ``burrow node run``) belong to
+the node agent; it adds them to the same group with ``@node_app.command()`` from its own
+module, so ``burrow node --help`` lists both sides.
+"""
 
 from __future__ import annotations
 
+from typing import Annotated
+
 import typer
+from pydantic import ValidationError
+from rich.table import Table
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from burrow.cli.common import console, fail, run, with_session
+from burrow.control.models import Node
+from burrow.control.nodes.schemas import EnrollmentIssued, NodeCreate, endpoint_text, parse_endpoint
+from burrow.control.nodes.service import NodeWithEnrollment
+from burrow.control.nodes.service import node as node_service
+from burrow.control.runtime import Runtime
+
+node_app = typer.Typer(
+    help="VPN nodes: create them and their enrollment tokens (and, on a node, run the agent).",
+    no_args_is_help=True,
+)
 
 
 def register(app: typer.Typer) -> None:
-    return None
+    app.add_typer(node_app, name="node")
+
+
+def _print_enrollment(name: str, issued: EnrollmentIssued) -> None:
+    expires = issued.expires_at.strftime("%Y-%m-%d %H:%M UTC")
+    console.print(f"Enroll node {name} by running this on it (once, before {expires}):")
+    # Plain echo: the command must stay on one line, whatever the terminal's width.
+    typer.echo(f"  {issued.command}")
+
+
+@node_app.command("create")
+def create(
+    name: Annotated[str, typer.Argument(help="A short name: lowercase letters, digits, -.")],
+    country: Annotated[str, typer.Option(help="ISO 3166 two-letter country code, e.g. NL.")],
+    city: Annotated[str, typer.Option(help="The city the node is in.")],
+    endpoint: Annotated[str, typer.Option(help="Where devices reach it: HOST:PORT ([IPv6]:PORT).")],
+    egress_ipv4: Annotated[
+        str | None, typer.Option(help="The shared IPv4 address clients leave by.")
+    ] = None,
+    egress_ipv6: Annotated[
+        str | None, typer.Option(help="The shared IPv6 address clients leave by.")
+    ] = None,
+    capacity: Annotated[int, typer.Option(help="Devices it serves at once at most.")] = 1000,
+) -> None:
+    """Create a node and print the one-time command that enrolls it."""
+    try:
+        host, port = parse_endpoint(endpoint)
+    except ValueError as exc:
+        fail(f"--endpoint: {exc}")
+    try:
+        data = NodeCreate(
+            name=name,
+            country=country,
+            city=city,
+            endpoint_host=host,
+            endpoint_port=port,
+            egress_ipv4=egress_ipv4,
+            egress_ipv6=egress_ipv6,
+            capacity=capacity,
+        )
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        where = str(first["loc"][0]).replace("_", "-") if first["loc"] else "input"
+        if where in ("endpoint-host", "endpoint-port"):
+            where = "endpoint"
+        fail(f"--{where}: {first['msg'].removeprefix('Value error, ')}")
+
+    async def work(session: AsyncSession, runtime: Runtime) -> NodeWithEnrollment:
+        return await node_service.create(session, runtime, data)
+
+    created = run(with_session(work))
+    console.print(f"node {created.node.name} created (id {created.node.id})", highlight=False)
+    _print_enrollment(created.node.name, created.enrollment)
+
+
+@node_app.command("token")
+def token(name: Annotated[str, typer.Argument(help="The node's name.")]) -> None:
+    """Make a new one-time enrollment token (enrolling again replaces the node's token)."""
+
+    async def work(session: AsyncSession, runtime: Runtime) -> EnrollmentIssued:
+        node = await node_service.get_by_name(session, name)
+        return await node_service.new_enrollment_token(session, runtime, node)
+
+    issued = run(with_session(work))
+    _print_enrollment(name.strip().lower(), issued)
+
+
+@node_app.command("list")
+def list_nodes() -> None:
+    """List the nodes (live health is on the admin API of the running control plane)."""
+
+    async def work(session: AsyncSession, _runtime: Runtime) -> list[Node]:
+        return await node_service.list_all(session)
+
+    nodes = run(with_session(work))
+    if not nodes:
+        console.print("no nodes yet; create one with `burrow node create`")
+        return
+    table = Table()
+    for column in ("id", "name", "location", "endpoint", "capacity", "status", "enrolled"):
+        table.add_column(column)
+    for node in nodes:
+        table.add_row(
+            str(node.id),
+            node.name,
+            f"{node.city}, {node.country}",
+            endpoint_text(node.endpoint_host, node.endpoint_port),
+            str(node.capacity),
+            node.status.value,
+            "-" if node.enrolled_at is None else node.enrolled_at.strftime("%Y-%m-%d %H:%M"),
+        )
+    console.print(table)

@@ -40,6 +40,18 @@ class Settings(BaseSettings):
     session_ttl_hours: int = Field(24 * 14, ge=1)
     login_max_failures: int = Field(5, ge=1, description="Failures before a login is slowed.")
     login_lockout_seconds: float = Field(30.0, ge=0)
+    login_lockout_max_seconds: float = Field(
+        3600.0, ge=0, description="Cap of the lockout, which doubles on each repeated lockout."
+    )
+    login_failure_window_seconds: float = Field(
+        900.0, gt=0, description="Failures older than this are forgotten."
+    )
+    login_client_max_failures: int = Field(
+        20, ge=1, description="Failures from one client (many people may share an address)."
+    )
+    verification_resend_seconds: float = Field(
+        60.0, ge=0, description="Least time between two verification emails to one account."
+    )
     verification_ttl_hours: int = Field(48, ge=1)
 
     # Fleet-wide tunnel address pools: a device keeps its address on every node.
@@ -48,6 +60,12 @@ class Settings(BaseSettings):
     client_dns: str = "10.64.0.1, fd42:b0::1"
     wireguard_port: int = 51820
     tunnel_mtu: int = Field(1320, ge=1280, le=1500)
+    max_devices_per_account: int = Field(
+        500,
+        ge=1,
+        description="A safety cap under 'unlimited' plans, so one account cannot drain "
+        "the address pool.",
+    )
 
     # Node API.
     long_poll_timeout_seconds: float = Field(25.0, gt=0, le=120)

@@ -90,6 +90,12 @@ class DeltaState(_Wire):
     revision: int = Field(ge=0)
     upserts: tuple[PeerSpec, ...] = ()
     removals: tuple[str, ...] = Field((), description="Public keys the node must drop.")
+    network: NetworkSpec | None = Field(
+        None,
+        description="The node's current network settings, so that an operator's change (port, "
+        "egress address, blocked ports) reaches the node without a full state. Absent from "
+        "older control planes; the node then keeps what it has.",
+    )
 
 
 StateUpdate = Annotated[FullState | DeltaState, Field(discriminator="kind")]
@@ -119,7 +125,9 @@ class PeerStatus(_Wire):
 
     public_key: str
     connected: bool = Field(description="A handshake younger than the idle threshold.")
-    rx_bytes: int = Field(0, ge=0, description="Bytes received from the peer since the last report.")
+    rx_bytes: int = Field(
+        0, ge=0, description="Bytes received from the peer since the last report."
+    )
     tx_bytes: int = Field(0, ge=0, description="Bytes sent to the peer since the last report.")
 
 

@@ -1,3 +1,255 @@
-from fastapi import APIRouter
+"""The customer API of accounts and sessions: register, verify, sign in and out, 2FA."""
 
-router = APIRouter()
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import APIRouter, Depends, Query, Request, Response, status
+
+from burrow.control.accounts.schemas import (
+    AccountCreate,
+    AccountRead,
+    Message,
+    OneTimeToken,
+    PasswordChange,
+    SessionCreate,
+    SessionCreated,
+    TotpCodeBody,
+    TotpEnrolment,
+    VerifyEmail,
+)
+from burrow.control.accounts.service import account as account_service
+from burrow.control.deps import (
+    SESSION_COOKIE,
+    CurrentAccount,
+    RuntimeDep,
+    SessionDep,
+    get_session_token,
+)
+from burrow.control.models import Account
+from burrow.control.problems import problem_responses
+
+router = APIRouter(prefix="/api/v1")
+
+SessionToken = Annotated[str, Depends(get_session_token)]
+
+
+def _read(account: Account) -> AccountRead:
+    return AccountRead.model_validate(account)
+
+
+@router.post(
+    "/accounts",
+    tags=["accounts"],
+    summary="Register an account",
+    status_code=status.HTTP_201_CREATED,
+    response_model=AccountRead,
+    responses=problem_responses(409, 422),
+)
+async def register(body: AccountCreate, session: SessionDep, runtime: RuntimeDep) -> AccountRead:
+    """Creates the account and emails a one-time link that verifies the address."""
+    return _read(await account_service.register(session, runtime, body))
+
+
+async def _verify(session: SessionDep, token: str) -> Message:
+    await account_service.verify_email(session, token)
+    return Message(detail="Your email address is verified.")
+
+
+@router.post(
+    "/accounts/verify-email",
+    tags=["accounts"],
+    summary="Verify the email address with the emailed token",
+    response_model=Message,
+    responses=problem_responses(400, 410, 422),
+)
+async def verify_email(body: VerifyEmail, session: SessionDep) -> Message:
+    return await _verify(session, body.token)
+
+
+@router.get(
+    "/accounts/verify-email",
+    tags=["accounts"],
+    summary="Verify the email address (the emailed link)",
+    response_model=Message,
+    responses=problem_responses(400, 410, 422),
+)
+async def verify_email_link(
+    session: SessionDep,
+    token: Annotated[OneTimeToken, Query(description="From the email.")],
+) -> Message:
+    return await _verify(session, token)
+
+
+@router.get(
+    "/accounts/me",
+    tags=["accounts"],
+    summary="Your account",
+    response_model=AccountRead,
+    responses=problem_responses(401, 403),
+)
+async def me(account: CurrentAccount) -> AccountRead:
+    return _read(account)
+
+
+@router.post(
+    "/accounts/me/verification-email",
+    tags=["accounts"],
+    summary="Send a new verification link",
+    status_code=status.HTTP_202_ACCEPTED,
+    response_model=Message,
+    responses=problem_responses(401, 403, 409, 429),
+)
+async def resend_verification(
+    account: CurrentAccount, session: SessionDep, runtime: RuntimeDep
+) -> Message:
+    await account_service.resend_verification(session, runtime, account)
+    return Message(detail=f"A new link is on its way to {account.email}.")
+
+
+@router.post(
+    "/accounts/me/password",
+    tags=["accounts"],
+    summary="Change your password (ends your other sessions)",
+    status_code=status.HTTP_204_NO_CONTENT,
+    responses=problem_responses(401, 403, 422, 429),
+)
+async def change_password(
+    body: PasswordChange,
+    account: CurrentAccount,
+    token: SessionToken,
+    session: SessionDep,
+    runtime: RuntimeDep,
+) -> None:
+    await account_service.change_password(
+        session,
+        runtime,
+        account,
+        current_password=body.current_password,
+        new_password=body.new_password,
+        current_token=token,
+    )
+
+
+@router.post(
+    "/accounts/me/totp",
+    tags=["accounts"],
+    summary="Start two-factor enrolment",
+    response_model=TotpEnrolment,
+    responses=problem_responses(401, 403, 409),
+)
+async def start_totp(
+    account: CurrentAccount, session: SessionDep, runtime: RuntimeDep
+) -> TotpEnrolment:
+    """Scan the QR code (or type the secret) into an authenticator app, then confirm a code."""
+    return await account_service.start_totp(session, runtime, account)
+
+
+@router.post(
+    "/accounts/me/totp/confirm",
+    tags=["accounts"],
+    summary="Turn two-factor sign-in on with a first code",
+    response_model=AccountRead,
+    responses=problem_responses(401, 403, 409, 422, 429),
+)
+async def confirm_totp(
+    body: TotpCodeBody, account: CurrentAccount, session: SessionDep, runtime: RuntimeDep
+) -> AccountRead:
+    await account_service.confirm_totp(session, runtime, account, body.code)
+    return _read(account)
+
+
+@router.delete(
+    "/accounts/me/totp",
+    tags=["accounts"],
+    summary="Turn two-factor sign-in off",
+    response_model=AccountRead,
+    responses=problem_responses(401, 403, 409, 422, 429),
+)
+async def disable_totp(
+    body: TotpCodeBody, account: CurrentAccount, session: SessionDep, runtime: RuntimeDep
+) -> AccountRead:
+    await account_service.disable_totp(session, runtime, account, body.code)
+    return _read(account)
+
+
+@router.post(
+    "/sessions",
+    tags=["sessions"],
+    summary="Sign in",
+    status_code=status.HTTP_201_CREATED,
+    response_model=SessionCreated,
+    responses=problem_responses(401, 403, 422, 429),
+)
+async def sign_in(
+    body: SessionCreate,
+    request: Request,
+    response: Response,
+    session: SessionDep,
+    runtime: RuntimeDep,
+) -> SessionCreated:
+    """Returns a session token (bearer) and sets it as the ``burrow_session`` cookie.
+
+    With two-factor sign-in on, send ``totp_code`` too; without it the answer is 401 with
+    ``totp_required: true``.
+    """
+    signed_in = await account_service.sign_in(
+        session,
+        runtime,
+        email=body.email,
+        password=body.password,
+        totp_code=body.totp_code,
+        client_address=request.client.host if request.client else None,
+    )
+    response.set_cookie(
+        SESSION_COOKIE,
+        signed_in.token,
+        max_age=runtime.settings.session_ttl_hours * 3600,
+        httponly=True,
+        samesite="lax",
+        secure=request.url.scheme == "https",
+        path="/",
+    )
+    return SessionCreated(token=signed_in.token, expires_at=signed_in.expires_at)
+
+
+def _forget_cookie(request: Request, response: Response) -> None:
+    response.delete_cookie(
+        SESSION_COOKIE,
+        path="/",
+        httponly=True,
+        samesite="lax",
+        secure=request.url.scheme == "https",
+    )
+
+
+@router.delete(
+    "/sessions/current",
+    tags=["sessions"],
+    summary="Sign out",
+    status_code=status.HTTP_204_NO_CONTENT,
+    responses=problem_responses(401, 403),
+)
+async def sign_out(
+    account: CurrentAccount,
+    token: SessionToken,
+    session: SessionDep,
+    request: Request,
+    response: Response,
+) -> None:
+    await account_service.sign_out(session, account, token)
+    _forget_cookie(request, response)
+
+
+@router.delete(
+    "/sessions",
+    tags=["sessions"],
+    summary="Sign out everywhere",
+    status_code=status.HTTP_204_NO_CONTENT,
+    responses=problem_responses(401, 403),
+)
+async def sign_out_everywhere(
+    account: CurrentAccount, session: SessionDep, request: Request, response: Response
+) -> None:
+    await account_service.sign_out_everywhere(session, account)
+    _forget_cookie(request, response)

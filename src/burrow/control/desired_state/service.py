@@ -1,21 +1,209 @@
-"""The one place that turns rows into what every node must serve. (being built)
+"""The one place that turns rows into what every node must serve.
 
 Domains call ``desired_state_service.refresh_account(session, runtime, account_id)`` after any
 change that may alter which of an account's devices may use the VPN (device added, removed or
 re-keyed; subscription started, expired or cancelled; account suspended, unsuspended,
-terminated). It records the difference as new revisions and wakes node long polls after commit.
+terminated or deleted). It compares the account's devices with the account's rows in
+``served_peers`` (the materialised desired state), appends the difference to the change log
+``peer_changes`` (whose primary key is the revision) and wakes node long polls after commit.
+
+A node reads the full state once (one scan of ``served_peers``), then asks for the changes
+since its revision: a primary-key range of the change log, so a one-device change costs the
+same with a thousand devices as with a hundred thousand.
+
+May import: models, db, runtime, the wire models. Nothing of other domains.
 """
 
 from __future__ import annotations
 
+import asyncio
+import ipaddress
+from collections.abc import Iterable
+
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from burrow.control.db import after_commit, unit_of_work
+from burrow.control.desired_state.repository import DesiredStateRepository
+from burrow.control.desired_state.schemas import Change, PeerAddresses
+from burrow.control.models import Node, PeerChangeOp, utcnow
 from burrow.control.runtime import Runtime
+from burrow.wire import DeltaState, DesiredState, FullState, NetworkSpec, PeerSpec
+
+# A waiting long poll re-reads the revision this often, so that a change committed by another
+# process (the CLI, another replica), which cannot wake this process's notifier, is seen
+# within a second.
+RECHECK_SECONDS = 0.5
+
+
+def collapse(changes: Iterable[Change]) -> tuple[list[Change], list[Change]]:
+    """The newest change per public key, split into (upserts, removals), oldest first.
+
+    ``changes`` must be in revision order. An upsert followed by a removal is a removal;
+    a removal followed by an upsert is an upsert (with the newest addresses).
+    """
+    newest: dict[str, Change] = {}
+    for change in changes:
+        # Pop first, so that the dict's order follows each key's newest revision.
+        newest.pop(change.peer.public_key, None)
+        newest[change.peer.public_key] = change
+    upserts = [c for c in newest.values() if c.op == PeerChangeOp.upsert]
+    removals = [c for c in newest.values() if c.op == PeerChangeOp.remove]
+    return upserts, removals
+
+
+def _peer_spec(peer: PeerAddresses) -> PeerSpec:
+    # Rows written by this module from validated devices: skip re-validating each one, which
+    # would dominate the cost of a full state of a hundred thousand peers.
+    return PeerSpec.model_construct(
+        public_key=peer.public_key, allowed_ips=(f"{peer.ipv4}/32", f"{peer.ipv6}/128")
+    )
 
 
 class DesiredStateService:
-    async def refresh_account(self, session: AsyncSession, runtime: Runtime, account_id: int) -> None:
-        return None
+    async def refresh_account(
+        self, session: AsyncSession, runtime: Runtime, account_id: int
+    ) -> int:
+        """Bring the account's served peers in line with its devices; returns changes made.
+
+        An account may use the VPN while it is active and has a trialing or active
+        subscription whose period has not ended; then every device of it is served, else
+        none. Costs O(devices of this account). Does not commit.
+        """
+        repository = DesiredStateRepository(session)
+        await repository.lock_writers()
+        may_connect = await repository.account_may_connect(account_id, utcnow())
+        desired = await repository.devices_of(account_id) if may_connect else {}
+        served = await repository.served_of(account_id)
+
+        removals: list[Change] = []
+        for device_id, peer in sorted(served.items()):
+            wanted = desired.get(device_id)
+            # A re-keyed device is the old key leaving and the new key arriving.
+            if wanted is None or wanted.public_key != peer.public_key:
+                removals.append(Change(PeerChangeOp.remove, peer, device_id))
+        upserts = [
+            Change(PeerChangeOp.upsert, peer, device_id)
+            for device_id, peer in sorted(desired.items())
+            if served.get(device_id) != peer
+        ]
+        if not removals and not upserts:
+            return 0
+
+        revisions = await repository.record_changes([*removals, *upserts])
+        upsert_revisions = revisions[len(removals) :]
+        await repository.unserve(
+            {c.device_id for c in removals} | {c.device_id for c in upserts},
+            {c.peer.public_key for c in upserts},
+        )
+        await repository.serve(
+            account_id,
+            [(c.device_id, c.peer, rev) for c, rev in zip(upserts, upsert_revisions, strict=True)],
+        )
+        after_commit(session, runtime.notifier.notify)
+        return len(removals) + len(upserts)
+
+    async def current_revision(self, session: AsyncSession) -> int:
+        """The newest revision; 0 before the first change."""
+        return await DesiredStateRepository(session).current_revision()
+
+    def network(self, runtime: Runtime, node: Node) -> NetworkSpec:
+        """How ``node`` sets up its interface and firewall, from the settings and the policy."""
+        settings = runtime.settings
+        pool4 = ipaddress.ip_network(settings.tunnel_ipv4_pool)
+        pool6 = ipaddress.ip_network(settings.tunnel_ipv6_pool)
+        rules = runtime.policy.network
+        return NetworkSpec(
+            listen_port=node.endpoint_port,
+            mtu=settings.tunnel_mtu,
+            tunnel_ipv4=str(pool4),
+            tunnel_ipv6=str(pool6),
+            gateway_ipv4=str(pool4.network_address + 1),
+            gateway_ipv6=str(pool6.network_address + 1),
+            egress_ipv4=node.egress_ipv4,
+            egress_ipv6=node.egress_ipv6,
+            blocked_egress_tcp_ports=tuple(rules.blocked_egress_tcp_ports),
+            blocked_egress_udp_ports=tuple(rules.blocked_egress_udp_ports),
+            isolate_clients=rules.isolate_clients,
+        )
+
+    async def full_state(self, session: AsyncSession, runtime: Runtime, node: Node) -> DesiredState:
+        """Everything ``node`` must serve: one scan of the served peers."""
+        repository = DesiredStateRepository(session)
+        # The revision first: peers read afterwards are at least that new, and a delta a node
+        # then asks for may repeat a change it already has, which is harmless.
+        revision = await repository.current_revision()
+        rows = await repository.served_peers_all()
+        return DesiredState(
+            revision=revision,
+            network=self.network(runtime, node),
+            peers=tuple(_peer_spec(PeerAddresses(*row)) for row in rows),
+        )
+
+    async def changes_since(
+        self, session: AsyncSession, runtime: Runtime, node: Node, revision: int
+    ) -> FullState | DeltaState:
+        """What changed after ``revision``, newest per peer; the full state if that is unknown.
+
+        A revision older than the log keeps (pruned) or newer than the newest (a restored
+        database) gets the full state.
+        """
+        repository = DesiredStateRepository(session)
+        current = await repository.current_revision()
+        if revision > current:
+            return FullState(state=await self.full_state(session, runtime, node))
+        network = self.network(runtime, node)
+        if revision == current:
+            return DeltaState(from_revision=revision, revision=current, network=network)
+        changes = await repository.changes_between(revision, current)
+        # Checked after reading the range: a prune racing the read makes this answer the
+        # full state, never a delta with a hole in it.
+        oldest = await repository.oldest_revision()
+        if oldest is None or revision < oldest - 1:
+            return FullState(state=await self.full_state(session, runtime, node))
+        upserts, removals = collapse(changes)
+        return DeltaState(
+            from_revision=revision,
+            revision=current,
+            upserts=tuple(_peer_spec(c.peer) for c in upserts),
+            removals=tuple(c.peer.public_key for c in removals),
+            network=network,
+        )
+
+    async def prune_change_log(self, session: AsyncSession, runtime: Runtime) -> int:
+        """Delete all but the newest ``change_log_keep`` revisions; returns rows deleted.
+
+        A node whose revision is older than what is kept gets the full state instead.
+        """
+        repository = DesiredStateRepository(session)
+        horizon = await repository.current_revision() - runtime.settings.change_log_keep
+        if horizon <= 0:
+            return 0
+        return await repository.prune_changes_up_to(horizon)
+
+    async def wait_for_changes(
+        self, runtime: Runtime, node: Node, since: int, wait_seconds: float
+    ) -> FullState | DeltaState:
+        """The long poll: answer as soon as there is something after ``since``.
+
+        Opens a short unit of work for each look and holds no database connection while
+        waiting. It wakes on this process's notifier and re-reads the revision every
+        ``RECHECK_SECONDS`` for changes made elsewhere. After ``wait_seconds``: an empty delta.
+        """
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + max(0.0, wait_seconds)
+        while True:
+            # Read the generation before looking, so a change committed in between wakes us.
+            generation = runtime.notifier.generation
+            async with unit_of_work(runtime.sessionmaker) as session:
+                current = await self.current_revision(session)
+                if current != since:
+                    return await self.changes_since(session, runtime, node, since)
+            remaining = deadline - loop.time()
+            if remaining <= 0:
+                return DeltaState(
+                    from_revision=since, revision=since, network=self.network(runtime, node)
+                )
+            await runtime.notifier.wait(min(RECHECK_SECONDS, remaining), after=generation)
 
 
 desired_state = DesiredStateService()

@@ -1,3 +1,208 @@
-from fastapi import APIRouter
+"""The devices API under /api/v1/devices: a customer's own devices and their configs."""
 
-router = APIRouter()
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import APIRouter, Body, Path, Query, Response, status
+
+from burrow.control.deps import CurrentAccount, RuntimeDep, SessionDep
+from burrow.control.devices.schemas import (
+    MAX_ID,
+    DeviceCreate,
+    DeviceIssued,
+    DeviceRead,
+    DeviceRotate,
+    DeviceUpdate,
+)
+from burrow.control.devices.service import QR_MEDIA_TYPES, IssuedDevice, QrKind
+from burrow.control.devices.service import device as device_service
+from burrow.control.problems import problem_responses
+
+router = APIRouter(prefix="/api/v1/devices", tags=["devices"])
+
+DeviceId = Annotated[int, Path(ge=1, le=MAX_ID, description="The device's id.")]
+NodeId = Annotated[
+    int, Query(ge=1, le=MAX_ID, description="The server to connect to (see the server list).")
+]
+
+# Answers that carry a private key or a config must not be kept by any cache.
+NO_STORE = {"Cache-Control": "no-store"}
+
+
+def _issued(issued: IssuedDevice) -> DeviceIssued:
+    return DeviceIssued.model_validate(issued.device).model_copy(
+        update={
+            "private_key": issued.private_key,
+            "config": issued.config,
+            "config_node_id": issued.config_node.id if issued.config_node else None,
+        }
+    )
+
+
+@router.get(
+    "",
+    summary="List your devices",
+    response_model=list[DeviceRead],
+    responses=problem_responses(401),
+)
+async def list_devices(session: SessionDep, account: CurrentAccount) -> list[DeviceRead]:
+    devices = await device_service.list(session, account)
+    return [DeviceRead.model_validate(d) for d in devices]
+
+
+@router.post(
+    "",
+    summary="Add a device",
+    description="Send the device's WireGuard public key, or leave it out: then the server makes "
+    "a key pair and returns the private key (and a ready config) in this answer only.",
+    status_code=status.HTTP_201_CREATED,
+    response_model=DeviceIssued,
+    responses=problem_responses(401, 403, 404, 409, 422, 503),
+)
+async def add_device(
+    data: DeviceCreate,
+    session: SessionDep,
+    runtime: RuntimeDep,
+    account: CurrentAccount,
+    response: Response,
+) -> DeviceIssued:
+    issued = await device_service.create(session, runtime, account, data)
+    response.headers.update(NO_STORE)
+    return _issued(issued)
+
+
+@router.get(
+    "/{device_id}",
+    summary="Show a device",
+    response_model=DeviceRead,
+    responses=problem_responses(401, 404, 422),
+)
+async def get_device(
+    device_id: DeviceId, session: SessionDep, account: CurrentAccount
+) -> DeviceRead:
+    return DeviceRead.model_validate(await device_service.get(session, account, device_id))
+
+
+@router.patch(
+    "/{device_id}",
+    summary="Rename a device",
+    response_model=DeviceRead,
+    responses=problem_responses(401, 404, 422),
+)
+async def rename_device(
+    device_id: DeviceId, data: DeviceUpdate, session: SessionDep, account: CurrentAccount
+) -> DeviceRead:
+    device = await device_service.rename(session, account, device_id, data)
+    return DeviceRead.model_validate(device)
+
+
+@router.delete(
+    "/{device_id}",
+    summary="Remove a device",
+    description="The device's key leaves every server within seconds.",
+    status_code=status.HTTP_204_NO_CONTENT,
+    response_class=Response,
+    responses=problem_responses(401, 404, 422),
+)
+async def remove_device(
+    device_id: DeviceId, session: SessionDep, runtime: RuntimeDep, account: CurrentAccount
+) -> Response:
+    await device_service.remove(session, runtime, account, device_id)
+    return Response(status_code=status.HTTP_204_NO_CONTENT)
+
+
+@router.post(
+    "/{device_id}/rotate",
+    summary="Give a device a new key",
+    description="The old key stops working. Send the new public key, or leave it out: then the "
+    "server makes a key pair and returns the private key in this answer only.",
+    response_model=DeviceIssued,
+    responses=problem_responses(401, 404, 409, 422),
+)
+async def rotate_device_key(
+    device_id: DeviceId,
+    session: SessionDep,
+    runtime: RuntimeDep,
+    account: CurrentAccount,
+    response: Response,
+    data: Annotated[DeviceRotate | None, Body()] = None,
+) -> DeviceIssued:
+    issued = await device_service.rotate(
+        session, runtime, account, device_id, data or DeviceRotate()
+    )
+    response.headers.update(NO_STORE)
+    return _issued(issued)
+
+
+@router.get(
+    "/{device_id}/config",
+    summary="Download the device's WireGuard config for a server",
+    description="A wg-quick config. The server never keeps private keys, so the PrivateKey "
+    "line is a comment: put the private key you kept there.",
+    response_class=Response,
+    responses={
+        200: {"content": {"text/plain": {"schema": {"type": "string"}}}},
+        **problem_responses(401, 404, 422),
+    },
+)
+async def download_config(
+    device_id: DeviceId,
+    node_id: NodeId,
+    session: SessionDep,
+    runtime: RuntimeDep,
+    account: CurrentAccount,
+) -> Response:
+    config = await device_service.config(session, runtime, account, device_id, node_id)
+    headers = {**NO_STORE, "Content-Disposition": f'attachment; filename="{config.filename}"'}
+    return Response(config.text, media_type="text/plain; charset=utf-8", headers=headers)
+
+
+async def _qr(
+    kind: QrKind,
+    device_id: int,
+    node_id: int,
+    session: SessionDep,
+    runtime: RuntimeDep,
+    account: CurrentAccount,
+) -> Response:
+    image = await device_service.config_qr(session, runtime, account, device_id, node_id, kind)
+    return Response(image, media_type=QR_MEDIA_TYPES[kind], headers=NO_STORE)
+
+
+@router.get(
+    "/{device_id}/config.png",
+    summary="The device's config for a server as a QR code (PNG)",
+    response_class=Response,
+    responses={
+        200: {"content": {"image/png": {"schema": {"type": "string", "format": "binary"}}}},
+        **problem_responses(401, 404, 422),
+    },
+)
+async def config_qr_png(
+    device_id: DeviceId,
+    node_id: NodeId,
+    session: SessionDep,
+    runtime: RuntimeDep,
+    account: CurrentAccount,
+) -> Response:
+    return await _qr("png", device_id, node_id, session, runtime, account)
+
+
+@router.get(
+    "/{device_id}/config.svg",
+    summary="The device's config for a server as a QR code (SVG)",
+    response_class=Response,
+    responses={
+        200: {"content": {"image/svg+xml": {"schema": {"type": "string"}}}},
+        **problem_responses(401, 404, 422),
+    },
+)
+async def config_qr_svg(
+    device_id: DeviceId,
+    node_id: NodeId,
+    session: SessionDep,
+    runtime: RuntimeDep,
+    account: CurrentAccount,
+) -> Response:
+    return await _qr("svg", device_id, node_id, session, runtime, account)

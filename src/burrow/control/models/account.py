@@ -3,7 +3,7 @@ from __future__ import annotations
 from datetime import datetime
 from enum import StrEnum
 
-from sqlalchemy import Boolean, Enum, String, Text
+from sqlalchemy import BigInteger, Boolean, Enum, String, Text
 from sqlalchemy.orm import Mapped, mapped_column
 
 from burrow.control.models.base import Base, CreatedMixin, IdMixin
@@ -35,6 +35,8 @@ class Account(IdMixin, CreatedMixin, Base):
     email_verified_at: Mapped[datetime | None] = mapped_column(default=None)
     totp_secret: Mapped[str | None] = mapped_column(String(64), default=None)
     totp_enabled: Mapped[bool] = mapped_column(Boolean, default=False)
+    # The last time step whose code was accepted, so that a code cannot be used twice.
+    totp_last_step: Mapped[int | None] = mapped_column(BigInteger, default=None)
     age_attestation: Mapped[AgeAttestation | None] = mapped_column(
         Enum(AgeAttestation, native_enum=False, length=30), default=None
     )

@@ -1,9 +1,9 @@
 from __future__ import annotations
 
-from sqlalchemy import ForeignKey, String
+from sqlalchemy import ForeignKey, Integer, String
 from sqlalchemy.orm import Mapped, mapped_column
 
-from burrow.control.models.base import BigId, Base, CreatedMixin, IdMixin
+from burrow.control.models.base import Base, BigId, CreatedMixin, IdMixin
 
 
 class Device(IdMixin, CreatedMixin, Base):
@@ -21,3 +21,5 @@ class Device(IdMixin, CreatedMixin, Base):
     public_key: Mapped[str] = mapped_column(String(44), unique=True)
     ipv4: Mapped[str] = mapped_column(String(15), unique=True)
     ipv6: Mapped[str] = mapped_column(String(39), unique=True)
+    # Offset of both addresses in their pools; unique, so a racing allocation fails loudly.
+    address_index: Mapped[int] = mapped_column(Integer, unique=True)

@@ -1,3 +1,116 @@
-from fastapi import APIRouter
+"""The node API: what node agents call, with their node token as a bearer token.
 
-router = APIRouter()
+Enrollment (one-time enrollment token in the body), the full desired state, the long poll for
+changes since a revision, and the status report. Served under ``burrow.wire.API_PREFIX``;
+request and response bodies are the ``burrow.wire`` models the agent shares.
+
+The long poll holds no database connection while it waits, so a thousand waiting nodes
+cost a thousand sleeping tasks, not a thousand connections.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import APIRouter, Depends, Query, Response
+from pydantic import BaseModel
+
+from burrow.control.db import unit_of_work
+from burrow.control.deps import BearerDep, CurrentNode, RuntimeDep, SessionDep
+from burrow.control.desired_state.service import desired_state as desired_state_service
+from burrow.control.errors import NotAuthenticated
+from burrow.control.models import Node
+from burrow.control.nodes.service import node as node_service
+from burrow.control.problems import problem_responses
+from burrow.wire import (
+    API_PREFIX,
+    EnrollRequest,
+    EnrollResponse,
+    FullState,
+    NodeReport,
+    ReportAck,
+    StateUpdate,
+)
+
+router = APIRouter(prefix=API_PREFIX, tags=["node"])
+
+MAX_REVISION = 2**63 - 1
+
+
+async def node_in_short_session(runtime: RuntimeDep, bearer: BearerDep) -> Node:
+    """The calling node, checked in a unit of work of its own that ends at once."""
+    if bearer is None or not bearer.credentials:
+        raise NotAuthenticated("The node API needs the node token as a bearer token.")
+    async with unit_of_work(runtime.sessionmaker) as session:
+        return await node_service.authenticate(session, bearer.credentials)
+
+
+BriefNode = Annotated[Node, Depends(node_in_short_session)]
+
+
+def _json(model: BaseModel) -> Response:
+    # Serialised once by pydantic: a full state of 100,000 peers must not be validated again.
+    return Response(model.model_dump_json(), media_type="application/json")
+
+
+@router.post(
+    "/enroll",
+    summary="Enroll a node with its one-time enrollment token",
+    response_model=EnrollResponse,
+    responses=problem_responses(401, 409, 410, 422),
+)
+async def enroll(
+    request: EnrollRequest, session: SessionDep, runtime: RuntimeDep
+) -> EnrollResponse:
+    return await node_service.enroll(session, runtime, request)
+
+
+@router.get(
+    "/state",
+    summary="The full desired state: every peer this node must serve",
+    response_model=FullState,
+    responses=problem_responses(401),
+)
+async def full_state(node: CurrentNode, session: SessionDep, runtime: RuntimeDep) -> Response:
+    state = await desired_state_service.full_state(session, runtime, node)
+    return _json(FullState(state=state))
+
+
+@router.get(
+    "/state/changes",
+    summary="Long poll: the changes since a revision (or the full state if it is too old)",
+    description="Answers at once when something changed after `since`; otherwise waits up to "
+    "`timeout` seconds (capped by the server) and answers an empty delta at the same revision.",
+    response_model=StateUpdate,
+    responses=problem_responses(401, 422),
+)
+async def changes(
+    node: BriefNode,
+    runtime: RuntimeDep,
+    since: Annotated[
+        int, Query(ge=0, le=MAX_REVISION, description="The revision the node has applied.")
+    ],
+    wait_seconds: Annotated[
+        float | None,
+        Query(
+            alias="timeout",
+            ge=0,
+            le=3600,
+            description="Seconds to wait; default and cap: the server's.",
+        ),
+    ] = None,
+) -> Response:
+    cap = runtime.settings.long_poll_timeout_seconds
+    wait = cap if wait_seconds is None else min(wait_seconds, cap)
+    update = await desired_state_service.wait_for_changes(runtime, node, since, wait)
+    return _json(update)
+
+
+@router.post(
+    "/report",
+    summary="Report the node's live status (kept in RAM only)",
+    response_model=ReportAck,
+    responses=problem_responses(401, 422),
+)
+async def report(body: NodeReport, node: BriefNode, runtime: RuntimeDep) -> ReportAck:
+    return node_service.record_report(runtime, node, body)

@@ -1,16 +1,355 @@
-"""Nodes: the VPN servers, their enrollment and their tokens. (to be built)"""
+"""Nodes: the VPN servers, their enrollment, their tokens and their live health.
+
+An operator creates a node and gets a one-time enrollment token. The node's agent enrolls
+with it, sends its WireGuard public key and receives a node token, which it then uses as a
+bearer token on the node API. Both tokens are stored hashed. The node's reports (connected
+devices, throughput) live only in the RAM live store, never on disk.
+"""
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+from datetime import timedelta
+
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from burrow.control.errors import NotAuthenticated
-from burrow.control.models import Node
+from burrow.control.errors import BurrowError, Conflict, NotAuthenticated, NotFound
+from burrow.control.models import Node, NodeStatus, utcnow
+from burrow.control.nodes.repository import NodeRepository
+from burrow.control.nodes.schemas import (
+    EnrollmentIssued,
+    NodeCreate,
+    NodeHealth,
+    NodeLive,
+    NodeRead,
+    NodeUpdate,
+    ServerRead,
+    endpoint_text,
+)
+from burrow.control.runtime import Runtime
+from burrow.control.security import hash_token, new_token
+from burrow.wire import EnrollRequest, EnrollResponse, NodeReport, ReportAck
+
+
+class NodeNotFound(NotFound):
+    def __init__(self, what: int | str) -> None:
+        super().__init__(f"There is no node {what}; `burrow node list` shows them all.")
+
+
+class NodeNameTaken(Conflict):
+    def __init__(self, name: str) -> None:
+        super().__init__(
+            f"A node named '{name}' exists already; choose another name.", field="name"
+        )
+
+
+class NodeRetired(Conflict):
+    def __init__(self, name: str) -> None:
+        super().__init__(f"Node '{name}' is retired; create a new node instead.")
+
+
+class NodeKeyInUse(Conflict):
+    def __init__(self) -> None:
+        super().__init__(
+            "Another node already uses this WireGuard public key; give each node its own key.",
+            field="public_key",
+        )
+
+
+class EnrollmentTokenInvalid(NotAuthenticated):
+    title = "Enrollment token not valid"
+    type_slug = "enrollment-token-invalid"
+
+    def __init__(self) -> None:
+        super().__init__(
+            "This enrollment token is not valid: it may have been used already or replaced. "
+            "Make a new one on the control plane with `burrow node token NAME`."
+        )
+
+
+class EnrollmentTokenExpired(BurrowError):
+    status = 410
+    title = "Enrollment token expired"
+    type_slug = "enrollment-token-expired"
+
+    def __init__(self, name: str) -> None:
+        super().__init__(
+            f"The enrollment token of node '{name}' has expired. Make a new one on the control "
+            f"plane with `burrow node token {name}`."
+        )
+
+
+class NodeTokenInvalid(NotAuthenticated):
+    def __init__(self, message: str | None = None) -> None:
+        super().__init__(
+            message
+            or "This is not a valid node token. Enroll the node again with a new enrollment "
+            "token (`burrow node token NAME` on the control plane)."
+        )
+
+
+# A node that has not reported for this long counts as silent and its load as unknown.
+REPORT_FRESH_SECONDS = 60.0
+# How long the live store keeps a node's last report.
+LIVE_TTL_SECONDS = 24 * 3600.0
+
+# Prefixes that tell a leaked token's kind at a glance (not secrets).
+NODE_TOKEN_PREFIX = "bwn_"  # noqa: S105
+ENROLLMENT_TOKEN_PREFIX = "bwe_"  # noqa: S105
+
+
+def _now() -> float:
+    """Unix time: reports are compared across replicas, so not a monotonic clock."""
+    return utcnow().timestamp()
+
+
+def interface_name(node: Node) -> str:
+    """The node's WireGuard interface: unique per node and within Linux's 15 characters."""
+    return f"bw{node.id}"
+
+
+def _live_key(node_id: int) -> str:
+    return f"node:{node_id}:report"
+
+
+@dataclass(frozen=True)
+class NodeWithEnrollment:
+    node: Node
+    enrollment: EnrollmentIssued
 
 
 class NodeService:
+    # --- the operator's side --------------------------------------------------------------
+
+    async def create(
+        self, session: AsyncSession, runtime: Runtime, data: NodeCreate
+    ) -> NodeWithEnrollment:
+        repository = NodeRepository(session)
+        if await repository.get_by_name(data.name) is not None:
+            raise NodeNameTaken(data.name)
+        node = Node(**data.model_dump(), status=NodeStatus.pending)
+        token = self._arm_enrollment(runtime, node)
+        if not await repository.save(node):
+            raise NodeNameTaken(data.name)  # the one unique column a new node can clash on
+        return NodeWithEnrollment(node, self._issued(runtime, node, token))
+
+    async def list_all(self, session: AsyncSession) -> list[Node]:
+        return list(await NodeRepository(session).list_all())
+
+    async def get(self, session: AsyncSession, node_id: int) -> Node:
+        node = await NodeRepository(session).get(node_id)
+        if node is None:
+            raise NodeNotFound(node_id)
+        return node
+
+    async def get_by_name(self, session: AsyncSession, name: str) -> Node:
+        node = await NodeRepository(session).get_by_name(name.strip().lower())
+        if node is None:
+            raise NodeNotFound(f"named '{name}'")
+        return node
+
+    async def update(self, session: AsyncSession, node_id: int, data: NodeUpdate) -> Node:
+        repository = NodeRepository(session)
+        node = await self.get(session, node_id)
+        changes = data.model_dump(exclude_unset=True)
+        for required in ("name", "country", "city", "endpoint_host", "endpoint_port", "capacity"):
+            if required in changes and changes[required] is None:
+                del changes[required]  # null means "no change" for a field that must have a value
+        name = changes.get("name")
+        if name is not None and name != node.name:
+            other = await repository.get_by_name(name)
+            if other is not None:
+                raise NodeNameTaken(name)
+        for field, value in changes.items():
+            setattr(node, field, value)
+        if not await repository.save(node):
+            raise NodeNameTaken(node.name)
+        return node
+
+    async def retire(self, session: AsyncSession, node_id: int) -> Node:
+        """Take a node out of service for good: its token stops working at once."""
+        node = await self.get(session, node_id)
+        if node.status != NodeStatus.retired:
+            node.status = NodeStatus.retired
+            node.retired_at = utcnow()
+            node.enrollment_token_hash = None
+            node.enrollment_expires_at = None
+            await NodeRepository(session).save(node)
+        return node
+
+    async def new_enrollment_token(
+        self, session: AsyncSession, runtime: Runtime, node: Node
+    ) -> EnrollmentIssued:
+        """A fresh one-time token; any earlier one is void. Enrolling replaces the node token."""
+        if node.status == NodeStatus.retired:
+            raise NodeRetired(node.name)
+        token = self._arm_enrollment(runtime, node)
+        await NodeRepository(session).save(node)
+        return self._issued(runtime, node, token)
+
+    @staticmethod
+    def _arm_enrollment(runtime: Runtime, node: Node) -> str:
+        token = new_token(ENROLLMENT_TOKEN_PREFIX)
+        node.enrollment_token_hash = hash_token(token)
+        node.enrollment_expires_at = utcnow() + timedelta(
+            hours=runtime.settings.enrollment_ttl_hours
+        )
+        return token
+
+    @staticmethod
+    def _issued(runtime: Runtime, node: Node, token: str) -> EnrollmentIssued:
+        assert node.enrollment_expires_at is not None
+        control = runtime.settings.public_url.rstrip("/")
+        return EnrollmentIssued(
+            token=token,
+            expires_at=node.enrollment_expires_at,
+            command=f"burrow node enroll --control {control} --token {token}",
+        )
+
+    # --- the node's side ------------------------------------------------------------------
+
+    async def enroll(
+        self, session: AsyncSession, runtime: Runtime, request: EnrollRequest
+    ) -> EnrollResponse:
+        """Trade a one-time enrollment token for a node token; the enrollment token is void."""
+        repository = NodeRepository(session)
+        node = await repository.get_by_enrollment_hash(hash_token(request.token))
+        if node is None or node.status == NodeStatus.retired:
+            raise EnrollmentTokenInvalid()
+        expires_at = node.enrollment_expires_at
+        if expires_at is None or expires_at <= utcnow():
+            raise EnrollmentTokenExpired(node.name)
+        holder = await repository.get_by_public_key(request.public_key)
+        if holder is not None and holder.id != node.id:
+            raise NodeKeyInUse()
+        token = new_token(NODE_TOKEN_PREFIX)
+        node.wg_public_key = request.public_key
+        node.node_token_hash = hash_token(token)
+        node.enrollment_token_hash = None
+        node.enrollment_expires_at = None
+        node.enrolled_at = utcnow()
+        node.status = NodeStatus.active
+        if not await repository.save(node):
+            raise NodeKeyInUse()  # a concurrent enrollment took the key a moment ago
+        runtime.live.delete(_live_key(node.id))  # a new agent starts a new report series
+        return EnrollResponse(
+            node_id=node.id,
+            node_name=node.name,
+            node_token=token,
+            interface_name=interface_name(node),
+        )
+
     async def authenticate(self, session: AsyncSession, token: str) -> Node:
-        raise NotAuthenticated("Unknown node token.")
+        """The node whose token this is; refused once the node is retired."""
+        node = await NodeRepository(session).get_by_node_token_hash(hash_token(token))
+        if node is None:
+            raise NodeTokenInvalid()
+        if node.status == NodeStatus.retired:
+            raise NodeTokenInvalid(
+                f"Node '{node.name}' was retired by an operator; its token no longer works."
+            )
+        return node
+
+    def record_report(self, runtime: Runtime, node: Node, report: NodeReport) -> ReportAck:
+        """Keep the node's latest status in the live store (RAM only).
+
+        A report repeating a sequence number already seen in this boot is ignored; a new
+        ``boot_id`` starts a new series. Only node-wide totals are kept: the per-device byte
+        counts in the report are summed and dropped here.
+        """
+        key = _live_key(node.id)
+        previous = self._live(runtime, node.id)
+        same_boot = previous is not None and previous.boot_id == report.boot_id
+        if previous is not None and same_boot and report.seq <= previous.last_seq:
+            return ReportAck(accepted=False, last_seq=previous.last_seq)
+        now = _now()
+        throughput = None
+        if previous is not None and same_boot and now > previous.reported_at:
+            total = sum(peer.rx_bytes + peer.tx_bytes for peer in report.peers)
+            throughput = total * 8 / (now - previous.reported_at)
+        live = NodeLive(
+            boot_id=report.boot_id,
+            last_seq=report.seq,
+            reported_at=now,
+            connected_devices=sum(1 for peer in report.peers if peer.connected),
+            throughput_bps=throughput,
+            applied_revision=report.revision,
+        )
+        runtime.live.set(key, live.model_dump(mode="json"), ttl=LIVE_TTL_SECONDS)
+        return ReportAck(accepted=True, last_seq=report.seq)
+
+    # --- health and the customers' server list ----------------------------------------------
+
+    @staticmethod
+    def _live(runtime: Runtime, node_id: int) -> NodeLive | None:
+        raw = runtime.live.get(_live_key(node_id))
+        return None if raw is None else NodeLive.model_validate(raw)
+
+    def health(self, runtime: Runtime, node: Node) -> NodeHealth:
+        live = self._live(runtime, node.id)
+        if live is None:
+            return NodeHealth(state="never-reported")
+        age = max(0.0, _now() - live.reported_at)
+        return NodeHealth(
+            state="online" if age <= REPORT_FRESH_SECONDS else "silent",
+            last_report_age_seconds=round(age, 3),
+            connected_devices=live.connected_devices,
+            throughput_bps=live.throughput_bps,
+            applied_revision=live.applied_revision,
+        )
+
+    def read(self, runtime: Runtime, node: Node) -> NodeRead:
+        """The operator's view of a node, with its health from the live store."""
+        return NodeRead(
+            id=node.id,
+            name=node.name,
+            country=node.country,
+            city=node.city,
+            endpoint_host=node.endpoint_host,
+            endpoint_port=node.endpoint_port,
+            endpoint=endpoint_text(node.endpoint_host, node.endpoint_port),
+            egress_ipv4=node.egress_ipv4,
+            egress_ipv6=node.egress_ipv6,
+            capacity=node.capacity,
+            status=node.status,
+            wg_public_key=node.wg_public_key,
+            created_at=node.created_at,
+            enrolled_at=node.enrolled_at,
+            retired_at=node.retired_at,
+            enrollment_expires_at=node.enrollment_expires_at,
+            health=self.health(runtime, node),
+        )
+
+    async def server_list(self, session: AsyncSession, runtime: Runtime) -> list[ServerRead]:
+        """Active nodes by country and city, with their load; the least loaded is recommended.
+
+        Load is connected devices over capacity from a recent report, 0 when unknown. Nodes
+        that reported lately are preferred for the recommendation over silent ones.
+        """
+        nodes = await NodeRepository(session).list_active()
+        servers: list[ServerRead] = []
+        ranking: list[tuple[bool, float, int, int]] = []
+        for index, node in enumerate(nodes):
+            health = self.health(runtime, node)
+            fresh = health.state == "online"
+            load = (health.connected_devices or 0) / node.capacity if fresh else 0.0
+            ranking.append((not fresh, load, node.id, index))
+            servers.append(
+                ServerRead(
+                    id=node.id,
+                    name=node.name,
+                    country=node.country,
+                    city=node.city,
+                    endpoint=endpoint_text(node.endpoint_host, node.endpoint_port),
+                    public_key=node.wg_public_key,
+                    load=round(load, 4),
+                    recommended=False,
+                )
+            )
+        if ranking:
+            best = min(ranking)[3]
+            servers[best] = servers[best].model_copy(update={"recommended": True})
+        return servers
 
 
 node = NodeService()

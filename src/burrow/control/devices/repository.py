@@ -1,0 +1,118 @@
+"""All SQL of the devices domain.
+
+A customer's devices are only ever read through ``_owned``, the one place that scopes a query
+to an account. Nodes are read here too (a small, read-only query) so that a config can be
+written for them.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from sqlalchemy import Select, exists, func, select
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.orm import aliased
+
+from burrow.control.models import Account, Device, Node, NodeStatus
+
+
+class DeviceRepository:
+    def __init__(self, session: AsyncSession) -> None:
+        self.session = session
+
+    # --- one account's devices -------------------------------------------------------------
+
+    def _owned(self, account_id: int) -> Select[Device]:
+        """Tenant scoping: every read of a customer's devices starts here."""
+        return select(Device).where(Device.account_id == account_id)
+
+    async def list_for_account(self, account_id: int) -> Sequence[Device]:
+        result = await self.session.execute(self._owned(account_id).order_by(Device.id))
+        return result.scalars().all()
+
+    async def get_for_account(self, account_id: int, device_id: int) -> Device | None:
+        result = await self.session.execute(self._owned(account_id).where(Device.id == device_id))
+        return result.scalar_one_or_none()
+
+    async def count_for_account(self, account_id: int) -> int:
+        query = select(func.count()).select_from(self._owned(account_id).subquery())
+        return int((await self.session.execute(query)).scalar_one())
+
+    async def lock_account(self, account_id: int) -> None:
+        """Serialise device changes of one account (PostgreSQL row lock; SQLite has one writer)."""
+        await self.session.execute(
+            select(Account.id).where(Account.id == account_id).with_for_update()
+        )
+
+    # --- fleet-wide uniqueness -------------------------------------------------------------
+
+    async def public_key_in_use(self, public_key: str) -> bool:
+        query = select(exists().where(Device.public_key == public_key))
+        return bool((await self.session.execute(query)).scalar_one())
+
+    async def max_address_index(self) -> int | None:
+        """The highest index in use; an index lookup, whatever the number of devices."""
+        value = (await self.session.execute(select(func.max(Device.address_index)))).scalar_one()
+        return None if value is None else int(value)
+
+    async def lowest_free_address_index(self, first: int, last: int) -> int | None:
+        """The lowest index in ``first..last`` that no device holds, or None when all are taken.
+
+        A scan of the index (an anti-join); only needed once the pool's end was reached.
+        """
+        taken_first = select(exists().where(Device.address_index == first))
+        if not (await self.session.execute(taken_first)).scalar_one():
+            return first
+        held, following = aliased(Device), aliased(Device)
+        query = select(func.min(held.address_index + 1)).where(
+            held.address_index >= first,
+            held.address_index + 1 <= last,
+            ~exists().where(following.address_index == held.address_index + 1),
+        )
+        value = (await self.session.execute(query)).scalar_one()
+        return None if value is None else int(value)
+
+    async def insert(self, device: Device) -> bool:
+        """Insert inside a savepoint; False when a unique constraint refused it (a race)."""
+        try:
+            async with self.session.begin_nested():
+                self.session.add(device)
+        except IntegrityError:
+            return False
+        return True
+
+    async def set_public_key(self, device: Device, public_key: str) -> bool:
+        """Re-key inside a savepoint; False when another device holds the key (a race)."""
+        try:
+            async with self.session.begin_nested():
+                device.public_key = public_key
+        except IntegrityError:
+            return False
+        return True
+
+    async def delete(self, device: Device) -> None:
+        await self.session.delete(device)
+        await self.session.flush()
+
+    async def flush(self) -> None:
+        await self.session.flush()
+
+    # --- nodes a config can be written for -------------------------------------------------
+
+    @staticmethod
+    def _active_nodes() -> Select[Node]:
+        return select(Node).where(
+            Node.status == NodeStatus.active,
+            Node.wg_public_key.is_not(None),
+            Node.retired_at.is_(None),
+        )
+
+    async def get_active_node(self, node_id: int) -> Node | None:
+        result = await self.session.execute(self._active_nodes().where(Node.id == node_id))
+        return result.scalar_one_or_none()
+
+    async def recommended_node(self) -> Node | None:
+        """The active node with the most capacity (the oldest among equals)."""
+        query = self._active_nodes().order_by(Node.capacity.desc(), Node.id).limit(1)
+        return (await self.session.execute(query)).scalar_one_or_none()

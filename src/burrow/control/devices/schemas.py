@@ -1,0 +1,93 @@
+"""Request and response bodies of the devices API.
+
+The lowest layer of the domain: imports pydantic and nothing else of burrow.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Annotated
+
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field
+
+MAX_ID = 2**63 - 1  # ids are BIGINT on PostgreSQL; a larger number can only be "not found"
+
+
+def _clean_name(value: str) -> str:
+    value = value.strip()
+    if not value:
+        raise ValueError("give the device a name (1 to 64 characters)")
+    if not value.isprintable():
+        raise ValueError("the name may not contain line breaks, tabs or other control characters")
+    return value
+
+
+DeviceName = Annotated[
+    str, Field(min_length=1, max_length=64, examples=["Laptop"]), AfterValidator(_clean_name)
+]
+
+
+class _Request(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class DeviceCreate(_Request):
+    name: DeviceName
+    public_key: str | None = Field(
+        None,
+        max_length=100,
+        description="The device's WireGuard public key (44 characters of base64). "
+        "Leave it out and the server makes a key pair and returns the private key once.",
+    )
+    node_id: int | None = Field(
+        None,
+        ge=1,
+        le=MAX_ID,
+        description="Only with a server-made key: the server whose ready-to-use config the "
+        "answer includes. Default: the recommended server.",
+    )
+
+
+class DeviceUpdate(_Request):
+    name: DeviceName
+
+
+class DeviceRotate(_Request):
+    public_key: str | None = Field(
+        None,
+        max_length=100,
+        description="The new public key. Leave it out and the server makes a new key pair.",
+    )
+    node_id: int | None = Field(
+        None,
+        ge=1,
+        le=MAX_ID,
+        description="Only with a server-made key: the server whose config the answer includes.",
+    )
+
+
+class DeviceRead(BaseModel):
+    model_config = ConfigDict(from_attributes=True)
+
+    id: int
+    name: str
+    public_key: str
+    ipv4: str = Field(description="The device's tunnel IPv4 address, the same on every server.")
+    ipv6: str = Field(description="The device's tunnel IPv6 address, the same on every server.")
+    created_at: datetime
+
+
+class DeviceIssued(DeviceRead):
+    """A device right after it was added or re-keyed."""
+
+    private_key: str | None = Field(
+        None,
+        description="Only when the server made the key pair: the private key. It is shown this "
+        "once and never stored; keep it, the server cannot show it again.",
+    )
+    config: str | None = Field(
+        None,
+        description="Only when the server made the key pair and a server is available: a "
+        "complete wg-quick config (with the private key) for ``config_node_id``.",
+    )
+    config_node_id: int | None = None

@@ -1,0 +1,58 @@
+"""All SQL about nodes. Nodes belong to the operator, not to a customer: no tenant scope."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from sqlalchemy import ColumnElement, select
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from burrow.control.models import Node, NodeStatus
+
+
+class NodeRepository:
+    def __init__(self, session: AsyncSession) -> None:
+        self.session = session
+
+    async def get(self, node_id: int) -> Node | None:
+        return await self.session.get(Node, node_id)
+
+    async def _one(self, where: ColumnElement[bool]) -> Node | None:
+        query = select(Node).where(where)
+        return (await self.session.execute(query)).scalar_one_or_none()
+
+    async def get_by_name(self, name: str) -> Node | None:
+        return await self._one(Node.name == name)
+
+    async def get_by_node_token_hash(self, token_hash: str) -> Node | None:
+        return await self._one(Node.node_token_hash == token_hash)
+
+    async def get_by_enrollment_hash(self, token_hash: str) -> Node | None:
+        return await self._one(Node.enrollment_token_hash == token_hash)
+
+    async def get_by_public_key(self, public_key: str) -> Node | None:
+        return await self._one(Node.wg_public_key == public_key)
+
+    async def list_all(self) -> Sequence[Node]:
+        return (await self.session.execute(select(Node).order_by(Node.id))).scalars().all()
+
+    async def list_active(self) -> Sequence[Node]:
+        query = (
+            select(Node)
+            .where(Node.status == NodeStatus.active, Node.wg_public_key.is_not(None))
+            .order_by(Node.country, Node.city, Node.name, Node.id)
+        )
+        return (await self.session.execute(query)).scalars().all()
+
+    async def save(self, node: Node) -> bool:
+        """Write ``node``; False if a unique column (name, key, token) clashed.
+
+        After False the transaction is spoiled: the caller must raise, so it rolls back.
+        """
+        self.session.add(node)
+        try:
+            await self.session.flush()
+        except IntegrityError:
+            return False
+        return True

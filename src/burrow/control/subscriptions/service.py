@@ -1,0 +1,423 @@
+"""Subscriptions: trials, the current subscription, cancel and resume, admin grants, expiry.
+
+An account has at most one current subscription: the newest that has not ended (trialing,
+active or past_due). It gives VPN access while it is trialing or active and its period has not
+ended, and only while the account is active (the desired state checks the account). Every
+change that alters access tells the desired state, which moves the peers on every node.
+"""
+
+from __future__ import annotations
+
+import calendar
+import logging
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from burrow.control.desired_state.service import desired_state as desired_state_service
+from burrow.control.errors import Conflict, Forbidden, InvalidInput, NotFound
+from burrow.control.models import (
+    ACCESS_STATUSES,
+    Account,
+    AccountStatus,
+    Plan,
+    Subscription,
+    SubscriptionStatus,
+    utcnow,
+)
+from burrow.control.plans.service import plan as plan_service
+from burrow.control.runtime import Runtime
+from burrow.control.security import keyed_digest
+from burrow.control.subscriptions.repository import SubscriptionRepository
+
+log = logging.getLogger(__name__)
+
+
+class TrialNotOffered(Forbidden):
+    title = "No trial offered"
+    type_slug = "trial-not-offered"
+
+    def __init__(self) -> None:
+        super().__init__(
+            "This provider does not offer a free trial. Choose a plan from GET /api/v1/plans."
+        )
+
+
+class EmailNotVerified(Forbidden):
+    title = "Email not verified"
+    type_slug = "email-not-verified"
+
+    def __init__(self) -> None:
+        super().__init__(
+            "Verify your email address before starting the trial: open the link we emailed you "
+            "when you registered (you can ask for a new link from your account), then try again."
+        )
+
+
+class AccountNotActive(Forbidden):
+    title = "Account not active"
+    type_slug = "account-not-active"
+
+    def __init__(self) -> None:
+        super().__init__(
+            "Your account is suspended or terminated, so no trial can start. "
+            "Contact support to find out why."
+        )
+
+
+class TrialAlreadyUsed(Conflict):
+    title = "Trial already used"
+    type_slug = "trial-already-used"
+
+    def __init__(self) -> None:
+        super().__init__(
+            "This email address has already had its free trial, and a trial is given once per "
+            "address. Choose a plan from GET /api/v1/plans to keep using the VPN."
+        )
+
+
+class AlreadySubscribed(Conflict):
+    title = "Already subscribed"
+    type_slug = "already-subscribed"
+
+    def __init__(self, until: datetime) -> None:
+        super().__init__(
+            f"You already have access until {_day(until)}; a trial is only for accounts "
+            "without a subscription.",
+            current_period_end=until.isoformat(),
+        )
+
+
+class NoSubscription(NotFound):
+    title = "No subscription"
+    type_slug = "no-subscription"
+
+    def __init__(self) -> None:
+        super().__init__(
+            "You have no subscription yet. Start the free trial with "
+            "POST /api/v1/subscriptions/trial, or choose a plan from GET /api/v1/plans."
+        )
+
+
+class SubscriptionEnded(Conflict):
+    title = "Subscription ended"
+    type_slug = "subscription-ended"
+
+    def __init__(self, ended: datetime, action: str) -> None:
+        super().__init__(
+            f"Your subscription ended on {_day(ended)}, so it can no longer be {action}. "
+            "Choose a plan from GET /api/v1/plans to subscribe again."
+        )
+
+
+class AccountNotFound(NotFound):
+    title = "Unknown account"
+    type_slug = "unknown-account"
+
+    def __init__(self, account_id: int) -> None:
+        super().__init__(f"There is no account with the id {account_id}.")
+
+
+class AccountTerminated(Conflict):
+    title = "Account terminated"
+    type_slug = "account-terminated"
+
+    def __init__(self, account_id: int) -> None:
+        super().__init__(
+            f"Account {account_id} is terminated; a terminated account cannot be given a period."
+        )
+
+
+@dataclass(frozen=True)
+class SubscriptionDetails:
+    """A subscription with its plan, and a sentence for the customer when something changed."""
+
+    subscription: Subscription
+    plan: Plan
+    message: str = ""
+
+
+def _day(moment: datetime) -> str:
+    return moment.date().isoformat()
+
+
+def gives_access(subscription: Subscription, now: datetime | None = None) -> bool:
+    """Trialing or active, and the period has not ended (the account is checked elsewhere)."""
+    now = now or utcnow()
+    return subscription.status in ACCESS_STATUSES and subscription.current_period_end > now
+
+
+def describe_next(subscription: Subscription, now: datetime | None = None) -> str:
+    """What happens next to this subscription, in the customer's words."""
+    now = now or utcnow()
+    sub = subscription
+    if sub.status == SubscriptionStatus.canceled:
+        return f"Ended on {_day(sub.ended_at or sub.current_period_end)} because you cancelled"
+    if sub.status == SubscriptionStatus.expired:
+        return f"Expired on {_day(sub.ended_at or sub.current_period_end)}"
+    end = _day(sub.current_period_end)
+    if sub.current_period_end <= now:
+        # The period is over and the expiry job has not run yet: access is already gone.
+        if sub.cancel_at_period_end:
+            return f"Ended on {end} because you cancelled"
+        return f"Expired on {end}"
+    if sub.status == SubscriptionStatus.past_due:
+        return f"Payment is overdue; ends on {end} unless it is paid"
+    if sub.status == SubscriptionStatus.trialing:
+        if sub.cancel_at_period_end:
+            return f"Trial ends on {end} because you cancelled"
+        return f"Trial ends on {end}"
+    if sub.cancel_at_period_end:
+        return f"Ends on {end} because you cancelled"
+    return f"Renews on {end}"
+
+
+def add_months(moment: datetime, months: int) -> datetime:
+    """Calendar months; the 31st becomes the last day of a shorter month."""
+    index = moment.month - 1 + months
+    year, month = moment.year + index // 12, index % 12 + 1
+    day = min(moment.day, calendar.monthrange(year, month)[1])
+    return moment.replace(year=year, month=month, day=day)
+
+
+def _extend(moment: datetime, months: int | None, days: int | None) -> datetime:
+    try:
+        if months is not None:
+            return add_months(moment, months)
+        return moment + timedelta(days=days or 0)
+    except (OverflowError, ValueError) as exc:
+        raise InvalidInput("That period would end after the year 9999; grant less.") from exc
+
+
+def _length(months: int | None, days: int | None) -> str:
+    if months is not None:
+        return f"{months} month" + ("s" if months != 1 else "")
+    return f"{days} day" + ("s" if days != 1 else "")
+
+
+def trial_email_key(email: str) -> str:
+    """The form of an address that identifies its mailbox for the once-per-email trial rule.
+
+    Case and a ``+tag`` in the local part do not make a new mailbox.
+    """
+    local, _, domain = email.strip().lower().rpartition("@")
+    local = local.split("+", 1)[0] or local
+    return f"{local}@{domain}"
+
+
+def _supersede(subscription: Subscription, now: datetime) -> None:
+    # Replaced by a newer subscription (a grant ending a trial): it stops now.
+    subscription.status = SubscriptionStatus.canceled
+    subscription.cancel_at_period_end = False
+    subscription.canceled_at = subscription.canceled_at or now
+    subscription.ended_at = now
+
+
+class SubscriptionService:
+    # --- what other domains ask -------------------------------------------------------------
+
+    async def current(self, session: AsyncSession, account_id: int) -> Subscription | None:
+        """The account's current subscription: the newest that has not ended."""
+        return await SubscriptionRepository(session).current(account_id)
+
+    async def access_plan(self, session: AsyncSession, account_id: int) -> Plan | None:
+        """The plan of the subscription that gives access now (trialing or active, period not
+        ended), else None. The account's own status is not checked here."""
+        subscription = await SubscriptionRepository(session).current(account_id)
+        if subscription is None or not gives_access(subscription):
+            return None
+        return await plan_service.get(session, subscription.plan_id)
+
+    # --- the customer's own subscription ----------------------------------------------------
+
+    async def overview(self, session: AsyncSession, account_id: int) -> SubscriptionDetails:
+        """The current subscription, or else the last one that ended (to say when it ended)."""
+        repository = SubscriptionRepository(session)
+        subscription = await repository.current(account_id) or await repository.latest(account_id)
+        if subscription is None:
+            raise NoSubscription()
+        return await self._details(session, subscription)
+
+    async def start_trial(
+        self, session: AsyncSession, runtime: Runtime, account: Account
+    ) -> SubscriptionDetails:
+        trial = runtime.policy.trial
+        if trial is None or not trial.enabled:
+            raise TrialNotOffered()
+        if account.status != AccountStatus.active:
+            raise AccountNotActive()
+        if account.email_verified_at is None:
+            raise EmailNotVerified()
+        repository = SubscriptionRepository(session)
+        now = utcnow()
+        current = await repository.current(account.id)
+        if current is not None and gives_access(current, now):
+            raise AlreadySubscribed(current.current_period_end)
+        secret = runtime.settings.secret_key.get_secret_value()
+        digest = keyed_digest(secret, trial_email_key(account.email))
+        if await repository.trial_claimed(digest):
+            raise TrialAlreadyUsed()
+        plan = await plan_service.get_offered(session, trial.plan)
+        try:
+            await repository.add_trial_claim(digest)
+        except IntegrityError as exc:
+            # A concurrent request claimed it first; the unit of work rolls back.
+            raise TrialAlreadyUsed() from exc
+        if current is not None:
+            _supersede(current, now)
+        subscription = await repository.add(
+            Subscription(
+                account_id=account.id,
+                plan_id=plan.id,
+                status=SubscriptionStatus.trialing,
+                current_period_start=now,
+                current_period_end=now + timedelta(days=trial.days),
+            )
+        )
+        await desired_state_service.refresh_account(session, runtime, account.id)
+        end = _day(subscription.current_period_end)
+        return SubscriptionDetails(
+            subscription,
+            plan,
+            f"Your free trial of {plan.name} has started and ends on {end}. "
+            "Add a device to connect.",
+        )
+
+    async def cancel(self, session: AsyncSession, account_id: int) -> SubscriptionDetails:
+        """Cancel at the period end: access stays until then, and no renewal follows."""
+        subscription = await self._open_for_change(session, account_id, "cancelled")
+        end = _day(subscription.current_period_end)
+        if subscription.cancel_at_period_end:
+            message = f"Already cancelled. You keep access until {end}; then it ends."
+        else:
+            subscription.cancel_at_period_end = True
+            subscription.canceled_at = utcnow()
+            what = "trial" if subscription.status == SubscriptionStatus.trialing else "subscription"
+            message = (
+                f"Cancelled. You keep access until {end}; then your {what} ends and is not "
+                f"renewed. You can resume it until {end}."
+            )
+        await session.flush()
+        return await self._details(session, subscription, message)
+
+    async def resume(self, session: AsyncSession, account_id: int) -> SubscriptionDetails:
+        """Undo a cancellation; allowed until the period end."""
+        subscription = await self._open_for_change(session, account_id, "resumed")
+        if not subscription.cancel_at_period_end:
+            prefix = "Nothing to resume: your subscription is not cancelled."
+        else:
+            subscription.cancel_at_period_end = False
+            subscription.canceled_at = None
+            prefix = "Resumed."
+        await session.flush()
+        message = f"{prefix} {describe_next(subscription)}."
+        return await self._details(session, subscription, message)
+
+    # --- administrators ---------------------------------------------------------------------
+
+    async def grant(
+        self,
+        session: AsyncSession,
+        runtime: Runtime,
+        account_id: int,
+        plan_code: str,
+        *,
+        months: int | None = None,
+        days: int | None = None,
+    ) -> SubscriptionDetails:
+        """Give a paid period without a payment.
+
+        An active subscription on the same plan is extended from its period end; anything
+        else current (a trial, another plan, an overdue one) is ended and a new active
+        subscription starts now.
+        """
+        if (months is None) == (days is None):
+            raise InvalidInput("Give the length of the grant as either months or days.")
+        repository = SubscriptionRepository(session)
+        account = await repository.get_account(account_id)
+        if account is None:
+            raise AccountNotFound(account_id)
+        if account.status == AccountStatus.terminated:
+            raise AccountTerminated(account_id)
+        plan = await plan_service.get_offered(session, plan_code)
+        now = utcnow()
+        length = _length(months, days)
+        current = await repository.current(account_id)
+        if (
+            current is not None
+            and current.plan_id == plan.id
+            and current.status == SubscriptionStatus.active
+            and current.current_period_end > now
+        ):
+            current.current_period_end = _extend(current.current_period_end, months, days)
+            await session.flush()
+            subscription = current
+            message = (
+                f"Extended {plan.name} by {length}; the period now ends on "
+                f"{_day(current.current_period_end)}."
+            )
+        else:
+            end = _extend(now, months, days)
+            if current is not None:
+                _supersede(current, now)
+            subscription = await repository.add(
+                Subscription(
+                    account_id=account_id,
+                    plan_id=plan.id,
+                    status=SubscriptionStatus.active,
+                    current_period_start=now,
+                    current_period_end=end,
+                )
+            )
+            message = f"Granted {length} of {plan.name}, from now until {_day(end)}."
+        await desired_state_service.refresh_account(session, runtime, account_id)
+        log.info("admin granted %s of plan %s to account %s", length, plan.code, account_id)
+        return SubscriptionDetails(subscription, plan, message)
+
+    # --- the scheduler ----------------------------------------------------------------------
+
+    async def expire_due(
+        self, session: AsyncSession, runtime: Runtime, *, now: datetime, limit: int
+    ) -> int:
+        """End up to ``limit`` subscriptions whose period ended by ``now``; returns how many."""
+        due = await SubscriptionRepository(session).due(now, limit)
+        for subscription in due:
+            subscription.status = (
+                SubscriptionStatus.canceled
+                if subscription.cancel_at_period_end
+                else SubscriptionStatus.expired
+            )
+            # Access ended at the period end, whenever this job got to it.
+            subscription.ended_at = subscription.current_period_end
+        await session.flush()
+        for account_id in sorted({subscription.account_id for subscription in due}):
+            await desired_state_service.refresh_account(session, runtime, account_id)
+        return len(due)
+
+    # --- helpers ----------------------------------------------------------------------------
+
+    async def _open_for_change(
+        self, session: AsyncSession, account_id: int, action: str
+    ) -> Subscription:
+        repository = SubscriptionRepository(session)
+        subscription = await repository.current(account_id)
+        if subscription is None:
+            latest = await repository.latest(account_id)
+            if latest is None:
+                raise NoSubscription()
+            raise SubscriptionEnded(latest.ended_at or latest.current_period_end, action)
+        if subscription.current_period_end <= utcnow():
+            raise SubscriptionEnded(subscription.current_period_end, action)
+        return subscription
+
+    async def _details(
+        self, session: AsyncSession, subscription: Subscription, message: str = ""
+    ) -> SubscriptionDetails:
+        plan = await plan_service.get(session, subscription.plan_id)
+        assert plan is not None  # a foreign key; plans are never deleted
+        return SubscriptionDetails(subscription, plan, message)
+
+
+subscription = SubscriptionService()

@@ -1,0 +1,279 @@
+"""The nftables driver: NAT, egress port blocks, client isolation and blocked peers.
+
+burrow owns one table, ``table inet burrow``, and never touches anyone
+else's. The whole table is rendered as text by a pure function
+(``render_ruleset``) and loaded with one ``nft -f -``; the text first makes
+sure the table exists, deletes it and builds it anew, and nft runs a file as
+one transaction, so the old rules stay in force until the new ones are in.
+
+Two sets, ``blocked_peers_v4`` and ``blocked_peers_v6``, hold tunnel
+addresses whose forwarded traffic is dropped (the control plane blocks peers
+that exceed their limits). They change one element at a time with ``nft add
+element`` / ``delete element``; a full reload writes their current members
+back, so blocks survive a reload.
+
+Imports ``burrow.wire`` only.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import ipaddress
+import re
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+
+from burrow.wire import NetworkSpec
+
+TABLE = "burrow"
+SET_V4 = "blocked_peers_v4"
+SET_V6 = "blocked_peers_v6"
+
+_INTERFACE_NAME = re.compile(r"[A-Za-z0-9_.-]{1,15}")
+
+IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
+
+
+class NftablesError(Exception):
+    """nft refused a ruleset or a command."""
+
+
+@dataclass(frozen=True, slots=True)
+class FirewallConfig:
+    """What the ruleset needs to know; checked when built, since it ends up inside nft's text."""
+
+    wg_interface: str
+    egress_interface: str
+    tunnel_ipv4: str
+    tunnel_ipv6: str
+    egress_ipv4: str | None = None
+    egress_ipv6: str | None = None
+    blocked_tcp_ports: tuple[int, ...] = (25,)
+    blocked_udp_ports: tuple[int, ...] = ()
+    isolate_clients: bool = True
+
+    def __post_init__(self) -> None:
+        for name in (self.wg_interface, self.egress_interface):
+            if not _INTERFACE_NAME.fullmatch(name):
+                raise ValueError(f"not an interface name: {name!r}")
+        if ipaddress.ip_network(self.tunnel_ipv4).version != 4:
+            raise ValueError("tunnel_ipv4 must be an IPv4 network")
+        if ipaddress.ip_network(self.tunnel_ipv6).version != 6:
+            raise ValueError("tunnel_ipv6 must be an IPv6 network")
+        if self.egress_ipv4 is not None and ipaddress.ip_address(self.egress_ipv4).version != 4:
+            raise ValueError("egress_ipv4 must be an IPv4 address")
+        if self.egress_ipv6 is not None and ipaddress.ip_address(self.egress_ipv6).version != 6:
+            raise ValueError("egress_ipv6 must be an IPv6 address")
+        for port in (*self.blocked_tcp_ports, *self.blocked_udp_ports):
+            if not 1 <= port <= 65535:
+                raise ValueError(f"not a port: {port}")
+
+    @classmethod
+    def from_network(
+        cls, network: NetworkSpec, *, wg_interface: str, egress_interface: str
+    ) -> FirewallConfig:
+        return cls(
+            wg_interface=wg_interface,
+            egress_interface=egress_interface,
+            tunnel_ipv4=network.tunnel_ipv4,
+            tunnel_ipv6=network.tunnel_ipv6,
+            egress_ipv4=network.egress_ipv4,
+            egress_ipv6=network.egress_ipv6,
+            blocked_tcp_ports=network.blocked_egress_tcp_ports,
+            blocked_udp_ports=network.blocked_egress_udp_ports,
+            isolate_clients=network.isolate_clients,
+        )
+
+
+def tunnel_host(address: str | IPAddress) -> IPAddress:
+    """A peer's tunnel address; takes ``10.64.0.2``, or ``10.64.0.2/32`` as in allowed IPs."""
+    if isinstance(address, ipaddress.IPv4Address | ipaddress.IPv6Address):
+        return address
+    if "/" in address:
+        network = ipaddress.ip_network(address)
+        if network.num_addresses != 1:
+            raise ValueError(f"a blocked peer is one address, not {address}")
+        return network.network_address
+    return ipaddress.ip_address(address)
+
+
+def _elements(addresses: Iterable[IPAddress]) -> str:
+    return ", ".join(str(a) for a in sorted(addresses))
+
+
+def _ports(ports: Sequence[int]) -> str:
+    return ", ".join(str(p) for p in sorted(set(ports)))
+
+
+def render_ruleset(config: FirewallConfig, blocked: Iterable[str | IPAddress] = ()) -> str:
+    """The whole ``table inet burrow``, as one atomic replacement for ``nft -f -``."""
+    hosts = {tunnel_host(a) for a in blocked}
+    v4 = [a for a in hosts if a.version == 4]
+    v6 = [a for a in hosts if a.version == 6]
+    wg = f'"{config.wg_interface}"'
+    egress = f'"{config.egress_interface}"'
+    pool4 = ipaddress.ip_network(config.tunnel_ipv4)
+    pool6 = ipaddress.ip_network(config.tunnel_ipv6)
+
+    lines = [
+        # Creating first makes the delete succeed when the table is new.
+        f"table inet {TABLE} {{}}",
+        f"delete table inet {TABLE}",
+        f"table inet {TABLE} {{",
+    ]
+    for name, kind, members in ((SET_V4, "ipv4_addr", v4), (SET_V6, "ipv6_addr", v6)):
+        lines.append(f"\tset {name} {{")
+        lines.append(f"\t\ttype {kind}")
+        if members:
+            lines.append(f"\t\telements = {{ {_elements(members)} }}")
+        lines.append("\t}")
+
+    forward = [
+        "type filter hook forward priority filter; policy accept;",
+        # Blocked peers first: nothing after may let their packets through.
+        f"ip saddr @{SET_V4} counter drop",
+        f"ip daddr @{SET_V4} counter drop",
+        f"ip6 saddr @{SET_V6} counter drop",
+        f"ip6 daddr @{SET_V6} counter drop",
+    ]
+    if config.isolate_clients:
+        forward += [
+            f"ip saddr {pool4} ip daddr {pool4} counter drop",
+            f"ip6 saddr {pool6} ip6 daddr {pool6} counter drop",
+        ]
+    if config.blocked_tcp_ports:
+        forward.append(
+            f"iifname {wg} tcp dport {{ {_ports(config.blocked_tcp_ports)} }} counter drop"
+        )
+    if config.blocked_udp_ports:
+        forward.append(
+            f"iifname {wg} udp dport {{ {_ports(config.blocked_udp_ports)} }} counter drop"
+        )
+    forward += [
+        f"iifname {wg} accept",
+        f"oifname {wg} ct state established,related accept",
+    ]
+
+    snat4 = f"snat ip to {config.egress_ipv4}" if config.egress_ipv4 else "masquerade"
+    snat6 = f"snat ip6 to {config.egress_ipv6}" if config.egress_ipv6 else "masquerade"
+    postrouting = [
+        "type nat hook postrouting priority srcnat; policy accept;",
+        f"oifname {egress} ip saddr {pool4} {snat4}",
+        f"oifname {egress} ip6 saddr {pool6} {snat6}",
+    ]
+
+    for chain, rules in (("forward", forward), ("postrouting", postrouting)):
+        lines.append(f"\tchain {chain} {{")
+        lines.extend(f"\t\t{rule}" for rule in rules)
+        lines.append("\t}")
+    lines.append("}")
+    return "\n".join(lines) + "\n"
+
+
+def render_block_changes(
+    add: Iterable[str | IPAddress] = (), remove: Iterable[str | IPAddress] = ()
+) -> str:
+    """``nft`` commands that add and delete blocked-peer elements; empty when nothing changes."""
+    lines = []
+    for verb, addresses in (("delete", remove), ("add", add)):
+        hosts = {tunnel_host(a) for a in addresses}
+        for name, version in ((SET_V4, 4), (SET_V6, 6)):
+            members = [a for a in hosts if a.version == version]
+            if members:
+                lines.append(f"{verb} element inet {TABLE} {name} {{ {_elements(members)} }}")
+    return "".join(f"{line}\n" for line in lines)
+
+
+def _in_netns(argv: list[str], netns: str | None) -> list[str]:
+    return ["ip", "netns", "exec", netns, *argv] if netns is not None else argv
+
+
+async def _run(argv: list[str], stdin: str | None = None) -> str:
+    proc = await asyncio.create_subprocess_exec(
+        *argv,
+        stdin=asyncio.subprocess.PIPE if stdin is not None else asyncio.subprocess.DEVNULL,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    out, err = await proc.communicate(stdin.encode() if stdin is not None else None)
+    if proc.returncode != 0:
+        raise NftablesError(f"{' '.join(argv)} failed: {err.decode(errors='replace').strip()}")
+    return out.decode()
+
+
+async def run_nft(script: str, *, netns: str | None = None) -> None:
+    """Load ``script`` with ``nft -f -``: all of it, or (on error) none of it."""
+    await _run(_in_netns(["nft", "-f", "-"], netns), stdin=script)
+
+
+async def list_table(*, netns: str | None = None) -> str:
+    return await _run(_in_netns(["nft", "list", "table", "inet", TABLE], netns))
+
+
+async def delete_table(*, netns: str | None = None) -> None:
+    """Remove burrow's table; a no-op when there is none."""
+    await run_nft(f"table inet {TABLE} {{}}\ndelete table inet {TABLE}\n", netns=netns)
+
+
+async def ensure_forwarding(*, netns: str | None = None) -> None:
+    """Let the node route between tunnel and egress, for IPv4 and IPv6.
+
+    Beware on a real host: with IPv6 forwarding on, an interface with the
+    default ``accept_ra=1`` stops taking router advertisements; one that gets
+    its IPv6 address by SLAAC needs ``accept_ra=2``.
+    """
+    argv = ["sysctl", "-q", "-w", "net.ipv4.ip_forward=1", "net.ipv6.conf.all.forwarding=1"]
+    await _run(_in_netns(argv, netns))
+
+
+class NftablesFirewall:
+    """burrow's table in one network namespace, with the blocked peers it currently holds."""
+
+    def __init__(self, config: FirewallConfig, *, netns: str | None = None) -> None:
+        self.config = config
+        self.netns = netns
+        self._blocked: set[IPAddress] = set()
+
+    @property
+    def blocked(self) -> frozenset[IPAddress]:
+        return frozenset(self._blocked)
+
+    async def apply(self, config: FirewallConfig | None = None) -> None:
+        """Load the whole table atomically (optionally with a new config), keeping the blocks."""
+        config = config or self.config
+        await run_nft(render_ruleset(config, self._blocked), netns=self.netns)
+        self.config = config
+
+    async def update_blocked(
+        self, block: Iterable[str | IPAddress] = (), unblock: Iterable[str | IPAddress] = ()
+    ) -> None:
+        """Add and remove blocked addresses in one nft transaction.
+
+        Only real changes are sent: nft refuses to delete an element that is
+        not there, which would fail the whole batch.
+        """
+        wanted = {tunnel_host(a) for a in block}
+        dropped = {tunnel_host(a) for a in unblock} - wanted
+        add = wanted - self._blocked
+        remove = dropped & self._blocked
+        script = render_block_changes(add=add, remove=remove)
+        if not script:
+            return
+        try:
+            await run_nft(script, netns=self.netns)
+        except NftablesError:
+            # Our record and the kernel's sets disagree (someone flushed
+            # them?): a full reload writes the record back.
+            self._blocked = (self._blocked | add) - remove
+            await self.apply()
+            return
+        self._blocked = (self._blocked | add) - remove
+
+    async def set_blocked(self, addresses: Iterable[str | IPAddress]) -> None:
+        """Make the blocked set exactly ``addresses`` (as the control plane's list says)."""
+        wanted = {tunnel_host(a) for a in addresses}
+        await self.update_blocked(block=wanted - self._blocked, unblock=self._blocked - wanted)
+
+    async def remove(self) -> None:
+        await delete_table(netns=self.netns)
+        self._blocked = set()

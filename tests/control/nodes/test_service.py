@@ -1,0 +1,118 @@
+"""The nodes service: reports in the live store, health, the server list, node tokens."""
+
+from __future__ import annotations
+
+import pytest
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from burrow.control.errors import NotAuthenticated
+from burrow.control.models import NodeStatus, utcnow
+from burrow.control.nodes import service as nodes_module
+from burrow.control.nodes.schemas import NodeCreate, endpoint_text, parse_endpoint
+from burrow.control.nodes.service import NodeNameTaken, NodeNotFound
+from burrow.control.nodes.service import node as node_service
+from burrow.control.runtime import Runtime
+from burrow.wire import EnrollRequest, NodeReport, PeerStatus
+from tests.support.factories import create_node, new_public_key
+
+
+def report(seq: int, *, boot_id: str = "boot", connected: int = 0, rx: int = 0) -> NodeReport:
+    peers = [PeerStatus(public_key=new_public_key(), connected=True) for _ in range(connected)]
+    peers.append(PeerStatus(public_key=new_public_key(), connected=False, rx_bytes=rx))
+    return NodeReport(boot_id=boot_id, seq=seq, revision=0, peers=tuple(peers))
+
+
+async def test_throughput_is_the_byte_delta_over_the_time_between_reports(
+    session: AsyncSession, runtime: Runtime, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    node = await create_node(session)
+    now = [utcnow().timestamp()]
+    monkeypatch.setattr(nodes_module, "_now", lambda: now[0])
+
+    node_service.record_report(runtime, node, report(1, rx=10_000))
+    assert node_service.health(runtime, node).throughput_bps is None  # no interval yet
+    now[0] += 2.0
+    node_service.record_report(runtime, node, report(2, rx=1_000))
+
+    assert node_service.health(runtime, node).throughput_bps == 1_000 * 8 / 2.0
+
+
+async def test_a_node_that_stopped_reporting_is_silent_and_its_load_unknown(
+    session: AsyncSession, runtime: Runtime, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    silent = await create_node(session, name="ams-1", capacity=10)
+    online = await create_node(session, name="ams-2", capacity=10)
+    long_ago = utcnow().timestamp() - nodes_module.REPORT_FRESH_SECONDS - 5
+    monkeypatch.setattr(nodes_module, "_now", lambda: long_ago)
+    node_service.record_report(runtime, silent, report(1, connected=1))
+    monkeypatch.undo()
+    node_service.record_report(runtime, online, report(1, connected=8))
+
+    assert node_service.health(runtime, silent).state == "silent"
+    servers = {s.name: s for s in await node_service.server_list(session, runtime)}
+    assert servers["ams-1"].load == 0.0
+    assert servers["ams-2"].load == 0.8
+    # A node that reports lately is preferred over one whose state is unknown.
+    assert servers["ams-2"].recommended
+    assert not servers["ams-1"].recommended
+
+
+async def test_without_reports_the_oldest_node_is_recommended(
+    session: AsyncSession, runtime: Runtime
+) -> None:
+    first = await create_node(session, name="zrh-1")
+    await create_node(session, name="ams-1")
+    servers = await node_service.server_list(session, runtime)
+    assert [s.name for s in servers] == ["ams-1", "zrh-1"]  # by country, city, name
+    assert [s.id for s in servers if s.recommended] == [first.id]
+
+
+async def test_a_pending_node_has_no_token(session: AsyncSession, runtime: Runtime) -> None:
+    await create_node(session, status=NodeStatus.pending, wg_public_key=None)
+    with pytest.raises(NotAuthenticated):
+        await node_service.authenticate(session, "bwn_whatever-this-is")
+
+
+async def test_create_refuses_a_taken_name_and_finds_by_name(
+    session: AsyncSession, runtime: Runtime
+) -> None:
+    data = NodeCreate(name="ams-1", country="nl", city="Amsterdam", endpoint_host="Vpn.Example.Net")
+    created = await node_service.create(session, runtime, data)
+    assert created.node.endpoint_host == "vpn.example.net"
+    assert (await node_service.get_by_name(session, "AMS-1")).id == created.node.id
+    with pytest.raises(NodeNameTaken):
+        await node_service.create(session, runtime, data)
+    with pytest.raises(NodeNotFound):
+        await node_service.get_by_name(session, "nowhere-1")
+
+
+async def test_enrollment_then_authentication(session: AsyncSession, runtime: Runtime) -> None:
+    data = NodeCreate(name="ams-1", country="NL", city="Amsterdam", endpoint_host="192.0.2.1")
+    created = await node_service.create(session, runtime, data)
+    key = new_public_key()
+    enrolled = await node_service.enroll(
+        session, runtime, EnrollRequest(token=created.enrollment.token, public_key=key)
+    )
+    node = await node_service.authenticate(session, enrolled.node_token)
+    assert (node.id, node.wg_public_key, node.status) == (created.node.id, key, NodeStatus.active)
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("vpn.example.net:51820", ("vpn.example.net", 51820)),
+        ("192.0.2.1:443", ("192.0.2.1", 443)),
+        ("[2001:db8::1]:51820", ("2001:db8::1", 51820)),
+    ],
+)
+def test_endpoints_parse_and_print_back(text: str, expected: tuple[str, int]) -> None:
+    assert parse_endpoint(text) == expected
+    assert endpoint_text(*expected) == text
+
+
+@pytest.mark.parametrize(
+    "text", ["vpn.example.net", "vpn:0", "vpn:70000", ":51820", "2001:db8::1:5"]
+)
+def test_bad_endpoints_say_what_is_wrong(text: str) -> None:
+    with pytest.raises(ValueError, match=r"HOST:PORT|brackets"):
+        parse_endpoint(text)
