@@ -108,7 +108,7 @@ def list_nodes() -> None:
         return
     table = Table()
     for column in ("id", "name", "location", "endpoint", "capacity", "status", "enrolled"):
-        table.add_column(column)
+        table.add_column(column, overflow="fold")
     for node in nodes:
         table.add_row(
             str(node.id),

@@ -1,0 +1,337 @@
+"""The nftables driver: the generated ruleset, then nft and real traffic in namespaces."""
+
+from __future__ import annotations
+
+import ipaddress
+import sys
+
+import pytest
+
+from burrow.node.drivers.nftables import (
+    FirewallConfig,
+    NftablesError,
+    NftablesFirewall,
+    ensure_forwarding,
+    list_table,
+    render_block_changes,
+    render_ruleset,
+    run_nft,
+    tunnel_host,
+)
+from burrow.wire import NetworkSpec
+
+from ..netns import Lab, Namespace, needs
+
+CONFIG = FirewallConfig(
+    wg_interface="bwg0",
+    egress_interface="eth0",
+    tunnel_ipv4="10.64.0.0/10",
+    tunnel_ipv6="fd42:b0::/48",
+)
+
+
+def rules(text: str) -> list[str]:
+    return [line.strip() for line in text.splitlines()]
+
+
+def test_the_ruleset_replaces_burrows_table_atomically() -> None:
+    lines = rules(render_ruleset(CONFIG))
+    assert lines[:3] == ["table inet burrow {}", "delete table inet burrow", "table inet burrow {"]
+    assert lines[-1] == "}"
+    assert sum(line.startswith("table ") for line in lines) == 2
+
+
+def test_tunnel_traffic_is_masqueraded_through_the_egress_interface() -> None:
+    lines = rules(render_ruleset(CONFIG))
+    assert 'oifname "eth0" ip saddr 10.64.0.0/10 masquerade' in lines
+    assert 'oifname "eth0" ip6 saddr fd42:b0::/48 masquerade' in lines
+
+
+def test_an_egress_ip_gets_snat_instead() -> None:
+    config = FirewallConfig(
+        wg_interface="bwg0",
+        egress_interface="eth0",
+        tunnel_ipv4="10.64.0.0/10",
+        tunnel_ipv6="fd42:b0::/48",
+        egress_ipv4="192.0.2.10",
+        egress_ipv6="2001:db8::10",
+    )
+    lines = rules(render_ruleset(config))
+    assert 'oifname "eth0" ip saddr 10.64.0.0/10 snat ip to 192.0.2.10' in lines
+    assert 'oifname "eth0" ip6 saddr fd42:b0::/48 snat ip6 to 2001:db8::10' in lines
+    assert not any("masquerade" in line for line in lines)
+
+
+@pytest.mark.parametrize(
+    ("tcp", "udp", "expected", "absent"),
+    [
+        ((25,), (), ['iifname "bwg0" tcp dport { 25 } counter drop'], "udp dport"),
+        (
+            (465, 25, 25),
+            (137,),
+            [
+                'iifname "bwg0" tcp dport { 25, 465 } counter drop',
+                'iifname "bwg0" udp dport { 137 } counter drop',
+            ],
+            None,
+        ),
+        ((), (), [], "dport"),
+    ],
+)
+def test_blocked_egress_ports(
+    tcp: tuple[int, ...], udp: tuple[int, ...], expected: list[str], absent: str | None
+) -> None:
+    config = FirewallConfig(
+        wg_interface="bwg0",
+        egress_interface="eth0",
+        tunnel_ipv4="10.64.0.0/10",
+        tunnel_ipv6="fd42:b0::/48",
+        blocked_tcp_ports=tcp,
+        blocked_udp_ports=udp,
+    )
+    text = render_ruleset(config)
+    for rule in expected:
+        assert rule in rules(text)
+    if absent is not None:
+        assert absent not in text
+
+
+@pytest.mark.parametrize("isolate", [True, False])
+def test_client_isolation_follows_the_config(isolate: bool) -> None:
+    config = FirewallConfig(
+        wg_interface="bwg0",
+        egress_interface="eth0",
+        tunnel_ipv4="10.64.0.0/10",
+        tunnel_ipv6="fd42:b0::/48",
+        isolate_clients=isolate,
+    )
+    lines = rules(render_ruleset(config))
+    isolation = [
+        "ip saddr 10.64.0.0/10 ip daddr 10.64.0.0/10 counter drop",
+        "ip6 saddr fd42:b0::/48 ip6 daddr fd42:b0::/48 counter drop",
+    ]
+    assert all((rule in lines) is isolate for rule in isolation)
+
+
+def test_drops_come_before_the_tunnel_is_accepted() -> None:
+    lines = rules(render_ruleset(CONFIG))
+    accept = lines.index('iifname "bwg0" accept')
+    drops = [i for i, line in enumerate(lines) if line.endswith(" drop")]
+    assert len(drops) == 7
+    assert max(drops) < accept
+    assert lines.index("ip saddr @blocked_peers_v4 counter drop") == min(drops)
+
+
+def test_blocked_peers_are_written_into_their_sets() -> None:
+    text = render_ruleset(CONFIG, ["10.64.0.9", "fd42:b0::9/128", "10.64.0.3/32"])
+    lines = rules(text)
+    v4 = lines.index("set blocked_peers_v4 {")
+    v6 = lines.index("set blocked_peers_v6 {")
+    assert lines[v4 + 1 : v4 + 3] == ["type ipv4_addr", "elements = { 10.64.0.3, 10.64.0.9 }"]
+    assert lines[v6 + 1 : v6 + 3] == ["type ipv6_addr", "elements = { fd42:b0::9 }"]
+    assert "elements" not in render_ruleset(CONFIG)
+
+
+def test_block_changes_are_element_commands() -> None:
+    text = render_block_changes(add=["10.64.0.2", "fd42:b0::2"], remove=["10.64.0.7/32"])
+    assert text.splitlines() == [
+        "delete element inet burrow blocked_peers_v4 { 10.64.0.7 }",
+        "add element inet burrow blocked_peers_v4 { 10.64.0.2 }",
+        "add element inet burrow blocked_peers_v6 { fd42:b0::2 }",
+    ]
+    assert render_block_changes() == ""
+
+
+def test_a_config_comes_from_the_network_spec() -> None:
+    network = NetworkSpec(
+        tunnel_ipv4="10.64.0.0/10",
+        tunnel_ipv6="fd42:b0::/48",
+        gateway_ipv4="10.64.0.1",
+        gateway_ipv6="fd42:b0::1",
+        egress_ipv4="192.0.2.10",
+        blocked_egress_udp_ports=(137,),
+        isolate_clients=False,
+    )
+    config = FirewallConfig.from_network(network, wg_interface="bwg0", egress_interface="eth0")
+    assert config == FirewallConfig(
+        wg_interface="bwg0",
+        egress_interface="eth0",
+        tunnel_ipv4="10.64.0.0/10",
+        tunnel_ipv6="fd42:b0::/48",
+        egress_ipv4="192.0.2.10",
+        blocked_tcp_ports=(25,),
+        blocked_udp_ports=(137,),
+        isolate_clients=False,
+    )
+
+
+@pytest.mark.parametrize(
+    "changes",
+    [
+        {"wg_interface": 'bwg0" accept'},
+        {"egress_interface": "eth0;"},
+        {"tunnel_ipv4": "fd42:b0::/48"},
+        {"tunnel_ipv6": "10.64.0.0/10"},
+        {"tunnel_ipv4": "10.64.0.1/10"},
+        {"egress_ipv4": "2001:db8::1"},
+        {"blocked_tcp_ports": (0,)},
+    ],
+)
+def test_a_bad_config_never_reaches_nft(changes: dict[str, object]) -> None:
+    fields: dict[str, object] = {
+        "wg_interface": "bwg0",
+        "egress_interface": "eth0",
+        "tunnel_ipv4": "10.64.0.0/10",
+        "tunnel_ipv6": "fd42:b0::/48",
+        **changes,
+    }
+    with pytest.raises(ValueError, match=r".+"):
+        FirewallConfig(**fields)  # type: ignore[arg-type]
+
+
+def test_a_blocked_peer_is_one_address() -> None:
+    assert tunnel_host("10.64.0.2/32") == ipaddress.ip_address("10.64.0.2")
+    with pytest.raises(ValueError, match="one address"):
+        tunnel_host("10.64.0.0/24")
+
+
+# --- nft inside a namespace ----------------------------------------------------------------------
+
+
+async def nft_table(ns: Namespace) -> list[str]:
+    return rules(await list_table(netns=ns.name))
+
+
+@needs("nft")
+async def test_the_table_loads_and_reloads_keeping_blocks(lab: Lab) -> None:
+    ns = lab.namespace()
+    firewall = NftablesFirewall(CONFIG, netns=ns.name)
+    await firewall.apply()
+    listed = await nft_table(ns)
+    assert 'oifname "eth0" ip saddr 10.64.0.0/10 masquerade' in listed
+    assert 'iifname "bwg0" tcp dport 25 counter packets 0 bytes 0 drop' in listed
+    assert "ip saddr @blocked_peers_v4 counter packets 0 bytes 0 drop" in listed
+
+    await firewall.update_blocked(block=["10.64.0.2/32", "fd42:b0::2/128", "10.64.0.3"])
+    await firewall.apply(
+        FirewallConfig(
+            wg_interface="bwg0",
+            egress_interface="eth1",
+            tunnel_ipv4="10.64.0.0/10",
+            tunnel_ipv6="fd42:b0::/48",
+        )
+    )
+    listed = await nft_table(ns)
+    assert 'oifname "eth1" ip saddr 10.64.0.0/10 masquerade' in listed
+    assert not any('"eth0"' in line for line in listed)
+    assert "elements = { 10.64.0.2, 10.64.0.3 }" in listed
+    assert "elements = { fd42:b0::2 }" in listed
+
+    await firewall.update_blocked(unblock=["10.64.0.2", "fd42:b0::2", "10.64.0.99"])
+    listed = await nft_table(ns)
+    assert "elements = { 10.64.0.3 }" in listed
+    assert not any("fd42:b0::2" in line for line in listed)
+
+
+@needs("nft")
+async def test_a_broken_ruleset_leaves_the_old_one_in_force(lab: Lab) -> None:
+    ns = lab.namespace()
+    firewall = NftablesFirewall(CONFIG, netns=ns.name)
+    await firewall.apply()
+    await firewall.update_blocked(block=["10.64.0.2"])
+    before = await nft_table(ns)
+    broken = render_ruleset(CONFIG).replace("masquerade", "masquerade to nowhere", 1)
+    with pytest.raises(NftablesError):
+        await run_nft(broken, netns=ns.name)
+    assert await nft_table(ns) == before
+
+
+@needs("nft")
+async def test_blocks_survive_someone_flushing_the_set(lab: Lab) -> None:
+    ns = lab.namespace()
+    firewall = NftablesFirewall(CONFIG, netns=ns.name)
+    await firewall.apply()
+    await firewall.update_blocked(block=["10.64.0.2", "10.64.0.3"])
+    ns.run("nft", "flush", "set", "inet", "burrow", "blocked_peers_v4")
+    # Deleting 10.64.0.2 from the flushed set fails in nft; the driver reloads instead.
+    await firewall.update_blocked(unblock=["10.64.0.2"])
+    assert "elements = { 10.64.0.3 }" in await nft_table(ns)
+    assert firewall.blocked == {ipaddress.ip_address("10.64.0.3")}
+
+
+@needs("nft", "sysctl")
+async def test_forwarding_is_switched_on_in_the_namespace(lab: Lab) -> None:
+    ns = lab.namespace()
+    await ensure_forwarding(netns=ns.name)
+    shown = ns.run("sysctl", "-n", "net.ipv4.ip_forward", "net.ipv6.conf.all.forwarding").stdout
+    assert shown.split() == ["1", "1"]
+
+
+# A TCP server that answers each connection with the address it came from.
+ECHO_SOURCE = """
+import socket, threading
+def serve(port):
+    s = socket.socket(socket.AF_INET6)
+    s.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 0)
+    s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    s.bind(("::", port)); s.listen()
+    while True:
+        c, addr = s.accept()
+        c.sendall(addr[0].removeprefix("::ffff:").encode()); c.close()
+for port in (8080, 25):
+    threading.Thread(target=serve, args=(port,), daemon=True).start()
+print("ready", flush=True)
+threading.Event().wait()
+"""
+
+CONNECT = """
+import socket, sys
+try:
+    with socket.create_connection((sys.argv[1], int(sys.argv[2])), timeout=1) as s:
+        print(s.recv(100).decode())
+except OSError as exc:
+    print("failed", type(exc).__name__)
+"""
+
+
+@needs("nft", "sysctl")
+async def test_real_traffic_is_natted_port_blocked_and_peer_blocked(lab: Lab) -> None:
+    # client --(stands in for the tunnel)-- node --(egress)-- far host
+    client, node, far = lab.namespace(), lab.namespace(), lab.namespace()
+    _, tunnel = lab.link(
+        client, node, ["10.64.0.2/10", "fd42:b0::2/48"], ["10.64.0.1/10", "fd42:b0::1/48"]
+    )
+    egress, _ = lab.link(
+        node, far, ["192.0.2.1/24", "2001:db8::1/64"], ["192.0.2.2/24", "2001:db8::2/64"]
+    )
+    client.ip("route", "add", "default", "via", "10.64.0.1")
+    client.ip("-6", "route", "add", "default", "via", "fd42:b0::1")
+    # The far host has no route back to the tunnel pool: only NAT gets answers home.
+    await ensure_forwarding(netns=node.name)
+    firewall = NftablesFirewall(
+        FirewallConfig(
+            wg_interface=tunnel,
+            egress_interface=egress,
+            tunnel_ipv4="10.64.0.0/10",
+            tunnel_ipv6="fd42:b0::/48",
+        ),
+        netns=node.name,
+    )
+    await firewall.apply()
+    server = far.spawn(sys.executable, "-c", ECHO_SOURCE)
+    assert server.stdout is not None
+    assert server.stdout.readline().strip() == "ready"
+
+    def connect(host: str, port: int) -> str:
+        return client.run(sys.executable, "-c", CONNECT, host, str(port)).stdout.strip()
+
+    assert connect("192.0.2.2", 8080) == "192.0.2.1"
+    assert connect("2001:db8::2", 8080) == "2001:db8::1"
+    assert connect("192.0.2.2", 25).startswith("failed")
+    assert connect("2001:db8::2", 25).startswith("failed")
+
+    await firewall.update_blocked(block=["10.64.0.2"])
+    assert connect("192.0.2.2", 8080).startswith("failed")
+    assert connect("2001:db8::2", 8080) == "2001:db8::1"
+    await firewall.update_blocked(unblock=["10.64.0.2"])
+    assert connect("192.0.2.2", 8080) == "192.0.2.1"
