@@ -218,62 +218,81 @@ class Figures:
     full_state_bytes: int
 
 
-async def measure(devices: int, rounds: int, workdir: Path) -> Figures:
+@dataclass
+class Subject:
+    """One seeded database and what was measured on it."""
+
+    devices: int
+    runtime: Runtime
+    seeded: Seeded
+    seed_s: float
+    totals: list[float]
+    polls: list[float]
+
+
+async def prepare_subject(devices: int, workdir: Path) -> Subject:
     url = f"sqlite+aiosqlite:///{workdir / f'bench-{devices}.db'}"
     await asyncio.to_thread(migrate, url)  # alembic runs its own event loop
     settings = Settings(
         database_url=url, policy_path=POLICY, environment="development", scheduler_enabled=False
     )
     runtime = Runtime.build(settings)
-    try:
-        await prepare(runtime)
-        t = time.perf_counter()
-        seeded = await seed(runtime, devices)
-        seed_s = time.perf_counter() - t
+    await prepare(runtime)
+    t = time.perf_counter()
+    seeded = await seed(runtime, devices)
+    return Subject(devices, runtime, seeded, time.perf_counter() - t, [], [])
 
-        for _ in range(WARMUP_ROUNDS):
-            await one_round(runtime, seeded)
-        totals, polls = [], []
-        for _ in range(rounds):
-            total, poll = await one_round(runtime, seeded)
-            totals.append(total)
-            polls.append(poll)
 
-        async with unit_of_work(runtime.sessionmaker) as session:
-            t = time.perf_counter()
-            state = await desired_state_service.full_state(session, runtime, seeded.node)
-            full_state_s = time.perf_counter() - t
-        assert len(state.peers) == devices, len(state.peers)
+async def full_state_figures(subject: Subject) -> Figures:
+    runtime, seeded = subject.runtime, subject.seeded
+    async with unit_of_work(runtime.sessionmaker) as session:
         t = time.perf_counter()
-        body = FullState(state=state).model_dump_json()
-        full_state_json_s = time.perf_counter() - t
-        return Figures(
-            devices=devices,
-            seed_s=seed_s,
-            delta_ms=statistics.median(totals) * 1000,
-            poll_ms=statistics.median(polls) * 1000,
-            full_state_s=full_state_s,
-            full_state_json_s=full_state_json_s,
-            full_state_bytes=len(body),
-        )
-    finally:
-        await runtime.close()
+        state = await desired_state_service.full_state(session, runtime, seeded.node)
+        full_state_s = time.perf_counter() - t
+    assert len(state.peers) == subject.devices, len(state.peers)
+    t = time.perf_counter()
+    body = FullState(state=state).model_dump_json()
+    full_state_json_s = time.perf_counter() - t
+    return Figures(
+        devices=subject.devices,
+        seed_s=subject.seed_s,
+        delta_ms=statistics.median(subject.totals) * 1000,
+        poll_ms=statistics.median(subject.polls) * 1000,
+        full_state_s=full_state_s,
+        full_state_json_s=full_state_json_s,
+        full_state_bytes=len(body),
+    )
 
 
 async def main(sizes: list[int], rounds: int) -> dict[str, object]:
     results: list[Figures] = []
     with tempfile.TemporaryDirectory(prefix="burrow-bench-") as tmp:
-        for size in sizes:
-            figures = await measure(size, rounds, Path(tmp))
-            results.append(figures)
-            print(
-                f"N={size:>7,}: seeded in {figures.seed_s:5.1f} s; one-device delta round "
-                f"{figures.delta_ms:7.2f} ms (long-poll answers {figures.poll_ms:6.2f} ms); "
-                f"full state {figures.full_state_s:6.3f} s "
-                f"+ JSON {figures.full_state_json_s:6.3f} s "
-                f"({figures.full_state_bytes / 1e6:.1f} MB)",
-                flush=True,
-            )
+        subjects = [await prepare_subject(size, Path(tmp)) for size in sizes]
+        try:
+            for _ in range(WARMUP_ROUNDS):
+                for subject in subjects:
+                    await one_round(subject.runtime, subject.seeded)
+            # Rounds alternate between the sizes, so that a busy moment of the machine
+            # falls on both alike and the ratio stays fair.
+            for _ in range(rounds):
+                for subject in subjects:
+                    total, poll = await one_round(subject.runtime, subject.seeded)
+                    subject.totals.append(total)
+                    subject.polls.append(poll)
+            for subject in subjects:
+                figures = await full_state_figures(subject)
+                results.append(figures)
+                print(
+                    f"N={figures.devices:>7,}: seeded in {figures.seed_s:5.1f} s; one-device "
+                    f"delta round {figures.delta_ms:7.2f} ms (long-poll answers "
+                    f"{figures.poll_ms:6.2f} ms); full state {figures.full_state_s:6.3f} s "
+                    f"+ JSON {figures.full_state_json_s:6.3f} s "
+                    f"({figures.full_state_bytes / 1e6:.1f} MB)",
+                    flush=True,
+                )
+        finally:
+            for subject in subjects:
+                await subject.runtime.close()
     small, large = results[0], results[-1]
     ratio = large.delta_ms / small.delta_ms
     poll_ratio = large.poll_ms / small.poll_ms

@@ -235,7 +235,7 @@ class _LoginThrottle:
         settings = self.settings
         for key, limit in keys:
             failures = self.live.incr(f"{key}:fails", ttl=settings.login_failure_window_seconds)
-            if True:
+            if failures < limit:
                 continue
             strikes = int(self.live.get(f"{key}:strikes") or 0) + 1
             self.live.set(f"{key}:strikes", strikes, ttl=self.STRIKE_MEMORY_SECONDS)
