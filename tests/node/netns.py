@@ -28,13 +28,13 @@ import subprocess
 import time
 from collections.abc import Callable, Sequence
 from types import TracebackType
-from typing import Self, TypeVar
+from typing import Any, Self, TypeVar
 
 import pytest
 
 PREFIX = "bwt"
 
-T = TypeVar("T")
+T = TypeVar("T", bound=Callable[..., Any] | type)
 
 
 def missing_requirements(*tools: str) -> str | None:

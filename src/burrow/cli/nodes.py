@@ -14,6 +14,7 @@ from pydantic import ValidationError
 from rich.table import Table
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from burrow.cli import node_agent
 from burrow.cli.common import console, fail, run, with_session
 from burrow.control.models import Node
 from burrow.control.nodes.schemas import EnrollmentIssued, NodeCreate, endpoint_text, parse_endpoint
@@ -29,6 +30,7 @@ node_app = typer.Typer(
 
 def register(app: typer.Typer) -> None:
     app.add_typer(node_app, name="node")
+    node_agent.register(node_app)
 
 
 def _print_enrollment(name: str, issued: EnrollmentIssued) -> None:

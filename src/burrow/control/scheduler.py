@@ -11,6 +11,7 @@ import contextlib
 import logging
 from collections.abc import Awaitable, Callable
 
+from burrow.control.accounts.tasks import purge_expired_sessions
 from burrow.control.desired_state.tasks import prune_change_log
 from burrow.control.runtime import Runtime
 from burrow.control.subscriptions.tasks import expire_due_subscriptions
@@ -22,6 +23,7 @@ Job = Callable[[Runtime], Awaitable[object]]
 JOBS: tuple[tuple[str, Job], ...] = (
     ("expire subscriptions", expire_due_subscriptions),
     ("prune desired-state change log", prune_change_log),
+    ("purge expired sessions", purge_expired_sessions),
 )
 
 

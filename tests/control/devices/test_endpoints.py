@@ -422,24 +422,27 @@ async def test_customer_a_cannot_touch_customer_bs_device(
     url = f"{URL}/{bobs['id']}"
     refreshes.clear()
 
-    attempts = [
-        client.get(url, headers=alice.headers),
-        client.patch(url, json={"name": "mine"}, headers=alice.headers),
-        client.delete(url, headers=alice.headers),
-        client.post(f"{url}/rotate", headers=alice.headers),
-        client.post(f"{url}/rotate", json={"public_key": pubkey()}, headers=alice.headers),
-        client.get(f"{url}/config", params={"node_id": node.id}, headers=alice.headers),
-        client.get(f"{url}/config.png", params={"node_id": node.id}, headers=alice.headers),
-        client.get(f"{url}/config.svg", params={"node_id": node.id}, headers=alice.headers),
+    node_param = {"node_id": node.id}
+    attempts: list[tuple[str, str, dict[str, Any]]] = [
+        ("GET", url, {}),
+        ("PATCH", url, {"json": {"name": "mine"}}),
+        ("DELETE", url, {}),
+        ("POST", f"{url}/rotate", {}),
+        ("POST", f"{url}/rotate", {"json": {"public_key": pubkey()}}),
+        ("GET", f"{url}/config", {"params": node_param}),
+        ("GET", f"{url}/config.png", {"params": node_param}),
+        ("GET", f"{url}/config.svg", {"params": node_param}),
     ]
     missing = f"{URL}/{bobs['id'] + 1000}"
-    for attempt in attempts:
-        response = await attempt
+    for method, target, options in attempts:
+        response = await client.request(method, target, headers=alice.headers, **options)
         body = assert_problem(response, 404)
         assert "Bob" not in response.text
         # Exactly what a device that does not exist answers.
-        unknown = await client.get(missing, headers=alice.headers)
-        assert body["detail"] == unknown.json()["detail"]
+        unknown = await client.request(
+            method, target.replace(url, missing), **options, headers=alice.headers
+        )
+        assert unknown.json()["detail"] == body["detail"]
 
     assert refreshes == []
     unchanged = (await client.get(url, headers=bob.headers)).json()

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from datetime import timedelta
+
 import pytest
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -11,6 +13,7 @@ from burrow.control.nodes import service as nodes_module
 from burrow.control.nodes.schemas import NodeCreate, endpoint_text, parse_endpoint
 from burrow.control.nodes.service import NodeNameTaken, NodeNotFound
 from burrow.control.nodes.service import node as node_service
+from burrow.control.nodes.tasks import void_expired_enrollments
 from burrow.control.runtime import Runtime
 from burrow.wire import EnrollRequest, NodeReport, PeerStatus
 from tests.support.factories import create_node, new_public_key
@@ -116,3 +119,21 @@ def test_endpoints_parse_and_print_back(text: str, expected: tuple[str, int]) ->
 def test_bad_endpoints_say_what_is_wrong(text: str) -> None:
     with pytest.raises(ValueError, match=r"HOST:PORT|brackets"):
         parse_endpoint(text)
+
+
+async def test_expired_enrollment_tokens_are_forgotten(
+    session: AsyncSession, runtime: Runtime
+) -> None:
+    fresh = NodeCreate(name="ams-1", country="NL", city="Amsterdam", endpoint_host="192.0.2.1")
+    stale = NodeCreate(name="ams-2", country="NL", city="Amsterdam", endpoint_host="192.0.2.2")
+    kept = (await node_service.create(session, runtime, fresh)).node
+    expired = (await node_service.create(session, runtime, stale)).node
+    expired.enrollment_expires_at = utcnow() - timedelta(minutes=1)
+    await session.commit()
+
+    assert await void_expired_enrollments(runtime) == 1
+
+    await session.refresh(expired)
+    await session.refresh(kept)
+    assert (expired.enrollment_token_hash, expired.enrollment_expires_at) == (None, None)
+    assert kept.enrollment_token_hash is not None

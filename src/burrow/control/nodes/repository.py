@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from datetime import datetime
 
-from sqlalchemy import ColumnElement, select
+from sqlalchemy import ColumnElement, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -56,3 +57,12 @@ class NodeRepository:
         except IntegrityError:
             return False
         return True
+
+    async def clear_enrollments_expired_before(self, moment: datetime) -> int:
+        result = await self.session.execute(
+            update(Node)
+            .where(Node.enrollment_expires_at < moment)
+            .values(enrollment_token_hash=None, enrollment_expires_at=None)
+            .execution_options(synchronize_session=False)
+        )
+        return int(getattr(result, "rowcount", 0) or 0)

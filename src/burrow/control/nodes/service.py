@@ -187,6 +187,10 @@ class NodeService:
         await NodeRepository(session).save(node)
         return self._issued(runtime, node, token)
 
+    async def void_expired_enrollments(self, session: AsyncSession) -> int:
+        """Forget the hashes of enrollment tokens that expired unused; returns how many."""
+        return await NodeRepository(session).clear_enrollments_expired_before(utcnow())
+
     @staticmethod
     def _arm_enrollment(runtime: Runtime, node: Node) -> str:
         token = new_token(ENROLLMENT_TOKEN_PREFIX)

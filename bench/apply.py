@@ -1,0 +1,249 @@
+"""Adding one peer to a busy node: burrow's delta path against a bare set and `wg syncconf`.
+
+For each size (10,000 and 100,000 peers) this builds a wireguard-go interface
+inside a throwaway network namespace, loads it through burrow's driver, then
+times adding ONE peer:
+
+  apply     burrow's everyday path, as the agent runs it: ``push_delta`` =
+            DesiredPeers.apply_delta + reconcile.plan_changes against the
+            driver's record of what it applied + one ``set=1`` on the socket.
+  bare      the floor: one hand-built ``set=1`` with just that peer.
+  syncconf  ``wg syncconf`` of the whole config (written to a temp file first,
+            not timed), i.e. what a wg-tools based agent would do.
+  resync    for reference: ``push_full`` (full ``get=1`` + plan + set), what the
+            agent does only at start, after a restart or on a revision gap.
+
+Medians over a few repetitions; the ratios compare runs made here, in this
+process, against each other. Also reports the wireguard-go process's RSS.
+Progress goes to stderr; the last line on stdout is one line of JSON.
+
+Run as root:  .venv/bin/python bench/apply.py  [--sizes 10000 100000] [--repeat 11]
+Everything runs inside namespaces named ``bwb…``, removed at the end, also on
+failure or Ctrl-C.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import base64
+import ipaddress
+import json
+import os
+import secrets
+import signal
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+
+from burrow.node.drivers.uapi import PeerUpsert, UapiClient
+from burrow.node.drivers.wireguard import WireGuardGoDriver, push_delta, push_full
+from burrow.node.reconcile import AddPeer, DesiredPeers
+from burrow.wire import DeltaState, PeerSpec
+
+
+def log(message: str) -> None:
+    print(message, file=sys.stderr, flush=True)
+
+
+def random_key() -> str:
+    # Any 32 bytes are a usable WireGuard public key.
+    return base64.b64encode(os.urandom(32)).decode()
+
+
+POOL4 = ipaddress.IPv4Address("10.64.0.0")
+POOL6 = ipaddress.IPv6Address("fd42:b0::")
+
+
+def peer_spec(index: int) -> PeerSpec:
+    """Peer number ``index``, with its own /32 and /128 from the pools."""
+    return PeerSpec(
+        public_key=random_key(),
+        allowed_ips=(f"{POOL4 + index}/32", f"{POOL6 + index}/128"),
+    )
+
+
+def rss_mb(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    raise RuntimeError("no VmRSS")
+
+
+def write_config(path: Path, private_key: str, peers: list[PeerSpec]) -> None:
+    with path.open("w") as out:
+        out.write(f"[Interface]\nPrivateKey = {private_key}\nListenPort = 51820\n\n")
+        for peer in peers:
+            out.write(f"[Peer]\nPublicKey = {peer.public_key}\n")
+            out.write(f"AllowedIPs = {', '.join(peer.allowed_ips)}\n\n")
+
+
+async def timed(action: Callable[[], Awaitable[object]]) -> float:
+    start = time.perf_counter()
+    await action()
+    return time.perf_counter() - start
+
+
+def ms(seconds: list[float]) -> float:
+    return round(statistics.median(seconds) * 1000, 3)
+
+
+async def measure(netns: str, size: int, repeat: int, syncconf_repeat: int) -> dict[str, float]:
+    driver = WireGuardGoDriver(
+        netns, netns=netns, addresses=("10.64.0.1/10", "fd42:b0::1/48"), io_timeout=120
+    )
+    try:
+        await driver.start()
+        private_key = random_key()
+        await driver.configure_interface(private_key, 51820)
+
+        log(f"[{size}] generating peers")
+        peers = [peer_spec(i) for i in range(2, size + 2)]
+        desired = DesiredPeers(1, peers)
+        next_index = size + 2
+
+        log(f"[{size}] loading the interface")
+        load_s = await timed(lambda: push_full(driver, desired.peers))
+        get_s = await timed(driver.get_state)
+        assert driver.pid is not None
+        rss = rss_mb(driver.pid)
+        log(f"[{size}] loaded in {load_s:.2f} s; full get {get_s:.3f} s; rss {rss:.0f} MB")
+
+        client = UapiClient(driver.socket_path, io_timeout=120)
+        on_interface = list(peers)
+        apply_s: list[float] = []
+        bare_s: list[float] = []
+        for _ in range(repeat):
+            # Alternate the two so that drift (GC, caches) hits both alike.
+            newcomer = peer_spec(next_index)
+            next_index += 1
+            delta = DeltaState(
+                from_revision=desired.revision, revision=desired.revision + 1, upserts=(newcomer,)
+            )
+            start = time.perf_counter()
+            actions = await push_delta(driver, desired, delta)
+            apply_s.append(time.perf_counter() - start)
+            assert actions == [AddPeer(newcomer.public_key, newcomer.allowed_ips)]
+            on_interface.append(newcomer)
+
+            bare = peer_spec(next_index)
+            next_index += 1
+            start = time.perf_counter()
+            await client.set(peers=[PeerUpsert(bare.public_key, bare.allowed_ips)])
+            bare_s.append(time.perf_counter() - start)
+            on_interface.append(bare)
+
+        syncconf_s: list[float] = []
+        write_s: list[float] = []
+        with tempfile.TemporaryDirectory(prefix="bwb") as tmp:
+            config = Path(tmp) / "wg.conf"
+            for _ in range(syncconf_repeat):
+                newcomer = peer_spec(next_index)
+                next_index += 1
+                on_interface.append(newcomer)
+                write_s.append(
+                    await timed(
+                        lambda: asyncio.to_thread(write_config, config, private_key, on_interface)
+                    )
+                )
+                start = time.perf_counter()
+                proc = await asyncio.create_subprocess_exec(
+                    "wg", "syncconf", driver.interface, str(config)
+                )
+                if await proc.wait() != 0:
+                    raise RuntimeError("wg syncconf failed")
+                syncconf_s.append(time.perf_counter() - start)
+
+        # Tell desired about the peers added behind its back, so a resync adds one peer only.
+        catch_up = [p for p in on_interface if p.public_key not in desired.peers]
+        await push_delta(
+            driver,
+            desired,
+            DeltaState(
+                from_revision=desired.revision,
+                revision=desired.revision + 1,
+                upserts=tuple(catch_up),
+            ),
+        )
+        resync_s: list[float] = []
+        for _ in range(syncconf_repeat):
+            # The agent's fallback: desired gains a peer, then a full read, plan and set.
+            newcomer = peer_spec(next_index)
+            next_index += 1
+            desired.apply_delta(
+                DeltaState(
+                    from_revision=desired.revision,
+                    revision=desired.revision + 1,
+                    upserts=(newcomer,),
+                )
+            )
+            on_interface.append(newcomer)
+            start = time.perf_counter()
+            actions = await push_full(driver, desired.peers)
+            resync_s.append(time.perf_counter() - start)
+            assert actions == [AddPeer(newcomer.public_key, newcomer.allowed_ips)]
+
+        present = len(await driver.get_state())
+        if present != len(on_interface):
+            raise RuntimeError(f"expected {len(on_interface)} peers, found {present}")
+
+        tag = f"{size // 1000}k"
+        result = {
+            f"apply_{tag}_ms": ms(apply_s),
+            f"bare_{tag}_ms": ms(bare_s),
+            f"syncconf_{tag}_ms": ms(syncconf_s),
+            f"resync_{tag}_ms": ms(resync_s),
+            f"syncconf_config_write_{tag}_ms": ms(write_s),
+            f"ratio_apply_vs_bare_{tag}": round(
+                statistics.median(apply_s) / statistics.median(bare_s), 3
+            ),
+            f"ratio_syncconf_vs_apply_{tag}": round(
+                statistics.median(syncconf_s) / statistics.median(apply_s), 1
+            ),
+            f"initial_load_{tag}_s": round(load_s, 2),
+            f"full_get_{tag}_s": round(get_s, 3),
+            f"rss_wireguard_go_{tag}_mb": round(rss_mb(driver.pid), 1),
+        }
+        log(f"[{size}] " + ", ".join(f"{k}={v}" for k, v in result.items()))
+        return result
+    finally:
+        await driver.stop()
+
+
+def bench_size(size: int, repeat: int, syncconf_repeat: int) -> dict[str, float]:
+    """One size in its own throwaway namespace, removed whatever happens."""
+    netns = f"bwb{secrets.token_hex(4)}"
+    subprocess.run(["ip", "netns", "add", netns], check=True)
+    try:
+        return asyncio.run(measure(netns, size, repeat, syncconf_repeat))
+    finally:
+        out = subprocess.run(["ip", "netns", "pids", netns], capture_output=True, text=True)
+        for pid in out.stdout.split():
+            os.kill(int(pid), signal.SIGKILL)
+        subprocess.run(["ip", "netns", "del", netns], check=False)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
+    parser.add_argument("--sizes", type=int, nargs="+", default=[10_000, 100_000])
+    parser.add_argument("--repeat", type=int, default=11)
+    parser.add_argument("--syncconf-repeat", type=int, default=3)
+    args = parser.parse_args()
+    if os.geteuid() != 0:
+        sys.exit("bench/apply.py needs root (network namespaces, wireguard-go)")
+    started = time.monotonic()
+    figures: dict[str, float] = {}
+    for size in args.sizes:
+        figures |= bench_size(size, args.repeat, args.syncconf_repeat)
+    figures["repeat"] = args.repeat
+    figures["syncconf_repeat"] = args.syncconf_repeat
+    figures["wall_s"] = round(time.monotonic() - started, 1)
+    print(json.dumps(figures))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,222 @@
+"""The agent, wired: identity, node API client, wireguard-go, nftables, sync loop and reporter.
+
+``enroll`` makes (or keeps) the node's key pair, trades the enrollment token for a node token
+and writes the identity file. ``run_agent`` serves until cancelled: it runs the sync loop and
+the status reporter side by side and, on the way out, stops wireguard-go and removes burrow's
+nftables table, so a stopped agent serves nobody.
+
+``HostNetwork`` is the real ``loop.NetworkSetup``: IP forwarding, burrow's nftables table and
+the WireGuard interface's addresses and MTU from the ``NetworkSpec``.
+
+Imports ``burrow.wire`` and ``burrow.node``; never ``burrow.control``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import os
+import shutil
+from collections.abc import Collection
+from pathlib import Path
+
+import httpx
+
+from burrow.node.client import NodeApiClient, NodeTokenRejected
+from burrow.node.config import NodeSettings
+from burrow.node.drivers.nftables import FirewallConfig, NftablesFirewall, ensure_forwarding
+from burrow.node.drivers.wireguard import WireGuardGoDriver, interface_addresses
+from burrow.node.identity import NodeIdentity, new_private_key, public_key_of, save_identity
+from burrow.node.loop import SyncLoop
+from burrow.node.status import StatusReporter
+from burrow.wire import NetworkSpec
+
+log = logging.getLogger(__name__)
+
+
+class AgentError(Exception):
+    """The agent cannot run (or must stop); the message says what to do."""
+
+
+async def detect_egress_interface(netns: str | None = None) -> str:
+    """The device of the default route (IPv4 first, then IPv6) in ``netns``."""
+    for family in ("-4", "-6"):
+        argv = ["ip", family, "-j"]
+        if netns is not None:
+            argv += ["-n", netns]
+        argv += ["route", "show", "default"]
+        proc = await asyncio.create_subprocess_exec(
+            *argv, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.DEVNULL
+        )
+        out, _ = await proc.communicate()
+        if proc.returncode != 0:
+            continue
+        try:
+            routes = json.loads(out or b"[]")
+        except ValueError:
+            continue
+        for route in routes:
+            if isinstance(route, dict) and isinstance(route.get("dev"), str):
+                return str(route["dev"])
+    raise AgentError(
+        "there is no default route to find the egress interface by; "
+        "name it with --egress-interface (BURROW_NODE_EGRESS_INTERFACE)"
+    )
+
+
+class HostNetwork:
+    """Forwarding, burrow's nftables table and the interface's addresses on this host."""
+
+    def __init__(
+        self,
+        driver: WireGuardGoDriver,
+        *,
+        egress_interface: str | None = None,
+        netns: str | None = None,
+    ) -> None:
+        self._driver = driver
+        self._egress = egress_interface
+        self._netns = netns
+        self._firewall: NftablesFirewall | None = None
+        self._forwarding = False
+
+    async def prepare(self, network: NetworkSpec, *, reload: bool = False) -> None:
+        if reload or not self._forwarding:
+            await ensure_forwarding(netns=self._netns)
+            self._forwarding = True
+        driver = self._driver
+        addresses = interface_addresses(network)
+        if tuple(driver.addresses) != addresses or driver.mtu != network.mtu:
+            driver.addresses = addresses
+            driver.mtu = network.mtu
+            if driver.running:
+                # wireguard-go takes addresses and MTU at start; the loop restarts it empty
+                # and pushes everything again. Only an operator's change of pools does this.
+                log.warning("tunnel addresses or MTU changed; restarting the interface")
+                await driver.stop()
+        if self._egress is None:
+            self._egress = await detect_egress_interface(self._netns)
+        config = FirewallConfig.from_network(
+            network, wg_interface=driver.interface, egress_interface=self._egress
+        )
+        if self._firewall is None:
+            self._firewall = NftablesFirewall(config, netns=self._netns)
+            await self._firewall.apply()
+        elif reload or config != self._firewall.config:
+            await self._firewall.apply(config)
+
+    async def set_blocked(self, addresses: Collection[str]) -> None:
+        if self._firewall is not None:
+            await self._firewall.set_blocked(addresses)
+
+    async def close(self) -> None:
+        if self._firewall is not None:
+            await self._firewall.remove()
+            self._firewall = None
+
+
+def check_host(settings: NodeSettings) -> None:
+    """Refuse to start where the data plane cannot work, with one line that says why."""
+    if os.geteuid() != 0:
+        raise AgentError("the node agent runs as root (it drives wireguard-go and nftables)")
+    for tool in (settings.wireguard_go, "ip", "nft", "sysctl"):
+        if shutil.which(tool) is None:
+            raise AgentError(f"{tool} is not installed (Debian: apt install wireguard-go nftables)")
+
+
+async def enroll(
+    control_url: str,
+    enrollment_token: str,
+    state_dir: Path,
+    *,
+    private_key: str | None = None,
+    transport: httpx.AsyncBaseTransport | None = None,
+) -> NodeIdentity:
+    """Enroll with the control plane and write the identity file; returns the identity.
+
+    ``private_key`` keeps an existing key (the devices' configs name the node's public key);
+    without it a new key pair is made. Nothing is written unless enrollment succeeds.
+    """
+    key = private_key or new_private_key()
+    async with NodeApiClient(control_url, transport=transport) as client:
+        enrolled = await client.enroll(enrollment_token, public_key_of(key))
+    identity = NodeIdentity(
+        control_url=control_url.rstrip("/"),
+        node_id=enrolled.node_id,
+        node_name=enrolled.node_name,
+        interface_name=enrolled.interface_name,
+        private_key=key,
+        node_token=enrolled.node_token,
+    )
+    save_identity(state_dir, identity)
+    return identity
+
+
+def _quiet_http_logs() -> None:
+    # httpx logs every request at INFO; a long poll every 25 s and a report every 5 s say nothing.
+    logging.getLogger("httpx").setLevel(logging.WARNING)
+
+
+async def run_agent(
+    settings: NodeSettings,
+    identity: NodeIdentity,
+    *,
+    transport: httpx.AsyncBaseTransport | None = None,
+    started: asyncio.Event | None = None,
+) -> None:
+    """Serve the desired state until cancelled. Raises AgentError when the node is retired."""
+    _quiet_http_logs()
+    client = NodeApiClient(
+        identity.control_url,
+        identity.node_token,
+        transport=transport,
+        timeout=settings.request_timeout_seconds,
+    )
+    driver = WireGuardGoDriver(
+        identity.interface_name, netns=settings.netns, wireguard_go=settings.wireguard_go
+    )
+    network = HostNetwork(driver, egress_interface=settings.egress_interface, netns=settings.netns)
+    loop = SyncLoop(
+        client,
+        driver,
+        network,
+        private_key=identity.private_key,
+        long_poll_seconds=settings.long_poll_seconds,
+        backoff_initial_seconds=settings.backoff_initial_seconds,
+        backoff_max_seconds=settings.backoff_max_seconds,
+        supervise_interval_seconds=settings.supervise_interval_seconds,
+    )
+    reporter = StatusReporter(
+        client,
+        loop,
+        interval_seconds=settings.report_interval_seconds,
+        idle_threshold_seconds=settings.idle_threshold_seconds,
+    )
+    log.info("node %s serves %s", identity.node_name, identity.interface_name)
+    if started is not None:
+        started.set()
+    try:
+        async with asyncio.TaskGroup() as group:
+            group.create_task(loop.run(), name="burrow-node-loop")
+            group.create_task(reporter.run_forever(), name="burrow-node-status")
+    except* NodeTokenRejected as refused:
+        detail = refused.exceptions[0]
+        raise AgentError(
+            f"{detail}; this node stopped serving. Enroll it again with a new token "
+            "(`burrow node token NAME` on the control plane)."
+        ) from None
+    finally:
+        await _shutdown(driver, network, client)
+
+
+async def _shutdown(driver: WireGuardGoDriver, network: HostNetwork, client: NodeApiClient) -> None:
+    try:
+        await driver.stop()
+    finally:
+        try:
+            await network.close()
+        except Exception as exc:
+            log.warning("could not remove burrow's nftables table (%s)", exc)
+        await client.aclose()
+    log.info("node agent stopped; the interface and burrow's nftables table are gone")

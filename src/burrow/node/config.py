@@ -1,0 +1,55 @@
+"""Settings of one node agent process, read once from ``BURROW_NODE_*`` variables.
+
+The command line (``burrow node run --state-dir ... --netns ...``) overrides them. Nothing
+here is a secret: the node's private key and token live in the identity file (``identity``).
+
+Imports pydantic only.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+DEFAULT_STATE_DIR = Path("/var/lib/burrow-node")
+
+
+class NodeSettings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="BURROW_NODE_", extra="ignore")
+
+    state_dir: Path = Field(
+        DEFAULT_STATE_DIR, description="Holds the identity file, the one file the node keeps."
+    )
+    netns: str | None = Field(
+        None, description="Run the WireGuard interface and the firewall in this network namespace."
+    )
+    egress_interface: str | None = Field(
+        None,
+        description="Where customers' traffic leaves (NAT); default: the default route's device.",
+    )
+    wireguard_go: str = Field("wireguard-go", description="The wireguard-go program to run.")
+
+    # Talking to the control plane.
+    long_poll_seconds: float = Field(
+        25.0, gt=0, le=3600, description="How long one request for changes may wait."
+    )
+    request_timeout_seconds: float = Field(
+        10.0, gt=0, description="Connect and answer timeout of every other request."
+    )
+    backoff_initial_seconds: float = Field(
+        0.5, gt=0, description="First wait after the control plane could not be reached."
+    )
+    backoff_max_seconds: float = Field(30.0, gt=0, description="Cap of the doubling wait.")
+
+    # Supervision and status.
+    supervise_interval_seconds: float = Field(
+        1.0, gt=0, description="How often wireguard-go is checked (and restarted if it died)."
+    )
+    report_interval_seconds: float = Field(
+        5.0, gt=0, description="How often status goes up to the control plane."
+    )
+    idle_threshold_seconds: float = Field(
+        180.0, gt=0, description="A peer is connected while its last handshake is younger."
+    )

@@ -1,0 +1,217 @@
+"""Status up: which peers are connected and how many bytes they moved, every few seconds.
+
+Every ``interval`` the reporter reads handshake times and byte counters off the interface,
+marks a peer connected while its last handshake is younger than the idle threshold, and sends
+the byte deltas since the last report in a ``NodeReport`` with this agent's ``boot_id`` and a
+sequence number.
+
+No loss and no double count:
+
+- Counters that went down (wireguard-go restarted, a peer was removed and added again) are
+  counted from zero, never as negative traffic.
+- A report that got no answer stays *in flight* under its sequence number. The next round
+  sends that same number again with the newer deltas merged in. The control plane ignores a
+  number it has already seen (``accepted: false``); then it did count the first send, so the
+  in-flight part is dropped and the newer deltas go at once under the next number. A report
+  that never arrived is simply accepted with everything in it.
+
+Per-peer byte counts live only in this process's memory; a peer's endpoint is never read
+(the UAPI parser drops it). Only peers that are connected or moved bytes are listed.
+
+Imports ``burrow.wire``, the client and the UAPI peer type.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import secrets
+import time
+from collections.abc import Callable, Collection, Iterable
+from dataclasses import dataclass
+from typing import Protocol
+
+from burrow.node.client import NodeApiClient, NodeApiError, NodeTokenRejected
+from burrow.node.drivers.uapi import WgPeer
+from burrow.wire import NodeReport, PeerStatus, ReportAck
+
+log = logging.getLogger(__name__)
+
+
+class PeerSource(Protocol):
+    """What the reporter needs from the sync loop."""
+
+    @property
+    def applied_revision(self) -> int: ...
+
+    @property
+    def interface_epoch(self) -> int:
+        """Changes whenever the interface restarted empty (its counters restarted at zero)."""
+        ...
+
+    async def read_peers(self) -> list[WgPeer]: ...
+
+    async def set_blocked_keys(self, keys: Collection[str]) -> None: ...
+
+
+@dataclass
+class Traffic:
+    rx: int = 0
+    tx: int = 0
+
+    def add(self, other: Traffic) -> None:
+        self.rx += other.rx
+        self.tx += other.tx
+
+    def __bool__(self) -> bool:
+        return bool(self.rx or self.tx)
+
+
+class ByteAccounting:
+    """Turns cumulative per-peer counters into deltas that are never negative."""
+
+    def __init__(self) -> None:
+        self._last: dict[str, tuple[int, int]] = {}
+
+    def reset(self) -> None:
+        """The interface restarted: its next counters start from zero."""
+        self._last.clear()
+
+    def deltas(self, peers: Iterable[WgPeer]) -> dict[str, Traffic]:
+        """Bytes each peer moved since the previous call (a new peer: since zero)."""
+        last = self._last
+        current: dict[str, tuple[int, int]] = {}
+        out: dict[str, Traffic] = {}
+        for peer in peers:
+            rx, tx = peer.rx_bytes, peer.tx_bytes
+            current[peer.public_key] = (rx, tx)
+            prev_rx, prev_tx = last.get(peer.public_key, (0, 0))
+            # A counter below the last reading restarted from zero: all of it is new.
+            delta = Traffic(
+                rx - prev_rx if rx >= prev_rx else rx, tx - prev_tx if tx >= prev_tx else tx
+            )
+            if delta:
+                out[peer.public_key] = delta
+        self._last = current
+        return out
+
+
+def _merge(into: dict[str, Traffic], more: dict[str, Traffic]) -> None:
+    for key, traffic in more.items():
+        into.setdefault(key, Traffic()).add(traffic)
+
+
+class StatusReporter:
+    def __init__(
+        self,
+        client: NodeApiClient,
+        source: PeerSource,
+        *,
+        interval_seconds: float = 5.0,
+        idle_threshold_seconds: float = 180.0,
+        clock: Callable[[], float] = time.time,
+        boot_id: str | None = None,
+    ) -> None:
+        self._client = client
+        self._source = source
+        self.interval = interval_seconds
+        self.idle_threshold = idle_threshold_seconds
+        self._clock = clock
+        self.boot_id = boot_id or secrets.token_hex(16)
+        self.next_seq = 1
+        self._accounting = ByteAccounting()
+        self._epoch = source.interface_epoch
+        # Sent (or tried) without an answer: its seq and contents.
+        self._inflight_seq: int | None = None
+        self._inflight: dict[str, Traffic] = {}
+        # Read since the in-flight report was built.
+        self._pending: dict[str, Traffic] = {}
+        self.last_ack: ReportAck | None = None
+
+    async def run_forever(self) -> None:
+        while True:
+            await asyncio.sleep(self.interval)
+            try:
+                await self.report_once()
+            except NodeTokenRejected:
+                raise
+            except NodeApiError as exc:
+                log.warning("status report not delivered (%s); it goes with the next one", exc)
+            except Exception as exc:
+                log.error("status report failed (%s: %s)", type(exc).__name__, exc)
+
+    async def _read(self) -> dict[str, bool]:
+        """Read the interface; returns each peer's connected state and books its bytes."""
+        epoch = self._source.interface_epoch
+        if epoch != self._epoch:
+            self._epoch = epoch
+            self._accounting.reset()
+        try:
+            peers = await self._source.read_peers()
+        except Exception as exc:
+            # No interface right now (not started yet, restarting): report what is pending.
+            log.info("could not read the interface for status (%s)", type(exc).__name__)
+            return {}
+        if self._source.interface_epoch != epoch:
+            # Restarted while we read: these counters belong to the new interface.
+            self._epoch = self._source.interface_epoch
+            self._accounting.reset()
+        _merge(self._pending, self._accounting.deltas(peers))
+        now = self._clock()
+        connected: dict[str, bool] = {}
+        for peer in peers:
+            handshake = peer.last_handshake
+            connected[peer.public_key] = (
+                handshake is not None and now - handshake < self.idle_threshold
+            )
+        return connected
+
+    def _build(
+        self, seq: int, traffic: dict[str, Traffic], connected: dict[str, bool]
+    ) -> NodeReport:
+        keys = [key for key, up in connected.items() if up]
+        keys += [key for key in traffic if not connected.get(key, False)]
+        peers = tuple(
+            PeerStatus(
+                public_key=key,
+                connected=connected.get(key, False),
+                rx_bytes=traffic[key].rx if key in traffic else 0,
+                tx_bytes=traffic[key].tx if key in traffic else 0,
+            )
+            for key in keys
+        )
+        return NodeReport(
+            boot_id=self.boot_id, seq=seq, revision=self._source.applied_revision, peers=peers
+        )
+
+    async def report_once(self) -> ReportAck:
+        """Read, send, and account for the answer. Raises NodeApiError when not delivered."""
+        connected = await self._read()
+        if self._inflight_seq is None:
+            self._inflight_seq = self.next_seq
+            self.next_seq += 1
+            self._inflight, self._pending = self._pending, {}
+            ack = await self._send(self._inflight_seq, self._inflight, connected)
+        else:
+            # Retry under the same number, with what was read since merged in.
+            merged = {key: Traffic(t.rx, t.tx) for key, t in self._inflight.items()}
+            _merge(merged, self._pending)
+            ack = await self._send(self._inflight_seq, merged, connected)
+            if ack.accepted:
+                self._pending = {}
+            else:
+                # The first send did arrive and was counted; the newer deltas were not.
+                self._inflight_seq = self.next_seq
+                self.next_seq += 1
+                self._inflight, self._pending = self._pending, {}
+                ack = await self._send(self._inflight_seq, self._inflight, connected)
+        self._inflight_seq = None
+        self._inflight = {}
+        self.last_ack = ack
+        await self._source.set_blocked_keys(ack.blocked)
+        return ack
+
+    async def _send(
+        self, seq: int, traffic: dict[str, Traffic], connected: dict[str, bool]
+    ) -> ReportAck:
+        return await self._client.report(self._build(seq, traffic, connected))
