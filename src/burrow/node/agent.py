@@ -173,9 +173,8 @@ async def run_agent(
         transport=transport,
         timeout=settings.request_timeout_seconds,
     )
-    driver = WireGuardGoDriver(
-        identity.interface_name, netns=settings.netns, wireguard_go=settings.wireguard_go
-    )
+    interface = settings.interface or identity.interface_name
+    driver = WireGuardGoDriver(interface, netns=settings.netns, wireguard_go=settings.wireguard_go)
     network = HostNetwork(driver, egress_interface=settings.egress_interface, netns=settings.netns)
     loop = SyncLoop(
         client,
@@ -193,7 +192,7 @@ async def run_agent(
         interval_seconds=settings.report_interval_seconds,
         idle_threshold_seconds=settings.idle_threshold_seconds,
     )
-    log.info("node %s serves %s", identity.node_name, identity.interface_name)
+    log.info("node %s serves %s", identity.node_name, interface)
     if started is not None:
         started.set()
     try:

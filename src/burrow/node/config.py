@@ -29,6 +29,12 @@ class NodeSettings(BaseSettings):
         None,
         description="Where customers' traffic leaves (NAT); default: the default route's device.",
     )
+    interface: str | None = Field(
+        None,
+        max_length=15,
+        description="The WireGuard interface's name; default: the one the control plane gave at "
+        "enrollment. Names are host-wide (one socket directory for all namespaces).",
+    )
     wireguard_go: str = Field("wireguard-go", description="The wireguard-go program to run.")
 
     # Talking to the control plane.

@@ -101,7 +101,14 @@ def test_low_order_keys_are_refused(point: bytes) -> None:
 
 @pytest.mark.parametrize(
     "value",
-    ["", "a" * 44, "a" * 42 + "==", base64.b64encode(bytes(32)).decode().rstrip("="), "é" * 44],
+    [
+        "",
+        "a" * 44,
+        "a" * 42 + "==",
+        base64.b64encode(bytes(32)).decode().rstrip("="),
+        "é" * 43 + "=",
+        "\ud800" * 43 + "=",
+    ],
 )
 def test_malformed_keys_are_refused(value: str) -> None:
     with pytest.raises(InvalidPublicKey) as caught:

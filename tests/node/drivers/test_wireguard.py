@@ -21,6 +21,7 @@ from cryptography.hazmat.primitives.serialization import (
 from burrow.node.drivers.uapi import PeerRemoval, PeerUpsert, UapiErrnoError, WgPeer
 from burrow.node.drivers.wireguard import (
     InterfaceInUse,
+    TooManyPeers,
     WireGuardGoDriver,
     WireGuardNotRunning,
     WireGuardStartError,
@@ -168,6 +169,18 @@ def test_interface_names_are_checked(name: str) -> None:
         WireGuardGoDriver(name)
 
 
+async def test_the_peer_limit_is_checked_before_anything_is_sent() -> None:
+    driver = WireGuardGoDriver("bwtlimit", max_peers=2)
+    a, b, c = random_key(), random_key(), random_key()
+    with pytest.raises(TooManyPeers, match="3 peers"):
+        await driver.apply([AddPeer(k, ()) for k in (a, b, c)])
+    # Within the limit, the next check is whether the daemon runs at all.
+    with pytest.raises(WireGuardNotRunning):
+        await driver.apply([AddPeer(k, ()) for k in (a, b)])
+    with pytest.raises(WireGuardNotRunning):
+        await driver.apply([RemovePeer(a), AddPeer(a, ()), AddPeer(b, ())])
+
+
 async def test_a_driver_that_never_started_refuses_changes() -> None:
     driver = WireGuardGoDriver("bwtnever")
     with pytest.raises(WireGuardNotRunning):
@@ -289,6 +302,11 @@ async def test_a_killed_daemon_is_noticed_and_restarted_empty(
     assert await driver.get_state() == []
     assert "10.99.0.1/24" in ns.ip("address", "show", "dev", driver.interface).stdout
     assert await driver.ensure_running() is False
+
+    await driver.stop()
+    assert not driver.running
+    assert not driver.socket_path.exists()
+    assert driver.interface not in ns.ip("link", "show").stdout
 
 
 @needs("wireguard-go")

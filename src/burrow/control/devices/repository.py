@@ -1,177 +1,118 @@
-"""All SQL of the accounts domain: accounts, their sessions and their verification links.
+"""All SQL of the devices domain.
 
-Rows that belong to one account (sessions, links) are reached through ``_of_account`` only,
-so that no query can touch another account's rows by mistake.
+A customer's devices are only ever read through ``_owned``, the one place that scopes a query
+to an account. Nodes are read here too (a small, read-only query) so that a config can be
+written for them.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from datetime import datetime
-from typing import Any, TypeVar
 
-from sqlalchemy import (
-    ColumnElement,
-    CursorResult,
-    Select,
-    delete,
-    func,
-    or_,
-    select,
-    update,
-)
+from sqlalchemy import Select, exists, func, select
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
-from sqlalchemy.orm.attributes import set_committed_value
+from sqlalchemy.orm import aliased
 
-from burrow.control.models import Account, AccountSession, AccountStatus, EmailVerification
-
-_Owned = TypeVar("_Owned", AccountSession, EmailVerification)
+from burrow.control.models import Account, Device, Node, NodeStatus
 
 
-def _like_pattern(text: str) -> str:
-    escaped = text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
-    return f"%{escaped}%"
-
-
-class AccountRepository:
+class DeviceRepository:
     def __init__(self, session: AsyncSession) -> None:
         self.session = session
 
-    # Accounts.
+    # --- one account's devices -------------------------------------------------------------
 
-    async def get(self, account_id: int) -> Account | None:
-        return await self.session.get(Account, account_id)
+    def _owned(self, account_id: int) -> Select[Device]:
+        """Tenant scoping: every read of a customer's devices starts here."""
+        return select(Device).where(Device.account_id == account_id)
 
-    async def get_by_email(self, email: str) -> Account | None:
-        result = await self.session.execute(select(Account).where(Account.email == email))
+    async def list_for_account(self, account_id: int) -> Sequence[Device]:
+        result = await self.session.execute(self._owned(account_id).order_by(Device.id))
+        return result.scalars().all()
+
+    async def get_for_account(self, account_id: int, device_id: int) -> Device | None:
+        result = await self.session.execute(self._owned(account_id).where(Device.id == device_id))
         return result.scalar_one_or_none()
 
-    async def add(self, account: Account) -> Account:
-        """Insert now, so that a duplicate email fails here and not at commit."""
-        self.session.add(account)
-        await self.session.flush()
-        return account
+    async def count_for_account(self, account_id: int) -> int:
+        query = select(func.count()).select_from(self._owned(account_id).subquery())
+        return int((await self.session.execute(query)).scalar_one())
 
-    async def search(
-        self, query: str | None, status: AccountStatus | None, limit: int, offset: int
-    ) -> tuple[Sequence[Account], int]:
-        conditions: list[ColumnElement[bool]] = []
-        if query:
-            text = query.strip().lower()
-            matches: list[ColumnElement[bool]] = [
-                Account.email.like(_like_pattern(text), escape="\\")
-            ]
-            if text.isdigit() and len(text) < 19:
-                matches.append(Account.id == int(text))
-            conditions.append(or_(*matches))
-        if status is not None:
-            conditions.append(Account.status == status)
-        total = await self.session.scalar(
-            select(func.count()).select_from(Account).where(*conditions)
+    async def lock_account(self, account_id: int) -> None:
+        """Serialise device changes of one account (PostgreSQL row lock; SQLite has one writer)."""
+        await self.session.execute(
+            select(Account.id).where(Account.id == account_id).with_for_update()
         )
-        rows = await self.session.execute(
-            select(Account).where(*conditions).order_by(Account.id).limit(limit).offset(offset)
-        )
-        return rows.scalars().all(), int(total or 0)
 
-    async def claim_totp_step(self, account: Account, step: int) -> bool:
-        """Record ``step`` as used if it is newer than the last one; false if it was not.
+    # --- fleet-wide uniqueness -------------------------------------------------------------
 
-        One conditional UPDATE, so two requests racing with the same code cannot both win.
+    async def public_key_in_use(self, public_key: str) -> bool:
+        query = select(exists().where(Device.public_key == public_key))
+        return bool((await self.session.execute(query)).scalar_one())
+
+    async def max_address_index(self) -> int | None:
+        """The highest index in use; an index lookup, whatever the number of devices."""
+        value = (await self.session.execute(select(func.max(Device.address_index)))).scalar_one()
+        return None if value is None else int(value)
+
+    async def lowest_free_address_index(self, first: int, last: int) -> int | None:
+        """The lowest index in ``first..last`` that no device holds, or None when all are taken.
+
+        A scan of the index (an anti-join); only needed once the pool's end was reached.
         """
-        statement = (
-            update(Account)
-            .where(
-                Account.id == account.id,
-                or_(Account.totp_last_step.is_(None), Account.totp_last_step < step),
-            )
-            .values(totp_last_step=step)
-            .execution_options(synchronize_session=False)
+        taken_first = select(exists().where(Device.address_index == first))
+        if not (await self.session.execute(taken_first)).scalar_one():
+            return first
+        held, following = aliased(Device), aliased(Device)
+        query = select(func.min(held.address_index + 1)).where(
+            held.address_index >= first,
+            held.address_index + 1 <= last,
+            ~exists().where(following.address_index == held.address_index + 1),
         )
-        result: CursorResult[Any] = await self.session.execute(statement)  # type: ignore[assignment]
-        if not result.rowcount:
+        value = (await self.session.execute(query)).scalar_one()
+        return None if value is None else int(value)
+
+    async def insert(self, device: Device) -> bool:
+        """Insert inside a savepoint; False when a unique constraint refused it (a race)."""
+        try:
+            async with self.session.begin_nested():
+                self.session.add(device)
+        except IntegrityError:
             return False
-        set_committed_value(account, "totp_last_step", step)
         return True
 
-    # Rows that belong to one account.
+    async def set_public_key(self, device: Device, public_key: str) -> bool:
+        """Re-key inside a savepoint; False when another device holds the key (a race)."""
+        try:
+            async with self.session.begin_nested():
+                device.public_key = public_key
+        except IntegrityError:
+            return False
+        return True
+
+    async def delete(self, device: Device) -> None:
+        await self.session.delete(device)
+        await self.session.flush()
+
+    async def flush(self) -> None:
+        await self.session.flush()
+
+    # --- nodes a config can be written for -------------------------------------------------
 
     @staticmethod
-    def _of_account(model: type[_Owned], account_id: int) -> Select[_Owned]:
-        return select(model).where(model.account_id == account_id)
-
-    # Sessions.
-
-    async def add_session(self, row: AccountSession) -> None:
-        self.session.add(row)
-        await self.session.flush()
-
-    async def get_session(self, token_hash: str) -> tuple[AccountSession, Account] | None:
-        result = await self.session.execute(
-            select(AccountSession, Account)
-            .join(Account, Account.id == AccountSession.account_id)
-            .where(AccountSession.token_hash == token_hash)
-        )
-        row = result.first()
-        return None if row is None else (row[0], row[1])
-
-    async def delete_session(self, account_id: int, token_hash: str) -> None:
-        await self.session.execute(
-            delete(AccountSession).where(
-                AccountSession.id.in_(
-                    self._of_account(AccountSession, account_id)
-                    .where(AccountSession.token_hash == token_hash)
-                    .with_only_columns(AccountSession.id)
-                )
-            )
+    def _active_nodes() -> Select[Node]:
+        return select(Node).where(
+            Node.status == NodeStatus.active,
+            Node.wg_public_key.is_not(None),
+            Node.retired_at.is_(None),
         )
 
-    async def delete_sessions(self, account_id: int, *, keep_hash: str | None = None) -> None:
-        owned = self._of_account(AccountSession, account_id).with_only_columns(AccountSession.id)
-        if keep_hash is not None:
-            owned = owned.where(AccountSession.token_hash != keep_hash)
-        await self.session.execute(delete(AccountSession).where(AccountSession.id.in_(owned)))
-
-    async def delete_expired_sessions(self, now: datetime) -> int:
-        result: CursorResult[Any] = await self.session.execute(  # type: ignore[assignment]
-            delete(AccountSession).where(AccountSession.expires_at <= now)
-        )
-        return int(result.rowcount or 0)
-
-    async def count_sessions(self, account_id: int) -> int:
-        statement = self._of_account(AccountSession, account_id).with_only_columns(
-            func.count(AccountSession.id)
-        )
-        return int(await self.session.scalar(statement) or 0)
-
-    # Verification links.
-
-    async def add_verification(self, row: EmailVerification) -> None:
-        self.session.add(row)
-        await self.session.flush()
-
-    async def get_verification(self, token_hash: str) -> EmailVerification | None:
-        result = await self.session.execute(
-            select(EmailVerification).where(EmailVerification.token_hash == token_hash)
-        )
+    async def get_active_node(self, node_id: int) -> Node | None:
+        result = await self.session.execute(self._active_nodes().where(Node.id == node_id))
         return result.scalar_one_or_none()
 
-    async def expire_verifications(self, account_id: int, now: datetime) -> None:
-        """Unused links of an account stop working once a newer one is sent."""
-        unused = (
-            self._of_account(EmailVerification, account_id)
-            .where(EmailVerification.used_at.is_(None))
-            .with_only_columns(EmailVerification.id)
-        )
-        await self.session.execute(
-            update(EmailVerification)
-            .where(EmailVerification.id.in_(unused))
-            .values(expires_at=now)
-            .execution_options(synchronize_session=False)
-        )
-
-    async def delete_stale_verifications(self, now: datetime) -> int:
-        result: CursorResult[Any] = await self.session.execute(  # type: ignore[assignment]
-            delete(EmailVerification).where(EmailVerification.expires_at <= now)
-        )
-        return int(result.rowcount or 0)
+    async def recommended_node(self) -> Node | None:
+        """The active node with the most capacity (the oldest among equals)."""
+        query = self._active_nodes().order_by(Node.capacity.desc(), Node.id).limit(1)
+        return (await self.session.execute(query)).scalar_one_or_none()

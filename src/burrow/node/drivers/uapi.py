@@ -383,6 +383,19 @@ class UapiClient:
     ) -> UapiClient:
         return cls(socket_path(interface, socket_dir), io_timeout=io_timeout)
 
+    async def reachable(self) -> bool:
+        """Whether a daemon accepts connections (False for a missing or stale socket)."""
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        sock.setblocking(False)
+        try:
+            async with asyncio.timeout(self.io_timeout):
+                await self._connect(asyncio.get_running_loop(), sock)
+        except (UapiUnavailable, TimeoutError):
+            return False
+        finally:
+            sock.close()
+        return True
+
     async def get(self) -> WgDevice:
         """``get=1``: the device and all its peers, parsed as the answer streams in."""
         return await self._exchange([b"get=1\n\n"])

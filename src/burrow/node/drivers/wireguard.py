@@ -57,6 +57,10 @@ from burrow.wire import DeltaState, DesiredState, NetworkSpec, PeerSpec
 log = logging.getLogger(__name__)
 
 _INTERFACE_NAME = re.compile(r"[A-Za-z0-9_.-]{1,15}")
+# wireguard-go refuses a peer beyond this (device/constants.go, MaxPeers) with
+# errno=-22, after applying the lines before it. A node that must serve more
+# devices needs more interfaces.
+MAX_PEERS = 1 << 16
 _STARTUP_LINES = 20
 
 
@@ -70,6 +74,10 @@ class WireGuardStartError(WireGuardError):
 
 class InterfaceInUse(WireGuardStartError):
     """A live wireguard-go already serves this name; names are host-wide (one socket directory)."""
+
+
+class TooManyPeers(WireGuardError):
+    """The change would take the interface past wireguard-go's peer limit; nothing was sent."""
 
 
 class WireGuardNotRunning(WireGuardError):
@@ -155,6 +163,7 @@ class WireGuardGoDriver:
         socket_dir: Path = SOCKET_DIR,
         start_timeout: float = 5.0,
         io_timeout: float = 10.0,
+        max_peers: int = MAX_PEERS,
     ) -> None:
         if not _INTERFACE_NAME.fullmatch(interface):
             raise ValueError("interface names are 1-15 characters of A-Z a-z 0-9 _ . -")
@@ -168,6 +177,7 @@ class WireGuardGoDriver:
         self._wireguard_go = wireguard_go
         self._ip = ip
         self._start_timeout = start_timeout
+        self.max_peers = max_peers
         self._client = UapiClient(self.socket_path, io_timeout=io_timeout)
         self._proc: asyncio.subprocess.Process | None = None
         self._output: asyncio.Task[None] | None = None
@@ -294,14 +304,11 @@ class WireGuardGoDriver:
     async def _clear_stale_socket(self) -> None:
         if not self.socket_path.exists():
             return
-        try:
-            await self._client.get()
-        except UapiUnavailable:
-            # A SIGKILLed wireguard-go leaves its socket behind; nobody answers on it.
-            with contextlib.suppress(FileNotFoundError):
-                self.socket_path.unlink()
-            return
-        raise InterfaceInUse(f"a live wireguard-go already serves {self.interface}")
+        if await self._client.reachable():
+            raise InterfaceInUse(f"a live wireguard-go already serves {self.interface}")
+        # A SIGKILLed wireguard-go leaves its socket behind; nobody answers on it.
+        with contextlib.suppress(FileNotFoundError):
+            self.socket_path.unlink()
 
     async def _wait_for_socket(self) -> None:
         loop = asyncio.get_running_loop()
@@ -358,6 +365,19 @@ class WireGuardGoDriver:
         if not self.running:
             raise WireGuardNotRunning(f"wireguard-go for {self.interface} is not running")
 
+    def _check_peer_limit(self, actions: Sequence[Action]) -> None:
+        applied = self._applied
+        count = len(applied)
+        for action in actions:
+            if isinstance(action, RemovePeer):
+                count -= action.public_key in applied
+            elif action.public_key not in applied:
+                count += 1
+        if count > self.max_peers:
+            raise TooManyPeers(
+                f"{self.interface} would hold {count} peers; wireguard-go takes {self.max_peers}"
+            )
+
     async def configure_interface(self, private_key: str, listen_port: int) -> None:
         self._check_running()
         async with self._lock:
@@ -375,6 +395,7 @@ class WireGuardGoDriver:
         if not actions:
             return
         changes = to_peer_changes(actions)
+        self._check_peer_limit(actions)
         self._check_running()
         async with self._lock:
             try:

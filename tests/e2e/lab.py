@@ -1,0 +1,531 @@
+"""The end-to-end lab: a small internet of namespaces with burrow running on it.
+
+::
+
+    ctl (burrow serve) ---+                    +--- cust1 (wireguard-go, the real client)
+    node1 (burrow node) --+--- wan (router) ---+--- cust2
+    node2 (burrow node) --+                    |
+    inet (web server) ----+--------------------+
+
+Every host has a /30 of 203.0.113.0/24 (servers) or 198.51.100.0/24 (customers) and a /64 of
+2001:db8::/32 towards ``wan``, which routes between them. Nothing is added to the host's own
+namespace: the test talks to the control plane from a thread that entered ``ctl``'s namespace
+(``NetnsHttp``), and runs everything else with ``ip netns exec``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import ctypes
+import hashlib
+import os
+import re
+import secrets
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Coroutine, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, TypeVar
+
+import httpx
+
+from tests.node.netns import Lab, Namespace, unique_name
+
+T = TypeVar("T")
+
+ROOT = Path(__file__).resolve().parents[2]
+BURROW = str(Path(sys.executable).with_name("burrow"))
+PYTHON = sys.executable
+HERE = Path(__file__).resolve().parent
+CLONE_NEWNET = 0x40000000
+API_PORT = 8080
+SECRET = "e2e-secret-key-that-is-long-enough-0123456789"
+
+
+def wait_for(
+    condition: Callable[[], bool], timeout: float, what: str, interval: float = 0.05
+) -> float:
+    """Poll until ``condition`` holds; returns the seconds it took, fails after ``timeout``."""
+    start = time.monotonic()
+    while True:
+        if condition():
+            return time.monotonic() - start
+        if time.monotonic() - start > timeout:
+            raise AssertionError(f"timed out after {timeout} s waiting for {what}")
+        time.sleep(interval)
+
+
+# --- talking HTTP from inside a namespace -------------------------------------------------------
+
+
+def _enter_netns(name: str) -> None:
+    libc = ctypes.CDLL(None, use_errno=True)
+    fd = os.open(f"/var/run/netns/{name}", os.O_RDONLY)
+    try:
+        if libc.setns(fd, CLONE_NEWNET) != 0:
+            raise OSError(ctypes.get_errno(), "setns failed")
+    finally:
+        os.close(fd)
+
+
+class NetnsHttp:
+    """An ``httpx.Client`` whose connections are made inside a network namespace.
+
+    ``setns`` moves only the calling thread, so one worker thread enters the namespace and
+    makes every request; the rest of the test process stays where it was.
+    """
+
+    def __init__(self, netns: str, base_url: str) -> None:
+        self._pool = ThreadPoolExecutor(1, initializer=_enter_netns, initargs=(netns,))
+        self._client = self._pool.submit(lambda: httpx.Client(base_url=base_url, timeout=10)).result()
+        self.token: str | None = None
+
+    def request(self, method: str, path: str, **kwargs: Any) -> httpx.Response:
+        def call() -> httpx.Response:
+            return self._client.request(method, path, **kwargs)
+
+        return self._pool.submit(call).result()
+
+    def call(
+        self, method: str, path: str, *, token: str | None = None, expect: int = 200, **kw: Any
+    ) -> httpx.Response:
+        headers = {"Authorization": f"Bearer {token}"} if token else {}
+        response = self.request(method, path, headers=headers, **kw)
+        assert response.status_code == expect, f"{method} {path}: {response.status_code} {response.text}"
+        return response
+
+    def close(self) -> None:
+        with contextlib.suppress(Exception):
+            self._pool.submit(self._client.close).result()
+        self._pool.shutdown()
+
+
+# --- the database, from the test process ---------------------------------------------------------
+
+
+def run_db(settings: Any, work: Callable[[Any, Any], Coroutine[Any, Any, T]]) -> T:
+    """Run ``work(session, runtime)`` in one unit of work against the lab's database."""
+    from burrow.control.db import unit_of_work
+    from burrow.control.runtime import Runtime
+
+    async def main() -> T:
+        runtime = Runtime.build(settings)
+        try:
+            async with unit_of_work(runtime.sessionmaker) as session:
+                return await work(session, runtime)
+        finally:
+            await runtime.close()
+
+    return asyncio.run(main())
+
+
+# --- hosts -------------------------------------------------------------------------------------
+
+
+@dataclass
+class Proc:
+    """A process the lab started; stopped by PID at teardown."""
+
+    popen: subprocess.Popen[bytes]
+    log: Path
+
+    @property
+    def pid(self) -> int:
+        return self.popen.pid
+
+    def alive(self) -> bool:
+        return self.popen.poll() is None
+
+    def stop(self, sig: int = signal.SIGTERM, grace: float = 5.0) -> None:
+        if self.popen.poll() is None:
+            with contextlib.suppress(ProcessLookupError):
+                self.popen.send_signal(sig)
+            try:
+                self.popen.wait(grace)
+            except subprocess.TimeoutExpired:
+                self.popen.kill()
+                self.popen.wait()
+
+    def output(self) -> str:
+        return self.log.read_text(errors="replace") if self.log.exists() else ""
+
+
+@dataclass
+class Host:
+    ns: Namespace
+    ipv4: str
+    ipv6: str
+    gateway4: str
+    gateway6: str
+
+
+@dataclass
+class World:
+    lab: Lab
+    tmp: Path
+    wan: Namespace
+    ctl: Host
+    node_hosts: list[Host]
+    inet: Host
+    customers: list[Host]
+    processes: list[Proc] = field(default_factory=list)
+    settings: Any = None
+    api: NetnsHttp | None = None
+    admin_token: str = ""
+    web_file: bytes = b""
+    web_log: Path = Path()
+    serve: Proc | None = None
+    nodes: list[NodeRun] = field(default_factory=list)
+
+    # --- processes ---------------------------------------------------------------------------
+
+    def spawn(self, ns: Namespace, name: str, *argv: str, env: dict[str, str] | None = None) -> Proc:
+        log = self.tmp / f"{name}.log"
+        out = log.open("ab")
+        popen = subprocess.Popen(
+            ns.argv(*argv),
+            stdin=subprocess.DEVNULL,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            env={**os.environ, **(env or {})},
+        )
+        out.close()
+        proc = Proc(popen, log)
+        self.processes.append(proc)
+        return proc
+
+    def close(self) -> None:
+        for proc in reversed(self.processes):
+            proc.stop(grace=3)
+        if self.api is not None:
+            self.api.close()
+        self.lab.close()
+
+    # --- the control plane --------------------------------------------------------------------
+
+    @property
+    def control_url(self) -> str:
+        return f"http://{self.ctl.ipv4}:{API_PORT}"
+
+    def control_env(self) -> dict[str, str]:
+        return {
+            "BURROW_ENVIRONMENT": "test",
+            "BURROW_DATABASE_URL": self.settings.database_url,
+            "BURROW_POLICY_PATH": str(self.settings.policy_path),
+            "BURROW_SECRET_KEY": SECRET,
+            "BURROW_EMAIL_ENABLED": "false",
+            "BURROW_SCHEDULER_INTERVAL_SECONDS": "1",
+            "BURROW_LONG_POLL_TIMEOUT_SECONDS": "20",
+            "BURROW_PUBLIC_URL": self.control_url,
+        }
+
+    def start_control_plane(self) -> None:
+        self.serve = self.spawn(
+            self.ctl.ns,
+            "serve",
+            BURROW, "serve", "--host", "0.0.0.0", "--port", str(API_PORT),
+            env=self.control_env(),
+        )  # fmt: skip
+        assert self.api is not None
+
+        def up() -> bool:
+            assert self.serve is not None
+            if not self.serve.alive():
+                raise AssertionError(f"burrow serve exited:\n{self.serve.output()[-3000:]}")
+            try:
+                return self.api.request("GET", "/healthz").status_code == 200  # type: ignore[union-attr]
+            except httpx.TransportError:
+                return False
+
+        wait_for(up, 30, "the control plane to answer")
+
+    def stop_control_plane(self) -> None:
+        assert self.serve is not None
+        self.serve.stop()
+
+    # --- nodes -------------------------------------------------------------------------------
+
+    def create_node(self, index: int, name: str, country: str, city: str) -> dict[str, Any]:
+        host = self.node_hosts[index]
+        assert self.api is not None
+        created: dict[str, Any] = self.api.call(
+            "POST",
+            "/api/v1/admin/nodes",
+            token=self.admin_token,
+            expect=201,
+            json={
+                "name": name,
+                "country": country,
+                "city": city,
+                "endpoint_host": host.ipv4,
+                "endpoint_port": 51820,
+                "egress_ipv4": host.ipv4,
+                "egress_ipv6": host.ipv6,
+            },
+        ).json()
+        return created
+
+    def enroll_and_run(self, index: int, token: str) -> NodeRun:
+        host = self.node_hosts[index]
+        state_dir = self.tmp / f"node{index}"
+        enroll = subprocess.run(
+            host.ns.argv(BURROW, "node", "enroll", "--control", self.control_url,
+                         "--token", token, "--state-dir", str(state_dir)),
+            capture_output=True, text=True, timeout=60, check=False,
+        )  # fmt: skip
+        assert enroll.returncode == 0, enroll.stderr + enroll.stdout
+        node = NodeRun(self, index, host, state_dir, unique_name("bwn"))
+        node.start()
+        self.nodes.append(node)
+        return node
+
+    # --- customers ---------------------------------------------------------------------------
+
+    def new_customer(self) -> str:
+        """Register through the API (verified in the database: no mail in the lab); a token."""
+        from sqlalchemy import update
+
+        from burrow.control.models import Account, utcnow
+
+        assert self.api is not None
+        email = f"c{secrets.token_hex(4)}@example.com"
+        password = "correct horse battery staple"
+        self.api.call(
+            "POST",
+            "/api/v1/accounts",
+            expect=201,
+            json={"email": email, "password": password, "accept_terms_version": "2026-11"},
+        )
+
+        async def verify(session: Any, _runtime: Any) -> None:
+            await session.execute(
+                update(Account).where(Account.email == email).values(email_verified_at=utcnow())
+            )
+
+        run_db(self.settings, verify)
+        token: str = self.api.call(
+            "POST", "/api/v1/sessions", expect=201, json={"email": email, "password": password}
+        ).json()["token"]
+        self.api.call("POST", "/api/v1/subscriptions/trial", token=token, expect=201)
+        return token
+
+    def add_device(self, token: str, node_id: int, name: str = "laptop") -> dict[str, Any]:
+        assert self.api is not None
+        device: dict[str, Any] = self.api.call(
+            "POST",
+            "/api/v1/devices",
+            token=token,
+            expect=201,
+            json={"name": name, "node_id": node_id},
+        ).json()
+        return device
+
+    def config(self, token: str, device_id: int, node_id: int) -> str:
+        assert self.api is not None
+        return self.api.call(
+            "GET", f"/api/v1/devices/{device_id}/config", token=token, params={"node_id": node_id}
+        ).text
+
+    # --- the internet ------------------------------------------------------------------------
+
+    def web_clients(self) -> list[str]:
+        if not self.web_log.exists():
+            return []
+        return [line.split()[0] for line in self.web_log.read_text().splitlines() if line]
+
+
+@dataclass
+class NodeRun:
+    world: World
+    index: int
+    host: Host
+    state_dir: Path
+    interface: str
+    proc: Proc | None = None
+    node_id: int = 0
+
+    def env(self) -> dict[str, str]:
+        return {
+            "BURROW_NODE_INTERFACE": self.interface,
+            "BURROW_NODE_REPORT_INTERVAL_SECONDS": "1",
+            "BURROW_NODE_BACKOFF_INITIAL_SECONDS": "0.2",
+            "BURROW_NODE_BACKOFF_MAX_SECONDS": "1.5",
+            "BURROW_NODE_REQUEST_TIMEOUT_SECONDS": "3",
+            "BURROW_NODE_LONG_POLL_SECONDS": "20",
+            "BURROW_NODE_SUPERVISE_INTERVAL_SECONDS": "0.5",
+        }
+
+    def start(self) -> None:
+        self.proc = self.world.spawn(
+            self.host.ns,
+            f"agent{self.index}",
+            BURROW, "node", "run", "--state-dir", str(self.state_dir),
+            env=self.env(),
+        )  # fmt: skip
+
+    def peers(self) -> dict[str, tuple[str, ...]]:
+        """What the interface serves, read with ``wg`` (independent of the agent's own code)."""
+        out = subprocess.run(
+            ["wg", "show", self.interface, "allowed-ips"],
+            capture_output=True, text=True, timeout=10, check=False,
+        )  # fmt: skip
+        if out.returncode != 0:
+            return {}
+        peers: dict[str, tuple[str, ...]] = {}
+        for line in out.stdout.splitlines():
+            key, _, ips = line.partition("\t")
+            peers[key] = tuple(sorted(ips.split()))
+        return peers
+
+    def wireguard_go_pid(self) -> int | None:
+        for pid in self.host.ns.pids():
+            with contextlib.suppress(OSError):
+                cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+                if b"wireguard-go" in cmdline[0] and self.interface.encode() in cmdline:
+                    return pid
+        return None
+
+    def serving(self, expected: dict[str, tuple[str, ...]]) -> bool:
+        return self.peers() == expected
+
+
+@dataclass
+class Tunnel:
+    """A customer's WireGuard tunnel, made from the downloaded config as a real client would."""
+
+    world: World
+    host: Host
+    interface: str
+    endpoint: str
+    proc: Proc | None = None
+
+    @staticmethod
+    def setconf_text(config: str, private_key: str | None) -> tuple[str, list[str]]:
+        """The config without wg-quick's keys (``wg setconf`` does not know them); addresses."""
+        lines = []
+        addresses: list[str] = []
+        for line in config.splitlines():
+            key = line.split("=", 1)[0].strip().lower()
+            if key == "address":
+                addresses = [a.strip() for a in line.split("=", 1)[1].split(",")]
+                continue
+            if key in ("dns", "mtu"):
+                continue
+            if line.startswith("# PrivateKey") or line.startswith("#PrivateKey"):
+                assert private_key is not None, "the config has no private key and none was kept"
+                line = f"PrivateKey = {private_key}"
+            lines.append(line)
+        return "\n".join(lines) + "\n", addresses
+
+    def up(self, config: str, private_key: str | None = None) -> None:
+        text, addresses = self.setconf_text(config, private_key)
+        assert "PrivateKey = " in text
+        match = re.search(r"^Endpoint = (.+):(\d+)$", config, re.MULTILINE)
+        assert match is not None
+        self.endpoint = match.group(1)
+        ns = self.host.ns
+        self.proc = self.world.spawn(ns, f"client-{self.interface}", "wireguard-go", "-f", self.interface)
+        sock = Path(f"/var/run/wireguard/{self.interface}.sock")
+        wait_for(sock.exists, 5, "the client's wireguard-go socket")
+        conf = self.world.tmp / f"{self.interface}.conf"
+        conf.write_text(text)
+        conf.chmod(0o600)
+        ns.run("wg", "setconf", self.interface, str(conf))
+        for address in addresses:
+            ns.ip("address", "add", address, "dev", self.interface)
+        ns.ip("link", "set", self.interface, "mtu", "1320", "up")
+        # What wg-quick does for AllowedIPs = 0.0.0.0/0, ::/0, in two halves, and a route to
+        # the server itself around the tunnel.
+        ns.ip("route", "replace", f"{self.endpoint}/32", "via", self.host.gateway4)
+        for net in ("0.0.0.0/1", "128.0.0.0/1"):
+            ns.ip("route", "replace", net, "dev", self.interface)
+        for net in ("::/1", "8000::/1"):
+            ns.ip("-6", "route", "replace", net, "dev", self.interface)
+
+    def down(self) -> None:
+        if self.proc is not None:
+            self.proc.stop()
+            self.proc = None
+        self.host.ns.ip("route", "del", f"{self.endpoint}/32", check=False)
+
+
+# --- what a customer does on the internet ----------------------------------------------------------
+
+
+def fetch(host: Host, url: str, timeout: float = 5.0) -> bytes | None:
+    done = subprocess.run(
+        host.ns.argv("curl", "-sS", "-g", "--max-time", str(timeout), url),
+        capture_output=True, timeout=timeout + 10, check=False,
+    )  # fmt: skip
+    return done.stdout if done.returncode == 0 else None
+
+
+def upload(host: Host, url: str, path: Path, timeout: float = 10.0) -> str | None:
+    done = subprocess.run(
+        host.ns.argv("curl", "-sS", "-g", "--max-time", str(timeout), "-T", str(path), url),
+        capture_output=True, text=True, timeout=timeout + 10, check=False,
+    )  # fmt: skip
+    return done.stdout.strip() if done.returncode == 0 else None
+
+
+def tcp_open(host: Host, address: str, port: int, timeout: float = 1.5) -> bool:
+    """Whether a TCP connection to ``address:port`` gets the banner."""
+    code = (
+        "import socket,sys\n"
+        f"s=socket.create_connection(({address!r},{port}),timeout={timeout})\n"
+        "sys.exit(0 if s.recv(3)==b'220' else 1)\n"
+    )
+    done = subprocess.run(
+        host.ns.argv(PYTHON, "-I", "-S", "-c", code),
+        capture_output=True, timeout=timeout + 10, check=False,
+    )  # fmt: skip
+    return done.returncode == 0
+
+
+def sha256(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+# --- building it ----------------------------------------------------------------------------------
+
+
+def _host(lab: Lab, wan: Namespace, v4_net: str, v4_last: int, v6_net: str) -> Host:
+    ns = lab.namespace()
+    prefix4 = v4_net.rsplit(".", 1)[0]
+    router4, addr4 = f"{prefix4}.{v4_last - 1}", f"{prefix4}.{v4_last}"
+    router6, addr6 = f"{v6_net}::1", f"{v6_net}::2"
+    lab.link(ns, wan, [f"{addr4}/30", f"{addr6}/64"], [f"{router4}/30", f"{router6}/64"])
+    ns.ip("route", "add", "default", "via", router4)
+    ns.ip("-6", "route", "add", "default", "via", router6)
+    return Host(ns, addr4, addr6, router4, router6)
+
+
+@contextlib.contextmanager
+def build_world(tmp: Path) -> Iterator[World]:
+    lab = Lab(prefix="bwe")
+    world: World | None = None
+    try:
+        wan = lab.namespace()
+        wan.run("sysctl", "-q", "-w", "net.ipv4.ip_forward=1", "net.ipv6.conf.all.forwarding=1")
+        ctl = _host(lab, wan, "203.0.113.0", 2, "2001:db8:0:1")
+        nodes = [
+            _host(lab, wan, "203.0.113.4", 6, "2001:db8:0:2"),
+            _host(lab, wan, "203.0.113.8", 10, "2001:db8:0:3"),
+        ]
+        inet = _host(lab, wan, "203.0.113.12", 14, "2001:db8:0:4")
+        customers = [
+            _host(lab, wan, "198.51.100.0", 2, "2001:db8:1:1"),
+            _host(lab, wan, "198.51.100.4", 6, "2001:db8:1:2"),
+        ]
+        world = World(lab, tmp, wan, ctl, nodes, inet, customers)
+        yield world
+    finally:
+        if world is not None:
+            world.close()
+        else:
+            lab.close()
