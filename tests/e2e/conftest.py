@@ -17,7 +17,7 @@ from alembic.config import Config
 
 from tests.node.netns import missing_requirements
 
-from .lab import PYTHON, ROOT, SECRET, HERE, World, build_world, run_db, wait_for
+from .lab import HERE, PYTHON, ROOT, SECRET, World, build_world, run_db, wait_for
 
 REASON = missing_requirements("wireguard-go", "wg", "nft", "curl")
 
@@ -67,18 +67,21 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
             "--log", str(world.web_log), "--http", "80", "--banner", "25", "587",
         )  # fmt: skip
         for customer in world.customers:
-            world.spawn(customer.ns, "listener", PYTHON, str(HERE / "internet.py"), "--banner", "8000")
+            world.spawn(
+                customer.ns, "listener", PYTHON, str(HERE / "internet.py"), "--banner", "8000"
+            )
 
         from .lab import NetnsHttp
 
         world.api = NetnsHttp(world.ctl.ns.name, f"http://127.0.0.1:{8080}")
         world.start_control_plane()
+        tokens = []
         for index, (name, country, city) in enumerate(
             [("ams-1", "NL", "Amsterdam"), ("fra-1", "DE", "Frankfurt")]
         ):
             created = world.create_node(index, name, country, city)
-            node = world.enroll_and_run(index, created["enrollment"]["token"])
-            node.node_id = created["node"]["id"]
+            tokens.append((index, created["enrollment"]["token"], created["node"]["id"]))
+        world.enroll_and_run(tokens)
         for node in world.nodes:
             wait_for(
                 lambda node=node: node.wireguard_go_pid() is not None,  # type: ignore[misc]

@@ -19,6 +19,7 @@ import asyncio
 import contextlib
 import ctypes
 import hashlib
+import json
 import os
 import re
 import secrets
@@ -82,7 +83,9 @@ class NetnsHttp:
 
     def __init__(self, netns: str, base_url: str) -> None:
         self._pool = ThreadPoolExecutor(1, initializer=_enter_netns, initargs=(netns,))
-        self._client = self._pool.submit(lambda: httpx.Client(base_url=base_url, timeout=10)).result()
+        self._client = self._pool.submit(
+            lambda: httpx.Client(base_url=base_url, timeout=10)
+        ).result()
         self.token: str | None = None
 
     def request(self, method: str, path: str, **kwargs: Any) -> httpx.Response:
@@ -96,7 +99,9 @@ class NetnsHttp:
     ) -> httpx.Response:
         headers = {"Authorization": f"Bearer {token}"} if token else {}
         response = self.request(method, path, headers=headers, **kw)
-        assert response.status_code == expect, f"{method} {path}: {response.status_code} {response.text}"
+        assert response.status_code == expect, (
+            f"{method} {path}: {response.status_code} {response.text}"
+        )
         return response
 
     def close(self) -> None:
@@ -162,6 +167,11 @@ class Host:
     ipv6: str
     gateway4: str
     gateway6: str
+    link: str
+
+    def set_link(self, up: bool) -> None:
+        """Cut (or restore) this host's only link: a network partition."""
+        self.ns.ip("link", "set", self.link, "up" if up else "down")
 
 
 @dataclass
@@ -184,7 +194,9 @@ class World:
 
     # --- processes ---------------------------------------------------------------------------
 
-    def spawn(self, ns: Namespace, name: str, *argv: str, env: dict[str, str] | None = None) -> Proc:
+    def spawn(
+        self, ns: Namespace, name: str, *argv: str, env: dict[str, str] | None = None
+    ) -> Proc:
         log = self.tmp / f"{name}.log"
         out = log.open("ab")
         popen = subprocess.Popen(
@@ -270,19 +282,35 @@ class World:
         ).json()
         return created
 
-    def enroll_and_run(self, index: int, token: str) -> NodeRun:
-        host = self.node_hosts[index]
-        state_dir = self.tmp / f"node{index}"
-        enroll = subprocess.run(
-            host.ns.argv(BURROW, "node", "enroll", "--control", self.control_url,
-                         "--token", token, "--state-dir", str(state_dir)),
-            capture_output=True, text=True, timeout=60, check=False,
-        )  # fmt: skip
-        assert enroll.returncode == 0, enroll.stderr + enroll.stdout
-        node = NodeRun(self, index, host, state_dir, unique_name("bwn"))
-        node.start()
-        self.nodes.append(node)
-        return node
+    def enroll_and_run(self, tokens: list[tuple[int, str, int]]) -> None:
+        """Enroll nodes (in parallel: each CLI start takes a while) and start their agents."""
+        enrolls = []
+        for index, token, _node_id in tokens:
+            host = self.node_hosts[index]
+            state_dir = self.tmp / f"node{index}"
+            argv = host.ns.argv(
+                BURROW, "node", "enroll", "--control", self.control_url,
+                "--token", token, "--state-dir", str(state_dir),
+            )  # fmt: skip
+            enrolls.append(
+                subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+            )
+        for (index, _token, node_id), popen in zip(tokens, enrolls, strict=True):
+            out, _ = popen.communicate(timeout=60)
+            assert popen.returncode == 0, out
+            node = NodeRun(
+                self, index, self.node_hosts[index], self.tmp / f"node{index}",
+                unique_name("bwn"), node_id=node_id,
+            )  # fmt: skip
+            node.start()
+            self.nodes.append(node)
+
+    def desired_peers(self, node: NodeRun) -> dict[str, tuple[str, ...]]:
+        """What the control plane says ``node`` must serve, asked with the node's own token."""
+        assert self.api is not None
+        token = json.loads((node.state_dir / "identity.json").read_text())["node_token"]
+        state = self.api.call("GET", "/node-api/v1/state", token=token).json()["state"]
+        return {p["public_key"]: tuple(sorted(p["allowed_ips"])) for p in state["peers"]}
 
     # --- customers ---------------------------------------------------------------------------
 
@@ -429,7 +457,9 @@ class Tunnel:
         assert match is not None
         self.endpoint = match.group(1)
         ns = self.host.ns
-        self.proc = self.world.spawn(ns, f"client-{self.interface}", "wireguard-go", "-f", self.interface)
+        self.proc = self.world.spawn(
+            ns, f"client-{self.interface}", "wireguard-go", "-f", self.interface
+        )
         sock = Path(f"/var/run/wireguard/{self.interface}.sock")
         wait_for(sock.exists, 5, "the client's wireguard-go socket")
         conf = self.world.tmp / f"{self.interface}.conf"
@@ -499,10 +529,10 @@ def _host(lab: Lab, wan: Namespace, v4_net: str, v4_last: int, v6_net: str) -> H
     prefix4 = v4_net.rsplit(".", 1)[0]
     router4, addr4 = f"{prefix4}.{v4_last - 1}", f"{prefix4}.{v4_last}"
     router6, addr6 = f"{v6_net}::1", f"{v6_net}::2"
-    lab.link(ns, wan, [f"{addr4}/30", f"{addr6}/64"], [f"{router4}/30", f"{router6}/64"])
+    end, _ = lab.link(ns, wan, [f"{addr4}/30", f"{addr6}/64"], [f"{router4}/30", f"{router6}/64"])
     ns.ip("route", "add", "default", "via", router4)
     ns.ip("-6", "route", "add", "default", "via", router6)
-    return Host(ns, addr4, addr6, router4, router6)
+    return Host(ns, addr4, addr6, router4, router6, end)
 
 
 @contextlib.contextmanager

@@ -6,7 +6,7 @@ Two planners share one set of actions:
   a restart of wireguard-go and on any resync; it is O(peers).
 - ``plan_changes(desired, applied, keys)`` diffs only the peers a delta touched
   against the agent's own record of what it applied. This is the everyday
-  path: adding one peer to a node that serves 100,000 costs O(1), with no read
+  path: adding one peer to a node that serves 65,000 costs O(1), with no read
   of the socket.
 
 ``DesiredPeers`` holds the desired peer map and its revision and applies
@@ -159,7 +159,7 @@ class DesiredPeers:
     """The desired peers at one revision, kept up to date by deltas.
 
     ``apply_delta`` changes this map in place rather than returning a copy:
-    copying 100,000 entries for every added peer would cost more than the
+    copying 65,000 entries for every added peer would cost more than the
     change itself. It checks everything first, so a rejected delta changes
     nothing.
     """

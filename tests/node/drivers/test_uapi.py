@@ -260,7 +260,8 @@ async def test_set_sends_the_transaction_and_accepts_errno_zero(
         try:
             received.append(await _read_request(reader))
         except asyncio.IncompleteReadError:
-            return  # reachable() connects and leaves without a word
+            writer.close()  # reachable() connects and leaves without a word
+            return
         writer.write(b"errno=0\n\n")
         await writer.drain()
         writer.close()

@@ -8,8 +8,8 @@ as hex on the wire and as base64 in burrow's models; this module converts at
 the edge.
 
 Both directions stream: a set is encoded and written chunk by chunk, a get is
-parsed chunk by chunk as it arrives, so 100,000 peers cost linear time and no
-giant string.
+parsed chunk by chunk as it arrives, so 65,536 peers (wireguard-go's ceiling)
+cost linear time and no giant string.
 
 Privacy: a peer's ``endpoint`` is the customer's public IP address. It is read
 off the socket and dropped at parse time; nothing here stores, returns or logs
@@ -281,8 +281,8 @@ class AnswerParser:
             return
         lines = (self._tail + data).split(b"\n")
         self._tail = lines.pop()
-        # One loop with everything in locals: a get of 100,000 peers is about
-        # a million lines, and this is where the time goes.
+        # One loop with everything in locals: a get of 65,536 peers is some
+        # 650,000 lines, and this is where the time goes.
         peers = self._peers
         peer = self._peer
         numbers = _PEER_NUMBERS
@@ -364,7 +364,7 @@ class UapiClient:
 
     A fresh connection costs tens of microseconds and means a restarted
     wireguard-go never leaves us holding a dead one. ``io_timeout`` bounds
-    each wait for progress, not the whole operation, so a set of 100,000
+    each wait for progress, not the whole operation, so a set of 65,536
     peers may take as long as it needs while a hung daemon is still noticed.
 
     Plain non-blocking sockets rather than asyncio streams: when wireguard-go

@@ -8,7 +8,7 @@ and stops it cleanly. Per-peer changes only ever go through the socket.
 
 The driver keeps a record of what it applied (public key -> allowed IPs).
 Everyday changes are planned against that record (``push_delta``), so adding
-one peer to 100,000 costs one small set and no read of the socket; the socket
+one peer to 65,000 costs one small set and no read of the socket; the socket
 is read in full only at start, on resync (``push_full``) and for status.
 
 wireguard-go's own log is dropped once it is up: its error lines can carry a
@@ -259,7 +259,9 @@ class WireGuardGoDriver:
                     proc.kill()
                 await proc.wait()
         await self._reap()
-        await self._clear_stale_socket()
+        # Whoever answers on the socket now is not ours: leave it alone.
+        with contextlib.suppress(InterfaceInUse):
+            await self._clear_stale_socket()
         self._proc = None
         self._applied = {}
         self._needs_resync = True
