@@ -169,9 +169,11 @@ class Host:
     gateway6: str
     link: str
 
-    def set_link(self, up: bool) -> None:
-        """Cut (or restore) this host's only link: a network partition."""
-        self.ns.ip("link", "set", self.link, "up" if up else "down")
+    def cut_off(self, other: Host, cut: bool = True) -> None:
+        """A network partition: this host's answers to ``other`` go nowhere (or again)."""
+        verb = "add" if cut else "del"
+        self.ns.ip("route", verb, "prohibit", f"{other.ipv4}/32")
+        self.ns.ip("-6", "route", verb, "prohibit", f"{other.ipv6}/128")
 
 
 @dataclass
@@ -236,12 +238,12 @@ class World:
             "BURROW_PUBLIC_URL": self.control_url,
         }
 
-    def start_control_plane(self) -> None:
+    def start_control_plane(self, **env: str) -> None:
         self.serve = self.spawn(
             self.ctl.ns,
             "serve",
             BURROW, "serve", "--host", "0.0.0.0", "--port", str(API_PORT),
-            env=self.control_env(),
+            env={**self.control_env(), **env},
         )  # fmt: skip
         assert self.api is not None
 
@@ -484,7 +486,7 @@ class Tunnel:
         self.host.ns.ip("route", "del", f"{self.endpoint}/32", check=False)
 
 
-# --- what a customer does on the internet ----------------------------------------------------------
+# --- what a customer does on the internet -------------------------------------------------------
 
 
 def fetch(host: Host, url: str, timeout: float = 5.0) -> bytes | None:
@@ -559,3 +561,44 @@ def build_world(tmp: Path) -> Iterator[World]:
             world.close()
         else:
             lab.close()
+
+
+def prepare_world(world: World) -> None:
+    """The database (from the migrations), an admin, the internet's servers, the API client."""
+    from alembic import command
+    from alembic.config import Config
+
+    from burrow.control.config import Settings
+    from tests.support.factories import create_account, create_session_token
+
+    tmp = world.tmp
+    settings = Settings(
+        environment="test",
+        database_url=f"sqlite+aiosqlite:///{tmp / 'burrow.db'}",
+        policy_path=ROOT / "examples" / "policies" / "strict-no-logs.toml",
+        secret_key=SECRET,  # type: ignore[arg-type]
+    )
+    world.settings = settings
+    cfg = Config(str(ROOT / "alembic.ini"))
+    cfg.attributes["database_url"] = settings.database_url
+    cfg.attributes["skip_logging"] = True
+    command.upgrade(cfg, "head")
+
+    async def admin(session: Any, _runtime: Any) -> str:
+        account = await create_account(session, admin=True)
+        return await create_session_token(session, account)
+
+    world.admin_token = run_db(settings, admin)
+
+    world.web_file = os.urandom(3 * 1024 * 1024 + 17)
+    (tmp / "file").write_bytes(world.web_file)
+    world.web_log = tmp / "web.log"
+    world.spawn(
+        world.inet.ns,
+        "internet",
+        PYTHON, str(HERE / "internet.py"), "--file", str(tmp / "file"),
+        "--log", str(world.web_log), "--http", "80", "--banner", "25", "587",
+    )  # fmt: skip
+    for customer in world.customers:
+        world.spawn(customer.ns, "listener", PYTHON, str(HERE / "internet.py"), "--banner", "8000")
+    world.api = NetnsHttp(world.ctl.ns.name, f"http://127.0.0.1:{API_PORT}")

@@ -245,10 +245,11 @@ def test_tunnels_outlive_the_control_plane_and_the_node_converges_when_it_is_bac
                 "a running tunnel broke without the control plane"
             )
             time.sleep(0.3)
-        assert node.proc is not None and node.proc.alive()
+        assert node.proc is not None
+        assert node.proc.alive()
 
         # Back, but out of the node's reach: a device added now cannot reach it yet.
-        world.ctl.set_link(False)
+        world.ctl.cut_off(node.host)
         world.start_control_plane()
         added = world.add_device(bob_token, node.node_id)
         time.sleep(2)
@@ -256,7 +257,7 @@ def test_tunnels_outlive_the_control_plane_and_the_node_converges_when_it_is_bac
         assert serves(node, serving)
         assert reaches_internet(alice, world)
     finally:
-        world.ctl.set_link(True)
+        world.ctl.cut_off(node.host, cut=False)
     wait_for(
         lambda: serves(node, added), 10, "the node to converge once it reaches the control plane"
     )

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from pathlib import Path
 from typing import Annotated
@@ -76,6 +77,11 @@ def serve(
         "No admin yet? Create the first one with: [bold]burrow admin create EMAIL[/]",
         highlight=False,
     )
+    if settings.embedded_node:
+        from burrow.cli.embedded import serve_with_node
+
+        asyncio.run(serve_with_node(settings, host, port))
+        return
     uvicorn.run(create_app(settings), host=host, port=port, log_level="info", access_log=False)
 
 

@@ -80,6 +80,13 @@ class Settings(BaseSettings):
 
     # All-in-one: run a node agent inside `burrow serve`.
     embedded_node: bool = False
+    embedded_node_name: str = Field(
+        "local", description="The embedded node's name; its row is made on first start."
+    )
+    embedded_node_country: str = Field(
+        "NL", description="ISO 3166 code of where the embedded node is, shown to customers."
+    )
+    embedded_node_city: str = Field("Amsterdam", description="Where the embedded node is.")
 
     @field_validator("tunnel_ipv4_pool")
     @classmethod

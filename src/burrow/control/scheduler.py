@@ -13,6 +13,7 @@ from collections.abc import Awaitable, Callable
 
 from burrow.control.accounts.tasks import purge_expired_sessions
 from burrow.control.desired_state.tasks import prune_change_log
+from burrow.control.nodes.tasks import void_expired_enrollments
 from burrow.control.runtime import Runtime
 from burrow.control.subscriptions.tasks import expire_due_subscriptions
 
@@ -24,6 +25,7 @@ JOBS: tuple[tuple[str, Job], ...] = (
     ("expire subscriptions", expire_due_subscriptions),
     ("prune desired-state change log", prune_change_log),
     ("purge expired sessions", purge_expired_sessions),
+    ("void expired enrollment tokens", void_expired_enrollments),
 )
 
 

@@ -1,0 +1,1 @@
+"""Nodes: the VPN servers, their enrollment, tokens, health and the customers' server list."""

@@ -1,0 +1,136 @@
+"""All-in-one: ``burrow serve`` with a node agent in the same process (``BURROW_EMBEDDED_NODE``).
+
+The control plane starts as usual. Once it answers, this module makes sure a node row named
+``BURROW_EMBEDDED_NODE_NAME`` (default ``local``) exists, gives it a fresh one-time enrollment
+token through the nodes service, and hands that token to the agent, which enrolls over the
+node API on loopback like any other node and then serves. The agent keeps its key pair in its
+identity file (``BURROW_NODE_STATE_DIR``), so the node's public key, which every device's
+config names, survives restarts.
+
+The wiring lives here, in the CLI, because the agent (``burrow.node``) never imports the
+control plane. If the agent cannot run (not root, no wireguard-go), the control plane keeps
+serving and the log says why.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import ipaddress
+import logging
+from urllib.parse import urlsplit
+
+import uvicorn
+from fastapi import FastAPI
+
+from burrow.control.app import create_app
+from burrow.control.config import Settings
+from burrow.control.db import unit_of_work
+from burrow.control.nodes.schemas import NodeCreate
+from burrow.control.nodes.service import NodeNotFound
+from burrow.control.nodes.service import node as node_service
+from burrow.control.runtime import Runtime
+from burrow.node.agent import AgentError, check_host, enroll, run_agent
+from burrow.node.client import NodeApiError
+from burrow.node.config import NodeSettings
+from burrow.node.identity import IdentityError, load_identity
+
+log = logging.getLogger(__name__)
+
+GRACEFUL_SHUTDOWN_SECONDS = 3.0
+
+
+def loopback_url(host: str, port: int) -> str:
+    """Where the in-process agent reaches the API this process serves."""
+    try:
+        address = ipaddress.ip_address(host)
+    except ValueError:
+        return f"http://{host}:{port}"
+    if address.is_unspecified:
+        address = ipaddress.ip_address("::1" if address.version == 6 else "127.0.0.1")
+    return f"http://[{address}]:{port}" if address.version == 6 else f"http://{address}:{port}"
+
+
+def local_node_data(settings: Settings) -> NodeCreate:
+    """The embedded node's row: reachable where the control plane is, on the WireGuard port."""
+    host = urlsplit(settings.public_url).hostname or "127.0.0.1"
+    return NodeCreate(
+        name=settings.embedded_node_name,
+        country=settings.embedded_node_country,
+        city=settings.embedded_node_city,
+        endpoint_host=host,
+        endpoint_port=settings.wireguard_port,
+    )
+
+
+async def local_enrollment_token(runtime: Runtime) -> str:
+    """A one-time enrollment token for the embedded node, creating its row the first time."""
+    async with unit_of_work(runtime.sessionmaker) as session:
+        try:
+            node = await node_service.get_by_name(session, runtime.settings.embedded_node_name)
+        except NodeNotFound:
+            created = await node_service.create(session, runtime, local_node_data(runtime.settings))
+            log.info("embedded node %s created (id %s)", created.node.name, created.node.id)
+            return created.enrollment.token
+        issued = await node_service.new_enrollment_token(session, runtime, node)
+        return issued.token
+
+
+async def run_embedded_node(app: FastAPI, control_url: str, node_settings: NodeSettings) -> None:
+    """Enroll the local node on loopback and serve it until cancelled; logs and returns on error."""
+    try:
+        check_host(node_settings)
+        runtime: Runtime = app.state.runtime
+        token = await local_enrollment_token(runtime)
+        private_key = None
+        with contextlib.suppress(IdentityError):
+            private_key = load_identity(node_settings.state_dir).private_key
+        identity = await enroll(
+            control_url, token, node_settings.state_dir, private_key=private_key
+        )
+        await run_agent(node_settings, identity)
+    except (AgentError, NodeApiError, IdentityError, OSError) as exc:
+        log.error("the embedded node does not serve: %s", exc)
+
+
+async def serve_with_node(settings: Settings, host: str, port: int) -> None:
+    """Serve the control plane and, once it is up, the embedded node beside it."""
+    app = create_app(settings)
+    config = uvicorn.Config(
+        app,
+        host=host,
+        port=port,
+        log_level="info",
+        access_log=False,
+        # Nodes' long polls would each hold a shutdown for up to the poll's timeout.
+        timeout_graceful_shutdown=GRACEFUL_SHUTDOWN_SECONDS,
+    )
+    server = uvicorn.Server(config)
+    serving = asyncio.create_task(server.serve(), name="burrow-serve")
+    node: asyncio.Task[None] | None = None
+    try:
+        while not server.started:
+            if serving.done():
+                return await serving
+            await asyncio.sleep(0.05)
+        node = asyncio.create_task(
+            run_embedded_node(app, loopback_url(host, port), NodeSettings()),
+            name="burrow-embedded-node",
+        )
+        # Stop the agent as soon as a shutdown begins: uvicorn would otherwise wait for its
+        # long poll to end before it stops.
+        while not serving.done() and not server.should_exit:
+            await asyncio.wait({serving}, timeout=0.1)
+        node.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await node
+        await serving
+    finally:
+        if node is not None:
+            # The agent's own cleanup stops wireguard-go and removes burrow's nftables table.
+            node.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await node
+        if not serving.done():
+            server.should_exit = True
+            await serving
