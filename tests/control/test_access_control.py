@@ -84,7 +84,8 @@ async def test_a_customer_cannot_call_admin_or_node_endpoints(
     node_ops = [
         (m, p) for m, p in _operations(app) if p.startswith("/node-api/") and (m, p) not in PUBLIC
     ]
-    assert admin_ops and node_ops
+    assert admin_ops
+    assert node_ops
     for method, path in admin_ops:
         response = await _call(client, method, path, tokens["customer"])
         assert response.status_code == 403, f"{method} {path} as a customer: {response.text}"

@@ -54,9 +54,25 @@ class PostgresServer:
 
     def psql(self, sql: str, database: str = "postgres") -> None:
         subprocess.run(
-            [str(self.bindir / "psql"), "-h", "127.0.0.1", "-p", str(self.port), "-U", "burrow",
-             "-d", database, "-v", "ON_ERROR_STOP=1", "-q", "-c", sql],
-            check=True, capture_output=True, timeout=60,
+            [
+                str(self.bindir / "psql"),
+                "-h",
+                "127.0.0.1",
+                "-p",
+                str(self.port),
+                "-U",
+                "burrow",
+                "-d",
+                database,
+                "-v",
+                "ON_ERROR_STOP=1",
+                "-q",
+                "-c",
+                sql,
+            ],
+            check=True,
+            capture_output=True,
+            timeout=60,
         )
 
 
@@ -76,18 +92,46 @@ def running_postgres() -> Iterator[PostgresServer]:
         shutil.chown(root, "postgres", "postgres")
     port = _free_port()
     subprocess.run(
-        _as_postgres([str(bindir / "initdb"), "-D", str(datadir), "-U", "burrow",
-                      "--auth=trust", "-E", "UTF8", "--no-sync"]),
-        check=True, capture_output=True, timeout=120,
+        _as_postgres(
+            [
+                str(bindir / "initdb"),
+                "-D",
+                str(datadir),
+                "-U",
+                "burrow",
+                "--auth=trust",
+                "-E",
+                "UTF8",
+                "--no-sync",
+            ]
+        ),
+        check=True,
+        capture_output=True,
+        timeout=120,
     )
     options = (
         f"-c listen_addresses=127.0.0.1 -c port={port} -c unix_socket_directories={root} "
         "-c fsync=off -c synchronous_commit=off -c full_page_writes=off -c max_connections=200"
     )
     subprocess.run(
-        _as_postgres([str(bindir / "pg_ctl"), "-D", str(datadir), "-o", options, "-l",
-                      str(root / "log"), "-w", "-t", "60", "start"]),
-        check=True, capture_output=True, timeout=90,
+        _as_postgres(
+            [
+                str(bindir / "pg_ctl"),
+                "-D",
+                str(datadir),
+                "-o",
+                options,
+                "-l",
+                str(root / "log"),
+                "-w",
+                "-t",
+                "60",
+                "start",
+            ]
+        ),
+        check=True,
+        capture_output=True,
+        timeout=90,
     )
     server = PostgresServer(port=port, datadir=datadir, bindir=bindir)
     try:
@@ -103,8 +147,11 @@ def running_postgres() -> Iterator[PostgresServer]:
         yield server
     finally:
         subprocess.run(
-            _as_postgres([str(bindir / "pg_ctl"), "-D", str(datadir), "-m", "immediate", "-w",
-                          "stop"]),
-            capture_output=True, timeout=60, check=False,
+            _as_postgres(
+                [str(bindir / "pg_ctl"), "-D", str(datadir), "-m", "immediate", "-w", "stop"]
+            ),
+            capture_output=True,
+            timeout=60,
+            check=False,
         )
         shutil.rmtree(root, ignore_errors=True)

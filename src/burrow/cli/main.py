@@ -41,7 +41,7 @@ def alembic_config(database_url: str) -> Config:
 def db_upgrade(revision: Annotated[str, typer.Argument(help="Target revision.")] = "head") -> None:
     """Apply the database migrations (creates the SQLite file if needed)."""
     settings = load_settings()
-    from burrow.control.db import create_engine  # noqa: F401 - creates the SQLite folder
+    from burrow.control.db import create_engine
 
     if settings.is_sqlite:
         create_engine(settings.database_url)

@@ -71,7 +71,9 @@ class Settings(BaseSettings):
     long_poll_timeout_seconds: float = Field(25.0, gt=0, le=120)
     enrollment_ttl_hours: int = Field(24, ge=1)
     change_log_keep: int = Field(
-        100_000, ge=10, description="Revisions kept for deltas; an older revision gets a full state."
+        100_000,
+        ge=10,
+        description="Revisions kept for deltas; an older revision gets a full state.",
     )
 
     # Scheduler.
@@ -110,7 +112,8 @@ class Settings(BaseSettings):
         if self.environment == "production" and (secret == PLACEHOLDER_SECRET or len(secret) < 32):
             raise ValueError(
                 "BURROW_SECRET_KEY must be set to a random value of at least 32 characters "
-                "outside development (try: python -c 'import secrets; print(secrets.token_urlsafe(48))')"
+                "outside development (make one with: "
+                "python -c 'import secrets; print(secrets.token_urlsafe(48))')"
             )
         return self
 

@@ -5,7 +5,7 @@ from datetime import datetime
 from sqlalchemy import ForeignKey, String
 from sqlalchemy.orm import Mapped, mapped_column
 
-from burrow.control.models.base import BigId, Base, CreatedMixin, IdMixin
+from burrow.control.models.base import Base, BigId, CreatedMixin, IdMixin
 
 
 class EmailVerification(IdMixin, CreatedMixin, Base):

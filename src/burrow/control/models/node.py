@@ -33,9 +33,7 @@ class Node(IdMixin, CreatedMixin, Base):
     )
     wg_public_key: Mapped[str | None] = mapped_column(String(44), default=None, unique=True)
     node_token_hash: Mapped[str | None] = mapped_column(String(64), default=None, unique=True)
-    enrollment_token_hash: Mapped[str | None] = mapped_column(
-        String(64), default=None, unique=True
-    )
+    enrollment_token_hash: Mapped[str | None] = mapped_column(String(64), default=None, unique=True)
     enrollment_expires_at: Mapped[datetime | None] = mapped_column(default=None)
     enrolled_at: Mapped[datetime | None] = mapped_column(default=None)
     retired_at: Mapped[datetime | None] = mapped_column(default=None)

@@ -5,7 +5,7 @@ from enum import StrEnum
 from sqlalchemy import BigInteger, Enum, String
 from sqlalchemy.orm import Mapped, mapped_column
 
-from burrow.control.models.base import BigId, Base, CreatedMixin
+from burrow.control.models.base import Base, BigId, CreatedMixin
 
 
 class PeerChangeOp(StrEnum):

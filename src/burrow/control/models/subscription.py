@@ -6,7 +6,7 @@ from enum import StrEnum
 from sqlalchemy import Boolean, Enum, ForeignKey
 from sqlalchemy.orm import Mapped, mapped_column
 
-from burrow.control.models.base import BigId, Base, CreatedMixin, IdMixin
+from burrow.control.models.base import Base, BigId, CreatedMixin, IdMixin
 
 
 class SubscriptionStatus(StrEnum):

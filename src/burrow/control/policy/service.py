@@ -50,7 +50,8 @@ def load_policy(path: Path) -> Policy:
     try:
         text = path.read_text(encoding="utf-8")
     except OSError as exc:
-        raise PolicyInvalid(path, [PolicyProblem("(file)", f"cannot read: {exc.strerror}")]) from exc
+        problem = PolicyProblem("(file)", f"cannot read: {exc.strerror}")
+        raise PolicyInvalid(path, [problem]) from exc
     policy, problems = check_text(text)
     if policy is None:
         raise PolicyInvalid(path, problems)
