@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import signal
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -58,7 +59,7 @@ def test_serve_with_an_embedded_node_serves_customers(single: World) -> None:
     # uvicorn ends by re-raising the signal it caught: -SIGTERM is a clean stop.
     assert world.serve.popen.returncode in (0, -signal.SIGTERM), world.serve.output()[-2000:]
     assert "node agent stopped" in world.serve.output()
-    assert not (world.tmp / f"{interface}.sock").exists()
+    assert not Path(f"/var/run/wireguard/{interface}.sock").exists()
     links = world.ctl.ns.ip("link", "show").stdout
     assert interface not in links
     tables = world.ctl.ns.run("nft", "list", "tables").stdout
