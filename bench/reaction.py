@@ -146,54 +146,54 @@ def main() -> None:
 
     grants: list[float] = []
     revokes: list[float] = []
-    with tempfile.TemporaryDirectory(prefix="burrow-reaction-") as tmp:
-        with build_world(Path(tmp)) as world:
-            log("building the lab: control plane, one node, a customer")
-            prepare_world(world)
-            world.start_control_plane()
-            created = world.create_node(0, "ams-1", "NL", "Amsterdam")
-            world.enroll_and_run([(0, created["enrollment"]["token"], created["node"]["id"])])
-            node = world.nodes[0]
-            wait_for(lambda: node.wireguard_go_pid() is not None, 30, "the node to serve")
-            assert world.api is not None
-            servers = world.api.call("GET", "/api/v1/servers").json()
-            server = next(s for s in servers if s["id"] == node.node_id)
-            wait_for(lambda: bool(server["public_key"]), 1, "the node's key")
-            token = world.new_customer()
-            client = Client(world, server["public_key"], server["endpoint"])
-            for round_ in range(args.rounds):
-                private_key = new_private_key()
-                client.use_key(private_key)
-                start = time.monotonic()
-                device = world.api.call(
-                    "POST",
-                    "/api/v1/devices",
-                    token=token,
-                    expect=201,
-                    json={"name": f"r{round_}", "public_key": public_key_of(private_key)},
-                ).json()
-                client.set_address(device["ipv4"])
-                while not client.probe():
-                    if time.monotonic() - start > 30:
-                        raise RuntimeError("no traffic 30 s after the grant")
-                    client.rearm()
-                grants.append(time.monotonic() - start)
+    with (
+        tempfile.TemporaryDirectory(prefix="burrow-reaction-") as tmp,
+        build_world(Path(tmp)) as world,
+    ):
+        log("building the lab: control plane, one node, a customer")
+        prepare_world(world)
+        world.start_control_plane()
+        created = world.create_node(0, "ams-1", "NL", "Amsterdam")
+        world.enroll_and_run([(0, created["enrollment"]["token"], created["node"]["id"])])
+        node = world.nodes[0]
+        wait_for(lambda: node.wireguard_go_pid() is not None, 30, "the node to serve")
+        assert world.api is not None
+        servers = world.api.call("GET", "/api/v1/servers").json()
+        server = next(s for s in servers if s["id"] == node.node_id)
+        wait_for(lambda: bool(server["public_key"]), 1, "the node's key")
+        token = world.new_customer()
+        client = Client(world, server["public_key"], server["endpoint"])
+        for round_ in range(args.rounds):
+            private_key = new_private_key()
+            client.use_key(private_key)
+            start = time.monotonic()
+            device = world.api.call(
+                "POST",
+                "/api/v1/devices",
+                token=token,
+                expect=201,
+                json={"name": f"r{round_}", "public_key": public_key_of(private_key)},
+            ).json()
+            client.set_address(device["ipv4"])
+            while not client.probe():
+                if time.monotonic() - start > 30:
+                    raise RuntimeError("no traffic 30 s after the grant")
+                client.rearm()
+            grants.append(time.monotonic() - start)
 
-                for _ in range(5):
-                    assert client.probe(), "the tunnel is not steady"
-                start = time.monotonic()
-                world.api.call(
-                    "DELETE", f"/api/v1/devices/{device['id']}", token=token, expect=204
-                )
-                last_ok = start
-                while time.monotonic() - last_ok < SILENCE:
-                    if client.probe():
-                        last_ok = time.monotonic()
-                    if time.monotonic() - start > 30:
-                        raise RuntimeError("traffic still flows 30 s after the revoke")
-                revokes.append(last_ok - start)
-                log(f"round {round_ + 1}: grant {grants[-1]:.3f} s, revoke {revokes[-1]:.3f} s")
-            client.probes.shutdown()
+            for _ in range(5):
+                assert client.probe(), "the tunnel is not steady"
+            start = time.monotonic()
+            world.api.call("DELETE", f"/api/v1/devices/{device['id']}", token=token, expect=204)
+            last_ok = start
+            while time.monotonic() - last_ok < SILENCE:
+                if client.probe():
+                    last_ok = time.monotonic()
+                if time.monotonic() - start > 30:
+                    raise RuntimeError("traffic still flows 30 s after the revoke")
+            revokes.append(last_ok - start)
+            log(f"round {round_ + 1}: grant {grants[-1]:.3f} s, revoke {revokes[-1]:.3f} s")
+        client.probes.shutdown()
 
     figures = {
         "grant_p50_s": round(statistics.median(grants), 3),

@@ -7,12 +7,14 @@ Three paths from a client namespace to a server namespace, each measured with ``
   hand  a wireguard-go tunnel configured by hand (``wg set``, one nft masquerade rule) in a
         router namespace of its own.
   node  a real ``burrow node run`` in a third router namespace, serving the client among
-        10,000 other peers (its whole desired state), burrow's own nftables table, and
-        reporting status every second. Its control plane is a small fake of the node API
-        (the agent cannot tell): the control plane plays no part in the data path.
+        10,000 other peers (its whole desired state), with burrow's own nftables table, and
+        reporting status at its default interval (5 s; ``--report-interval``). Its control
+        plane is a small fake of the node API (the agent cannot tell): the control plane
+        plays no part in the data path.
 
 The agent is paused (SIGSTOP) while the other paths are measured, so it does not steal their
-CPU. hand and node alternate over ``--rounds`` rounds; the figures are medians. Then, with
+CPU. hand and node alternate over ``--rounds`` rounds; the figures are medians. The agent's
+own CPU use during the node runs is printed too (``agent_cpu_percent`` of one core). Then, with
 ``--rss``, the agent's resident memory serving 65,000 peers (wireguard-go's per-interface
 maximum is 65,536) and holding a desired state of 100,000 (the interface refuses the rest).
 
@@ -82,6 +84,12 @@ def rss_mb(pid: int) -> float:
         if line.startswith("VmRSS:"):
             return round(int(line.split()[1]) / 1024, 1)
     raise RuntimeError("no VmRSS")
+
+
+def cpu_seconds(pid: int) -> float:
+    """User plus system CPU time of ``pid`` so far."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 # --- a fake node API, served from inside a namespace ------------------------------------------
@@ -193,7 +201,8 @@ def iperf(client: Namespace, server_address: str, seconds: int) -> float:
 
 
 class Bench:
-    def __init__(self, lab: Lab, tmp: Path, others: int) -> None:
+    def __init__(self, lab: Lab, tmp: Path, others: int, report_interval: float = 5.0) -> None:
+        self.report_interval = report_interval
         self.lab = lab
         self.tmp = tmp
         self.others = others
@@ -298,7 +307,7 @@ class Bench:
         env = {
             **os.environ,
             "BURROW_NODE_INTERFACE": self.interface,
-            "BURROW_NODE_REPORT_INTERVAL_SECONDS": "1",
+            "BURROW_NODE_REPORT_INTERVAL_SECONDS": str(self.report_interval),
             "BURROW_NODE_EGRESS_INTERFACE": self.egress["node"],
         }
         router = self.routers["node"]
@@ -363,7 +372,10 @@ def agent_rss(bench: Bench, size: int) -> float:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument(
+        "--report-interval", type=float, default=5.0, help="the agent's status interval (s)"
+    )
     parser.add_argument("--seconds", type=int, default=5)
     parser.add_argument("--others", type=int, default=10_000)
     parser.add_argument("--rss", action="store_true", help="also the agent's memory at 65k/100k")
@@ -375,7 +387,7 @@ def main() -> None:
 
     figures: dict[str, object] = {}
     with tempfile.TemporaryDirectory(prefix="burrow-bench-") as tmp, Lab(prefix="bwb") as lab:
-        bench = Bench(lab, Path(tmp), args.others)
+        bench = Bench(lab, Path(tmp), args.others, args.report_interval)
         try:
             bench.setup_hand()
             log(f"starting the agent with {args.others + 1} peers")
@@ -383,24 +395,30 @@ def main() -> None:
             bench.wait_served(args.others + 1)
             time.sleep(1)
             raw, hand, node = [], [], []
+            reports = bench.fake.reports
+            agent_cpu = 0.0
             for round_ in range(args.rounds):
                 bench.pause_agent(True)
                 raw.append(iperf(bench.client, bench.server_addresses["raw"], args.seconds))
                 hand.append(iperf(bench.client, bench.server_addresses["hand"], args.seconds))
                 bench.pause_agent(False)
-                reports = bench.fake.reports
+                assert bench.agent is not None
+                cpu_before = cpu_seconds(bench.agent.pid)
                 node.append(iperf(bench.client, bench.server_addresses["node"], args.seconds))
-                assert bench.fake.reports > reports, "the agent did not report during the run"
+                agent_cpu += cpu_seconds(bench.agent.pid) - cpu_before
                 log(
                     f"round {round_ + 1}: raw {raw[-1]:.0f}, hand {hand[-1]:.0f}, "
                     f"node {node[-1]:.0f} Mbit/s"
                 )
+            assert bench.fake.reports > reports, "the agent did not report during the runs"
             figures = {
                 "raw_mbit": round(statistics.median(raw), 1),
                 "hand_mbit": round(statistics.median(hand), 1),
                 "node_mbit": round(statistics.median(node), 1),
                 "ratio_node_vs_hand": round(statistics.median(node) / statistics.median(hand), 3),
                 "other_peers": args.others,
+                "agent_cpu_percent": round(100 * agent_cpu / (args.rounds * args.seconds), 2),
+                "report_interval_s": args.report_interval,
                 "rounds": args.rounds,
             }
             if args.rss:

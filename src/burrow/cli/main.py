@@ -12,7 +12,10 @@ from alembic import command
 from alembic.config import Config
 
 from burrow.cli.common import EXIT_SETUP, console, fail, load_settings
-from burrow.control.policy.service import PolicyInvalid, load_policy
+from burrow.control.config import Settings
+from burrow.control.logfilter import filter_for_policy, install
+from burrow.control.policy.schemas import Policy
+from burrow.control.policy.service import check_file, format_problems, summary
 
 app = typer.Typer(
     name="burrow",
@@ -52,6 +55,23 @@ def db_upgrade(revision: Annotated[str, typer.Argument(help="Target revision.")]
     console.print(f"database at revision {revision}")
 
 
+LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
+
+
+def _configure_logging(settings: Settings, policy: Policy) -> None:
+    """Log to stderr (and BURROW_LOG_FILE), with IP addresses removed as the policy says."""
+    logging.basicConfig(level=logging.INFO, format=LOG_FORMAT)
+    if settings.log_file is not None:
+        try:
+            settings.log_file.parent.mkdir(parents=True, exist_ok=True)
+            handler = logging.FileHandler(settings.log_file, encoding="utf-8")
+        except OSError as exc:
+            fail(f"BURROW_LOG_FILE {settings.log_file}: {exc.strerror or exc}", EXIT_SETUP)
+        handler.setFormatter(logging.Formatter(LOG_FORMAT))
+        logging.getLogger().addHandler(handler)
+    install(filter_for_policy(policy, settings))
+
+
 @app.command()
 def serve(
     host: Annotated[str | None, typer.Option(help="Bind address (BURROW_HOST).")] = None,
@@ -63,15 +83,16 @@ def serve(
     from burrow.control.app import create_app
 
     settings = load_settings()
-    try:
-        load_policy(settings.policy_path)
-    except PolicyInvalid as exc:
-        for problem in exc.problems:
-            console.print(f"[red]{settings.policy_path}: {problem.location}: {problem.message}")
+    policy, problems = check_file(settings.policy_path)
+    if policy is None:
+        # The same lines as `burrow policy check`.
+        for line in format_problems(settings.policy_path, problems):
+            typer.echo(line, err=True)
         fail("the policy file is invalid; burrow will not start on it", EXIT_SETUP)
     host = host or settings.host
     port = port or settings.port
-    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    _configure_logging(settings, policy)
+    console.print(f"policy OK: {summary(policy)}", highlight=False, markup=False)
     console.print(f"burrow serving on http://{host}:{port}  (API docs: /api/docs)")
     console.print(
         "No admin yet? Create the first one with: [bold]burrow admin create EMAIL[/]",
@@ -87,10 +108,12 @@ def serve(
 
 def _register_subcommands() -> None:
     # Each room adds its own group; imported here so that `burrow --help` lists them all.
-    from burrow.cli import accounts, nodes
+    from burrow.cli import accounts, audit, nodes, policy
 
     accounts.register(app)
     nodes.register(app)
+    policy.register(app)
+    audit.register(app)
 
 
 _register_subcommands()

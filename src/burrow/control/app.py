@@ -24,6 +24,7 @@ from burrow.control.runtime import Runtime
 from burrow.control.scheduler import Scheduler
 from burrow.control.startup import prepare
 from burrow.control.subscriptions.endpoints import router as subscriptions_router
+from burrow.control.terms.endpoints import router as terms_router
 
 log = logging.getLogger(__name__)
 
@@ -68,6 +69,7 @@ def create_app(settings: Settings | None = None, *, runtime: Runtime | None = No
         nodes_router,
         admin_router,
         node_api_router,
+        terms_router,
     ):
         app.include_router(router)
 

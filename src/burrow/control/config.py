@@ -27,6 +27,12 @@ class Settings(BaseSettings):
     port: int = Field(8080, ge=1, le=65535)
     public_url: str = Field("http://127.0.0.1:8080", description="Base URL used in emailed links.")
 
+    log_file: Path | None = Field(
+        None,
+        description="Where `burrow serve` also writes its log (IP addresses removed as the "
+        "policy says); `burrow audit` scans it and its rotated siblings.",
+    )
+
     # Email verification and notices.
     smtp_host: str = "127.0.0.1"
     smtp_port: int = 25

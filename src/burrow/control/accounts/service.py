@@ -58,6 +58,7 @@ from burrow.control.security import (
     password_needs_rehash,
     verify_password,
 )
+from burrow.control.terms.service import terms as terms_service
 
 # Where the emailed link points: the API answers a clicked link directly.
 VERIFY_EMAIL_PATH = "/api/v1/accounts/verify-email"
@@ -295,6 +296,7 @@ class AccountService:
             await repo.add(account)
         except IntegrityError as exc:  # the same address registered a moment ago
             raise EmailTaken() from exc
+        await terms_service.record_acceptance(session, account.id, policy.terms.version, "signup")
         await self._send_verification(session, runtime, account)
         return account
 

@@ -10,6 +10,8 @@ from burrow.control.models.peer_change import PeerChange, PeerChangeOp
 from burrow.control.models.plan import Plan, PlanKind
 from burrow.control.models.served_peer import ServedPeer
 from burrow.control.models.subscription import ACCESS_STATUSES, Subscription, SubscriptionStatus
+from burrow.control.models.terms_acceptance import TermsAcceptance, TermsAcceptanceHow
+from burrow.control.models.terms_version import TermsVersion
 from burrow.control.models.trial_claim import TrialClaim
 
 __all__ = [
@@ -30,6 +32,9 @@ __all__ = [
     "ServedPeer",
     "Subscription",
     "SubscriptionStatus",
+    "TermsAcceptance",
+    "TermsAcceptanceHow",
+    "TermsVersion",
     "TrialClaim",
     "utcnow",
 ]

@@ -1,11 +1,72 @@
-"""The policy file's shape. Amounts are integers in minor units with their currency."""
+"""The policy file's shape, and the rules that tie its sections together.
+
+Each section is a pydantic model that refuses unknown keys, so a misspelt rule is an error
+rather than a silently ignored line. Rules between sections (a refund rule that needs byte
+counts under a privacy mode that forbids storing them) live in ``cross_check``, which names
+both sides of every contradiction; ``Policy`` runs it too, so a ``Policy`` object that exists
+is always consistent. Amounts are integers in minor units with their currency.
+
+The lowest layer of the domain: imports pydantic only.
+"""
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from datetime import date
-from typing import Literal
+from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, EmailStr, Field, model_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, EmailStr, Field, model_validator
+
+# Payment method classes: how the money came, which is what refund rules and renewals care about.
+PAYMENT_METHOD_CLASSES = (
+    "card",
+    "paypal",
+    "crypto",
+    "paymentwall",
+    "app_store",
+    "google_play",
+    "manual",
+)
+# VPN protocols a per-server connection rule may name.
+PROTOCOLS = ("wireguard", "openvpn", "ikev2", "l2tp", "pptp", "sstp", "softether")
+
+
+def _payment_method_class(value: str) -> str:
+    if value not in PAYMENT_METHOD_CLASSES:
+        raise ValueError(
+            f"'{value}' is not a payment method class; the classes are: "
+            + ", ".join(PAYMENT_METHOD_CLASSES)
+        )
+    return value
+
+
+def _protocol(value: str) -> str:
+    if value not in PROTOCOLS:
+        raise ValueError(
+            f"'{value}' is not a VPN protocol; the protocols are: {', '.join(PROTOCOLS)}"
+        )
+    return value
+
+
+PaymentMethodClass = Annotated[str, AfterValidator(_payment_method_class)]
+ProtocolName = Annotated[str, AfterValidator(_protocol)]
+Port = Annotated[int, Field(ge=1, le=65535)]
+Currency = Annotated[str, Field(pattern=r"^[A-Z]{3}$")]
+Days = Annotated[int, Field(ge=1, le=3650)]
+
+
+@dataclass(frozen=True)
+class PolicyProblem:
+    """One thing wrong with a policy file: where (a dotted path) and the rule it breaks."""
+
+    location: str
+    message: str
+
+    def __str__(self) -> str:
+        # A contradiction is a sentence that already starts with its path; say it only once.
+        if self.message.startswith(f"{self.location} "):
+            return self.message
+        return f"{self.location}: {self.message}"
 
 
 class _Section(BaseModel):
@@ -15,30 +76,43 @@ class _Section(BaseModel):
 class ProviderSection(_Section):
     name: str = Field(min_length=1, max_length=200)
     contact_email: EmailStr
-    website: str | None = None
+    website: str | None = Field(None, max_length=300)
 
 
 class PrivacySection(_Section):
     mode: Literal["strict", "metered"]
-    # Metered mode only: how long connection records are kept.
-    connection_record_retention_days: int | None = Field(None, ge=1, le=3650)
+    # Metered mode only: how long connection records (start, duration, node location, bytes
+    # up and down) are kept before the purge job deletes them.
+    connection_record_retention_days: Days | None = None
+    # Byte and session counts of a customer's first order, kept only so that a refund rule
+    # with a data or session limit can be checked. Metered mode only.
+    first_order_usage_counters: bool = False
     # The website's last-login IP, for fraud prevention (both seeds allow it).
     store_last_login_ip: bool = False
-    last_login_ip_retention_days: int | None = Field(None, ge=1, le=3650)
+    last_login_ip_retention_days: Days | None = None
+    # Client IP addresses may appear in application logs. Metered mode only; off, the log
+    # filter removes every address.
+    client_ips_in_logs: bool = False
+
+    @property
+    def keeps_connection_records(self) -> bool:
+        return self.mode == "metered"
 
 
 class PlanSection(_Section):
     name: str = Field(min_length=1, max_length=200)
     kind: Literal["personal", "business"] = "personal"
     price_minor: int = Field(ge=0, description="The price in minor units (cents).")
-    currency: str = Field(pattern=r"^[A-Z]{3}$")
+    currency: Currency
     period_months: int = Field(ge=1, le=120)
     device_limit: int | None = Field(None, ge=1, description="Absent: unlimited devices.")
     simultaneous_connections: int | None = Field(
         None, ge=1, description="Across the fleet; absent: unlimited."
     )
-    connections_per_server: dict[str, int] = Field(
-        default_factory=dict, description="Per protocol, per server, per subscription."
+    connections_per_server: dict[ProtocolName, Annotated[int, Field(ge=1, le=1000)]] = Field(
+        default_factory=dict,
+        description="Per protocol, per server, per subscription; a protocol not named is "
+        "limited only by simultaneous_connections.",
     )
 
 
@@ -49,9 +123,70 @@ class TrialSection(_Section):
 
 
 class NetworkSection(_Section):
-    blocked_egress_tcp_ports: list[int] = Field(default_factory=lambda: [25])
-    blocked_egress_udp_ports: list[int] = Field(default_factory=list)
+    blocked_egress_tcp_ports: list[Port] = Field(default_factory=lambda: [25])
+    blocked_egress_udp_ports: list[Port] = Field(default_factory=list)
     isolate_clients: bool = True
+    # Customers leave through their node's static egress address, shared with everyone on
+    # that node. burrow has no dedicated addresses.
+    shared_egress_ips: bool = True
+
+
+class PartialRefundSection(_Section):
+    """A partial refund past the data limit, at the operator's discretion (a person decides)."""
+
+    order_longer_than_months: int = Field(1, ge=0, le=120)
+    usage_charged: bool = True
+
+
+class RefundsSection(_Section):
+    """A money-back guarantee. No [refunds] section: no guarantee."""
+
+    window_days: int = Field(ge=1, le=365)
+    # A condition only a person can judge, e.g. "the service does not work as advertised".
+    condition: str | None = Field(None, min_length=1, max_length=500)
+    excluded_payment_methods: list[PaymentMethodClass] = Field(default_factory=list)
+    first_order_only: bool = False
+    not_for_renewals: bool = False
+    max_data_bytes: int | None = Field(None, ge=0)
+    max_sessions: int | None = Field(None, ge=0)
+    one_per_person: bool = False
+    # A support finding that the customer used an unsupported device, OS or site excludes.
+    unsupported_device_excludes: bool = False
+    terminated_for_violation_excludes: bool = False
+    partial_past_data_limit: PartialRefundSection | None = None
+    reason_required: bool = False
+    auto_approve: bool = False
+    # How soon a person acts on a request that is not approved automatically.
+    service_level_hours: int | None = Field(None, ge=1, le=720)
+
+
+class PaymentMethodsSection(_Section):
+    offered: list[PaymentMethodClass] = Field(default_factory=lambda: ["card"], min_length=1)
+    # Classes that renew automatically; the others pay one period at a time.
+    recurring: list[PaymentMethodClass] = Field(default_factory=lambda: ["card"])
+
+
+class FairUseSection(_Section):
+    """Bandwidth shaping when one customer's use harms others. Measured in RAM only."""
+
+    shaping: bool = False
+    shaped_rate_mbit: int | None = Field(None, ge=1, le=100_000)
+    # A node busier than this (uplink use, percent) shapes its heaviest current users.
+    trigger_utilisation_percent: int = Field(90, ge=10, le=100)
+    window_minutes: int = Field(15, ge=1, le=1440)
+    monthly_data_cap_bytes: int | None = Field(None, ge=1)
+
+
+class AffiliatesSection(_Section):
+    enabled: bool = True
+    payout_minimum_minor: int = Field(ge=0)
+    currency: Currency
+    payout_method: Literal["paypal", "bank_transfer", "crypto", "account_credit"]
+    commission_percent: int | None = Field(None, ge=1, le=100)
+    inactivity_termination_months: int | None = Field(None, ge=1, le=120)
+    refund_rate_threshold_percent: int | None = Field(None, ge=1, le=100)
+    requires_website: bool = False
+    forbid_self_referrals: bool = True
 
 
 class AgeSection(_Section):
@@ -61,10 +196,245 @@ class AgeSection(_Section):
     allow_emancipated_minor: bool = True
 
 
+class TermsProse(_Section):
+    """One of the operator's own sections of the terms, in plain text."""
+
+    title: str = Field(min_length=1, max_length=200)
+    body: str = Field(min_length=1, max_length=20_000)
+
+
 class TermsSection(_Section):
     version: str = Field(min_length=1, max_length=64)
     effective_date: date
     continued_use_is_acceptance: bool = True
+    sections: list[TermsProse] = Field(default_factory=list, max_length=100)
+
+
+@dataclass
+class PolicyParts:
+    """The sections that parsed; a section that did not is None and its rules are skipped."""
+
+    provider: ProviderSection | None = None
+    privacy: PrivacySection | None = None
+    plans: dict[str, PlanSection] | None = None
+    trial: TrialSection | None = None
+    network: NetworkSection | None = None
+    refunds: RefundsSection | None = None
+    payment_methods: PaymentMethodsSection | None = None
+    fair_use: FairUseSection | None = None
+    affiliates: AffiliatesSection | None = None
+    age: AgeSection | None = None
+    terms: TermsSection | None = None
+    # Every plan code in the file, broken plans included (``plans`` holds the valid ones).
+    plan_codes: list[str] | None = None
+
+
+_STRICT = 'privacy.mode = "strict"'
+
+
+def _privacy_rules(privacy: PrivacySection) -> list[PolicyProblem]:
+    problems = []
+    retention = "privacy.connection_record_retention_days"
+    if privacy.mode == "strict":
+        if privacy.connection_record_retention_days is not None:
+            problems.append(
+                PolicyProblem(
+                    retention, f"{retention} is set, but {_STRICT} keeps no connection records"
+                )
+            )
+        if privacy.first_order_usage_counters:
+            where = "privacy.first_order_usage_counters"
+            problems.append(
+                PolicyProblem(
+                    where,
+                    f"{where} = true keeps per-customer byte and session counts, but "
+                    f"{_STRICT} forbids storing them",
+                )
+            )
+        if privacy.client_ips_in_logs:
+            where = "privacy.client_ips_in_logs"
+            problems.append(
+                PolicyProblem(
+                    where,
+                    f"{where} = true, but {_STRICT} forbids client IP addresses in logs",
+                )
+            )
+    elif privacy.connection_record_retention_days is None:
+        problems.append(
+            PolicyProblem(
+                retention,
+                f'{retention} is missing, but privacy.mode = "metered" keeps connection '
+                "records and must say for how many days",
+            )
+        )
+    login = "privacy.last_login_ip_retention_days"
+    if privacy.store_last_login_ip and privacy.last_login_ip_retention_days is None:
+        problems.append(
+            PolicyProblem(
+                login,
+                f"{login} is missing, but privacy.store_last_login_ip = true must say for how "
+                "many days the address is kept",
+            )
+        )
+    if not privacy.store_last_login_ip and privacy.last_login_ip_retention_days is not None:
+        problems.append(
+            PolicyProblem(
+                login,
+                f"{login} is set, but privacy.store_last_login_ip = false stores no login address",
+            )
+        )
+    return problems
+
+
+def _plan_rules(plans: dict[str, PlanSection]) -> list[PolicyProblem]:
+    problems = []
+    for code, plan in plans.items():
+        devices, connections = plan.device_limit, plan.simultaneous_connections
+        if devices is not None and connections is not None and devices < connections:
+            where = f"plans.{code}.device_limit"
+            problems.append(
+                PolicyProblem(
+                    where,
+                    f"{where} ({devices}) is below plans.{code}.simultaneous_connections "
+                    f"({connections})",
+                )
+            )
+    return problems
+
+
+def _usage_limit_rules(parts: PolicyParts) -> list[PolicyProblem]:
+    refunds, privacy = parts.refunds, parts.privacy
+    if refunds is None or privacy is None:
+        return []
+    problems = []
+    limits = (
+        ("refunds.max_data_bytes", refunds.max_data_bytes, "byte counts"),
+        ("refunds.max_sessions", refunds.max_sessions, "session counts"),
+    )
+    for where, limit, what in limits:
+        if limit is None:
+            continue
+        if privacy.mode == "strict":
+            problems.append(
+                PolicyProblem(
+                    where,
+                    f"{where} needs per-customer {what}, but {_STRICT} forbids storing them",
+                )
+            )
+        elif not privacy.first_order_usage_counters:
+            problems.append(
+                PolicyProblem(
+                    where,
+                    f"{where} needs per-customer {what}, but "
+                    "privacy.first_order_usage_counters = false does not keep them",
+                )
+            )
+    counted = refunds.max_data_bytes is not None or refunds.max_sessions is not None
+    if (
+        counted
+        and privacy.mode == "metered"
+        and privacy.first_order_usage_counters
+        and not refunds.first_order_only
+    ):
+        where = "refunds.first_order_only"
+        problems.append(
+            PolicyProblem(
+                where,
+                f"{where} = false also refunds later orders, but "
+                "privacy.first_order_usage_counters counts the first order's usage only, "
+                "which the usage limits of [refunds] need",
+            )
+        )
+    return problems
+
+
+def _refund_rules(refunds: RefundsSection) -> list[PolicyProblem]:
+    problems = []
+    if refunds.partial_past_data_limit is not None and refunds.max_data_bytes is None:
+        where = "refunds.partial_past_data_limit"
+        problems.append(
+            PolicyProblem(
+                where,
+                f"{where} is set, but refunds.max_data_bytes is not: there is no data limit "
+                "to be past",
+            )
+        )
+    if refunds.auto_approve and refunds.condition is not None:
+        where = "refunds.auto_approve"
+        problems.append(
+            PolicyProblem(
+                where,
+                f"{where} = true approves requests without a person, but refunds.condition "
+                "needs a person to judge it",
+            )
+        )
+    return problems
+
+
+def cross_check(parts: PolicyParts) -> list[PolicyProblem]:
+    """Every contradiction between the sections that parsed, each naming both sides."""
+    problems: list[PolicyProblem] = []
+    if parts.privacy is not None:
+        problems += _privacy_rules(parts.privacy)
+    if parts.plans is not None:
+        problems += _plan_rules(parts.plans)
+        codes = parts.plan_codes if parts.plan_codes is not None else list(parts.plans)
+        trial = parts.trial
+        if trial is not None and trial.plan not in codes:
+            problems.append(
+                PolicyProblem(
+                    "trial.plan",
+                    f"trial.plan names '{trial.plan}', which is not in [plans] (the plans are: "
+                    f"{', '.join(codes)})",
+                )
+            )
+    problems += _usage_limit_rules(parts)
+    if parts.refunds is not None:
+        problems += _refund_rules(parts.refunds)
+    methods = parts.payment_methods
+    if methods is not None:
+        for method in methods.recurring:
+            if method not in methods.offered:
+                problems.append(
+                    PolicyProblem(
+                        "payment_methods.recurring",
+                        f"payment_methods.recurring lists '{method}', but "
+                        "payment_methods.offered does not offer it",
+                    )
+                )
+    fair_use = parts.fair_use
+    if fair_use is not None:
+        if fair_use.shaping and fair_use.shaped_rate_mbit is None:
+            where = "fair_use.shaped_rate_mbit"
+            problems.append(
+                PolicyProblem(
+                    where,
+                    f"{where} is missing, but fair_use.shaping = true needs a rate to shape to",
+                )
+            )
+        if (
+            fair_use.monthly_data_cap_bytes is not None
+            and parts.privacy is not None
+            and parts.privacy.mode == "strict"
+        ):
+            where = "fair_use.monthly_data_cap_bytes"
+            problems.append(
+                PolicyProblem(
+                    where,
+                    f"{where} needs per-customer byte counts over a month, but {_STRICT} "
+                    "forbids storing them",
+                )
+            )
+    if parts.network is not None and not parts.network.shared_egress_ips:
+        where = "network.shared_egress_ips"
+        problems.append(
+            PolicyProblem(
+                where,
+                f"{where} = false asks for dedicated addresses, which burrow does not offer: "
+                "each node has one egress address that its customers share",
+            )
+        )
+    return problems
 
 
 class Policy(_Section):
@@ -73,11 +443,19 @@ class Policy(_Section):
     plans: dict[str, PlanSection] = Field(min_length=1)
     trial: TrialSection | None = None
     network: NetworkSection = Field(default_factory=NetworkSection)
+    refunds: RefundsSection | None = None
+    payment_methods: PaymentMethodsSection = Field(default_factory=PaymentMethodsSection)
+    fair_use: FairUseSection = Field(default_factory=FairUseSection)
+    affiliates: AffiliatesSection | None = None
     age: AgeSection = Field(default_factory=AgeSection)
     terms: TermsSection
 
     @model_validator(mode="after")
     def _cross_rules(self) -> Policy:
-        if self.trial is not None and self.trial.plan not in self.plans:
-            raise ValueError(f"trial.plan names '{self.trial.plan}', which is not in [plans]")
+        problems = cross_check(self.parts())
+        if problems:
+            raise ValueError("; ".join(str(problem) for problem in problems))
         return self
+
+    def parts(self) -> PolicyParts:
+        return PolicyParts(**{name: getattr(self, name) for name in type(self).model_fields})

@@ -1,0 +1,1 @@
+"""Terms as code: rendered from the policy, versioned by content hash, accepted by accounts."""
