@@ -411,6 +411,8 @@ def main() -> None:
                     f"node {node[-1]:.0f} Mbit/s"
                 )
             assert bench.fake.reports > reports, "the agent did not report during the runs"
+            assert bench.agent is not None
+            rss_10k = rss_mb(bench.agent.pid)
             figures = {
                 "raw_mbit": round(statistics.median(raw), 1),
                 "hand_mbit": round(statistics.median(hand), 1),
@@ -419,6 +421,7 @@ def main() -> None:
                 "other_peers": args.others,
                 "agent_cpu_percent": round(100 * agent_cpu / (args.rounds * args.seconds), 2),
                 "report_interval_s": args.report_interval,
+                "agent_rss_mb": rss_10k,
                 "rounds": args.rounds,
             }
             if args.rss:

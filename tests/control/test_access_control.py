@@ -28,6 +28,9 @@ PUBLIC = {
     ("GET", "/api/v1/servers"),
     ("GET", "/healthz"),
     ("POST", "/node-api/v1/enroll"),
+    ("GET", "/api/v1/terms"),
+    ("GET", "/api/v1/terms/versions"),
+    ("GET", "/api/v1/terms/versions/{version_id}"),
 }
 
 

@@ -105,9 +105,7 @@ async def test_enroll_writes_the_identity_only_when_it_succeeds(tmp_path: Path) 
         await enroll("http://c", "bwe_wrong-token-123", tmp_path / "s", transport=cp.transport())
     assert not (tmp_path / "s").exists()
 
-    enrolled = await enroll(
-        "http://c/", ENROLLMENT_TOKEN, tmp_path / "s", transport=cp.transport()
-    )
+    enrolled = await enroll("http://c/", ENROLLMENT_TOKEN, tmp_path / "s", transport=cp.transport())
     assert enrolled.node_token == NODE_TOKEN
     assert enrolled.control_url == "http://c"
     assert cp.enrolled_key == enrolled.public_key

@@ -342,3 +342,34 @@ async def test_the_loop_speaks_the_real_node_api(
         assert health.applied_revision == loop.applied_revision
     finally:
         await node_client.aclose()
+
+
+async def test_a_push_that_keeps_failing_is_retried_with_backoff(rig: Rig) -> None:
+    await rig.loop.step()
+    now = [1000.0]
+    rig.loop._monotonic = lambda: now[0]
+    rig.cp.upsert(peer(60))
+    rig.driver.fail_next_apply = True
+    with pytest.raises(Exception, match="died"):
+        await rig.loop.step()
+    rig.journal.clear()
+    rig.driver.fail_next_apply = True
+    with pytest.raises(Exception, match="died"):
+        await rig.loop.supervise_once()
+    attempts = rig.journal.count("prepare")
+    await rig.loop.supervise_once()  # too soon: no new attempt
+    assert rig.journal.count("prepare") == attempts
+    now[0] += 60
+    await rig.loop.supervise_once()
+    assert rig.interface() == rig.desired()
+
+
+async def test_after_a_failed_change_the_next_round_starts_from_a_full_state(rig: Rig) -> None:
+    await rig.loop.step()
+    rig.cp.upsert(peer(61))
+    rig.driver.fail_next_apply = True
+    with pytest.raises(Exception, match="died"):
+        await rig.loop.step()
+    await rig.loop.step()
+    assert rig.cp.requests[-1] == "GET /state"
+    assert rig.interface() == rig.desired()

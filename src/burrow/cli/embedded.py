@@ -37,7 +37,7 @@ from burrow.node.identity import IdentityError, load_identity
 
 log = logging.getLogger(__name__)
 
-GRACEFUL_SHUTDOWN_SECONDS = 3.0
+GRACEFUL_SHUTDOWN_SECONDS = 3
 
 
 def loopback_url(host: str, port: int) -> str:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated
 
@@ -58,9 +59,14 @@ def db_upgrade(revision: Annotated[str, typer.Argument(help="Target revision.")]
 LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
 
 
-def _configure_logging(settings: Settings, policy: Policy) -> None:
-    """Log to stderr (and BURROW_LOG_FILE), with IP addresses removed as the policy says."""
+def _configure_logging(settings: Settings, policy: Policy) -> Callable[[], None]:
+    """Log to stderr (and BURROW_LOG_FILE), with IP addresses removed as the policy says.
+
+    Returns a function that undoes it (for tests; `serve` keeps it for the process's life).
+    """
     logging.basicConfig(level=logging.INFO, format=LOG_FORMAT)
+    root = logging.getLogger()
+    handler: logging.Handler | None = None
     if settings.log_file is not None:
         try:
             settings.log_file.parent.mkdir(parents=True, exist_ok=True)
@@ -68,8 +74,16 @@ def _configure_logging(settings: Settings, policy: Policy) -> None:
         except OSError as exc:
             fail(f"BURROW_LOG_FILE {settings.log_file}: {exc.strerror or exc}", EXIT_SETUP)
         handler.setFormatter(logging.Formatter(LOG_FORMAT))
-        logging.getLogger().addHandler(handler)
-    install(filter_for_policy(policy, settings))
+        root.addHandler(handler)
+    uninstall = install(filter_for_policy(policy, settings))
+
+    def undo() -> None:
+        uninstall()
+        if handler is not None:
+            root.removeHandler(handler)
+            handler.close()
+
+    return undo
 
 
 @app.command()

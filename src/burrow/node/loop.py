@@ -27,6 +27,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import random
+import time
 from collections.abc import Awaitable, Callable, Collection, Iterable
 from typing import Protocol
 
@@ -104,6 +105,9 @@ class SyncLoop:
         self._private_key = private_key
         self._long_poll = long_poll_seconds
         self._backoff = Backoff(backoff_initial_seconds, backoff_max_seconds, rng)
+        self._push_backoff = Backoff(backoff_initial_seconds, backoff_max_seconds, rng)
+        self._push_retry_at = 0.0
+        self._monotonic = time.monotonic
         self._supervise_interval = supervise_interval_seconds
         self._sleep = sleep
         # One data-plane change at a time: the poll, the supervisor and the blocks share it.
@@ -165,12 +169,11 @@ class SyncLoop:
 
     async def step(self) -> None:
         """One round: a full sync when needed, else one long poll and its answer."""
-        if self._need_fetch or self.desired is None:
+        if self._need_fetch or self._need_push or self.desired is None:
+            # After a failed change, start from a fresh full state: it may also be the cure
+            # (a state that no longer asks for what failed).
             await self.full_sync()
             return
-        if self._need_push:
-            async with self._lock:
-                await self._push_everything()
         update = await self._client.changes(self.desired.revision, self._long_poll)
         await self.apply_update(update)
 
@@ -184,15 +187,29 @@ class SyncLoop:
                 log.error("supervising wireguard-go failed (%s: %s)", type(exc).__name__, exc)
 
     async def supervise_once(self) -> None:
-        """Restart a dead wireguard-go and push everything again; fix an untrusted interface."""
+        """Restart a dead wireguard-go and push everything again; fix an untrusted interface.
+
+        A push that keeps failing (say, more peers than wireguard-go takes) is retried with
+        backoff, not every tick; a restarted wireguard-go is always pushed at once.
+        """
         if self.desired is None or self.network is None:
             return  # nothing to serve yet
         async with self._lock:
-            fresh = await self._driver.ensure_running()
-            if fresh or self._driver.needs_resync or self._need_push:
+            try:
+                fresh = await self._driver.ensure_running()
+                if not (fresh or self._driver.needs_resync or self._need_push):
+                    return
+                if not fresh and self._monotonic() < self._push_retry_at:
+                    return
                 if fresh:
                     log.warning("wireguard-go was restarted; pushing the desired state again")
                 await self._push_everything(fresh=fresh)
+            except Exception:
+                self._need_push = True
+                self._push_retry_at = self._monotonic() + self._push_backoff.next_delay()
+                raise
+            self._push_backoff.reset()
+            self._push_retry_at = 0.0
 
     # --- applying -----------------------------------------------------------------------------
 

@@ -32,7 +32,16 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any, Literal
 
-from sqlalchemy import Connection, MetaData, Table, func, inspect, select
+from sqlalchemy import (
+    ColumnElement,
+    Connection,
+    MetaData,
+    Table,
+    func,
+    inspect,
+    select,
+    type_coerce,
+)
 from sqlalchemy import types as sqltypes
 from sqlalchemy.ext.asyncio import AsyncEngine
 
@@ -176,6 +185,11 @@ def _aware(value: Any) -> datetime | None:
         except ValueError:
             return None
     return when if when.tzinfo is not None else when.replace(tzinfo=UTC)
+
+
+def _raw(table: Table, name: str) -> ColumnElement[Any]:
+    """A column read as the driver returns it: a reflected type's converter must not fail."""
+    return type_coerce(table.c[name], sqltypes.NullType())
 
 
 def _as_network(value: str) -> IPNetwork | None:
@@ -329,8 +343,8 @@ class _DatabaseAudit:
         if (table.name, name) in OPERATOR_ADDRESS_COLUMNS:
             return
         tunnel = (table.name, name) in TUNNEL_ADDRESS_COLUMNS
-        keys = [table.c[k] for k in pk]
-        query = select(*keys, table.c[name]).where(table.c[name].is_not(None))
+        keys = [_raw(table, k) for k in pk]
+        query = select(*keys, _raw(table, name)).where(table.c[name].is_not(None))
         capped = _Capped(self.report, place)
         allowed_count = 0
         for row in self.conn.execute(query.execution_options(yield_per=1000)):
@@ -385,7 +399,7 @@ class _DatabaseAudit:
             return
         cutoff = self.now - timedelta(days=days)
         pk = [c.name for c in table.primary_key.columns]
-        query = select(*[table.c[k] for k in pk], table.c[time_column])
+        query = select(*[_raw(table, k) for k in pk], _raw(table, time_column))
         capped = _Capped(self.report, table.name)
         within = 0
         for row in self.conn.execute(query.execution_options(yield_per=1000)):

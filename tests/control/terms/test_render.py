@@ -1,0 +1,156 @@
+"""Rendering the terms from a policy: plain words for each rule, escaped HTML, a stable hash."""
+
+from __future__ import annotations
+
+import hashlib
+
+import pytest
+
+from burrow.control.policy.schemas import Policy, TermsProse
+from burrow.control.policy.service import load_policy
+from burrow.control.terms.render import (
+    Bullets,
+    Paragraph,
+    data_size,
+    money,
+    prose_blocks,
+    render,
+    to_html,
+)
+from tests.conftest import ROOT
+
+POLICIES = ROOT / "examples" / "policies"
+
+
+@pytest.fixture
+def strict() -> Policy:
+    return load_policy(POLICIES / "strict-no-logs.toml")
+
+
+@pytest.fixture
+def metered() -> Policy:
+    return load_policy(POLICIES / "metered.toml")
+
+
+def test_strict_terms_say_nothing_is_recorded(strict: Policy) -> None:
+    text = render(strict).markdown
+    assert "We do not store the IP address you connect from, when you connect" in text
+    assert "connection record" not in text
+    assert "most recent sign-in to the website for 30 days" in text
+    assert "IP addresses are removed from our application logs." in text
+
+
+def test_metered_terms_say_what_is_recorded_and_for_how_long(metered: Policy) -> None:
+    text = render(metered).markdown
+    assert "For each VPN connection we keep a connection record" in text
+    assert "We keep connection records for 30 days and then delete them." in text
+    assert "part of the data export" in text
+    assert "For your first order we also keep its total data" in text
+
+
+def test_plan_limits_and_prices_are_a_table(strict: Policy, metered: Policy) -> None:
+    text = render(strict).markdown
+    assert (
+        "| Business, 1 month | business | 9.99 USD | 1 month | 1 | 1 | "
+        "WireGuard, IKEv2, L2TP and PPTP: 1 |"
+    ) in text
+    assert (
+        "| Personal, 12 months | personal | 49.99 USD | 12 months | unlimited | unlimited |" in text
+    )
+    assert "| Standard, 1 month | personal | 11.99 USD | 1 month | unlimited | 2 | no limit |" in (
+        render(metered).markdown
+    )
+
+
+def test_refund_rules_in_plain_words(strict: Policy, metered: Policy) -> None:
+    strict_text = render(strict).markdown
+    assert (
+        "You can ask for your money back within 30 days of your order if the service does "
+        "not function as advertised." in strict_text
+    )
+    assert "- for a payment made through cryptocurrency" in strict_text
+    metered_text = render(metered).markdown
+    for line in (
+        "- the order is the first order of your account",
+        "- the order is not a renewal",
+        "- the order has used less than 1 GB (1,000,000,000 bytes) of data",
+        "- the order has had fewer than 30 VPN sessions",
+        "- you have not had a refund under this guarantee for another account",
+        "Apple App Store, Google Play, PaymentWall or cryptocurrency",
+        "we may offer a partial refund, charging for the data you used",
+        "answered by a person within 24 hours",
+    ):
+        assert line in metered_text
+
+
+def test_ports_age_and_fair_use(strict: Policy, metered: Policy) -> None:
+    strict_text = render(strict).markdown
+    assert "Connections from our network to TCP port 25 on the internet are blocked" in strict_text
+    assert "We set no age requirement." in strict_text
+    assert "limited to 20 Mbit/s" in strict_text
+    assert "Payouts start from a balance of 100.00 USD, paid by PayPal." in strict_text
+    metered_text = render(metered).markdown
+    assert (
+        "You must be 18 or older, or be an emancipated minor or have the consent of a parent "
+        "or guardian." in metered_text
+    )
+    assert "Affiliate program" not in metered_text
+
+
+def test_the_operators_prose_comes_first(strict: Policy) -> None:
+    text = render(strict).markdown
+    assert text.index("## General") < text.index("## What we store, and what we do not")
+    assert "- spam or unsolicited bulk messaging" in text
+
+
+def test_the_hash_is_of_the_markdown_and_stable(strict: Policy) -> None:
+    first, second = render(strict), render(strict)
+    assert first.markdown == second.markdown
+    assert first.sha256 == hashlib.sha256(first.markdown.encode()).hexdigest()
+    changed = strict.model_copy(
+        update={
+            "network": strict.network.model_copy(update={"blocked_egress_tcp_ports": [25, 465]})
+        }
+    )
+    assert render(changed).sha256 != first.sha256
+    assert "TCP ports 25, 465" in render(changed).markdown
+
+
+def test_html_escapes_the_operators_text(strict: Policy) -> None:
+    hostile = strict.model_copy(
+        update={
+            "terms": strict.terms.model_copy(
+                update={
+                    "sections": [
+                        TermsProse(title="<script>alert(1)</script>", body="a & b <b>bold</b>")
+                    ]
+                }
+            )
+        }
+    )
+    rendered = render(hostile)
+    page = to_html(rendered.document, rendered.sha256)
+    assert "<script>" not in page
+    assert "&lt;script&gt;alert(1)&lt;/script&gt;" in page
+    assert "a &amp; b &lt;b&gt;bold&lt;/b&gt;" in page
+    assert "&lt;script>" in rendered.markdown  # Markdown readers would run raw HTML
+    assert rendered.sha256 in page
+
+
+def test_prose_blocks() -> None:
+    body = "First line\ncontinues.\n\nList:\n- one\n- two\nAfter.\n"
+    assert prose_blocks(body) == (
+        Paragraph("First line continues."),
+        Paragraph("List:"),
+        Bullets(("one", "two")),
+        Paragraph("After."),
+    )
+
+
+def test_money_and_sizes() -> None:
+    assert money(699, "USD") == "6.99 USD"
+    assert money(123456, "EUR") == "1,234.56 EUR"
+    assert money(500, "JPY") == "500 JPY"
+    assert data_size(1_000_000_000) == "1 GB (1,000,000,000 bytes)"
+    assert data_size(1_500_000) == "1.5 MB (1,500,000 bytes)"
+    assert data_size(512) == "512 bytes"
