@@ -118,11 +118,13 @@ class FakeControlPlane:
 
         class Handler(BaseHTTPRequestHandler):
             def _send(self, body: bytes) -> None:
-                self.send_response(200)
-                self.send_header("Content-Type", "application/json")
-                self.send_header("Content-Length", str(len(body)))
-                self.end_headers()
-                self.wfile.write(body)
+                # The agent may be gone (stopped mid long poll): nobody to answer.
+                with suppress(BrokenPipeError, ConnectionResetError):
+                    self.send_response(200)
+                    self.send_header("Content-Type", "application/json")
+                    self.send_header("Content-Length", str(len(body)))
+                    self.end_headers()
+                    self.wfile.write(body)
 
             def do_GET(self) -> None:
                 url = urlsplit(self.path)
@@ -418,6 +420,11 @@ def main() -> None:
                 "hand_mbit": round(statistics.median(hand), 1),
                 "node_mbit": round(statistics.median(node), 1),
                 "ratio_node_vs_hand": round(statistics.median(node) / statistics.median(hand), 3),
+                # Each round's node run against the hand run just before it: less exposed to
+                # load that comes and goes on the machine.
+                "ratio_paired_median": round(
+                    statistics.median(n / h for n, h in zip(node, hand, strict=True)), 3
+                ),
                 "other_peers": args.others,
                 "agent_cpu_percent": round(100 * agent_cpu / (args.rounds * args.seconds), 2),
                 "report_interval_s": args.report_interval,

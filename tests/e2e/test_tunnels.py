@@ -306,14 +306,14 @@ def test_killing_the_agent_and_starting_it_again_serves_exactly_the_desired_peer
     node = world.nodes[1]
     customer = world.customers[1]
     token, staying = device_on(world, node)
-    _t2, leaving = device_on(world, node)
+    other_token, leaving = device_on(world, node)
     assert node.proc is not None
     node.proc.stop(signal.SIGKILL)
     # wireguard-go does not outlive its agent: nobody is served while it is away.
     wait_for(lambda: node.wireguard_go_pid() is None, 5, "wireguard-go to follow its agent")
 
     assert world.api is not None
-    world.api.call("DELETE", f"/api/v1/devices/{leaving['id']}", token=_t2, expect=204)
+    world.api.call("DELETE", f"/api/v1/devices/{leaving['id']}", token=other_token, expect=204)
     arrived = world.add_device(token, node.node_id, name="phone")
     node.start()
     desired = world.desired_peers(node)

@@ -87,7 +87,7 @@ CUSTOMER_KEYS = frozenset({"account_id", "device_id"})
 
 _TIME_NAME = re.compile(
     r"handshake|(^|_)(dis)?connected(_|$)|connection_(start|end|time)|session_(start|end)"
-    r"|last_seen|online_(since|at)|duration"
+    r"|last_seen|online_(since|at)|(^|_)duration(_seconds|_secs|_s|_ms)?$"
 )
 _BYTES_NAME = re.compile(
     r"bytes|(^|_)(rx|tx)(_|$)|bandwidth|traffic|transfer|(^|_)(upload|download)(ed)?(_|$)"
