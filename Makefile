@@ -13,12 +13,14 @@ APT_RUN := wireguard-go wireguard-tools nftables iproute2 ca-certificates
 APT_TEST := $(APT_RUN) postgresql iperf3
 
 export BURROW_POLICY_PATH ?= examples/policies/strict-no-logs.toml
+# make run is a complete VPN provider on one machine: the control plane plus a node in-process.
+RUN_EMBEDDED_NODE ?= true
 
 .PHONY: run test install-run install-test lint typecheck contracts pytest bench clean
 
 run: install-run
 	$(BIN)/burrow db upgrade
-	$(BIN)/burrow serve
+	BURROW_EMBEDDED_NODE=$(RUN_EMBEDDED_NODE) $(BIN)/burrow serve
 
 test: install-test lint typecheck contracts pytest
 

@@ -117,7 +117,15 @@ def serve(
 
         asyncio.run(serve_with_node(settings, host, port))
         return
-    uvicorn.run(create_app(settings), host=host, port=port, log_level="info", access_log=False)
+    # Node long polls wait up to 25 s; do not make a restart wait for them.
+    uvicorn.run(
+        create_app(settings),
+        host=host,
+        port=port,
+        log_level="info",
+        access_log=False,
+        timeout_graceful_shutdown=3,
+    )
 
 
 def _register_subcommands() -> None:

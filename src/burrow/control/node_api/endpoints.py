@@ -10,6 +10,7 @@ cost a thousand sleeping tasks, not a thousand connections.
 
 from __future__ import annotations
 
+import asyncio
 from typing import Annotated
 
 from fastapi import APIRouter, Depends, Query, Response
@@ -24,6 +25,7 @@ from burrow.control.nodes.service import node as node_service
 from burrow.control.problems import problem_responses
 from burrow.wire import (
     API_PREFIX,
+    DeltaState,
     EnrollRequest,
     EnrollResponse,
     FullState,
@@ -102,7 +104,12 @@ async def changes(
 ) -> Response:
     cap = runtime.settings.long_poll_timeout_seconds
     wait = cap if wait_seconds is None else min(wait_seconds, cap)
-    update = await desired_state_service.wait_for_changes(runtime, node, since, wait)
+    try:
+        update = await desired_state_service.wait_for_changes(runtime, node, since, wait)
+    except asyncio.CancelledError:
+        # The server is shutting down mid-poll: answer "nothing new" so that the node simply
+        # polls again (and reaches the next server) instead of logging a cancelled request.
+        return _json(DeltaState(from_revision=since, revision=since))
     return _json(update)
 
 
