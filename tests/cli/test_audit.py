@@ -99,8 +99,12 @@ def test_extra_logs_and_own_addresses(env: dict[str, str], tmp_path: Path) -> No
 
 
 def test_metered_policy_reports_the_missing_records_table(
-    env: dict[str, str], tmp_path: Path
+    env: dict[str, str], database: Path, tmp_path: Path
 ) -> None:
+    db = sqlite3.connect(database)  # a deployment migrated before the table existed
+    db.execute("DROP TABLE connection_records")
+    db.commit()
+    db.close()
     result = _audit(env, tmp_path, "--policy", str(ROOT / "examples" / "policies" / "metered.toml"))
     assert result.exit_code == 0, result.output
     assert "connection_records: the connection-records table does not exist yet" in result.stdout

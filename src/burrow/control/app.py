@@ -16,6 +16,7 @@ from burrow.control import problems
 from burrow.control.accounts.endpoints import router as accounts_router
 from burrow.control.admin.endpoints import router as admin_router
 from burrow.control.config import Settings, get_settings
+from burrow.control.connections.endpoints import router as connections_router
 from burrow.control.devices.endpoints import router as devices_router
 from burrow.control.node_api.endpoints import router as node_api_router
 from burrow.control.nodes.endpoints import router as nodes_router
@@ -66,6 +67,7 @@ def create_app(settings: Settings | None = None, *, runtime: Runtime | None = No
         plans_router,
         subscriptions_router,
         devices_router,
+        connections_router,
         nodes_router,
         admin_router,
         node_api_router,

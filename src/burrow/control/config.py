@@ -82,6 +82,26 @@ class Settings(BaseSettings):
         description="Revisions kept for deltas; an older revision gets a full state.",
     )
 
+    # Connection limits (leases in RAM) and, in metered mode, connection records.
+    connection_idle_seconds: float = Field(
+        180.0,
+        gt=0,
+        description="The node agents' idle threshold: a device counts as disconnected this "
+        "long after its last handshake. Used in what customers are told.",
+    )
+    connection_lease_ttl_seconds: float = Field(
+        15.0,
+        gt=0,
+        description="How long a connection lease lives without a node report renewing it "
+        "(about three report intervals); a node that stops reporting frees its leases.",
+    )
+    connection_record_flush_seconds: float = Field(
+        300.0,
+        gt=0,
+        description="Metered mode: how often an open connection's record is brought up to "
+        "date, which bounds what a crash of the control plane loses.",
+    )
+
     # Scheduler.
     scheduler_enabled: bool = True
     scheduler_interval_seconds: float = Field(30.0, gt=0)

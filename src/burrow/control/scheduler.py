@@ -12,6 +12,7 @@ import logging
 from collections.abc import Awaitable, Callable
 
 from burrow.control.accounts.tasks import purge_expired_sessions
+from burrow.control.connections.tasks import end_lapsed_leases, purge_connection_records
 from burrow.control.desired_state.tasks import prune_change_log
 from burrow.control.nodes.tasks import void_expired_enrollments
 from burrow.control.runtime import Runtime
@@ -26,6 +27,8 @@ JOBS: tuple[tuple[str, Job], ...] = (
     ("prune desired-state change log", prune_change_log),
     ("purge expired sessions", purge_expired_sessions),
     ("void expired enrollment tokens", void_expired_enrollments),
+    ("end lapsed connection leases", end_lapsed_leases),
+    ("purge connection records past their retention", purge_connection_records),
 )
 
 

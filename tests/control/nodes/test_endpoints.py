@@ -193,9 +193,10 @@ async def test_health_comes_from_the_nodes_reports(
     async with unit_of_work(runtime.sessionmaker) as session:
         node = await create_node(session, capacity=10)
     peers = tuple(PeerStatus(public_key=new_public_key(), connected=True) for _ in range(3))
-    node_service.record_report(
-        runtime, node, NodeReport(boot_id="b", seq=1, revision=7, peers=peers)
-    )
+    async with unit_of_work(runtime.sessionmaker) as session:
+        await node_service.record_report(
+            session, runtime, node, NodeReport(boot_id="b", seq=1, revision=7, peers=peers)
+        )
 
     body = (await client.get(f"{NODES}/{node.id}", headers=admin)).json()
 
@@ -215,17 +216,18 @@ async def test_the_server_list_shows_active_nodes_and_recommends_the_least_loade
         await create_node(session, name="ams-3", status=NodeStatus.pending, wg_public_key=None)
         await create_node(session, name="ams-4", status=NodeStatus.retired)
 
-    def report(node_id: int, connected: int) -> None:
+    async def report(node_id: int, connected: int) -> None:
         peers = tuple(
             PeerStatus(public_key=new_public_key(), connected=True) for _ in range(connected)
         )
         row = busy if node_id == busy.id else quiet
-        node_service.record_report(
-            runtime, row, NodeReport(boot_id="b", seq=1, revision=0, peers=peers)
-        )
+        async with unit_of_work(runtime.sessionmaker) as session:
+            await node_service.record_report(
+                session, runtime, row, NodeReport(boot_id="b", seq=1, revision=0, peers=peers)
+            )
 
-    report(busy.id, 5)
-    report(quiet.id, 1)
+    await report(busy.id, 5)
+    await report(quiet.id, 1)
 
     response = await client.get(SERVERS)  # no sign-in needed
 

@@ -32,10 +32,10 @@ async def test_throughput_is_the_byte_delta_over_the_time_between_reports(
     now = [utcnow().timestamp()]
     monkeypatch.setattr(nodes_module, "_now", lambda: now[0])
 
-    node_service.record_report(runtime, node, report(1, rx=10_000))
+    await node_service.record_report(session, runtime, node, report(1, rx=10_000))
     assert node_service.health(runtime, node).throughput_bps is None  # no interval yet
     now[0] += 2.0
-    node_service.record_report(runtime, node, report(2, rx=1_000))
+    await node_service.record_report(session, runtime, node, report(2, rx=1_000))
 
     assert node_service.health(runtime, node).throughput_bps == 1_000 * 8 / 2.0
 
@@ -47,9 +47,9 @@ async def test_a_node_that_stopped_reporting_is_silent_and_its_load_unknown(
     online = await create_node(session, name="ams-2", capacity=10)
     long_ago = utcnow().timestamp() - nodes_module.REPORT_FRESH_SECONDS - 5
     monkeypatch.setattr(nodes_module, "_now", lambda: long_ago)
-    node_service.record_report(runtime, silent, report(1, connected=1))
+    await node_service.record_report(session, runtime, silent, report(1, connected=1))
     monkeypatch.undo()
-    node_service.record_report(runtime, online, report(1, connected=8))
+    await node_service.record_report(session, runtime, online, report(1, connected=8))
 
     assert node_service.health(runtime, silent).state == "silent"
     servers = {s.name: s for s in await node_service.server_list(session, runtime)}

@@ -185,6 +185,8 @@ def metered() -> Policy:
 async def test_metered_without_a_connection_records_table_says_so(
     runtime: Runtime, deployment: AuditTargets, metered: Policy
 ) -> None:
+    async with runtime.engine.begin() as conn:  # a deployment from before the table existed
+        await conn.execute(text("DROP TABLE connection_records"))
     report = await _audit(runtime, deployment, metered)
     assert report.violations == []
     assert any(
@@ -198,6 +200,8 @@ async def test_metered_allows_records_within_the_retention_and_flags_older_ones(
     account: Account = await factories.create_account(session)
     await session.commit()
     async with runtime.engine.begin() as conn:
+        # A hand-made table of another shape in place of the model's.
+        await conn.execute(text("DROP TABLE connection_records"))
         await conn.execute(
             text(
                 "CREATE TABLE connection_records (id INTEGER PRIMARY KEY, account_id INTEGER, "

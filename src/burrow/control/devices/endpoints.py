@@ -6,9 +6,12 @@ from typing import Annotated
 
 from fastapi import APIRouter, Body, Path, Query, Response, status
 
+from burrow.control.connections.service import IDLE, DeviceStatus
+from burrow.control.connections.service import connection as connection_service
 from burrow.control.deps import CurrentAccount, RuntimeDep, SessionDep
 from burrow.control.devices.schemas import (
     MAX_ID,
+    DeviceConnection,
     DeviceCreate,
     DeviceIssued,
     DeviceRead,
@@ -17,6 +20,7 @@ from burrow.control.devices.schemas import (
 )
 from burrow.control.devices.service import QR_MEDIA_TYPES, IssuedDevice, QrKind
 from burrow.control.devices.service import device as device_service
+from burrow.control.models import Device
 from burrow.control.problems import problem_responses
 
 router = APIRouter(prefix="/api/v1/devices", tags=["devices"])
@@ -40,15 +44,27 @@ def _issued(issued: IssuedDevice) -> DeviceIssued:
     )
 
 
+def _read(device: Device, status: DeviceStatus) -> DeviceRead:
+    connection = DeviceConnection(
+        state=status.state, reason=status.reason, node_name=status.node_name
+    )
+    return DeviceRead.model_validate(device).model_copy(update={"connection": connection})
+
+
 @router.get(
     "",
     summary="List your devices",
+    description="Each with its connection state now: connected, blocked (over a limit of "
+    "your plan, with the reason) or idle.",
     response_model=list[DeviceRead],
     responses=problem_responses(401),
 )
-async def list_devices(session: SessionDep, account: CurrentAccount) -> list[DeviceRead]:
+async def list_devices(
+    session: SessionDep, runtime: RuntimeDep, account: CurrentAccount
+) -> list[DeviceRead]:
     devices = await device_service.list(session, account)
-    return [DeviceRead.model_validate(d) for d in devices]
+    statuses = connection_service.device_statuses(runtime, account.id)
+    return [_read(d, statuses.get(d.id, IDLE)) for d in devices]
 
 
 @router.post(
@@ -79,9 +95,10 @@ async def add_device(
     responses=problem_responses(401, 404, 422),
 )
 async def get_device(
-    device_id: DeviceId, session: SessionDep, account: CurrentAccount
+    device_id: DeviceId, session: SessionDep, runtime: RuntimeDep, account: CurrentAccount
 ) -> DeviceRead:
-    return DeviceRead.model_validate(await device_service.get(session, account, device_id))
+    device = await device_service.get(session, account, device_id)
+    return _read(device, connection_service.device_status(runtime, account.id, device.id))
 
 
 @router.patch(
@@ -91,10 +108,14 @@ async def get_device(
     responses=problem_responses(401, 404, 422),
 )
 async def rename_device(
-    device_id: DeviceId, data: DeviceUpdate, session: SessionDep, account: CurrentAccount
+    device_id: DeviceId,
+    data: DeviceUpdate,
+    session: SessionDep,
+    runtime: RuntimeDep,
+    account: CurrentAccount,
 ) -> DeviceRead:
     device = await device_service.rename(session, account, device_id, data)
-    return DeviceRead.model_validate(device)
+    return _read(device, connection_service.device_status(runtime, account.id, device.id))
 
 
 @router.delete(

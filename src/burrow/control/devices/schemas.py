@@ -6,7 +6,7 @@ The lowest layer of the domain: imports pydantic and nothing else of burrow.
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Annotated
+from typing import Annotated, Literal
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 
@@ -66,6 +66,16 @@ class DeviceRotate(_Request):
     )
 
 
+class DeviceConnection(BaseModel):
+    """Whether the device is connected now, from the live store (never stored)."""
+
+    state: Literal["connected", "blocked", "idle"] = "idle"
+    reason: str | None = Field(
+        None, description="Why the device is blocked, and what to do about it."
+    )
+    node_name: str | None = Field(None, description="The server it is connected to.")
+
+
 class DeviceRead(BaseModel):
     model_config = ConfigDict(from_attributes=True)
 
@@ -75,6 +85,7 @@ class DeviceRead(BaseModel):
     ipv4: str = Field(description="The device's tunnel IPv4 address, the same on every server.")
     ipv6: str = Field(description="The device's tunnel IPv6 address, the same on every server.")
     created_at: datetime
+    connection: DeviceConnection = Field(default_factory=DeviceConnection)
 
 
 class DeviceIssued(DeviceRead):

@@ -3,6 +3,7 @@
 from burrow.control.models.account import Account, AccountStatus, AgeAttestation
 from burrow.control.models.account_session import AccountSession
 from burrow.control.models.base import Base, utcnow
+from burrow.control.models.connection_record import ConnectionRecord
 from burrow.control.models.device import Device
 from burrow.control.models.email_verification import EmailVerification
 from burrow.control.models.node import Node, NodeStatus
@@ -13,6 +14,7 @@ from burrow.control.models.subscription import ACCESS_STATUSES, Subscription, Su
 from burrow.control.models.terms_acceptance import TermsAcceptance, TermsAcceptanceHow
 from burrow.control.models.terms_version import TermsVersion
 from burrow.control.models.trial_claim import TrialClaim
+from burrow.control.models.usage_counter import UsageCounter
 
 __all__ = [
     "ACCESS_STATUSES",
@@ -21,6 +23,7 @@ __all__ = [
     "AccountStatus",
     "AgeAttestation",
     "Base",
+    "ConnectionRecord",
     "Device",
     "EmailVerification",
     "Node",
@@ -36,5 +39,6 @@ __all__ = [
     "TermsAcceptanceHow",
     "TermsVersion",
     "TrialClaim",
+    "UsageCounter",
     "utcnow",
 ]

@@ -115,9 +115,14 @@ async def changes(
 
 @router.post(
     "/report",
-    summary="Report the node's live status (kept in RAM only)",
+    summary="Report the node's live status; the answer lists the keys to block",
+    description="Kept in RAM only, except the connection records a metered privacy policy "
+    "keeps. `blocked` lists the public keys over a connection limit: the node must drop their "
+    "traffic until a later answer leaves them out.",
     response_model=ReportAck,
     responses=problem_responses(401, 422),
 )
-async def report(body: NodeReport, node: BriefNode, runtime: RuntimeDep) -> ReportAck:
-    return node_service.record_report(runtime, node, body)
+async def report(
+    body: NodeReport, node: CurrentNode, session: SessionDep, runtime: RuntimeDep
+) -> ReportAck:
+    return await node_service.record_report(session, runtime, node, body)

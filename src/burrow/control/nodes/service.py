@@ -13,6 +13,7 @@ from datetime import timedelta
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from burrow.control.connections.service import connection as connection_service
 from burrow.control.errors import BurrowError, Conflict, NotAuthenticated, NotFound
 from burrow.control.models import Node, NodeStatus, utcnow
 from burrow.control.nodes.repository import NodeRepository
@@ -254,18 +255,22 @@ class NodeService:
             )
         return node
 
-    def record_report(self, runtime: Runtime, node: Node, report: NodeReport) -> ReportAck:
-        """Keep the node's latest status in the live store (RAM only).
+    async def record_report(
+        self, session: AsyncSession, runtime: Runtime, node: Node, report: NodeReport
+    ) -> ReportAck:
+        """Keep the node's latest status in the live store (RAM only); apply the limits.
 
-        A report repeating a sequence number already seen in this boot is ignored; a new
-        ``boot_id`` starts a new series. Only node-wide totals are kept: the per-device byte
-        counts in the report are summed and dropped here.
+        A report repeating a sequence number already seen in this boot is ignored (its answer
+        still carries the blocked keys); a new ``boot_id`` starts a new series. Only node-wide
+        totals are kept here; the connections service renews the devices' leases and answers
+        which keys the node must block.
         """
         key = _live_key(node.id)
         previous = self._live(runtime, node.id)
         same_boot = previous is not None and previous.boot_id == report.boot_id
         if previous is not None and same_boot and report.seq <= previous.last_seq:
-            return ReportAck(accepted=False, last_seq=previous.last_seq)
+            blocked = connection_service.blocked_on(runtime, node.id)
+            return ReportAck(accepted=False, last_seq=previous.last_seq, blocked=blocked)
         now = _now()
         throughput = None
         if previous is not None and same_boot and now > previous.reported_at:
@@ -280,7 +285,8 @@ class NodeService:
             applied_revision=report.revision,
         )
         runtime.live.set(key, live.model_dump(mode="json"), ttl=LIVE_TTL_SECONDS)
-        return ReportAck(accepted=True, last_seq=report.seq)
+        blocked = await connection_service.observe_report(session, runtime, node, report)
+        return ReportAck(accepted=True, last_seq=report.seq, blocked=blocked)
 
     # --- health and the customers' server list ----------------------------------------------
 

@@ -1,0 +1,1 @@
+"""Connections: live leases, connection limits across the fleet, metered-mode records."""
