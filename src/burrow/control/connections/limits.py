@@ -15,15 +15,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Literal
 
-PROTOCOL_NAMES = {
-    "wireguard": "WireGuard",
-    "openvpn": "OpenVPN",
-    "ikev2": "IKEv2",
-    "l2tp": "L2TP",
-    "pptp": "PPTP",
-    "sstp": "SSTP",
-    "softether": "SoftEther",
-}
+from burrow.control.policy.schemas import PROTOCOL_NAMES
 
 Rule = Literal["simultaneous_connections", "connections_per_server"]
 

@@ -28,7 +28,17 @@ PAYMENT_METHOD_CLASSES = (
     "manual",
 )
 # VPN protocols a per-server connection rule may name.
-PROTOCOLS = ("wireguard", "openvpn", "ikev2", "l2tp", "pptp", "sstp", "softether")
+# The protocols a plan can limit, with the names customers know them by.
+PROTOCOL_NAMES = {
+    "wireguard": "WireGuard",
+    "openvpn": "OpenVPN",
+    "ikev2": "IKEv2",
+    "l2tp": "L2TP",
+    "pptp": "PPTP",
+    "sstp": "SSTP",
+    "softether": "SoftEther",
+}
+PROTOCOLS = tuple(PROTOCOL_NAMES)
 
 
 def _payment_method_class(value: str) -> str:

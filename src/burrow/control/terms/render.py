@@ -18,17 +18,14 @@ import re
 from dataclasses import dataclass
 from datetime import date
 
-from burrow.control.policy.schemas import PlanSection, Policy, PrivacySection, RefundsSection
+from burrow.control.policy.schemas import (
+    PROTOCOL_NAMES,
+    PlanSection,
+    Policy,
+    PrivacySection,
+    RefundsSection,
+)
 
-PROTOCOL_NAMES = {
-    "wireguard": "WireGuard",
-    "openvpn": "OpenVPN",
-    "ikev2": "IKEv2",
-    "l2tp": "L2TP",
-    "pptp": "PPTP",
-    "sstp": "SSTP",
-    "softether": "SoftEther",
-}
 PAYMENT_METHOD_NAMES = {
     "card": "card",
     "paypal": "PayPal",
