@@ -201,6 +201,34 @@ def upgrade() -> None:
         sa.UniqueConstraint("email_digest", name=op.f("uq_trial_claims_email_digest")),
     )
     op.create_table(
+        "webhook_events",
+        sa.Column("provider", sa.String(length=32), nullable=False),
+        sa.Column("event_id", sa.String(length=200), nullable=False),
+        sa.Column("type", sa.String(length=100), nullable=False),
+        sa.Column("payload", sa.Text(), nullable=False),
+        sa.Column("received_at", sa.DateTime(timezone=True), nullable=False),
+        sa.Column("processed_at", sa.DateTime(timezone=True), nullable=True),
+        sa.Column("error", sa.Text(), nullable=True),
+        sa.Column(
+            "id",
+            sa.BigInteger().with_variant(sa.Integer(), "sqlite"),
+            autoincrement=True,
+            nullable=False,
+        ),
+        sa.PrimaryKeyConstraint("id", name=op.f("pk_webhook_events")),
+        sa.UniqueConstraint(
+            "provider", "event_id", name=op.f("uq_webhook_events_provider_event_id")
+        ),
+    )
+    with op.batch_alter_table("webhook_events", schema=None) as batch_op:
+        batch_op.create_index(
+            batch_op.f("ix_webhook_events_processed_at"), ["processed_at"], unique=False
+        )
+        batch_op.create_index(
+            batch_op.f("ix_webhook_events_received_at"), ["received_at"], unique=False
+        )
+
+    op.create_table(
         "account_sessions",
         sa.Column(
             "account_id", sa.BigInteger().with_variant(sa.Integer(), "sqlite"), nullable=False
@@ -229,6 +257,32 @@ def upgrade() -> None:
             batch_op.f("ix_account_sessions_account_id"), ["account_id"], unique=False
         )
 
+    op.create_table(
+        "billing_details",
+        sa.Column(
+            "account_id", sa.BigInteger().with_variant(sa.Integer(), "sqlite"), nullable=False
+        ),
+        sa.Column("country", sa.String(length=2), nullable=False),
+        sa.Column("city", sa.String(length=100), nullable=False),
+        sa.Column("postal_code", sa.String(length=20), nullable=False),
+        sa.Column("card_last4", sa.String(length=4), nullable=True),
+        sa.Column("name_or_company", sa.String(length=200), nullable=True),
+        sa.Column("updated_at", sa.DateTime(timezone=True), nullable=False),
+        sa.Column(
+            "id",
+            sa.BigInteger().with_variant(sa.Integer(), "sqlite"),
+            autoincrement=True,
+            nullable=False,
+        ),
+        sa.ForeignKeyConstraint(
+            ["account_id"],
+            ["accounts.id"],
+            name=op.f("fk_billing_details_account_id_accounts"),
+            ondelete="CASCADE",
+        ),
+        sa.PrimaryKeyConstraint("id", name=op.f("pk_billing_details")),
+        sa.UniqueConstraint("account_id", name=op.f("uq_billing_details_account_id")),
+    )
     op.create_table(
         "devices",
         sa.Column(
@@ -290,6 +344,76 @@ def upgrade() -> None:
         batch_op.create_index(
             batch_op.f("ix_email_verifications_account_id"), ["account_id"], unique=False
         )
+
+    op.create_table(
+        "orders",
+        sa.Column(
+            "account_id", sa.BigInteger().with_variant(sa.Integer(), "sqlite"), nullable=False
+        ),
+        sa.Column("plan_id", sa.BigInteger().with_variant(sa.Integer(), "sqlite"), nullable=False),
+        sa.Column(
+            "kind",
+            sa.Enum("first", "renewal", name="orderkind", native_enum=False, length=20),
+            nullable=False,
+        ),
+        sa.Column("amount_minor", sa.BigInteger(), nullable=False),
+        sa.Column("currency", sa.String(length=3), nullable=False),
+        sa.Column(
+            "payment_method",
+            sa.Enum(
+                "card",
+                "paypal",
+                "crypto",
+                "paymentwall",
+                "app_store",
+                "google_play",
+                "manual",
+                name="paymentmethod",
+                native_enum=False,
+                length=20,
+            ),
+            nullable=False,
+        ),
+        sa.Column(
+            "status",
+            sa.Enum(
+                "pending",
+                "paid",
+                "failed",
+                "refunded",
+                "partially_refunded",
+                name="orderstatus",
+                native_enum=False,
+                length=20,
+            ),
+            nullable=False,
+        ),
+        sa.Column("period_months", sa.Integer(), nullable=False),
+        sa.Column("paid_at", sa.DateTime(timezone=True), nullable=True),
+        sa.Column("provider", sa.String(length=32), nullable=False),
+        sa.Column("provider_order_id", sa.String(length=200), nullable=True),
+        sa.Column("provider_subscription_id", sa.String(length=200), nullable=True),
+        sa.Column("refunded_minor", sa.BigInteger(), nullable=False),
+        sa.Column(
+            "id",
+            sa.BigInteger().with_variant(sa.Integer(), "sqlite"),
+            autoincrement=True,
+            nullable=False,
+        ),
+        sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
+        sa.ForeignKeyConstraint(
+            ["account_id"],
+            ["accounts.id"],
+            name=op.f("fk_orders_account_id_accounts"),
+            ondelete="CASCADE",
+        ),
+        sa.ForeignKeyConstraint(["plan_id"], ["plans.id"], name=op.f("fk_orders_plan_id_plans")),
+        sa.PrimaryKeyConstraint("id", name=op.f("pk_orders")),
+    )
+    with op.batch_alter_table("orders", schema=None) as batch_op:
+        batch_op.create_index(batch_op.f("ix_orders_account_id"), ["account_id"], unique=False)
+        batch_op.create_index(batch_op.f("ix_orders_plan_id"), ["plan_id"], unique=False)
+        batch_op.create_index(batch_op.f("ix_orders_status"), ["status"], unique=False)
 
     op.create_table(
         "subscriptions",
@@ -467,11 +591,158 @@ def upgrade() -> None:
             batch_op.f("ix_connection_records_started_at"), ["started_at"], unique=False
         )
 
+    op.create_table(
+        "payments",
+        sa.Column("order_id", sa.BigInteger().with_variant(sa.Integer(), "sqlite"), nullable=False),
+        sa.Column("provider", sa.String(length=32), nullable=False),
+        sa.Column("provider_payment_id", sa.String(length=200), nullable=False),
+        sa.Column("amount_minor", sa.BigInteger(), nullable=False),
+        sa.Column("currency", sa.String(length=3), nullable=False),
+        sa.Column("fingerprint", sa.String(length=200), nullable=True),
+        sa.Column(
+            "id",
+            sa.BigInteger().with_variant(sa.Integer(), "sqlite"),
+            autoincrement=True,
+            nullable=False,
+        ),
+        sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
+        sa.ForeignKeyConstraint(
+            ["order_id"],
+            ["orders.id"],
+            name=op.f("fk_payments_order_id_orders"),
+            ondelete="CASCADE",
+        ),
+        sa.PrimaryKeyConstraint("id", name=op.f("pk_payments")),
+        sa.UniqueConstraint(
+            "provider", "provider_payment_id", name=op.f("uq_payments_provider_provider_payment_id")
+        ),
+    )
+    with op.batch_alter_table("payments", schema=None) as batch_op:
+        batch_op.create_index(batch_op.f("ix_payments_fingerprint"), ["fingerprint"], unique=False)
+        batch_op.create_index(batch_op.f("ix_payments_order_id"), ["order_id"], unique=False)
+
+    op.create_table(
+        "refund_requests",
+        sa.Column("order_id", sa.BigInteger().with_variant(sa.Integer(), "sqlite"), nullable=False),
+        sa.Column(
+            "account_id", sa.BigInteger().with_variant(sa.Integer(), "sqlite"), nullable=False
+        ),
+        sa.Column("reason", sa.Text(), nullable=False),
+        sa.Column(
+            "status",
+            sa.Enum(
+                "evaluating",
+                "approved",
+                "refused",
+                "queued",
+                "executed",
+                "failed",
+                name="refundstatus",
+                native_enum=False,
+                length=20,
+            ),
+            nullable=False,
+        ),
+        sa.Column("requested_at", sa.DateTime(timezone=True), nullable=False),
+        sa.Column("due_at", sa.DateTime(timezone=True), nullable=True),
+        sa.Column("decided_at", sa.DateTime(timezone=True), nullable=True),
+        sa.Column(
+            "decided_by", sa.BigInteger().with_variant(sa.Integer(), "sqlite"), nullable=True
+        ),
+        sa.Column("amount_minor", sa.BigInteger(), nullable=True),
+        sa.Column("decision_reason", sa.Text(), nullable=True),
+        sa.Column("terms_version", sa.String(length=64), nullable=False),
+        sa.Column("unsupported_device", sa.Boolean(), nullable=False),
+        sa.Column("executed_at", sa.DateTime(timezone=True), nullable=True),
+        sa.Column("provider_refund_id", sa.String(length=200), nullable=True),
+        sa.Column(
+            "id",
+            sa.BigInteger().with_variant(sa.Integer(), "sqlite"),
+            autoincrement=True,
+            nullable=False,
+        ),
+        sa.ForeignKeyConstraint(
+            ["account_id"],
+            ["accounts.id"],
+            name=op.f("fk_refund_requests_account_id_accounts"),
+            ondelete="CASCADE",
+        ),
+        sa.ForeignKeyConstraint(
+            ["decided_by"],
+            ["accounts.id"],
+            name=op.f("fk_refund_requests_decided_by_accounts"),
+            ondelete="SET NULL",
+        ),
+        sa.ForeignKeyConstraint(
+            ["order_id"],
+            ["orders.id"],
+            name=op.f("fk_refund_requests_order_id_orders"),
+            ondelete="CASCADE",
+        ),
+        sa.PrimaryKeyConstraint("id", name=op.f("pk_refund_requests")),
+    )
+    with op.batch_alter_table("refund_requests", schema=None) as batch_op:
+        batch_op.create_index(
+            batch_op.f("ix_refund_requests_account_id"), ["account_id"], unique=False
+        )
+        batch_op.create_index(batch_op.f("ix_refund_requests_due_at"), ["due_at"], unique=False)
+        batch_op.create_index(batch_op.f("ix_refund_requests_order_id"), ["order_id"], unique=False)
+        batch_op.create_index(batch_op.f("ix_refund_requests_status"), ["status"], unique=False)
+
+    op.create_table(
+        "refund_rule_outcomes",
+        sa.Column(
+            "refund_request_id",
+            sa.BigInteger().with_variant(sa.Integer(), "sqlite"),
+            nullable=False,
+        ),
+        sa.Column("rule", sa.String(length=64), nullable=False),
+        sa.Column("passed", sa.Boolean(), nullable=False),
+        sa.Column("evidence", sa.Text(), nullable=False),
+        sa.Column("message", sa.Text(), nullable=False),
+        sa.Column("needs_judgement", sa.Boolean(), nullable=False),
+        sa.Column(
+            "id",
+            sa.BigInteger().with_variant(sa.Integer(), "sqlite"),
+            autoincrement=True,
+            nullable=False,
+        ),
+        sa.ForeignKeyConstraint(
+            ["refund_request_id"],
+            ["refund_requests.id"],
+            name=op.f("fk_refund_rule_outcomes_refund_request_id_refund_requests"),
+            ondelete="CASCADE",
+        ),
+        sa.PrimaryKeyConstraint("id", name=op.f("pk_refund_rule_outcomes")),
+    )
+    with op.batch_alter_table("refund_rule_outcomes", schema=None) as batch_op:
+        batch_op.create_index(
+            batch_op.f("ix_refund_rule_outcomes_refund_request_id"),
+            ["refund_request_id"],
+            unique=False,
+        )
+
     # ### end Alembic commands ###
 
 
 def downgrade() -> None:
     # ### commands auto generated by Alembic - please adjust! ###
+    with op.batch_alter_table("refund_rule_outcomes", schema=None) as batch_op:
+        batch_op.drop_index(batch_op.f("ix_refund_rule_outcomes_refund_request_id"))
+
+    op.drop_table("refund_rule_outcomes")
+    with op.batch_alter_table("refund_requests", schema=None) as batch_op:
+        batch_op.drop_index(batch_op.f("ix_refund_requests_status"))
+        batch_op.drop_index(batch_op.f("ix_refund_requests_order_id"))
+        batch_op.drop_index(batch_op.f("ix_refund_requests_due_at"))
+        batch_op.drop_index(batch_op.f("ix_refund_requests_account_id"))
+
+    op.drop_table("refund_requests")
+    with op.batch_alter_table("payments", schema=None) as batch_op:
+        batch_op.drop_index(batch_op.f("ix_payments_order_id"))
+        batch_op.drop_index(batch_op.f("ix_payments_fingerprint"))
+
+    op.drop_table("payments")
     with op.batch_alter_table("connection_records", schema=None) as batch_op:
         batch_op.drop_index(batch_op.f("ix_connection_records_started_at"))
         batch_op.drop_index(batch_op.f("ix_connection_records_account_id"))
@@ -490,6 +761,12 @@ def downgrade() -> None:
         batch_op.drop_index(batch_op.f("ix_subscriptions_account_id"))
 
     op.drop_table("subscriptions")
+    with op.batch_alter_table("orders", schema=None) as batch_op:
+        batch_op.drop_index(batch_op.f("ix_orders_status"))
+        batch_op.drop_index(batch_op.f("ix_orders_plan_id"))
+        batch_op.drop_index(batch_op.f("ix_orders_account_id"))
+
+    op.drop_table("orders")
     with op.batch_alter_table("email_verifications", schema=None) as batch_op:
         batch_op.drop_index(batch_op.f("ix_email_verifications_account_id"))
 
@@ -498,10 +775,16 @@ def downgrade() -> None:
         batch_op.drop_index(batch_op.f("ix_devices_account_id"))
 
     op.drop_table("devices")
+    op.drop_table("billing_details")
     with op.batch_alter_table("account_sessions", schema=None) as batch_op:
         batch_op.drop_index(batch_op.f("ix_account_sessions_account_id"))
 
     op.drop_table("account_sessions")
+    with op.batch_alter_table("webhook_events", schema=None) as batch_op:
+        batch_op.drop_index(batch_op.f("ix_webhook_events_received_at"))
+        batch_op.drop_index(batch_op.f("ix_webhook_events_processed_at"))
+
+    op.drop_table("webhook_events")
     op.drop_table("trial_claims")
     with op.batch_alter_table("terms_versions", schema=None) as batch_op:
         batch_op.drop_index(batch_op.f("ix_terms_versions_version"))

@@ -31,6 +31,8 @@ PUBLIC = {
     ("GET", "/api/v1/terms"),
     ("GET", "/api/v1/terms/versions"),
     ("GET", "/api/v1/terms/versions/{version_id}"),
+    # Authenticated by Stripe's signature, not a token (tests/control/billing/test_stripe_events).
+    ("POST", "/api/v1/billing/webhooks/stripe"),
 }
 
 

@@ -15,12 +15,14 @@ from burrow import __version__
 from burrow.control import problems
 from burrow.control.accounts.endpoints import router as accounts_router
 from burrow.control.admin.endpoints import router as admin_router
+from burrow.control.billing.endpoints import router as billing_router
 from burrow.control.config import Settings, get_settings
 from burrow.control.connections.endpoints import router as connections_router
 from burrow.control.devices.endpoints import router as devices_router
 from burrow.control.node_api.endpoints import router as node_api_router
 from burrow.control.nodes.endpoints import router as nodes_router
 from burrow.control.plans.endpoints import router as plans_router
+from burrow.control.refunds.endpoints import router as refunds_router
 from burrow.control.runtime import Runtime
 from burrow.control.scheduler import Scheduler
 from burrow.control.startup import prepare
@@ -72,6 +74,8 @@ def create_app(settings: Settings | None = None, *, runtime: Runtime | None = No
         admin_router,
         node_api_router,
         terms_router,
+        billing_router,
+        refunds_router,
     ):
         app.include_router(router)
 

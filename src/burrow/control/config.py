@@ -103,6 +103,17 @@ class Settings(BaseSettings):
     )
 
     # Scheduler.
+    # Stripe: the webhook endpoint's signing secret (whsec_...). Unset: the endpoint is 404.
+    stripe_webhook_secret: SecretStr | None = None
+    stripe_webhook_tolerance_seconds: int = Field(
+        300, ge=1, description="Older signed deliveries are refused as replays."
+    )
+    # Stripe's API: the secret key refunds go out with; unset, Stripe refunds wait (and retry).
+    stripe_api_key: SecretStr | None = None
+    stripe_api_base: str | None = Field(
+        None, description="Another address for Stripe's API (a test server); unset: Stripe's."
+    )
+
     scheduler_enabled: bool = True
     scheduler_interval_seconds: float = Field(30.0, gt=0)
 

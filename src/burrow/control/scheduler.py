@@ -12,9 +12,11 @@ import logging
 from collections.abc import Awaitable, Callable
 
 from burrow.control.accounts.tasks import purge_expired_sessions
+from burrow.control.billing.tasks import process_webhook_events
 from burrow.control.connections.tasks import end_lapsed_leases, purge_connection_records
 from burrow.control.desired_state.tasks import prune_change_log
 from burrow.control.nodes.tasks import void_expired_enrollments
+from burrow.control.refunds.tasks import execute_approved_refunds
 from burrow.control.runtime import Runtime
 from burrow.control.subscriptions.tasks import expire_due_subscriptions
 
@@ -29,6 +31,8 @@ JOBS: tuple[tuple[str, Job], ...] = (
     ("void expired enrollment tokens", void_expired_enrollments),
     ("end lapsed connection leases", end_lapsed_leases),
     ("purge connection records past their retention", purge_connection_records),
+    ("handle stored webhook events", process_webhook_events),
+    ("execute approved refunds", execute_approved_refunds),
 )
 
 

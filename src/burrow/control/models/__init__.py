@@ -3,18 +3,24 @@
 from burrow.control.models.account import Account, AccountStatus, AgeAttestation
 from burrow.control.models.account_session import AccountSession
 from burrow.control.models.base import Base, utcnow
+from burrow.control.models.billing_details import BillingDetails
 from burrow.control.models.connection_record import ConnectionRecord
 from burrow.control.models.device import Device
 from burrow.control.models.email_verification import EmailVerification
 from burrow.control.models.node import Node, NodeStatus
+from burrow.control.models.order import Order, OrderKind, OrderStatus, PaymentMethod
+from burrow.control.models.payment import Payment
 from burrow.control.models.peer_change import PeerChange, PeerChangeOp
 from burrow.control.models.plan import Plan, PlanKind
+from burrow.control.models.refund_request import RefundRequest, RefundStatus
+from burrow.control.models.refund_rule_outcome import RefundRuleOutcome
 from burrow.control.models.served_peer import ServedPeer
 from burrow.control.models.subscription import ACCESS_STATUSES, Subscription, SubscriptionStatus
 from burrow.control.models.terms_acceptance import TermsAcceptance, TermsAcceptanceHow
 from burrow.control.models.terms_version import TermsVersion
 from burrow.control.models.trial_claim import TrialClaim
 from burrow.control.models.usage_counter import UsageCounter
+from burrow.control.models.webhook_event import WebhookEvent
 
 __all__ = [
     "ACCESS_STATUSES",
@@ -23,15 +29,24 @@ __all__ = [
     "AccountStatus",
     "AgeAttestation",
     "Base",
+    "BillingDetails",
     "ConnectionRecord",
     "Device",
     "EmailVerification",
     "Node",
     "NodeStatus",
+    "Order",
+    "OrderKind",
+    "OrderStatus",
+    "Payment",
+    "PaymentMethod",
     "PeerChange",
     "PeerChangeOp",
     "Plan",
     "PlanKind",
+    "RefundRequest",
+    "RefundRuleOutcome",
+    "RefundStatus",
     "ServedPeer",
     "Subscription",
     "SubscriptionStatus",
@@ -40,5 +55,6 @@ __all__ = [
     "TermsVersion",
     "TrialClaim",
     "UsageCounter",
+    "WebhookEvent",
     "utcnow",
 ]

@@ -376,6 +376,19 @@ class SubscriptionService:
         log.info("admin granted %s of plan %s to account %s", length, plan.code, account_id)
         return SubscriptionDetails(subscription, plan, message)
 
+    async def end_now(
+        self, session: AsyncSession, runtime: Runtime, account_id: int
+    ) -> Subscription | None:
+        """End the account's current subscription at once (a refunded order) and remove its
+        access; returns it, or None when nothing was current."""
+        current = await SubscriptionRepository(session).current(account_id)
+        if current is None:
+            return None
+        _supersede(current, utcnow())
+        await session.flush()
+        await desired_state_service.refresh_account(session, runtime, account_id)
+        return current
+
     # --- the scheduler ----------------------------------------------------------------------
 
     async def expire_due(

@@ -1,0 +1,141 @@
+"""Billing endpoints: the customer's orders and billing details, the admin's manual payment."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import APIRouter, Header, Path, Request
+
+from burrow.control.billing import stripe_events
+from burrow.control.billing.schemas import (
+    BillingDetailsIn,
+    BillingDetailsOut,
+    ManualPaymentIn,
+    OrderOut,
+    PaymentOut,
+    PaymentRecordedOut,
+    WebhookReceivedOut,
+)
+from burrow.control.billing.service import OrderView
+from burrow.control.billing.service import billing as billing_service
+from burrow.control.billing.service import webhook as webhook_service
+from burrow.control.db import after_commit
+from burrow.control.deps import CurrentAccount, CurrentAdmin, RuntimeDep, SessionDep
+from burrow.control.problems import problem_responses
+
+customer_router = APIRouter(prefix="/api/v1/billing", tags=["billing"])
+admin_router = APIRouter(prefix="/api/v1/admin", tags=["admin"])
+
+AccountId = Annotated[int, Path(ge=1, le=2**63 - 1, description="The account's id.")]
+
+
+def order_out(view: OrderView) -> OrderOut:
+    order = view.order
+    return OrderOut(
+        id=order.id,
+        plan_code=view.plan_code,
+        kind=order.kind,
+        amount_minor=order.amount_minor,
+        currency=order.currency,
+        payment_method=order.payment_method,
+        status=order.status,
+        period_months=order.period_months,
+        created_at=order.created_at,
+        paid_at=order.paid_at,
+        refunded_minor=order.refunded_minor,
+        payments=[PaymentOut.model_validate(p) for p in view.payments],
+    )
+
+
+@customer_router.get(
+    "/orders",
+    summary="Your orders and their payments",
+    response_model=list[OrderOut],
+    responses=problem_responses(401),
+)
+async def list_orders(session: SessionDep, account: CurrentAccount) -> list[OrderOut]:
+    """Newest first. Amounts are integers in minor units (cents) of their currency."""
+    return [order_out(view) for view in await billing_service.orders(session, account.id)]
+
+
+@customer_router.get(
+    "/details",
+    summary="Your billing details",
+    response_model=BillingDetailsOut,
+    responses=problem_responses(401, 404),
+)
+async def get_details(session: SessionDep, account: CurrentAccount) -> BillingDetailsOut:
+    return BillingDetailsOut.model_validate(await billing_service.details(session, account.id))
+
+
+@customer_router.put(
+    "/details",
+    summary="Set your billing details",
+    response_model=BillingDetailsOut,
+    responses=problem_responses(401, 403, 422),
+)
+async def put_details(
+    body: BillingDetailsIn, session: SessionDep, account: CurrentAccount
+) -> BillingDetailsOut:
+    """Kept only for paid accounts: country, city, postal code, optionally the card's last
+    four digits and a name or company."""
+    details = await billing_service.set_details(session, account.id, body)
+    return BillingDetailsOut.model_validate(details)
+
+
+@admin_router.post(
+    "/accounts/{account_id}/payments",
+    status_code=201,
+    summary="Record a payment received by other means",
+    response_model=PaymentRecordedOut,
+    responses=problem_responses(401, 403, 404, 409, 422),
+)
+async def record_payment(
+    account_id: AccountId,
+    body: ManualPaymentIn,
+    session: SessionDep,
+    runtime: RuntimeDep,
+    _admin: CurrentAdmin,
+) -> PaymentRecordedOut:
+    """A bank transfer or a store's report: makes the order and gives the plan's period."""
+    recorded = await billing_service.record_manual_payment(
+        session,
+        runtime,
+        account_id,
+        body.plan_code,
+        body.amount_minor,
+        body.currency,
+        body.method,
+        body.reference,
+    )
+    view = await billing_service.order_view(session, recorded.order)
+    return PaymentRecordedOut(message=recorded.message, order=order_out(view))
+
+
+@customer_router.post(
+    "/webhooks/stripe",
+    summary="Stripe webhook deliveries",
+    response_model=WebhookReceivedOut,
+    responses=problem_responses(400, 404),
+)
+async def stripe_webhook(
+    request: Request,
+    session: SessionDep,
+    runtime: RuntimeDep,
+    stripe_signature: Annotated[str | None, Header(max_length=2000)] = None,
+) -> WebhookReceivedOut:
+    """Signed by Stripe with the endpoint secret. The event is stored, then handled after the
+    store commits (and by the scheduler, should this process stop first)."""
+    stored = await stripe_events.receive(session, runtime, await request.body(), stripe_signature)
+    if stored:
+
+        async def handle_now() -> None:
+            await webhook_service.process_pending(runtime)
+
+        after_commit(session, handle_now)
+    return WebhookReceivedOut(received=True, duplicate=not stored)
+
+
+router = APIRouter()
+router.include_router(customer_router)
+router.include_router(admin_router)

@@ -1,0 +1,135 @@
+"""All SQL of billing: orders, payments, billing details and stored webhook events.
+
+A customer's orders are only ever read through ``_orders_of``, the one place that scopes
+them to an account.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import datetime
+
+from sqlalchemy import Select, func, select
+from sqlalchemy.dialects.postgresql import insert as postgresql_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from burrow.control.models import (
+    Account,
+    BillingDetails,
+    Order,
+    OrderStatus,
+    Payment,
+    WebhookEvent,
+)
+
+# Orders whose money came in, whatever happened to it later.
+PAID_STATUSES = frozenset({OrderStatus.paid, OrderStatus.refunded, OrderStatus.partially_refunded})
+
+
+class BillingRepository:
+    def __init__(self, session: AsyncSession) -> None:
+        self.session = session
+
+    @staticmethod
+    def _orders_of(account_id: int) -> Select[Order]:
+        """Tenant scoping: every read of a customer's orders starts here."""
+        return select(Order).where(Order.account_id == account_id)
+
+    async def get_account(self, account_id: int) -> Account | None:
+        return await self.session.get(Account, account_id)
+
+    async def orders_of(self, account_id: int) -> Sequence[Order]:
+        query = self._orders_of(account_id).order_by(Order.created_at.desc(), Order.id.desc())
+        return (await self.session.scalars(query)).all()
+
+    async def order_of(self, account_id: int, order_id: int) -> Order | None:
+        return await self.session.scalar(self._orders_of(account_id).where(Order.id == order_id))
+
+    async def get_order(self, order_id: int) -> Order | None:
+        return await self.session.get(Order, order_id)
+
+    async def paid_order_count(self, account_id: int) -> int:
+        query = (
+            select(func.count())
+            .select_from(Order)
+            .where(Order.account_id == account_id, Order.status.in_(PAID_STATUSES))
+        )
+        return int(await self.session.scalar(query) or 0)
+
+    async def first_paid_order_id(self, account_id: int) -> int | None:
+        query = (
+            self._orders_of(account_id)
+            .where(Order.status.in_(PAID_STATUSES))
+            .order_by(Order.paid_at, Order.id)
+            .limit(1)
+        )
+        order = await self.session.scalar(query)
+        return order.id if order is not None else None
+
+    async def payments_of(self, order_ids: Sequence[int]) -> Sequence[Payment]:
+        if not order_ids:
+            return []
+        query = select(Payment).where(Payment.order_id.in_(order_ids)).order_by(Payment.id)
+        return (await self.session.scalars(query)).all()
+
+    async def payment_by_provider_id(
+        self, provider: str, provider_payment_id: str
+    ) -> Payment | None:
+        query = select(Payment).where(
+            Payment.provider == provider, Payment.provider_payment_id == provider_payment_id
+        )
+        return await self.session.scalar(query)
+
+    async def add(self, row: Order | Payment | BillingDetails) -> None:
+        self.session.add(row)
+        await self.session.flush()
+
+    async def details_of(self, account_id: int) -> BillingDetails | None:
+        query = select(BillingDetails).where(BillingDetails.account_id == account_id)
+        return await self.session.scalar(query)
+
+    # --- webhook events ----------------------------------------------------------------------
+
+    async def event(self, provider: str, event_id: str) -> WebhookEvent | None:
+        query = select(WebhookEvent).where(
+            WebhookEvent.provider == provider, WebhookEvent.event_id == event_id
+        )
+        return await self.session.scalar(query)
+
+    async def add_event(
+        self, provider: str, event_id: str, type_: str, payload: str, received_at: datetime
+    ) -> bool:
+        """Store the event unless (provider, event_id) is already there; True if stored.
+
+        ``ON CONFLICT DO NOTHING`` (both databases have it) keeps a concurrent duplicate from
+        failing the transaction.
+        """
+        values = {
+            "provider": provider,
+            "event_id": event_id,
+            "type": type_,
+            "payload": payload,
+            "received_at": received_at,
+        }
+        dialect = self.session.get_bind().dialect.name
+        insert = postgresql_insert if dialect == "postgresql" else sqlite_insert
+        statement = (
+            insert(WebhookEvent)
+            .values(**values)
+            .on_conflict_do_nothing(index_elements=["provider", "event_id"])
+        )
+        result = await self.session.execute(statement)
+        return bool(getattr(result, "rowcount", 0))
+
+    async def pending_event_ids(self, limit: int) -> Sequence[int]:
+        query = (
+            select(WebhookEvent.id)
+            .where(WebhookEvent.processed_at.is_(None))
+            .order_by(WebhookEvent.received_at, WebhookEvent.id)
+            .limit(limit)
+        )
+        return (await self.session.scalars(query)).all()
+
+    async def get_event(self, event_id: int) -> WebhookEvent | None:
+        return await self.session.get(WebhookEvent, event_id)

@@ -1,0 +1,133 @@
+"""All SQL of refunds. A customer's requests are only ever read through ``_of``."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from sqlalchemy import Select, delete, select
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from burrow.control.models import (
+    Account,
+    Order,
+    Payment,
+    RefundRequest,
+    RefundRuleOutcome,
+    RefundStatus,
+    UsageCounter,
+)
+
+# A request that still stands: a second one on the same order is refused.
+STANDING_STATUSES = frozenset(
+    {
+        RefundStatus.evaluating,
+        RefundStatus.queued,
+        RefundStatus.approved,
+        RefundStatus.executed,
+    }
+)
+# Money granted back: what the one-refund-per-person rule looks for.
+GRANTED_STATUSES = frozenset({RefundStatus.approved, RefundStatus.executed})
+
+
+class RefundRepository:
+    def __init__(self, session: AsyncSession) -> None:
+        self.session = session
+
+    @staticmethod
+    def _of(account_id: int) -> Select[RefundRequest]:
+        """Tenant scoping: every read of a customer's requests starts here."""
+        return select(RefundRequest).where(RefundRequest.account_id == account_id)
+
+    async def requests_of(self, account_id: int) -> Sequence[RefundRequest]:
+        query = self._of(account_id).order_by(RefundRequest.id.desc())
+        return (await self.session.scalars(query)).all()
+
+    async def get(self, request_id: int) -> RefundRequest | None:
+        return await self.session.get(RefundRequest, request_id)
+
+    async def standing_for(self, order_id: int) -> RefundRequest | None:
+        query = select(RefundRequest).where(
+            RefundRequest.order_id == order_id, RefundRequest.status.in_(STANDING_STATUSES)
+        )
+        return await self.session.scalar(query.limit(1))
+
+    async def queued(self) -> Sequence[RefundRequest]:
+        """Waiting for a person, the nearest deadline (or the most overdue) first."""
+        query = (
+            select(RefundRequest)
+            .where(RefundRequest.status == RefundStatus.queued)
+            .order_by(RefundRequest.due_at.is_(None), RefundRequest.due_at, RefundRequest.id)
+        )
+        return (await self.session.scalars(query)).all()
+
+    async def approved_not_executed(self, limit: int) -> Sequence[int]:
+        query = (
+            select(RefundRequest.id)
+            .where(RefundRequest.status == RefundStatus.approved)
+            .order_by(RefundRequest.id)
+            .limit(limit)
+        )
+        return (await self.session.scalars(query)).all()
+
+    async def outcomes_of(self, request_ids: Sequence[int]) -> Sequence[RefundRuleOutcome]:
+        if not request_ids:
+            return []
+        query = (
+            select(RefundRuleOutcome)
+            .where(RefundRuleOutcome.refund_request_id.in_(request_ids))
+            .order_by(RefundRuleOutcome.id)
+        )
+        return (await self.session.scalars(query)).all()
+
+    async def replace_outcomes(
+        self, request_id: int, outcomes: Sequence[RefundRuleOutcome]
+    ) -> None:
+        await self.session.execute(
+            delete(RefundRuleOutcome).where(RefundRuleOutcome.refund_request_id == request_id)
+        )
+        self.session.add_all(outcomes)
+        await self.session.flush()
+
+    async def add(self, request: RefundRequest) -> None:
+        self.session.add(request)
+        await self.session.flush()
+
+    async def get_account(self, account_id: int) -> Account | None:
+        return await self.session.get(Account, account_id)
+
+    async def usage_of(self, account_id: int) -> UsageCounter | None:
+        query = select(UsageCounter).where(UsageCounter.account_id == account_id)
+        return await self.session.scalar(query)
+
+    async def refunded_emails_elsewhere(self, account_id: int, domain: str) -> Sequence[str]:
+        """Emails of other accounts at ``domain`` that were granted a refund."""
+        query = (
+            select(Account.email)
+            .join(RefundRequest, RefundRequest.account_id == Account.id)
+            .where(
+                Account.id != account_id,
+                Account.email.endswith(f"@{domain}", autoescape=True),
+                RefundRequest.status.in_(GRANTED_STATUSES),
+            )
+            .distinct()
+        )
+        return (await self.session.scalars(query)).all()
+
+    async def fingerprint_refunded_elsewhere(
+        self, account_id: int, fingerprints: Sequence[str]
+    ) -> bool:
+        if not fingerprints:
+            return False
+        query = (
+            select(RefundRequest.id)
+            .join(Order, Order.id == RefundRequest.order_id)
+            .join(Payment, Payment.order_id == Order.id)
+            .where(
+                RefundRequest.account_id != account_id,
+                RefundRequest.status.in_(GRANTED_STATUSES),
+                Payment.fingerprint.in_(fingerprints),
+            )
+            .limit(1)
+        )
+        return (await self.session.scalar(query)) is not None

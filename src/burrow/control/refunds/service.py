@@ -1,0 +1,415 @@
+"""Refunds: a customer's request, the policy's decision with its evidence, the admin queue,
+and executing an approved refund once.
+
+The decision itself is ``engine.evaluate`` (pure); this service gathers the facts, stores
+every rule's outcome against the terms version in force, and carries out what was decided:
+the money goes back through the order's provider under an idempotency key, the subscription
+ends and access goes through the desired state, and ``on_refund_executed`` runs.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from burrow.control.billing.providers import provider_for
+from burrow.control.billing.service import billing as billing_service
+from burrow.control.db import unit_of_work
+from burrow.control.errors import Conflict, InvalidInput, NotFound
+from burrow.control.models import (
+    Account,
+    AccountStatus,
+    Order,
+    OrderKind,
+    OrderStatus,
+    RefundRequest,
+    RefundRuleOutcome,
+    RefundStatus,
+    utcnow,
+)
+from burrow.control.refunds.engine import Decision, RefundFacts, Verdict, evaluate
+from burrow.control.refunds.repository import RefundRepository
+from burrow.control.runtime import Runtime
+from burrow.control.subscriptions.service import add_months, trial_email_key
+from burrow.control.subscriptions.service import subscription as subscription_service
+
+log = logging.getLogger(__name__)
+
+
+class RefundNotFound(NotFound):
+    title = "Unknown refund request"
+    type_slug = "unknown-refund-request"
+
+    def __init__(self, request_id: int) -> None:
+        super().__init__(f"There is no refund request with the id {request_id}.")
+
+
+class OrderNotRefundable(Conflict):
+    title = "Order not refundable"
+    type_slug = "order-not-refundable"
+
+    def __init__(self, order_id: int, status: str) -> None:
+        super().__init__(
+            f"Order {order_id} is {status.replace('_', ' ')}, so there is nothing to refund."
+        )
+
+
+class RefundAlreadyRequested(Conflict):
+    title = "Refund already requested"
+    type_slug = "refund-already-requested"
+
+    def __init__(self, request: RefundRequest) -> None:
+        super().__init__(
+            f"You already asked for a refund of this order (request {request.id}, "
+            f"{request.status}); GET /api/v1/refunds shows where it stands.",
+            refund_request_id=request.id,
+        )
+
+
+class RefundAlreadyDecided(Conflict):
+    title = "Refund already decided"
+    type_slug = "refund-already-decided"
+
+    def __init__(self, request: RefundRequest) -> None:
+        super().__init__(
+            f"Refund request {request.id} is {request.status}; only a queued request can be "
+            "decided."
+        )
+
+
+class RefundAmountTooHigh(InvalidInput):
+    title = "Amount too high"
+    type_slug = "refund-amount-too-high"
+
+    def __init__(self, refundable: int, currency: str) -> None:
+        super().__init__(
+            f"At most {refundable} (minor units of {currency}) is left to refund on this order.",
+            field="amount_minor",
+        )
+
+
+@dataclass(frozen=True)
+class RefundView:
+    """A request with its order and its stored rule outcomes."""
+
+    request: RefundRequest
+    order: Order
+    outcomes: tuple[RefundRuleOutcome, ...]
+    message: str = ""
+
+    def seconds_left(self, now: datetime) -> int | None:
+        due = self.request.due_at
+        return None if due is None else int((due - now).total_seconds())
+
+
+def on_refund_executed(session: AsyncSession, order: Order, amount_minor: int) -> None:
+    """Hook for the affiliate program: reverse the commission earned on ``order``.
+
+    A no-op until affiliates exist; the affiliates domain fills it in (it runs in the unit of
+    work that executed the refund, so a reversal and the refund commit together).
+    """
+    del session, order, amount_minor
+
+
+def _outcome_rows(request_id: int, decision: Decision) -> list[RefundRuleOutcome]:
+    return [
+        RefundRuleOutcome(
+            refund_request_id=request_id,
+            rule=outcome.rule,
+            passed=outcome.passed,
+            needs_judgement=outcome.needs_judgement,
+            evidence=json.dumps(outcome.evidence, sort_keys=True),
+            message=outcome.message,
+        )
+        for outcome in decision.outcomes
+    ]
+
+
+class RefundService:
+    # --- the customer ------------------------------------------------------------------------
+
+    async def request(
+        self,
+        session: AsyncSession,
+        runtime: Runtime,
+        account: Account,
+        order_id: int,
+        reason: str,
+    ) -> RefundView:
+        """Ask for a refund of one's own order; decided at once by the policy, or queued."""
+        order = await billing_service.order_of(session, account.id, order_id)
+        if order.status != OrderStatus.paid:
+            raise OrderNotRefundable(order.id, order.status)
+        repository = RefundRepository(session)
+        standing = await repository.standing_for(order.id)
+        if standing is not None:
+            raise RefundAlreadyRequested(standing)
+        now = utcnow()
+        hours = runtime.policy.refunds.service_level_hours if runtime.policy.refunds else None
+        request = RefundRequest(
+            order_id=order.id,
+            account_id=account.id,
+            reason=reason.strip(),
+            status=RefundStatus.evaluating,
+            requested_at=now,
+            due_at=now + timedelta(hours=hours) if hours else None,
+            terms_version=runtime.policy.terms.version,
+        )
+        await repository.add(request)
+        decision = await self._decide(session, runtime, account, order, request)
+        return await self._apply(session, runtime, account, order, request, decision)
+
+    async def list_own(self, session: AsyncSession, account_id: int) -> list[RefundView]:
+        requests = await RefundRepository(session).requests_of(account_id)
+        return await self._views(session, list(requests))
+
+    # --- administrators ----------------------------------------------------------------------
+
+    async def queue(self, session: AsyncSession) -> list[RefundView]:
+        """Requests waiting for a person, overdue and nearest deadline first."""
+        return await self._views(session, list(await RefundRepository(session).queued()))
+
+    async def queue_summary(self, session: AsyncSession) -> tuple[int, int]:
+        """How many requests wait for a person, and how many of them are overdue."""
+        now = utcnow()
+        queued = await RefundRepository(session).queued()
+        overdue = sum(1 for r in queued if r.due_at is not None and r.due_at < now)
+        return len(queued), overdue
+
+    async def approve(
+        self,
+        session: AsyncSession,
+        runtime: Runtime,
+        admin: Account,
+        request_id: int,
+        amount_minor: int | None,
+        reason: str,
+    ) -> RefundView:
+        """Approve a queued request (the proposed amount, or ``amount_minor``) and execute it."""
+        request, order = await self._queued(session, request_id)
+        refundable = order.amount_minor - order.refunded_minor
+        amount = amount_minor if amount_minor is not None else request.amount_minor
+        amount = refundable if amount is None else amount
+        if amount <= 0:
+            raise InvalidInput("A refund's amount must be above zero.", field="amount_minor")
+        if amount > refundable:
+            raise RefundAmountTooHigh(refundable, order.currency)
+        request.status = RefundStatus.approved
+        request.amount_minor = amount
+        request.decided_at = utcnow()
+        request.decided_by = admin.id
+        request.decision_reason = reason.strip()
+        await session.flush()
+        await self.execute(session, runtime, request)
+        log.info("refund request %s approved by admin %s", request.id, admin.id)
+        return await self._view(session, request, "Approved and refunded.")
+
+    async def refuse(
+        self, session: AsyncSession, admin: Account, request_id: int, reason: str
+    ) -> RefundView:
+        request, _order = await self._queued(session, request_id)
+        request.status = RefundStatus.refused
+        request.amount_minor = None
+        request.decided_at = utcnow()
+        request.decided_by = admin.id
+        request.decision_reason = reason.strip()
+        await session.flush()
+        log.info("refund request %s refused by admin %s", request.id, admin.id)
+        return await self._view(session, request, "Refused.")
+
+    async def record_finding(
+        self,
+        session: AsyncSession,
+        runtime: Runtime,
+        request_id: int,
+        *,
+        unsupported_device: bool,
+    ) -> RefundView:
+        """Record support's finding of an unsupported device, OS or site on a queued request,
+        and evaluate it again (a finding the policy excludes refuses it)."""
+        request, order = await self._queued(session, request_id)
+        account = await RefundRepository(session).get_account(request.account_id)
+        assert account is not None  # a foreign key
+        request.unsupported_device = unsupported_device
+        decision = await self._decide(session, runtime, account, order, request)
+        return await self._apply(session, runtime, account, order, request, decision)
+
+    # --- execution ---------------------------------------------------------------------------
+
+    async def execute(
+        self, session: AsyncSession, runtime: Runtime, request: RefundRequest
+    ) -> bool:
+        """Send an approved refund back through the order's provider, once.
+
+        The idempotency key is the request's id, so a retry after a crash does not pay twice.
+        Then the subscription ends, access goes, and the affiliate hook runs.
+        """
+        if request.status != RefundStatus.approved or request.amount_minor is None:
+            return False
+        order = await billing_service.get_order(session, request.order_id)
+        assert order is not None  # a foreign key
+        provider = provider_for(order.provider, runtime.settings)
+        if provider is None:
+            log.warning("refund request %s: no refund provider '%s'", request.id, order.provider)
+            request.status = RefundStatus.failed
+            request.decision_reason = (
+                f"{request.decision_reason or ''} (no way to refund through {order.provider})"
+            ).strip()
+            await session.flush()
+            return False
+        key = f"burrow-refund-{request.id}"
+        payments = await billing_service.payment_ids_of(session, order.id)
+        try:
+            request.provider_refund_id = await provider.execute_refund(
+                order, payments[0] if payments else "", request.amount_minor, key
+            )
+        except Exception:
+            # Stays approved: the scheduler retries under the same key, which pays once.
+            log.exception("refund request %s: %s refused or failed", request.id, order.provider)
+            return False
+        request.status = RefundStatus.executed
+        request.executed_at = utcnow()
+        await billing_service.mark_refunded(session, order, request.amount_minor)
+        await subscription_service.end_now(session, runtime, order.account_id)
+        on_refund_executed(session, order, request.amount_minor)
+        await session.flush()
+        log.info("refund request %s executed through %s", request.id, order.provider)
+        return True
+
+    async def execute_approved(self, runtime: Runtime, *, limit: int = 100) -> int:
+        """Execute approved refunds not executed yet (a provider was down, a crash)."""
+        async with unit_of_work(runtime.sessionmaker) as session:
+            ids = list(await RefundRepository(session).approved_not_executed(limit))
+        done = 0
+        for request_id in ids:
+            try:
+                async with unit_of_work(runtime.sessionmaker) as session:
+                    request = await RefundRepository(session).get(request_id)
+                    if request is not None and await self.execute(session, runtime, request):
+                        done += 1
+            except Exception:
+                log.exception("refund request %s did not go out; it is tried again", request_id)
+        return done
+
+    # --- helpers -----------------------------------------------------------------------------
+
+    async def facts(
+        self,
+        session: AsyncSession,
+        runtime: Runtime,
+        account: Account,
+        order: Order,
+        request: RefundRequest,
+    ) -> RefundFacts:
+        """Everything the policy's rules look at, for one request."""
+        repository = RefundRepository(session)
+        ordered_at = order.paid_at or order.created_at
+        privacy = runtime.policy.privacy
+        counted = privacy.mode == "metered" and privacy.first_order_usage_counters
+        usage_bytes = usage_sessions = None
+        if counted:
+            counter = await repository.usage_of(account.id)
+            usage_bytes = counter.bytes_total if counter else 0
+            usage_sessions = counter.sessions if counter else 0
+        key = trial_email_key(account.email)
+        domain = key.rpartition("@")[2]
+        emails = await repository.refunded_emails_elsewhere(account.id, domain)
+        fingerprints = await billing_service.fingerprints_of(session, order.id)
+        first_id = await billing_service.first_paid_order_id(session, account.id)
+        return RefundFacts(
+            ordered_at=ordered_at,
+            requested_at=request.requested_at,
+            order_amount_minor=order.amount_minor - order.refunded_minor,
+            currency=order.currency,
+            order_period_months=order.period_months,
+            order_period_end=add_months(ordered_at, order.period_months),
+            is_first_order=first_id == order.id,
+            is_renewal=order.kind == OrderKind.renewal,
+            payment_method=order.payment_method,
+            reason=request.reason,
+            terminated_for_violation=account.status == AccountStatus.terminated,
+            unsupported_device_finding=request.unsupported_device,
+            usage_bytes=usage_bytes,
+            usage_sessions=usage_sessions,
+            refund_for_same_email=any(trial_email_key(e) == key for e in emails),
+            refund_for_same_fingerprint=await repository.fingerprint_refunded_elsewhere(
+                account.id, fingerprints
+            ),
+        )
+
+    async def _decide(
+        self,
+        session: AsyncSession,
+        runtime: Runtime,
+        account: Account,
+        order: Order,
+        request: RefundRequest,
+    ) -> Decision:
+        facts = await self.facts(session, runtime, account, order, request)
+        decision = evaluate(runtime.policy.refunds, facts)
+        await RefundRepository(session).replace_outcomes(
+            request.id, _outcome_rows(request.id, decision)
+        )
+        return decision
+
+    async def _apply(
+        self,
+        session: AsyncSession,
+        runtime: Runtime,
+        account: Account,
+        order: Order,
+        request: RefundRequest,
+        decision: Decision,
+    ) -> RefundView:
+        now = utcnow()
+        request.amount_minor = decision.amount_minor
+        if decision.verdict == Verdict.refused:
+            request.status = RefundStatus.refused
+            request.decided_at = now
+            request.decision_reason = decision.summary
+        elif decision.verdict == Verdict.queued:
+            request.status = RefundStatus.queued
+        else:
+            request.status = RefundStatus.approved
+            request.decided_at = now
+            request.decision_reason = decision.summary
+            await session.flush()
+            await self.execute(session, runtime, request)
+        await session.flush()
+        log.info("refund request %s on order %s: %s", request.id, order.id, decision.verdict.value)
+        return await self._view(session, request, decision.summary)
+
+    async def _queued(self, session: AsyncSession, request_id: int) -> tuple[RefundRequest, Order]:
+        request = await RefundRepository(session).get(request_id)
+        if request is None:
+            raise RefundNotFound(request_id)
+        if request.status != RefundStatus.queued:
+            raise RefundAlreadyDecided(request)
+        order = await billing_service.get_order(session, request.order_id)
+        assert order is not None  # a foreign key
+        return request, order
+
+    async def _view(
+        self, session: AsyncSession, request: RefundRequest, message: str = ""
+    ) -> RefundView:
+        view = (await self._views(session, [request]))[0]
+        return RefundView(view.request, view.order, view.outcomes, message)
+
+    async def _views(
+        self, session: AsyncSession, requests: list[RefundRequest]
+    ) -> list[RefundView]:
+        outcomes = await RefundRepository(session).outcomes_of([r.id for r in requests])
+        views = []
+        for request in requests:
+            order = await billing_service.get_order(session, request.order_id)
+            assert order is not None  # a foreign key
+            mine = tuple(o for o in outcomes if o.refund_request_id == request.id)
+            views.append(RefundView(request, order, mine))
+        return views
+
+
+refund = RefundService()

@@ -1,0 +1,281 @@
+"""Billing service: payments make orders and periods; webhooks are stored first, handled
+second."""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+import sys
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+from sqlalchemy import func, select
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from burrow.control.billing.schemas import BillingDetailsIn
+from burrow.control.billing.service import (
+    WEBHOOK_HANDLERS,
+    AccountTerminated,
+    BillingDetailsNotNeeded,
+    DuplicatePayment,
+    webhook_handler,
+)
+from burrow.control.billing.service import billing as billing_service
+from burrow.control.billing.service import webhook as webhook_service
+from burrow.control.billing.tasks import process_webhook_events
+from burrow.control.db import unit_of_work
+from burrow.control.errors import InvalidInput
+from burrow.control.models import (
+    Account,
+    AccountStatus,
+    OrderKind,
+    OrderStatus,
+    PaymentMethod,
+    ServedPeer,
+    SubscriptionStatus,
+    WebhookEvent,
+)
+from burrow.control.runtime import Runtime
+from burrow.control.subscriptions.service import subscription as subscription_service
+from tests.support.factories import create_account, create_device, get_plan
+
+
+async def _pay(
+    session: AsyncSession,
+    runtime: Runtime,
+    account: Account,
+    reference: str,
+    *,
+    plan_code: str = "personal-monthly",
+    method: PaymentMethod = PaymentMethod.card,
+) -> Any:
+    plan = await get_plan(session, plan_code)
+    return await billing_service.record_payment(
+        session,
+        runtime,
+        account,
+        plan,
+        plan.price_minor,
+        plan.currency,
+        method,
+        "manual",
+        reference,
+    )
+
+
+async def test_first_payment_then_renewal_extends_the_period(
+    session: AsyncSession, runtime: Runtime
+) -> None:
+    account = await create_account(session)
+    first = await _pay(session, runtime, account, "ref-1")
+    assert first.order.kind == OrderKind.first
+    assert first.order.status == OrderStatus.paid
+    assert first.order.amount_minor == 699
+    assert first.payment.provider_payment_id == "ref-1"
+    current = await subscription_service.current(session, account.id)
+    assert current is not None
+    assert current.status == SubscriptionStatus.active
+    end = current.current_period_end
+    plan = await subscription_service.access_plan(session, account.id)
+    assert plan is not None
+    assert plan.code == "personal-monthly"
+
+    second = await _pay(session, runtime, account, "ref-2")
+    assert second.order.kind == OrderKind.renewal
+    again = await subscription_service.current(session, account.id)
+    assert again is not None
+    assert again.id == current.id
+    assert again.current_period_end > end
+    assert "Extended" in second.message
+
+
+async def test_payment_serves_the_devices(runtime: Runtime) -> None:
+    async with unit_of_work(runtime.sessionmaker) as session:
+        account = await create_account(session)
+        device = await create_device(session, account)
+        await _pay(session, runtime, account, "ref-served")
+    async with unit_of_work(runtime.sessionmaker) as session:
+        keys = set(
+            await session.scalars(
+                select(ServedPeer.public_key).where(ServedPeer.account_id == account.id)
+            )
+        )
+    assert keys == {device.public_key}
+
+
+async def test_duplicate_payment_changes_nothing(session: AsyncSession, runtime: Runtime) -> None:
+    account = await create_account(session)
+    await _pay(session, runtime, account, "ref-dup")
+    with pytest.raises(DuplicatePayment) as caught:
+        await _pay(session, runtime, account, "ref-dup")
+    assert "already recorded" in caught.value.message
+
+
+async def test_bad_money_refused(session: AsyncSession, runtime: Runtime) -> None:
+    account = await create_account(session)
+    plan = await get_plan(session, "personal-monthly")
+    for amount, currency in [(0, "USD"), (-5, "USD"), (699, "EUR")]:
+        with pytest.raises(InvalidInput):
+            await billing_service.record_payment(
+                session,
+                runtime,
+                account,
+                plan,
+                amount,
+                currency,
+                PaymentMethod.card,
+                "manual",
+                f"bad-{amount}-{currency}",
+            )
+    floating: Any = 6.99
+    with pytest.raises(InvalidInput):
+        await billing_service.record_payment(
+            session,
+            runtime,
+            account,
+            plan,
+            floating,
+            "USD",
+            PaymentMethod.card,
+            "manual",
+            "float",
+        )
+
+
+async def test_terminated_account_cannot_pay(session: AsyncSession, runtime: Runtime) -> None:
+    account = await create_account(session, status=AccountStatus.terminated)
+    with pytest.raises(AccountTerminated):
+        await _pay(session, runtime, account, "ref-term")
+
+
+async def test_billing_details_only_for_paid_accounts(
+    session: AsyncSession, runtime: Runtime
+) -> None:
+    account = await create_account(session)
+    data = BillingDetailsIn(country="nl", city="Utrecht", postal_code="3511", card_last4="4242")
+    with pytest.raises(BillingDetailsNotNeeded):
+        await billing_service.set_details(session, account.id, data)
+    await _pay(session, runtime, account, "ref-details")
+    stored = await billing_service.set_details(session, account.id, data)
+    assert stored.country == "NL"
+    assert stored.card_last4 == "4242"
+    changed = await billing_service.set_details(
+        session, account.id, BillingDetailsIn(country="DE", city="Berlin", postal_code="10115")
+    )
+    assert changed.id == stored.id
+    assert changed.card_last4 is None
+
+
+# --- webhooks -------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def handled() -> Iterator[list[dict[str, Any]]]:
+    seen: list[dict[str, Any]] = []
+
+    @webhook_handler("testpay")
+    async def _handle(
+        session: AsyncSession, runtime: Runtime, event: WebhookEvent, payload: dict[str, Any]
+    ) -> None:
+        if payload.get("explode"):
+            raise RuntimeError("handler failed")
+        seen.append(payload)
+
+    yield seen
+    WEBHOOK_HANDLERS.pop("testpay", None)
+
+
+async def _events(runtime: Runtime) -> list[WebhookEvent]:
+    async with unit_of_work(runtime.sessionmaker) as session:
+        return list(await session.scalars(select(WebhookEvent).order_by(WebhookEvent.id)))
+
+
+async def test_duplicate_delivery_changes_nothing(
+    runtime: Runtime, handled: list[dict[str, Any]]
+) -> None:
+    async with unit_of_work(runtime.sessionmaker) as session:
+        assert await webhook_service.store(session, "testpay", "evt_1", "paid", {"n": 1})
+    async with unit_of_work(runtime.sessionmaker) as session:
+        assert not await webhook_service.store(session, "testpay", "evt_1", "paid", {"n": 2})
+    assert await process_webhook_events(runtime) == 1
+    async with unit_of_work(runtime.sessionmaker) as session:
+        assert not await webhook_service.store(session, "testpay", "evt_1", "paid", {"n": 3})
+    assert await process_webhook_events(runtime) == 0
+    assert handled == [{"n": 1}]
+    events = await _events(runtime)
+    assert len(events) == 1
+    assert events[0].processed_at is not None
+
+
+async def test_stored_but_unhandled_event_is_handled_next_run(
+    runtime: Runtime, handled: list[dict[str, Any]]
+) -> None:
+    # Stored, then the process "crashes" before handling: nothing but the row remains.
+    async with unit_of_work(runtime.sessionmaker) as session:
+        await webhook_service.store(session, "testpay", "evt_a", "paid", {"n": "a"})
+        await webhook_service.store(session, "testpay", "evt_b", "paid", {"n": "b"})
+    assert handled == []
+    assert all(e.processed_at is None for e in await _events(runtime))
+    assert await webhook_service.process_pending(runtime) == 2
+    assert handled == [{"n": "a"}, {"n": "b"}]  # in the order received
+
+
+async def test_failing_handler_keeps_its_event_for_later(
+    runtime: Runtime, handled: list[dict[str, Any]]
+) -> None:
+    async with unit_of_work(runtime.sessionmaker) as session:
+        await webhook_service.store(session, "testpay", "evt_x", "paid", {"explode": True})
+        await webhook_service.store(session, "testpay", "evt_y", "paid", {"n": "y"})
+        await webhook_service.store(session, "nobody", "evt_z", "paid", {})
+    assert await webhook_service.process_pending(runtime) == 1
+    assert handled == [{"n": "y"}]
+    by_id = {e.event_id: e for e in await _events(runtime)}
+    assert by_id["evt_x"].processed_at is None
+    assert by_id["evt_x"].error == "RuntimeError: handler failed"
+    assert by_id["evt_z"].processed_at is not None
+    assert "No handler" in (by_id["evt_z"].error or "")
+    async with unit_of_work(runtime.sessionmaker) as session:
+        count = await session.scalar(select(func.count()).select_from(WebhookEvent))
+    assert count == 3
+
+
+_STORE_THEN_HANG = """
+import asyncio, sys
+from burrow.control.billing.service import webhook
+from burrow.control.db import create_engine, make_sessionmaker, unit_of_work
+
+async def main() -> None:
+    engine = create_engine(sys.argv[1])
+    async with unit_of_work(make_sessionmaker(engine)) as session:
+        await webhook.store(session, "testpay", "evt_killed", "paid", {"n": "killed"})
+    print("stored", flush=True)
+    await asyncio.sleep(120)  # where the handling would run; the process is killed first
+
+asyncio.run(main())
+"""
+
+
+async def test_process_killed_after_storing_loses_nothing(
+    runtime: Runtime, handled: list[dict[str, Any]]
+) -> None:
+    process = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-c",
+        _STORE_THEN_HANG,
+        runtime.settings.database_url,
+        stdout=asyncio.subprocess.PIPE,
+    )
+    try:
+        assert process.stdout is not None
+        line = await asyncio.wait_for(process.stdout.readline(), 60)
+        assert line.strip() == b"stored"
+    finally:
+        process.send_signal(signal.SIGKILL)
+        await process.wait()
+    assert process.returncode == -signal.SIGKILL
+    assert handled == []
+    assert await process_webhook_events(runtime) == 1
+    assert handled == [{"n": "killed"}]
+    [event] = await _events(runtime)
+    assert event.processed_at is not None

@@ -1,0 +1,280 @@
+"""Refund service: facts gathered from the database, decisions stored with their evidence,
+approved refunds executed once."""
+
+from __future__ import annotations
+
+import json
+from datetime import timedelta
+
+import pytest
+from sqlalchemy import select
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from burrow.control.billing.providers import PROVIDERS
+from burrow.control.billing.service import OrderNotFound
+from burrow.control.billing.service import billing as billing_service
+from burrow.control.db import unit_of_work
+from burrow.control.models import (
+    Account,
+    AccountStatus,
+    Order,
+    OrderStatus,
+    PaymentMethod,
+    RefundRequest,
+    RefundRuleOutcome,
+    RefundStatus,
+    ServedPeer,
+    SubscriptionStatus,
+    UsageCounter,
+    utcnow,
+)
+from burrow.control.refunds.service import (
+    RefundAlreadyDecided,
+    RefundAlreadyRequested,
+    RefundView,
+)
+from burrow.control.refunds.service import refund as refund_service
+from burrow.control.refunds.tasks import execute_approved_refunds
+from burrow.control.runtime import Runtime
+from burrow.control.subscriptions.service import subscription as subscription_service
+from tests.support.factories import create_account, create_device, get_plan
+
+
+async def _paid(
+    session: AsyncSession,
+    runtime: Runtime,
+    account: Account,
+    reference: str,
+    *,
+    plan_code: str = "personal-monthly",
+    method: PaymentMethod = PaymentMethod.card,
+    fingerprint: str | None = None,
+    days_ago: float = 1,
+) -> Order:
+    plan = await get_plan(session, plan_code)
+    recorded = await billing_service.record_payment(
+        session,
+        runtime,
+        account,
+        plan,
+        plan.price_minor,
+        plan.currency,
+        method,
+        "manual",
+        reference,
+        fingerprint,
+    )
+    recorded.order.paid_at = utcnow() - timedelta(days=days_ago)
+    await session.flush()
+    return recorded.order
+
+
+async def _usage(session: AsyncSession, account: Account, bytes_total: int, sessions: int) -> None:
+    session.add(UsageCounter(account_id=account.id, bytes_total=bytes_total, sessions=sessions))
+    await session.flush()
+
+
+def _rules(view: RefundView) -> dict[str, bool]:
+    return {o.rule: o.passed for o in view.outcomes}
+
+
+async def test_metered_auto_approval_executes_and_removes_access(metered: Runtime) -> None:
+    async with unit_of_work(metered.sessionmaker) as session:
+        account = await create_account(session)
+        device = await create_device(session, account)
+        order = await _paid(session, metered, account, "m-1")
+        await _usage(session, account, 999_999_999, 29)
+    async with unit_of_work(metered.sessionmaker) as session:
+        served = set(
+            await session.scalars(
+                select(ServedPeer.public_key).where(ServedPeer.account_id == account.id)
+            )
+        )
+        assert served == {device.public_key}
+        view = await refund_service.request(session, metered, account, order.id, "Too slow.")
+    assert view.request.status == RefundStatus.executed
+    assert view.request.amount_minor == 1199
+    assert view.request.terms_version == "2026-11"
+    assert view.request.due_at is not None
+    assert view.request.due_at - view.request.requested_at == timedelta(hours=24)
+    assert all(_rules(view).values())
+    assert set(_rules(view)) >= {
+        "window_days",
+        "excluded_payment_methods",
+        "first_order_only",
+        "not_for_renewals",
+        "max_data_bytes",
+        "max_sessions",
+        "one_per_person",
+        "terminated_for_violation_excludes",
+        "reason_required",
+    }
+    async with unit_of_work(metered.sessionmaker) as session:
+        stored = await session.get(Order, order.id)
+        assert stored is not None
+        assert stored.status == OrderStatus.refunded
+        assert stored.refunded_minor == 1199
+        sub = await subscription_service.current(session, account.id)
+        assert sub is None
+        assert await subscription_service.access_plan(session, account.id) is None
+        served = set(
+            await session.scalars(
+                select(ServedPeer.public_key).where(ServedPeer.account_id == account.id)
+            )
+        )
+        assert served == set()
+        evidence = await session.scalars(
+            select(RefundRuleOutcome).where(RefundRuleOutcome.refund_request_id == view.request.id)
+        )
+        data = next(o for o in evidence if o.rule == "max_data_bytes")
+        assert json.loads(data.evidence) == {"bytes": 999_999_999, "limit": 1_000_000_000}
+        # Executed once: the retry job finds nothing to do.
+    assert await execute_approved_refunds(metered) == 0
+
+
+async def test_metered_usage_at_the_limit_refused(metered: Runtime) -> None:
+    async with unit_of_work(metered.sessionmaker) as session:
+        account = await create_account(session)
+        order = await _paid(session, metered, account, "m-limit")
+        await _usage(session, account, 1_000_000_000, 30)
+        view = await refund_service.request(session, metered, account, order.id, "No.")
+    assert view.request.status == RefundStatus.refused
+    assert not _rules(view)["max_data_bytes"]
+    assert not _rules(view)["max_sessions"]
+    assert "max_data_bytes" in (view.request.decision_reason or "")
+    async with unit_of_work(metered.sessionmaker) as session:
+        current = await subscription_service.current(session, account.id)
+        assert current is not None
+        assert current.status == SubscriptionStatus.active
+
+
+async def test_renewal_refused_under_metered(metered: Runtime) -> None:
+    async with unit_of_work(metered.sessionmaker) as session:
+        account = await create_account(session)
+        await _paid(session, metered, account, "m-r1", days_ago=40)
+        renewal = await _paid(session, metered, account, "m-r2")
+        view = await refund_service.request(session, metered, account, renewal.id, "Why")
+    assert view.request.status == RefundStatus.refused
+    assert _rules(view)["first_order_only"] is False
+    assert _rules(view)["not_for_renewals"] is False
+
+
+@pytest.mark.parametrize("same", ["email", "fingerprint"])
+async def test_second_account_of_the_same_person(metered: Runtime, same: str) -> None:
+    async with unit_of_work(metered.sessionmaker) as session:
+        first = await create_account(session, email=f"Person.{same}@example.org")
+        second = await create_account(
+            session,
+            email=f"person.{same}+vpn@example.org" if same == "email" else None,
+        )
+        print_ = "fp_card_1" if same == "fingerprint" else None
+        one = await _paid(session, metered, first, f"p-{same}-1", fingerprint=print_)
+        two = await _paid(session, metered, second, f"p-{same}-2", fingerprint=print_)
+        granted = await refund_service.request(session, metered, first, one.id, "a")
+        assert granted.request.status == RefundStatus.executed
+        view = await refund_service.request(session, metered, second, two.id, "b")
+    assert view.request.status == RefundStatus.refused
+    assert _rules(view)["one_per_person"] is False
+
+
+async def test_terminated_account_refused(runtime: Runtime) -> None:
+    async with unit_of_work(runtime.sessionmaker) as session:
+        account = await create_account(session)
+        order = await _paid(session, runtime, account, "s-term")
+        account.status = AccountStatus.terminated
+        await session.flush()
+        view = await refund_service.request(session, runtime, account, order.id, "x")
+    assert view.request.status == RefundStatus.refused
+    assert _rules(view)["terminated_for_violation_excludes"] is False
+
+
+async def test_strict_queues_then_a_finding_refuses(runtime: Runtime) -> None:
+    async with unit_of_work(runtime.sessionmaker) as session:
+        account = await create_account(session)
+        order = await _paid(session, runtime, account, "s-1", days_ago=29)
+        view = await refund_service.request(session, runtime, account, order.id, "Blocked.")
+        assert view.request.status == RefundStatus.queued
+        assert view.request.due_at is None  # the strict seed names no service level
+        assert view.request.amount_minor == 699
+        with pytest.raises(RefundAlreadyRequested):
+            await refund_service.request(session, runtime, account, order.id, "Again")
+        found = await refund_service.record_finding(
+            session, runtime, view.request.id, unsupported_device=True
+        )
+    assert found.request.status == RefundStatus.refused
+    assert _rules(found)["unsupported_device_excludes"] is False
+
+
+async def test_strict_admin_approves_and_refuses(runtime: Runtime) -> None:
+    async with unit_of_work(runtime.sessionmaker) as session:
+        admin = await create_account(session, admin=True)
+        a = await create_account(session)
+        b = await create_account(session)
+        order_a = await _paid(session, runtime, a, "s-a")
+        order_b = await _paid(session, runtime, b, "s-b")
+        view_a = await refund_service.request(session, runtime, a, order_a.id, "Broken")
+        view_b = await refund_service.request(session, runtime, b, order_b.id, "Broken")
+        approved = await refund_service.approve(
+            session, runtime, admin, view_a.request.id, 300, "Partly worked."
+        )
+        assert approved.request.status == RefundStatus.executed
+        assert approved.request.decided_by == admin.id
+        assert approved.order.status == OrderStatus.partially_refunded
+        assert approved.order.refunded_minor == 300
+        refused = await refund_service.refuse(session, admin, view_b.request.id, "Works fine.")
+        assert refused.request.status == RefundStatus.refused
+        assert refused.request.decision_reason == "Works fine."
+        with pytest.raises(RefundAlreadyDecided):
+            await refund_service.refuse(session, admin, view_a.request.id, "late")
+
+
+async def test_someone_elses_order_is_unknown(runtime: Runtime) -> None:
+    async with unit_of_work(runtime.sessionmaker) as session:
+        owner = await create_account(session)
+        stranger = await create_account(session)
+        order = await _paid(session, runtime, owner, "s-own")
+        with pytest.raises(OrderNotFound):
+            await refund_service.request(session, runtime, stranger, order.id, "mine?")
+
+
+class _FlakyProvider:
+    """Fails its first call, then refunds; remembers every idempotency key it saw."""
+
+    name = "flaky"
+
+    def __init__(self) -> None:
+        self.keys: list[str] = []
+
+    async def execute_refund(
+        self, order: Order, payment_id: str, amount_minor: int, idempotency_key: str
+    ) -> str:
+        self.keys.append(idempotency_key)
+        if len(self.keys) == 1:
+            raise ConnectionError("provider unreachable")
+        return f"re_{order.id}"
+
+
+async def test_failed_execution_is_retried_under_the_same_key(metered: Runtime) -> None:
+    flaky = _FlakyProvider()
+    PROVIDERS["flaky"] = flaky
+    try:
+        async with unit_of_work(metered.sessionmaker) as session:
+            account = await create_account(session)
+            plan = await get_plan(session, "personal-monthly")
+            recorded = await billing_service.record_payment(
+                session, metered, account, plan, 1199, "USD", PaymentMethod.card, "flaky", "ch_1"
+            )
+            view = await refund_service.request(
+                session, metered, account, recorded.order.id, "Slow."
+            )
+            assert view.request.status == RefundStatus.approved
+        assert await execute_approved_refunds(metered) == 1
+        assert await execute_approved_refunds(metered) == 0
+        assert flaky.keys == [f"burrow-refund-{view.request.id}"] * 2
+        async with unit_of_work(metered.sessionmaker) as session:
+            stored = await session.get(RefundRequest, view.request.id)
+            assert stored is not None
+            assert stored.status == RefundStatus.executed
+            assert stored.provider_refund_id == f"re_{recorded.order.id}"
+    finally:
+        PROVIDERS.pop("flaky", None)
