@@ -13,7 +13,7 @@ import pytest
 
 from tests.node.netns import missing_requirements
 
-from .lab import HERE, World, build_world, prepare_world, wait_for
+from .lab import HERE, ROOT, World, build_world, policy_world, prepare_world, wait_for
 
 REASON = missing_requirements("wireguard-go", "wg", "nft", "curl")
 
@@ -45,3 +45,19 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
                 f"node {node.index} to serve",
             )
         yield world
+
+
+# Worlds running each example policy, with a short idle threshold (test_limits, test_privacy).
+POLICIES = ROOT / "examples" / "policies"
+
+
+@pytest.fixture(scope="module")
+def strict_world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
+    with policy_world(tmp_path_factory.mktemp("strict"), POLICIES / "strict-no-logs.toml") as w:
+        yield w
+
+
+@pytest.fixture(scope="module")
+def metered_world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
+    with policy_world(tmp_path_factory.mktemp("metered"), POLICIES / "metered.toml") as w:
+        yield w

@@ -16,6 +16,7 @@ namespace: the test talks to the control plane from a thread that entered ``ctl`
 from __future__ import annotations
 
 import asyncio
+import base64
 import contextlib
 import ctypes
 import hashlib
@@ -24,6 +25,7 @@ import os
 import re
 import secrets
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -90,7 +92,12 @@ class NetnsHttp:
 
     def request(self, method: str, path: str, **kwargs: Any) -> httpx.Response:
         def call() -> httpx.Response:
-            return self._client.request(method, path, **kwargs)
+            try:
+                return self._client.request(method, path, **kwargs)
+            except httpx.RemoteProtocolError:
+                # The server closed an idle keep-alive connection just as the request went
+                # out on it (uvicorn's 5 s timeout): the request was not handled; send it again.
+                return self._client.request(method, path, **kwargs)
 
         return self._pool.submit(call).result()
 
@@ -193,6 +200,10 @@ class World:
     web_log: Path = Path()
     serve: Proc | None = None
     nodes: list[NodeRun] = field(default_factory=list)
+    # Settings added to every start of the control plane / of a node agent.
+    control_extra: dict[str, str] = field(default_factory=dict)
+    node_extra: dict[str, str] = field(default_factory=dict)
+    policy: Any = None
 
     # --- processes ---------------------------------------------------------------------------
 
@@ -236,6 +247,7 @@ class World:
             "BURROW_SCHEDULER_INTERVAL_SECONDS": "1",
             "BURROW_LONG_POLL_TIMEOUT_SECONDS": "20",
             "BURROW_PUBLIC_URL": self.control_url,
+            **self.control_extra,
         }
 
     def start_control_plane(self, **env: str) -> None:
@@ -317,31 +329,45 @@ class World:
     # --- customers ---------------------------------------------------------------------------
 
     def new_customer(self) -> str:
-        """Register through the API (verified in the database: no mail in the lab); a token."""
-        from sqlalchemy import update
+        """Register through the API (verified in the database: no mail in the lab); a token.
+
+        The customer gets the policy's trial or, where the policy offers none, a month of
+        ``personal-monthly`` written to the database (there is no payment in the lab).
+        """
+        from sqlalchemy import select, update
 
         from burrow.control.models import Account, utcnow
+        from tests.support.factories import create_subscription
 
         assert self.api is not None
         email = f"c{secrets.token_hex(4)}@example.com"
         password = "correct horse battery staple"
-        self.api.call(
-            "POST",
-            "/api/v1/accounts",
-            expect=201,
-            json={"email": email, "password": password, "accept_terms_version": "2026-11"},
-        )
+        body: dict[str, Any] = {
+            "email": email,
+            "password": password,
+            "accept_terms_version": "2026-11",
+        }
+        if self.policy is not None and self.policy.age.attestation_required:
+            body["age_attestation"] = "adult"
+        self.api.call("POST", "/api/v1/accounts", expect=201, json=body)
+        trial = self.policy is None or self.policy.trial.enabled
 
         async def verify(session: Any, _runtime: Any) -> None:
             await session.execute(
                 update(Account).where(Account.email == email).values(email_verified_at=utcnow())
             )
+            if not trial:
+                account = (
+                    await session.execute(select(Account).where(Account.email == email))
+                ).scalar_one()
+                await create_subscription(session, account, plan_code="personal-monthly")
 
         run_db(self.settings, verify)
         token: str = self.api.call(
             "POST", "/api/v1/sessions", expect=201, json={"email": email, "password": password}
         ).json()["token"]
-        self.api.call("POST", "/api/v1/subscriptions/trial", token=token, expect=201)
+        if trial:
+            self.api.call("POST", "/api/v1/subscriptions/trial", token=token, expect=201)
         return token
 
     def add_device(self, token: str, node_id: int, name: str = "laptop") -> dict[str, Any]:
@@ -388,6 +414,7 @@ class NodeRun:
             "BURROW_NODE_REQUEST_TIMEOUT_SECONDS": "3",
             "BURROW_NODE_LONG_POLL_SECONDS": "20",
             "BURROW_NODE_SUPERVISE_INTERVAL_SECONDS": "0.5",
+            **self.world.node_extra,
         }
 
     def start(self) -> None:
@@ -412,6 +439,18 @@ class NodeRun:
             peers[key] = tuple(sorted(ips.split()))
         return peers
 
+    def handshakes(self) -> dict[str, int]:
+        """Each peer's last handshake (Unix seconds, 0 for never), read with ``wg``."""
+        out = subprocess.run(
+            ["wg", "show", self.interface, "latest-handshakes"],
+            capture_output=True, text=True, timeout=10, check=False,
+        )  # fmt: skip
+        found: dict[str, int] = {}
+        for line in out.stdout.splitlines():
+            key, _, when = line.partition("\t")
+            found[key] = int(when or 0)
+        return found
+
     def wireguard_go_pid(self) -> int | None:
         for pid in self.host.ns.pids():
             with contextlib.suppress(OSError):
@@ -433,6 +472,7 @@ class Tunnel:
     interface: str
     endpoint: str
     proc: Proc | None = None
+    private_key: str = ""
 
     @staticmethod
     def setconf_text(config: str, private_key: str | None) -> tuple[str, list[str]]:
@@ -455,6 +495,9 @@ class Tunnel:
     def up(self, config: str, private_key: str | None = None) -> None:
         text, addresses = self.setconf_text(config, private_key)
         assert "PrivateKey = " in text
+        found = re.search(r"^PrivateKey = (\S+)$", text, re.MULTILINE)
+        assert found is not None
+        self.private_key = found.group(1)
         match = re.search(r"^Endpoint = (.+):(\d+)$", config, re.MULTILINE)
         assert match is not None
         self.endpoint = match.group(1)
@@ -479,11 +522,77 @@ class Tunnel:
         for net in ("::/1", "8000::/1"):
             ns.ip("-6", "route", "replace", net, "dev", self.interface)
 
+    @property
+    def up_now(self) -> bool:
+        return self.proc is not None and self.proc.alive()
+
+    def handshake_again(self) -> None:
+        """Make the client's next packet start a new handshake, as it does every 2 minutes.
+
+        wireguard-go drops its session keys whenever its private key changes, so the key is
+        changed and put back in one UAPI request. Used where a test shortens the idle
+        threshold below WireGuard's own rekey interval.
+        """
+        own = base64.b64decode(self.private_key).hex()
+        other = secrets.token_bytes(32).hex()
+        uapi_set(self.interface, f"private_key={other}\nprivate_key={own}\n")
+
     def down(self) -> None:
         if self.proc is not None:
             self.proc.stop()
             self.proc = None
         self.host.ns.ip("route", "del", f"{self.endpoint}/32", check=False)
+
+
+def uapi_set(interface: str, body: str) -> None:
+    """One ``set`` request on a wireguard-go UAPI socket; fails unless it answers errno=0."""
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
+        sock.settimeout(3)
+        sock.connect(f"/var/run/wireguard/{interface}.sock")
+        sock.sendall(f"set=1\n{body}\n".encode())
+        answer = b""
+        while not answer.endswith(b"\n\n"):
+            chunk = sock.recv(4096)
+            if not chunk:
+                break
+            answer += chunk
+    if b"errno=0" not in answer:
+        raise AssertionError(f"UAPI set on {interface} answered {answer!r}")
+
+
+class NetnsSockets:
+    """Plain sockets opened inside a host's namespace, from worker threads that entered it.
+
+    Cheaper than a process per probe, so a test can probe several hosts many times a second.
+    """
+
+    def __init__(self, host: Host, workers: int = 2) -> None:
+        self._pool = ThreadPoolExecutor(workers, initializer=_enter_netns, initargs=(host.ns.name,))
+
+    def banner(self, address: str, port: int, timeout: float = 1.0) -> bool:
+        """Whether a TCP connection to ``address:port`` gets the lab's ``220`` banner."""
+
+        def probe() -> bool:
+            try:
+                with socket.create_connection((address, port), timeout=timeout) as sock:
+                    return sock.recv(3) == b"220"
+            except OSError:
+                return False
+
+        return self._pool.submit(probe).result()
+
+    def datagram(self, address: str, port: int = 9) -> None:
+        """Send one UDP datagram (through the tunnel, where the routes say so)."""
+
+        def send() -> None:
+            family = socket.AF_INET6 if ":" in address else socket.AF_INET
+            with socket.socket(family, socket.SOCK_DGRAM) as sock, contextlib.suppress(OSError):
+                sock.sendto(b"lab", (address, port))
+
+        self._pool.submit(send).result()
+
+    def close(self) -> None:
+        self._pool.shutdown()
 
 
 # --- what a customer does on the internet -------------------------------------------------------
@@ -538,7 +647,7 @@ def _host(lab: Lab, wan: Namespace, v4_net: str, v4_last: int, v6_net: str) -> H
 
 
 @contextlib.contextmanager
-def build_world(tmp: Path) -> Iterator[World]:
+def build_world(tmp: Path, customers: int = 2) -> Iterator[World]:
     lab = Lab(prefix="bwe")
     world: World | None = None
     try:
@@ -550,11 +659,11 @@ def build_world(tmp: Path) -> Iterator[World]:
             _host(lab, wan, "203.0.113.8", 10, "2001:db8:0:3"),
         ]
         inet = _host(lab, wan, "203.0.113.12", 14, "2001:db8:0:4")
-        customers = [
-            _host(lab, wan, "198.51.100.0", 2, "2001:db8:1:1"),
-            _host(lab, wan, "198.51.100.4", 6, "2001:db8:1:2"),
+        hosts = [
+            _host(lab, wan, f"198.51.100.{4 * n}", 4 * n + 2, f"2001:db8:1:{n + 1:x}")
+            for n in range(customers)
         ]
-        world = World(lab, tmp, wan, ctl, nodes, inet, customers)
+        world = World(lab, tmp, wan, ctl, nodes, inet, hosts)
         yield world
     finally:
         if world is not None:
@@ -563,22 +672,25 @@ def build_world(tmp: Path) -> Iterator[World]:
             lab.close()
 
 
-def prepare_world(world: World) -> None:
+def prepare_world(world: World, policy_path: Path | None = None) -> None:
     """The database (from the migrations), an admin, the internet's servers, the API client."""
     from alembic import command
     from alembic.config import Config
 
     from burrow.control.config import Settings
+    from burrow.control.policy.service import check_file
     from tests.support.factories import create_account, create_session_token
 
     tmp = world.tmp
     settings = Settings(
         environment="test",
         database_url=f"sqlite+aiosqlite:///{tmp / 'burrow.db'}",
-        policy_path=ROOT / "examples" / "policies" / "strict-no-logs.toml",
+        policy_path=policy_path or ROOT / "examples" / "policies" / "strict-no-logs.toml",
         secret_key=SECRET,  # type: ignore[arg-type]
     )
     world.settings = settings
+    world.policy, problems = check_file(settings.policy_path)
+    assert world.policy is not None, problems
     cfg = Config(str(ROOT / "alembic.ini"))
     cfg.attributes["database_url"] = settings.database_url
     cfg.attributes["skip_logging"] = True
@@ -602,3 +714,47 @@ def prepare_world(world: World) -> None:
     for customer in world.customers:
         world.spawn(customer.ns, "listener", PYTHON, str(HERE / "internet.py"), "--banner", "8000")
     world.api = NetnsHttp(world.ctl.ns.name, f"http://127.0.0.1:{API_PORT}")
+
+
+NODES = [("ams-1", "NL", "Amsterdam"), ("fra-1", "DE", "Frankfurt")]
+
+
+def start_nodes(world: World) -> None:
+    """Create, enroll and run the lab's two nodes; returns once both serve."""
+    tokens = []
+    for index, (name, country, city) in enumerate(NODES):
+        created = world.create_node(index, name, country, city)
+        tokens.append((index, created["enrollment"]["token"], created["node"]["id"]))
+    world.enroll_and_run(tokens)
+    for node in world.nodes:
+        wait_for(
+            lambda node=node: node.wireguard_go_pid() is not None,  # type: ignore[misc]
+            30,
+            f"node {node.index} to serve",
+        )
+
+
+# Connection limits in the lab: a device counts as disconnected this long after its last
+# handshake (180 s in production), on the agents and in what the control plane says.
+SHORT_IDLE_SECONDS = 10
+
+
+@contextlib.contextmanager
+def policy_world(tmp: Path, policy_path: Path, customers: int = 3) -> Iterator[World]:
+    """A whole lab running ``policy_path``, with a short idle threshold and a log file.
+
+    The control plane logs to ``logs/control.log`` (``BURROW_LOG_FILE``), so that ``burrow
+    audit`` has a real log to scan; metered records are brought up to date every 2 s.
+    """
+    with build_world(tmp, customers=customers) as world:
+        world.control_extra = {
+            "BURROW_LOG_FILE": str(tmp / "logs" / "control.log"),
+            "BURROW_CONNECTION_IDLE_SECONDS": str(SHORT_IDLE_SECONDS),
+            "BURROW_CONNECTION_LEASE_TTL_SECONDS": "5",
+            "BURROW_CONNECTION_RECORD_FLUSH_SECONDS": "2",
+        }
+        world.node_extra = {"BURROW_NODE_IDLE_THRESHOLD_SECONDS": str(SHORT_IDLE_SECONDS)}
+        prepare_world(world, policy_path)
+        world.start_control_plane()
+        start_nodes(world)
+        yield world
