@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, Path, Query
+from fastapi import APIRouter, Query
 
 from burrow.control.accounts.schemas import (
     AccountPage,
@@ -19,11 +19,10 @@ from burrow.control.accounts.schemas import (
 from burrow.control.accounts.service import account as account_service
 from burrow.control.deps import CurrentAdmin, RuntimeDep, SessionDep
 from burrow.control.models import Account, AccountStatus
+from burrow.control.params import AccountId
 from burrow.control.problems import problem_responses
 
 router = APIRouter(prefix="/api/v1/admin", tags=["admin"])
-
-AccountId = Annotated[int, Path(ge=1, le=2**63 - 1, description="The account's id.")]
 
 
 def _read(account: Account) -> AdminAccountRead:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, Header, Path, Request
+from fastapi import APIRouter, Header, Request
 
 from burrow.control.billing import stripe_events
 from burrow.control.billing.schemas import (
@@ -21,12 +21,11 @@ from burrow.control.billing.service import billing as billing_service
 from burrow.control.billing.service import webhook as webhook_service
 from burrow.control.db import after_commit
 from burrow.control.deps import CurrentAccount, CurrentAdmin, RuntimeDep, SessionDep
+from burrow.control.params import AccountId
 from burrow.control.problems import problem_responses
 
 customer_router = APIRouter(prefix="/api/v1/billing", tags=["billing"])
 admin_router = APIRouter(prefix="/api/v1/admin", tags=["admin"])
-
-AccountId = Annotated[int, Path(ge=1, le=2**63 - 1, description="The account's id.")]
 
 
 def order_out(view: OrderView) -> OrderOut:

@@ -10,7 +10,6 @@ from burrow.control.connections.service import IDLE, DeviceStatus
 from burrow.control.connections.service import connection as connection_service
 from burrow.control.deps import CurrentAccount, RuntimeDep, SessionDep
 from burrow.control.devices.schemas import (
-    MAX_ID,
     DeviceConnection,
     DeviceCreate,
     DeviceIssued,
@@ -21,6 +20,7 @@ from burrow.control.devices.schemas import (
 from burrow.control.devices.service import QR_MEDIA_TYPES, IssuedDevice, QrKind
 from burrow.control.devices.service import device as device_service
 from burrow.control.models import Device
+from burrow.control.params import MAX_ID
 from burrow.control.problems import problem_responses
 
 router = APIRouter(prefix="/api/v1/devices", tags=["devices"])

@@ -10,7 +10,7 @@ from typing import Annotated, Literal
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 
-MAX_ID = 2**63 - 1  # ids are BIGINT on PostgreSQL; a larger number can only be "not found"
+from burrow.control.params import MAX_ID
 
 
 def _clean_name(value: str) -> str:

@@ -8,7 +8,6 @@ from fastapi import APIRouter, Path, status
 
 from burrow.control.deps import CurrentAdmin, RuntimeDep, SessionDep
 from burrow.control.nodes.schemas import (
-    MAX_ID,
     EnrollmentIssued,
     NodeCreate,
     NodeCreated,
@@ -17,6 +16,7 @@ from burrow.control.nodes.schemas import (
     ServerRead,
 )
 from burrow.control.nodes.service import node as node_service
+from burrow.control.params import MAX_ID
 from burrow.control.problems import problem_responses
 
 router = APIRouter()

@@ -14,8 +14,6 @@ from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 
 from burrow.control.models import NodeStatus
 
-MAX_ID = 2**63 - 1  # ids are BIGINT on PostgreSQL; a larger number can only be "not found"
-
 # ISO 3166-1 alpha-2, the officially assigned codes.
 _ISO_3166_ALPHA_2 = """
 AD AE AF AG AI AL AM AO AQ AR AS AT AU AW AX AZ BA BB BD BE BF BG BH BI BJ BL BM BN BO

@@ -6,10 +6,11 @@ from __future__ import annotations
 import json
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Path
+from fastapi import APIRouter
 
 from burrow.control.deps import CurrentAccount, CurrentAdmin, RuntimeDep, SessionDep
 from burrow.control.models import utcnow
+from burrow.control.params import id_path
 from burrow.control.problems import problem_responses
 from burrow.control.refunds.schemas import (
     AdminRefundOut,
@@ -27,7 +28,7 @@ from burrow.control.refunds.service import refund as refund_service
 customer_router = APIRouter(tags=["refunds"])
 admin_router = APIRouter(prefix="/api/v1/admin/refunds", tags=["admin"])
 
-Id = Annotated[int, Path(ge=1, le=2**63 - 1)]
+Id = Annotated[int, id_path("The id.")]
 
 
 def _fields(view: RefundView) -> dict[str, Any]:

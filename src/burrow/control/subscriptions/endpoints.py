@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
-from typing import Annotated
-
-from fastapi import APIRouter, Path
+from fastapi import APIRouter
 
 from burrow.control.deps import CurrentAccount, CurrentAdmin, RuntimeDep, SessionDep
+from burrow.control.params import AccountId
 from burrow.control.plans.schemas import PlanOut
 from burrow.control.problems import problem_responses
 from burrow.control.subscriptions.schemas import GrantIn, SubscriptionChangeOut, SubscriptionOut
@@ -19,8 +18,6 @@ from burrow.control.subscriptions.service import subscription as subscription_se
 
 customer_router = APIRouter(prefix="/api/v1/subscriptions", tags=["subscriptions"])
 admin_router = APIRouter(prefix="/api/v1/admin", tags=["admin"])
-
-AccountId = Annotated[int, Path(ge=1, le=2**63 - 1, description="The account's id.")]
 
 
 def _out(details: SubscriptionDetails) -> SubscriptionOut:

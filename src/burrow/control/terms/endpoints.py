@@ -10,10 +10,11 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, Path
+from fastapi import APIRouter
 from fastapi.responses import HTMLResponse, Response
 
 from burrow.control.deps import CurrentAccount, RuntimeDep, SessionDep
+from burrow.control.params import id_path
 from burrow.control.problems import problem_responses
 from burrow.control.terms.schemas import (
     AcceptanceRead,
@@ -26,12 +27,10 @@ from burrow.control.terms.schemas import (
 from burrow.control.terms.service import AccountTerms
 from burrow.control.terms.service import terms as terms_service
 
-MAX_ID = 2**63 - 1  # ids are BIGINT on PostgreSQL; a larger number can only be "not found"
-
 pages_router = APIRouter(include_in_schema=False)
 api_router = APIRouter(prefix="/api/v1", tags=["terms"])
 
-VersionId = Annotated[int, Path(ge=1, le=MAX_ID, description="A terms version's id.")]
+VersionId = Annotated[int, id_path("A terms version's id.")]
 
 
 @pages_router.get("/terms", response_class=HTMLResponse)
