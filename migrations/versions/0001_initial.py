@@ -28,6 +28,7 @@ def upgrade() -> None:
                 "active",
                 "suspended",
                 "terminated",
+                "erased",
                 name="accountstatus",
                 native_enum=False,
                 length=20,
@@ -55,6 +56,10 @@ def upgrade() -> None:
         ),
         sa.Column("terms_version_accepted", sa.String(length=64), nullable=True),
         sa.Column("terms_accepted_at", sa.DateTime(timezone=True), nullable=True),
+        sa.Column("terminated_clause", sa.String(length=200), nullable=True),
+        sa.Column("last_login_ip", sa.String(length=45), nullable=True),
+        sa.Column("last_login_ip_at", sa.DateTime(timezone=True), nullable=True),
+        sa.Column("erased_at", sa.DateTime(timezone=True), nullable=True),
         sa.Column(
             "id",
             sa.BigInteger().with_variant(sa.Integer(), "sqlite"),
@@ -258,6 +263,34 @@ def upgrade() -> None:
         )
 
     op.create_table(
+        "admin_actions",
+        sa.Column("admin_id", sa.BigInteger().with_variant(sa.Integer(), "sqlite"), nullable=True),
+        sa.Column("action", sa.String(length=64), nullable=False),
+        sa.Column("target_type", sa.String(length=32), nullable=False),
+        sa.Column("target_id", sa.String(length=64), nullable=False),
+        sa.Column("reason", sa.Text(), nullable=False),
+        sa.Column("detail", sa.Text(), nullable=False),
+        sa.Column("at", sa.DateTime(timezone=True), nullable=False),
+        sa.Column(
+            "id",
+            sa.BigInteger().with_variant(sa.Integer(), "sqlite"),
+            autoincrement=True,
+            nullable=False,
+        ),
+        sa.ForeignKeyConstraint(
+            ["admin_id"],
+            ["accounts.id"],
+            name=op.f("fk_admin_actions_admin_id_accounts"),
+            ondelete="SET NULL",
+        ),
+        sa.PrimaryKeyConstraint("id", name=op.f("pk_admin_actions")),
+    )
+    with op.batch_alter_table("admin_actions", schema=None) as batch_op:
+        batch_op.create_index(batch_op.f("ix_admin_actions_action"), ["action"], unique=False)
+        batch_op.create_index(batch_op.f("ix_admin_actions_admin_id"), ["admin_id"], unique=False)
+        batch_op.create_index(batch_op.f("ix_admin_actions_at"), ["at"], unique=False)
+
+    op.create_table(
         "billing_details",
         sa.Column(
             "account_id", sa.BigInteger().with_variant(sa.Integer(), "sqlite"), nullable=False
@@ -283,6 +316,42 @@ def upgrade() -> None:
         sa.PrimaryKeyConstraint("id", name=op.f("pk_billing_details")),
         sa.UniqueConstraint("account_id", name=op.f("uq_billing_details_account_id")),
     )
+    op.create_table(
+        "consents",
+        sa.Column(
+            "account_id", sa.BigInteger().with_variant(sa.Integer(), "sqlite"), nullable=False
+        ),
+        sa.Column(
+            "purpose",
+            sa.Enum(
+                "marketing_email",
+                "product_analytics",
+                name="consentpurpose",
+                native_enum=False,
+                length=40,
+            ),
+            nullable=False,
+        ),
+        sa.Column("granted", sa.Boolean(), nullable=False),
+        sa.Column("at", sa.DateTime(timezone=True), nullable=False),
+        sa.Column("source", sa.String(length=20), nullable=False),
+        sa.Column(
+            "id",
+            sa.BigInteger().with_variant(sa.Integer(), "sqlite"),
+            autoincrement=True,
+            nullable=False,
+        ),
+        sa.ForeignKeyConstraint(
+            ["account_id"],
+            ["accounts.id"],
+            name=op.f("fk_consents_account_id_accounts"),
+            ondelete="CASCADE",
+        ),
+        sa.PrimaryKeyConstraint("id", name=op.f("pk_consents")),
+    )
+    with op.batch_alter_table("consents", schema=None) as batch_op:
+        batch_op.create_index(batch_op.f("ix_consents_account_id"), ["account_id"], unique=False)
+
     op.create_table(
         "devices",
         sa.Column(
@@ -416,6 +485,71 @@ def upgrade() -> None:
         batch_op.create_index(batch_op.f("ix_orders_status"), ["status"], unique=False)
 
     op.create_table(
+        "privacy_requests",
+        sa.Column(
+            "account_id", sa.BigInteger().with_variant(sa.Integer(), "sqlite"), nullable=True
+        ),
+        sa.Column(
+            "kind",
+            sa.Enum(
+                "access",
+                "rectification",
+                "erasure",
+                "restriction",
+                "objection",
+                name="privacyrequestkind",
+                native_enum=False,
+                length=20,
+            ),
+            nullable=False,
+        ),
+        sa.Column(
+            "status",
+            sa.Enum(
+                "done",
+                "pending",
+                "refused",
+                name="privacyrequeststatus",
+                native_enum=False,
+                length=20,
+            ),
+            nullable=False,
+        ),
+        sa.Column("received_at", sa.DateTime(timezone=True), nullable=False),
+        sa.Column("due_at", sa.DateTime(timezone=True), nullable=False),
+        sa.Column("completed_at", sa.DateTime(timezone=True), nullable=True),
+        sa.Column("details", sa.Text(), nullable=False),
+        sa.Column("outcome", sa.Text(), nullable=True),
+        sa.Column(
+            "handled_by", sa.BigInteger().with_variant(sa.Integer(), "sqlite"), nullable=True
+        ),
+        sa.Column(
+            "id",
+            sa.BigInteger().with_variant(sa.Integer(), "sqlite"),
+            autoincrement=True,
+            nullable=False,
+        ),
+        sa.ForeignKeyConstraint(
+            ["account_id"],
+            ["accounts.id"],
+            name=op.f("fk_privacy_requests_account_id_accounts"),
+            ondelete="SET NULL",
+        ),
+        sa.ForeignKeyConstraint(
+            ["handled_by"],
+            ["accounts.id"],
+            name=op.f("fk_privacy_requests_handled_by_accounts"),
+            ondelete="SET NULL",
+        ),
+        sa.PrimaryKeyConstraint("id", name=op.f("pk_privacy_requests")),
+    )
+    with op.batch_alter_table("privacy_requests", schema=None) as batch_op:
+        batch_op.create_index(
+            batch_op.f("ix_privacy_requests_account_id"), ["account_id"], unique=False
+        )
+        batch_op.create_index(batch_op.f("ix_privacy_requests_status"), ["status"], unique=False)
+
+    op.create_table(
         "subscriptions",
         sa.Column(
             "account_id", sa.BigInteger().with_variant(sa.Integer(), "sqlite"), nullable=False
@@ -440,6 +574,11 @@ def upgrade() -> None:
         sa.Column("cancel_at_period_end", sa.Boolean(), nullable=False),
         sa.Column("canceled_at", sa.DateTime(timezone=True), nullable=True),
         sa.Column("ended_at", sa.DateTime(timezone=True), nullable=True),
+        sa.Column("provider", sa.String(length=32), nullable=True),
+        sa.Column("provider_subscription_id", sa.String(length=200), nullable=True),
+        sa.Column("provider_updated_at", sa.DateTime(timezone=True), nullable=True),
+        sa.Column("grace_until", sa.DateTime(timezone=True), nullable=True),
+        sa.Column("reminder_sent_for", sa.DateTime(timezone=True), nullable=True),
         sa.Column(
             "id",
             sa.BigInteger().with_variant(sa.Integer(), "sqlite"),
@@ -466,6 +605,11 @@ def upgrade() -> None:
             batch_op.f("ix_subscriptions_current_period_end"), ["current_period_end"], unique=False
         )
         batch_op.create_index(batch_op.f("ix_subscriptions_plan_id"), ["plan_id"], unique=False)
+        batch_op.create_index(
+            batch_op.f("ix_subscriptions_provider_subscription_id"),
+            ["provider_subscription_id"],
+            unique=False,
+        )
         batch_op.create_index(batch_op.f("ix_subscriptions_status"), ["status"], unique=False)
 
     op.create_table(
@@ -522,32 +666,6 @@ def upgrade() -> None:
             batch_op.f("ix_terms_acceptances_terms_version_id"), ["terms_version_id"], unique=False
         )
 
-    op.create_table(
-        "usage_counters",
-        sa.Column(
-            "account_id", sa.BigInteger().with_variant(sa.Integer(), "sqlite"), nullable=False
-        ),
-        sa.Column("order_id", sa.BigInteger().with_variant(sa.Integer(), "sqlite"), nullable=True),
-        sa.Column("bytes_total", sa.BigInteger(), nullable=False),
-        sa.Column("sessions", sa.Integer(), nullable=False),
-        sa.Column("updated_at", sa.DateTime(timezone=True), nullable=False),
-        sa.Column(
-            "id",
-            sa.BigInteger().with_variant(sa.Integer(), "sqlite"),
-            autoincrement=True,
-            nullable=False,
-        ),
-        sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
-        sa.ForeignKeyConstraint(
-            ["account_id"],
-            ["accounts.id"],
-            name=op.f("fk_usage_counters_account_id_accounts"),
-            ondelete="CASCADE",
-        ),
-        sa.PrimaryKeyConstraint("id", name=op.f("pk_usage_counters")),
-        sa.UniqueConstraint("account_id", name=op.f("uq_usage_counters_account_id")),
-        info={"privacy": "usage_counters"},
-    )
     op.create_table(
         "connection_records",
         sa.Column(
@@ -690,6 +808,38 @@ def upgrade() -> None:
         batch_op.create_index(batch_op.f("ix_refund_requests_status"), ["status"], unique=False)
 
     op.create_table(
+        "usage_counters",
+        sa.Column(
+            "account_id", sa.BigInteger().with_variant(sa.Integer(), "sqlite"), nullable=False
+        ),
+        sa.Column("order_id", sa.BigInteger().with_variant(sa.Integer(), "sqlite"), nullable=True),
+        sa.Column("bytes_total", sa.BigInteger(), nullable=False),
+        sa.Column("sessions", sa.Integer(), nullable=False),
+        sa.Column("updated_at", sa.DateTime(timezone=True), nullable=False),
+        sa.Column(
+            "id",
+            sa.BigInteger().with_variant(sa.Integer(), "sqlite"),
+            autoincrement=True,
+            nullable=False,
+        ),
+        sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
+        sa.ForeignKeyConstraint(
+            ["account_id"],
+            ["accounts.id"],
+            name=op.f("fk_usage_counters_account_id_accounts"),
+            ondelete="CASCADE",
+        ),
+        sa.ForeignKeyConstraint(
+            ["order_id"],
+            ["orders.id"],
+            name=op.f("fk_usage_counters_order_id_orders"),
+            ondelete="SET NULL",
+        ),
+        sa.PrimaryKeyConstraint("id", name=op.f("pk_usage_counters")),
+        sa.UniqueConstraint("account_id", name=op.f("uq_usage_counters_account_id")),
+        info={"privacy": "usage_counters"},
+    )
+    op.create_table(
         "refund_rule_outcomes",
         sa.Column(
             "refund_request_id",
@@ -731,6 +881,7 @@ def downgrade() -> None:
         batch_op.drop_index(batch_op.f("ix_refund_rule_outcomes_refund_request_id"))
 
     op.drop_table("refund_rule_outcomes")
+    op.drop_table("usage_counters")
     with op.batch_alter_table("refund_requests", schema=None) as batch_op:
         batch_op.drop_index(batch_op.f("ix_refund_requests_status"))
         batch_op.drop_index(batch_op.f("ix_refund_requests_order_id"))
@@ -748,7 +899,6 @@ def downgrade() -> None:
         batch_op.drop_index(batch_op.f("ix_connection_records_account_id"))
 
     op.drop_table("connection_records")
-    op.drop_table("usage_counters")
     with op.batch_alter_table("terms_acceptances", schema=None) as batch_op:
         batch_op.drop_index(batch_op.f("ix_terms_acceptances_terms_version_id"))
         batch_op.drop_index(batch_op.f("ix_terms_acceptances_account_id"))
@@ -756,11 +906,17 @@ def downgrade() -> None:
     op.drop_table("terms_acceptances")
     with op.batch_alter_table("subscriptions", schema=None) as batch_op:
         batch_op.drop_index(batch_op.f("ix_subscriptions_status"))
+        batch_op.drop_index(batch_op.f("ix_subscriptions_provider_subscription_id"))
         batch_op.drop_index(batch_op.f("ix_subscriptions_plan_id"))
         batch_op.drop_index(batch_op.f("ix_subscriptions_current_period_end"))
         batch_op.drop_index(batch_op.f("ix_subscriptions_account_id"))
 
     op.drop_table("subscriptions")
+    with op.batch_alter_table("privacy_requests", schema=None) as batch_op:
+        batch_op.drop_index(batch_op.f("ix_privacy_requests_status"))
+        batch_op.drop_index(batch_op.f("ix_privacy_requests_account_id"))
+
+    op.drop_table("privacy_requests")
     with op.batch_alter_table("orders", schema=None) as batch_op:
         batch_op.drop_index(batch_op.f("ix_orders_status"))
         batch_op.drop_index(batch_op.f("ix_orders_plan_id"))
@@ -775,7 +931,17 @@ def downgrade() -> None:
         batch_op.drop_index(batch_op.f("ix_devices_account_id"))
 
     op.drop_table("devices")
+    with op.batch_alter_table("consents", schema=None) as batch_op:
+        batch_op.drop_index(batch_op.f("ix_consents_account_id"))
+
+    op.drop_table("consents")
     op.drop_table("billing_details")
+    with op.batch_alter_table("admin_actions", schema=None) as batch_op:
+        batch_op.drop_index(batch_op.f("ix_admin_actions_at"))
+        batch_op.drop_index(batch_op.f("ix_admin_actions_admin_id"))
+        batch_op.drop_index(batch_op.f("ix_admin_actions_action"))
+
+    op.drop_table("admin_actions")
     with op.batch_alter_table("account_sessions", schema=None) as batch_op:
         batch_op.drop_index(batch_op.f("ix_account_sessions_account_id"))
 

@@ -242,7 +242,8 @@ BROKEN: dict[str, tuple[str, list[str]]] = {
             "privacy.mode: must be one of: 'strict' or 'metered' (found \"paranoid\")",
             "privacy.retention: is not a known setting (known: mode, "
             "connection_record_retention_days, first_order_usage_counters, store_last_login_ip, "
-            "last_login_ip_retention_days, client_ips_in_logs)",
+            "last_login_ip_retention_days, client_ips_in_logs, "
+            "request_response_days, invoice_retention_years)",
             'plans.basic.currency: must be a three-letter ISO 4217 code such as "USD" '
             '(found "eur")',
             "plans.basic.period_months: must be at least 1 (found 0)",

@@ -2,9 +2,11 @@
 
 from burrow.control.models.account import Account, AccountStatus, AgeAttestation
 from burrow.control.models.account_session import AccountSession
+from burrow.control.models.admin_action import AdminAction
 from burrow.control.models.base import Base, utcnow
 from burrow.control.models.billing_details import BillingDetails
 from burrow.control.models.connection_record import ConnectionRecord
+from burrow.control.models.consent import Consent, ConsentPurpose
 from burrow.control.models.device import Device
 from burrow.control.models.email_verification import EmailVerification
 from burrow.control.models.node import Node, NodeStatus
@@ -12,6 +14,11 @@ from burrow.control.models.order import Order, OrderKind, OrderStatus, PaymentMe
 from burrow.control.models.payment import Payment
 from burrow.control.models.peer_change import PeerChange, PeerChangeOp
 from burrow.control.models.plan import Plan, PlanKind
+from burrow.control.models.privacy_request import (
+    PrivacyRequest,
+    PrivacyRequestKind,
+    PrivacyRequestStatus,
+)
 from burrow.control.models.refund_request import RefundRequest, RefundStatus
 from burrow.control.models.refund_rule_outcome import RefundRuleOutcome
 from burrow.control.models.served_peer import ServedPeer
@@ -27,10 +34,13 @@ __all__ = [
     "Account",
     "AccountSession",
     "AccountStatus",
+    "AdminAction",
     "AgeAttestation",
     "Base",
     "BillingDetails",
     "ConnectionRecord",
+    "Consent",
+    "ConsentPurpose",
     "Device",
     "EmailVerification",
     "Node",
@@ -44,6 +54,9 @@ __all__ = [
     "PeerChangeOp",
     "Plan",
     "PlanKind",
+    "PrivacyRequest",
+    "PrivacyRequestKind",
+    "PrivacyRequestStatus",
     "RefundRequest",
     "RefundRuleOutcome",
     "RefundStatus",

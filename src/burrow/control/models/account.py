@@ -13,6 +13,9 @@ class AccountStatus(StrEnum):
     active = "active"
     suspended = "suspended"
     terminated = "terminated"
+    # The customer deleted the account: personal data erased, the row kept anonymised so the
+    # invoices that the law requires to be kept still have an owner.
+    erased = "erased"
 
 
 class AgeAttestation(StrEnum):
@@ -42,3 +45,14 @@ class Account(IdMixin, CreatedMixin, Base):
     )
     terms_version_accepted: Mapped[str | None] = mapped_column(String(64), default=None)
     terms_accepted_at: Mapped[datetime | None] = mapped_column(default=None)
+    # The clause of the terms an account was terminated for violating (admin's finding).
+    terminated_clause: Mapped[str | None] = mapped_column(String(200), default=None)
+    # The website's last sign-in address, kept only when ``privacy.store_last_login_ip`` is on
+    # and only for ``privacy.last_login_ip_retention_days`` (the purge job clears it).
+    last_login_ip: Mapped[str | None] = mapped_column(
+        String(45), default=None, info={"privacy": "login_ip"}
+    )
+    last_login_ip_at: Mapped[datetime | None] = mapped_column(
+        default=None, info={"privacy": "login_ip"}
+    )
+    erased_at: Mapped[datetime | None] = mapped_column(default=None)

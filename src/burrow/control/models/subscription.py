@@ -3,7 +3,7 @@ from __future__ import annotations
 from datetime import datetime
 from enum import StrEnum
 
-from sqlalchemy import Boolean, Enum, ForeignKey
+from sqlalchemy import Boolean, Enum, ForeignKey, String
 from sqlalchemy.orm import Mapped, mapped_column
 
 from burrow.control.models.base import Base, BigId, CreatedMixin, IdMixin
@@ -36,3 +36,15 @@ class Subscription(IdMixin, CreatedMixin, Base):
     cancel_at_period_end: Mapped[bool] = mapped_column(Boolean, default=False)
     canceled_at: Mapped[datetime | None] = mapped_column(default=None)
     ended_at: Mapped[datetime | None] = mapped_column(default=None)
+    # A provider's recurring subscription behind this one (Stripe's ``sub_...``), if any.
+    provider: Mapped[str | None] = mapped_column(String(32), default=None)
+    provider_subscription_id: Mapped[str | None] = mapped_column(
+        String(200), default=None, index=True
+    )
+    # The time of the newest provider object applied, so an older event arriving late
+    # cannot undo a newer state.
+    provider_updated_at: Mapped[datetime | None] = mapped_column(default=None)
+    # past_due: access continues until here (the policy's grace), then the period expires.
+    grace_until: Mapped[datetime | None] = mapped_column(default=None)
+    # The period end a renewal reminder was sent for (non-recurring methods), sent once.
+    reminder_sent_for: Mapped[datetime | None] = mapped_column(default=None)

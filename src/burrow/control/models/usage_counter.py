@@ -13,7 +13,8 @@ class UsageCounter(IdMixin, CreatedMixin, Base):
 
     Kept only under ``privacy.mode = "metered"`` with ``privacy.first_order_usage_counters``
     and a refund rule that needs them (``refunds.max_data_bytes`` / ``max_sessions``).
-    ``order_id`` stays empty until orders exist; then the counter belongs to the first order.
+    ``order_id`` is the account's first paid order once there is one; the counts before it
+    (a trial) are part of that order's usage.
     """
 
     __tablename__ = "usage_counters"
@@ -22,8 +23,9 @@ class UsageCounter(IdMixin, CreatedMixin, Base):
     account_id: Mapped[int] = mapped_column(
         BigId, ForeignKey("accounts.id", ondelete="CASCADE"), unique=True
     )
-    # No foreign key yet: the orders table comes with billing.
-    order_id: Mapped[int | None] = mapped_column(BigId, default=None)
+    order_id: Mapped[int | None] = mapped_column(
+        BigId, ForeignKey("orders.id", ondelete="SET NULL"), default=None
+    )
     bytes_total: Mapped[int] = mapped_column(BigInteger, default=0)
     sessions: Mapped[int] = mapped_column(Integer, default=0)
     updated_at: Mapped[datetime] = mapped_column(default=utcnow)

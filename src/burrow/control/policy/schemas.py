@@ -103,6 +103,12 @@ class PrivacySection(_Section):
     # Client IP addresses may appear in application logs. Metered mode only; off, the log
     # filter removes every address.
     client_ips_in_logs: bool = False
+    # Data-subject requests (access, erasure, ...) that need a person are answered within
+    # this many days (the GDPR's month); the admin panel lists them by this deadline.
+    request_response_days: int = Field(30, ge=1, le=90)
+    # After an account is erased, its invoices (orders and payments, without the person)
+    # are kept this long because accounting law requires it; the privacy page says so.
+    invoice_retention_years: int = Field(10, ge=1, le=30)
 
     @property
     def keeps_connection_records(self) -> bool:
@@ -174,6 +180,12 @@ class PaymentMethodsSection(_Section):
     offered: list[PaymentMethodClass] = Field(default_factory=lambda: ["card"], min_length=1)
     # Classes that renew automatically; the others pay one period at a time.
     recurring: list[PaymentMethodClass] = Field(default_factory=lambda: ["card"])
+    # A failed renewal leaves the subscription past_due with access for this many days, then
+    # it expires. 0: access ends when the payment fails.
+    past_due_grace_days: int = Field(3, ge=0, le=60)
+    # Non-recurring methods (crypto, manual) get a reminder email this many days before the
+    # period ends.
+    renewal_reminder_days: int = Field(7, ge=1, le=60)
 
 
 class FairUseSection(_Section):
