@@ -10,7 +10,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.burrow-installed
 
 APT_RUN := wireguard-go wireguard-tools nftables iproute2 ca-certificates
-APT_TEST := $(APT_RUN) postgresql iperf3
+APT_TEST := $(APT_RUN) postgresql iperf3 chromium
 
 export BURROW_POLICY_PATH ?= examples/policies/strict-no-logs.toml
 # make run is a complete VPN provider on one machine: the control plane plus a node in-process.

@@ -80,6 +80,7 @@ def upgrade() -> None:
         sa.Column("egress_ipv4", sa.String(length=15), nullable=True),
         sa.Column("egress_ipv6", sa.String(length=39), nullable=True),
         sa.Column("capacity", sa.Integer(), nullable=False),
+        sa.Column("uplink_mbit", sa.Integer(), nullable=True),
         sa.Column(
             "status",
             sa.Enum(
@@ -241,6 +242,7 @@ def upgrade() -> None:
         sa.Column("token_hash", sa.String(length=64), nullable=False),
         sa.Column("expires_at", sa.DateTime(timezone=True), nullable=False),
         sa.Column("needs_second_factor", sa.Boolean(), nullable=False),
+        sa.Column("second_factor_at", sa.DateTime(timezone=True), nullable=True),
         sa.Column(
             "id",
             sa.BigInteger().with_variant(sa.Integer(), "sqlite"),

@@ -33,6 +33,9 @@ PUBLIC = {
     ("GET", "/api/v1/terms/versions/{version_id}"),
     # Authenticated by Stripe's signature, not a token (tests/control/billing/test_stripe_events).
     ("POST", "/api/v1/billing/webhooks/stripe"),
+    # Authenticated by its per-order token, then confirmed through CoinGate's API
+    # (tests/control/billing/test_coingate).
+    ("POST", "/api/v1/billing/webhooks/coingate"),
 }
 
 

@@ -283,3 +283,31 @@ class FakeNetwork:
     async def set_blocked(self, addresses: Collection[str]) -> None:
         self.blocked.append(sorted(addresses))
         self.journal.append("block")
+
+
+class FakeShaper:
+    """``loop.Shaper`` in memory: who is shaped, and every change asked of it."""
+
+    def __init__(self) -> None:
+        self.peers: dict[str, tuple[str, ...]] = {}
+        self.rate: int | None = None
+        self.changes: list[tuple[str, ...] | str] = []
+
+    @property
+    def shaped(self) -> frozenset[str]:
+        return frozenset(self.peers)
+
+    async def apply(
+        self, peers: Mapping[str, Sequence[str]], rate_mbit: int, *, force: bool = False
+    ) -> bool:
+        wanted = {key: tuple(addresses) for key, addresses in peers.items()}
+        if not force and wanted == self.peers and (rate_mbit == self.rate or not wanted):
+            return False
+        self.changes.append(("force" if force else "apply", *sorted(wanted)))
+        self.peers = wanted
+        self.rate = rate_mbit
+        return True
+
+    async def clear(self) -> None:
+        self.peers = {}
+        self.changes.append("clear")

@@ -23,7 +23,7 @@ from burrow.node.client import NodeApiClient, NodeTokenRejected
 from burrow.node.loop import Backoff, SyncLoop
 from burrow.node.reconcile import AddPeer, RemovePeer, UpdateAllowedIPs
 from burrow.node.status import StatusReporter
-from burrow.wire import DeltaState, FullState
+from burrow.wire import DeltaState, FairUseSpec, FullState
 from tests.support.factories import (
     create_account,
     create_device,
@@ -31,7 +31,16 @@ from tests.support.factories import (
     create_subscription,
 )
 
-from .fakes import NETWORK, NODE_TOKEN, FakeControlPlane, FakeDriver, FakeNetwork, peer, random_key
+from .fakes import (
+    NETWORK,
+    NODE_TOKEN,
+    FakeControlPlane,
+    FakeDriver,
+    FakeNetwork,
+    FakeShaper,
+    peer,
+    random_key,
+)
 
 PRIVATE_KEY = random_key()
 
@@ -373,3 +382,112 @@ async def test_after_a_failed_change_the_next_round_starts_from_a_full_state(rig
     await rig.loop.step()
     assert rig.cp.requests[-1] == "GET /state"
     assert rig.interface() == rig.desired()
+
+
+# --- fair use -----------------------------------------------------------------------------------
+
+FAIR_USE = FairUseSpec(shaped_rate_mbit=10, trigger_utilisation_percent=90, window_minutes=1)
+MBIT_SECONDS = 1_000_000 // 8
+
+
+@dataclass
+class FairRig:
+    cp: FakeControlPlane
+    driver: FakeDriver
+    shaper: FakeShaper
+    loop: SyncLoop
+    now: list[float]
+
+    async def read(self, rates: dict[str, tuple[int, int]], seconds: int = 5) -> None:
+        """``seconds`` pass with each peer moving (rx, tx) Mbit/s; then the reporter reads."""
+        self.now[0] += seconds
+        for key, (rx, tx) in rates.items():
+            old_rx, old_tx = self.driver.counters.get(key, (0, 0))
+            moved = MBIT_SECONDS * seconds
+            self.driver.counters[key] = (old_rx + rx * moved, old_tx + tx * moved)
+        await self.loop.read_peers()
+
+
+@pytest.fixture
+async def fair() -> AsyncIterator[FairRig]:
+    cp = FakeControlPlane(network=NETWORK.model_copy(update={"fair_use": FAIR_USE}))
+    for n in range(2, 5):
+        cp.upsert(peer(n))
+    driver = FakeDriver()
+    shaper = FakeShaper()
+    client = NodeApiClient("http://control.test", NODE_TOKEN, transport=cp.transport())
+    loop = SyncLoop(
+        client,
+        driver,
+        FakeNetwork(),
+        private_key=PRIVATE_KEY,
+        long_poll_seconds=0.05,
+        shaper=shaper,
+        uplink_mbit=100,
+    )
+    now = [1_000.0]
+    loop._monotonic = lambda: now[0]
+    await loop.step()
+    yield FairRig(cp, driver, shaper, loop, now)
+    await client.aclose()
+
+
+async def test_a_busy_node_shapes_its_heaviest_peer_until_it_is_less_busy(fair: FairRig) -> None:
+    heavy, light, idle = fair.cp.peers
+    await fair.read({})  # the baseline
+    for _ in range(6):
+        await fair.read({heavy: (2, 90), light: (1, 3)})
+    # Half a minute at 93 % of 100 Mbit/s: the heavy peer is shaped, with both its addresses.
+    assert fair.shaper.peers == {heavy: fair.cp.peers[heavy].allowed_ips}
+    assert fair.shaper.rate == 10
+    assert idle not in fair.shaper.shaped
+
+    # Shaped, it moves 10 Mbit/s: after a window the node is quiet and the shaping goes.
+    for _ in range(12):
+        await fair.read({heavy: (2, 10), light: (1, 3)})
+    assert fair.shaper.shaped == frozenset()
+    assert fair.shaper.changes == [("apply", heavy), ("apply",)]
+
+
+async def test_a_fresh_interface_gets_its_shaping_back_at_once(fair: FairRig) -> None:
+    heavy, light, _ = fair.cp.peers
+    await fair.read({})
+    for _ in range(6):
+        await fair.read({heavy: (2, 90), light: (1, 3)})
+    assert fair.shaper.shaped == {heavy}
+    fair.driver.kill()
+    await fair.loop.supervise_once()  # wireguard-go restarted: everything pushed again
+    # Its counters restart at zero; the window is kept and the qdiscs go on again.
+    fair.driver.counters.clear()
+    await fair.read({heavy: (2, 90), light: (1, 3)})
+    assert fair.shaper.changes[-1] == ("force", heavy)
+
+
+async def test_a_policy_without_shaping_lifts_it(fair: FairRig) -> None:
+    heavy, light, _ = fair.cp.peers
+    await fair.read({})
+    for _ in range(6):
+        await fair.read({heavy: (2, 90), light: (1, 3)})
+    assert fair.shaper.shaped == {heavy}
+    revision = fair.cp.revision
+    await fair.loop.apply_update(
+        DeltaState(from_revision=revision, revision=revision, network=NETWORK)
+    )
+    await fair.read({heavy: (2, 90), light: (1, 3)})
+    assert fair.shaper.shaped == frozenset()
+    assert fair.shaper.changes[-1] == "clear"
+
+
+async def test_without_an_uplink_bandwidth_nobody_is_shaped(
+    fair: FairRig, caplog: pytest.LogCaptureFixture
+) -> None:
+    fair.loop._uplink_mbit = None
+    assert fair.loop.fair_use_settings() is None
+    assert "uplink bandwidth is unknown" in caplog.text
+    # The control plane naming it is enough.
+    fair.loop.network = NETWORK.model_copy(
+        update={"fair_use": FAIR_USE.model_copy(update={"uplink_mbit": 1000})}
+    )
+    settings = fair.loop.fair_use_settings()
+    assert settings is not None
+    assert settings.uplink_mbit == 1000

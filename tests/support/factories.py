@@ -66,7 +66,11 @@ async def create_session_token(
     token = new_token()
     session.add(
         AccountSession(
-            account_id=account.id, token_hash=hash_token(token), expires_at=utcnow() + expires_in
+            account_id=account.id,
+            token_hash=hash_token(token),
+            expires_at=utcnow() + expires_in,
+            # As if signed in with the code, when the account has two-factor sign-in on.
+            second_factor_at=utcnow() if account.totp_enabled else None,
         )
     )
     await session.flush()

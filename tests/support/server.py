@@ -28,8 +28,10 @@ class RunningServer:
 
 
 @contextmanager
-def serving(settings: Settings) -> Iterator[RunningServer]:
-    port = free_port()
+def serving(settings: Settings, port: int | None = None) -> Iterator[RunningServer]:
+    # A caller that must know the URL before the app exists (to put it in emailed links,
+    # settings.public_url) picks the port itself.
+    port = port or free_port()
     config = uvicorn.Config(
         create_app(settings), host="127.0.0.1", port=port, log_level="warning", lifespan="on"
     )

@@ -53,6 +53,9 @@ def create(
         str | None, typer.Option(help="The shared IPv6 address clients leave by.")
     ] = None,
     capacity: Annotated[int, typer.Option(help="Devices it serves at once at most.")] = 1000,
+    uplink_mbit: Annotated[
+        int | None, typer.Option(help="Its uplink's bandwidth in Mbit/s, for fair-use shaping.")
+    ] = None,
 ) -> None:
     """Create a node and print the one-time command that enrolls it."""
     try:
@@ -69,6 +72,7 @@ def create(
             egress_ipv4=egress_ipv4,
             egress_ipv6=egress_ipv6,
             capacity=capacity,
+            uplink_mbit=uplink_mbit,
         )
     except ValidationError as exc:
         first = exc.errors()[0]

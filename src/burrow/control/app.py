@@ -19,15 +19,19 @@ from burrow.control.billing.endpoints import router as billing_router
 from burrow.control.config import Settings, get_settings
 from burrow.control.connections.endpoints import router as connections_router
 from burrow.control.devices.endpoints import router as devices_router
+from burrow.control.metrics import router as metrics_router
 from burrow.control.node_api.endpoints import router as node_api_router
 from burrow.control.nodes.endpoints import router as nodes_router
 from burrow.control.plans.endpoints import router as plans_router
+from burrow.control.privacy.endpoints import admin_router as privacy_admin_router
+from burrow.control.privacy.endpoints import router as privacy_router
 from burrow.control.refunds.endpoints import router as refunds_router
 from burrow.control.runtime import Runtime
 from burrow.control.scheduler import Scheduler
 from burrow.control.startup import prepare
 from burrow.control.subscriptions.endpoints import router as subscriptions_router
 from burrow.control.terms.endpoints import router as terms_router
+from burrow.control.web import install as install_web
 
 log = logging.getLogger(__name__)
 
@@ -76,8 +80,13 @@ def create_app(settings: Settings | None = None, *, runtime: Runtime | None = No
         terms_router,
         billing_router,
         refunds_router,
+        privacy_router,
+        privacy_admin_router,
+        metrics_router,
     ):
         app.include_router(router)
+    # The web pages: after the API routers, so /api paths never reach a page route.
+    install_web(app)
 
     @app.get("/healthz", tags=["health"], summary="Liveness")
     async def healthz() -> dict[str, str]:

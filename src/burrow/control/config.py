@@ -114,6 +114,23 @@ class Settings(BaseSettings):
         None, description="Another address for Stripe's API (a test server); unset: Stripe's."
     )
 
+    # CoinGate (crypto): the API key orders are made with. Unset: no crypto checkout, and the
+    # callback endpoint is 404.
+    coingate_api_key: SecretStr | None = None
+    coingate_api_base: str = Field(
+        "https://api.coingate.com",
+        description="CoinGate's API (https://api-sandbox.coingate.com for its sandbox; a test "
+        "server in tests); requests go to {base}/v2/...",
+    )
+    coingate_receive_currency: str = Field(
+        "DO_NOT_CONVERT",
+        description="The currency CoinGate settles in (EUR, USD, BTC ... or DO_NOT_CONVERT).",
+    )
+
+    # GET /metrics (Prometheus): served only when a token is set, to callers that send it as a
+    # bearer token. Unset: /metrics is 404.
+    metrics_token: SecretStr | None = None
+
     scheduler_enabled: bool = True
     scheduler_interval_seconds: float = Field(30.0, gt=0)
 

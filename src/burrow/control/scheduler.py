@@ -12,10 +12,15 @@ import logging
 from collections.abc import Awaitable, Callable
 
 from burrow.control.accounts.tasks import purge_expired_sessions
-from burrow.control.billing.tasks import process_webhook_events
-from burrow.control.connections.tasks import end_lapsed_leases, purge_connection_records
+from burrow.control.billing.tasks import process_webhook_events, send_renewal_reminders
+from burrow.control.connections.tasks import (
+    end_lapsed_leases,
+    expire_usage_counters,
+    purge_connection_records,
+)
 from burrow.control.desired_state.tasks import prune_change_log
 from burrow.control.nodes.tasks import void_expired_enrollments
+from burrow.control.privacy.tasks import clear_old_login_ips, purge_expired_invoices
 from burrow.control.refunds.tasks import execute_approved_refunds
 from burrow.control.runtime import Runtime
 from burrow.control.subscriptions.tasks import expire_due_subscriptions
@@ -31,8 +36,12 @@ JOBS: tuple[tuple[str, Job], ...] = (
     ("void expired enrollment tokens", void_expired_enrollments),
     ("end lapsed connection leases", end_lapsed_leases),
     ("purge connection records past their retention", purge_connection_records),
+    ("delete usage counters past their refund window", expire_usage_counters),
     ("handle stored webhook events", process_webhook_events),
     ("execute approved refunds", execute_approved_refunds),
+    ("forget last-login addresses past their retention", clear_old_login_ips),
+    ("purge erased accounts' invoices past their retention", purge_expired_invoices),
+    ("send renewal reminders", send_renewal_reminders),
 )
 
 

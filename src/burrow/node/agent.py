@@ -2,8 +2,9 @@
 
 ``enroll`` makes (or keeps) the node's key pair, trades the enrollment token for a node token
 and writes the identity file. ``run_agent`` serves until cancelled: it runs the sync loop and
-the status reporter side by side and, on the way out, stops wireguard-go and removes burrow's
-nftables table, so a stopped agent serves nobody.
+the status reporter side by side and, on the way out, removes burrow's fair-use qdiscs and
+IFB device, stops wireguard-go and removes burrow's nftables table, so a stopped agent
+serves nobody and leaves nothing behind.
 
 ``HostNetwork`` is the real ``loop.NetworkSetup``: IP forwarding, burrow's nftables table and
 the WireGuard interface's addresses and MTU from the ``NetworkSpec``.
@@ -26,6 +27,7 @@ import httpx
 from burrow.node.client import NodeApiClient, NodeTokenRejected
 from burrow.node.config import NodeSettings
 from burrow.node.drivers.nftables import FirewallConfig, NftablesFirewall, ensure_forwarding
+from burrow.node.drivers.tc import TcShaper
 from burrow.node.drivers.wireguard import WireGuardGoDriver, interface_addresses
 from burrow.node.identity import NodeIdentity, new_private_key, public_key_of, save_identity
 from burrow.node.loop import SyncLoop
@@ -176,6 +178,7 @@ async def run_agent(
     interface = settings.interface or identity.interface_name
     driver = WireGuardGoDriver(interface, netns=settings.netns, wireguard_go=settings.wireguard_go)
     network = HostNetwork(driver, egress_interface=settings.egress_interface, netns=settings.netns)
+    shaper = TcShaper(interface, netns=settings.netns)
     loop = SyncLoop(
         client,
         driver,
@@ -185,6 +188,8 @@ async def run_agent(
         backoff_initial_seconds=settings.backoff_initial_seconds,
         backoff_max_seconds=settings.backoff_max_seconds,
         supervise_interval_seconds=settings.supervise_interval_seconds,
+        shaper=shaper,
+        uplink_mbit=settings.uplink_mbit,
     )
     reporter = StatusReporter(
         client,
@@ -206,10 +211,16 @@ async def run_agent(
             "(`burrow node token NAME` on the control plane)."
         ) from None
     finally:
-        await _shutdown(driver, network, client)
+        await _shutdown(driver, network, client, shaper)
 
 
-async def _shutdown(driver: WireGuardGoDriver, network: HostNetwork, client: NodeApiClient) -> None:
+async def _shutdown(
+    driver: WireGuardGoDriver, network: HostNetwork, client: NodeApiClient, shaper: TcShaper
+) -> None:
+    try:
+        await shaper.close()
+    except Exception as exc:
+        log.warning("could not remove burrow's fair-use qdiscs (%s)", exc)
     try:
         await driver.stop()
     finally:

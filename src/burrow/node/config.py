@@ -59,3 +59,11 @@ class NodeSettings(BaseSettings):
     idle_threshold_seconds: float = Field(
         180.0, gt=0, description="A peer is connected while its last handshake is younger."
     )
+
+    # Fair use.
+    uplink_mbit: int | None = Field(
+        None,
+        ge=1,
+        description="The uplink's bandwidth in Mbit/s, for fair-use shaping, when the control "
+        "plane does not name one for this node.",
+    )

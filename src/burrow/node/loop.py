@@ -15,11 +15,18 @@ A supervisor task checks wireguard-go every second; if it died it is restarted a
 everything (firewall, key, port, peers) is pushed again from memory, without asking the
 control plane.
 
-The seams are Protocols (``WireGuardDriver``, ``NetworkSetup``) and the node API client takes
-an httpx transport, so tests run the loop against fakes. Logs carry counts and revisions,
-never a peer's key or endpoint.
+Fair use rides on the status reads: each time the reporter reads the interface, the bytes
+every peer moved go into a window kept in RAM (``fairuse.TrafficMeter``), ``fairuse.decide``
+names the peers to shape, and the ``Shaper`` (tc) is brought in line, under the same lock as
+every other data-plane change. A fresh interface lost its qdiscs: they are put back at once.
+No peer's key, address or traffic is logged; only how many are shaped.
 
-Imports ``burrow.wire``, ``burrow.node.reconcile``, the drivers' Protocol and the client.
+The seams are Protocols (``WireGuardDriver``, ``NetworkSetup``, ``Shaper``) and the node API
+client takes an httpx transport, so tests run the loop against fakes. Logs carry counts and
+revisions, never a peer's key or endpoint.
+
+Imports ``burrow.wire``, ``burrow.node.reconcile``, ``burrow.node.fairuse``, the drivers'
+Protocol and the client.
 """
 
 from __future__ import annotations
@@ -28,7 +35,7 @@ import asyncio
 import logging
 import random
 import time
-from collections.abc import Awaitable, Callable, Collection, Iterable
+from collections.abc import Awaitable, Callable, Collection, Iterable, Mapping, Sequence
 from typing import Protocol
 
 from burrow.node.client import (
@@ -39,6 +46,7 @@ from burrow.node.client import (
 )
 from burrow.node.drivers.uapi import WgPeer
 from burrow.node.drivers.wireguard import WireGuardDriver, push_delta, push_full
+from burrow.node.fairuse import FairUseSettings, TrafficMeter, decide, measure
 from burrow.node.reconcile import DeltaRejected, DesiredPeers
 from burrow.wire import DeltaState, DesiredState, FullState, NetworkSpec
 
@@ -62,6 +70,21 @@ class NetworkSetup(Protocol):
     async def set_blocked(self, addresses: Collection[str]) -> None:
         """Drop forwarded traffic of exactly these tunnel addresses (the control plane's list)."""
         ...
+
+
+class Shaper(Protocol):
+    """Slows chosen peers down to a rate, both ways (``drivers.tc.TcShaper``)."""
+
+    @property
+    def shaped(self) -> frozenset[str]: ...
+
+    async def apply(
+        self, peers: Mapping[str, Sequence[str]], rate_mbit: int, *, force: bool = False
+    ) -> bool:
+        """Shape exactly ``peers`` (key -> tunnel addresses); False when nothing changed."""
+        ...
+
+    async def clear(self) -> None: ...
 
 
 class Backoff:
@@ -98,6 +121,8 @@ class SyncLoop:
         supervise_interval_seconds: float = 1.0,
         sleep: Sleep = asyncio.sleep,
         rng: random.Random | None = None,
+        shaper: Shaper | None = None,
+        uplink_mbit: int | None = None,
     ) -> None:
         self._client = client
         self._driver = driver
@@ -124,6 +149,12 @@ class SyncLoop:
         self._need_push = False
         self._blocked_keys: frozenset[str] | None = None
         self.synced = asyncio.Event()
+        # Fair use: per-peer traffic of the window, in this process's memory only.
+        self._shaper = shaper
+        self._uplink_mbit = uplink_mbit
+        self._meter = TrafficMeter()
+        self._meter_epoch = -1
+        self._warned_no_uplink = False
 
     # --- running ------------------------------------------------------------------------------
 
@@ -312,7 +343,61 @@ class SyncLoop:
         peers = await self._driver.get_state()
         if not busy and not self._lock.locked() and before == self._generation:
             self._check_observed(peers)
+        if self._shaper is not None:
+            try:
+                await self._fair_use(self._shaper, peers)
+            except Exception as exc:
+                # The shaper removed what it had set up: nobody is shaped until the next read.
+                log.error("fair-use shaping failed (%s: %s)", type(exc).__name__, exc)
         return peers
+
+    def fair_use_settings(self) -> FairUseSettings | None:
+        """The fair-use settings in force; None when the policy or a missing uplink says none."""
+        spec = self.network.fair_use if self.network is not None else None
+        if spec is None:
+            return None
+        uplink = spec.uplink_mbit or self._uplink_mbit
+        if uplink is None:
+            if not self._warned_no_uplink:
+                log.warning(
+                    "the policy asks for fair-use shaping but this node's uplink bandwidth is "
+                    "unknown; set it on the node (uplink_mbit) or BURROW_NODE_UPLINK_MBIT"
+                )
+                self._warned_no_uplink = True
+            return None
+        return FairUseSettings.from_spec(spec, uplink)
+
+    async def _fair_use(self, shaper: Shaper, peers: list[WgPeer]) -> None:
+        """Book this read's traffic, decide who is shaped, and make tc say so."""
+        settings = self.fair_use_settings()
+        if settings is None or self.desired is None:
+            self._meter.reset()
+            if shaper.shaped:
+                async with self._lock:
+                    await shaper.clear()
+                log.info("fair use: shaping lifted (switched off)")
+            return
+        # A new interface has none of our qdiscs: the shaping goes on again at once. Its
+        # counters start at zero, which the meter takes as new traffic, so the window is kept.
+        fresh = self._meter_epoch != self.interface_epoch
+        self._meter_epoch = self.interface_epoch
+        self._meter.observe(peers, self._monotonic(), settings.window_seconds)
+        wanted = decide(self._meter.samples, settings, shaper.shaped)
+        desired = self.desired.peers
+        addresses = {key: desired[key].allowed_ips for key in wanted if key in desired}
+        async with self._lock:
+            changed = await shaper.apply(
+                addresses, settings.shaped_rate_mbit, force=fresh and bool(addresses)
+            )
+        if changed:
+            load = measure(self._meter.samples, settings.window_seconds, settings.uplink_mbit)
+            log.info(
+                "fair use: %d peers shaped to %d Mbit/s (node at %.0f %% of %d Mbit/s)",
+                len(addresses),
+                settings.shaped_rate_mbit,
+                load.utilisation_percent,
+                settings.uplink_mbit,
+            )
 
     def _check_observed(self, peers: Iterable[WgPeer]) -> None:
         desired = self.desired

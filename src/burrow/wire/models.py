@@ -53,6 +53,25 @@ class PeerSpec(_Wire):
         return tuple(str(ipaddress.ip_network(v, strict=True)) for v in value)
 
 
+class FairUseSpec(_Wire):
+    """When and how hard the node shapes its heaviest peers (the policy's ``[fair_use]``).
+
+    The node measures per-peer traffic in its own memory only; nothing of it is reported.
+    """
+
+    shaped_rate_mbit: int = Field(ge=1, le=100_000, description="A shaped peer's rate, each way.")
+    trigger_utilisation_percent: int = Field(
+        ge=1, le=100, description="Shape when the window's average use of the uplink reaches this."
+    )
+    window_minutes: int = Field(ge=1, le=1440, description="The window use is averaged over.")
+    uplink_mbit: int | None = Field(
+        None,
+        ge=1,
+        description="The node's uplink bandwidth; null: the node agent's own setting (without "
+        "one the node does not shape).",
+    )
+
+
 class NetworkSpec(_Wire):
     """How the node sets up its interface and firewall."""
 
@@ -67,6 +86,9 @@ class NetworkSpec(_Wire):
     blocked_egress_tcp_ports: tuple[int, ...] = (25,)
     blocked_egress_udp_ports: tuple[int, ...] = ()
     isolate_clients: bool = True
+    fair_use: FairUseSpec | None = Field(
+        None, description="Fair-use shaping; null: the policy shapes nobody."
+    )
 
 
 class DesiredState(_Wire):

@@ -121,14 +121,40 @@ async def test_terminate_ends_sessions(
         f"/api/v1/admin/accounts/{customer.id}/terminate", json={"reason": ""}, headers=admin
     )
     assert missing_reason.status_code == 422
-    done = await client.post(
+    no_clause = await client.post(
         f"/api/v1/admin/accounts/{customer.id}/terminate",
         json={"reason": "Abuse report"},
         headers=admin,
     )
+    assert no_clause.status_code == 422
+    unknown_clause = await client.post(
+        f"/api/v1/admin/accounts/{customer.id}/terminate",
+        json={"reason": "Abuse report", "clause": "Being rude"},
+        headers=admin,
+    )
+    assert unknown_clause.status_code == 422
+    assert unknown_clause.json()["field"] == "clause"
+    assert (
+        "Prohibited activities: spam or unsolicited bulk messaging"
+        in (unknown_clause.json()["detail"])
+    )
+    done = await client.post(
+        f"/api/v1/admin/accounts/{customer.id}/terminate",
+        json={
+            "reason": "Abuse report",
+            "clause": "Prohibited activities: spam or unsolicited bulk messaging",
+        },
+        headers=admin,
+    )
     assert done.status_code == 200, done.text
     assert done.json()["status"] == "terminated"
-    assert done.json()["status_reason"] == "Abuse report"
+    assert done.json()["terminated_clause"] == (
+        "Prohibited activities: spam or unsolicited bulk messaging"
+    )
+    assert done.json()["status_reason"] == (
+        "Terminated for breaking the terms (Prohibited activities: spam or unsolicited bulk "
+        "messaging): Abuse report"
+    )
     assert refreshed == [customer.id]
     assert (await client.get("/api/v1/accounts/me", headers=customer_auth)).status_code == 401
     login = await client.post(
@@ -146,7 +172,9 @@ async def test_terminate_ends_sessions(
         ("GET", "/api/v1/admin/accounts/1", None),
         ("POST", "/api/v1/admin/accounts/1/suspend", {"reason": "x"}),
         ("POST", "/api/v1/admin/accounts/1/unsuspend", None),
-        ("POST", "/api/v1/admin/accounts/1/terminate", {"reason": "x"}),
+        ("POST", "/api/v1/admin/accounts/1/terminate", {"reason": "x", "clause": "General"}),
+        ("GET", "/api/v1/admin/audit", None),
+        ("GET", "/api/v1/admin/terms-clauses", None),
     ],
 )
 async def test_customers_get_403_and_strangers_401(

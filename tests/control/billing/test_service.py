@@ -19,6 +19,7 @@ from burrow.control.billing.service import (
     AccountTerminated,
     BillingDetailsNotNeeded,
     DuplicatePayment,
+    OrderNotPayable,
     webhook_handler,
 )
 from burrow.control.billing.service import billing as billing_service
@@ -110,6 +111,78 @@ async def test_duplicate_payment_changes_nothing(session: AsyncSession, runtime:
     with pytest.raises(DuplicatePayment) as caught:
         await _pay(session, runtime, account, "ref-dup")
     assert "already recorded" in caught.value.message
+
+
+async def test_pending_order_is_paid_once_then_renewal_kind(
+    session: AsyncSession, runtime: Runtime
+) -> None:
+    account = await create_account(session)
+    plan = await get_plan(session, "personal-monthly")
+    order = await billing_service.open_order(session, account, plan, PaymentMethod.crypto, "x")
+    assert (order.status, order.amount_minor, order.currency) == (OrderStatus.pending, 699, "USD")
+    assert order.paid_at is None
+    assert await subscription_service.access_plan(session, account.id) is None
+    # A renewal opened before the first is paid: kinds are decided when each is paid.
+    later = await billing_service.open_order(session, account, plan, PaymentMethod.crypto, "x")
+
+    paid = await billing_service.pay_order(
+        session, runtime, later, "x-pay-1", 650, "USD", "fp-1", provider_subscription_id="xs-1"
+    )
+    assert paid.order is later
+    assert (later.status, later.kind, later.amount_minor) == (OrderStatus.paid, "first", 650)
+    assert later.paid_at is not None
+    assert paid.payment.fingerprint == "fp-1"
+    current = await subscription_service.current(session, account.id)
+    assert current is not None
+    assert (current.provider, current.provider_subscription_id) == ("x", "xs-1")
+    end = current.current_period_end
+
+    with pytest.raises(DuplicatePayment):
+        await billing_service.pay_order(session, runtime, order, "x-pay-1", 699, "USD")
+    assert order.status == OrderStatus.pending
+    with pytest.raises(OrderNotPayable):
+        await billing_service.pay_order(session, runtime, later, "x-pay-2", 699, "USD")
+
+    renewal = await billing_service.pay_order(session, runtime, order, "x-pay-3", 699, "USD")
+    assert renewal.order.kind == OrderKind.renewal
+    assert current.current_period_end > end
+
+
+async def test_failed_order_stays_failed_and_a_paid_one_never_fails(
+    session: AsyncSession, runtime: Runtime
+) -> None:
+    account = await create_account(session)
+    plan = await get_plan(session, "personal-monthly")
+    order = await billing_service.open_order(session, account, plan, PaymentMethod.card, "x")
+    await billing_service.fail_order(session, order, "expired")
+    assert order.status == OrderStatus.failed
+    # Money that arrives for it after all still counts.
+    await billing_service.pay_order(session, runtime, order, "x-late", 699, "USD")
+    assert order.status == OrderStatus.paid
+    await billing_service.fail_order(session, order, "late failure")
+    assert order.status == OrderStatus.paid
+
+
+async def test_pay_order_checks_the_money(session: AsyncSession, runtime: Runtime) -> None:
+    account = await create_account(session)
+    plan = await get_plan(session, "personal-monthly")
+    order = await billing_service.open_order(session, account, plan, PaymentMethod.card, "x")
+    for amount, currency in [(0, "USD"), (699, "EUR"), (6.99, "USD")]:
+        with pytest.raises(InvalidInput):
+            await billing_service.pay_order(
+                session,
+                runtime,
+                order,
+                "x-bad",
+                amount,  # type: ignore[arg-type]
+                currency,
+            )
+    assert order.status == OrderStatus.pending
+    account.status = AccountStatus.terminated
+    with pytest.raises(AccountTerminated):
+        await billing_service.open_order(session, account, plan, PaymentMethod.card, "x")
+    with pytest.raises(AccountTerminated):
+        await billing_service.pay_order(session, runtime, order, "x-term", 699, "USD")
 
 
 async def test_bad_money_refused(session: AsyncSession, runtime: Runtime) -> None:

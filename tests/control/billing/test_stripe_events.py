@@ -1,82 +1,77 @@
-"""Stripe webhooks: signed as Stripe signs them, verified by the stripe library, stored once."""
+"""Stripe webhooks: signed as Stripe signs them, verified by the stripe library, stored once,
+and applied by the Stripe object's own state and time (a late event never undoes a newer one).
+"""
 
 from __future__ import annotations
 
-import hashlib
-import hmac
 import json
 import time
 from collections.abc import AsyncIterator
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import httpx
 import pytest
-from pydantic import SecretStr
 from sqlalchemy import func, select
 
 from burrow.control.app import create_app
+from burrow.control.billing.service import billing as billing_service
 from burrow.control.config import Settings
 from burrow.control.db import unit_of_work
-from burrow.control.models import Order, OrderKind, WebhookEvent
+from burrow.control.models import (
+    Order,
+    OrderKind,
+    OrderStatus,
+    PaymentMethod,
+    ServedPeer,
+    Subscription,
+    SubscriptionStatus,
+    WebhookEvent,
+)
 from burrow.control.runtime import Runtime
 from burrow.control.startup import prepare
+from burrow.control.subscriptions.service import gives_access
 from burrow.control.subscriptions.service import subscription as subscription_service
-from tests.support.factories import create_account
+from burrow.control.subscriptions.tasks import expire_due_subscriptions
+from tests.control.billing.conftest import STRIPE_SECRET
+from tests.support.factories import create_account, create_device, get_plan
+from tests.support.stripe_server import HTTPX_DATA_WARNING, FakeStripe, event, sign
 
-SECRET = "whsec_test_secret"
+pytestmark = pytest.mark.filterwarnings(HTTPX_DATA_WARNING)
+
 URL = "/api/v1/billing/webhooks/stripe"
 PROBLEM = "application/problem+json"
-
-
-@pytest.fixture
-async def stripe_runtime(settings: Settings) -> AsyncIterator[Runtime]:
-    rt = Runtime.build(settings.model_copy(update={"stripe_webhook_secret": SecretStr(SECRET)}))
-    await prepare(rt)
-    try:
-        yield rt
-    finally:
-        await rt.close()
-
-
-@pytest.fixture
-async def stripe_client(stripe_runtime: Runtime) -> AsyncIterator[httpx.AsyncClient]:
-    transport = httpx.ASGITransport(app=create_app(runtime=stripe_runtime))
-    async with httpx.AsyncClient(transport=transport, base_url="http://testserver") as client:
-        yield client
-
-
-def _sign(payload: bytes, *, secret: str = SECRET, at: int | None = None) -> str:
-    """The header Stripe sends: t=<unix time>,v1=<HMAC-SHA256 of "t.payload">."""
-    timestamp = int(time.time()) if at is None else at
-    digest = hmac.new(
-        secret.encode(), f"{timestamp}.".encode() + payload, hashlib.sha256
-    ).hexdigest()
-    return f"t={timestamp},v1={digest}"
+SUB = "sub_test_1"
 
 
 def _checkout(event_id: str, account_id: int, *, amount: int = 699) -> bytes:
-    event: dict[str, Any] = {
-        "id": event_id,
-        "object": "event",
-        "type": "checkout.session.completed",
-        "data": {
-            "object": {
-                "id": f"cs_{event_id}",
-                "object": "checkout.session",
-                "payment_status": "paid",
-                "payment_intent": f"pi_{event_id}",
-                "amount_total": amount,
-                "currency": "usd",
-                "metadata": {"account_id": str(account_id), "plan_code": "personal-monthly"},
-            }
+    """A checkout made before orders were opened first: found by account and plan."""
+    return event(
+        event_id,
+        "checkout.session.completed",
+        {
+            "id": f"cs_{event_id}",
+            "object": "checkout.session",
+            "mode": "payment",
+            "payment_status": "paid",
+            "payment_intent": f"pi_{event_id}",
+            "amount_total": amount,
+            "currency": "usd",
+            "metadata": {"account_id": str(account_id), "plan_code": "personal-monthly"},
         },
-    }
-    return json.dumps(event).encode()
+    )
 
 
 async def _count(runtime: Runtime, model: type[Any]) -> int:
     async with unit_of_work(runtime.sessionmaker) as session:
         return int(await session.scalar(select(func.count()).select_from(model)) or 0)
+
+
+async def _deliver(client: httpx.AsyncClient, payload: bytes) -> httpx.Response:
+    headers = {"Stripe-Signature": sign(payload, STRIPE_SECRET), "Content-Type": "application/json"}
+    response = await client.post(URL, content=payload, headers=headers)
+    assert response.status_code == 200, response.text
+    return response
 
 
 async def test_signed_checkout_pays_once(
@@ -85,9 +80,7 @@ async def test_signed_checkout_pays_once(
     async with unit_of_work(stripe_runtime.sessionmaker) as session:
         account = await create_account(session)
     payload = _checkout("evt_1", account.id)
-    headers = {"Stripe-Signature": _sign(payload), "Content-Type": "application/json"}
-    response = await stripe_client.post(URL, content=payload, headers=headers)
-    assert response.status_code == 200, response.text
+    response = await _deliver(stripe_client, payload)
     assert response.json() == {"received": True, "duplicate": False}
     async with unit_of_work(stripe_runtime.sessionmaker) as session:
         order = await session.scalar(select(Order).where(Order.account_id == account.id))
@@ -97,8 +90,7 @@ async def test_signed_checkout_pays_once(
         assert order.amount_minor == 699
         assert await subscription_service.access_plan(session, account.id) is not None
 
-    again = await stripe_client.post(URL, content=payload, headers=headers)
-    assert again.status_code == 200
+    again = await _deliver(stripe_client, payload)
     assert again.json() == {"received": True, "duplicate": True}
     assert await _count(stripe_runtime, Order) == 1
     assert await _count(stripe_runtime, WebhookEvent) == 1
@@ -112,23 +104,471 @@ async def test_forged_replayed_and_malformed_are_refused_and_not_stored(
     no_id = json.dumps({"type": "invoice.paid"}).encode()
     cases = [
         (payload, {}),
-        (payload, {"Stripe-Signature": _sign(payload, secret="whsec_other")}),
-        (payload, {"Stripe-Signature": _sign(payload, at=int(time.time()) - 3600)}),
+        (payload, {"Stripe-Signature": sign(payload, "whsec_other")}),
+        (payload, {"Stripe-Signature": sign(payload, STRIPE_SECRET, at=int(time.time()) - 3600)}),
         (payload, {"Stripe-Signature": "garbage"}),
-        (payload + b" ", {"Stripe-Signature": _sign(payload)}),
-        (not_json, {"Stripe-Signature": _sign(not_json)}),
-        (no_id, {"Stripe-Signature": _sign(no_id)}),
-        (b"\xff\xfe", {"Stripe-Signature": _sign(b"\xff\xfe")}),
+        (payload + b" ", {"Stripe-Signature": sign(payload, STRIPE_SECRET)}),
+        (not_json, {"Stripe-Signature": sign(not_json, STRIPE_SECRET)}),
+        (no_id, {"Stripe-Signature": sign(no_id, STRIPE_SECRET)}),
+        (b"\xff\xfe", {"Stripe-Signature": sign(b"\xff\xfe", STRIPE_SECRET)}),
     ]
     for body, headers in cases:
         response = await stripe_client.post(URL, content=body, headers=headers)
         assert response.status_code == 400, (body, headers)
         assert response.headers["content-type"] == PROBLEM
     assert await _count(stripe_runtime, WebhookEvent) == 0
+    assert await _count(stripe_runtime, Order) == 0
 
 
 async def test_without_a_secret_the_endpoint_is_absent(client: httpx.AsyncClient) -> None:
     payload = _checkout("evt_none", 1)
-    response = await client.post(URL, content=payload, headers={"Stripe-Signature": _sign(payload)})
+    response = await client.post(
+        URL, content=payload, headers={"Stripe-Signature": sign(payload, STRIPE_SECRET)}
+    )
     assert response.status_code == 404
     assert response.headers["content-type"] == PROBLEM
+
+
+# --- a card subscription from checkout to its end ----------------------------------------------
+
+
+def _at(moment: datetime) -> int:
+    return int(moment.timestamp())
+
+
+class Customer:
+    """An account with a device and a pending Stripe order, as POST /billing/checkout leaves it."""
+
+    account_id: int
+    order_id: int
+    device_key: str
+
+
+async def _customer(runtime: Runtime) -> Customer:
+    found = Customer()
+    async with unit_of_work(runtime.sessionmaker) as session:
+        account = await create_account(session)
+        device = await create_device(session, account)
+        plan = await get_plan(session, "personal-monthly")
+        order = await billing_service.open_order(
+            session, account, plan, PaymentMethod.card, "stripe"
+        )
+        found.account_id, found.order_id, found.device_key = account.id, order.id, device.public_key
+    return found
+
+
+def _session_completed(customer: Customer, *, amount: int = 699) -> dict[str, Any]:
+    return {
+        "id": f"cs_{customer.order_id}",
+        "object": "checkout.session",
+        "mode": "subscription",
+        "payment_status": "paid",
+        "status": "complete",
+        "payment_intent": None,
+        "invoice": f"in_first_{customer.order_id}",
+        "subscription": SUB,
+        "amount_total": amount,
+        "currency": "usd",
+        "client_reference_id": str(customer.order_id),
+        "metadata": {
+            "account_id": str(customer.account_id),
+            "plan_code": "personal-monthly",
+            "order_id": str(customer.order_id),
+        },
+    }
+
+
+def _invoice(
+    customer: Customer, number: int, period_end: datetime, **changes: Any
+) -> dict[str, Any]:
+    invoice: dict[str, Any] = {
+        "id": f"in_{number}",
+        "object": "invoice",
+        "billing_reason": "subscription_cycle",
+        "amount_paid": 699,
+        "currency": "usd",
+        # Current API versions name no payment intent on an invoice (burrow asks Stripe).
+        "parent": {
+            "type": "subscription_details",
+            "subscription_details": {
+                "subscription": SUB,
+                "metadata": {
+                    "account_id": str(customer.account_id),
+                    "plan_code": "personal-monthly",
+                    "order_id": str(customer.order_id),
+                },
+            },
+        },
+        "lines": {
+            "object": "list",
+            "data": [
+                {
+                    "object": "line_item",
+                    "period": {
+                        "start": _at(period_end - timedelta(days=30)),
+                        "end": _at(period_end),
+                    },
+                }
+            ],
+        },
+    }
+    invoice.update(changes)
+    return invoice
+
+
+def _stripe_subscription(
+    period_end: datetime, *, cancel: bool = False, status: str = "active"
+) -> dict[str, Any]:
+    return {
+        "id": SUB,
+        "object": "subscription",
+        "status": status,
+        "cancel_at_period_end": cancel,
+        "items": {
+            "object": "list",
+            "data": [{"object": "subscription_item", "current_period_end": _at(period_end)}],
+        },
+    }
+
+
+async def _subscription(runtime: Runtime, account_id: int) -> Subscription:
+    async with unit_of_work(runtime.sessionmaker) as session:
+        found = await session.scalar(
+            select(Subscription)
+            .where(Subscription.account_id == account_id)
+            .order_by(Subscription.id.desc())
+            .limit(1)
+        )
+        assert found is not None
+        return found
+
+
+async def _served(runtime: Runtime, account_id: int) -> set[str]:
+    async with unit_of_work(runtime.sessionmaker) as session:
+        rows = await session.scalars(
+            select(ServedPeer.public_key).where(ServedPeer.account_id == account_id)
+        )
+        return set(rows)
+
+
+async def _orders(runtime: Runtime, account_id: int) -> list[Order]:
+    async with unit_of_work(runtime.sessionmaker) as session:
+        rows = await session.scalars(
+            select(Order).where(Order.account_id == account_id).order_by(Order.id)
+        )
+        return list(rows)
+
+
+async def _subscribed(client: httpx.AsyncClient, runtime: Runtime) -> Customer:
+    customer = await _customer(runtime)
+    await _deliver(
+        client, event("evt_checkout", "checkout.session.completed", _session_completed(customer))
+    )
+    return customer
+
+
+async def test_checkout_completed_pays_the_pending_order_and_links_stripe(
+    stripe_client: httpx.AsyncClient, stripe_runtime: Runtime, fake_stripe: FakeStripe
+) -> None:
+    customer = await _subscribed(stripe_client, stripe_runtime)
+    [order] = await _orders(stripe_runtime, customer.account_id)
+    assert order.id == customer.order_id
+    # The session names its invoice only; the payment intent that paid it came from Stripe.
+    [call] = fake_stripe.calls
+    assert (call.method, call.path) == ("GET", "/v1/invoice_payments")
+    assert call.form == {
+        "invoice": [f"in_first_{order.id}"],
+        "status": ["paid"],
+        "limit": ["10"],
+    }
+    async with unit_of_work(stripe_runtime.sessionmaker) as session:
+        assert await billing_service.payment_ids_of(session, order.id) == [
+            f"pi_of_in_first_{order.id}"
+        ]
+    assert (order.status, order.kind, order.amount_minor) == (
+        OrderStatus.paid,
+        OrderKind.first,
+        699,
+    )
+    assert order.provider_subscription_id == SUB
+    sub = await _subscription(stripe_runtime, customer.account_id)
+    assert (sub.status, sub.provider, sub.provider_subscription_id) == ("active", "stripe", SUB)
+    assert await _served(stripe_runtime, customer.account_id) == {customer.device_key}
+
+    # Stripe delivers the same completion again under a new event id: the payment is known.
+    await _deliver(
+        stripe_client,
+        event("evt_again", "checkout.session.completed", _session_completed(customer)),
+    )
+    assert len(await _orders(stripe_runtime, customer.account_id)) == 1
+
+
+async def test_metadata_cannot_pay_an_order_of_another_provider(
+    stripe_client: httpx.AsyncClient, stripe_runtime: Runtime
+) -> None:
+    customer = await _customer(stripe_runtime)
+    async with unit_of_work(stripe_runtime.sessionmaker) as session:
+        order = await session.get(Order, customer.order_id)
+        assert order is not None
+        order.provider = "coingate"
+    completed = _session_completed(customer)
+    completed["metadata"].pop("account_id")
+    completed.pop("client_reference_id")
+    await _deliver(stripe_client, event("evt_other", "checkout.session.completed", completed))
+    [order] = await _orders(stripe_runtime, customer.account_id)
+    assert order.status == OrderStatus.pending
+
+
+async def test_expired_checkout_fails_the_order(
+    stripe_client: httpx.AsyncClient, stripe_runtime: Runtime
+) -> None:
+    customer = await _customer(stripe_runtime)
+    expired = _session_completed(customer) | {"status": "expired", "payment_status": "unpaid"}
+    await _deliver(stripe_client, event("evt_expired", "checkout.session.expired", expired))
+    [order] = await _orders(stripe_runtime, customer.account_id)
+    assert order.status == OrderStatus.failed
+    assert await _served(stripe_runtime, customer.account_id) == set()
+
+
+async def test_renewal_extends_to_stripes_period_once(
+    stripe_client: httpx.AsyncClient, stripe_runtime: Runtime, fake_stripe: FakeStripe
+) -> None:
+    fake_stripe.subscriptions[SUB] = _stripe_subscription(datetime.now(UTC))
+    customer = await _subscribed(stripe_client, stripe_runtime)
+    first_end = (await _subscription(stripe_runtime, customer.account_id)).current_period_end
+    next_end = (first_end + timedelta(days=31)).replace(microsecond=0)
+    now = int(time.time())
+
+    # At the period end Stripe moves its subscription on, then the invoice is paid: both
+    # name the same new end, and the period is not counted twice.
+    updated = _stripe_subscription(next_end)
+    await _deliver(
+        stripe_client, event("evt_roll", "customer.subscription.updated", updated, created=now)
+    )
+    paid = _invoice(customer, 2, next_end)
+    await _deliver(stripe_client, event("evt_paid", "invoice.paid", paid, created=now + 1))
+
+    sub = await _subscription(stripe_runtime, customer.account_id)
+    assert sub.current_period_end == next_end
+    assert sub.status == SubscriptionStatus.active
+    orders = await _orders(stripe_runtime, customer.account_id)
+    assert [(o.kind, o.status) for o in orders] == [
+        (OrderKind.first, OrderStatus.paid),
+        (OrderKind.renewal, OrderStatus.paid),
+    ]
+    assert orders[1].provider_order_id == "in_2"
+    assert orders[1].provider_subscription_id == SUB
+    async with unit_of_work(stripe_runtime.sessionmaker) as session:
+        assert await billing_service.payment_ids_of(session, orders[1].id) == ["pi_of_in_2"]
+
+    # Refunded in Stripe's dashboard: the charge names the payment intent, found again.
+    await _deliver(
+        stripe_client, event("evt_ref", "charge.refunded", _charge("pi_of_in_2", 699, 699))
+    )
+    orders = await _orders(stripe_runtime, customer.account_id)
+    assert (orders[1].status, orders[1].refunded_minor) == (OrderStatus.refunded, 699)
+    sub = await _subscription(stripe_runtime, customer.account_id)
+    assert sub.status == SubscriptionStatus.canceled
+    # ... and Stripe is told to stop renewing it, so the customer is not charged again.
+    ended = fake_stripe.calls[-1]
+    assert (ended.method, ended.path) == ("DELETE", f"/v1/subscriptions/{SUB}")
+    assert fake_stripe.subscriptions[SUB]["status"] == "canceled"
+
+
+async def test_payment_failed_gives_grace_then_invoice_paid_clears_it(
+    stripe_client: httpx.AsyncClient, stripe_runtime: Runtime
+) -> None:
+    customer = await _subscribed(stripe_client, stripe_runtime)
+    before = await _subscription(stripe_runtime, customer.account_id)
+    failed_at = int(time.time())
+    failed = _invoice(customer, 2, before.current_period_end + timedelta(days=30))
+    failed |= {"amount_paid": 0, "status": "open", "attempt_count": 1}
+    await _deliver(
+        stripe_client, event("evt_fail", "invoice.payment_failed", failed, created=failed_at)
+    )
+    sub = await _subscription(stripe_runtime, customer.account_id)
+    assert sub.status == SubscriptionStatus.past_due
+    # The policy's grace (3 days in the strict seed's default) from when the payment failed.
+    assert sub.grace_until == datetime.fromtimestamp(failed_at, UTC) + timedelta(days=3)
+    # Access goes on during the grace, and ends with it.
+    assert sub.grace_until is not None
+    assert gives_access(sub, sub.grace_until - timedelta(seconds=1))
+    assert not gives_access(sub, sub.grace_until)
+    assert await _served(stripe_runtime, customer.account_id) == {customer.device_key}
+
+    new_end = (before.current_period_end + timedelta(days=30)).replace(microsecond=0)
+    paid = _invoice(customer, 2, new_end, payment_intent="pi_retry_2")
+    await _deliver(stripe_client, event("evt_retry", "invoice.paid", paid, created=failed_at + 60))
+    sub = await _subscription(stripe_runtime, customer.account_id)
+    assert sub.status == SubscriptionStatus.active
+    assert sub.grace_until is None
+    assert sub.current_period_end == new_end
+    assert await _served(stripe_runtime, customer.account_id) == {customer.device_key}
+
+
+async def test_a_late_payment_failed_after_a_newer_paid_invoice_changes_nothing(
+    stripe_client: httpx.AsyncClient, stripe_runtime: Runtime
+) -> None:
+    customer = await _subscribed(stripe_client, stripe_runtime)
+    end = (await _subscription(stripe_runtime, customer.account_id)).current_period_end
+    now = int(time.time())
+    new_end = (end + timedelta(days=30)).replace(microsecond=0)
+    paid = _invoice(customer, 2, new_end)
+    await _deliver(stripe_client, event("evt_paid", "invoice.paid", paid, created=now))
+    failed = _invoice(customer, 2, new_end) | {"amount_paid": 0}
+    await _deliver(
+        stripe_client, event("evt_old_fail", "invoice.payment_failed", failed, created=now - 300)
+    )
+    sub = await _subscription(stripe_runtime, customer.account_id)
+    assert sub.status == SubscriptionStatus.active
+    assert sub.grace_until is None
+    assert sub.provider_updated_at == datetime.fromtimestamp(now, UTC)
+
+
+async def test_an_older_subscription_update_never_undoes_a_newer_one(
+    stripe_client: httpx.AsyncClient, stripe_runtime: Runtime
+) -> None:
+    customer = await _subscribed(stripe_client, stripe_runtime)
+    end = (await _subscription(stripe_runtime, customer.account_id)).current_period_end
+    end = end.replace(microsecond=0)
+    now = int(time.time())
+    newer = _stripe_subscription(end, cancel=True)
+    older = _stripe_subscription(end + timedelta(days=30), cancel=False)
+    await _deliver(
+        stripe_client, event("evt_new", "customer.subscription.updated", newer, created=now)
+    )
+    await _deliver(
+        stripe_client, event("evt_old", "customer.subscription.updated", older, created=now - 60)
+    )
+    sub = await _subscription(stripe_runtime, customer.account_id)
+    assert sub.cancel_at_period_end is True
+    assert sub.canceled_at is not None
+    assert sub.current_period_end == end
+
+    # A newer one does apply: resumed at Stripe.
+    resumed = _stripe_subscription(end, cancel=False)
+    await _deliver(
+        stripe_client,
+        event("evt_newest", "customer.subscription.updated", resumed, created=now + 1),
+    )
+    sub = await _subscription(stripe_runtime, customer.account_id)
+    assert (sub.cancel_at_period_end, sub.canceled_at) == (False, None)
+
+
+async def test_subscription_deleted_ends_it_and_removes_the_peers(
+    stripe_client: httpx.AsyncClient, stripe_runtime: Runtime
+) -> None:
+    customer = await _subscribed(stripe_client, stripe_runtime)
+    assert await _served(stripe_runtime, customer.account_id) == {customer.device_key}
+    end = (await _subscription(stripe_runtime, customer.account_id)).current_period_end
+    deleted = _stripe_subscription(end, status="canceled")
+    await _deliver(
+        stripe_client, event("evt_deleted", "customer.subscription.deleted", deleted, created=1)
+    )
+    sub = await _subscription(stripe_runtime, customer.account_id)
+    assert sub.status == SubscriptionStatus.expired
+    assert sub.ended_at is not None
+    assert await _served(stripe_runtime, customer.account_id) == set()
+
+
+def _charge(payment_intent: str, amount: int, refunded: int) -> dict[str, Any]:
+    return {
+        "id": f"ch_{payment_intent}",
+        "object": "charge",
+        "amount": amount,
+        "amount_refunded": refunded,
+        "currency": "usd",
+        "payment_intent": payment_intent,
+        "refunded": refunded >= amount,
+    }
+
+
+async def test_charge_refunded_records_once_and_a_full_refund_ends_access(
+    stripe_client: httpx.AsyncClient, stripe_runtime: Runtime
+) -> None:
+    customer = await _customer(stripe_runtime)
+    completed = _session_completed(customer) | {"mode": "payment", "payment_intent": "pi_one"}
+    completed.pop("subscription")
+    await _deliver(stripe_client, event("evt_paid", "checkout.session.completed", completed))
+    assert await _served(stripe_runtime, customer.account_id) == {customer.device_key}
+
+    # A partial refund made in Stripe's dashboard, delivered twice under two event ids.
+    for event_id in ("evt_r1", "evt_r1_again"):
+        await _deliver(
+            stripe_client, event(event_id, "charge.refunded", _charge("pi_one", 699, 200))
+        )
+    [order] = await _orders(stripe_runtime, customer.account_id)
+    assert (order.status, order.refunded_minor) == (OrderStatus.partially_refunded, 200)
+    assert await _served(stripe_runtime, customer.account_id) == {customer.device_key}
+
+    # Then the rest: Stripe's figure is cumulative, so only 499 more is recorded.
+    await _deliver(stripe_client, event("evt_r2", "charge.refunded", _charge("pi_one", 699, 699)))
+    [order] = await _orders(stripe_runtime, customer.account_id)
+    assert (order.status, order.refunded_minor) == (OrderStatus.refunded, 699)
+    assert await _served(stripe_runtime, customer.account_id) == set()
+
+
+async def test_a_refund_burrow_sent_is_not_counted_again_by_its_event(
+    stripe_client: httpx.AsyncClient, stripe_runtime: Runtime
+) -> None:
+    async with unit_of_work(stripe_runtime.sessionmaker) as session:
+        account = await create_account(session)
+        plan = await get_plan(session, "personal-monthly")
+        recorded = await billing_service.record_payment(
+            session,
+            stripe_runtime,
+            account,
+            plan,
+            699,
+            "USD",
+            PaymentMethod.card,
+            "stripe",
+            "pi_sent",
+        )
+        # What the refunds domain records once Stripe executed its refund of 300.
+        await billing_service.mark_refunded(session, recorded.order, 300)
+    await _deliver(
+        stripe_client, event("evt_sent", "charge.refunded", _charge("pi_sent", 699, 300))
+    )
+    async with unit_of_work(stripe_runtime.sessionmaker) as session:
+        order = await session.get(Order, recorded.order.id)
+        assert order is not None
+        assert (order.status, order.refunded_minor) == (OrderStatus.partially_refunded, 300)
+
+
+# --- no grace ------------------------------------------------------------------------------------
+
+
+@pytest.fixture
+async def no_grace_runtime(stripe_settings: Settings) -> AsyncIterator[Runtime]:
+    rt = Runtime.build(stripe_settings)
+    methods = rt.policy.payment_methods.model_copy(update={"past_due_grace_days": 0})
+    rt = Runtime.build(
+        stripe_settings, policy=rt.policy.model_copy(update={"payment_methods": methods})
+    )
+    await prepare(rt)
+    try:
+        yield rt
+    finally:
+        await rt.close()
+
+
+async def test_without_grace_a_failed_payment_ends_access_at_once(
+    no_grace_runtime: Runtime,
+) -> None:
+    transport = httpx.ASGITransport(app=create_app(runtime=no_grace_runtime))
+    async with httpx.AsyncClient(transport=transport, base_url="http://testserver") as client:
+        customer = await _subscribed(client, no_grace_runtime)
+        assert await _served(no_grace_runtime, customer.account_id) == {customer.device_key}
+        end = (await _subscription(no_grace_runtime, customer.account_id)).current_period_end
+        failed = _invoice(customer, 2, end + timedelta(days=30)) | {"amount_paid": 0}
+        await _deliver(client, event("evt_fail", "invoice.payment_failed", failed))
+    sub = await _subscription(no_grace_runtime, customer.account_id)
+    assert sub.status == SubscriptionStatus.past_due
+    assert not gives_access(sub)
+    assert await _served(no_grace_runtime, customer.account_id) == set()
+    # The expiry job ends it for good, though its period has not ended.
+    assert sub.current_period_end > datetime.now(UTC)
+    assert await expire_due_subscriptions(no_grace_runtime) == 1
+    sub = await _subscription(no_grace_runtime, customer.account_id)
+    assert sub.status == SubscriptionStatus.expired

@@ -5,13 +5,15 @@ from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
+from datetime import datetime, timedelta
 
 import httpx
 import pytest
 
+from burrow.control.connections import service as connections_module
 from burrow.control.db import unit_of_work
 from burrow.control.desired_state.service import desired_state as desired_state_service
-from burrow.control.models import Account, Device, Node
+from burrow.control.models import Account, Device, Node, utcnow
 from burrow.control.runtime import Runtime
 from burrow.control.security import hash_token, new_token
 from burrow.wire import API_PREFIX
@@ -41,6 +43,28 @@ class FakeClock:
 def clock(runtime: Runtime) -> FakeClock:
     fake = FakeClock()
     runtime.live.clock = fake
+    return fake
+
+
+class Wall:
+    """The wall clock of records, moved by hand together with the live store's clock."""
+
+    def __init__(self, live: FakeClock) -> None:
+        self.now = utcnow().replace(microsecond=0)
+        self.live = live
+
+    def __call__(self) -> datetime:
+        return self.now
+
+    def advance(self, seconds: float) -> None:
+        self.now += timedelta(seconds=seconds)
+        self.live.advance(seconds)
+
+
+@pytest.fixture
+def wall(clock: FakeClock, monkeypatch: pytest.MonkeyPatch) -> Wall:
+    fake = Wall(clock)
+    monkeypatch.setattr(connections_module, "_utcnow", fake)
     return fake
 
 

@@ -8,12 +8,14 @@ import httpx
 import pytest
 from sqlalchemy import func, inspect, select, table
 
+from burrow.control.billing.service import billing as billing_service
 from burrow.control.connections.limits import per_server_reason
-from burrow.control.connections.tasks import purge_connection_records
+from burrow.control.connections.tasks import expire_usage_counters, purge_connection_records
 from burrow.control.db import unit_of_work
-from burrow.control.models import ConnectionRecord, UsageCounter, utcnow
+from burrow.control.models import ConnectionRecord, PaymentMethod, UsageCounter, utcnow
 from burrow.control.runtime import Runtime
 from tests.control.connections.conftest import FakeClock, MakeCustomer, MakeNode
+from tests.support.factories import get_plan
 
 pytestmark = pytest.mark.usefixtures("clock")
 
@@ -181,6 +183,30 @@ async def test_strict_mode_purges_records_left_from_a_metered_past(
     assert await purge_connection_records(runtime) == 1
     async with unit_of_work(runtime.sessionmaker) as session:
         assert await session.scalar(select(func.count()).select_from(ConnectionRecord)) == 0
+        assert await session.scalar(select(func.count()).select_from(UsageCounter)) == 0
+
+
+async def test_strict_mode_counts_no_usage_of_a_paid_first_order(
+    customer: MakeCustomer, node: MakeNode, runtime: Runtime, clock: FakeClock
+) -> None:
+    alice = await customer(devices=1)
+    async with unit_of_work(runtime.sessionmaker) as session:
+        plan = await get_plan(session, "personal-monthly")
+        await billing_service.record_payment(
+            session, runtime, alice.account, plan, plan.price_minor, plan.currency,
+            PaymentMethod.card, "manual", "strict-1",
+        )  # fmt: skip
+    ams = await node("ams-1")
+    await ams.report(alice.key(0), bytes_each=(1_000, 1_000))
+    clock.advance(5)
+    await ams.report(idle=(alice.key(0),))
+    async with unit_of_work(runtime.sessionmaker) as session:
+        assert await session.scalar(select(func.count()).select_from(UsageCounter)) == 0
+        assert await session.scalar(select(func.count()).select_from(ConnectionRecord)) == 0
+        session.add(UsageCounter(account_id=alice.account.id, sessions=1))  # a metered past
+    # The refund-window job keeps nothing under strict mode either.
+    assert await expire_usage_counters(runtime) == 1
+    async with unit_of_work(runtime.sessionmaker) as session:
         assert await session.scalar(select(func.count()).select_from(UsageCounter)) == 0
 
 

@@ -2,20 +2,19 @@
 
 from __future__ import annotations
 
-from datetime import datetime, timedelta
+from datetime import timedelta
 
 import httpx
 import pytest
 from sqlalchemy import select
 
 from burrow.control.config import Settings
-from burrow.control.connections import service as connections_module
 from burrow.control.connections.tasks import end_lapsed_leases, purge_connection_records
 from burrow.control.db import unit_of_work
 from burrow.control.models import ConnectionRecord, UsageCounter, utcnow
 from burrow.control.runtime import Runtime
 from tests.conftest import ROOT
-from tests.control.connections.conftest import FakeClock, MakeCustomer, MakeNode
+from tests.control.connections.conftest import MakeCustomer, MakeNode, Wall
 
 METERED_POLICY = ROOT / "examples" / "policies" / "metered.toml"
 TWO_REASON = "Your plan allows 2 simultaneous connections; disconnect another device."
@@ -24,28 +23,6 @@ TWO_REASON = "Your plan allows 2 simultaneous connections; disconnect another de
 @pytest.fixture
 def settings(settings: Settings) -> Settings:
     return settings.model_copy(update={"policy_path": METERED_POLICY})
-
-
-class Wall:
-    """The wall clock of records, moved by hand together with the live store's clock."""
-
-    def __init__(self, live: FakeClock) -> None:
-        self.now = utcnow().replace(microsecond=0)
-        self.live = live
-
-    def __call__(self) -> datetime:
-        return self.now
-
-    def advance(self, seconds: float) -> None:
-        self.now += timedelta(seconds=seconds)
-        self.live.advance(seconds)
-
-
-@pytest.fixture
-def wall(clock: FakeClock, monkeypatch: pytest.MonkeyPatch) -> Wall:
-    fake = Wall(clock)
-    monkeypatch.setattr(connections_module, "_utcnow", fake)
-    return fake
 
 
 async def records(runtime: Runtime) -> list[ConnectionRecord]:

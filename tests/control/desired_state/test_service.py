@@ -27,8 +27,9 @@ from burrow.control.models import (
     SubscriptionStatus,
     utcnow,
 )
+from burrow.control.policy.schemas import FairUseSection
 from burrow.control.runtime import Runtime
-from burrow.wire import DeltaState, FullState
+from burrow.wire import DeltaState, FairUseSpec, FullState
 from tests.support.factories import (
     create_account,
     create_device,
@@ -362,6 +363,23 @@ async def test_the_full_state_has_every_served_peer_and_the_nodes_network(
     assert network.isolate_clients is True
     # What goes over the wire validates as the agent will read it.
     assert FullState.model_validate_json(FullState(state=state).model_dump_json()).state == state
+
+
+async def test_the_policys_fair_use_and_the_nodes_uplink_reach_the_node(
+    session: AsyncSession, runtime: Runtime, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    node = await create_node(session)
+    # The strict example policy shapes to 20 Mbit/s at 90 % over 15 minutes.
+    assert desired_state_service.network(runtime, node).fair_use == FairUseSpec(
+        shaped_rate_mbit=20, trigger_utilisation_percent=90, window_minutes=15
+    )
+    node.uplink_mbit = 1000
+    fair_use = desired_state_service.network(runtime, node).fair_use
+    assert fair_use is not None
+    assert fair_use.uplink_mbit == 1000
+    policy = runtime.policy.model_copy(update={"fair_use": FairUseSection(shaping=False)})
+    monkeypatch.setattr(runtime, "policy", policy)
+    assert desired_state_service.network(runtime, node).fair_use is None
 
 
 # --- the long poll ----------------------------------------------------------------------

@@ -238,3 +238,18 @@ async def test_the_server_list_shows_active_nodes_and_recommends_the_least_loade
     assert [s["name"] for s in response.json() if s["recommended"]] == ["ams-2"]
     assert servers["ams-2"]["endpoint"] == "vpn.example.net:51820"
     assert servers["ams-2"]["public_key"] == quiet.wg_public_key
+
+
+async def test_a_nodes_uplink_bandwidth_is_set_cleared_and_checked(
+    client: httpx.AsyncClient, admin: dict[str, str]
+) -> None:
+    created = await client.post(NODES, json={**AMS, "uplink_mbit": 1000}, headers=admin)
+    assert created.status_code == 201, created.text
+    node = created.json()["node"]
+    assert node["uplink_mbit"] == 1000
+    url = f"{NODES}/{node['id']}"
+    assert (await client.patch(url, json={"uplink_mbit": None}, headers=admin)).json()[
+        "uplink_mbit"
+    ] is None
+    body = assert_problem(await client.patch(url, json={"uplink_mbit": 0}, headers=admin), 422)
+    assert "uplink_mbit" in body["detail"]

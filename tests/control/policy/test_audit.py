@@ -235,3 +235,72 @@ async def test_metered_allows_records_within_the_retention_and_flags_older_ones(
         "connection_records",
         '3 connection records, but privacy.mode = "strict" keeps none',
     ) in (_violations(strict))
+
+
+# The last-login IP (privacy.store_last_login_ip).
+
+
+async def test_a_login_ip_is_allowed_by_a_policy_that_keeps_it_and_flagged_when_old(
+    runtime: Runtime, session: AsyncSession, deployment: AuditTargets
+) -> None:
+    # The strict example keeps the last-login IP for 30 days (fraud prevention).
+    assert runtime.policy.privacy.store_last_login_ip
+    fresh = await factories.create_account(session)
+    fresh.last_login_ip, fresh.last_login_ip_at = CLIENT, utcnow() - timedelta(days=29)
+    await session.commit()
+    report = await _audit(runtime, deployment)
+    assert _violations(report) == []
+    allowed = {(f.where, f.what) for f in report.findings if f.severity == "allowed"}
+    assert (
+        "accounts.last_login_ip",
+        "1 login addresses, allowed by privacy.store_last_login_ip",
+    ) in allowed
+
+    old = await factories.create_account(session)
+    old.last_login_ip, old.last_login_ip_at = "2001:db8::77", utcnow() - timedelta(days=31)
+    undated = await factories.create_account(session)
+    undated.last_login_ip = "198.51.100.9"
+    await session.commit()
+    report = await _audit(runtime, deployment)
+    assert sorted(_violations(report)) == sorted(
+        [
+            (
+                f"accounts.last_login_ip row id={old.id}",
+                f"a last-login address from {(utcnow() - timedelta(days=31)).date()}, older "
+                "than the 30-day retention (privacy.last_login_ip_retention_days)",
+            ),
+            (
+                f"accounts.last_login_ip row id={undated.id}",
+                "a last-login address without last_login_ip_at, so its age cannot be checked "
+                "against privacy.last_login_ip_retention_days",
+            ),
+        ]
+    )
+    assert all(CLIENT not in f.what for f in report.findings)
+
+
+async def test_a_login_ip_under_a_policy_that_keeps_none_is_a_violation(
+    runtime: Runtime, session: AsyncSession, deployment: AuditTargets, metered: Policy
+) -> None:
+    assert not metered.privacy.store_last_login_ip
+    account = await factories.create_account(session)
+    account.last_login_ip, account.last_login_ip_at = CLIENT, utcnow()
+    await session.commit()
+    report = await _audit(runtime, deployment, metered)
+    assert sorted(_violations(report)) == [
+        (
+            "accounts.last_login_ip",
+            "1 rows hold what looks like a client IP address tied to a customer, which "
+            'privacy.mode = "metered" does not allow',
+        ),
+        (
+            f"accounts.last_login_ip row id={account.id}",
+            "IPv4 address 192.0.2.*: a client address stored in the database, which "
+            'privacy.mode = "metered" does not allow',
+        ),
+        (
+            "accounts.last_login_ip_at",
+            "1 rows hold what looks like a client IP address tied to a customer, which "
+            'privacy.mode = "metered" does not allow',
+        ),
+    ]

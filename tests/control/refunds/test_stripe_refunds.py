@@ -2,12 +2,8 @@
 
 from __future__ import annotations
 
-import json
-import threading
 from collections.abc import AsyncIterator, Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
-from urllib.parse import parse_qs
 
 import pytest
 from pydantic import SecretStr
@@ -22,76 +18,20 @@ from burrow.control.runtime import Runtime
 from burrow.control.startup import prepare
 from tests.control.refunds.conftest import METERED_POLICY
 from tests.support.factories import create_account, get_plan
+from tests.support.stripe_server import HTTPX_DATA_WARNING, FakeStripe, stripe_server
 
-# stripe's own httpx client uploads its form as ``data=bytes``, which httpx deprecates.
-pytestmark = pytest.mark.filterwarnings(
-    "ignore:Use 'content=<...>' to upload raw bytes:DeprecationWarning"
-)
-
-
-class FakeStripe:
-    """Answers POST /v1/refunds with a Stripe-shaped refund; the same key, the same refund."""
-
-    def __init__(self) -> None:
-        self.calls: list[tuple[str, dict[str, list[str]]]] = []
-        self.refunds: dict[str, dict[str, Any]] = {}
-        self.failures = 0  # answer this many calls with a 500 first
+pytestmark = pytest.mark.filterwarnings(HTTPX_DATA_WARNING)
 
 
 @pytest.fixture
-def fake_stripe() -> Iterator[tuple[str, FakeStripe]]:
-    state = FakeStripe()
-
-    class Handler(BaseHTTPRequestHandler):
-        def do_POST(self) -> None:
-            length = int(self.headers.get("Content-Length", "0"))
-            form = parse_qs(self.rfile.read(length).decode())
-            key = self.headers.get("Idempotency-Key", "")
-            state.calls.append((key, form))
-            if self.path != "/v1/refunds":
-                self._answer(404, {"error": {"message": "no such route", "type": "invalid"}})
-            elif state.failures:
-                state.failures -= 1
-                self._answer(500, {"error": {"message": "try later", "type": "api_error"}})
-            else:
-                refund = state.refunds.setdefault(
-                    key,
-                    {
-                        "id": f"re_{len(state.refunds) + 1}",
-                        "object": "refund",
-                        "amount": int(form["amount"][0]),
-                        "payment_intent": form.get("payment_intent", [None])[0],
-                        "status": "succeeded",
-                    },
-                )
-                self._answer(200, refund)
-
-        def _answer(self, status: int, body: dict[str, Any]) -> None:
-            data = json.dumps(body).encode()
-            self.send_response(status)
-            self.send_header("Content-Type", "application/json")
-            self.send_header("Content-Length", str(len(data)))
-            self.end_headers()
-            self.wfile.write(data)
-
-        def log_message(self, *args: Any) -> None:
-            pass
-
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield f"http://127.0.0.1:{server.server_address[1]}", state
-    finally:
-        server.shutdown()
-        server.server_close()
+def fake_stripe() -> Iterator[FakeStripe]:
+    with stripe_server() as state:
+        yield state
 
 
 @pytest.fixture
-async def stripe_metered(
-    settings: Settings, fake_stripe: tuple[str, FakeStripe]
-) -> AsyncIterator[Runtime]:
-    url, _ = fake_stripe
+async def stripe_metered(settings: Settings, fake_stripe: FakeStripe) -> AsyncIterator[Runtime]:
+    url = fake_stripe.url
     configured = settings.model_copy(
         update={
             "policy_path": METERED_POLICY,
@@ -118,18 +58,19 @@ async def _stripe_order(runtime: Runtime, reference: str) -> tuple[Any, Order]:
 
 
 async def test_approved_refund_goes_out_through_stripe_once(
-    stripe_metered: Runtime, fake_stripe: tuple[str, FakeStripe]
+    stripe_metered: Runtime, fake_stripe: FakeStripe
 ) -> None:
-    _, state = fake_stripe
+    state = fake_stripe
     account, order = await _stripe_order(stripe_metered, "pi_abc")
     async with unit_of_work(stripe_metered.sessionmaker) as session:
         view = await refund_service.request(session, stripe_metered, account, order.id, "Slow")
     assert view.request.status == RefundStatus.executed
     assert view.request.provider_refund_id == "re_1"
-    [(key, form)] = state.calls
-    assert key == f"burrow-refund-{view.request.id}"
-    assert form["payment_intent"] == ["pi_abc"]
-    assert form["amount"] == ["1199"]
+    [call] = state.calls
+    assert (call.method, call.path) == ("POST", "/v1/refunds")
+    assert call.idempotency_key == f"burrow-refund-{view.request.id}"
+    assert call.param("payment_intent") == "pi_abc"
+    assert call.param("amount") == "1199"
     async with unit_of_work(stripe_metered.sessionmaker) as session:
         stored = await session.get(Order, order.id)
         assert stored is not None
@@ -139,9 +80,9 @@ async def test_approved_refund_goes_out_through_stripe_once(
 
 
 async def test_stripe_failure_is_retried_with_the_same_key(
-    stripe_metered: Runtime, fake_stripe: tuple[str, FakeStripe]
+    stripe_metered: Runtime, fake_stripe: FakeStripe
 ) -> None:
-    _, state = fake_stripe
+    state = fake_stripe
     account, order = await _stripe_order(stripe_metered, "pi_retry")
     # More failures than the library's own retries: the request stays approved.
     state.failures = 3
@@ -158,5 +99,22 @@ async def test_stripe_failure_is_retried_with_the_same_key(
         assert stored.status == RefundStatus.executed
         assert stored.provider_refund_id == "re_1"
     assert len(state.calls) == 4
-    assert {key for key, _ in state.calls} == {f"burrow-refund-{view.request.id}"}
+    assert {call.idempotency_key for call in state.calls} == {f"burrow-refund-{view.request.id}"}
     assert len(state.refunds) == 1
+
+
+async def test_a_payment_recorded_by_its_invoice_is_refunded_through_its_payment_intent(
+    stripe_metered: Runtime, fake_stripe: FakeStripe
+) -> None:
+    account, order = await _stripe_order(stripe_metered, "in_sub_1")
+    async with unit_of_work(stripe_metered.sessionmaker) as session:
+        view = await refund_service.request(session, stripe_metered, account, order.id, "Slow")
+    assert view.request.status == RefundStatus.executed
+    lookup, refund = fake_stripe.calls
+    assert (lookup.method, lookup.path, lookup.param("invoice")) == (
+        "GET",
+        "/v1/invoice_payments",
+        "in_sub_1",
+    )
+    assert (refund.path, refund.param("payment_intent")) == ("/v1/refunds", "pi_of_in_sub_1")
+    assert refund.idempotency_key == f"burrow-refund-{view.request.id}"

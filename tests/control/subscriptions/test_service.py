@@ -98,7 +98,14 @@ def test_describe_next_in_plain_words() -> None:
         describe_next(sub(SubscriptionStatus.active, period_end=past), now)
         == "Expired on 2026-11-01"
     )
-    assert describe_next(sub(SubscriptionStatus.past_due), now).startswith("Payment is overdue")
+    overdue = sub(SubscriptionStatus.past_due, period_end=past)
+    overdue.grace_until = datetime(2026, 11, 25, tzinfo=UTC)
+    assert describe_next(overdue, now) == (
+        "Payment failed; access continues until 2026-11-25 and then ends unless the payment "
+        "goes through"
+    )
+    overdue.grace_until = past
+    assert describe_next(overdue, now) == "Payment failed; access ended on 2026-11-01"
 
 
 # --- current and access_plan ------------------------------------------------------------------
@@ -242,12 +249,14 @@ async def test_trial_refused_with_paid_access(session: AsyncSession, runtime: Ru
 # --- cancel and resume ------------------------------------------------------------------------
 
 
-async def test_cancel_keeps_access_until_period_end_then_resume(session: AsyncSession) -> None:
+async def test_cancel_keeps_access_until_period_end_then_resume(
+    session: AsyncSession, runtime: Runtime
+) -> None:
     account = await create_account(session)
     sub = await create_subscription(session, account)
     end = sub.current_period_end.date().isoformat()
 
-    cancelled = await subscription_service.cancel(session, account.id)
+    cancelled = await subscription_service.cancel(session, runtime, account.id)
     assert cancelled.subscription.cancel_at_period_end is True
     assert cancelled.subscription.canceled_at is not None
     assert cancelled.subscription.status == SubscriptionStatus.active
@@ -255,33 +264,35 @@ async def test_cancel_keeps_access_until_period_end_then_resume(session: AsyncSe
     assert describe_next(sub) == f"Ends on {end} because you cancelled"
     assert await subscription_service.access_plan(session, account.id) is not None
 
-    again = await subscription_service.cancel(session, account.id)
+    again = await subscription_service.cancel(session, runtime, account.id)
     assert again.message.startswith("Already cancelled")
 
-    resumed = await subscription_service.resume(session, account.id)
+    resumed = await subscription_service.resume(session, runtime, account.id)
     assert resumed.subscription.cancel_at_period_end is False
     assert resumed.subscription.canceled_at is None
     assert resumed.message == f"Resumed. Renews on {end}."
 
-    noop = await subscription_service.resume(session, account.id)
+    noop = await subscription_service.resume(session, runtime, account.id)
     assert noop.message.startswith("Nothing to resume")
 
 
-async def test_cancel_and_resume_refused_after_period_end(session: AsyncSession) -> None:
+async def test_cancel_and_resume_refused_after_period_end(
+    session: AsyncSession, runtime: Runtime
+) -> None:
     account = await create_account(session)
     with pytest.raises(NoSubscription):
-        await subscription_service.cancel(session, account.id)
+        await subscription_service.cancel(session, runtime, account.id)
     with pytest.raises(NoSubscription):
         await subscription_service.overview(session, account.id)
     sub = await create_subscription(session, account, period_end=utcnow() + timedelta(days=3))
-    await subscription_service.cancel(session, account.id)
+    await subscription_service.cancel(session, runtime, account.id)
     sub.current_period_end = utcnow() - timedelta(seconds=1)
     with pytest.raises(SubscriptionEnded) as caught:
-        await subscription_service.resume(session, account.id)
+        await subscription_service.resume(session, runtime, account.id)
     assert caught.value.status == 409
     sub.status, sub.ended_at = SubscriptionStatus.canceled, sub.current_period_end
     with pytest.raises(SubscriptionEnded):
-        await subscription_service.resume(session, account.id)
+        await subscription_service.resume(session, runtime, account.id)
     overview = await subscription_service.overview(session, account.id)
     assert overview.subscription.id == sub.id
 
@@ -469,7 +480,7 @@ async def test_trial_serves_devices_and_expiry_removes_them(runtime: Runtime) ->
 
     # Cancelling changes nothing until the period ends.
     async with unit_of_work(runtime.sessionmaker) as session:
-        await subscription_service.cancel(session, account_id)
+        await subscription_service.cancel(session, runtime, account_id)
     assert await _served_keys(runtime, account_id) == {device.public_key}
 
     async with unit_of_work(runtime.sessionmaker) as session:
@@ -482,3 +493,117 @@ async def test_trial_serves_devices_and_expiry_removes_them(runtime: Runtime) ->
     async with unit_of_work(runtime.sessionmaker) as session:
         await subscription_service.grant(session, runtime, account_id, "personal-monthly", days=3)
     assert await _served_keys(runtime, account_id) == {device.public_key}
+
+
+# --- a provider's subscription: past_due and its grace -----------------------------------------
+
+
+async def _provider_subscribed(runtime: Runtime) -> tuple[int, int, str]:
+    async with unit_of_work(runtime.sessionmaker) as session:
+        account = await create_account(session)
+        device = await create_device(session, account)
+        granted = await subscription_service.grant(
+            session,
+            runtime,
+            account.id,
+            "personal-monthly",
+            months=1,
+            provider="stripe",
+            provider_subscription_id="sub_grace",
+        )
+        return account.id, granted.subscription.id, device.public_key
+
+
+@pytest.mark.parametrize(
+    "period_left",
+    # The renewal failed at the period end; or Stripe had already moved the period on.
+    [timedelta(hours=-2), timedelta(days=30)],
+    ids=["period-over", "period-moved-on"],
+)
+async def test_past_due_serves_until_the_grace_ends_then_expiry_removes_peers(
+    runtime: Runtime, period_left: timedelta
+) -> None:
+    account_id, sub_id, key = await _provider_subscribed(runtime)
+    failed_at = utcnow()
+    async with unit_of_work(runtime.sessionmaker) as session:
+        sub = await session.get(Subscription, sub_id)
+        assert sub is not None
+        # Only the grace keeps access, whatever the period says.
+        sub.current_period_end = failed_at + period_left
+        assert await subscription_service.provider_payment_failed(session, runtime, sub, failed_at)
+        assert sub.status == SubscriptionStatus.past_due
+        assert sub.grace_until == failed_at + timedelta(days=3)
+    assert await _served_keys(runtime, account_id) == {key}
+    # The grace is still running: the expiry job leaves it alone.
+    assert await expire_due_subscriptions(runtime) == 0
+    assert await _served_keys(runtime, account_id) == {key}
+    async with unit_of_work(runtime.sessionmaker) as session:
+        plan = await subscription_service.access_plan(session, account_id)
+        assert plan is not None
+        # A second failure keeps the first one's grace.
+        sub = await session.get(Subscription, sub_id)
+        assert sub is not None
+        later = failed_at + timedelta(days=1)
+        await subscription_service.provider_payment_failed(session, runtime, sub, later)
+        assert sub.grace_until == failed_at + timedelta(days=3)
+        assert sub.provider_updated_at == later
+
+    async with unit_of_work(runtime.sessionmaker) as session:
+        sub = await session.get(Subscription, sub_id)
+        assert sub is not None
+        sub.grace_until = utcnow() - timedelta(seconds=1)
+    assert await expire_due_subscriptions(runtime) == 1
+    assert await _served_keys(runtime, account_id) == set()
+    async with unit_of_work(runtime.sessionmaker) as session:
+        sub = await session.get(Subscription, sub_id)
+        assert sub is not None
+        assert sub.status == SubscriptionStatus.expired
+        assert sub.ended_at == sub.grace_until
+        assert await subscription_service.access_plan(session, account_id) is None
+
+
+async def test_provider_renewal_keeps_access_through_the_margin(runtime: Runtime) -> None:
+    account_id, sub_id, key = await _provider_subscribed(runtime)
+    async with unit_of_work(runtime.sessionmaker) as session:
+        sub = await session.get(Subscription, sub_id)
+        assert sub is not None
+        # The period ended an hour ago; Stripe is charging for the next one.
+        sub.current_period_end = utcnow() - timedelta(hours=1)
+    assert await expire_due_subscriptions(runtime) == 0
+    assert await _served_keys(runtime, account_id) == {key}
+    async with unit_of_work(runtime.sessionmaker) as session:
+        overview = await subscription_service.overview(session, account_id)
+        assert describe_next(overview.subscription).startswith("Renewing: the payment")
+        # Cancelled, it has no margin: the job ends it.
+        overview.subscription.cancel_at_period_end = True
+    assert await expire_due_subscriptions(runtime) == 1
+    assert await _served_keys(runtime, account_id) == set()
+
+
+async def test_an_older_provider_event_changes_nothing(
+    session: AsyncSession, runtime: Runtime
+) -> None:
+    account = await create_account(session)
+    sub = await create_subscription(session, account)
+    now = utcnow()
+    end = sub.current_period_end
+    assert await subscription_service.provider_updated(
+        session, runtime, sub, now, cancel_at_period_end=True, period_end=end, renewing=True
+    )
+    assert not await subscription_service.provider_updated(
+        session,
+        runtime,
+        sub,
+        now - timedelta(seconds=1),
+        cancel_at_period_end=False,
+        period_end=end + timedelta(days=9),
+        renewing=True,
+    )
+    assert not await subscription_service.provider_payment_failed(
+        session, runtime, sub, now - timedelta(seconds=1)
+    )
+    assert (sub.cancel_at_period_end, sub.current_period_end, sub.status) == (True, end, "active")
+    # An end at the provider is final, whatever its age.
+    assert await subscription_service.provider_ended(session, runtime, sub, now - timedelta(days=1))
+    assert sub.status == SubscriptionStatus.canceled
+    assert not await subscription_service.provider_ended(session, runtime, sub, now)

@@ -51,9 +51,9 @@ async def register(body: AccountCreate, session: SessionDep, runtime: RuntimeDep
     return _read(await account_service.register(session, runtime, body))
 
 
-async def _verify(session: SessionDep, token: str) -> Message:
-    await account_service.verify_email(session, token)
-    return Message(detail="Your email address is verified.")
+async def _verify(session: SessionDep, runtime: RuntimeDep, token: str) -> Message:
+    account = await account_service.verify_email(session, token, runtime)
+    return Message(detail=f"Your email address {account.email} is verified.")
 
 
 @router.post(
@@ -61,10 +61,10 @@ async def _verify(session: SessionDep, token: str) -> Message:
     tags=["accounts"],
     summary="Verify the email address with the emailed token",
     response_model=Message,
-    responses=problem_responses(400, 410, 422),
+    responses=problem_responses(400, 409, 410, 422),
 )
-async def verify_email(body: VerifyEmail, session: SessionDep) -> Message:
-    return await _verify(session, body.token)
+async def verify_email(body: VerifyEmail, session: SessionDep, runtime: RuntimeDep) -> Message:
+    return await _verify(session, runtime, body.token)
 
 
 @router.get(
@@ -72,13 +72,14 @@ async def verify_email(body: VerifyEmail, session: SessionDep) -> Message:
     tags=["accounts"],
     summary="Verify the email address (the emailed link)",
     response_model=Message,
-    responses=problem_responses(400, 410, 422),
+    responses=problem_responses(400, 409, 410, 422),
 )
 async def verify_email_link(
     session: SessionDep,
+    runtime: RuntimeDep,
     token: Annotated[OneTimeToken, Query(description="From the email.")],
 ) -> Message:
-    return await _verify(session, token)
+    return await _verify(session, runtime, token)
 
 
 @router.get(

@@ -138,6 +138,10 @@ class AccountRepository:
         )
         return int(result.rowcount or 0)
 
+    async def sessions_of(self, account_id: int) -> Sequence[AccountSession]:
+        query = self._of_account(AccountSession, account_id).order_by(AccountSession.id)
+        return (await self.session.scalars(query)).all()
+
     async def count_sessions(self, account_id: int) -> int:
         statement = self._of_account(AccountSession, account_id).with_only_columns(
             func.count(AccountSession.id)
@@ -149,6 +153,10 @@ class AccountRepository:
     async def add_verification(self, row: EmailVerification) -> None:
         self.session.add(row)
         await self.session.flush()
+
+    async def verifications_of(self, account_id: int) -> Sequence[EmailVerification]:
+        query = self._of_account(EmailVerification, account_id).order_by(EmailVerification.id)
+        return (await self.session.scalars(query)).all()
 
     async def get_verification(self, token_hash: str) -> EmailVerification | None:
         result = await self.session.execute(

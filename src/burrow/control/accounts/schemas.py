@@ -125,6 +125,9 @@ class AccountRead(BaseModel):
 class AdminAccountRead(AccountRead):
     status_changed_at: datetime | None
     terms_accepted_at: datetime | None
+    terminated_clause: str | None = Field(
+        None, description="The clause of the terms the account was terminated for breaking."
+    )
 
 
 class AccountPage(BaseModel):

@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import hmac
 import io
+import ipaddress
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
@@ -128,16 +129,16 @@ class LoginThrottled(TooManyRequests):
 
 
 class WrongPassword(InvalidInput):
-    def __init__(self) -> None:
-        super().__init__("Your current password is not right.", field="current_password")
+    def __init__(self, field: str = "current_password") -> None:
+        super().__init__("Your current password is not right.", field=field)
 
 
 class WrongTotpCode(InvalidInput):
-    def __init__(self) -> None:
+    def __init__(self, field: str = "code") -> None:
         super().__init__(
             "That code is not right or was already used; enter the current code from your "
             "authenticator app.",
-            field="code",
+            field=field,
         )
 
 
@@ -158,6 +159,8 @@ class SignedIn:
     token: str
     expires_at: datetime
     account: Account
+    # The web's first step: the password was right, the session waits for its TOTP code.
+    needs_second_factor: bool = False
 
 
 @dataclass(frozen=True)
@@ -328,17 +331,19 @@ class AccountService:
             )
 
     async def _send_verification(
-        self, session: AsyncSession, runtime: Runtime, account: Account
+        self, session: AsyncSession, runtime: Runtime, account: Account, *, email: str | None = None
     ) -> None:
+        """Send a one-time link to ``email`` (default: the account's own address)."""
         repo = AccountRepository(session)
         now = utcnow()
         settings = runtime.settings
         await repo.expire_verifications(account.id, now)
         token = new_token()
+        to = email or account.email
         await repo.add_verification(
             EmailVerification(
                 account_id=account.id,
-                email=account.email,
+                email=to,
                 token_hash=hash_token(token),
                 expires_at=now + timedelta(hours=settings.verification_ttl_hours),
                 created_at=now,
@@ -346,21 +351,34 @@ class AccountService:
         )
         link = f"{settings.public_url.rstrip('/')}{VERIFY_EMAIL_PATH}?token={token}"
         provider = runtime.policy.provider.name
-        to = account.email
         subject = f"Confirm your email address for {provider}"
+        purpose = (
+            f"you asked to make it the address of your {provider} account"
+            if to != account.email
+            else f"it belongs to your {provider} account"
+        )
         body = (
-            f"Hello,\n\nplease confirm that this address belongs to your {provider} account by "
-            f"opening this link:\n\n{link}\n\n"
+            f"Hello,\n\nplease confirm that this address is yours ({purpose}) by opening this "
+            f"link:\n\n{link}\n\n"
             f"The link works once and for {settings.verification_ttl_hours} hours. If you did "
-            "not create an account, ignore this message.\n"
+            "not ask for this, ignore this message.\n"
         )
         after_commit(session, lambda: runtime.mailer.send(to, subject, body))
 
-    async def verify_email(self, session: AsyncSession, token: str) -> Account:
+    async def verify_email(
+        self, session: AsyncSession, token: str, runtime: Runtime | None = None
+    ) -> Account:
+        """Use a link: it proves its address. A link sent for a new address (an email change)
+        makes that address the account's, and the old address is told (with ``runtime``).
+
+        An account has at most one live link at a time (sending one expires the others), so
+        a link for an address other than the account's can only be the latest change asked
+        for; an older link for a former address is already used or expired.
+        """
         repo = AccountRepository(session)
         row = await repo.get_verification(hash_token(token))
         account = await repo.get(row.account_id) if row is not None else None
-        if row is None or account is None or account.email != row.email:
+        if row is None or account is None or account.status is AccountStatus.erased:
             raise VerificationLinkInvalid(
                 "This verification link is not valid; sign in and ask for a new link."
             )
@@ -375,9 +393,84 @@ class AccountService:
                 "This verification link has expired; sign in and ask for a new link."
             )
         row.used_at = now
+        if account.email != row.email:
+            old = account.email
+            if await repo.get_by_email(row.email) is not None:
+                raise EmailTaken()
+            account.email = row.email
+            account.email_verified_at = now
+            try:
+                await session.flush()
+            except IntegrityError as exc:  # taken by a sign-up a moment ago
+                raise EmailTaken() from exc
+            if runtime is not None:
+                self._send_change_notice(session, runtime, old, row.email)
+            return account
         if account.email_verified_at is None:
             account.email_verified_at = now
         return account
+
+    async def request_email_change(
+        self,
+        session: AsyncSession,
+        runtime: Runtime,
+        account: Account,
+        *,
+        new_email: str,
+        password: str,
+    ) -> str:
+        """Send a link to ``new_email``; the address changes only when the link is used.
+
+        Returns the normalised new address. Any older unused link stops working.
+        """
+        await self.confirm_identity(session, runtime, account, password=password)
+        email = str(normalise_email(new_email))
+        if email == account.email:
+            raise InvalidInput(
+                "That is already your email address; give the new one.", field="new_email"
+            )
+        existing = await AccountRepository(session).get_by_email(email)
+        if existing is not None:
+            raise EmailTaken()
+        await self._send_verification(session, runtime, account, email=email)
+        return email
+
+    @staticmethod
+    def _send_change_notice(session: AsyncSession, runtime: Runtime, old: str, new: str) -> None:
+        provider = runtime.policy.provider.name
+        contact = runtime.policy.provider.contact_email
+        subject = f"Your {provider} email address was changed"
+        body = (
+            f"Hello,\n\nthe email address of your {provider} account was changed from this "
+            f"address to {new}. From now on, messages about the account go there.\n\n"
+            f"If you did not ask for this, write to {contact} at once.\n"
+        )
+        after_commit(session, lambda: runtime.mailer.send(old, subject, body))
+
+    async def confirm_identity(
+        self,
+        session: AsyncSession,
+        runtime: Runtime,
+        account: Account,
+        *,
+        password: str,
+        totp_code: str | None = None,
+        require_totp: bool = False,
+    ) -> None:
+        """The signed-in person proves they are the account's owner again, for a change that
+        cannot be undone (an email change, erasure). Failures count like failed sign-ins."""
+        throttle = _LoginThrottle(runtime)
+        keys = [throttle.account_key(account.email)]
+        throttle.check(keys)
+        if not await _verify(account.password_hash, password):
+            throttle.failed(keys)
+            raise WrongPassword("password")
+        if require_totp and account.totp_enabled:
+            if not totp_code:
+                raise SecondFactorRequired("Enter the 6-digit code from your authenticator app.")
+            if not await self._accept_totp(AccountRepository(session), account, totp_code):
+                throttle.failed(keys)
+                raise WrongTotpCode("totp_code")
 
     async def resend_verification(
         self, session: AsyncSession, runtime: Runtime, account: Account
@@ -415,6 +508,8 @@ class AccountService:
         throttle.check(keys)
         repo = AccountRepository(session)
         account = await repo.get_by_email(email)
+        if account is not None and account.status is AccountStatus.erased:
+            account = None  # its placeholder address is no one's; answer as for an unknown one
         # An unknown address costs the same time as a known one.
         matches = await _verify(
             account.password_hash if account is not None else DUMMY_PASSWORD_HASH, password
@@ -434,6 +529,7 @@ class AccountService:
                     "your authenticator app."
                 )
         throttle.succeeded(account_key)
+        self._remember_login_address(runtime.policy, account, client_address)
         if password_needs_rehash(account.password_hash):
             account.password_hash = await _hash(password)
         token = new_token()
@@ -444,20 +540,131 @@ class AccountService:
                 token_hash=hash_token(token),
                 expires_at=expires_at,
                 needs_second_factor=False,
+                second_factor_at=utcnow() if account.totp_enabled else None,
             )
         )
         return SignedIn(token=token, expires_at=expires_at, account=account)
+
+    @staticmethod
+    def _remember_login_address(
+        policy: Policy, account: Account, client_address: str | None
+    ) -> None:
+        """Keep the sign-in's address and time only where ``privacy.store_last_login_ip`` is on
+        (fraud prevention); the purge job forgets it after the policy's retention. It is never
+        logged: the log filter would remove it anyway, and nothing here writes it."""
+        if not policy.privacy.store_last_login_ip or client_address is None:
+            return
+        try:
+            address = ipaddress.ip_address(client_address.strip().strip("[]"))
+        except ValueError:
+            return  # not an address (a test client's name, a Unix socket): nothing to keep
+        account.last_login_ip = str(address)
+        account.last_login_ip_at = utcnow()
 
     async def authenticate(self, session: AsyncSession, runtime: Runtime, token: str) -> Account:
         found = await AccountRepository(session).get_session(hash_token(token))
         if found is None:
             raise NotAuthenticated(SESSION_EXPIRED)
         row, account = found
-        if row.expires_at <= utcnow() or row.needs_second_factor:
+        if (
+            row.expires_at <= utcnow()
+            or row.needs_second_factor
+            or account.status is AccountStatus.erased
+        ):
             raise NotAuthenticated(SESSION_EXPIRED)
         if account.status is AccountStatus.terminated:
             raise AccountTerminated()
         return account
+
+    # The web's two-step sign-in: the password first, then (with two-factor on) the code.
+    PENDING_SECOND_FACTOR_SECONDS = 600
+
+    async def sign_in_first_step(
+        self,
+        session: AsyncSession,
+        runtime: Runtime,
+        *,
+        email: str,
+        password: str,
+        client_address: str | None = None,
+    ) -> SignedIn:
+        """Like ``sign_in`` without a code; with two-factor on, the session it returns waits
+        for ``complete_second_factor`` and ``authenticate`` refuses it until then."""
+        try:
+            return await self.sign_in(
+                session, runtime, email=email, password=password, client_address=client_address
+            )
+        except SecondFactorRequired:
+            pass  # raised only after the password was found right
+        repo = AccountRepository(session)
+        account = await repo.get_by_email(str(normalise_email(email)))
+        assert account is not None
+        token = new_token()
+        expires_at = utcnow() + timedelta(seconds=self.PENDING_SECOND_FACTOR_SECONDS)
+        await repo.add_session(
+            AccountSession(
+                account_id=account.id,
+                token_hash=hash_token(token),
+                expires_at=expires_at,
+                needs_second_factor=True,
+            )
+        )
+        return SignedIn(
+            token=token, expires_at=expires_at, account=account, needs_second_factor=True
+        )
+
+    async def complete_second_factor(
+        self,
+        session: AsyncSession,
+        runtime: Runtime,
+        pending_token: str,
+        code: str,
+        *,
+        client_address: str | None = None,
+    ) -> SignedIn:
+        """Swap a session waiting for its second factor for a full one, given a right code.
+
+        The sign-in completes here, so here its address is kept (where the policy allows)."""
+        repo = AccountRepository(session)
+        found = await repo.get_session(hash_token(pending_token))
+        if found is None:
+            raise NotAuthenticated(SESSION_EXPIRED)
+        row, account = found
+        if not row.needs_second_factor or row.expires_at <= utcnow():
+            raise NotAuthenticated(SESSION_EXPIRED)
+        if account.status is AccountStatus.terminated:
+            raise AccountTerminated()
+        throttle = _LoginThrottle(runtime)
+        account_key = throttle.account_key(account.email)
+        throttle.check([account_key])
+        if not await self._accept_totp(repo, account, code):
+            throttle.failed([account_key])
+            raise SecondFactorRequired(
+                "That code is not right or was already used; enter the current code from "
+                "your authenticator app."
+            )
+        throttle.succeeded(account_key)
+        self._remember_login_address(runtime.policy, account, client_address)
+        # A new token: the one that only proved the password is retired.
+        await repo.delete_session(account.id, row.token_hash)
+        token = new_token()
+        expires_at = utcnow() + timedelta(hours=runtime.settings.session_ttl_hours)
+        await repo.add_session(
+            AccountSession(
+                account_id=account.id,
+                token_hash=hash_token(token),
+                expires_at=expires_at,
+                needs_second_factor=False,
+                second_factor_at=utcnow(),
+            )
+        )
+        return SignedIn(token=token, expires_at=expires_at, account=account)
+
+    async def second_factor_passed(self, session: AsyncSession, token: str) -> bool:
+        """Whether the session of ``token`` proved the second factor when it was opened (a
+        session opened before two-factor sign-in was turned on did not)."""
+        found = await AccountRepository(session).get_session(hash_token(token))
+        return found is not None and found[0].second_factor_at is not None
 
     async def purge_expired(self, session: AsyncSession) -> int:
         repo = AccountRepository(session)
@@ -509,6 +716,15 @@ class AccountService:
         )
         await session.flush()
         return TotpEnrolment(secret=secret, otpauth_uri=uri, qr_svg=_qr_svg(uri))
+
+    def pending_enrolment(self, runtime: Runtime, account: Account) -> TotpEnrolment | None:
+        """An enrolment started and not yet confirmed, to show its QR code again (the web)."""
+        if account.totp_enabled or account.totp_secret is None:
+            return None
+        uri = pyotp.TOTP(account.totp_secret).provisioning_uri(
+            name=account.email, issuer_name=runtime.policy.provider.name
+        )
+        return TotpEnrolment(secret=account.totp_secret, otpauth_uri=uri, qr_svg=_qr_svg(uri))
 
     async def confirm_totp(
         self, session: AsyncSession, runtime: Runtime, account: Account, code: str
@@ -592,6 +808,7 @@ class AccountService:
     ) -> Account:
         """The account may still sign in (to read why) but loses VPN access at once."""
         account = await self.get(session, account_id)
+        self._refuse_erased(account)
         if account.status is AccountStatus.terminated:
             raise StatusChangeRefused(
                 f"Account {account_id} is terminated; a terminated account cannot be suspended."
@@ -614,18 +831,40 @@ class AccountService:
         return account
 
     async def terminate(
-        self, session: AsyncSession, runtime: Runtime, account_id: int, reason: str
+        self,
+        session: AsyncSession,
+        runtime: Runtime,
+        account_id: int,
+        reason: str,
+        *,
+        clause: str | None = None,
     ) -> Account:
-        """For good: every session ends and VPN access ends at once."""
+        """For good: every session ends and VPN access ends at once.
+
+        ``clause`` names the clause of the terms that was broken (the admin domain checks it
+        against the policy); the customer reads it in the status reason.
+        """
         if not reason.strip():
             raise InvalidInput("Give the reason for the termination.", field="reason")
         account = await self.get(session, account_id)
+        self._refuse_erased(account)
         if account.status is AccountStatus.terminated:
             raise StatusChangeRefused(f"Account {account_id} is already terminated.")
+        if clause is not None:
+            reason = f"Terminated for breaking the terms ({clause}): {reason.strip()}"
         self._set_status(account, AccountStatus.terminated, reason)
+        account.terminated_clause = clause
         await AccountRepository(session).delete_sessions(account.id)
         await desired_state_service.refresh_account(session, runtime, account.id)
         return account
+
+    @staticmethod
+    def _refuse_erased(account: Account) -> None:
+        if account.status is AccountStatus.erased:
+            raise StatusChangeRefused(
+                f"Account {account.id} was erased at its owner's request; it has no status "
+                "left to change."
+            )
 
     @staticmethod
     def _set_status(account: Account, status: AccountStatus, reason: str | None) -> None:

@@ -4,12 +4,16 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, Header, Request
+from fastapi import APIRouter, Form, Header, Request
 
-from burrow.control.billing import stripe_events
+from burrow.control.admin.service import admin_audit
+from burrow.control.billing import coingate, stripe_events
 from burrow.control.billing.schemas import (
     BillingDetailsIn,
     BillingDetailsOut,
+    CheckoutIn,
+    CheckoutOut,
+    CoinGateCallbackIn,
     ManualPaymentIn,
     OrderOut,
     PaymentOut,
@@ -57,6 +61,27 @@ async def list_orders(session: SessionDep, account: CurrentAccount) -> list[Orde
     return [order_out(view) for view in await billing_service.orders(session, account.id)]
 
 
+@customer_router.post(
+    "/checkout",
+    status_code=201,
+    summary="Pay for a plan",
+    response_model=CheckoutOut,
+    responses=problem_responses(401, 404, 409, 422, 502),
+)
+async def checkout(
+    body: CheckoutIn, session: SessionDep, runtime: RuntimeDep, account: CurrentAccount
+) -> CheckoutOut:
+    """Opens a pending order and a payment at the method's provider (card: Stripe Checkout,
+    a subscription that renews when the policy makes the method recurring). Send the customer
+    to ``checkout_url``; the order is paid, and the period given, when the provider reports
+    the payment. 409: the method is not set up here; 502: the provider could not be reached
+    and nothing was kept."""
+    started = await billing_service.start_checkout(
+        session, runtime, account, body.plan_code, body.method
+    )
+    return CheckoutOut(order_id=started.order.id, checkout_url=started.checkout_url)
+
+
 @customer_router.get(
     "/details",
     summary="Your billing details",
@@ -94,7 +119,7 @@ async def record_payment(
     body: ManualPaymentIn,
     session: SessionDep,
     runtime: RuntimeDep,
-    _admin: CurrentAdmin,
+    admin: CurrentAdmin,
 ) -> PaymentRecordedOut:
     """A bank transfer or a store's report: makes the order and gives the plan's period."""
     recorded = await billing_service.record_manual_payment(
@@ -106,6 +131,23 @@ async def record_payment(
         body.currency,
         body.method,
         body.reference,
+    )
+    await admin_audit.record(
+        session,
+        admin,
+        "payment.record_manual",
+        "account",
+        account_id,
+        None,
+        {
+            "order_id": recorded.order.id,
+            "payment_id": recorded.payment.id,
+            "plan_code": body.plan_code,
+            "amount_minor": body.amount_minor,
+            "currency": body.currency,
+            "method": body.method,
+            "reference": body.reference,
+        },
     )
     view = await billing_service.order_view(session, recorded.order)
     return PaymentRecordedOut(message=recorded.message, order=order_out(view))
@@ -126,6 +168,30 @@ async def stripe_webhook(
     """Signed by Stripe with the endpoint secret. The event is stored, then handled after the
     store commits (and by the scheduler, should this process stop first)."""
     stored = await stripe_events.receive(session, runtime, await request.body(), stripe_signature)
+    if stored:
+
+        async def handle_now() -> None:
+            await webhook_service.process_pending(runtime)
+
+        after_commit(session, handle_now)
+    return WebhookReceivedOut(received=True, duplicate=not stored)
+
+
+@customer_router.post(
+    "/webhooks/coingate",
+    summary="CoinGate order callbacks",
+    response_model=WebhookReceivedOut,
+    responses=problem_responses(400, 404, 422, 503),
+)
+async def coingate_callback(
+    body: Annotated[CoinGateCallbackIn, Form()],
+    session: SessionDep,
+    runtime: RuntimeDep,
+) -> WebhookReceivedOut:
+    """Posted by CoinGate when an order's status changes. Believed only with the token made for
+    that order, and then only as far as CoinGate's API confirms it (the status and amounts are
+    fetched from CoinGate). 503: CoinGate could not be asked; it sends the callback again."""
+    stored, _status = await coingate.receive(session, runtime, body.model_dump())
     if stored:
 
         async def handle_now() -> None:

@@ -1,4 +1,5 @@
-"""Payment providers behind one interface: how a refund goes back to the payer.
+"""Payment providers behind one interface: how a refund goes back to the payer, and the
+calls burrow makes to Stripe's API (checkout sessions, a subscription's cancellation).
 
 Manual payments (bank transfers, a store's report) are refunded by a person outside burrow,
 so executing one only records it. Stripe refunds go through the official ``stripe`` library
@@ -20,6 +21,108 @@ from burrow.control.models import Order
 
 class RefundUnavailable(Exception):
     """The provider cannot refund now (not configured, unreachable); the refund is retried."""
+
+
+class ProviderNotConfigured(Exception):
+    """The operator has not set up this provider (no API key in the settings)."""
+
+
+class ProviderUnavailable(Exception):
+    """The provider could not be reached, or refused the call; nothing was changed there."""
+
+
+def _stripe_client(api_key: str, api_base: str | None) -> stripe.StripeClient:
+    # The library retries network failures and 5xx answers itself, with one idempotency key
+    # per call, so a retried POST never acts twice at Stripe.
+    return stripe.StripeClient(
+        api_key,
+        base_addresses={"api": api_base} if api_base else {},
+        http_client=stripe.HTTPXClient(),
+        max_network_retries=2,
+    )
+
+
+class StripeGateway:
+    """Stripe's API for checkout and subscriptions, through the official library."""
+
+    def __init__(self, api_key: str | None, api_base: str | None = None) -> None:
+        self._api_key = api_key
+        self._api_base = api_base
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> StripeGateway:
+        key = settings.stripe_api_key
+        return cls(key.get_secret_value() if key else None, settings.stripe_api_base)
+
+    @property
+    def configured(self) -> bool:
+        return bool(self._api_key)
+
+    def _client(self) -> stripe.StripeClient:
+        if not self._api_key:
+            raise ProviderNotConfigured("BURROW_STRIPE_API_KEY is not set")
+        return _stripe_client(self._api_key, self._api_base)
+
+    async def create_checkout_session(
+        self, params: dict[str, object], idempotency_key: str
+    ) -> tuple[str, str]:
+        """A Checkout Session; returns its id and the URL the customer pays at."""
+        client = self._client()
+        try:
+            created = await client.v1.checkout.sessions.create_async(
+                params,  # type: ignore[arg-type]
+                {"idempotency_key": idempotency_key},
+            )
+        except stripe.StripeError as exc:
+            raise ProviderUnavailable(_describe(exc)) from exc
+        if not created.url:
+            raise ProviderUnavailable("Stripe answered a checkout session without a URL")
+        return str(created.id), str(created.url)
+
+    async def invoice_payment_intent(self, invoice_id: str) -> str | None:
+        """The payment intent that paid an invoice (Stripe's invoices no longer name it, their
+        invoice payments do), so the payment is recorded under the id refunds and
+        ``charge.refunded`` use."""
+        client = self._client()
+        try:
+            found = await client.v1.invoice_payments.list_async(
+                {"invoice": invoice_id, "status": "paid", "limit": 10}
+            )
+        except stripe.StripeError as exc:
+            raise ProviderUnavailable(_describe(exc)) from exc
+        for item in found.data:
+            payment = item.payment
+            intent = payment.payment_intent if payment.type == "payment_intent" else None
+            if intent:
+                return intent if isinstance(intent, str) else str(intent.id)
+        return None
+
+    async def cancel_now(self, subscription_id: str) -> None:
+        """End the Stripe subscription at once: no further charge (a refunded order)."""
+        client = self._client()
+        try:
+            await client.v1.subscriptions.cancel_async(subscription_id)
+        except stripe.StripeError as exc:
+            raise ProviderUnavailable(_describe(exc)) from exc
+
+    async def set_cancel_at_period_end(
+        self, subscription_id: str, cancel: bool, idempotency_key: str
+    ) -> None:
+        """Tell Stripe to stop (or resume) renewing the subscription at its period end."""
+        client = self._client()
+        try:
+            await client.v1.subscriptions.update_async(
+                subscription_id,
+                {"cancel_at_period_end": cancel},
+                {"idempotency_key": idempotency_key},
+            )
+        except stripe.StripeError as exc:
+            raise ProviderUnavailable(_describe(exc)) from exc
+
+
+def _describe(exc: stripe.StripeError) -> str:
+    # The library's own message, without the request's details (keys never appear there).
+    return f"{type(exc).__name__}: {exc.user_message or exc}"[:500]
 
 
 class RefundProvider(Protocol):
@@ -57,12 +160,17 @@ class StripeProvider:
     ) -> str:
         if not self._api_key:
             raise RefundUnavailable("BURROW_STRIPE_API_KEY is not set")
-        client = stripe.StripeClient(
-            self._api_key,
-            base_addresses={"api": self._api_base} if self._api_base else {},
-            http_client=stripe.HTTPXClient(),
-            max_network_retries=2,
-        )
+        client = _stripe_client(self._api_key, self._api_base)
+        if payment_id.startswith("in_"):
+            # Recorded under its invoice (no API key when it was paid): refund what paid it.
+            try:
+                gateway = StripeGateway(self._api_key, self._api_base)
+                intent = await gateway.invoice_payment_intent(payment_id)
+            except ProviderUnavailable as exc:
+                raise RefundUnavailable(str(exc)) from exc
+            if intent is None:
+                raise RefundUnavailable(f"Stripe names no payment of invoice {payment_id}")
+            payment_id = intent
         params: dict[str, object] = {"amount": amount_minor, "metadata": {"order_id": order.id}}
         # Checkout and invoices pay through a payment intent; older charges have a charge id.
         params["charge" if payment_id.startswith("ch_") else "payment_intent"] = payment_id

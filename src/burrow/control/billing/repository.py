@@ -9,17 +9,21 @@ from __future__ import annotations
 from collections.abc import Sequence
 from datetime import datetime
 
-from sqlalchemy import Select, func, select
+from sqlalchemy import Select, func, or_, select
 from sqlalchemy.dialects.postgresql import insert as postgresql_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from burrow.control.models import (
     Account,
+    AccountStatus,
     BillingDetails,
     Order,
     OrderStatus,
     Payment,
+    PaymentMethod,
+    Subscription,
+    SubscriptionStatus,
     WebhookEvent,
 )
 
@@ -133,3 +137,49 @@ class BillingRepository:
 
     async def get_event(self, event_id: int) -> WebhookEvent | None:
         return await self.session.get(WebhookEvent, event_id)
+
+    # --- renewal reminders -------------------------------------------------------------------
+
+    async def reminder_due(
+        self,
+        now: datetime,
+        until: datetime,
+        recurring: Sequence[PaymentMethod],
+        limit: int,
+    ) -> Sequence[tuple[Subscription, str, PaymentMethod]]:
+        """Active, not cancelled subscriptions ending in (now, until] that were paid last by a
+        method outside ``recurring`` and have no reminder for this period yet; with the
+        account's email and that method.
+
+        The last paid order is found in the same query, so subscriptions paid by a recurring
+        method never fill the batch and hold back the ones that need a reminder.
+        """
+        last_method = (
+            select(Order.payment_method)
+            .where(Order.account_id == Subscription.account_id, Order.status.in_(PAID_STATUSES))
+            .order_by(Order.paid_at.desc(), Order.id.desc())
+            .limit(1)
+            .correlate(Subscription)
+            .scalar_subquery()
+        )
+        query = (
+            select(Subscription, Account.email, last_method)
+            .join(Account, Account.id == Subscription.account_id)
+            .where(
+                Subscription.status == SubscriptionStatus.active,
+                Subscription.cancel_at_period_end.is_(False),
+                Subscription.current_period_end > now,
+                Subscription.current_period_end <= until,
+                or_(
+                    Subscription.reminder_sent_for.is_(None),
+                    Subscription.reminder_sent_for != Subscription.current_period_end,
+                ),
+                Account.status == AccountStatus.active,
+                last_method.is_not(None),
+                last_method.not_in(list(recurring)),
+            )
+            .order_by(Subscription.current_period_end, Subscription.id)
+            .limit(limit)
+        )
+        rows = (await self.session.execute(query)).all()
+        return [(row[0], row[1], PaymentMethod(row[2])) for row in rows]

@@ -95,3 +95,32 @@ class BillingDetailsOut(BaseModel):
 class WebhookReceivedOut(BaseModel):
     received: bool
     duplicate: bool = Field(description="True: this event was delivered before; nothing changed.")
+
+
+class CoinGateCallbackIn(BaseModel):
+    """CoinGate's order callback, a form. Only ``id``, ``order_id`` and ``token`` are read: the
+    order's status and amounts are fetched back from CoinGate's API, never taken from here."""
+
+    # CoinGate sends many more fields (amounts, currencies); they are ignored.
+    model_config = ConfigDict(extra="ignore")
+
+    id: str = Field("", max_length=40, description="CoinGate's order id.")
+    order_id: str = Field("", max_length=40, description="Our order id.")
+    status: str = Field("", max_length=40, description="Not trusted; fetched from CoinGate.")
+    token: str = Field("", max_length=200, description="The token made for this order.")
+
+
+class CheckoutIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    plan_code: str = Field(min_length=1, max_length=64, examples=["personal-monthly"])
+    method: PaymentMethod = Field(
+        examples=["card"], description="One of the policy's offered payment methods."
+    )
+
+    _plain = field_validator("plan_code")(_printable)
+
+
+class CheckoutOut(BaseModel):
+    order_id: int = Field(description="The pending order; it is paid when the provider says so.")
+    checkout_url: str = Field(description="Where to pay: send the customer's browser there.")

@@ -14,14 +14,17 @@ import json
 import logging
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
-from typing import Any
+from datetime import datetime
+from typing import Any, Protocol
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from burrow.control.billing.providers import ProviderNotConfigured, ProviderUnavailable
 from burrow.control.billing.repository import BillingRepository
 from burrow.control.billing.schemas import BillingDetailsIn
+from burrow.control.config import Settings
 from burrow.control.db import unit_of_work
-from burrow.control.errors import Conflict, Forbidden, InvalidInput, NotFound
+from burrow.control.errors import BurrowError, Conflict, Forbidden, InvalidInput, NotFound
 from burrow.control.models import (
     Account,
     AccountStatus,
@@ -37,6 +40,7 @@ from burrow.control.models import (
 )
 from burrow.control.plans.service import plan as plan_service
 from burrow.control.runtime import Runtime
+from burrow.control.subscriptions.service import gives_access
 from burrow.control.subscriptions.service import subscription as subscription_service
 
 log = logging.getLogger(__name__)
@@ -134,7 +138,220 @@ def _check_money(amount_minor: int, currency: str, plan: Plan) -> None:
         )
 
 
+class OrderNotPayable(Conflict):
+    title = "Order already settled"
+    type_slug = "order-not-payable"
+
+    def __init__(self, order_id: int, status: str) -> None:
+        super().__init__(
+            f"Order {order_id} is {status}; only a pending order can be paid. Nothing changed.",
+            order_id=order_id,
+        )
+
+
+class MethodNotOffered(InvalidInput):
+    title = "Payment method not offered"
+    type_slug = "payment-method-not-offered"
+
+    def __init__(self, method: str, offered: Sequence[str]) -> None:
+        super().__init__(
+            f"This provider does not take payment by {method}; choose one of: "
+            f"{', '.join(offered)}.",
+            field="method",
+        )
+
+
+_METHOD_NAMES = {
+    "card": "Card",
+    "paypal": "PayPal",
+    "crypto": "Crypto",
+    "paymentwall": "PaymentWall",
+    "app_store": "App Store",
+    "google_play": "Google Play",
+}
+
+
+class MethodNotSetUp(Conflict):
+    title = "Payment method not set up"
+    type_slug = "payment-method-not-set-up"
+
+    def __init__(self, method: str) -> None:
+        what = _METHOD_NAMES.get(method, method.replace("_", " ").capitalize())
+        super().__init__(
+            f"{what} payments are not set up on this server; pay by another method or "
+            "contact support."
+        )
+
+
+class ProviderUnreachable(BurrowError):
+    status = 502
+    title = "Payment provider unreachable"
+    type_slug = "payment-provider-unreachable"
+
+    def __init__(self, provider: str) -> None:
+        super().__init__(
+            f"We could not reach {provider.title()} to start your payment. Nothing was charged "
+            "and no order was kept; try again in a few minutes."
+        )
+
+
+class AlreadyRenewing(Conflict):
+    title = "Already renewing"
+    type_slug = "already-renewing"
+
+    def __init__(self, provider: str, renews: datetime) -> None:
+        super().__init__(
+            f"Your subscription already renews through {provider.title()} on "
+            f"{renews.date().isoformat()}; a second one would charge you twice. To change "
+            "plans, cancel it (POST /api/v1/subscriptions/current/cancel) and pay for the new "
+            "plan after it ends."
+        )
+
+
+@dataclass(frozen=True)
+class CheckoutStarted:
+    order: Order
+    checkout_url: str
+
+
+class CheckoutProvider(Protocol):
+    """Starts paying a pending order at a provider: returns the URL the customer pays at.
+
+    Raises ``ProviderNotConfigured`` or ``ProviderUnavailable`` (from ``providers``).
+    """
+
+    name: str
+
+    def configured(self, settings: Settings) -> bool: ...
+
+    async def start(
+        self,
+        session: AsyncSession,
+        runtime: Runtime,
+        account: Account,
+        plan: Plan,
+        order: Order,
+        *,
+        recurring: bool,
+    ) -> str: ...
+
+
+# Checkout providers by payment method class ("card" -> Stripe, "crypto" -> CoinGate); each
+# provider's module registers itself on import.
+CHECKOUT_PROVIDERS: dict[str, CheckoutProvider] = {}
+
+
 class BillingService:
+    # --- orders and payments -----------------------------------------------------------------
+
+    async def open_order(
+        self,
+        session: AsyncSession,
+        account: Account,
+        plan: Plan,
+        method: PaymentMethod,
+        provider: str,
+        *,
+        provider_order_id: str | None = None,
+    ) -> Order:
+        """A pending order for one period of ``plan`` at its price, waiting for the provider.
+
+        Whether it is the account's ``first`` order or a ``renewal`` is decided when it is paid
+        (another order may be paid in between).
+        """
+        if account.status == AccountStatus.terminated:
+            raise AccountTerminated(account.id)
+        order = Order(
+            account_id=account.id,
+            plan_id=plan.id,
+            kind=OrderKind.first,
+            amount_minor=plan.price_minor,
+            currency=plan.currency,
+            payment_method=PaymentMethod(method),
+            status=OrderStatus.pending,
+            period_months=plan.period_months,
+            provider=provider,
+            provider_order_id=provider_order_id,
+        )
+        await BillingRepository(session).add(order)
+        return order
+
+    async def pay_order(
+        self,
+        session: AsyncSession,
+        runtime: Runtime,
+        order: Order,
+        provider_payment_id: str,
+        amount_minor: int,
+        currency: str,
+        fingerprint: str | None = None,
+        *,
+        provider_subscription_id: str | None = None,
+        period_end: datetime | None = None,
+    ) -> PaymentRecorded:
+        """Money came for a pending (or failed, then paid after all) order: record the payment
+        and give the plan's period through the subscriptions service.
+
+        The order's amount becomes what was actually received (a coupon or tax may change it),
+        since that is what a refund can send back. A provider payment id seen before raises
+        ``DuplicatePayment`` and changes nothing. ``provider_subscription_id`` links the
+        provider's recurring subscription; ``period_end`` is the end the provider bills up to.
+        """
+        repository = BillingRepository(session)
+        known = await repository.payment_by_provider_id(order.provider, provider_payment_id)
+        if known is not None:
+            raise DuplicatePayment(order.provider, provider_payment_id, known.order_id)
+        if order.status not in (OrderStatus.pending, OrderStatus.failed):
+            raise OrderNotPayable(order.id, order.status)
+        plan = await plan_service.get(session, order.plan_id)
+        assert plan is not None  # a foreign key; plans are never deleted
+        _check_money(amount_minor, currency, plan)
+        account = await repository.get_account(order.account_id)
+        if account is None:
+            raise AccountNotFound(order.account_id)
+        if account.status == AccountStatus.terminated:
+            raise AccountTerminated(account.id)
+        earlier = await repository.paid_order_count(account.id)
+        order.kind = OrderKind.renewal if earlier else OrderKind.first
+        order.amount_minor = amount_minor
+        order.status = OrderStatus.paid
+        order.paid_at = utcnow()
+        if provider_subscription_id:
+            order.provider_subscription_id = provider_subscription_id
+        payment = Payment(
+            order_id=order.id,
+            provider=order.provider,
+            provider_payment_id=provider_payment_id,
+            amount_minor=amount_minor,
+            currency=currency,
+            fingerprint=fingerprint,
+        )
+        await repository.add(payment)
+        granted = await subscription_service.grant(
+            session,
+            runtime,
+            account.id,
+            plan.code,
+            months=order.period_months,
+            provider=order.provider if provider_subscription_id else None,
+            provider_subscription_id=provider_subscription_id,
+            until=period_end,
+        )
+        log.info("order %s paid through %s for account %s", order.id, order.provider, account.id)
+        message = f"Recorded the payment as order {order.id} ({order.kind}). {granted.message}"
+        return PaymentRecorded(order, payment, plan.code, message)
+
+    async def fail_order(self, session: AsyncSession, order: Order, reason: str) -> Order:
+        """The provider gave up on a pending order (expired, declined): it is ``failed``.
+
+        Anything but a pending order is left alone: a late failure never undoes a payment.
+        """
+        if order.status == OrderStatus.pending:
+            order.status = OrderStatus.failed
+            await session.flush()
+            log.info("order %s failed: %s", order.id, reason[:200])
+        return order
+
     async def record_payment(
         self,
         session: AsyncSession,
@@ -149,8 +366,12 @@ class BillingService:
         fingerprint: str | None = None,
         *,
         provider_order_id: str | None = None,
+        provider_subscription_id: str | None = None,
+        period_end: datetime | None = None,
     ) -> PaymentRecorded:
-        """Record money received for ``plan`` and give its period to the account.
+        """Record money received for ``plan`` that no pending order was waiting for (a manual
+        payment, a provider's renewal) and give its period to the account: an order is opened
+        and paid at once.
 
         The account's first paid order is ``first``, every later one a ``renewal``. The
         subscription is extended (same plan, still active) or replaced, as an admin grant is.
@@ -158,41 +379,97 @@ class BillingService:
         _check_money(amount_minor, currency, plan)
         if account.status == AccountStatus.terminated:
             raise AccountTerminated(account.id)
-        repository = BillingRepository(session)
-        known = await repository.payment_by_provider_id(provider, provider_payment_id)
+        known = await BillingRepository(session).payment_by_provider_id(
+            provider, provider_payment_id
+        )
         if known is not None:
             raise DuplicatePayment(provider, provider_payment_id, known.order_id)
-        earlier = await repository.paid_order_count(account.id)
-        now = utcnow()
-        order = Order(
-            account_id=account.id,
-            plan_id=plan.id,
-            kind=OrderKind.renewal if earlier else OrderKind.first,
-            amount_minor=amount_minor,
-            currency=currency,
-            payment_method=PaymentMethod(method),
-            status=OrderStatus.paid,
-            period_months=plan.period_months,
-            paid_at=now,
-            provider=provider,
-            provider_order_id=provider_order_id,
+        order = await self.open_order(
+            session, account, plan, method, provider, provider_order_id=provider_order_id
         )
-        await repository.add(order)
-        payment = Payment(
-            order_id=order.id,
-            provider=provider,
-            provider_payment_id=provider_payment_id,
-            amount_minor=amount_minor,
-            currency=currency,
-            fingerprint=fingerprint,
+        return await self.pay_order(
+            session,
+            runtime,
+            order,
+            provider_payment_id,
+            amount_minor,
+            currency,
+            fingerprint,
+            provider_subscription_id=provider_subscription_id,
+            period_end=period_end,
         )
-        await repository.add(payment)
-        granted = await subscription_service.grant(
-            session, runtime, account.id, plan.code, months=plan.period_months
-        )
-        log.info("order %s paid through %s for account %s", order.id, provider, account.id)
-        message = f"Recorded the payment as order {order.id} ({order.kind}). {granted.message}"
-        return PaymentRecorded(order, payment, plan.code, message)
+
+    # --- checkout -----------------------------------------------------------------------------
+
+    async def start_checkout(
+        self,
+        session: AsyncSession,
+        runtime: Runtime,
+        account: Account,
+        plan_code: str,
+        method: PaymentMethod,
+    ) -> CheckoutStarted:
+        """Open a pending order for ``plan_code`` and start paying it with ``method``'s
+        provider (registered in ``CHECKOUT_PROVIDERS``); returns where the customer pays.
+
+        The order is paid when the provider's event says so. If the provider cannot be
+        reached the error rolls the order back: nothing was charged, nothing is kept.
+        """
+        methods = runtime.policy.payment_methods
+        offered = [str(m) for m in methods.offered]
+        if str(method) not in offered:
+            raise MethodNotOffered(str(method), offered)
+        provider = CHECKOUT_PROVIDERS.get(str(method))
+        if provider is None or not provider.configured(runtime.settings):
+            raise MethodNotSetUp(str(method))
+        plan = await plan_service.get_offered(session, plan_code)
+        recurring = str(method) in [str(m) for m in methods.recurring]
+        current = await subscription_service.current(session, account.id)
+        if (
+            recurring
+            and current is not None
+            and current.provider_subscription_id
+            and not current.cancel_at_period_end
+            and gives_access(current)
+        ):
+            raise AlreadyRenewing(current.provider or provider.name, current.current_period_end)
+        order = await self.open_order(session, account, plan, PaymentMethod(method), provider.name)
+        try:
+            url = await provider.start(session, runtime, account, plan, order, recurring=recurring)
+        except ProviderNotConfigured as exc:
+            raise MethodNotSetUp(str(method)) from exc
+        except ProviderUnavailable as exc:
+            log.warning("checkout of order %s through %s failed: %s", order.id, provider.name, exc)
+            raise ProviderUnreachable(provider.name) from exc
+        log.info("order %s opened for checkout through %s", order.id, provider.name)
+        return CheckoutStarted(order, url)
+
+    async def order_by_payment(
+        self, session: AsyncSession, provider: str, provider_payment_ids: Sequence[str]
+    ) -> Order | None:
+        """The order a provider's payment (by any of its ids) was recorded on."""
+        repository = BillingRepository(session)
+        for payment_id in provider_payment_ids:
+            payment = await repository.payment_by_provider_id(provider, payment_id)
+            if payment is not None:
+                return await repository.get_order(payment.order_id)
+        return None
+
+    async def provider_refunded(
+        self, session: AsyncSession, runtime: Runtime, order: Order, refunded_total: int
+    ) -> int:
+        """The provider reports ``refunded_total`` sent back on ``order`` so far (its own
+        cumulative figure, which includes the refunds burrow executed itself); records only
+        what is not recorded yet and returns it. A full refund ends the subscription."""
+        target = min(max(refunded_total, 0), order.amount_minor)
+        missing = target - order.refunded_minor
+        if missing <= 0:
+            return 0
+        await self.mark_refunded(session, order, missing)
+        if order.status == OrderStatus.refunded:
+            await subscription_service.end_now(session, runtime, order.account_id)
+        log.info("order %s: %s refunded at the provider", order.id, missing)
+        return missing
 
     async def record_manual_payment(
         self,

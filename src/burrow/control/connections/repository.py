@@ -11,17 +11,20 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 
-from sqlalchemy import Select, and_, delete, select, update
+from sqlalchemy import Select, and_, delete, func, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from burrow.control.models import (
-    ACCESS_STATUSES,
     ConnectionRecord,
     Device,
+    Order,
     Plan,
+    RefundRequest,
+    RefundStatus,
     ServedPeer,
     Subscription,
     UsageCounter,
+    gives_access_clause,
 )
 
 # Keys per query: far below SQLite's and asyncpg's bound-parameter limits.
@@ -68,8 +71,7 @@ class ConnectionRepository:
                     Subscription,
                     and_(
                         Subscription.account_id == ServedPeer.account_id,
-                        Subscription.status.in_(ACCESS_STATUSES),
-                        Subscription.current_period_end > now,
+                        gives_access_clause(now),
                     ),
                 )
                 .outerjoin(Plan, Plan.id == Subscription.plan_id)
@@ -154,9 +156,15 @@ class ConnectionRepository:
         return await self.session.scalar(query)
 
     async def add_usage(
-        self, account_id: int, *, bytes_total: int, sessions: int, now: datetime
+        self,
+        account_id: int,
+        *,
+        order_id: int | None,
+        bytes_total: int,
+        sessions: int,
+        now: datetime,
     ) -> None:
-        """Add to the account's counter, making it on first use.
+        """Add to the account's counter, making it on first use; ties it to ``order_id``.
 
         Two replicas making the same counter at once cannot happen with the in-RAM live
         store (one process owns the leases); a Redis store would need an upsert here.
@@ -167,6 +175,9 @@ class ConnectionRepository:
                 account_id=account_id, bytes_total=0, sessions=0, created_at=now, updated_at=now
             )
             self.session.add(counter)
+        if counter.order_id is None and order_id is not None:
+            # The first order was paid: the counts so far (a trial) become its usage.
+            counter.order_id = order_id
         counter.bytes_total += bytes_total
         counter.sessions += sessions
         counter.updated_at = now
@@ -174,4 +185,27 @@ class ConnectionRepository:
 
     async def delete_all_usage_counters(self) -> int:
         result = await self.session.execute(delete(UsageCounter))
+        return int(getattr(result, "rowcount", 0) or 0)
+
+    async def unlinked_usage_counters(self) -> Sequence[UsageCounter]:
+        """Counters not tied to a paid order yet (a trial, or a payment since the last look)."""
+        query = select(UsageCounter).where(UsageCounter.order_id.is_(None))
+        return (await self.session.scalars(query)).all()
+
+    async def delete_usage_counter(self, counter_id: int) -> None:
+        await self.session.execute(delete(UsageCounter).where(UsageCounter.id == counter_id))
+
+    async def delete_usage_counters_ordered_before(self, before: datetime) -> int:
+        """Delete counters whose order was paid before ``before``, unless a refund request of
+        that order is still being decided."""
+        ordered_at = func.coalesce(Order.paid_at, Order.created_at)
+        expired = select(Order.id).where(ordered_at < before)
+        pending = select(RefundRequest.order_id).where(
+            RefundRequest.status.in_((RefundStatus.evaluating, RefundStatus.queued))
+        )
+        result = await self.session.execute(
+            delete(UsageCounter).where(
+                UsageCounter.order_id.in_(expired), UsageCounter.order_id.not_in(pending)
+            )
+        )
         return int(getattr(result, "rowcount", 0) or 0)

@@ -16,7 +16,6 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from burrow.control.desired_state.schemas import Change, PeerAddresses
 from burrow.control.models import (
-    ACCESS_STATUSES,
     Account,
     AccountStatus,
     Device,
@@ -24,6 +23,7 @@ from burrow.control.models import (
     PeerChangeOp,
     ServedPeer,
     Subscription,
+    gives_access_clause,
     utcnow,
 )
 
@@ -53,8 +53,7 @@ class DesiredStateRepository:
         """The account is active and has a trialing or active subscription not yet ended."""
         paid = exists().where(
             Subscription.account_id == Account.id,
-            Subscription.status.in_(ACCESS_STATUSES),
-            Subscription.current_period_end > now,
+            gives_access_clause(now),
         )
         query = select(Account.id).where(
             Account.id == account_id, Account.status == AccountStatus.active, paid

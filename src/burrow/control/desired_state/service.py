@@ -27,7 +27,7 @@ from burrow.control.desired_state.repository import DesiredStateRepository
 from burrow.control.desired_state.schemas import Change
 from burrow.control.models import Node, PeerChangeOp, utcnow
 from burrow.control.runtime import Runtime
-from burrow.wire import DeltaState, DesiredState, FullState, NetworkSpec, PeerSpec
+from burrow.wire import DeltaState, DesiredState, FairUseSpec, FullState, NetworkSpec, PeerSpec
 
 # A waiting long poll re-reads the revision this often, so that a change committed by another
 # process (the CLI, another replica), which cannot wake this process's notifier, is seen
@@ -112,6 +112,15 @@ class DesiredStateService:
         pool4 = ipaddress.ip_network(settings.tunnel_ipv4_pool)
         pool6 = ipaddress.ip_network(settings.tunnel_ipv6_pool)
         rules = runtime.policy.network
+        fair = runtime.policy.fair_use
+        fair_use = None
+        if fair.shaping and fair.shaped_rate_mbit is not None:
+            fair_use = FairUseSpec(
+                shaped_rate_mbit=fair.shaped_rate_mbit,
+                trigger_utilisation_percent=fair.trigger_utilisation_percent,
+                window_minutes=fair.window_minutes,
+                uplink_mbit=node.uplink_mbit,
+            )
         return NetworkSpec(
             listen_port=node.endpoint_port,
             mtu=settings.tunnel_mtu,
@@ -124,6 +133,7 @@ class DesiredStateService:
             blocked_egress_tcp_ports=tuple(rules.blocked_egress_tcp_ports),
             blocked_egress_udp_ports=tuple(rules.blocked_egress_udp_ports),
             isolate_clients=rules.isolate_clients,
+            fair_use=fair_use,
         )
 
     async def full_state(self, session: AsyncSession, runtime: Runtime, node: Node) -> DesiredState:

@@ -22,7 +22,13 @@ from burrow.control.models.privacy_request import (
 from burrow.control.models.refund_request import RefundRequest, RefundStatus
 from burrow.control.models.refund_rule_outcome import RefundRuleOutcome
 from burrow.control.models.served_peer import ServedPeer
-from burrow.control.models.subscription import ACCESS_STATUSES, Subscription, SubscriptionStatus
+from burrow.control.models.subscription import (
+    ACCESS_STATUSES,
+    Subscription,
+    SubscriptionStatus,
+    access_until,
+    gives_access_clause,
+)
 from burrow.control.models.terms_acceptance import TermsAcceptance, TermsAcceptanceHow
 from burrow.control.models.terms_version import TermsVersion
 from burrow.control.models.trial_claim import TrialClaim
@@ -69,5 +75,7 @@ __all__ = [
     "TrialClaim",
     "UsageCounter",
     "WebhookEvent",
+    "access_until",
+    "gives_access_clause",
     "utcnow",
 ]

@@ -20,3 +20,6 @@ class AccountSession(IdMixin, CreatedMixin, Base):
     expires_at: Mapped[datetime]
     # A session that still needs its second factor cannot do anything else.
     needs_second_factor: Mapped[bool] = mapped_column(default=False)
+    # When this session proved the second factor (a TOTP code at sign-in); None: the password
+    # alone (two-factor was off). The admin panel admits only sessions that proved it.
+    second_factor_at: Mapped[datetime | None] = mapped_column(default=None)

@@ -28,6 +28,9 @@ class Node(IdMixin, CreatedMixin, Base):
     egress_ipv4: Mapped[str | None] = mapped_column(String(15), default=None)
     egress_ipv6: Mapped[str | None] = mapped_column(String(39), default=None)
     capacity: Mapped[int] = mapped_column(Integer, default=1000)
+    # The uplink's bandwidth in Mbit/s, for fair-use shaping (a node shapes its heaviest users
+    # when its traffic nears this). None: the node agent's own setting, or no shaping.
+    uplink_mbit: Mapped[int | None] = mapped_column(Integer, default=None)
     status: Mapped[NodeStatus] = mapped_column(
         Enum(NodeStatus, native_enum=False, length=20), default=NodeStatus.pending
     )

@@ -1,9 +1,9 @@
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import datetime, timedelta
 from enum import StrEnum
 
-from sqlalchemy import Boolean, Enum, ForeignKey, String
+from sqlalchemy import Boolean, ColumnElement, Enum, ForeignKey, String, and_, or_
 from sqlalchemy.orm import Mapped, mapped_column
 
 from burrow.control.models.base import Base, BigId, CreatedMixin, IdMixin
@@ -17,7 +17,8 @@ class SubscriptionStatus(StrEnum):
     expired = "expired"
 
 
-# Only these give access to the VPN (and only while the account is active).
+# These give access to the VPN until the period end (and only while the account is active);
+# past_due gives it until ``grace_until`` instead: see ``gives_access_clause``.
 ACCESS_STATUSES = frozenset({SubscriptionStatus.trialing, SubscriptionStatus.active})
 
 
@@ -48,3 +49,48 @@ class Subscription(IdMixin, CreatedMixin, Base):
     grace_until: Mapped[datetime | None] = mapped_column(default=None)
     # The period end a renewal reminder was sent for (non-recurring methods), sent once.
     reminder_sent_for: Mapped[datetime | None] = mapped_column(default=None)
+
+
+# A subscription the provider renews (Stripe) keeps access this long past its period end while
+# the renewal is charged: Stripe charges about an hour after the period ends, and its events
+# (the new period, or a failed payment with the policy's grace) settle it within this margin.
+PROVIDER_RENEWAL_MARGIN = timedelta(days=1)
+
+
+def access_until(subscription: Subscription) -> datetime | None:
+    """When this subscription's access ends, if it gives any (the account is checked elsewhere).
+
+    The same rule as ``gives_access_clause`` in SQL.
+    """
+    sub = subscription
+    if sub.status == SubscriptionStatus.past_due:
+        return sub.grace_until
+    if sub.status not in ACCESS_STATUSES:
+        return None
+    if (
+        sub.status == SubscriptionStatus.active
+        and sub.provider_subscription_id is not None
+        and not sub.cancel_at_period_end
+    ):
+        return sub.current_period_end + PROVIDER_RENEWAL_MARGIN
+    return sub.current_period_end
+
+
+def gives_access_clause(now: datetime) -> ColumnElement[bool]:
+    """SQL for "this subscription gives access at ``now``": trialing or active until the
+    period end (a provider-renewed one until the renewal margin after it), or past_due (a
+    failed renewal) until the policy's grace ends."""
+    return or_(
+        and_(Subscription.status.in_(ACCESS_STATUSES), Subscription.current_period_end > now),
+        and_(
+            Subscription.status == SubscriptionStatus.active,
+            Subscription.provider_subscription_id.is_not(None),
+            Subscription.cancel_at_period_end.is_(False),
+            Subscription.current_period_end > now - PROVIDER_RENEWAL_MARGIN,
+        ),
+        and_(
+            Subscription.status == SubscriptionStatus.past_due,
+            Subscription.grace_until.is_not(None),
+            Subscription.grace_until > now,
+        ),
+    )

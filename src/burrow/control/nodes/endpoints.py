@@ -6,6 +6,7 @@ from typing import Annotated
 
 from fastapi import APIRouter, Path, status
 
+from burrow.control.admin.service import admin_audit
 from burrow.control.deps import CurrentAdmin, RuntimeDep, SessionDep
 from burrow.control.nodes.schemas import (
     EnrollmentIssued,
@@ -33,9 +34,12 @@ NodeId = Annotated[int, Path(ge=1, le=MAX_ID, description="The node's id.")]
     responses=problem_responses(401, 403, 409, 422),
 )
 async def create_node(
-    data: NodeCreate, _admin: CurrentAdmin, session: SessionDep, runtime: RuntimeDep
+    data: NodeCreate, admin: CurrentAdmin, session: SessionDep, runtime: RuntimeDep
 ) -> NodeCreated:
     created = await node_service.create(session, runtime, data)
+    await admin_audit.record(
+        session, admin, "node.create", "node", created.node.id, None, data.model_dump()
+    )
     return NodeCreated(node=node_service.read(runtime, created.node), enrollment=created.enrollment)
 
 
@@ -75,11 +79,14 @@ async def get_node(
 async def update_node(
     node_id: NodeId,
     data: NodeUpdate,
-    _admin: CurrentAdmin,
+    admin: CurrentAdmin,
     session: SessionDep,
     runtime: RuntimeDep,
 ) -> NodeRead:
-    return node_service.read(runtime, await node_service.update(session, node_id, data))
+    node = await node_service.update(session, node_id, data)
+    changes = data.model_dump(exclude_unset=True)
+    await admin_audit.record(session, admin, "node.update", "node", node_id, None, changes)
+    return node_service.read(runtime, node)
 
 
 @router.post(
@@ -90,9 +97,11 @@ async def update_node(
     responses=problem_responses(401, 403, 404, 422),
 )
 async def retire_node(
-    node_id: NodeId, _admin: CurrentAdmin, session: SessionDep, runtime: RuntimeDep
+    node_id: NodeId, admin: CurrentAdmin, session: SessionDep, runtime: RuntimeDep
 ) -> NodeRead:
-    return node_service.read(runtime, await node_service.retire(session, node_id))
+    node = await node_service.retire(session, node_id)
+    await admin_audit.record(session, admin, "node.retire", "node", node_id)
+    return node_service.read(runtime, node)
 
 
 @router.post(
@@ -104,10 +113,14 @@ async def retire_node(
     responses=problem_responses(401, 403, 404, 409, 422),
 )
 async def new_enrollment_token(
-    node_id: NodeId, _admin: CurrentAdmin, session: SessionDep, runtime: RuntimeDep
+    node_id: NodeId, admin: CurrentAdmin, session: SessionDep, runtime: RuntimeDep
 ) -> EnrollmentIssued:
     node = await node_service.get(session, node_id)
-    return await node_service.new_enrollment_token(session, runtime, node)
+    issued = await node_service.new_enrollment_token(session, runtime, node)
+    # The token itself stays out of the trail: only its expiry is recorded.
+    detail = {"expires_at": issued.expires_at}
+    await admin_audit.record(session, admin, "node.enrollment_token", "node", node_id, None, detail)
+    return issued
 
 
 @router.get(

@@ -112,6 +112,15 @@ EgressIPv6 = Annotated[str, Field(max_length=39), AfterValidator(_ipv6)]
 Capacity = Annotated[
     int, Field(ge=1, le=1_000_000, description="How many devices it serves at once at most.")
 ]
+UplinkMbit = Annotated[
+    int,
+    Field(
+        ge=1,
+        le=1_000_000,
+        description="The uplink's bandwidth in Mbit/s; fair-use shaping starts when the node's "
+        "traffic nears it.",
+    ),
+]
 
 
 def endpoint_text(host: str, port: int) -> str:
@@ -142,6 +151,7 @@ class NodeCreate(_Request):
     egress_ipv4: EgressIPv4 | None = None
     egress_ipv6: EgressIPv6 | None = None
     capacity: Capacity = 1000
+    uplink_mbit: UplinkMbit | None = None
 
 
 class NodeUpdate(_Request):
@@ -155,6 +165,7 @@ class NodeUpdate(_Request):
     egress_ipv4: EgressIPv4 | None = None
     egress_ipv6: EgressIPv6 | None = None
     capacity: Capacity | None = None
+    uplink_mbit: UplinkMbit | None = None
 
 
 class NodeLive(BaseModel):
@@ -190,6 +201,7 @@ class NodeRead(BaseModel):
     egress_ipv4: str | None
     egress_ipv6: str | None
     capacity: int
+    uplink_mbit: int | None = None
     status: NodeStatus
     wg_public_key: str | None
     created_at: datetime

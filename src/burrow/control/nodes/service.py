@@ -321,6 +321,7 @@ class NodeService:
             egress_ipv4=node.egress_ipv4,
             egress_ipv6=node.egress_ipv6,
             capacity=node.capacity,
+            uplink_mbit=node.uplink_mbit,
             status=node.status,
             wg_public_key=node.wg_public_key,
             created_at=node.created_at,

@@ -39,6 +39,7 @@ from sqlalchemy import (
     Table,
     func,
     inspect,
+    or_,
     select,
     type_coerce,
 )
@@ -47,6 +48,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from burrow.control.config import Settings
 from burrow.control.models import Base
+from burrow.control.models.base import UTCDateTime
 from burrow.control.policy.addresses import (
     ALWAYS_ALLOWED,
     AddressMatch,
@@ -261,6 +263,7 @@ class _DatabaseAudit:
             for column in table.c:
                 self.report.columns += 1
                 self.column(table, column.name, pk, tied, table_class, allowed_anywhere)
+            self.login_ip_ages(table, pk)
         if CONNECTION_RECORDS_TABLE not in tables and self.policy.privacy.mode == "metered":
             self.report.add(
                 "note",
@@ -375,6 +378,45 @@ class _DatabaseAudit:
             self.report.add(
                 "allowed", place, f"{allowed_count} login addresses, allowed by {allowed_by}"
             )
+
+    def login_ip_ages(self, table: Table, pk: list[str]) -> None:
+        """Last-login addresses the policy allows must be younger than its retention.
+
+        The model names the columns (``info={"privacy": "login_ip"}``): the address columns
+        and the time column beside them. An address without a time cannot be dated, so it is
+        a violation too.
+        """
+        privacy = self.policy.privacy
+        model = Base.metadata.tables.get(table.name)
+        if not privacy.store_last_login_ip or model is None:
+            return
+        declared = [c for c in model.c if c.info.get("privacy") == LOGIN_IP and c.name in table.c]
+        times = [c.name for c in declared if isinstance(c.type, sqltypes.DateTime | UTCDateTime)]
+        addresses = [c.name for c in declared if c.name not in times]
+        if not addresses or len(times) != 1:
+            return
+        days = privacy.last_login_ip_retention_days or 0
+        cutoff = self.now - timedelta(days=days)
+        held = [table.c[name].is_not(None) for name in addresses]
+        query = select(*[_raw(table, k) for k in pk], _raw(table, times[0])).where(or_(*held))
+        capped = _Capped(self.report, f"{table.name}.{addresses[0]}")
+        for row in self.conn.execute(query.execution_options(yield_per=1000)):
+            *key, at = row
+            when = _aware(at) if at is not None else None
+            if when is not None and when >= cutoff:
+                continue
+            row_id = ", ".join(f"{k}={v}" for k, v in zip(pk, key, strict=True))
+            capped.add(
+                f"{table.name}.{addresses[0]} row {row_id}",
+                (
+                    f"a last-login address from {when.date()}, older than the {days}-day "
+                    "retention (privacy.last_login_ip_retention_days)"
+                )
+                if when is not None
+                else f"a last-login address without {times[0]}, so its age cannot be checked "
+                "against privacy.last_login_ip_retention_days",
+            )
+        capped.close()
 
     def connection_records(self, table: Table) -> None:
         privacy = self.policy.privacy

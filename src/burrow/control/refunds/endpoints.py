@@ -8,6 +8,7 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter
 
+from burrow.control.admin.service import admin_audit
 from burrow.control.deps import CurrentAccount, CurrentAdmin, RuntimeDep, SessionDep
 from burrow.control.models import utcnow
 from burrow.control.params import id_path
@@ -147,6 +148,15 @@ async def approve_refund(
     view = await refund_service.approve(
         session, runtime, admin, request_id, body.amount_minor, body.reason
     )
+    await admin_audit.record(
+        session,
+        admin,
+        "refund.approve",
+        "refund_request",
+        request_id,
+        body.reason,
+        {"amount_minor": view.request.amount_minor, "currency": view.order.currency},
+    )
     return _admin_out(view)
 
 
@@ -159,7 +169,11 @@ async def approve_refund(
 async def refuse_refund(
     request_id: Id, body: RefuseIn, session: SessionDep, admin: CurrentAdmin
 ) -> AdminRefundOut:
-    return _admin_out(await refund_service.refuse(session, admin, request_id, body.reason))
+    view = await refund_service.refuse(session, admin, request_id, body.reason)
+    await admin_audit.record(
+        session, admin, "refund.refuse", "refund_request", request_id, body.reason
+    )
+    return _admin_out(view)
 
 
 @admin_router.post(
@@ -173,11 +187,20 @@ async def record_finding(
     body: FindingIn,
     session: SessionDep,
     runtime: RuntimeDep,
-    _admin: CurrentAdmin,
+    admin: CurrentAdmin,
 ) -> AdminRefundOut:
     """An unsupported device, OS or site: the request is evaluated again with the finding."""
     view = await refund_service.record_finding(
         session, runtime, request_id, unsupported_device=body.unsupported_device
+    )
+    await admin_audit.record(
+        session,
+        admin,
+        "refund.finding",
+        "refund_request",
+        request_id,
+        None,
+        {"unsupported_device": body.unsupported_device, "status": view.request.status},
     )
     return _admin_out(view)
 

@@ -169,7 +169,8 @@ def _counted(
         return RuleOutcome(
             rule,
             False,
-            f"The {what} could not be checked because no usage counts are kept; a person decides.",
+            f"The {what} could not be checked because no usage counts are kept for this order; "
+            "a person decides.",
             {"limit": limit, unit: None},
             needs_judgement=True,
         )

@@ -310,16 +310,21 @@ class RefundService:
         ordered_at = order.paid_at or order.created_at
         privacy = runtime.policy.privacy
         counted = privacy.mode == "metered" and privacy.first_order_usage_counters
+        first_id = await billing_service.first_paid_order_id(session, account.id)
         usage_bytes = usage_sessions = None
-        if counted:
+        # Usage is counted for the account's first paid order only (a trial's counts are
+        # part of it); a later order, a renewal, has no counts and a person judges them.
+        if counted and first_id == order.id:
             counter = await repository.usage_of(account.id)
+            # A counter not tied to an order yet holds the usage before and since payment.
+            if counter is not None and counter.order_id not in (None, order.id):
+                counter = None
             usage_bytes = counter.bytes_total if counter else 0
             usage_sessions = counter.sessions if counter else 0
         key = trial_email_key(account.email)
         domain = key.rpartition("@")[2]
         emails = await repository.refunded_emails_elsewhere(account.id, domain)
         fingerprints = await billing_service.fingerprints_of(session, order.id)
-        first_id = await billing_service.first_paid_order_id(session, account.id)
         return RefundFacts(
             ordered_at=ordered_at,
             requested_at=request.requested_at,

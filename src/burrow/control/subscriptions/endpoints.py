@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from fastapi import APIRouter
 
+from burrow.control.admin.service import admin_accounts
 from burrow.control.deps import CurrentAccount, CurrentAdmin, RuntimeDep, SessionDep
 from burrow.control.params import AccountId
 from burrow.control.plans.schemas import PlanOut
@@ -70,22 +71,29 @@ async def start_trial(
     "/current/cancel",
     summary="Cancel at the end of the period",
     response_model=SubscriptionChangeOut,
-    responses=problem_responses(401, 404, 409),
+    responses=problem_responses(401, 404, 409, 502),
 )
-async def cancel_current(session: SessionDep, account: CurrentAccount) -> SubscriptionChangeOut:
-    """Access continues until the period end; then the subscription ends instead of renewing."""
-    return _change(await subscription_service.cancel(session, account.id))
+async def cancel_current(
+    session: SessionDep, runtime: RuntimeDep, account: CurrentAccount
+) -> SubscriptionChangeOut:
+    """Access continues until the period end; then the subscription ends instead of renewing.
+    A card subscription is cancelled at Stripe too, so the card is not charged again; if
+    Stripe cannot be reached, nothing changes (502)."""
+    return _change(await subscription_service.cancel(session, runtime, account.id))
 
 
 @customer_router.post(
     "/current/resume",
     summary="Undo a cancellation",
     response_model=SubscriptionChangeOut,
-    responses=problem_responses(401, 404, 409),
+    responses=problem_responses(401, 404, 409, 502),
 )
-async def resume_current(session: SessionDep, account: CurrentAccount) -> SubscriptionChangeOut:
-    """Allowed until the period end: the subscription renews again."""
-    return _change(await subscription_service.resume(session, account.id))
+async def resume_current(
+    session: SessionDep, runtime: RuntimeDep, account: CurrentAccount
+) -> SubscriptionChangeOut:
+    """Allowed until the period end: the subscription renews again (at Stripe too, for a card
+    subscription; if Stripe cannot be reached, nothing changes: 502)."""
+    return _change(await subscription_service.resume(session, runtime, account.id))
 
 
 @admin_router.post(
@@ -99,12 +107,20 @@ async def grant_period(
     body: GrantIn,
     session: SessionDep,
     runtime: RuntimeDep,
-    _admin: CurrentAdmin,
+    admin: CurrentAdmin,
 ) -> SubscriptionChangeOut:
     """An active subscription on the same plan is extended from its period end; otherwise a
     new active subscription starts now and replaces any trial."""
-    details = await subscription_service.grant(
-        session, runtime, account_id, body.plan_code, months=body.months, days=body.days
+    # Through the admin domain, which records the grant in the admin audit trail.
+    details = await admin_accounts.grant(
+        session,
+        runtime,
+        admin,
+        account_id,
+        body.plan_code,
+        months=body.months,
+        days=body.days,
+        reason=body.reason,
     )
     return _change(details)
 

@@ -6,6 +6,7 @@ from datetime import datetime
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from burrow.control.accounts.schemas import Reason
 from burrow.control.models import SubscriptionStatus
 from burrow.control.plans.schemas import PlanOut
 
@@ -41,6 +42,8 @@ class GrantIn(BaseModel):
     plan_code: str = Field(min_length=1, max_length=64, examples=["personal-monthly"])
     months: int | None = Field(None, ge=1, le=120, description="Give either months or days.")
     days: int | None = Field(None, ge=1, le=3650, description="Give either months or days.")
+    # Why the time is given (a goodwill gesture, an outage ...), for the admin audit trail.
+    reason: Reason | None = None
 
     @field_validator("plan_code")
     @classmethod

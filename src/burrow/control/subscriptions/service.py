@@ -2,7 +2,10 @@
 
 An account has at most one current subscription: the newest that has not ended (trialing,
 active or past_due). It gives VPN access while it is trialing or active and its period has not
-ended, and only while the account is active (the desired state checks the account). Every
+ended (one the provider renews: until a day after, while the renewal is charged), or while it
+is past_due within the policy's grace, and only while the account is active (the desired state
+checks the account; ``models.gives_access_clause`` is the rule in SQL). A provider's events
+(Stripe's) change it through the ``provider_*`` methods, ordered by the events' own times. Every
 change that alters access tells the desired state, which moves the peers on every node.
 """
 
@@ -10,27 +13,34 @@ from __future__ import annotations
 
 import calendar
 import logging
+import uuid
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from burrow.control.billing.providers import (
+    ProviderNotConfigured,
+    ProviderUnavailable,
+    StripeGateway,
+)
+from burrow.control.db import after_commit
 from burrow.control.desired_state.service import desired_state as desired_state_service
-from burrow.control.errors import Conflict, Forbidden, InvalidInput, NotFound
+from burrow.control.errors import BurrowError, Conflict, Forbidden, InvalidInput, NotFound
 from burrow.control.models import (
-    ACCESS_STATUSES,
     Account,
     AccountStatus,
     Plan,
     Subscription,
     SubscriptionStatus,
+    access_until,
     utcnow,
 )
 from burrow.control.plans.service import plan as plan_service
 from burrow.control.runtime import Runtime
 from burrow.control.security import keyed_digest
-from burrow.control.subscriptions.repository import SubscriptionRepository
+from burrow.control.subscriptions.repository import OPEN_STATUSES, SubscriptionRepository
 
 log = logging.getLogger(__name__)
 
@@ -130,6 +140,19 @@ class AccountTerminated(Conflict):
         )
 
 
+class BillingUnreachable(BurrowError):
+    status = 502
+    title = "Card billing unreachable"
+    type_slug = "billing-unreachable"
+
+    def __init__(self, provider: str, action: str, state: str) -> None:
+        super().__init__(
+            f"Your subscription is billed by {provider.title()}, which we could not reach, so "
+            f"it was not {action} and nothing changed (now: {state}). Try again in a few minutes; "
+            "if it keeps failing, contact support."
+        )
+
+
 @dataclass(frozen=True)
 class SubscriptionDetails:
     """A subscription with its plan, and a sentence for the customer when something changed."""
@@ -144,9 +167,10 @@ def _day(moment: datetime) -> str:
 
 
 def gives_access(subscription: Subscription, now: datetime | None = None) -> bool:
-    """Trialing or active, and the period has not ended (the account is checked elsewhere)."""
-    now = now or utcnow()
-    return subscription.status in ACCESS_STATUSES and subscription.current_period_end > now
+    """Trialing or active until the period end, past_due until its grace ends (the account
+    is checked elsewhere). The same rule as ``models.gives_access_clause`` in SQL."""
+    until = access_until(subscription)
+    return until is not None and until > (now or utcnow())
 
 
 def describe_next(subscription: Subscription, now: datetime | None = None) -> str:
@@ -158,13 +182,21 @@ def describe_next(subscription: Subscription, now: datetime | None = None) -> st
     if sub.status == SubscriptionStatus.expired:
         return f"Expired on {_day(sub.ended_at or sub.current_period_end)}"
     end = _day(sub.current_period_end)
+    if sub.status == SubscriptionStatus.past_due:
+        grace = sub.grace_until or sub.current_period_end
+        if grace <= now:
+            return f"Payment failed; access ended on {_day(grace)}"
+        return (
+            f"Payment failed; access continues until {_day(grace)} and then ends unless "
+            "the payment goes through"
+        )
+    if sub.current_period_end <= now and gives_access(sub, now):
+        return f"Renewing: the payment for the period after {end} is being taken"
     if sub.current_period_end <= now:
         # The period is over and the expiry job has not run yet: access is already gone.
         if sub.cancel_at_period_end:
             return f"Ended on {end} because you cancelled"
         return f"Expired on {end}"
-    if sub.status == SubscriptionStatus.past_due:
-        return f"Payment is overdue; ends on {end} unless it is paid"
     if sub.status == SubscriptionStatus.trialing:
         if sub.cancel_at_period_end:
             return f"Trial ends on {end} because you cancelled"
@@ -213,6 +245,23 @@ def _supersede(subscription: Subscription, now: datetime) -> None:
     subscription.cancel_at_period_end = False
     subscription.canceled_at = subscription.canceled_at or now
     subscription.ended_at = now
+
+
+def _link(
+    subscription: Subscription, provider: str | None, provider_subscription_id: str | None
+) -> None:
+    if provider and provider_subscription_id:
+        subscription.provider = provider
+        subscription.provider_subscription_id = provider_subscription_id
+
+
+def _newer(subscription: Subscription, at: datetime) -> bool:
+    """Note ``at`` as the provider's newest time unless an event newer than it was applied."""
+    seen = subscription.provider_updated_at
+    if seen is not None and at < seen:
+        return False
+    subscription.provider_updated_at = at
+    return True
 
 
 class SubscriptionService:
@@ -285,35 +334,67 @@ class SubscriptionService:
             "Add a device to connect.",
         )
 
-    async def cancel(self, session: AsyncSession, account_id: int) -> SubscriptionDetails:
-        """Cancel at the period end: access stays until then, and no renewal follows."""
+    async def cancel(
+        self, session: AsyncSession, runtime: Runtime, account_id: int
+    ) -> SubscriptionDetails:
+        """Cancel at the period end: access stays until then, and no renewal follows.
+
+        A subscription the provider renews is cancelled there first (so the card is not
+        charged again); if the provider cannot be reached, nothing changes here either.
+        """
         subscription = await self._open_for_change(session, account_id, "cancelled")
-        end = _day(subscription.current_period_end)
         if subscription.cancel_at_period_end:
-            message = f"Already cancelled. You keep access until {end}; then it ends."
+            until = _day(access_until(subscription) or subscription.current_period_end)
+            message = f"Already cancelled. You keep access until {until}; then it ends."
         else:
+            charged = await self._tell_provider(runtime, subscription, cancel=True)
             subscription.cancel_at_period_end = True
             subscription.canceled_at = utcnow()
+            # Once cancelled, no renewal margin: access ends with the period (or the grace).
+            until = _day(access_until(subscription) or subscription.current_period_end)
             what = "trial" if subscription.status == SubscriptionStatus.trialing else "subscription"
             message = (
-                f"Cancelled. You keep access until {end}; then your {what} ends and is not "
-                f"renewed. You can resume it until {end}."
+                f"Cancelled. You keep access until {until}; then your {what} ends and is not "
+                f"renewed{charged}. You can resume it until {until}."
             )
         await session.flush()
         return await self._details(session, subscription, message)
 
-    async def resume(self, session: AsyncSession, account_id: int) -> SubscriptionDetails:
-        """Undo a cancellation; allowed until the period end."""
+    async def resume(
+        self, session: AsyncSession, runtime: Runtime, account_id: int
+    ) -> SubscriptionDetails:
+        """Undo a cancellation; allowed until the period end (and at the provider too)."""
         subscription = await self._open_for_change(session, account_id, "resumed")
         if not subscription.cancel_at_period_end:
             prefix = "Nothing to resume: your subscription is not cancelled."
         else:
+            await self._tell_provider(runtime, subscription, cancel=False)
             subscription.cancel_at_period_end = False
             subscription.canceled_at = None
             prefix = "Resumed."
         await session.flush()
         message = f"{prefix} {describe_next(subscription)}."
         return await self._details(session, subscription, message)
+
+    async def _tell_provider(
+        self, runtime: Runtime, subscription: Subscription, *, cancel: bool
+    ) -> str:
+        """Set the provider's own cancel-at-period-end; returns words for the message."""
+        if subscription.provider != "stripe" or not subscription.provider_subscription_id:
+            return ""
+        action = "cancelled" if cancel else "resumed"
+        # A fresh key per request: cancel, resume and cancel again are three real changes,
+        # while the library's own retries of one request reuse its key.
+        key = f"burrow-subscription-{subscription.id}-{action}-{uuid.uuid4().hex}"
+        try:
+            await StripeGateway.from_settings(runtime.settings).set_cancel_at_period_end(
+                subscription.provider_subscription_id, cancel, key
+            )
+        except (ProviderNotConfigured, ProviderUnavailable) as exc:
+            log.warning("stripe subscription of %s not %s: %s", subscription.id, action, exc)
+            raise BillingUnreachable("stripe", action, describe_next(subscription)) from exc
+        log.info("stripe subscription of %s %s at its period end", subscription.id, action)
+        return ", and your card is not charged again" if cancel else ""
 
     # --- administrators ---------------------------------------------------------------------
 
@@ -326,12 +407,19 @@ class SubscriptionService:
         *,
         months: int | None = None,
         days: int | None = None,
+        provider: str | None = None,
+        provider_subscription_id: str | None = None,
+        until: datetime | None = None,
     ) -> SubscriptionDetails:
-        """Give a paid period without a payment.
+        """Give a paid period (an admin's grant, or a paid order's period).
 
-        An active subscription on the same plan is extended from its period end; anything
-        else current (a trial, another plan, an overdue one) is ended and a new active
-        subscription starts now.
+        An active subscription on the same plan is extended from its period end, and so is an
+        overdue one still in its grace (the late payment settles it: active again); anything
+        else current (a trial, another plan) is ended and a new active subscription starts
+        now. ``provider_subscription_id`` links the provider's recurring subscription, and
+        ``until`` is the period end the provider itself counts (its invoice's), used instead of
+        adding the length to the current end so a renewal the provider already reported is not
+        counted twice.
         """
         if (months is None) == (days is None):
             raise InvalidInput("Give the length of the grant as either months or days.")
@@ -348,10 +436,17 @@ class SubscriptionService:
         if (
             current is not None
             and current.plan_id == plan.id
-            and current.status == SubscriptionStatus.active
-            and current.current_period_end > now
+            and current.status in (SubscriptionStatus.active, SubscriptionStatus.past_due)
+            and gives_access(current, now)
         ):
-            current.current_period_end = _extend(current.current_period_end, months, days)
+            current.current_period_end = (
+                max(current.current_period_end, until)
+                if until is not None
+                else _extend(current.current_period_end, months, days)
+            )
+            current.status = SubscriptionStatus.active
+            current.grace_until = None
+            _link(current, provider, provider_subscription_id)
             await session.flush()
             subscription = current
             message = (
@@ -359,7 +454,7 @@ class SubscriptionService:
                 f"{_day(current.current_period_end)}."
             )
         else:
-            end = _extend(now, months, days)
+            end = until if until is not None and until > now else _extend(now, months, days)
             if current is not None:
                 _supersede(current, now)
             subscription = await repository.add(
@@ -369,6 +464,8 @@ class SubscriptionService:
                     status=SubscriptionStatus.active,
                     current_period_start=now,
                     current_period_end=end,
+                    provider=provider if provider_subscription_id else None,
+                    provider_subscription_id=provider_subscription_id,
                 )
             )
             message = f"Granted {length} of {plan.name}, from now until {_day(end)}."
@@ -380,14 +477,120 @@ class SubscriptionService:
         self, session: AsyncSession, runtime: Runtime, account_id: int
     ) -> Subscription | None:
         """End the account's current subscription at once (a refunded order) and remove its
-        access; returns it, or None when nothing was current."""
+        access; returns it, or None when nothing was current.
+
+        A subscription the provider renews is ended there too once this commits, so the
+        refunded customer is not charged again.
+        """
         current = await SubscriptionRepository(session).current(account_id)
         if current is None:
             return None
         _supersede(current, utcnow())
         await session.flush()
         await desired_state_service.refresh_account(session, runtime, account_id)
+        if current.provider == "stripe" and current.provider_subscription_id:
+            remote, local = current.provider_subscription_id, current.id
+
+            async def end_at_stripe() -> None:
+                try:
+                    await StripeGateway.from_settings(runtime.settings).cancel_now(remote)
+                except (ProviderNotConfigured, ProviderUnavailable) as exc:
+                    # The money is already back; a person must stop the renewal by hand.
+                    log.warning(
+                        "subscription %s ended here but not at Stripe (%s); cancel %s in "
+                        "Stripe's dashboard",
+                        local,
+                        exc,
+                        remote,
+                    )
+
+            after_commit(session, end_at_stripe)
         return current
+
+    # --- a provider's recurring subscription (its events) ------------------------------------
+    #
+    # Each change carries the time of the provider object it comes from (``at``). An event
+    # older than the newest one applied changes nothing, so a late delivery never undoes a
+    # newer state.
+
+    async def by_provider(
+        self, session: AsyncSession, provider: str, provider_subscription_id: str
+    ) -> Subscription | None:
+        return await SubscriptionRepository(session).by_provider_id(
+            provider, provider_subscription_id
+        )
+
+    def note_provider_time(self, subscription: Subscription, at: datetime) -> None:
+        """A provider event that always applies (money received) still moves the clock, so
+        an older event arriving after it changes nothing."""
+        _newer(subscription, at)
+
+    async def provider_payment_failed(
+        self, session: AsyncSession, runtime: Runtime, subscription: Subscription, at: datetime
+    ) -> bool:
+        """A renewal payment failed: past_due, with access for the policy's grace from ``at``
+        (no grace: access ends now). A second failure keeps the first one's grace."""
+        sub = subscription
+        if sub.status not in (SubscriptionStatus.active, SubscriptionStatus.past_due):
+            return False
+        if not _newer(sub, at):
+            return False
+        if sub.status == SubscriptionStatus.active:
+            grace = runtime.policy.payment_methods.past_due_grace_days
+            sub.status = SubscriptionStatus.past_due
+            sub.grace_until = at + timedelta(days=grace)
+            log.info("subscription %s past_due until %s", sub.id, sub.grace_until)
+        await session.flush()
+        await desired_state_service.refresh_account(session, runtime, sub.account_id)
+        return True
+
+    async def provider_updated(
+        self,
+        session: AsyncSession,
+        runtime: Runtime,
+        subscription: Subscription,
+        at: datetime,
+        *,
+        cancel_at_period_end: bool,
+        period_end: datetime | None,
+        renewing: bool,
+    ) -> bool:
+        """Mirror the provider's subscription: its cancel-at-period-end and, while the
+        provider counts it as paid up (``renewing``), its period end."""
+        sub = subscription
+        if sub.status not in OPEN_STATUSES or not _newer(sub, at):
+            return False
+        sub.cancel_at_period_end = cancel_at_period_end
+        if cancel_at_period_end:
+            sub.canceled_at = sub.canceled_at or at
+        else:
+            sub.canceled_at = None
+        if renewing and period_end is not None:
+            sub.current_period_end = period_end
+            if sub.status == SubscriptionStatus.past_due:
+                # Paid up at the provider after all (the invoice's own event records the money).
+                sub.status = SubscriptionStatus.active
+                sub.grace_until = None
+        await session.flush()
+        await desired_state_service.refresh_account(session, runtime, sub.account_id)
+        return True
+
+    async def provider_ended(
+        self, session: AsyncSession, runtime: Runtime, subscription: Subscription, at: datetime
+    ) -> bool:
+        """The provider ended its subscription (cancelled, or unpaid after its retries): it
+        ends here now and access goes. Final at the provider, so it applies whatever its age."""
+        sub = subscription
+        if sub.status not in OPEN_STATUSES:
+            return False
+        _newer(sub, at)
+        sub.status = (
+            SubscriptionStatus.canceled if sub.cancel_at_period_end else SubscriptionStatus.expired
+        )
+        sub.ended_at = utcnow()
+        await session.flush()
+        await desired_state_service.refresh_account(session, runtime, sub.account_id)
+        return True
 
     # --- the scheduler ----------------------------------------------------------------------
 
@@ -397,13 +600,18 @@ class SubscriptionService:
         """End up to ``limit`` subscriptions whose period ended by ``now``; returns how many."""
         due = await SubscriptionRepository(session).due(now, limit)
         for subscription in due:
+            # Access ended at the period end (or a past_due one's grace end), whenever this
+            # job got to it.
+            subscription.ended_at = (
+                subscription.grace_until or subscription.current_period_end
+                if subscription.status == SubscriptionStatus.past_due
+                else subscription.current_period_end
+            )
             subscription.status = (
                 SubscriptionStatus.canceled
                 if subscription.cancel_at_period_end
                 else SubscriptionStatus.expired
             )
-            # Access ended at the period end, whenever this job got to it.
-            subscription.ended_at = subscription.current_period_end
         await session.flush()
         for account_id in sorted({subscription.account_id for subscription in due}):
             await desired_state_service.refresh_account(session, runtime, account_id)
@@ -421,8 +629,9 @@ class SubscriptionService:
             if latest is None:
                 raise NoSubscription()
             raise SubscriptionEnded(latest.ended_at or latest.current_period_end, action)
-        if subscription.current_period_end <= utcnow():
-            raise SubscriptionEnded(subscription.current_period_end, action)
+        until = access_until(subscription)
+        if until is None or until <= utcnow():
+            raise SubscriptionEnded(until or subscription.current_period_end, action)
         return subscription
 
     async def _details(

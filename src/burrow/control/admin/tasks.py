@@ -1,0 +1,7 @@
+"""Timed work of the admin domain: none.
+
+The audit trail is kept for as long as the operator keeps the database; nothing in it is a
+customer's activity, so no retention rule of the policy applies to it.
+"""
+
+from __future__ import annotations

@@ -1,0 +1,1 @@
+"""The privacy center: data export, email change, erasure, consents and privacy requests."""

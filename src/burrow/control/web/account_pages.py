@@ -1,0 +1,385 @@
+"""Sign up, email verification, log in (with the two-factor step), log out, and the account's
+security page: password, verification email, two-factor sign-in.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated
+from urllib.parse import quote
+
+from fastapi import Query, Request, Response
+
+from burrow.control.accounts.schemas import AccountCreate, PasswordChange, SessionCreate
+from burrow.control.accounts.schemas import TotpCodeBody as TotpCodeForm
+from burrow.control.accounts.service import SignedIn
+from burrow.control.accounts.service import account as account_service
+from burrow.control.deps import SESSION_COOKIE, RuntimeDep, SessionDep
+from burrow.control.errors import BurrowError, NotAuthenticated
+from burrow.control.models import AgeAttestation
+from burrow.control.runtime import Runtime
+from burrow.control.web.auth import OptionalWebAccount, WebAccount, client_address
+from burrow.control.web.cookies import delete_cookie, set_cookie
+from burrow.control.web.forms import Form, undo
+from burrow.control.web.routing import page_router
+from burrow.control.web.templating import redirect, render, safe_next, trusted_svg
+
+router = page_router()
+
+NextParam = Annotated[str | None, Query(alias="next", max_length=2000)]
+
+AGE_CHOICES = {
+    AgeAttestation.adult: "I am {age} or older.",
+    AgeAttestation.guardian_consent: "I am younger than {age} and my parent or guardian agrees.",
+    AgeAttestation.emancipated_minor: "I am younger than {age} and legally emancipated.",
+}
+
+
+def _age_choices(runtime: Runtime) -> list[tuple[str, str]]:
+    age = runtime.policy.age
+    allowed = {
+        AgeAttestation.adult: True,
+        AgeAttestation.guardian_consent: age.allow_guardian_consent,
+        AgeAttestation.emancipated_minor: age.allow_emancipated_minor,
+    }
+    return [
+        (choice.value, text.format(age=age.minimum_age))
+        for choice, text in AGE_CHOICES.items()
+        if allowed[choice]
+    ]
+
+
+def _set_session(request: Request, response: Response, signed_in: SignedIn) -> None:
+    runtime = request.app.state.runtime
+    max_age = (
+        account_service.PENDING_SECOND_FACTOR_SECONDS
+        if signed_in.needs_second_factor
+        else runtime.settings.session_ttl_hours * 3600
+    )
+    set_cookie(request, response, SESSION_COOKIE, signed_in.token, max_age=max_age)
+
+
+# Sign up.
+
+
+def _signup_page(
+    request: Request, runtime: Runtime, form: Form, status_code: int = 200
+) -> Response:
+    return render(
+        request,
+        "account/signup.html",
+        {
+            "form": form,
+            "terms_version": runtime.policy.terms.version,
+            "age_required": runtime.policy.age.attestation_required,
+            "age_choices": _age_choices(runtime),
+        },
+        status_code=status_code,
+    )
+
+
+@router.get("/signup")
+async def signup_page(
+    request: Request, runtime: RuntimeDep, account: OptionalWebAccount
+) -> Response:
+    if account is not None:
+        return redirect(request, "/dashboard")
+    return _signup_page(request, runtime, Form.empty())
+
+
+@router.post("/signup")
+async def signup(request: Request, session: SessionDep, runtime: RuntimeDep) -> Response:
+    form = await Form.read(request)
+    version = runtime.policy.terms.version
+    ticked = form.raw("accept_terms") is not None
+    body = form.validate(AccountCreate, accept_terms_version=version if ticked else "-")
+    if not ticked:
+        form.errors["accept_terms"] = (
+            f"Read and accept the current terms, version {version}, to create an account."
+        )
+    if body is None or not ticked:
+        return _signup_page(request, runtime, form, 422)
+    try:
+        await account_service.register(session, runtime, body)
+        signed_in = await account_service.sign_in_first_step(
+            session,
+            runtime,
+            email=body.email,
+            password=body.password,
+            client_address=client_address(request),
+        )
+    except BurrowError as exc:
+        await undo(session)
+        form.fail(exc, fields=("age_attestation",))
+        return _signup_page(request, runtime, form, exc.status)
+    response = redirect(
+        request,
+        "/dashboard",
+        flash=f"Welcome! We sent a link to {body.email}; open it to confirm your address.",
+    )
+    _set_session(request, response, signed_in)
+    return response
+
+
+@router.get("/verify-email")
+async def verify_email(
+    request: Request,
+    session: SessionDep,
+    runtime: RuntimeDep,
+    token: Annotated[str, Query(max_length=200)] = "",
+) -> Response:
+    """Where a customer lands from the emailed link (the API's GET answers it too)."""
+    try:
+        if not token:
+            raise NotAuthenticated("This link has no token; open the link from the email.")
+        verified = await account_service.verify_email(session, token, runtime)
+    except BurrowError as exc:
+        await undo(session)
+        return render(
+            request,
+            "account/verified.html",
+            {"ok": False, "message": exc.message},
+            status_code=exc.status,
+        )
+    return render(
+        request,
+        "account/verified.html",
+        {"ok": True, "message": f"Your email address {verified.email} is verified."},
+    )
+
+
+# Log in and out.
+
+
+@router.get("/login")
+async def login_page(
+    request: Request, account: OptionalWebAccount, next_url: NextParam = None
+) -> Response:
+    if account is not None:
+        return redirect(request, safe_next(next_url))
+    return render(request, "account/login.html", {"form": Form.empty(), "next": next_url or ""})
+
+
+@router.post("/login")
+async def login(request: Request, session: SessionDep, runtime: RuntimeDep) -> Response:
+    form = await Form.read(request)
+    target = safe_next(form.raw("next"))
+    body = form.validate(SessionCreate)
+    context = {"form": form, "next": form.raw("next") or ""}
+    if body is None:
+        return render(request, "account/login.html", context, status_code=422)
+    try:
+        signed_in = await account_service.sign_in_first_step(
+            session,
+            runtime,
+            email=body.email,
+            password=body.password,
+            client_address=client_address(request),
+        )
+    except BurrowError as exc:
+        await undo(session)
+        form.fail(exc)
+        return render(request, "account/login.html", context, status_code=exc.status)
+    if signed_in.needs_second_factor:
+        response = redirect(request, f"/login/totp?next={quote(target, safe='/')}")
+    else:
+        response = redirect(request, target)
+    _set_session(request, response, signed_in)
+    return response
+
+
+@router.get("/login/totp")
+async def totp_page(request: Request, next_url: NextParam = None) -> Response:
+    if not request.cookies.get(SESSION_COOKIE):
+        return redirect(request, "/login")
+    return render(request, "account/totp.html", {"form": Form.empty(), "next": next_url or ""})
+
+
+@router.post("/login/totp")
+async def totp_step(request: Request, session: SessionDep, runtime: RuntimeDep) -> Response:
+    form = await Form.read(request)
+    pending = request.cookies.get(SESSION_COOKIE)
+    context = {"form": form, "next": form.raw("next") or ""}
+    body = form.validate(TotpCodeForm, code=form.raw("totp_code") or "")
+    if body is None:
+        form.errors["totp_code"] = form.errors.pop("code", "Enter the 6-digit code.")
+        return render(request, "account/totp.html", context, status_code=422)
+    if not pending:
+        return redirect(request, "/login", flash="Log in again.", kind="info")
+    try:
+        signed_in = await account_service.complete_second_factor(
+            session, runtime, pending, body.code, client_address=client_address(request)
+        )
+    except NotAuthenticated as exc:
+        await undo(session)
+        if exc.field == "totp_code":
+            form.fail(exc, fields=("totp_code",))
+            return render(request, "account/totp.html", context, status_code=exc.status)
+        response = redirect(request, "/login", flash=exc.message, kind="error")
+        delete_cookie(request, response, SESSION_COOKIE)
+        return response
+    except BurrowError as exc:
+        await undo(session)
+        form.fail(exc)
+        return render(request, "account/totp.html", context, status_code=exc.status)
+    response = redirect(request, safe_next(form.raw("next")))
+    _set_session(request, response, signed_in)
+    return response
+
+
+@router.post("/logout")
+async def logout(request: Request, session: SessionDep, account: OptionalWebAccount) -> Response:
+    token = request.cookies.get(SESSION_COOKIE)
+    if account is not None and token:
+        await account_service.sign_out(session, account, token)
+    response = redirect(request, "/login", flash="You are logged out.", kind="info")
+    delete_cookie(request, response, SESSION_COOKIE)
+    return response
+
+
+@router.post("/logout-everywhere")
+async def logout_everywhere(request: Request, session: SessionDep, account: WebAccount) -> Response:
+    await account_service.sign_out_everywhere(session, account)
+    response = redirect(
+        request, "/login", flash="You are logged out on every device and browser.", kind="info"
+    )
+    delete_cookie(request, response, SESSION_COOKIE)
+    return response
+
+
+# The account's security page.
+
+
+def _account_page(
+    request: Request,
+    runtime: Runtime,
+    account: object,
+    *,
+    password_form: Form | None = None,
+    totp_form: Form | None = None,
+    status_code: int = 200,
+) -> Response:
+    return render(
+        request,
+        "account/account.html",
+        {
+            "account": account,
+            "password_form": password_form or Form.empty(),
+            "totp_form": totp_form or Form.empty(),
+        },
+        status_code=status_code,
+    )
+
+
+@router.get("/account")
+async def account_page(request: Request, runtime: RuntimeDep, account: WebAccount) -> Response:
+    return _account_page(request, runtime, account)
+
+
+@router.post("/account/password")
+async def change_password(
+    request: Request, session: SessionDep, runtime: RuntimeDep, account: WebAccount
+) -> Response:
+    form = await Form.read(request)
+    body = form.validate(PasswordChange)
+    if body is None:
+        return _account_page(request, runtime, account, password_form=form, status_code=422)
+    try:
+        await account_service.change_password(
+            session,
+            runtime,
+            account,
+            current_password=body.current_password,
+            new_password=body.new_password,
+            current_token=request.cookies.get(SESSION_COOKIE),
+        )
+    except BurrowError as exc:
+        await undo(session, account)
+        if exc.field == "password":
+            exc.field = "new_password"
+        form.fail(exc, fields=("current_password", "new_password"))
+        return _account_page(request, runtime, account, password_form=form, status_code=exc.status)
+    return redirect(
+        request, "/account", flash="Your password is changed; your other sessions have ended."
+    )
+
+
+@router.post("/account/verification-email")
+async def resend_verification(
+    request: Request, session: SessionDep, runtime: RuntimeDep, account: WebAccount
+) -> Response:
+    try:
+        await account_service.resend_verification(session, runtime, account)
+    except BurrowError as exc:
+        await undo(session, account)
+        return redirect(request, "/account", flash=exc.message, kind="error")
+    return redirect(request, "/account", flash=f"A new link is on its way to {account.email}.")
+
+
+@router.get("/account/two-factor")
+async def two_factor_page(request: Request, runtime: RuntimeDep, account: WebAccount) -> Response:
+    enrolment = account_service.pending_enrolment(runtime, account)
+    if enrolment is None:
+        return redirect(request, "/account")
+    return render(
+        request,
+        "account/two_factor.html",
+        {"enrolment": enrolment, "qr_svg": trusted_svg(enrolment.qr_svg), "form": Form.empty()},
+    )
+
+
+@router.post("/account/two-factor/start")
+async def start_two_factor(
+    request: Request, session: SessionDep, runtime: RuntimeDep, account: WebAccount
+) -> Response:
+    try:
+        await account_service.start_totp(session, runtime, account)
+    except BurrowError as exc:
+        await undo(session, account)
+        return redirect(request, "/account", flash=exc.message, kind="error")
+    return redirect(request, "/account/two-factor")
+
+
+@router.post("/account/two-factor/confirm")
+async def confirm_two_factor(
+    request: Request, session: SessionDep, runtime: RuntimeDep, account: WebAccount
+) -> Response:
+    form = await Form.read(request)
+    body = form.validate(TotpCodeForm)
+    error: BurrowError | None = None
+    if body is not None:
+        try:
+            await account_service.confirm_totp(session, runtime, account, body.code)
+        except BurrowError as exc:
+            await undo(session, account)
+            form.fail(exc, fields=("code",))
+            error = exc
+    if body is None or error is not None:
+        enrolment = account_service.pending_enrolment(runtime, account)
+        if enrolment is None:
+            return redirect(request, "/account", flash=form.message or "", kind="error")
+        return render(
+            request,
+            "account/two_factor.html",
+            {"enrolment": enrolment, "qr_svg": trusted_svg(enrolment.qr_svg), "form": form},
+            status_code=error.status if error else 422,
+        )
+    return redirect(
+        request, "/account", flash="Two-factor sign-in is on: log in will ask for a code."
+    )
+
+
+@router.post("/account/two-factor/disable")
+async def disable_two_factor(
+    request: Request, session: SessionDep, runtime: RuntimeDep, account: WebAccount
+) -> Response:
+    form = await Form.read(request)
+    body = form.validate(TotpCodeForm)
+    if body is None:
+        return _account_page(request, runtime, account, totp_form=form, status_code=422)
+    try:
+        await account_service.disable_totp(session, runtime, account, body.code)
+    except BurrowError as exc:
+        await undo(session, account)
+        form.fail(exc, fields=("code",))
+        return _account_page(request, runtime, account, totp_form=form, status_code=exc.status)
+    return redirect(request, "/account", flash="Two-factor sign-in is off.")

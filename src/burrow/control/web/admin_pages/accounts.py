@@ -1,0 +1,277 @@
+"""The admin panel's accounts: search, view what the policy lets be seen, suspend,
+unsuspend, terminate for a named clause of the terms, grant time.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+from urllib.parse import urlencode
+
+from fastapi import Query, Request, Response
+from pydantic import BaseModel, ConfigDict, Field
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from burrow.control.accounts.schemas import SearchText, StatusChange, StatusReason
+from burrow.control.accounts.service import account as account_service
+from burrow.control.admin.repository import ActionFilters
+from burrow.control.admin.schemas import TerminationIn
+from burrow.control.admin.service import admin_accounts, admin_audit, terms_clauses
+from burrow.control.billing.service import billing as billing_service
+from burrow.control.connections.service import connection as connection_service
+from burrow.control.deps import RuntimeDep, SessionDep
+from burrow.control.devices.service import device as device_service
+from burrow.control.errors import BurrowError
+from burrow.control.models import Account, AccountStatus
+from burrow.control.plans.service import plan as plan_service
+from burrow.control.refunds.service import refund as refund_service
+from burrow.control.runtime import Runtime
+from burrow.control.subscriptions.schemas import GrantIn
+from burrow.control.subscriptions.service import NoSubscription, describe_next
+from burrow.control.subscriptions.service import subscription as subscription_service
+from burrow.control.web.admin_pages.common import PAGE_SIZE, AccountIdPath, PanelAdmin
+from burrow.control.web.forms import Form, undo
+from burrow.control.web.routing import page_router
+from burrow.control.web.templating import redirect, render
+
+router = page_router()
+
+
+class _Search(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+
+    q: SearchText | None = None
+    status: AccountStatus | None = None
+    page: int = Field(1, ge=1, le=1_000_000)
+
+
+@router.get("/accounts")
+async def accounts(
+    request: Request,
+    session: SessionDep,
+    admin: PanelAdmin,
+    q: Annotated[str | None, Query(max_length=400)] = None,
+    status: Annotated[str | None, Query(max_length=20)] = None,
+    page: Annotated[str | None, Query(max_length=10)] = None,
+) -> Response:
+    form = Form.empty(**{k: v for k, v in (("q", q), ("status", status)) if v})
+    form.values.update({"page": page} if page else {})
+    search = form.validate(_Search)
+    found: list[Account] = []
+    total = 0
+    current = 1
+    if search is not None:
+        current = search.page
+        result = await account_service.search(
+            session, search.q, search.status, PAGE_SIZE, (current - 1) * PAGE_SIZE
+        )
+        found, total = result.items, result.total
+    query = {k: v for k, v in (("q", q), ("status", status)) if v}
+    return render(
+        request,
+        "admin/accounts.html",
+        {
+            "form": form,
+            "accounts": found,
+            "total": total,
+            "page": current,
+            "pages": max(1, -(-total // PAGE_SIZE)),
+            "query": urlencode(query),
+            "statuses": [s.value for s in AccountStatus],
+        },
+        status_code=200 if search is not None else 422,
+    )
+
+
+async def _account_page(
+    request: Request,
+    session: AsyncSession,
+    runtime: Runtime,
+    account_id: int,
+    forms: dict[str, Form] | None = None,
+    status_code: int = 200,
+) -> Response:
+    account = await account_service.get(session, account_id)
+    policy = runtime.policy
+    try:
+        details = await subscription_service.overview(session, account.id)
+        subscription: dict[str, Any] | None = {
+            "plan": details.plan,
+            "row": details.subscription,
+            "next": describe_next(details.subscription),
+        }
+    except NoSubscription:
+        subscription = None
+    devices = list(await device_service.list(session, account))
+    statuses = connection_service.device_statuses(runtime, account.id)
+    connected = len([s for s in statuses.values() if s.state == "connected"])
+    records = None
+    if policy.privacy.keeps_connection_records:
+        records = await connection_service.records(session, runtime, account, 20)
+    orders = await billing_service.orders(session, account.id)
+    refunds = await refund_service.list_own(session, account.id)
+    history = await admin_audit.search(
+        session, ActionFilters(target_type="account", target_id=str(account.id)), limit=20
+    )
+    plans = list(await plan_service.list_all(session))
+    forms = forms or {}
+    return render(
+        request,
+        "admin/account.html",
+        {
+            "account": account,
+            "subscription": subscription,
+            "devices": devices,
+            "device_statuses": statuses,
+            "connected_now": connected,
+            "records": records,
+            "strict": not policy.privacy.keeps_connection_records,
+            "show_login_ip": policy.privacy.store_last_login_ip,
+            "orders": orders,
+            "refunds": refunds,
+            "history": history.items,
+            "plans": plans,
+            "clauses": terms_clauses(policy),
+            "terms_version": policy.terms.version,
+            "suspend_form": forms.get("suspend") or Form.empty(),
+            "unsuspend_form": forms.get("unsuspend") or Form.empty(),
+            "terminate_form": forms.get("terminate") or Form.empty(),
+            "grant_form": forms.get("grant") or Form.empty(months="1"),
+        },
+        status_code=status_code,
+    )
+
+
+@router.get("/accounts/{account_id}")
+async def account_detail(
+    request: Request,
+    session: SessionDep,
+    runtime: RuntimeDep,
+    admin: PanelAdmin,
+    account_id: AccountIdPath,
+) -> Response:
+    return await _account_page(request, session, runtime, account_id)
+
+
+async def _refused(
+    request: Request,
+    session: AsyncSession,
+    runtime: Runtime,
+    account_id: int,
+    name: str,
+    form: Form,
+    status_code: int,
+    admin: Account,
+) -> Response:
+    await undo(session, admin)
+    return await _account_page(request, session, runtime, account_id, {name: form}, status_code)
+
+
+@router.post("/accounts/{account_id}/suspend")
+async def suspend(
+    request: Request,
+    session: SessionDep,
+    runtime: RuntimeDep,
+    admin: PanelAdmin,
+    account_id: AccountIdPath,
+) -> Response:
+    form = await Form.read(request)
+    body = form.validate(StatusReason)
+    if body is None:
+        return await _account_page(request, session, runtime, account_id, {"suspend": form}, 422)
+    try:
+        await admin_accounts.suspend(session, runtime, admin, account_id, body.reason)
+    except BurrowError as exc:
+        form.fail(exc)
+        return await _refused(
+            request, session, runtime, account_id, "suspend", form, exc.status, admin
+        )
+    return redirect(
+        request,
+        f"/admin/accounts/{account_id}",
+        flash="The account is suspended: VPN access ended.",
+    )
+
+
+@router.post("/accounts/{account_id}/unsuspend")
+async def unsuspend(
+    request: Request,
+    session: SessionDep,
+    runtime: RuntimeDep,
+    admin: PanelAdmin,
+    account_id: AccountIdPath,
+) -> Response:
+    form = await Form.read(request)
+    body = form.validate(StatusChange)
+    if body is None:
+        return await _account_page(request, session, runtime, account_id, {"unsuspend": form}, 422)
+    try:
+        await admin_accounts.unsuspend(session, runtime, admin, account_id, body.reason)
+    except BurrowError as exc:
+        form.fail(exc)
+        return await _refused(
+            request, session, runtime, account_id, "unsuspend", form, exc.status, admin
+        )
+    return redirect(request, f"/admin/accounts/{account_id}", flash="The account is active again.")
+
+
+@router.post("/accounts/{account_id}/terminate")
+async def terminate(
+    request: Request,
+    session: SessionDep,
+    runtime: RuntimeDep,
+    admin: PanelAdmin,
+    account_id: AccountIdPath,
+) -> Response:
+    form = await Form.read(request)
+    body = form.validate(TerminationIn)
+    if body is None:
+        return await _account_page(request, session, runtime, account_id, {"terminate": form}, 422)
+    try:
+        await admin_accounts.terminate(
+            session, runtime, admin, account_id, body.clause, body.reason
+        )
+    except BurrowError as exc:
+        form.fail(exc, fields=("clause",))
+        return await _refused(
+            request, session, runtime, account_id, "terminate", form, exc.status, admin
+        )
+    return redirect(
+        request,
+        f"/admin/accounts/{account_id}",
+        flash=f"The account is terminated for breaking “{body.clause}”.",
+    )
+
+
+@router.post("/accounts/{account_id}/grant")
+async def grant(
+    request: Request,
+    session: SessionDep,
+    runtime: RuntimeDep,
+    admin: PanelAdmin,
+    account_id: AccountIdPath,
+) -> Response:
+    form = await Form.read(request)
+    body = form.validate(GrantIn)
+    if body is None:
+        return await _account_page(request, session, runtime, account_id, {"grant": form}, 422)
+    try:
+        details = await admin_accounts.grant(
+            session,
+            runtime,
+            admin,
+            account_id,
+            body.plan_code,
+            months=body.months,
+            days=body.days,
+            reason=body.reason,
+        )
+    except BurrowError as exc:
+        form.fail(exc)
+        return await _refused(
+            request, session, runtime, account_id, "grant", form, exc.status, admin
+        )
+    return redirect(
+        request,
+        f"/admin/accounts/{account_id}",
+        flash=details.message or "The time is granted.",
+    )

@@ -1,0 +1,86 @@
+"""Shared by the admin panel's pages: who may enter, path parameters, time wording."""
+
+from __future__ import annotations
+
+from types import SimpleNamespace
+from typing import Annotated
+
+from fastapi import Depends, Request
+
+from burrow.control.accounts.service import account as account_service
+from burrow.control.deps import SESSION_COOKIE, SessionDep
+from burrow.control.errors import Forbidden
+from burrow.control.models import Account
+from burrow.control.params import id_path
+from burrow.control.web.auth import LoginRequired, WebAccount
+
+PAGE_SIZE = 50
+
+
+class TwoFactorSetupRequired(LoginRequired):
+    """An administrator without two-factor sign-in: to the account page to turn it on."""
+
+    @property
+    def location(self) -> str:
+        return "/account"
+
+
+async def panel_admin(request: Request, session: SessionDep, account: WebAccount) -> Account:
+    # The page header reads the signed-in account after the unit of work may have rolled back
+    # (a refused action, an error page), when the ORM row can no longer load: give it a copy.
+    request.state.account = SimpleNamespace(
+        id=account.id,
+        email=account.email,
+        is_admin=account.is_admin,
+        totp_enabled=account.totp_enabled,
+        status=account.status,
+    )
+    if not account.is_admin:
+        raise Forbidden("This page is for administrators.")
+    if not account.totp_enabled:
+        raise TwoFactorSetupRequired(
+            "/admin",
+            "The admin panel needs two-factor sign-in: set it up below, then log out and log in "
+            "again with a code.",
+        )
+    token = request.cookies.get(SESSION_COOKIE) or ""
+    if not await account_service.second_factor_passed(session, token):
+        raise Forbidden(
+            "This session was opened without your two-factor code (it is older than your "
+            "two-factor sign-in): log out, then log in again with a code to open the admin panel."
+        )
+    return account
+
+
+PanelAdmin = Annotated[Account, Depends(panel_admin)]
+
+
+AccountIdPath = Annotated[int, id_path("The account's id.")]
+NodeIdPath = Annotated[int, id_path("The node's id.")]
+RefundIdPath = Annotated[int, id_path("The refund request's id.")]
+RequestIdPath = Annotated[int, id_path("The privacy request's id.")]
+
+
+def duration(seconds: float | int | None) -> str:
+    """'2 d 3 h', '3 h 12 min', '45 s' ... for deadlines and report ages."""
+    if seconds is None:
+        return "—"
+    seconds = abs(int(seconds))
+    days, rest = divmod(seconds, 86400)
+    hours, rest = divmod(rest, 3600)
+    minutes, secs = divmod(rest, 60)
+    if days:
+        return f"{days} d {hours} h"
+    if hours:
+        return f"{hours} h {minutes} min"
+    if minutes:
+        return f"{minutes} min"
+    return f"{secs} s"
+
+
+def time_left(seconds: int | None) -> str:
+    if seconds is None:
+        return "no deadline"
+    if seconds < 0:
+        return f"overdue by {duration(seconds)}"
+    return f"{duration(seconds)} left"

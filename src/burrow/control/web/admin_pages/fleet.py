@@ -1,0 +1,138 @@
+"""The admin panel's fleet: nodes with location, health, last report, load and connected
+devices (counts only), and new nodes with their one-time enrollment command.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import Request, Response
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from burrow.control.admin.service import admin_audit
+from burrow.control.deps import RuntimeDep, SessionDep
+from burrow.control.errors import BurrowError
+from burrow.control.models import NodeStatus
+from burrow.control.nodes.schemas import NodeCreate
+from burrow.control.nodes.service import node as node_service
+from burrow.control.runtime import Runtime
+from burrow.control.web.admin_pages.common import NodeIdPath, PanelAdmin, duration
+from burrow.control.web.forms import Form, undo
+from burrow.control.web.routing import page_router
+from burrow.control.web.templating import redirect, render
+
+router = page_router()
+
+
+async def _fleet_page(
+    request: Request,
+    session: AsyncSession,
+    runtime: Runtime,
+    form: Form | None = None,
+    status_code: int = 200,
+    enrollment: dict[str, Any] | None = None,
+) -> Response:
+    nodes = [node_service.read(runtime, n) for n in await node_service.list_all(session)]
+    rows = []
+    for node in nodes:
+        connected = node.health.connected_devices
+        load = None if connected is None else connected / max(1, node.capacity)
+        rows.append(
+            {
+                "node": node,
+                "load": load,
+                "report_age": duration(node.health.last_report_age_seconds)
+                if node.health.last_report_age_seconds is not None
+                else "never",
+            }
+        )
+    return render(
+        request,
+        "admin/fleet.html",
+        {
+            "rows": rows,
+            "form": form or Form.empty(endpoint_port="51820", capacity="1000"),
+            "enrollment": enrollment,
+            "strict": not runtime.policy.privacy.keeps_connection_records,
+            "retired": NodeStatus.retired,
+        },
+        status_code=status_code,
+    )
+
+
+@router.get("/fleet")
+async def fleet(
+    request: Request, session: SessionDep, runtime: RuntimeDep, admin: PanelAdmin
+) -> Response:
+    return await _fleet_page(request, session, runtime)
+
+
+@router.post("/fleet")
+async def create_node(
+    request: Request, session: SessionDep, runtime: RuntimeDep, admin: PanelAdmin
+) -> Response:
+    form = await Form.read(request)
+    body = form.validate(NodeCreate)
+    if body is None:
+        return await _fleet_page(request, session, runtime, form, 422)
+    try:
+        created = await node_service.create(session, runtime, body)
+        await admin_audit.record(
+            session, admin, "node.create", "node", created.node.id, None, body.model_dump()
+        )
+    except BurrowError as exc:
+        await undo(session, admin)
+        form.fail(exc)
+        return await _fleet_page(request, session, runtime, form, exc.status)
+    # The token is shown once, on this answer: never in a redirect, a cookie or a log.
+    issued = created.enrollment
+    return await _fleet_page(
+        request,
+        session,
+        runtime,
+        status_code=201,
+        enrollment={"node": created.node, "issued": issued},
+    )
+
+
+@router.post("/fleet/{node_id}/enrollment-token")
+async def node_enrollment_token(
+    request: Request,
+    session: SessionDep,
+    runtime: RuntimeDep,
+    admin: PanelAdmin,
+    node_id: NodeIdPath,
+) -> Response:
+    try:
+        node = await node_service.get(session, node_id)
+        issued = await node_service.new_enrollment_token(session, runtime, node)
+        await admin_audit.record(
+            session,
+            admin,
+            "node.enrollment_token",
+            "node",
+            node_id,
+            None,
+            {"expires_at": issued.expires_at},
+        )
+    except BurrowError as exc:
+        await undo(session, admin)
+        return redirect(request, "/admin/fleet", flash=exc.message, kind="error")
+    return await _fleet_page(request, session, runtime, enrollment={"node": node, "issued": issued})
+
+
+@router.post("/fleet/{node_id}/retire")
+async def retire_node(
+    request: Request,
+    session: SessionDep,
+    runtime: RuntimeDep,
+    admin: PanelAdmin,
+    node_id: NodeIdPath,
+) -> Response:
+    try:
+        node = await node_service.retire(session, node_id)
+        await admin_audit.record(session, admin, "node.retire", "node", node_id)
+    except BurrowError as exc:
+        await undo(session, admin)
+        return redirect(request, "/admin/fleet", flash=exc.message, kind="error")
+    return redirect(request, "/admin/fleet", flash=f"Node {node.name} is retired.")

@@ -1,0 +1,173 @@
+"""The admin panel's refund queue: ordered by deadline with the time left, each request's
+rule-by-rule evaluation with its evidence, and the decisions.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from typing import Any
+
+from fastapi import Request, Response
+from pydantic import BaseModel, ConfigDict, Field
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from burrow.control.accounts.schemas import Reason, StatusReason
+from burrow.control.admin.service import admin_audit
+from burrow.control.deps import RuntimeDep, SessionDep
+from burrow.control.errors import BurrowError
+from burrow.control.models import utcnow
+from burrow.control.refunds.service import refund as refund_service
+from burrow.control.web.admin_pages.common import PanelAdmin, RefundIdPath, time_left
+from burrow.control.web.forms import Form, undo
+from burrow.control.web.routing import page_router
+from burrow.control.web.templating import redirect, render
+
+router = page_router()
+
+
+@dataclass
+class _RefundRow:
+    view: Any
+    seconds_left: int | None
+    time_left: str
+    overdue: bool
+    outcomes: list[dict[str, Any]]
+
+
+async def _refunds_page(
+    request: Request,
+    session: AsyncSession,
+    forms: dict[str, Form] | None = None,
+    status_code: int = 200,
+) -> Response:
+    now = utcnow()
+    rows = []
+    for view in await refund_service.queue(session):
+        left = view.seconds_left(now)
+        rows.append(
+            _RefundRow(
+                view=view,
+                seconds_left=left,
+                time_left=time_left(left),
+                overdue=left is not None and left < 0,
+                outcomes=[
+                    {
+                        "rule": o.rule,
+                        "passed": o.passed,
+                        "needs_judgement": o.needs_judgement,
+                        "message": o.message,
+                        "evidence": json.dumps(json.loads(o.evidence), indent=1, sort_keys=True),
+                    }
+                    for o in view.outcomes
+                ],
+            )
+        )
+    return render(
+        request,
+        "admin/refunds.html",
+        {"rows": rows, "forms": forms or {}},
+        status_code=status_code,
+    )
+
+
+@router.get("/refunds")
+async def refunds(request: Request, session: SessionDep, admin: PanelAdmin) -> Response:
+    return await _refunds_page(request, session)
+
+
+class _Decision(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+
+    reason: Reason
+    amount_minor: int | None = Field(None, gt=0, le=10_000_000_000)
+
+
+@router.post("/refunds/{request_id}/approve")
+async def approve_refund(
+    request: Request,
+    session: SessionDep,
+    runtime: RuntimeDep,
+    admin: PanelAdmin,
+    request_id: RefundIdPath,
+) -> Response:
+    form = await Form.read(request)
+    body = form.validate(_Decision)
+    key = f"approve-{request_id}"
+    if body is None:
+        return await _refunds_page(request, session, {key: form}, 422)
+    try:
+        view = await refund_service.approve(
+            session, runtime, admin, request_id, body.amount_minor, body.reason
+        )
+        await admin_audit.record(
+            session,
+            admin,
+            "refund.approve",
+            "refund_request",
+            request_id,
+            body.reason,
+            {"amount_minor": view.request.amount_minor, "currency": view.order.currency},
+        )
+    except BurrowError as exc:
+        await undo(session, admin)
+        form.fail(exc)
+        return await _refunds_page(request, session, {key: form}, exc.status)
+    return redirect(request, "/admin/refunds", flash=f"Refund request {request_id} is approved.")
+
+
+@router.post("/refunds/{request_id}/refuse")
+async def refuse_refund(
+    request: Request,
+    session: SessionDep,
+    admin: PanelAdmin,
+    request_id: RefundIdPath,
+) -> Response:
+    form = await Form.read(request)
+    body = form.validate(StatusReason)
+    key = f"refuse-{request_id}"
+    if body is None:
+        return await _refunds_page(request, session, {key: form}, 422)
+    try:
+        await refund_service.refuse(session, admin, request_id, body.reason)
+        await admin_audit.record(
+            session, admin, "refund.refuse", "refund_request", request_id, body.reason
+        )
+    except BurrowError as exc:
+        await undo(session, admin)
+        form.fail(exc)
+        return await _refunds_page(request, session, {key: form}, exc.status)
+    return redirect(request, "/admin/refunds", flash=f"Refund request {request_id} is refused.")
+
+
+@router.post("/refunds/{request_id}/finding")
+async def refund_finding(
+    request: Request,
+    session: SessionDep,
+    runtime: RuntimeDep,
+    admin: PanelAdmin,
+    request_id: RefundIdPath,
+) -> Response:
+    form = await Form.read(request)
+    unsupported = form.raw("unsupported_device") == "yes"
+    try:
+        view = await refund_service.record_finding(
+            session, runtime, request_id, unsupported_device=unsupported
+        )
+        await admin_audit.record(
+            session,
+            admin,
+            "refund.finding",
+            "refund_request",
+            request_id,
+            None,
+            {"unsupported_device": unsupported, "status": view.request.status},
+        )
+    except BurrowError as exc:
+        await undo(session, admin)
+        return redirect(request, "/admin/refunds", flash=exc.message, kind="error")
+    return redirect(
+        request,
+        "/admin/refunds",
+        flash=f"The finding is recorded; request {request_id} is now {view.request.status}.",
+    )

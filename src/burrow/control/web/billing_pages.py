@@ -1,0 +1,171 @@
+"""Billing: the plans to buy or renew through the configured provider, orders and their
+payments, and refund requests with the policy's decision rule by rule."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import Path, Request, Response
+
+from burrow.control.billing.schemas import CheckoutIn
+from burrow.control.billing.service import billing as billing_service
+from burrow.control.deps import RuntimeDep, SessionDep
+from burrow.control.errors import BurrowError
+from burrow.control.models import Account, OrderStatus
+from burrow.control.params import MAX_ID
+from burrow.control.plans.service import plan as plan_service
+from burrow.control.refunds.schemas import RefundRequestIn
+from burrow.control.refunds.service import refund as refund_service
+from burrow.control.runtime import Runtime
+from burrow.control.web.auth import WebAccount
+from burrow.control.web.forms import Form, undo
+from burrow.control.web.routing import page_router
+from burrow.control.web.templating import redirect, render
+
+router = page_router()
+
+OrderId = Annotated[int, Path(ge=1, le=MAX_ID)]
+
+METHOD_NAMES = {
+    "card": "Card",
+    "paypal": "PayPal",
+    "crypto": "Cryptocurrency",
+    "paymentwall": "Paymentwall",
+    "app_store": "App Store",
+    "google_play": "Google Play",
+    "manual": "Bank transfer or other arrangement",
+}
+# Requests still open or settled in the customer's favour block another request.
+STANDING = {"evaluating", "queued", "approved", "executed"}
+
+
+async def _billing_page(
+    request: Request,
+    session: SessionDep,
+    runtime: Runtime,
+    account: Account,
+    form: Form | None = None,
+    status_code: int = 200,
+) -> Response:
+    plans = await plan_service.list_active(session)
+    orders = await billing_service.orders(session, account.id)
+    refunds = await refund_service.list_own(session, account.id)
+    asked = {v.request.order_id for v in refunds if v.request.status.value in STANDING}
+    methods = runtime.policy.payment_methods
+    return render(
+        request,
+        "billing/billing.html",
+        {
+            "plans": plans,
+            "orders": orders,
+            "refunds": refunds,
+            "refundable": {
+                v.order.id
+                for v in orders
+                if v.order.status == OrderStatus.paid and v.order.id not in asked
+            },
+            "methods": [(str(m), METHOD_NAMES.get(str(m), str(m))) for m in methods.offered],
+            "recurring": {str(m) for m in methods.recurring},
+            "refund_policy": runtime.policy.refunds,
+            "form": form or Form.empty(),
+        },
+        status_code=status_code,
+    )
+
+
+@router.get("/billing")
+async def billing_page(
+    request: Request, session: SessionDep, runtime: RuntimeDep, account: WebAccount
+) -> Response:
+    return await _billing_page(request, session, runtime, account)
+
+
+@router.post("/billing/checkout")
+async def checkout(
+    request: Request, session: SessionDep, runtime: RuntimeDep, account: WebAccount
+) -> Response:
+    form = await Form.read(request)
+    body = form.validate(CheckoutIn)
+    if body is None:
+        return await _billing_page(request, session, runtime, account, form, 422)
+    try:
+        started = await billing_service.start_checkout(
+            session, runtime, account, body.plan_code, body.method
+        )
+    except BurrowError as exc:
+        await undo(session, account)
+        form.fail(exc, fields=("plan_code", "method"))
+        return await _billing_page(request, session, runtime, account, form, exc.status)
+    # The provider's own page takes the payment; its event pays the order.
+    return redirect(request, started.checkout_url)
+
+
+async def _refund_page(
+    request: Request,
+    session: SessionDep,
+    runtime: Runtime,
+    account: Account,
+    order_id: int,
+    form: Form,
+    status_code: int = 200,
+) -> Response:
+    order = await billing_service.order_of(session, account.id, order_id)
+    view = await billing_service.order_view(session, order)
+    return render(
+        request,
+        "billing/refund.html",
+        {"view": view, "form": form, "refund_policy": runtime.policy.refunds},
+        status_code=status_code,
+    )
+
+
+@router.get("/billing/orders/{order_id}/refund")
+async def refund_form(
+    request: Request,
+    order_id: OrderId,
+    session: SessionDep,
+    runtime: RuntimeDep,
+    account: WebAccount,
+) -> Response:
+    return await _refund_page(request, session, runtime, account, order_id, Form.empty())
+
+
+@router.post("/billing/orders/{order_id}/refund")
+async def request_refund(
+    request: Request,
+    order_id: OrderId,
+    session: SessionDep,
+    runtime: RuntimeDep,
+    account: WebAccount,
+) -> Response:
+    form = await Form.read(request)
+    body = form.validate(RefundRequestIn)
+    if body is None:
+        return await _refund_page(request, session, runtime, account, order_id, form, 422)
+    try:
+        view = await refund_service.request(session, runtime, account, order_id, body.reason)
+    except BurrowError as exc:
+        await undo(session, account)
+        form.fail(exc, fields=("reason",))
+        return await _refund_page(request, session, runtime, account, order_id, form, exc.status)
+    message = view.message or f"Your refund request is {view.request.status.value}."
+    return redirect(request, f"/billing/refunds/{view.request.id}", flash=message)
+
+
+@router.get("/billing/refunds/{request_id}")
+async def refund_status(
+    request: Request,
+    request_id: OrderId,
+    session: SessionDep,
+    account: WebAccount,
+) -> Response:
+    views = await refund_service.list_own(session, account.id)
+    view = next((v for v in views if v.request.id == request_id), None)
+    if view is None:
+        return render(
+            request,
+            "error.html",
+            {"title": "Not found", "message": "You have no refund request with this number."},
+            status_code=404,
+        )
+    return render(request, "billing/refund_status.html", {"view": view})

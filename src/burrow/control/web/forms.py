@@ -1,0 +1,144 @@
+"""Reading forms into the API's own request bodies, and showing what went wrong.
+
+A page validates a posted form with the same pydantic schema as the API operation it mirrors,
+so a customer reads the same message in both places. Errors are kept per field (shown next to
+the field), the typed values are kept to fill the form again, and secret fields (passwords,
+codes) are never sent back.
+
+    form = await Form.read(request, secret={"password"})
+    body = form.validate(AccountCreate)
+    if body is None:
+        return render(request, "signup.html", {"form": form}, status_code=422)
+    try:
+        await account_service.register(session, runtime, body)
+    except BurrowError as exc:
+        await undo(session)
+        form.fail(exc)
+        return render(request, "signup.html", {"form": form}, status_code=exc.status)
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from typing import Any, TypeVar
+
+from fastapi import Request
+from pydantic import BaseModel, ValidationError
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from burrow.control.errors import BurrowError
+from burrow.control.web.csrf import FIELD as CSRF_FIELD
+
+M = TypeVar("M", bound=BaseModel)
+
+# Never written back into a page, whatever the form.
+ALWAYS_SECRET = frozenset(
+    {"password", "new_password", "current_password", "code", "totp_code", CSRF_FIELD}
+)
+
+
+def api_message(error: dict[str, Any]) -> str:
+    """The wording the API's validation handler uses (``problems._validation_error``)."""
+    return str(error.get("msg", "invalid")).removeprefix("Value error, ")
+
+
+@dataclass
+class Form:
+    values: dict[str, str] = field(default_factory=dict)
+    errors: dict[str, str] = field(default_factory=dict)
+    message: str | None = None
+    secret: frozenset[str] = ALWAYS_SECRET
+
+    @classmethod
+    def empty(cls, **values: str) -> Form:
+        return cls(values=dict(values))
+
+    @classmethod
+    async def read(cls, request: Request, *, secret: Iterable[str] = ()) -> Form:
+        """The posted text fields (files are ignored); the CSRF token is checked already."""
+        data = await request.form()
+        values: dict[str, str] = {}
+        for key, value in data.multi_items():
+            if isinstance(value, str) and key != CSRF_FIELD and key not in values:
+                values[key] = value
+        return cls(values=values, secret=ALWAYS_SECRET | frozenset(secret))
+
+    # What templates read.
+
+    def value(self, name: str, default: str = "") -> str:
+        if name in self.secret:
+            return ""
+        return self.values.get(name, default)
+
+    def checked(self, name: str) -> bool:
+        return name in self.values
+
+    def error(self, name: str) -> str | None:
+        return self.errors.get(name)
+
+    @property
+    def failed(self) -> bool:
+        return bool(self.errors or self.message)
+
+    # What handlers use.
+
+    def raw(self, name: str) -> str | None:
+        """The submitted value even of a secret field (for the handler, never the page)."""
+        return self.values.get(name)
+
+    def validate(self, model: type[M], **overrides: Any) -> M | None:
+        """The form as ``model``, or None with ``errors`` filled in the API's words.
+
+        Only the model's fields are read. An empty optional field counts as not sent, so its
+        default applies; ``overrides`` replace or add values (checkboxes, fixed values).
+        """
+        data: dict[str, Any] = {}
+        for name, info in model.model_fields.items():
+            if name not in self.values:
+                continue
+            text = self.values[name]
+            if text == "" and not info.is_required():
+                continue
+            data[name] = text
+        data.update(overrides)
+        try:
+            return model.model_validate(data)
+        except ValidationError as exc:
+            for error in exc.errors():
+                loc = [str(p) for p in error.get("loc", ())]
+                name = loc[0] if loc else "__root__"
+                message = api_message(dict(error))
+                if name in model.model_fields:
+                    self.errors.setdefault(name, message)
+                else:
+                    self.message = self.message or message
+            if not self.errors and self.message is None:
+                self.message = "Check the form and try again."
+            return None
+
+    def fail(self, exc: BurrowError, *, fields: Iterable[str] = ()) -> None:
+        """Show a service's refusal: next to its field when the form has that field.
+
+        ``fields`` names fields the page shows that may be absent from the post (an unticked
+        box, an unchosen radio button).
+        """
+        known = exc.field is not None and (
+            exc.field in self.values or exc.field in self.errors or exc.field in set(fields)
+        )
+        if exc.field and known:
+            self.errors[exc.field] = exc.message
+        else:
+            self.message = exc.message
+
+
+async def undo(session: AsyncSession, *instances: object) -> None:
+    """Roll back a refused action before showing the page again.
+
+    The request's unit of work would otherwise commit whatever the service changed before it
+    refused. ``instances`` (the signed-in account, rows the page shows) are loaded again,
+    because a rollback expires them and a template must not trigger lazy loads.
+    """
+    await session.rollback()
+    for instance in instances:
+        await session.refresh(instance)

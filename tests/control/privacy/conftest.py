@@ -1,0 +1,204 @@
+"""An account that has a row in every table that can hold one, and a metered runtime."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from datetime import timedelta
+
+import httpx
+import pytest
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from burrow.control.app import create_app
+from burrow.control.config import Settings
+from burrow.control.db import unit_of_work
+from burrow.control.desired_state.service import desired_state as desired_state_service
+from burrow.control.models import (
+    Account,
+    AdminAction,
+    BillingDetails,
+    ConnectionRecord,
+    ConsentPurpose,
+    Device,
+    Order,
+    OrderKind,
+    OrderStatus,
+    Payment,
+    PaymentMethod,
+    PrivacyRequestKind,
+    RefundRequest,
+    RefundRuleOutcome,
+    RefundStatus,
+    TrialClaim,
+    UsageCounter,
+    WebhookEvent,
+    utcnow,
+)
+from burrow.control.privacy.service import privacy as privacy_service
+from burrow.control.runtime import Runtime
+from burrow.control.security import keyed_digest
+from burrow.control.startup import prepare
+from burrow.control.terms.service import terms as terms_service
+from tests.conftest import ROOT
+from tests.support import factories
+
+METERED_POLICY = ROOT / "examples" / "policies" / "metered.toml"
+
+
+@pytest.fixture
+async def metered(settings: Settings) -> AsyncIterator[Runtime]:
+    rt = Runtime.build(settings.model_copy(update={"policy_path": METERED_POLICY}))
+    await prepare(rt)
+    try:
+        yield rt
+    finally:
+        await rt.close()
+
+
+@pytest.fixture
+async def metered_client(metered: Runtime) -> AsyncIterator[httpx.AsyncClient]:
+    transport = httpx.ASGITransport(app=create_app(runtime=metered))
+    async with httpx.AsyncClient(transport=transport, base_url="http://testserver") as client:
+        yield client
+
+
+@dataclass
+class Customer:
+    account: Account
+    token: str
+    email: str
+    devices: list[Device]
+    order: Order
+    payment: Payment
+    refund: RefundRequest
+
+
+async def populate(session: AsyncSession, runtime: Runtime, account: Account) -> Customer:
+    """Rows for ``account`` in every table that can hold one, the way the app makes them."""
+    now = utcnow()
+    await factories.create_node(session)
+    token = await factories.create_session_token(session, account)
+    await factories.create_subscription(session, account)
+    devices = [
+        await factories.create_device(session, account, name="Laptop"),
+        await factories.create_device(session, account, name="Phone"),
+    ]
+    # served_peers and peer_changes.
+    await desired_state_service.refresh_account(session, runtime, account.id)
+    plan = await factories.get_plan(session, "personal-monthly")
+    order = Order(
+        account_id=account.id,
+        plan_id=plan.id,
+        kind=OrderKind.first,
+        amount_minor=plan.price_minor,
+        currency=plan.currency,
+        payment_method=PaymentMethod.card,
+        status=OrderStatus.paid,
+        period_months=plan.period_months,
+        paid_at=now,
+        provider="stripe",
+        provider_order_id="cs_test_1",
+        created_at=now,
+    )
+    session.add(order)
+    await session.flush()
+    payment = Payment(
+        order_id=order.id,
+        provider="stripe",
+        provider_payment_id=f"pi_{account.id}",
+        amount_minor=plan.price_minor,
+        currency=plan.currency,
+        fingerprint="fp_card_of_the_customer",
+    )
+    refund = RefundRequest(
+        order_id=order.id,
+        account_id=account.id,
+        reason=f"It did not work for me; write to {account.email}",
+        status=RefundStatus.refused,
+        requested_at=now,
+        decided_at=now,
+        terms_version=runtime.policy.terms.version,
+    )
+    session.add_all([payment, refund])
+    await session.flush()
+    session.add_all(
+        [
+            RefundRuleOutcome(
+                refund_request_id=refund.id,
+                rule="window_days",
+                passed=False,
+                evidence=json.dumps({"days_since_order": 40}),
+                message="Asked 40 days after the order; the window is 30 days.",
+            ),
+            BillingDetails(
+                account_id=account.id,
+                country="NL",
+                city="Utrecht",
+                postal_code="3511 AA",
+                card_last4="4242",
+                name_or_company="Jo Customer",
+            ),
+            UsageCounter(account_id=account.id, order_id=order.id, bytes_total=123, sessions=2),
+            ConnectionRecord(
+                account_id=account.id,
+                device_id=devices[0].id,
+                node_name="ams-1",
+                node_country="nl",
+                node_city="Amsterdam",
+                started_at=now - timedelta(hours=2),
+                ended_at=now - timedelta(hours=1),
+                duration_seconds=3600,
+                rx_bytes=1000,
+                tx_bytes=2000,
+            ),
+            TrialClaim(
+                email_digest=keyed_digest(
+                    runtime.settings.secret_key.get_secret_value(), f"trial:{account.email}"
+                )
+            ),
+            AdminAction(
+                admin_id=None,
+                action="account.suspend",
+                target_type="account",
+                target_id=str(account.id),
+                reason="chargeback",
+            ),
+            WebhookEvent(
+                provider="stripe",
+                event_id=f"evt_{account.id}",
+                type="checkout.session.completed",
+                payload=json.dumps({"customer_email": account.email.upper()}),
+                processed_at=now,
+            ),
+        ]
+    )
+    await session.flush()
+    await terms_service.record_acceptance(
+        session, account.id, runtime.policy.terms.version, "signup"
+    )
+    await privacy_service.set_consents(
+        session, runtime, account, {ConsentPurpose.marketing_email: True}
+    )
+    await privacy_service.open_request(
+        session, runtime, account, PrivacyRequestKind.rectification, "My name is spelt wrong."
+    )
+    # An email change on its way: an email_verifications row for the new address.
+    await privacy_service.request_email_change(
+        session,
+        runtime,
+        account,
+        new_email=f"new-{account.email}",
+        password=factories.DEFAULT_PASSWORD,
+    )
+    account.last_login_ip, account.last_login_ip_at = "203.0.113.7", now
+    await session.flush()
+    return Customer(account, token, account.email, devices, order, payment, refund)
+
+
+@pytest.fixture
+async def customer(runtime: Runtime) -> Customer:
+    async with unit_of_work(runtime.sessionmaker) as session:
+        account = await factories.create_account(session)
+        return await populate(session, runtime, account)

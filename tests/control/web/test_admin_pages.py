@@ -1,0 +1,586 @@
+"""The admin panel over httpx form posts: who may enter, CSRF, and each page's actions with
+their rows in the admin audit trail."""
+
+from __future__ import annotations
+
+import html
+import re
+from datetime import timedelta
+
+import httpx
+import pyotp
+import pytest
+from sqlalchemy import select, update
+
+from burrow.control.app import create_app
+from burrow.control.config import Settings
+from burrow.control.db import unit_of_work
+from burrow.control.models import (
+    Account,
+    AccountSession,
+    AccountStatus,
+    AdminAction,
+    ConnectionRecord,
+    Node,
+    PrivacyRequest,
+    PrivacyRequestKind,
+    PrivacyRequestStatus,
+    RefundRequest,
+    utcnow,
+)
+from burrow.control.runtime import Runtime
+from burrow.control.security import hash_token, new_token
+from burrow.control.startup import prepare
+from tests.conftest import ROOT
+from tests.control.web.conftest import MakeWebCustomer
+from tests.support.factories import DEFAULT_PASSWORD, create_account, create_session_token
+from tests.support.web import csrf_token, post_form, sign_in_as
+
+METERED_POLICY = ROOT / "examples" / "policies" / "metered.toml"
+
+
+def by_id(page: httpx.Response, element_id: str) -> str | None:
+    """The text inside the element with ``id`` (tags removed), or None when it is absent."""
+    found = re.search(
+        rf'<(\w+)[^>]*\bid="{re.escape(element_id)}"[^>]*>(.*?)</\1>', page.text, re.S
+    )
+    if found is None:
+        return None
+    text = html.unescape(re.sub(r"<[^>]+>", "", found.group(2)))
+    return " ".join(text.split())
+
+
+async def _trail(runtime: Runtime) -> list[AdminAction]:
+    async with unit_of_work(runtime.sessionmaker) as session:
+        return list((await session.scalars(select(AdminAction).order_by(AdminAction.id))).all())
+
+
+async def _account(runtime: Runtime, account_id: int) -> Account:
+    async with unit_of_work(runtime.sessionmaker) as session:
+        account = await session.get(Account, account_id)
+        assert account is not None
+        return account
+
+
+async def _customer(runtime: Runtime) -> Account:
+    async with unit_of_work(runtime.sessionmaker) as session:
+        return await create_account(session)
+
+
+@pytest.fixture
+async def admin(web_customer: MakeWebCustomer) -> Account:
+    return (await web_customer(None, admin=True, two_factor=True)).account
+
+
+# --- who may enter ----------------------------------------------------------------------------
+
+
+async def test_signed_out_goes_to_login(client: httpx.AsyncClient) -> None:
+    response = await client.get("/admin/accounts")
+    assert response.status_code == 303
+    assert response.headers["location"] == "/login?next=/admin/accounts"
+
+
+async def test_a_customer_is_refused(
+    client: httpx.AsyncClient, web_customer: MakeWebCustomer
+) -> None:
+    await web_customer()
+    for path in ("/admin", "/admin/accounts", "/admin/refunds", "/admin/audit", "/admin/policy"):
+        response = await client.get(path)
+        assert response.status_code == 403, path
+        assert "text/html" in response.headers["content-type"]
+        assert "for administrators" in response.text
+
+
+async def test_an_admin_without_two_factor_is_sent_to_set_it_up(
+    client: httpx.AsyncClient, web_customer: MakeWebCustomer, runtime: Runtime
+) -> None:
+    plain = await web_customer(None, admin=True)
+    victim = await _customer(runtime)
+    response = await client.get("/admin/accounts")
+    assert response.status_code == 303
+    assert response.headers["location"] == "/account"
+    page = await client.get("/account")
+    assert "needs two-factor sign-in" in page.text
+    # Not even a post with a valid token gets through.
+    token = csrf_token(page)
+    posted = await client.post(
+        f"/admin/accounts/{victim.id}/suspend", data={"reason": "x", "csrf_token": token}
+    )
+    assert posted.status_code == 303
+    assert posted.headers["location"] == "/account"
+    assert (await _account(runtime, victim.id)).status is AccountStatus.active
+    assert plain.account.totp_enabled is False
+    assert await _trail(runtime) == []
+
+
+async def test_a_session_waiting_for_its_code_cannot_enter(
+    client: httpx.AsyncClient, runtime: Runtime
+) -> None:
+    async with unit_of_work(runtime.sessionmaker) as session:
+        admin = await create_account(session, admin=True)
+        admin.totp_enabled = True
+        admin.totp_secret = "JBSWY3DPEHPK3PXP"
+        token = new_token()
+        session.add(
+            AccountSession(
+                account_id=admin.id,
+                token_hash=hash_token(token),
+                expires_at=utcnow() + timedelta(minutes=10),
+                needs_second_factor=True,
+            )
+        )
+    sign_in_as(client, token)
+    response = await client.get("/admin")
+    assert response.status_code == 303
+    assert response.headers["location"].startswith("/login")
+
+
+async def test_a_session_older_than_two_factor_cannot_enter(
+    client: httpx.AsyncClient, runtime: Runtime
+) -> None:
+    async with unit_of_work(runtime.sessionmaker) as session:
+        admin = await create_account(session, admin=True)
+        token = await create_session_token(session, admin)  # opened with the password alone
+        admin.totp_enabled = True  # two-factor turned on afterwards
+        admin.totp_secret = pyotp.random_base32()
+    sign_in_as(client, token)
+    response = await client.get("/admin")
+    assert response.status_code == 403
+    assert "log in again with a code" in response.text
+
+
+async def test_logging_in_with_the_code_opens_the_panel(
+    client: httpx.AsyncClient, runtime: Runtime
+) -> None:
+    secret = pyotp.random_base32()
+    async with unit_of_work(runtime.sessionmaker) as session:
+        admin = await create_account(session, admin=True)
+        admin.totp_enabled = True
+        admin.totp_secret = secret
+    first = await post_form(
+        client, "/login", {"email": admin.email, "password": DEFAULT_PASSWORD, "next": "/admin"}
+    )
+    assert first.status_code == 303
+    assert first.headers["location"].startswith("/login/totp")
+    assert (await client.get("/admin")).status_code == 303  # the password alone is not enough
+    second = await post_form(
+        client,
+        "/login/totp",
+        {"totp_code": pyotp.TOTP(secret).now(), "next": "/admin"},
+        page=first.headers["location"],
+    )
+    assert second.status_code == 303, second.text
+    assert second.headers["location"] == "/admin"
+    panel = await client.get("/admin")
+    assert panel.status_code == 200
+    assert by_id(panel, "admin-nav-accounts") == "Accounts"
+
+
+async def test_forms_need_the_csrf_token(
+    client: httpx.AsyncClient, admin: Account, runtime: Runtime
+) -> None:
+    victim = await _customer(runtime)
+    for data in ({"reason": "x"}, {"reason": "x", "csrf_token": "forged"}):
+        response = await client.post(f"/admin/accounts/{victim.id}/suspend", data=data)
+        assert response.status_code == 403
+        assert "Form refused" in response.text
+    assert (await _account(runtime, victim.id)).status is AccountStatus.active
+    assert await _trail(runtime) == []
+
+
+# --- accounts ---------------------------------------------------------------------------------
+
+
+async def test_search_and_view_an_account(
+    client: httpx.AsyncClient, admin: Account, runtime: Runtime
+) -> None:
+    async with unit_of_work(runtime.sessionmaker) as session:
+        carol = await create_account(session, email="carol@example.com")
+        await create_account(session, email="dave@example.com")
+    found = await client.get("/admin/accounts", params={"q": "carol"})
+    assert found.status_code == 200
+    assert by_id(found, f"account-link-{carol.id}") == "carol@example.com"
+    assert "dave@example.com" not in found.text
+    bad = await client.get("/admin/accounts", params={"status": "sleeping"})
+    assert bad.status_code == 422
+    assert "account-search-status-error" in bad.text
+
+    page = await client.get(f"/admin/accounts/{carol.id}")
+    assert page.status_code == 200
+    assert by_id(page, "account-status") == "active"
+    # Strict no-logs: counts, a plain statement, and never an address.
+    assert by_id(page, "account-device-count") == "0 devices; 0 connected now."
+    assert "keeps no connection records" in (by_id(page, "account-connections-statement") or "")
+    # The last sign-in address only where the policy keeps one.
+    shows_ip = 'id="account-login-ip"' in page.text
+    assert shows_ip is runtime.policy.privacy.store_last_login_ip
+    assert (await client.get("/admin/accounts/999999")).status_code == 404
+
+
+async def test_admin_suspends_then_unsuspends_an_account(
+    client: httpx.AsyncClient, admin: Account, runtime: Runtime
+) -> None:
+    victim = await _customer(runtime)
+    url = f"/admin/accounts/{victim.id}"
+    empty = await post_form(client, f"{url}/suspend", {"reason": ""}, page=url)
+    assert empty.status_code == 422
+    assert by_id(empty, "suspend-reason-error")
+    assert await _trail(runtime) == []
+
+    done = await post_form(client, f"{url}/suspend", {"reason": "Chargeback filed"}, page=url)
+    assert done.status_code == 303
+    assert done.headers["location"] == url
+    shown = await client.get(url)
+    assert "The account is suspended" in shown.text
+    assert by_id(shown, "account-status-reason") == "Chargeback filed"
+    assert (await _account(runtime, victim.id)).status is AccountStatus.suspended
+
+    back = await post_form(client, f"{url}/unsuspend", {"reason": "Settled"}, page=url)
+    assert back.status_code == 303
+    assert (await _account(runtime, victim.id)).status is AccountStatus.active
+    rows = await _trail(runtime)
+    assert [(r.action, r.admin_id, r.target_id, r.reason) for r in rows] == [
+        ("account.suspend", admin.id, str(victim.id), "Chargeback filed"),
+        ("account.unsuspend", admin.id, str(victim.id), "Settled"),
+    ]
+    trail = await client.get(url)
+    assert by_id(trail, f"admin-action-{rows[0].id}") is not None
+
+
+async def test_terminate_for_a_named_clause(
+    client: httpx.AsyncClient, admin: Account, runtime: Runtime
+) -> None:
+    victim = await _customer(runtime)
+    url = f"/admin/accounts/{victim.id}"
+    page = await client.get(url)
+    assert "Prohibited activities: distributing malware" in page.text
+    unknown = await post_form(
+        client, f"{url}/terminate", {"clause": "Being rude", "reason": "x"}, page=url
+    )
+    assert unknown.status_code == 422
+    assert "is not a clause of the terms" in (by_id(unknown, "terminate-clause-error") or "")
+    # The form is kept.
+    assert "Being rude" not in (by_id(unknown, "terminate-reason") or "")
+    assert (await _account(runtime, victim.id)).status is AccountStatus.active
+
+    clause = "Prohibited activities: distributing malware"
+    done = await post_form(
+        client, f"{url}/terminate", {"clause": clause, "reason": "Botnet C2 traffic"}, page=url
+    )
+    assert done.status_code == 303
+    account = await _account(runtime, victim.id)
+    assert account.status is AccountStatus.terminated
+    assert account.terminated_clause == clause
+    shown = await client.get(url)
+    assert by_id(shown, "account-clause") == clause
+    assert "account-no-actions" in shown.text
+    rows = await _trail(runtime)
+    assert [(r.action, r.reason) for r in rows] == [("account.terminate", "Botnet C2 traffic")]
+    assert clause in rows[0].detail
+
+
+async def test_grant_time(client: httpx.AsyncClient, admin: Account, runtime: Runtime) -> None:
+    victim = await _customer(runtime)
+    url = f"/admin/accounts/{victim.id}"
+    both = await post_form(
+        client,
+        f"{url}/grant",
+        {"plan_code": "personal-monthly", "months": "1", "days": "3"},
+        page=url,
+    )
+    assert both.status_code == 422
+    assert "either 'months' or 'days'" in (by_id(both, "grant-error") or "")
+    done = await post_form(
+        client,
+        f"{url}/grant",
+        {"plan_code": "personal-monthly", "months": "", "days": "14", "reason": "Outage"},
+        page=url,
+    )
+    assert done.status_code == 303, done.text
+    shown = await client.get(url)
+    assert "(personal-monthly)" in (by_id(shown, "account-subscription") or "")
+    rows = await _trail(runtime)
+    assert [(r.action, r.reason) for r in rows] == [("subscription.grant", "Outage")]
+
+
+# --- fleet ------------------------------------------------------------------------------------
+
+
+async def test_create_a_node_shows_its_enrollment_command(
+    client: httpx.AsyncClient, admin: Account, runtime: Runtime
+) -> None:
+    bad = await post_form(
+        client,
+        "/admin/fleet",
+        {"name": "AMS 1", "country": "XX", "city": "Amsterdam", "endpoint_host": "vpn.example.net"},
+    )
+    assert bad.status_code == 422
+    assert by_id(bad, "node-country-error")
+    assert 'value="Amsterdam"' in bad.text  # the form is kept
+
+    created = await post_form(
+        client,
+        "/admin/fleet",
+        {
+            "name": "ams-1",
+            "country": "NL",
+            "city": "Amsterdam",
+            "endpoint_host": "vpn.example.net",
+            "endpoint_port": "51820",
+            "capacity": "200",
+        },
+    )
+    assert created.status_code == 201, created.text
+    command = by_id(created, "enrollment-command") or ""
+    assert command.startswith("burrow node enroll --control http://testserver --token ")
+    token = command.rsplit(" ", 1)[1]
+    async with unit_of_work(runtime.sessionmaker) as session:
+        node = (await session.scalars(select(Node).where(Node.name == "ams-1"))).one()
+    assert node.enrollment_token_hash == hash_token(token)
+    listed = await client.get("/admin/fleet")
+    assert "enrollment-command" not in listed.text  # shown once
+    assert "never reported" in (by_id(listed, f"node-{node.id}") or "")
+
+    retired = await post_form(client, f"/admin/fleet/{node.id}/retire", page="/admin/fleet")
+    assert retired.status_code == 303
+    rows = await _trail(runtime)
+    assert [(r.action, r.target_id) for r in rows] == [
+        ("node.create", str(node.id)),
+        ("node.retire", str(node.id)),
+    ]
+    assert token not in rows[0].detail
+
+
+# --- refunds ----------------------------------------------------------------------------------
+
+
+async def _queued_refund(client: httpx.AsyncClient, runtime: Runtime, n: int) -> int:
+    """A strict-policy refund request waiting for a person (a reason that needs judgement)."""
+    async with unit_of_work(runtime.sessionmaker) as session:
+        api_admin = await create_account(session, admin=True)
+        customer = await create_account(session)
+        admin_auth = {"Authorization": f"Bearer {await create_session_token(session, api_admin)}"}
+        auth = {"Authorization": f"Bearer {await create_session_token(session, customer)}"}
+    paid = await client.post(
+        f"/api/v1/admin/accounts/{customer.id}/payments",
+        json={
+            "plan_code": "personal-monthly",
+            "amount_minor": 699,
+            "currency": "USD",
+            "method": "card",
+            "reference": f"r-{n}",
+        },
+        headers=admin_auth,
+    )
+    assert paid.status_code == 201, paid.text
+    asked = await client.post(
+        f"/api/v1/billing/orders/{paid.json()['order']['id']}/refund",
+        json={"reason": "Does not work with my TV"},
+        headers=auth,
+    )
+    assert asked.json()["status"] == "queued", asked.text
+    request_id: int = asked.json()["id"]
+    return request_id
+
+
+async def test_admin_decides_refunds_from_the_queue(
+    client: httpx.AsyncClient, admin: Account, runtime: Runtime
+) -> None:
+    first = await _queued_refund(client, runtime, 1)
+    second = await _queued_refund(client, runtime, 2)
+    async with unit_of_work(runtime.sessionmaker) as session:
+        await session.execute(
+            update(RefundRequest)
+            .where(RefundRequest.id == second)
+            .values(due_at=utcnow() - timedelta(hours=2))
+        )
+    before = len(await _trail(runtime))  # the API's manual payments
+    queue = await client.get("/admin/refunds")
+    assert queue.status_code == 200
+    # Overdue first, with the time left and every rule with its evidence.
+    assert queue.text.index(f'id="refund-{second}"') < queue.text.index(f'id="refund-{first}"')
+    assert (by_id(queue, f"refund-deadline-{second}") or "").startswith("overdue by 2 h")
+    # The strict policy sets no service level: a request without a deadline comes last.
+    assert by_id(queue, f"refund-deadline-{first}") == "no deadline"
+    assert f'id="refund-rules-{first}"' in queue.text
+    assert f'id="refund-{first}-rule-window_days"' in queue.text
+
+    too_much = await post_form(
+        client,
+        f"/admin/refunds/{first}/approve",
+        {"amount_minor": "99999", "reason": "x"},
+        page="/admin/refunds",
+    )
+    assert too_much.status_code == 422
+    assert "At most 699" in (by_id(too_much, f"approve-error-{first}") or "") + (
+        by_id(too_much, f"approve-amount-{first}-error") or ""
+    )
+    partial = await post_form(
+        client,
+        f"/admin/refunds/{first}/approve",
+        {"amount_minor": "300", "reason": "Half, goodwill"},
+        page="/admin/refunds",
+    )
+    assert partial.status_code == 303, partial.text
+    no_reason = await post_form(
+        client, f"/admin/refunds/{second}/refuse", {"reason": ""}, page="/admin/refunds"
+    )
+    assert no_reason.status_code == 422
+    refused = await post_form(
+        client,
+        f"/admin/refunds/{second}/refuse",
+        {"reason": "Works as advertised"},
+        page="/admin/refunds",
+    )
+    assert refused.status_code == 303
+    async with unit_of_work(runtime.sessionmaker) as session:
+        decided = {
+            r.id: (r.status, r.amount_minor)
+            for r in (await session.scalars(select(RefundRequest))).all()
+        }
+    assert decided[first][1] == 300
+    assert decided[second][0] == "refused"
+    rows = (await _trail(runtime))[before:]
+    assert [(r.action, r.target_id, r.reason, r.admin_id) for r in rows] == [
+        ("refund.approve", str(first), "Half, goodwill", admin.id),
+        ("refund.refuse", str(second), "Works as advertised", admin.id),
+    ]
+    empty = await client.get("/admin/refunds")
+    assert "refund-queue-empty" in empty.text
+
+
+# --- policy, audit, trail, privacy ------------------------------------------------------------
+
+
+async def test_policy_page_and_audit_on_demand(
+    client: httpx.AsyncClient, admin: Account, runtime: Runtime
+) -> None:
+    page = await client.get("/admin/policy")
+    assert page.status_code == 200
+    assert (by_id(page, "policy-check") or "").startswith("policy OK: Example Strict VPN")
+    assert "2026-11" in (by_id(page, "policy-terms-version") or "")
+    assert "[provider]" in (by_id(page, "policy-text") or "")
+    ran = await post_form(client, "/admin/policy/audit", page="/admin/policy")
+    assert ran.status_code == 200, ran.text
+    assert by_id(ran, "audit-verdict") == "Nothing breaks the policy."
+    assert "Scanned" in (by_id(ran, "audit-counts") or "")
+    rows = await _trail(runtime)
+    assert [r.action for r in rows] == ["policy.audit"]
+
+
+async def test_audit_trail_page_newest_first_with_filters(
+    client: httpx.AsyncClient, admin: Account, runtime: Runtime
+) -> None:
+    victim = await _customer(runtime)
+    url = f"/admin/accounts/{victim.id}"
+    await post_form(client, f"{url}/suspend", {"reason": "first"}, page=url)
+    await post_form(client, f"{url}/unsuspend", {"reason": "second"}, page=url)
+    page = await client.get("/admin/audit")
+    assert page.status_code == 200
+    assert by_id(page, "audit-count") == "2 actions."
+    rows = await _trail(runtime)
+    newest, oldest = f'id="admin-action-{rows[1].id}"', f'id="admin-action-{rows[0].id}"'
+    assert page.text.index(newest) < page.text.index(oldest)
+    only = await client.get("/admin/audit", params={"action": "account.suspend"})
+    assert by_id(only, "audit-count") == "1 action."
+    bad = await client.get("/admin/audit", params={"action": "a\x00"})
+    assert bad.status_code == 422
+
+
+async def test_privacy_requests_needing_a_person(
+    client: httpx.AsyncClient, admin: Account, runtime: Runtime
+) -> None:
+    async with unit_of_work(runtime.sessionmaker) as session:
+        customer = await create_account(session)
+        request = PrivacyRequest(
+            account_id=customer.id,
+            kind=PrivacyRequestKind.rectification,
+            status=PrivacyRequestStatus.pending,
+            received_at=utcnow(),
+            due_at=utcnow() + timedelta(days=30),
+            details="My name on invoices is wrong.",
+        )
+        session.add(request)
+        await session.flush()
+        request_id = request.id
+    page = await client.get("/admin/privacy")
+    assert page.status_code == 200
+    assert "29 d" in (by_id(page, f"privacy-deadline-{request_id}") or "")
+    empty = await post_form(
+        client,
+        f"/admin/privacy/{request_id}/resolve",
+        {"decision": "done", "outcome": ""},
+        page="/admin/privacy",
+    )
+    assert empty.status_code == 422
+    done = await post_form(
+        client,
+        f"/admin/privacy/{request_id}/resolve",
+        {"decision": "done", "outcome": "Corrected the name."},
+        page="/admin/privacy",
+    )
+    assert done.status_code == 303, done.text
+    rows = await _trail(runtime)
+    assert [(r.action, r.target_id, r.reason) for r in rows] == [
+        ("privacy_request.resolve", str(request_id), "Corrected the name.")
+    ]
+    after = await client.get("/admin/privacy")
+    assert "privacy-queue-empty" in after.text
+
+
+async def test_metered_account_shows_connection_records_not_addresses(settings: Settings) -> None:
+    """The metered seed keeps connection records (shown) and no login address (not shown)."""
+    runtime = Runtime.build(settings.model_copy(update={"policy_path": METERED_POLICY}))
+    await prepare(runtime)
+    try:
+        async with unit_of_work(runtime.sessionmaker) as session:
+            admin = await create_account(session, admin=True)
+            admin.totp_enabled = True
+            admin.totp_secret = "JBSWY3DPEHPK3PXP"
+            token = await create_session_token(session, admin)
+            customer = await create_account(session)
+            customer.last_login_ip = "198.51.100.7"
+            session.add(
+                ConnectionRecord(
+                    account_id=customer.id,
+                    node_name="ams-1",
+                    node_country="NL",
+                    node_city="Amsterdam",
+                    started_at=utcnow() - timedelta(hours=1),
+                    duration_seconds=600,
+                    rx_bytes=1000,
+                    tx_bytes=2000,
+                )
+            )
+        transport = httpx.ASGITransport(app=create_app(runtime=runtime))
+        async with httpx.AsyncClient(transport=transport, base_url="http://testserver") as client:
+            sign_in_as(client, token)
+            page = await client.get(f"/admin/accounts/{customer.id}")
+        assert page.status_code == 200, page.text
+        assert "Amsterdam, NL" in (by_id(page, "account-connections") or "")
+        assert "198.51.100.7" not in page.text
+        assert 'id="account-login-ip"' not in page.text
+    finally:
+        await runtime.close()
+
+
+async def test_a_support_finding_evaluates_the_request_again(
+    client: httpx.AsyncClient, admin: Account, runtime: Runtime
+) -> None:
+    request_id = await _queued_refund(client, runtime, 3)
+    before = len(await _trail(runtime))
+    overview = await client.get("/admin")
+    assert by_id(overview, "overview-refunds") == "1 waiting."
+    found = await post_form(
+        client,
+        f"/admin/refunds/{request_id}/finding",
+        {"unsupported_device": "yes"},
+        page="/admin/refunds",
+    )
+    assert found.status_code == 303
+    after = await client.get("/admin/refunds")
+    assert "is now refused" in after.text
+    rows = (await _trail(runtime))[before:]
+    assert [(r.action, r.target_id) for r in rows] == [("refund.finding", str(request_id))]
+    assert '"unsupported_device": true' in rows[0].detail

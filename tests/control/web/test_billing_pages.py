@@ -1,0 +1,168 @@
+"""Billing: plans and checkout refusals, orders and payments, a refund request followed to its
+rule-by-rule decision."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterator
+
+import httpx
+import pytest
+from pydantic import SecretStr
+
+from burrow.control.billing.service import billing as billing_service
+from burrow.control.config import Settings
+from burrow.control.db import unit_of_work
+from burrow.control.models import PaymentMethod
+from burrow.control.runtime import Runtime
+from tests.control.web.conftest import MakeWebCustomer, WebCustomer
+from tests.support.stripe_server import HTTPX_DATA_WARNING, FakeStripe, stripe_server
+from tests.support.web import field_error, post_form
+
+
+async def _paid_order(runtime: Runtime, customer: WebCustomer, method: PaymentMethod) -> int:
+    async with unit_of_work(runtime.sessionmaker) as session:
+        recorded = await billing_service.record_manual_payment(
+            session,
+            runtime,
+            customer.account.id,
+            "personal-monthly",
+            699,
+            "USD",
+            method,
+            f"ref-{customer.account.id}-{method}",
+        )
+        return recorded.order.id
+
+
+async def test_billing_shows_plans_methods_and_no_orders(
+    client: httpx.AsyncClient, web_customer: MakeWebCustomer
+) -> None:
+    await web_customer(None)
+    page = await client.get("/billing")
+    assert page.status_code == 200
+    assert "Personal, 1 month — 6.99 USD for 1 month" in page.text
+    assert 'id="method-card"' in page.text
+    assert 'id="method-crypto"' in page.text
+    assert 'id="no-orders"' in page.text
+    assert "within 30 days" in page.text
+
+
+async def test_checkout_refusals_are_shown_on_the_page(
+    client: httpx.AsyncClient, web_customer: MakeWebCustomer
+) -> None:
+    await web_customer(None)
+    blank = await post_form(client, "/billing/checkout", {"plan_code": ""}, page="/billing")
+    assert blank.status_code == 422
+    assert field_error(blank, "plan_code") == "String should have at least 1 character"
+    assert field_error(blank, "method") == "Field required"
+    not_offered = await post_form(
+        client,
+        "/billing/checkout",
+        {"plan_code": "personal-monthly", "method": "app_store"},
+        page="/billing",
+    )
+    assert not_offered.status_code == 422
+    assert "does not take payment by app_store" in (field_error(not_offered, "method") or "")
+    not_set_up = await post_form(
+        client,
+        "/billing/checkout",
+        {"plan_code": "personal-monthly", "method": "card"},
+        page="/billing",
+    )
+    assert not_set_up.status_code == 409
+    assert "Card payments are not set up on this server" in not_set_up.text
+    assert 'id="plan-personal-monthly" value="personal-monthly" checked' in not_set_up.text
+
+
+async def test_refund_request_shows_its_decision_rule_by_rule(
+    client: httpx.AsyncClient, runtime: Runtime, web_customer: MakeWebCustomer
+) -> None:
+    customer = await web_customer(None)
+    order_id = await _paid_order(runtime, customer, PaymentMethod.manual)
+    page = await client.get("/billing")
+    assert f'id="order-{order_id}"' in page.text
+    assert "6.99 USD via manual" in page.text
+    link = f"/billing/orders/{order_id}/refund"
+    assert f'href="{link}"' in page.text
+
+    too_long = await post_form(client, link, {"reason": "x" * 2001})
+    assert too_long.status_code == 422
+    assert "2000" in (field_error(too_long, "reason") or "")
+    assert "x" * 2001 in too_long.text  # the text is kept
+
+    asked = await post_form(client, link, {"reason": "It does not connect from my hotel."})
+    assert asked.status_code == 303
+    status_url = asked.headers["location"]
+    assert re.fullmatch(r"/billing/refunds/\d+", status_url)
+    status = await client.get(status_url)
+    assert status.status_code == 200
+    assert "It does not connect from my hotel." in status.text
+    rules = re.findall(r'<tr class="outcome" data-rule="([a-z_]+)">', status.text)
+    assert len(rules) >= 2  # every evaluated rule has its row
+    assert "Waiting for a person" in status.text  # the strict policy never auto-approves
+
+    # One request per order: the link is gone and a second post is refused with a message.
+    assert f'href="{link}"' not in (await client.get("/billing")).text
+    again = await post_form(client, link, {"reason": "again"})
+    assert again.status_code == 409
+
+
+async def test_crypto_order_refund_is_refused_by_the_rule(
+    client: httpx.AsyncClient, runtime: Runtime, web_customer: MakeWebCustomer
+) -> None:
+    customer = await web_customer(None)
+    order_id = await _paid_order(runtime, customer, PaymentMethod.crypto)
+    asked = await post_form(
+        client, f"/billing/orders/{order_id}/refund", {"reason": "changed my mind"}
+    )
+    status = await client.get(asked.headers["location"])
+    assert "Refused" in status.text
+    assert "Not met" in status.text
+
+
+async def test_other_customers_orders_and_refunds_are_not_found(
+    client: httpx.AsyncClient, runtime: Runtime, web_customer: MakeWebCustomer
+) -> None:
+    other = await web_customer(None, sign_in=False)
+    order_id = await _paid_order(runtime, other, PaymentMethod.manual)
+    await web_customer(None)
+    assert (await client.get(f"/billing/orders/{order_id}/refund")).status_code == 404
+    assert (await client.get("/billing/refunds/1")).status_code == 404
+
+
+@pytest.mark.filterwarnings(HTTPX_DATA_WARNING)
+class TestCardCheckout:
+    """With Stripe set up (a local Stripe-shaped server), the page sends the browser to pay."""
+
+    @pytest.fixture
+    def fake_stripe(self) -> Iterator[FakeStripe]:
+        with stripe_server() as state:
+            yield state
+
+    @pytest.fixture
+    def settings(self, settings: Settings, fake_stripe: FakeStripe) -> Settings:
+        return settings.model_copy(
+            update={
+                "stripe_api_key": SecretStr("sk_test_burrow"),
+                "stripe_api_base": fake_stripe.url,
+            }
+        )
+
+    async def test_checkout_redirects_to_the_providers_page(
+        self, client: httpx.AsyncClient, web_customer: MakeWebCustomer, fake_stripe: FakeStripe
+    ) -> None:
+        await web_customer(None)
+        response = await post_form(
+            client,
+            "/billing/checkout",
+            {"plan_code": "personal-yearly", "method": "card"},
+            page="/billing",
+        )
+        assert response.status_code == 303, response.text
+        assert response.headers["location"].startswith("https://checkout.stripe.test/")
+        [call] = fake_stripe.calls
+        assert call.path == "/v1/checkout/sessions"
+        page = await client.get("/billing")
+        assert "personal-yearly" in page.text
+        assert "pending" in page.text
