@@ -24,12 +24,13 @@ from burrow.control.app import create_app
 from burrow.control.config import Settings
 from burrow.control.db import unit_of_work
 from burrow.control.runtime import Runtime
-from burrow.control.startup import prepare
 from tests.support import postgres
+from tests.support.app import running_runtime
 from tests.support.smtp import SmtpServer, running_smtp
 
 ROOT = Path(__file__).resolve().parents[1]
 STRICT_POLICY = ROOT / "examples" / "policies" / "strict-no-logs.toml"
+METERED_POLICY = ROOT / "examples" / "policies" / "metered.toml"
 TEST_SECRET = "test-secret-key-that-is-long-enough-0123456789"
 
 
@@ -110,12 +111,8 @@ def settings(database_url: str, smtp: SmtpServer) -> Settings:
 
 @pytest.fixture
 async def runtime(settings: Settings) -> AsyncIterator[Runtime]:
-    rt = Runtime.build(settings)
-    await prepare(rt)
-    try:
+    async with running_runtime(settings) as rt:
         yield rt
-    finally:
-        await rt.close()
 
 
 @pytest.fixture

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import getpass
+import json
 import shutil
+import sqlite3
 from pathlib import Path
 from typing import Protocol
 
@@ -136,3 +139,79 @@ def test_missing_schema_is_a_setup_error(tmp_path: Path, cli_env: dict[str, str]
     result = CliRunner().invoke(app, ["account", "list"], env=env)
     assert result.exit_code == 3
     assert "burrow db upgrade" in result.output
+
+
+def _trail(cli_env: dict[str, str]) -> list[tuple[int | None, str, str, str, dict[str, object]]]:
+    database = cli_env["BURROW_DATABASE_URL"].removeprefix("sqlite+aiosqlite:///")
+    with sqlite3.connect(database) as db:
+        rows = db.execute(
+            "SELECT admin_id, action, target_id, reason, detail FROM admin_actions ORDER BY id"
+        ).fetchall()
+    return [
+        (a, action, target, reason, json.loads(detail))
+        for a, action, target, reason, detail in rows
+    ]
+
+
+def _id_of(cli_env: dict[str, str], email: str) -> str:
+    database = cli_env["BURROW_DATABASE_URL"].removeprefix("sqlite+aiosqlite:///")
+    with sqlite3.connect(database) as db:
+        (found,) = db.execute("SELECT id FROM accounts WHERE email = ?", (email,)).fetchone()
+    return str(found)
+
+
+def test_every_cli_admin_action_leaves_a_row_naming_the_operator(
+    burrow: Burrow, cli_env: dict[str, str]
+) -> None:
+    operator = {"via": "cli", "operator": getpass.getuser()}
+    created = burrow(
+        "admin", "create", "boss@example.com", "--password-stdin", input="a strong password\n"
+    )
+    assert created.exit_code == 0, created.output
+    burrow("admin", "create", "eve@example.com", "--password-stdin", input="a strong password\n")
+    promoted = burrow("admin", "create", "eve@example.com", "--promote")
+    assert promoted.exit_code == 0, promoted.output
+    boss, eve = _id_of(cli_env, "boss@example.com"), _id_of(cli_env, "eve@example.com")
+
+    assert burrow("account", "suspend", eve, "--reason", "chargeback").exit_code == 0
+    assert burrow("account", "unsuspend", eve, "--reason", "paid").exit_code == 0
+    clause = "Prohibited activities: spam or unsolicited bulk messaging"
+    ended = burrow("account", "terminate", eve, "--reason", "bulk mail", "--clause", clause, "-y")
+    assert ended.exit_code == 0, ended.output
+    shown = burrow("account", "show", eve).output
+    assert f"Terminated for breaking the terms ({clause}): bulk mail" in " ".join(shown.split())
+    plain = burrow("account", "terminate", boss, "--reason", "closing the company", "--yes")
+    assert plain.exit_code == 0, plain.output
+
+    trail = _trail(cli_env)
+    assert [(action, target) for _, action, target, _, _ in trail] == [
+        ("account.create_admin", boss),
+        ("account.create_admin", eve),
+        ("account.promote_admin", eve),
+        ("account.suspend", eve),
+        ("account.unsuspend", eve),
+        ("account.terminate", eve),
+        ("account.terminate", boss),
+    ]
+    assert all(admin_id is None for admin_id, *_ in trail)
+    assert all({**detail, **operator} == detail for *_, detail in trail)
+    assert trail[3][3] == "chargeback"
+    assert trail[5][4] == {
+        **operator,
+        "clause": clause,
+        "terms_version": trail[5][4]["terms_version"],
+    }
+    assert trail[6][4] == operator  # no clause named: a termination not for a violation
+
+
+def test_terminate_refuses_a_clause_the_terms_do_not_have(
+    burrow: Burrow, cli_env: dict[str, str]
+) -> None:
+    burrow("admin", "create", "zed@example.com", "--password-stdin", input="a strong password\n")
+    zed = _id_of(cli_env, "zed@example.com")
+    refused = burrow("account", "terminate", zed, "--reason", "x", "--clause", "Rule 99", "-y")
+    assert refused.exit_code == 1
+    assert "is not a clause of the terms" in refused.output
+    assert "Traceback" not in refused.output
+    assert "active" in burrow("account", "show", zed).output
+    assert [action for _, action, *_ in _trail(cli_env)] == ["account.create_admin"]

@@ -11,17 +11,12 @@ from prometheus_client.parser import text_string_to_metric_families
 from pydantic import SecretStr
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from burrow.control.app import create_app
 from burrow.control.config import Settings
 from burrow.control.db import unit_of_work
 from burrow.control.desired_state.service import desired_state
 from burrow.control.models import (
-    Account,
     NodeStatus,
     Order,
-    OrderKind,
-    OrderStatus,
-    PaymentMethod,
     PrivacyRequest,
     PrivacyRequestKind,
     PrivacyRequestStatus,
@@ -33,14 +28,14 @@ from burrow.control.models import (
 )
 from burrow.control.nodes.service import node as node_service
 from burrow.control.runtime import Runtime
-from burrow.control.startup import prepare
 from burrow.wire.models import NodeReport
+from tests.support.app import app_client, running_runtime
 from tests.support.factories import (
     create_account,
     create_device,
     create_node,
+    create_order,
     create_subscription,
-    get_plan,
 )
 
 TOKEN = "metrics-token-for-tests-0123456789"
@@ -49,18 +44,15 @@ PROBLEM = "application/problem+json"
 
 @pytest.fixture
 async def metrics_runtime(settings: Settings) -> AsyncIterator[Runtime]:
-    rt = Runtime.build(settings.model_copy(update={"metrics_token": SecretStr(TOKEN)}))
-    await prepare(rt)
-    try:
+    async with running_runtime(
+        settings.model_copy(update={"metrics_token": SecretStr(TOKEN)})
+    ) as rt:
         yield rt
-    finally:
-        await rt.close()
 
 
 @pytest.fixture
 async def metrics_client(metrics_runtime: Runtime) -> AsyncIterator[httpx.AsyncClient]:
-    transport = httpx.ASGITransport(app=create_app(runtime=metrics_runtime))
-    async with httpx.AsyncClient(transport=transport, base_url="http://testserver") as client:
+    async with app_client(metrics_runtime) as client:
         yield client
 
 
@@ -79,25 +71,6 @@ async def _scrape(
     assert response.status_code == 200, response.text
     assert response.headers["content-type"].startswith("text/plain")
     return _samples(response.text)
-
-
-async def _order(session: AsyncSession, account: Account) -> Order:
-    plan = await get_plan(session, "personal-monthly")
-    order = Order(
-        account_id=account.id,
-        plan_id=plan.id,
-        kind=OrderKind.first,
-        amount_minor=plan.price_minor,
-        currency=plan.currency,
-        payment_method=PaymentMethod.card,
-        status=OrderStatus.paid,
-        period_months=1,
-        paid_at=utcnow(),
-        provider="manual",
-    )
-    session.add(order)
-    await session.flush()
-    return order
 
 
 async def _refund(
@@ -173,7 +146,7 @@ async def test_counts_read_at_scrape_time(
         await create_device(session, expired)
         await desired_state.refresh_account(session, runtime, expired.id)
 
-        order = await _order(session, customer)
+        order = await create_order(session, customer)
         await _refund(session, order, RefundStatus.queued, timedelta(hours=-3))
         await _refund(session, order, RefundStatus.approved, timedelta(hours=-1))
         await _refund(session, order, RefundStatus.queued, timedelta(hours=20))

@@ -21,9 +21,9 @@ from burrow.node.fairuse import (
     measure,
 )
 from burrow.node.loop import SyncLoop
-from burrow.wire import FairUseSpec, PeerSpec
+from burrow.wire import FairUseSpec
 
-from .drivers.test_tc import LIMIT_BPS, RATE_MBIT, Client, throughput
+from .drivers.test_tc import LIMIT_BPS, RATE_MBIT, add_client, throughput
 from .drivers.test_wireguard import keypair
 from .fakes import NETWORK, NODE_TOKEN, FakeControlPlane, FakeNetwork
 from .netns import Lab, needs, unique_name
@@ -174,24 +174,17 @@ async def test_the_loop_shapes_a_real_heavy_peer_and_lifts_it(lab: Lab) -> None:
     try:
         tunnels = []
         for n in (2, 3):
-            ns = lab.namespace()
-            lab.link(server_ns, ns, [f"10.200.{n}.1/30"], [f"10.200.{n}.2/30"])
-            private, public = keypair()
-            end = WireGuardGoDriver(
-                unique_name(), netns=ns.name, addresses=(f"10.99.0.{n}/24", f"fd00:99::{n}/64")
+            tunnel = await add_client(
+                lab,
+                server_ns,
+                server_public,
+                n,
+                clients,
+                port=NETWORK.listen_port,
+                allowed_ips="10.99.0.0/24",
             )
-            clients.append(end)
-            await end.start()
-            assert end.pid is not None
-            lab.track(end.pid)
-            await end.configure_interface(private, 51820 + n)
-            ns.run(
-                "wg", "set", end.interface, "peer", server_public, "endpoint",
-                f"10.200.{n}.1:{NETWORK.listen_port}", "allowed-ips", "10.99.0.0/24",
-            )  # fmt: skip
-            spec = PeerSpec(public_key=public, allowed_ips=(f"10.99.0.{n}/32", f"fd00:99::{n}/128"))
-            cp.upsert(spec)
-            tunnels.append(Client(ns, end, spec))
+            cp.upsert(tunnel.spec)
+            tunnels.append(tunnel)
         heavy, light = tunnels
 
         await loop.full_sync()

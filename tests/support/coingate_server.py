@@ -7,14 +7,14 @@ as a shopper paying would, then post the callback CoinGate would send.
 
 from __future__ import annotations
 
-import json
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 from urllib.parse import parse_qs
+
+from tests.support.fake_http import JsonHandler, running_http
 
 
 @dataclass
@@ -115,32 +115,17 @@ class FakeCoinGate:
 def running_coingate(api_key: str) -> Iterator[FakeCoinGate]:
     state = FakeCoinGate(api_key=api_key)
 
-    class Handler(BaseHTTPRequestHandler):
+    class Handler(JsonHandler):
         def _handle(self) -> None:
             length = int(self.headers.get("Content-Length", "0"))
             raw = self.rfile.read(length).decode() if length else ""
             form = {k: v[0] for k, v in parse_qs(raw).items()}
             call = Call(self.command, self.path, self.headers.get("Authorization", ""), form)
-            status, body = state.answer(call)
-            data = json.dumps(body).encode()
-            self.send_response(status)
-            self.send_header("Content-Type", "application/json")
-            self.send_header("Content-Length", str(len(data)))
-            self.end_headers()
-            self.wfile.write(data)
+            self.send_json(*state.answer(call))
 
         do_GET = _handle
         do_POST = _handle
 
-        def log_message(self, *args: Any) -> None:
-            pass
-
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    state.url = f"http://127.0.0.1:{server.server_address[1]}"
-    thread = threading.Thread(target=server.serve_forever, name="fake-coingate", daemon=True)
-    thread.start()
-    try:
+    with running_http(Handler, "fake-coingate") as url:
+        state.url = url
         yield state
-    finally:
-        server.shutdown()
-        server.server_close()

@@ -10,6 +10,7 @@ from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from burrow.control.billing.service import billing as billing_service
 from burrow.control.models import (
     Account,
     AccountSession,
@@ -18,11 +19,16 @@ from burrow.control.models import (
     Device,
     Node,
     NodeStatus,
+    Order,
+    OrderKind,
+    OrderStatus,
+    PaymentMethod,
     Plan,
     Subscription,
     SubscriptionStatus,
     utcnow,
 )
+from burrow.control.runtime import Runtime
 from burrow.control.security import hash_password, hash_token, new_token
 
 _counter = itertools.count(1)
@@ -89,7 +95,9 @@ async def create_subscription(
     plan_code: str = "personal-monthly",
     status: SubscriptionStatus = SubscriptionStatus.active,
     period_end: datetime | None = None,
+    stripe_id: str | None = None,
 ) -> Subscription:
+    """A subscription paid here; with ``stripe_id``, one Stripe renews by itself."""
     plan = await get_plan(session, plan_code)
     now = utcnow()
     sub = Subscription(
@@ -99,9 +107,72 @@ async def create_subscription(
         current_period_start=now,
         current_period_end=period_end or now + timedelta(days=30),
     )
+    if stripe_id is not None:
+        sub.provider, sub.provider_subscription_id = "stripe", stripe_id
     session.add(sub)
     await session.flush()
     return sub
+
+
+async def create_order(
+    session: AsyncSession,
+    account: Account,
+    *,
+    plan_code: str = "personal-monthly",
+    provider: str = "manual",
+    provider_order_id: str | None = None,
+) -> Order:
+    """A first order for ``plan_code``, paid by card just now: the order row alone (no payment,
+    no subscription), for tests that read orders rather than pay them."""
+    plan = await get_plan(session, plan_code)
+    order = Order(
+        account_id=account.id,
+        plan_id=plan.id,
+        kind=OrderKind.first,
+        amount_minor=plan.price_minor,
+        currency=plan.currency,
+        payment_method=PaymentMethod.card,
+        status=OrderStatus.paid,
+        period_months=plan.period_months,
+        paid_at=utcnow(),
+        provider=provider,
+        provider_order_id=provider_order_id,
+    )
+    session.add(order)
+    await session.flush()
+    return order
+
+
+async def create_paid_order(
+    session: AsyncSession,
+    runtime: Runtime,
+    account: Account,
+    reference: str,
+    *,
+    plan_code: str = "personal-monthly",
+    method: PaymentMethod = PaymentMethod.card,
+    fingerprint: str | None = None,
+    paid_at: datetime | None = None,
+) -> Order:
+    """An order for ``plan_code`` paid in full by hand (provider "manual", payment id
+    ``reference``), recorded by the billing service; ``paid_at`` backdates the payment."""
+    plan = await get_plan(session, plan_code)
+    recorded = await billing_service.record_payment(
+        session,
+        runtime,
+        account,
+        plan,
+        plan.price_minor,
+        plan.currency,
+        method,
+        "manual",
+        reference,
+        fingerprint,
+    )
+    if paid_at is not None:
+        recorded.order.paid_at = paid_at
+        await session.flush()
+    return recorded.order
 
 
 async def create_node(

@@ -15,9 +15,13 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 from urllib.parse import parse_qs
+
+from pydantic import SecretStr
+
+from burrow.control.config import Settings
+from tests.support.fake_http import JsonHandler, running_http
 
 # The stripe library's httpx client uploads its form as ``data=bytes``, which httpx
 # deprecates; tests that let the library call out filter this warning.
@@ -48,6 +52,15 @@ class FakeStripe:
     subscriptions: dict[str, dict[str, Any]] = field(default_factory=dict)
     failures: int = 0  # answer this many calls with a 500 first
     lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def add_subscription(self, sub_id: str) -> None:
+        """An active subscription that renews at the end of its period, as Stripe holds one."""
+        self.subscriptions[sub_id] = {
+            "id": sub_id,
+            "object": "subscription",
+            "status": "active",
+            "cancel_at_period_end": False,
+        }
 
     def answer(self, call: StripeCall) -> tuple[int, dict[str, Any]]:
         with self.lock:
@@ -138,7 +151,7 @@ class FakeStripe:
 def stripe_server() -> Iterator[FakeStripe]:
     state = FakeStripe()
 
-    class Handler(BaseHTTPRequestHandler):
+    class Handler(JsonHandler):
         def do_GET(self) -> None:
             self._serve("GET")
 
@@ -155,27 +168,18 @@ def stripe_server() -> Iterator[FakeStripe]:
             raw = self.rfile.read(length).decode() if method == "POST" else query
             form = parse_qs(raw, keep_blank_values=True)
             call = StripeCall(method, path, self.headers.get("Idempotency-Key", ""), form)
-            status, body = state.answer(call)
-            data = json.dumps(body).encode()
-            self.send_response(status)
-            self.send_header("Content-Type", "application/json")
-            self.send_header("Content-Length", str(len(data)))
-            self.end_headers()
-            self.wfile.write(data)
+            self.send_json(*state.answer(call))
 
-        def log_message(self, *args: Any) -> None:
-            pass
-
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    state.url = f"http://127.0.0.1:{server.server_address[1]}"
-    try:
+    with running_http(Handler, "fake-stripe") as url:
+        state.url = url
         yield state
-    finally:
-        server.shutdown()
-        server.server_close()
-        thread.join(timeout=5)
+
+
+def with_stripe(settings: Settings, fake: FakeStripe, **more: object) -> Settings:
+    """``settings`` with the stripe library pointed at ``fake`` (and any ``more`` changes)."""
+    return settings.model_copy(
+        update={"stripe_api_key": SecretStr("sk_test_burrow"), "stripe_api_base": fake.url, **more}
+    )
 
 
 # --- webhook deliveries -------------------------------------------------------------------------

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import getpass
 import sys
 from typing import Annotated
 
@@ -12,6 +13,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from burrow.cli.common import console, fail, run, with_session
 from burrow.control.accounts.service import AccountSearch
 from burrow.control.accounts.service import account as account_service
+from burrow.control.admin.service import CliOperator, admin_accounts
 from burrow.control.models import Account, AccountStatus
 from burrow.control.runtime import Runtime
 
@@ -54,6 +56,15 @@ def _show(account: Account) -> None:
     console.print(table)
 
 
+def _operator() -> CliOperator:
+    """Who runs the command, for the admin audit trail: the operating system's user name."""
+    try:
+        name = getpass.getuser()
+    except (OSError, KeyError):  # no login name and no passwd entry (a bare container)
+        name = "unknown"
+    return CliOperator(name)
+
+
 def _read_password(password_stdin: bool) -> str:
     if password_stdin:
         password = sys.stdin.readline().rstrip("\r\n")
@@ -78,7 +89,9 @@ def admin_create(
     password = _read_password(password_stdin) if (password_stdin or not promote) else None
 
     async def work(session: AsyncSession, _runtime: Runtime) -> Account:
-        return await account_service.create_admin(session, email, password, promote=promote)
+        return await admin_accounts.make_admin(
+            session, _operator(), email, password, promote=promote
+        )
 
     created = run(with_session(work))
     console.print(f"administrator {created.email} (id {created.id}) is ready", highlight=False)
@@ -135,7 +148,7 @@ def account_suspend(
 
     async def work(session: AsyncSession, runtime: Runtime) -> Account:
         found = await account_service.find(session, ref)
-        return await account_service.suspend(session, runtime, found.id, reason)
+        return await admin_accounts.suspend(session, runtime, _operator(), found.id, reason)
 
     done = run(with_session(work))
     console.print(f"account {done.id} ({done.email}) is suspended", highlight=False)
@@ -150,7 +163,7 @@ def account_unsuspend(
 
     async def work(session: AsyncSession, runtime: Runtime) -> Account:
         found = await account_service.find(session, ref)
-        return await account_service.unsuspend(session, runtime, found.id, reason)
+        return await admin_accounts.unsuspend(session, runtime, _operator(), found.id, reason)
 
     done = run(with_session(work))
     console.print(f"account {done.id} ({done.email}) is active again", highlight=False)
@@ -160,6 +173,14 @@ def account_unsuspend(
 def account_terminate(
     ref: AccountRef,
     reason: Annotated[str, typer.Option("--reason", help="Why; kept with the account.")],
+    clause: Annotated[
+        str | None,
+        typer.Option(
+            "--clause",
+            help="The clause of the terms that was broken, as the admin panel lists it "
+            "(a termination for a violation); leave out for any other termination.",
+        ),
+    ] = None,
     yes: Annotated[bool, typer.Option("--yes", "-y", help="Do not ask for confirmation.")] = False,
 ) -> None:
     """Terminate an account for good: its sessions and VPN access end at once."""
@@ -170,7 +191,9 @@ def account_terminate(
 
     async def work(session: AsyncSession, runtime: Runtime) -> Account:
         found = await account_service.find(session, ref)
-        return await account_service.terminate(session, runtime, found.id, reason)
+        return await admin_accounts.terminate(
+            session, runtime, _operator(), found.id, clause, reason
+        )
 
     done = run(with_session(work))
     console.print(f"account {done.id} ({done.email}) is terminated", highlight=False)

@@ -82,9 +82,14 @@ async def test_register_verify_by_emailed_link(
     link = re.search(r"http://testserver\S+", text)
     assert link is not None, text
     url = urlsplit(link.group(0))
+    # A person clicks the link: it opens the web page, which verifies (never the API's JSON).
+    assert url.path == "/verify-email"
     followed = await client.get(f"{url.path}?{url.query}")
     assert followed.status_code == 200, followed.text
-    again = await client.get(f"{url.path}?{url.query}")
+    assert followed.headers["content-type"].startswith("text/html")
+    assert "new.person@example.com is verified" in followed.text
+    # The API still takes the same token, and refuses it once it was used.
+    again = await client.get(f"/api/v1/accounts/verify-email?{url.query}")
     assert again.status_code == 410
     assert again.headers["content-type"] == PROBLEM
     assert "new link" in again.json()["detail"]

@@ -9,6 +9,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from burrow.control.admin.repository import ActionFilters
 from burrow.control.admin.service import (
+    CliOperator,
     NotAnAdministrator,
     UnknownClause,
     admin_accounts,
@@ -41,6 +42,19 @@ async def test_a_customer_cannot_leave_a_row(session: AsyncSession) -> None:
     with pytest.raises(NotAnAdministrator):
         await admin_audit.record(session, customer, "account.suspend", "account", customer.id)
     assert (await admin_audit.search(session)).total == 0
+
+
+async def test_the_command_line_leaves_a_row_with_its_operator_and_no_admin(
+    session: AsyncSession, runtime: Runtime
+) -> None:
+    customer = await create_account(session)
+    await admin_accounts.suspend(session, runtime, CliOperator("ops"), customer.id, "chargeback")
+    page = await admin_audit.search(session)
+    assert page.total == 1
+    entry = page.items[0]
+    assert (entry.action.admin_id, entry.admin_email) == (None, None)
+    assert (entry.action.action, entry.action.target_id) == ("account.suspend", str(customer.id))
+    assert entry.detail == {"via": "cli", "operator": "ops"}
 
 
 async def test_search_filters(session: AsyncSession) -> None:

@@ -8,11 +8,10 @@ import httpx
 import pytest
 from pydantic import SecretStr
 
-from burrow.control.app import create_app
 from burrow.control.config import Settings
 from burrow.control.runtime import Runtime
-from burrow.control.startup import prepare
-from tests.support.stripe_server import FakeStripe, stripe_server
+from tests.support.app import app_client, running_runtime
+from tests.support.stripe_server import FakeStripe, stripe_server, with_stripe
 
 STRIPE_SECRET = "whsec_test_secret"
 
@@ -25,27 +24,16 @@ def fake_stripe() -> Iterator[FakeStripe]:
 
 @pytest.fixture
 def stripe_settings(settings: Settings, fake_stripe: FakeStripe) -> Settings:
-    return settings.model_copy(
-        update={
-            "stripe_webhook_secret": SecretStr(STRIPE_SECRET),
-            "stripe_api_key": SecretStr("sk_test_burrow"),
-            "stripe_api_base": fake_stripe.url,
-        }
-    )
+    return with_stripe(settings, fake_stripe, stripe_webhook_secret=SecretStr(STRIPE_SECRET))
 
 
 @pytest.fixture
 async def stripe_runtime(stripe_settings: Settings) -> AsyncIterator[Runtime]:
-    rt = Runtime.build(stripe_settings)
-    await prepare(rt)
-    try:
+    async with running_runtime(stripe_settings) as rt:
         yield rt
-    finally:
-        await rt.close()
 
 
 @pytest.fixture
 async def stripe_client(stripe_runtime: Runtime) -> AsyncIterator[httpx.AsyncClient]:
-    transport = httpx.ASGITransport(app=create_app(runtime=stripe_runtime))
-    async with httpx.AsyncClient(transport=transport, base_url="http://testserver") as client:
+    async with app_client(stripe_runtime) as client:
         yield client

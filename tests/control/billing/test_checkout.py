@@ -7,16 +7,14 @@ from collections.abc import AsyncIterator
 
 import httpx
 import pytest
-from pydantic import SecretStr
 from sqlalchemy import func, select
 
-from burrow.control.app import create_app
 from burrow.control.config import Settings
 from burrow.control.db import unit_of_work
 from burrow.control.models import Order, OrderStatus, Subscription
 from burrow.control.runtime import Runtime
-from burrow.control.startup import prepare
 from tests.control.billing.conftest import STRIPE_SECRET
+from tests.support.app import app_client, running_runtime
 from tests.support.factories import create_account, create_session_token, create_subscription
 from tests.support.stripe_server import HTTPX_DATA_WARNING, FakeStripe, event, sign
 from tests.support.stripe_server import stripe_server as running_stripe
@@ -141,20 +139,15 @@ async def one_off_runtime(stripe_settings: Settings) -> AsyncIterator[Runtime]:
     rt = Runtime.build(stripe_settings)
     methods = rt.policy.payment_methods.model_copy(update={"recurring": []})
     policy = rt.policy.model_copy(update={"payment_methods": methods})
-    rt = Runtime.build(stripe_settings, policy=policy)
-    await prepare(rt)
-    try:
+    async with running_runtime(stripe_settings, policy=policy) as rt:
         yield rt
-    finally:
-        await rt.close()
 
 
 async def test_a_method_that_does_not_renew_pays_once(
     one_off_runtime: Runtime, fake_stripe: FakeStripe
 ) -> None:
     _, headers = await _caller(one_off_runtime)
-    transport = httpx.ASGITransport(app=create_app(runtime=one_off_runtime))
-    async with httpx.AsyncClient(transport=transport, base_url="http://testserver") as client:
+    async with app_client(one_off_runtime) as client:
         response = await client.post(
             URL, json={"plan_code": "personal-yearly", "method": "card"}, headers=headers
         )
@@ -219,15 +212,10 @@ async def test_stripe_failing_or_unreachable_is_a_502_and_keeps_nothing(
         closed = gone.url
     for api_base, failures in [(fake_stripe.url, 10), (closed, 0)]:
         fake_stripe.failures = failures
-        settings = stripe_settings.model_copy(
-            update={"stripe_api_base": api_base, "stripe_api_key": SecretStr("sk_test_burrow")}
-        )
-        runtime = Runtime.build(settings)
-        await prepare(runtime)
-        try:
+        settings = stripe_settings.model_copy(update={"stripe_api_base": api_base})
+        async with running_runtime(settings) as runtime:
             _, headers = await _caller(runtime)
-            transport = httpx.ASGITransport(app=create_app(runtime=runtime))
-            async with httpx.AsyncClient(transport=transport, base_url="http://t") as client:
+            async with app_client(runtime) as client:
                 response = await client.post(
                     URL, json={"plan_code": "personal-monthly", "method": "card"}, headers=headers
                 )
@@ -236,8 +224,6 @@ async def test_stripe_failing_or_unreachable_is_a_502_and_keeps_nothing(
             assert "Nothing was charged" in response.json()["detail"]
             async with unit_of_work(runtime.sessionmaker) as session:
                 assert await session.scalar(select(func.count()).select_from(Order)) == 0
-        finally:
-            await runtime.close()
     # The library tried three times (its two retries), each with the same key.
     keys = {call.idempotency_key for call in fake_stripe.calls}
     assert len(fake_stripe.calls) == 3

@@ -16,7 +16,6 @@ import pytest
 from pydantic import SecretStr
 from sqlalchemy import func, select
 
-from burrow.control.app import create_app
 from burrow.control.billing.coingate import callback_token, minor_units, price_text, receive
 from burrow.control.billing.service import webhook as webhook_service
 from burrow.control.config import Settings
@@ -36,9 +35,9 @@ from burrow.control.models import (
 )
 from burrow.control.refunds.service import refund as refund_service
 from burrow.control.runtime import Runtime
-from burrow.control.startup import prepare
 from burrow.control.subscriptions.service import subscription as subscription_service
 from tests.conftest import TEST_SECRET
+from tests.support.app import app_client, running_runtime
 from tests.support.coingate_server import FakeCoinGate, running_coingate
 from tests.support.factories import create_account, create_session_token
 
@@ -58,18 +57,13 @@ async def cg_runtime(settings: Settings, fake_coingate: FakeCoinGate) -> AsyncIt
     configured = settings.model_copy(
         update={"coingate_api_key": SecretStr(API_KEY), "coingate_api_base": fake_coingate.url}
     )
-    rt = Runtime.build(configured)
-    await prepare(rt)
-    try:
+    async with running_runtime(configured) as rt:
         yield rt
-    finally:
-        await rt.close()
 
 
 @pytest.fixture
 async def cg_client(cg_runtime: Runtime) -> AsyncIterator[httpx.AsyncClient]:
-    transport = httpx.ASGITransport(app=create_app(runtime=cg_runtime))
-    async with httpx.AsyncClient(transport=transport, base_url="http://testserver") as client:
+    async with app_client(cg_runtime) as client:
         yield client
 
 

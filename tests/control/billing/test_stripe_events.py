@@ -14,7 +14,6 @@ import httpx
 import pytest
 from sqlalchemy import func, select
 
-from burrow.control.app import create_app
 from burrow.control.billing.service import billing as billing_service
 from burrow.control.config import Settings
 from burrow.control.db import unit_of_work
@@ -29,11 +28,11 @@ from burrow.control.models import (
     WebhookEvent,
 )
 from burrow.control.runtime import Runtime
-from burrow.control.startup import prepare
 from burrow.control.subscriptions.service import gives_access
 from burrow.control.subscriptions.service import subscription as subscription_service
 from burrow.control.subscriptions.tasks import expire_due_subscriptions
 from tests.control.billing.conftest import STRIPE_SECRET
+from tests.support.app import app_client, running_runtime
 from tests.support.factories import create_account, create_device, get_plan
 from tests.support.stripe_server import HTTPX_DATA_WARNING, FakeStripe, event, sign
 
@@ -543,21 +542,15 @@ async def test_a_refund_burrow_sent_is_not_counted_again_by_its_event(
 async def no_grace_runtime(stripe_settings: Settings) -> AsyncIterator[Runtime]:
     rt = Runtime.build(stripe_settings)
     methods = rt.policy.payment_methods.model_copy(update={"past_due_grace_days": 0})
-    rt = Runtime.build(
-        stripe_settings, policy=rt.policy.model_copy(update={"payment_methods": methods})
-    )
-    await prepare(rt)
-    try:
+    policy = rt.policy.model_copy(update={"payment_methods": methods})
+    async with running_runtime(stripe_settings, policy=policy) as rt:
         yield rt
-    finally:
-        await rt.close()
 
 
 async def test_without_grace_a_failed_payment_ends_access_at_once(
     no_grace_runtime: Runtime,
 ) -> None:
-    transport = httpx.ASGITransport(app=create_app(runtime=no_grace_runtime))
-    async with httpx.AsyncClient(transport=transport, base_url="http://testserver") as client:
+    async with app_client(no_grace_runtime) as client:
         customer = await _subscribed(client, no_grace_runtime)
         assert await _served(no_grace_runtime, customer.account_id) == {customer.device_key}
         end = (await _subscription(no_grace_runtime, customer.account_id)).current_period_end

@@ -3,20 +3,18 @@ refund window, deleted once no refund rule needs them, and never written in stri
 
 from __future__ import annotations
 
-from datetime import timedelta
+from datetime import datetime, timedelta
 
 import pytest
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from burrow.control.billing.service import billing as billing_service
 from burrow.control.config import Settings
 from burrow.control.connections.tasks import expire_usage_counters
 from burrow.control.db import unit_of_work
 from burrow.control.models import (
     Account,
     ConnectionRecord,
-    PaymentMethod,
     RefundRequest,
     RefundStatus,
     UsageCounter,
@@ -25,7 +23,7 @@ from burrow.control.runtime import Runtime
 from burrow.control.scheduler import JOBS
 from tests.control.connections.conftest import MakeCustomer, MakeNode, Wall
 from tests.control.connections.test_records import METERED_POLICY
-from tests.support.factories import create_account, get_plan
+from tests.support.factories import create_account, create_paid_order
 
 # metered.toml: refunds.window_days = 7, trial.days = 1.
 WINDOW = timedelta(days=7)
@@ -36,23 +34,10 @@ def settings(settings: Settings) -> Settings:
     return settings.model_copy(update={"policy_path": METERED_POLICY})
 
 
-async def pay(runtime: Runtime, account: Account, reference: str, paid_at: object) -> int:
+async def pay(runtime: Runtime, account: Account, reference: str, paid_at: datetime) -> int:
     async with unit_of_work(runtime.sessionmaker) as session:
-        plan = await get_plan(session, "personal-monthly")
-        recorded = await billing_service.record_payment(
-            session,
-            runtime,
-            account,
-            plan,
-            plan.price_minor,
-            plan.currency,
-            PaymentMethod.card,
-            "manual",
-            reference,
-        )
-        recorded.order.paid_at = paid_at  # type: ignore[assignment]
-        await session.flush()
-        return recorded.order.id
+        order = await create_paid_order(session, runtime, account, reference, paid_at=paid_at)
+        return order.id
 
 
 async def counters(runtime: Runtime) -> dict[int, tuple[int | None, int, int]]:

@@ -226,6 +226,14 @@ BROKEN: dict[str, tuple[str, list[str]]] = {
             'privacy.mode = "strict" forbids storing them'
         ],
     ),
+    "a monthly data cap, which nothing enforces yet": (
+        edit(BASE, ('mode = "strict"', 'mode = "metered"\nconnection_record_retention_days = 30'))
+        + "[fair_use]\nmonthly_data_cap_bytes = 100000000000\n",
+        [
+            "fair_use.monthly_data_cap_bytes: burrow does not enforce a monthly data cap yet, so "
+            "the terms cannot promise one; remove it and use fair_use.shaping"
+        ],
+    ),
     "typos and out-of-range values, all reported at once": (
         edit(
             BASE,

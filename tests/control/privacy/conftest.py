@@ -1,18 +1,15 @@
-"""An account that has a row in every table that can hold one, and a metered runtime."""
+"""An account that has a row in every table that can hold one (``metered`` and
+``metered_client`` come from tests/control/conftest.py)."""
 
 from __future__ import annotations
 
 import json
-from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from datetime import timedelta
 
-import httpx
 import pytest
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from burrow.control.app import create_app
-from burrow.control.config import Settings
 from burrow.control.db import unit_of_work
 from burrow.control.desired_state.service import desired_state as desired_state_service
 from burrow.control.models import (
@@ -23,10 +20,7 @@ from burrow.control.models import (
     ConsentPurpose,
     Device,
     Order,
-    OrderKind,
-    OrderStatus,
     Payment,
-    PaymentMethod,
     PrivacyRequestKind,
     RefundRequest,
     RefundRuleOutcome,
@@ -39,29 +33,8 @@ from burrow.control.models import (
 from burrow.control.privacy.service import privacy as privacy_service
 from burrow.control.runtime import Runtime
 from burrow.control.security import keyed_digest
-from burrow.control.startup import prepare
 from burrow.control.terms.service import terms as terms_service
-from tests.conftest import ROOT
 from tests.support import factories
-
-METERED_POLICY = ROOT / "examples" / "policies" / "metered.toml"
-
-
-@pytest.fixture
-async def metered(settings: Settings) -> AsyncIterator[Runtime]:
-    rt = Runtime.build(settings.model_copy(update={"policy_path": METERED_POLICY}))
-    await prepare(rt)
-    try:
-        yield rt
-    finally:
-        await rt.close()
-
-
-@pytest.fixture
-async def metered_client(metered: Runtime) -> AsyncIterator[httpx.AsyncClient]:
-    transport = httpx.ASGITransport(app=create_app(runtime=metered))
-    async with httpx.AsyncClient(transport=transport, base_url="http://testserver") as client:
-        yield client
 
 
 @dataclass
@@ -87,29 +60,15 @@ async def populate(session: AsyncSession, runtime: Runtime, account: Account) ->
     ]
     # served_peers and peer_changes.
     await desired_state_service.refresh_account(session, runtime, account.id)
-    plan = await factories.get_plan(session, "personal-monthly")
-    order = Order(
-        account_id=account.id,
-        plan_id=plan.id,
-        kind=OrderKind.first,
-        amount_minor=plan.price_minor,
-        currency=plan.currency,
-        payment_method=PaymentMethod.card,
-        status=OrderStatus.paid,
-        period_months=plan.period_months,
-        paid_at=now,
-        provider="stripe",
-        provider_order_id="cs_test_1",
-        created_at=now,
+    order = await factories.create_order(
+        session, account, provider="stripe", provider_order_id="cs_test_1"
     )
-    session.add(order)
-    await session.flush()
     payment = Payment(
         order_id=order.id,
         provider="stripe",
         provider_payment_id=f"pi_{account.id}",
-        amount_minor=plan.price_minor,
-        currency=plan.currency,
+        amount_minor=order.amount_minor,
+        currency=order.currency,
         fingerprint="fp_card_of_the_customer",
     )
     refund = RefundRequest(

@@ -8,21 +8,19 @@ from collections.abc import AsyncIterator, Iterator
 
 import httpx
 import pytest
-from pydantic import SecretStr
 
-from burrow.control.app import create_app
 from burrow.control.config import Settings
 from burrow.control.db import unit_of_work
 from burrow.control.models import Account, AccountStatus
 from burrow.control.runtime import Runtime
-from burrow.control.startup import prepare
+from tests.support.app import app_client, running_runtime
 from tests.support.factories import (
     DEFAULT_PASSWORD,
     create_account,
     create_session_token,
     create_subscription,
 )
-from tests.support.stripe_server import HTTPX_DATA_WARNING, FakeStripe, stripe_server
+from tests.support.stripe_server import HTTPX_DATA_WARNING, FakeStripe, stripe_server, with_stripe
 
 pytestmark = pytest.mark.filterwarnings(HTTPX_DATA_WARNING)
 
@@ -33,12 +31,7 @@ ERASE = {"password": DEFAULT_PASSWORD, "confirm": True}
 @pytest.fixture
 def fake_stripe() -> Iterator[FakeStripe]:
     with stripe_server() as state:
-        state.subscriptions[SUB] = {
-            "id": SUB,
-            "object": "subscription",
-            "status": "active",
-            "cancel_at_period_end": False,
-        }
+        state.add_subscription(SUB)
         yield state
 
 
@@ -46,24 +39,17 @@ def fake_stripe() -> Iterator[FakeStripe]:
 async def stripe_client(
     settings: Settings, fake_stripe: FakeStripe
 ) -> AsyncIterator[tuple[Runtime, httpx.AsyncClient]]:
-    configured = settings.model_copy(
-        update={"stripe_api_key": SecretStr("sk_test_burrow"), "stripe_api_base": fake_stripe.url}
-    )
-    runtime = Runtime.build(configured)
-    await prepare(runtime)
-    transport = httpx.ASGITransport(app=create_app(runtime=runtime))
-    try:
-        async with httpx.AsyncClient(transport=transport, base_url="http://testserver") as c:
-            yield runtime, c
-    finally:
-        await runtime.close()
+    async with (
+        running_runtime(with_stripe(settings, fake_stripe)) as runtime,
+        app_client(runtime) as c,
+    ):
+        yield runtime, c
 
 
 async def _customer(runtime: Runtime) -> tuple[int, dict[str, str]]:
     async with unit_of_work(runtime.sessionmaker) as session:
         account = await create_account(session)
-        sub = await create_subscription(session, account)
-        sub.provider, sub.provider_subscription_id = "stripe", SUB
+        await create_subscription(session, account, stripe_id=SUB)
         token = await create_session_token(session, account)
         return account.id, {"Authorization": f"Bearer {token}"}
 
@@ -83,7 +69,12 @@ async def test_stripe_stops_renewing_before_the_account_goes(
     response = await client.post("/api/v1/privacy/erase", headers=headers, json=ERASE)
     assert response.status_code == 200, response.text
     assert fake_stripe.subscriptions[SUB]["cancel_at_period_end"] is True
-    assert [(c.method, c.path) for c in fake_stripe.calls] == [("POST", f"/v1/subscriptions/{SUB}")]
+    # First told to stop renewing (unreachable, nothing would be erased); once the erasure is
+    # committed, the subscription is ended at Stripe at once, as for a refunded order.
+    assert [(c.method, c.path) for c in fake_stripe.calls] == [
+        ("POST", f"/v1/subscriptions/{SUB}"),
+        ("DELETE", f"/v1/subscriptions/{SUB}"),
+    ]
     assert await _status(runtime, account_id) is AccountStatus.erased
 
 

@@ -10,6 +10,7 @@ import pytest
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from burrow.control.accounts.service import account as account_service
 from burrow.control.billing.providers import PROVIDERS
 from burrow.control.billing.service import OrderNotFound
 from burrow.control.billing.service import billing as billing_service
@@ -37,7 +38,7 @@ from burrow.control.refunds.service import refund as refund_service
 from burrow.control.refunds.tasks import execute_approved_refunds
 from burrow.control.runtime import Runtime
 from burrow.control.subscriptions.service import subscription as subscription_service
-from tests.support.factories import create_account, create_device, get_plan
+from tests.support.factories import create_account, create_device, create_paid_order, get_plan
 
 
 async def _paid(
@@ -46,27 +47,13 @@ async def _paid(
     account: Account,
     reference: str,
     *,
-    plan_code: str = "personal-monthly",
-    method: PaymentMethod = PaymentMethod.card,
-    fingerprint: str | None = None,
     days_ago: float = 1,
+    fingerprint: str | None = None,
 ) -> Order:
-    plan = await get_plan(session, plan_code)
-    recorded = await billing_service.record_payment(
-        session,
-        runtime,
-        account,
-        plan,
-        plan.price_minor,
-        plan.currency,
-        method,
-        "manual",
-        reference,
-        fingerprint,
+    paid_at = utcnow() - timedelta(days=days_ago)
+    return await create_paid_order(
+        session, runtime, account, reference, fingerprint=fingerprint, paid_at=paid_at
     )
-    recorded.order.paid_at = utcnow() - timedelta(days=days_ago)
-    await session.flush()
-    return recorded.order
 
 
 async def _usage(session: AsyncSession, account: Account, bytes_total: int, sessions: int) -> None:
@@ -182,10 +169,22 @@ async def test_terminated_account_refused(runtime: Runtime) -> None:
         account = await create_account(session)
         order = await _paid(session, runtime, account, "s-term")
         account.status = AccountStatus.terminated
+        account.terminated_clause = "Prohibited activities"
         await session.flush()
         view = await refund_service.request(session, runtime, account, order.id, "x")
     assert view.request.status == RefundStatus.refused
     assert _rules(view)["terminated_for_violation_excludes"] is False
+
+
+async def test_a_termination_for_no_clause_does_not_exclude_a_refund(runtime: Runtime) -> None:
+    # Ended by the operator for another reason (the command line without --clause): the seed
+    # excludes only accounts "terminated due to policy violations".
+    async with unit_of_work(runtime.sessionmaker) as session:
+        account = await create_account(session)
+        order = await _paid(session, runtime, account, "s-term-plain")
+        await account_service.terminate(session, runtime, account.id, "Closing the region.")
+        view = await refund_service.request(session, runtime, account, order.id, "x")
+    assert _rules(view)["terminated_for_violation_excludes"] is True
 
 
 async def test_strict_queues_then_a_finding_refuses(runtime: Runtime) -> None:

@@ -6,12 +6,10 @@ from datetime import timedelta
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from burrow.control.billing.service import billing as billing_service
 from burrow.control.db import unit_of_work
 from burrow.control.models import (
     Account,
     Order,
-    PaymentMethod,
     RefundRequest,
     UsageCounter,
     utcnow,
@@ -19,27 +17,14 @@ from burrow.control.models import (
 from burrow.control.refunds.engine import Verdict, evaluate
 from burrow.control.refunds.service import refund as refund_service
 from burrow.control.runtime import Runtime
-from tests.support.factories import create_account, get_plan
+from tests.support.factories import create_account, create_paid_order
 
 
 async def _paid(
     session: AsyncSession, runtime: Runtime, account: Account, reference: str, days_ago: float
 ) -> Order:
-    plan = await get_plan(session, "personal-monthly")
-    recorded = await billing_service.record_payment(
-        session,
-        runtime,
-        account,
-        plan,
-        plan.price_minor,
-        plan.currency,
-        PaymentMethod.card,
-        "manual",
-        reference,
-    )
-    recorded.order.paid_at = utcnow() - timedelta(days=days_ago)
-    await session.flush()
-    return recorded.order
+    paid_at = utcnow() - timedelta(days=days_ago)
+    return await create_paid_order(session, runtime, account, reference, paid_at=paid_at)
 
 
 def _request(account: Account, order: Order) -> RefundRequest:

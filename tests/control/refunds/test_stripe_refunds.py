@@ -6,7 +6,6 @@ from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
 import pytest
-from pydantic import SecretStr
 
 from burrow.control.billing.service import billing as billing_service
 from burrow.control.config import Settings
@@ -15,10 +14,10 @@ from burrow.control.models import Order, OrderStatus, PaymentMethod, RefundReque
 from burrow.control.refunds.service import refund as refund_service
 from burrow.control.refunds.tasks import execute_approved_refunds
 from burrow.control.runtime import Runtime
-from burrow.control.startup import prepare
-from tests.control.refunds.conftest import METERED_POLICY
+from tests.conftest import METERED_POLICY
+from tests.support.app import running_runtime
 from tests.support.factories import create_account, get_plan
-from tests.support.stripe_server import HTTPX_DATA_WARNING, FakeStripe, stripe_server
+from tests.support.stripe_server import HTTPX_DATA_WARNING, FakeStripe, stripe_server, with_stripe
 
 pytestmark = pytest.mark.filterwarnings(HTTPX_DATA_WARNING)
 
@@ -31,20 +30,10 @@ def fake_stripe() -> Iterator[FakeStripe]:
 
 @pytest.fixture
 async def stripe_metered(settings: Settings, fake_stripe: FakeStripe) -> AsyncIterator[Runtime]:
-    url = fake_stripe.url
-    configured = settings.model_copy(
-        update={
-            "policy_path": METERED_POLICY,
-            "stripe_api_key": SecretStr("sk_test_burrow"),
-            "stripe_api_base": url,
-        }
-    )
-    rt = Runtime.build(configured)
-    await prepare(rt)
-    try:
+    async with running_runtime(
+        with_stripe(settings, fake_stripe, policy_path=METERED_POLICY)
+    ) as rt:
         yield rt
-    finally:
-        await rt.close()
 
 
 async def _stripe_order(runtime: Runtime, reference: str) -> tuple[Any, Order]:

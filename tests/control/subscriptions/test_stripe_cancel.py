@@ -8,16 +8,14 @@ from collections.abc import AsyncIterator, Iterator
 
 import httpx
 import pytest
-from pydantic import SecretStr
 
-from burrow.control.app import create_app
 from burrow.control.config import Settings
 from burrow.control.db import unit_of_work
 from burrow.control.models import Subscription
 from burrow.control.runtime import Runtime
-from burrow.control.startup import prepare
+from tests.support.app import app_client, running_runtime
 from tests.support.factories import create_account, create_session_token, create_subscription
-from tests.support.stripe_server import HTTPX_DATA_WARNING, FakeStripe, stripe_server
+from tests.support.stripe_server import HTTPX_DATA_WARNING, FakeStripe, stripe_server, with_stripe
 
 pytestmark = pytest.mark.filterwarnings(HTTPX_DATA_WARNING)
 
@@ -28,33 +26,20 @@ SUB = "sub_cancel_1"
 @pytest.fixture
 def fake_stripe() -> Iterator[FakeStripe]:
     with stripe_server() as state:
-        state.subscriptions[SUB] = {
-            "id": SUB,
-            "object": "subscription",
-            "status": "active",
-            "cancel_at_period_end": False,
-        }
+        state.add_subscription(SUB)
         yield state
 
 
 @pytest.fixture
 async def stripe_runtime(settings: Settings, fake_stripe: FakeStripe) -> AsyncIterator[Runtime]:
-    configured = settings.model_copy(
-        update={"stripe_api_key": SecretStr("sk_test_burrow"), "stripe_api_base": fake_stripe.url}
-    )
-    rt = Runtime.build(configured)
-    await prepare(rt)
-    try:
+    async with running_runtime(with_stripe(settings, fake_stripe)) as rt:
         yield rt
-    finally:
-        await rt.close()
 
 
 async def _stripe_customer(runtime: Runtime) -> tuple[int, dict[str, str]]:
     async with unit_of_work(runtime.sessionmaker) as session:
         account = await create_account(session)
-        sub = await create_subscription(session, account)
-        sub.provider, sub.provider_subscription_id = "stripe", SUB
+        sub = await create_subscription(session, account, stripe_id=SUB)
         token = await create_session_token(session, account)
         return sub.id, {"Authorization": f"Bearer {token}"}
 
@@ -71,8 +56,7 @@ async def test_cancel_and_resume_go_to_stripe(
 ) -> None:
     sub_id, headers = await _stripe_customer(stripe_runtime)
     end = (await _stored(stripe_runtime, sub_id)).current_period_end.date().isoformat()
-    transport = httpx.ASGITransport(app=create_app(runtime=stripe_runtime))
-    async with httpx.AsyncClient(transport=transport, base_url="http://testserver") as client:
+    async with app_client(stripe_runtime) as client:
         cancelled = await client.post("/api/v1/subscriptions/current/cancel", headers=headers)
         assert cancelled.status_code == 200, cancelled.text
         assert cancelled.json()["message"] == (
@@ -106,8 +90,7 @@ async def test_stripe_unreachable_changes_nothing(
 ) -> None:
     sub_id, headers = await _stripe_customer(stripe_runtime)
     fake_stripe.failures = 10  # more than the library's retries
-    transport = httpx.ASGITransport(app=create_app(runtime=stripe_runtime))
-    async with httpx.AsyncClient(transport=transport, base_url="http://testserver") as client:
+    async with app_client(stripe_runtime) as client:
         response = await client.post("/api/v1/subscriptions/current/cancel", headers=headers)
     assert response.status_code == 502
     assert response.headers["content-type"] == PROBLEM
@@ -136,8 +119,7 @@ async def test_a_subscription_without_stripe_cancels_locally(
         account = await create_account(session)
         sub = await create_subscription(session, account)
         token = await create_session_token(session, account)
-    transport = httpx.ASGITransport(app=create_app(runtime=stripe_runtime))
-    async with httpx.AsyncClient(transport=transport, base_url="http://testserver") as client:
+    async with app_client(stripe_runtime) as client:
         response = await client.post(
             "/api/v1/subscriptions/current/cancel", headers={"Authorization": f"Bearer {token}"}
         )

@@ -6,6 +6,7 @@ import hashlib
 
 import pytest
 
+from burrow.control.policy.retention import retention_statement
 from burrow.control.policy.schemas import Policy, TermsProse
 from burrow.control.policy.service import load_policy
 from burrow.control.terms.render import (
@@ -46,6 +47,23 @@ def test_metered_terms_say_what_is_recorded_and_for_how_long(metered: Policy) ->
     assert "We keep connection records for 30 days and then delete them." in text
     assert "part of the data export" in text
     assert "For your first order we also keep its total data" in text
+
+
+def test_the_terms_say_what_is_kept_after_erasure_and_for_how_long(
+    strict: Policy, metered: Policy
+) -> None:
+    for policy in (strict, metered):
+        document = render(policy).document
+        titles = [section.title for section in document.sections]
+        assert "What we keep after your account is erased" in titles
+        section = document.sections[titles.index("What we keep after your account is erased")]
+        kept = next(block for block in section.blocks if isinstance(block, Bullets))
+        # The privacy center's own sentences, so the two never disagree.
+        assert list(kept.items) == retention_statement(policy)
+        years = policy.privacy.invoice_retention_years
+        assert f"Kept for {years} years from the date of each order" in render(policy).markdown
+    assert "your connection records" not in render(strict).markdown
+    assert "your connection records" in render(metered).markdown
 
 
 def test_plan_limits_and_prices_are_a_table(strict: Policy, metered: Policy) -> None:

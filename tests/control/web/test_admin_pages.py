@@ -12,6 +12,7 @@ import pyotp
 import pytest
 from sqlalchemy import select, update
 
+from burrow.control.admin.service import CliOperator, admin_accounts
 from burrow.control.app import create_app
 from burrow.control.config import Settings
 from burrow.control.db import unit_of_work
@@ -486,6 +487,19 @@ async def test_audit_trail_page_newest_first_with_filters(
     assert by_id(only, "audit-count") == "1 action."
     bad = await client.get("/admin/audit", params={"action": "a\x00"})
     assert bad.status_code == 422
+
+
+async def test_the_trail_names_the_command_line_operator(
+    client: httpx.AsyncClient, admin: Account, runtime: Runtime
+) -> None:
+    victim = await _customer(runtime)
+    async with unit_of_work(runtime.sessionmaker) as session:
+        await admin_accounts.suspend(session, runtime, CliOperator("ops"), victim.id, "unpaid")
+    page = await client.get("/admin/audit")
+    (row,) = await _trail(runtime)
+    text = by_id(page, f"admin-action-{row.id}") or ""
+    assert "command line (ops)" in text
+    assert "(deleted admin)" not in text
 
 
 async def test_privacy_requests_needing_a_person(

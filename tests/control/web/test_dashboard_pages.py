@@ -105,3 +105,16 @@ async def test_a_suspended_account_is_told_why_its_devices_cannot_connect(
     page = await client.get("/dashboard")
     assert page.status_code == 200
     assert "Your account is suspended: Unpaid invoice." in page.text
+
+
+async def test_a_suspension_reason_ending_in_a_full_stop_gets_no_second_one(
+    client: httpx.AsyncClient, runtime: Runtime, web_customer: MakeWebCustomer
+) -> None:
+    customer = await web_customer()
+    async with unit_of_work(runtime.sessionmaker) as session:
+        await account_service.suspend(
+            session, runtime, customer.account.id, "Chargeback on your last payment."
+        )
+    page = await client.get("/dashboard")
+    assert "Your account is suspended: Chargeback on your last payment. Your devices" in page.text
+    assert ".." not in page.text

@@ -170,6 +170,38 @@ class Client:
     spec: PeerSpec
 
 
+async def add_client(
+    lab: Lab,
+    server_ns: Namespace,
+    server_public: str,
+    n: int,
+    drivers: list[WireGuardGoDriver],
+    *,
+    port: int = 51820,
+    allowed_ips: str = "10.99.0.0/24,fd00:99::/64",
+) -> Client:
+    """Client ``n`` (10.99.0.n) in a namespace of its own, linked to the server's namespace and
+    peered with the server at 10.200.n.1:``port``. Its driver is added to ``drivers`` before it
+    starts, so the caller stops it even if starting fails."""
+    ns = lab.namespace()
+    lab.link(server_ns, ns, [f"10.200.{n}.1/30"], [f"10.200.{n}.2/30"])
+    private, public = keypair()
+    driver = WireGuardGoDriver(
+        unique_name(), netns=ns.name, addresses=(f"10.99.0.{n}/24", f"fd00:99::{n}/64")
+    )
+    drivers.append(driver)
+    await driver.start()
+    assert driver.pid is not None
+    lab.track(driver.pid)
+    await driver.configure_interface(private, 51820 + n)
+    ns.run(
+        "wg", "set", driver.interface, "peer", server_public,
+        "endpoint", f"10.200.{n}.1:{port}", "allowed-ips", allowed_ips,
+    )  # fmt: skip
+    spec = PeerSpec(public_key=public, allowed_ips=(f"10.99.0.{n}/32", f"fd00:99::{n}/128"))
+    return Client(ns, driver, spec)
+
+
 @dataclass
 class Tunnels:
     server_ns: Namespace
@@ -191,25 +223,7 @@ async def tunnels(lab: Lab) -> AsyncIterator[Tunnels]:
         lab.track(server.pid)
         server_private, server_public = keypair()
         await server.configure_interface(server_private, 51820)
-        clients = []
-        for n in (2, 3):
-            ns = lab.namespace()
-            lab.link(server_ns, ns, [f"10.200.{n}.1/30"], [f"10.200.{n}.2/30"])
-            private, public = keypair()
-            driver = WireGuardGoDriver(
-                unique_name(), netns=ns.name, addresses=(f"10.99.0.{n}/24", f"fd00:99::{n}/64")
-            )
-            drivers.append(driver)
-            await driver.start()
-            assert driver.pid is not None
-            lab.track(driver.pid)
-            await driver.configure_interface(private, 51820 + n)
-            ns.run(
-                "wg", "set", driver.interface, "peer", server_public,
-                "endpoint", f"10.200.{n}.1:51820", "allowed-ips", "10.99.0.0/24,fd00:99::/64",
-            )  # fmt: skip
-            spec = PeerSpec(public_key=public, allowed_ips=(f"10.99.0.{n}/32", f"fd00:99::{n}/128"))
-            clients.append(Client(ns, driver, spec))
+        clients = [await add_client(lab, server_ns, server_public, n, drivers) for n in (2, 3)]
         await push_full(server, DesiredPeers(1, [c.spec for c in clients]).peers)
         server_ns.spawn("iperf3", "-s")
         deadline = time.monotonic() + 10

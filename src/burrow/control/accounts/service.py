@@ -61,8 +61,10 @@ from burrow.control.security import (
 )
 from burrow.control.terms.service import terms as terms_service
 
-# Where the emailed link points: the API answers a clicked link directly.
-VERIFY_EMAIL_PATH = "/api/v1/accounts/verify-email"
+# Where the emailed link points: the web page, since a person clicks it in a browser. The
+# page verifies through this same service; API clients keep GET/POST
+# /api/v1/accounts/verify-email with the token from the link.
+VERIFY_EMAIL_PATH = "/verify-email"
 SESSION_EXPIRED = "Your session has expired; sign in again."
 LOGIN_FAILED = "Wrong email or password."
 

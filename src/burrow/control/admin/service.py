@@ -1,9 +1,10 @@
 """The admin audit trail, and the admin actions on accounts that go through it.
 
 ``admin_audit.record`` is called in the unit of work of every action an administrator takes
-(through the API or the admin panel), so the row and the change commit or roll back together.
-Customers' own activity is never recorded: ``record`` refuses a caller who is not an
-administrator. May import the accounts service (status changes) and the policy schemas.
+(through the API, the admin panel or the ``burrow`` command line), so the row and the change
+commit or roll back together. Customers' own activity is never recorded: ``record`` refuses a
+caller who is not an administrator. May import the accounts service (status changes) and the
+policy schemas.
 """
 
 from __future__ import annotations
@@ -34,6 +35,22 @@ class NotAnAdministrator(Forbidden):
 
 class UnknownClause(InvalidInput):
     pass
+
+
+@dataclass(frozen=True)
+class CliOperator:
+    """Someone at the server's shell running ``burrow``: no account, named by the OS user.
+
+    Whoever can run the command line already holds the database and the secret key, so the
+    trail records who it was (``detail`` says ``{"via": "cli", "operator": name}``, the row has
+    no ``admin_id``) rather than refusing them.
+    """
+
+    name: str
+
+
+# Who an admin action is recorded for: an administrator's account, or the command line.
+Actor = Account | CliOperator
 
 
 @dataclass(frozen=True)
@@ -78,7 +95,7 @@ class AdminAuditService:
     async def record(
         self,
         session: AsyncSession,
-        admin: Account,
+        admin: Actor,
         action: str,
         target_type: str,
         target_id: int | str,
@@ -90,11 +107,17 @@ class AdminAuditService:
         ``detail`` is a small JSON object of what changed; never a client's IP address or
         connection data.
         """
-        if not admin.is_admin:
+        admin_id: int | None
+        if isinstance(admin, CliOperator):
+            admin_id = None
+            detail = {**(detail or {}), "via": "cli", "operator": admin.name}
+        elif admin.is_admin:
+            admin_id = admin.id
+        else:
             raise NotAnAdministrator("Only an administrator's actions are recorded here.")
         return await AdminActionRepository(session).add(
             AdminAction(
-                admin_id=admin.id,
+                admin_id=admin_id,
                 action=action,
                 target_type=target_type,
                 target_id=str(target_id),
@@ -135,7 +158,7 @@ class AdminAccountService:
     """Account status changes by an administrator, each with its row in the trail."""
 
     async def suspend(
-        self, session: AsyncSession, runtime: Runtime, admin: Account, account_id: int, reason: str
+        self, session: AsyncSession, runtime: Runtime, admin: Actor, account_id: int, reason: str
     ) -> Account:
         account = await account_service.suspend(session, runtime, account_id, reason)
         await admin_audit.record(session, admin, "account.suspend", "account", account.id, reason)
@@ -145,7 +168,7 @@ class AdminAccountService:
         self,
         session: AsyncSession,
         runtime: Runtime,
-        admin: Account,
+        admin: Actor,
         account_id: int,
         reason: str | None = None,
     ) -> Account:
@@ -157,12 +180,22 @@ class AdminAccountService:
         self,
         session: AsyncSession,
         runtime: Runtime,
-        admin: Account,
+        admin: Actor,
         account_id: int,
-        clause: str,
+        clause: str | None,
         reason: str,
     ) -> Account:
-        """Terminate for a named violation: ``clause`` must be one of ``terms_clauses``."""
+        """Terminate for a named violation: ``clause`` must be one of ``terms_clauses``.
+
+        The API and the panel always name the clause; only the command line may leave it out
+        (``None``), for a termination that is not for breaking the terms.
+        """
+        if clause is None:
+            account = await account_service.terminate(session, runtime, account_id, reason)
+            await admin_audit.record(
+                session, admin, "account.terminate", "account", account.id, reason
+            )
+            return account
         clauses = terms_clauses(runtime.policy)
         if clause.strip() not in clauses:
             raise UnknownClause(
@@ -185,11 +218,27 @@ class AdminAccountService:
         )
         return account
 
+    async def make_admin(
+        self,
+        session: AsyncSession,
+        admin: Actor,
+        email: str,
+        password: str | None,
+        *,
+        promote: bool = False,
+    ) -> Account:
+        """Create an administrator, or with ``promote`` make an existing account one."""
+        made = await account_service.create_admin(session, email, password, promote=promote)
+        await session.flush()  # a new account gets its id here, for the trail
+        action = "account.promote_admin" if promote else "account.create_admin"
+        await admin_audit.record(session, admin, action, "account", made.id)
+        return made
+
     async def grant(
         self,
         session: AsyncSession,
         runtime: Runtime,
-        admin: Account,
+        admin: Actor,
         account_id: int,
         plan_code: str,
         *,

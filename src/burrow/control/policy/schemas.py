@@ -434,19 +434,20 @@ def cross_check(parts: PolicyParts) -> list[PolicyProblem]:
                     f"{where} is missing, but fair_use.shaping = true needs a rate to shape to",
                 )
             )
-        if (
-            fair_use.monthly_data_cap_bytes is not None
-            and parts.privacy is not None
-            and parts.privacy.mode == "strict"
-        ):
+        if fair_use.monthly_data_cap_bytes is not None:
             where = "fair_use.monthly_data_cap_bytes"
-            problems.append(
-                PolicyProblem(
-                    where,
+            if parts.privacy is not None and parts.privacy.mode == "strict":
+                rule = (
                     f"{where} needs per-customer byte counts over a month, but {_STRICT} "
-                    "forbids storing them",
+                    "forbids storing them"
                 )
-            )
+            else:
+                # The terms would promise a cap that no part of burrow enforces yet.
+                rule = (
+                    "burrow does not enforce a monthly data cap yet, so the terms "
+                    "cannot promise one; remove it and use fair_use.shaping"
+                )
+            problems.append(PolicyProblem(where, rule))
     if parts.network is not None and not parts.network.shared_egress_ips:
         where = "network.shared_egress_ips"
         problems.append(

@@ -45,6 +45,7 @@ from burrow.control.models import (
     PrivacyRequestStatus,
     utcnow,
 )
+from burrow.control.policy.retention import retention_statement as retention_statement
 from burrow.control.policy.schemas import Policy
 from burrow.control.privacy.repository import PrivacyRepository
 from burrow.control.privacy.schemas import (
@@ -145,54 +146,6 @@ def _years_before(moment: datetime, years: int) -> datetime:
         return moment.replace(year=moment.year - years)
     except ValueError:  # 29 February in a year without one
         return moment.replace(year=moment.year - years, day=28)
-
-
-def retention_statement(policy: Policy) -> list[str]:
-    """What is kept after an account is erased, and for how long, in plain sentences."""
-    privacy = policy.privacy
-    years = privacy.invoice_retention_years
-    erased = [
-        "your email address",
-        "your password",
-        "your two-factor secret",
-        "your billing details",
-        "your devices and their keys",
-        "your sign-in sessions",
-        "your consents and terms acceptances",
-        "your requests to us",
-    ]
-    if privacy.store_last_login_ip:
-        erased.append("the address of your last sign-in")
-    if privacy.keeps_connection_records:
-        erased.append("your connection records")
-    if privacy.first_order_usage_counters:
-        erased.append("your usage counters")
-    statements = [
-        "Deleted at once: " + ", ".join(erased[:-1]) + f" and {erased[-1]}. Your devices stop "
-        "working on every server within seconds.",
-        f"Kept for {years} years from the date of each order, because accounting law requires "
-        "it: your orders and payments (amount, currency, date, payment method and the payment "
-        "provider's reference), without your name, email address, billing address or card "
-        "fingerprint. Refund decisions on those orders are kept with them, without the reason "
-        "you gave. After that they are deleted.",
-        f"Kept for {years} years: a record that your account was erased and when, which no "
-        "longer names you.",
-    ]
-    if policy.trial is not None:
-        statements.append(
-            "Kept: a keyed hash of your email address, so that the free trial cannot be taken "
-            "again with the same address. It cannot be turned back into your address and is "
-            "linked to nothing else."
-        )
-    statements.append(
-        "Actions our administrators took on your account (a suspension, for example) stay in "
-        "our internal audit trail, which names the account by its number only."
-    )
-    statements.append(
-        "Payment providers (a card processor, for example) keep their own records of your "
-        "payments under their own terms; ask them to erase what they hold."
-    )
-    return statements
 
 
 def what_is_recorded(policy: Policy) -> list[str]:

@@ -336,7 +336,13 @@ class RefundService:
             is_renewal=order.kind == OrderKind.renewal,
             payment_method=order.payment_method,
             reason=request.reason,
-            terminated_for_violation=account.status == AccountStatus.terminated,
+            # Only a termination for a named clause of the terms is "for a violation" (the
+            # seeds refuse refunds to accounts "terminated due to policy violations"); the
+            # admin API and panel always name one, the command line may end an account for
+            # another reason. (The status reason is written from the same clause.)
+            terminated_for_violation=(
+                account.status == AccountStatus.terminated and account.terminated_clause is not None
+            ),
             unsupported_device_finding=request.unsupported_device,
             usage_bytes=usage_bytes,
             usage_sessions=usage_sessions,

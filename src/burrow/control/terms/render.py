@@ -18,6 +18,7 @@ import re
 from dataclasses import dataclass
 from datetime import date
 
+from burrow.control.policy.retention import retention_statement
 from burrow.control.policy.schemas import (
     PROTOCOL_NAMES,
     PlanSection,
@@ -222,6 +223,20 @@ def _storage(policy: Policy) -> Section:
         blocks.append(Paragraph("IP addresses are removed from our application logs."))
     blocks.append(Paragraph(_ACCOUNT_DATA))
     return Section("What we store, and what we do not", tuple(blocks))
+
+
+def _erasure(policy: Policy) -> Section:
+    # The same sentences the privacy center shows before a customer erases the account.
+    return Section(
+        "What we keep after your account is erased",
+        (
+            Paragraph(
+                "You can erase your account at any time from its privacy page. What happens to "
+                "your data then:"
+            ),
+            Bullets(tuple(retention_statement(policy))),
+        ),
+    )
 
 
 def _per_server(plan: PlanSection) -> str:
@@ -505,6 +520,7 @@ def build(policy: Policy) -> Document:
     prose = tuple(Section(s.title, prose_blocks(s.body)) for s in terms.sections)
     generated: list[Section] = [
         _storage(policy),
+        _erasure(policy),
         _plans(policy),
         _payment(policy),
         _refunds(policy.refunds),

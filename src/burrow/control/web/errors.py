@@ -12,11 +12,16 @@ from typing import cast
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
+from sqlalchemy import inspect as orm_state
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.responses import HTMLResponse, Response
 
+from burrow.control.accounts.service import account as account_service
+from burrow.control.db import unit_of_work
 from burrow.control.errors import BurrowError
-from burrow.control.web.auth import LoginRequired
+from burrow.control.models import Account
+from burrow.control.web.auth import LoginRequired, Viewer
+from burrow.control.web.cookies import runtime_of
 from burrow.control.web.csrf import CsrfRefused
 from burrow.control.web.templating import redirect, render
 
@@ -39,7 +44,31 @@ def is_web(request: Request) -> bool:
     return not request.url.path.startswith(NOT_WEB_PREFIXES)
 
 
-def _error_page(request: Request, status: int, title: str, message: str) -> Response:
+async def _header_account(request: Request) -> None:
+    """Make the header's account a plain copy before an error page reads it.
+
+    An error usually arrives after the request's unit of work rolled back, which expires every
+    row it loaded and closes its session: a page that left the ORM row itself in
+    ``request.state.account`` would make the error page crash while reading the email. The
+    row's id survives the rollback, so the account is read again in a fresh unit of work.
+    """
+    shown = getattr(request.state, "account", None)
+    if not isinstance(shown, Account):
+        return  # nobody signed in, or already a plain copy (Viewer, the admin pages' copy)
+    request.state.account = None  # if it cannot be read again, the header shows signed out
+    identity = orm_state(shown).identity
+    if not identity:
+        return
+    try:
+        async with unit_of_work(runtime_of(request).sessionmaker) as session:
+            account = await account_service.get(session, int(identity[0]))
+            request.state.account = Viewer(account.id, account.email, account.is_admin)
+    except Exception:
+        log.warning("could not read the signed-in account again for an error page", exc_info=True)
+
+
+async def _error_page(request: Request, status: int, title: str, message: str) -> Response:
+    await _header_account(request)
     return render(
         request,
         "error.html",
@@ -54,7 +83,7 @@ async def _login_required(request: Request, exc: Exception) -> Response:
 
 
 async def _csrf_refused(request: Request, _exc: Exception) -> Response:
-    return _error_page(request, 403, "Form refused", CSRF_MESSAGE)
+    return await _error_page(request, 403, "Form refused", CSRF_MESSAGE)
 
 
 def install(app: FastAPI) -> None:
@@ -68,24 +97,26 @@ def install(app: FastAPI) -> None:
         assert isinstance(exc, BurrowError)
         if not is_web(request):
             return await _delegate(BurrowError, request, exc)
-        return _error_page(request, exc.status, exc.title, exc.message)
+        return await _error_page(request, exc.status, exc.title, exc.message)
 
     async def http_error(request: Request, exc: Exception) -> Response:
         assert isinstance(exc, StarletteHTTPException)
         if not is_web(request):
             return await _delegate(StarletteHTTPException, request, exc)
         if exc.status_code == 404:
-            return _error_page(request, 404, "Not found", "There is no page at this address.")
+            return await _error_page(request, 404, "Not found", "There is no page at this address.")
         if exc.status_code == 405:
-            return _error_page(request, 405, "Not allowed", "This page cannot be used that way.")
+            return await _error_page(
+                request, 405, "Not allowed", "This page cannot be used that way."
+            )
         detail = exc.detail if isinstance(exc.detail, str) else "The request was refused."
-        return _error_page(request, exc.status_code, "Refused", detail)
+        return await _error_page(request, exc.status_code, "Refused", detail)
 
     async def validation_error(request: Request, exc: Exception) -> Response:
         if not is_web(request):
             return await _delegate(RequestValidationError, request, exc)
         # Forms are validated by the pages themselves; this is a malformed address.
-        return _error_page(request, 404, "Not found", "There is no page at this address.")
+        return await _error_page(request, 404, "Not found", "There is no page at this address.")
 
     async def _delegate(kind: type[Exception], request: Request, exc: Exception) -> Response:
         answer = api_handlers[kind](request, exc)
@@ -96,7 +127,7 @@ def install(app: FastAPI) -> None:
             return await _delegate(Exception, request, exc)
         log.error("unhandled error on a page", exc_info=exc)
         try:
-            return _error_page(request, 500, "Something went wrong", UNEXPECTED_MESSAGE)
+            return await _error_page(request, 500, "Something went wrong", UNEXPECTED_MESSAGE)
         except Exception:  # the error page itself failed: plain words, no template
             return HTMLResponse(f"<h1>Something went wrong</h1><p>{UNEXPECTED_MESSAGE}</p>", 500)
 

@@ -4,6 +4,7 @@ unsuspend, terminate for a named clause of the terms, grant time.
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable, Iterable
 from typing import Annotated, Any
 from urllib.parse import urlencode
 
@@ -29,7 +30,7 @@ from burrow.control.subscriptions.schemas import GrantIn
 from burrow.control.subscriptions.service import NoSubscription, describe_next
 from burrow.control.subscriptions.service import subscription as subscription_service
 from burrow.control.web.admin_pages.common import PAGE_SIZE, AccountIdPath, PanelAdmin
-from burrow.control.web.forms import Form, undo
+from burrow.control.web.forms import Form, M, undo
 from burrow.control.web.routing import page_router
 from burrow.control.web.templating import redirect, render
 
@@ -152,18 +153,32 @@ async def account_detail(
     return await _account_page(request, session, runtime, account_id)
 
 
-async def _refused(
+async def _account_action(
     request: Request,
     session: AsyncSession,
     runtime: Runtime,
+    admin: Account,
     account_id: int,
     name: str,
-    form: Form,
-    status_code: int,
-    admin: Account,
+    model: type[M],
+    act: Callable[[M], Awaitable[str]],
+    *,
+    fields: Iterable[str] = (),
 ) -> Response:
-    await undo(session, admin)
-    return await _account_page(request, session, runtime, account_id, {name: form}, status_code)
+    """One of the account page's forms (``name``): valid, ``act`` runs and its message is
+    flashed on the account page; refused, the page shows the form again with why, and what
+    the admin's session did is undone."""
+    form = await Form.read(request)
+    body = form.validate(model)
+    if body is None:
+        return await _account_page(request, session, runtime, account_id, {name: form}, 422)
+    try:
+        flash = await act(body)
+    except BurrowError as exc:
+        form.fail(exc, fields=fields)
+        await undo(session, admin)
+        return await _account_page(request, session, runtime, account_id, {name: form}, exc.status)
+    return redirect(request, f"/admin/accounts/{account_id}", flash=flash)
 
 
 @router.post("/accounts/{account_id}/suspend")
@@ -174,21 +189,12 @@ async def suspend(
     admin: PanelAdmin,
     account_id: AccountIdPath,
 ) -> Response:
-    form = await Form.read(request)
-    body = form.validate(StatusReason)
-    if body is None:
-        return await _account_page(request, session, runtime, account_id, {"suspend": form}, 422)
-    try:
+    async def act(body: StatusReason) -> str:
         await admin_accounts.suspend(session, runtime, admin, account_id, body.reason)
-    except BurrowError as exc:
-        form.fail(exc)
-        return await _refused(
-            request, session, runtime, account_id, "suspend", form, exc.status, admin
-        )
-    return redirect(
-        request,
-        f"/admin/accounts/{account_id}",
-        flash="The account is suspended: VPN access ended.",
+        return "The account is suspended: VPN access ended."
+
+    return await _account_action(
+        request, session, runtime, admin, account_id, "suspend", StatusReason, act
     )
 
 
@@ -200,18 +206,13 @@ async def unsuspend(
     admin: PanelAdmin,
     account_id: AccountIdPath,
 ) -> Response:
-    form = await Form.read(request)
-    body = form.validate(StatusChange)
-    if body is None:
-        return await _account_page(request, session, runtime, account_id, {"unsuspend": form}, 422)
-    try:
+    async def act(body: StatusChange) -> str:
         await admin_accounts.unsuspend(session, runtime, admin, account_id, body.reason)
-    except BurrowError as exc:
-        form.fail(exc)
-        return await _refused(
-            request, session, runtime, account_id, "unsuspend", form, exc.status, admin
-        )
-    return redirect(request, f"/admin/accounts/{account_id}", flash="The account is active again.")
+        return "The account is active again."
+
+    return await _account_action(
+        request, session, runtime, admin, account_id, "unsuspend", StatusChange, act
+    )
 
 
 @router.post("/accounts/{account_id}/terminate")
@@ -222,23 +223,22 @@ async def terminate(
     admin: PanelAdmin,
     account_id: AccountIdPath,
 ) -> Response:
-    form = await Form.read(request)
-    body = form.validate(TerminationIn)
-    if body is None:
-        return await _account_page(request, session, runtime, account_id, {"terminate": form}, 422)
-    try:
+    async def act(body: TerminationIn) -> str:
         await admin_accounts.terminate(
             session, runtime, admin, account_id, body.clause, body.reason
         )
-    except BurrowError as exc:
-        form.fail(exc, fields=("clause",))
-        return await _refused(
-            request, session, runtime, account_id, "terminate", form, exc.status, admin
-        )
-    return redirect(
+        return f"The account is terminated for breaking “{body.clause}”."
+
+    return await _account_action(
         request,
-        f"/admin/accounts/{account_id}",
-        flash=f"The account is terminated for breaking “{body.clause}”.",
+        session,
+        runtime,
+        admin,
+        account_id,
+        "terminate",
+        TerminationIn,
+        act,
+        fields=("clause",),
     )
 
 
@@ -250,11 +250,7 @@ async def grant(
     admin: PanelAdmin,
     account_id: AccountIdPath,
 ) -> Response:
-    form = await Form.read(request)
-    body = form.validate(GrantIn)
-    if body is None:
-        return await _account_page(request, session, runtime, account_id, {"grant": form}, 422)
-    try:
+    async def act(body: GrantIn) -> str:
         details = await admin_accounts.grant(
             session,
             runtime,
@@ -265,13 +261,8 @@ async def grant(
             days=body.days,
             reason=body.reason,
         )
-    except BurrowError as exc:
-        form.fail(exc)
-        return await _refused(
-            request, session, runtime, account_id, "grant", form, exc.status, admin
-        )
-    return redirect(
-        request,
-        f"/admin/accounts/{account_id}",
-        flash=details.message or "The time is granted.",
+        return details.message or "The time is granted."
+
+    return await _account_action(
+        request, session, runtime, admin, account_id, "grant", GrantIn, act
     )

@@ -5,6 +5,7 @@ rule-by-rule evaluation with its evidence, and the decisions.
 from __future__ import annotations
 
 import json
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -16,10 +17,10 @@ from burrow.control.accounts.schemas import Reason, StatusReason
 from burrow.control.admin.service import admin_audit
 from burrow.control.deps import RuntimeDep, SessionDep
 from burrow.control.errors import BurrowError
-from burrow.control.models import utcnow
+from burrow.control.models import Account, utcnow
 from burrow.control.refunds.service import refund as refund_service
 from burrow.control.web.admin_pages.common import PanelAdmin, RefundIdPath, time_left
-from burrow.control.web.forms import Form, undo
+from burrow.control.web.forms import Form, M, undo
 from burrow.control.web.routing import page_router
 from burrow.control.web.templating import redirect, render
 
@@ -83,6 +84,33 @@ class _Decision(BaseModel):
     amount_minor: int | None = Field(None, gt=0, le=10_000_000_000)
 
 
+async def _decide(
+    request: Request,
+    session: AsyncSession,
+    admin: Account,
+    request_id: int,
+    verb: str,
+    done: str,
+    model: type[M],
+    act: Callable[[M], Awaitable[None]],
+) -> Response:
+    """The queue's ``verb`` form of one request: valid, ``act`` decides and records it in the
+    audit trail; refused, the queue shows the form again with why, and the session's work is
+    undone."""
+    form = await Form.read(request)
+    body = form.validate(model)
+    key = f"{verb}-{request_id}"
+    if body is None:
+        return await _refunds_page(request, session, {key: form}, 422)
+    try:
+        await act(body)
+    except BurrowError as exc:
+        await undo(session, admin)
+        form.fail(exc)
+        return await _refunds_page(request, session, {key: form}, exc.status)
+    return redirect(request, "/admin/refunds", flash=f"Refund request {request_id} is {done}.")
+
+
 @router.post("/refunds/{request_id}/approve")
 async def approve_refund(
     request: Request,
@@ -91,12 +119,7 @@ async def approve_refund(
     admin: PanelAdmin,
     request_id: RefundIdPath,
 ) -> Response:
-    form = await Form.read(request)
-    body = form.validate(_Decision)
-    key = f"approve-{request_id}"
-    if body is None:
-        return await _refunds_page(request, session, {key: form}, 422)
-    try:
+    async def act(body: _Decision) -> None:
         view = await refund_service.approve(
             session, runtime, admin, request_id, body.amount_minor, body.reason
         )
@@ -109,11 +132,8 @@ async def approve_refund(
             body.reason,
             {"amount_minor": view.request.amount_minor, "currency": view.order.currency},
         )
-    except BurrowError as exc:
-        await undo(session, admin)
-        form.fail(exc)
-        return await _refunds_page(request, session, {key: form}, exc.status)
-    return redirect(request, "/admin/refunds", flash=f"Refund request {request_id} is approved.")
+
+    return await _decide(request, session, admin, request_id, "approve", "approved", _Decision, act)
 
 
 @router.post("/refunds/{request_id}/refuse")
@@ -123,21 +143,15 @@ async def refuse_refund(
     admin: PanelAdmin,
     request_id: RefundIdPath,
 ) -> Response:
-    form = await Form.read(request)
-    body = form.validate(StatusReason)
-    key = f"refuse-{request_id}"
-    if body is None:
-        return await _refunds_page(request, session, {key: form}, 422)
-    try:
+    async def act(body: StatusReason) -> None:
         await refund_service.refuse(session, admin, request_id, body.reason)
         await admin_audit.record(
             session, admin, "refund.refuse", "refund_request", request_id, body.reason
         )
-    except BurrowError as exc:
-        await undo(session, admin)
-        form.fail(exc)
-        return await _refunds_page(request, session, {key: form}, exc.status)
-    return redirect(request, "/admin/refunds", flash=f"Refund request {request_id} is refused.")
+
+    return await _decide(
+        request, session, admin, request_id, "refuse", "refused", StatusReason, act
+    )
 
 
 @router.post("/refunds/{request_id}/finding")
