@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import re
 import shutil
+import sqlite3
 from pathlib import Path
 from typing import Protocol
 
@@ -113,6 +115,18 @@ def test_token_makes_a_new_enrollment_token(burrow: Burrow, cli_env: dict[str, s
     with pytest.raises(EnrollmentTokenInvalid):
         enroll_with(cli_env, first.group(2))
     assert enroll_with(cli_env, second.group(2)) == "fra-1"
+
+    # Both are admin actions from the shell: in the trail, the tokens themselves are not.
+    database = cli_env["BURROW_DATABASE_URL"].removeprefix("sqlite+aiosqlite:///")
+    with sqlite3.connect(database) as db:
+        rows = db.execute(
+            "SELECT admin_id, action, detail FROM admin_actions ORDER BY id"
+        ).fetchall()
+    assert [action for _, action, _ in rows] == ["node.create", "node.enrollment_token"]
+    assert all(admin_id is None for admin_id, _, _ in rows)
+    assert all(json.loads(detail)["via"] == "cli" for _, _, detail in rows)
+    assert first.group(2) not in str(rows)
+    assert second.group(2) not in str(rows)
 
 
 @pytest.mark.parametrize(

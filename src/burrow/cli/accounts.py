@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import getpass
 import sys
 from typing import Annotated
 
@@ -10,10 +9,10 @@ import typer
 from rich.table import Table
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from burrow.cli.common import console, fail, run, with_session
+from burrow.cli.common import console, fail, operator, run, with_session
 from burrow.control.accounts.service import AccountSearch
 from burrow.control.accounts.service import account as account_service
-from burrow.control.admin.service import CliOperator, admin_accounts
+from burrow.control.admin.service import admin_accounts
 from burrow.control.models import Account, AccountStatus
 from burrow.control.runtime import Runtime
 
@@ -56,15 +55,6 @@ def _show(account: Account) -> None:
     console.print(table)
 
 
-def _operator() -> CliOperator:
-    """Who runs the command, for the admin audit trail: the operating system's user name."""
-    try:
-        name = getpass.getuser()
-    except (OSError, KeyError):  # no login name and no passwd entry (a bare container)
-        name = "unknown"
-    return CliOperator(name)
-
-
 def _read_password(password_stdin: bool) -> str:
     if password_stdin:
         password = sys.stdin.readline().rstrip("\r\n")
@@ -90,7 +80,7 @@ def admin_create(
 
     async def work(session: AsyncSession, _runtime: Runtime) -> Account:
         return await admin_accounts.make_admin(
-            session, _operator(), email, password, promote=promote
+            session, operator(), email, password, promote=promote
         )
 
     created = run(with_session(work))
@@ -148,7 +138,7 @@ def account_suspend(
 
     async def work(session: AsyncSession, runtime: Runtime) -> Account:
         found = await account_service.find(session, ref)
-        return await admin_accounts.suspend(session, runtime, _operator(), found.id, reason)
+        return await admin_accounts.suspend(session, runtime, operator(), found.id, reason)
 
     done = run(with_session(work))
     console.print(f"account {done.id} ({done.email}) is suspended", highlight=False)
@@ -163,7 +153,7 @@ def account_unsuspend(
 
     async def work(session: AsyncSession, runtime: Runtime) -> Account:
         found = await account_service.find(session, ref)
-        return await admin_accounts.unsuspend(session, runtime, _operator(), found.id, reason)
+        return await admin_accounts.unsuspend(session, runtime, operator(), found.id, reason)
 
     done = run(with_session(work))
     console.print(f"account {done.id} ({done.email}) is active again", highlight=False)
@@ -192,7 +182,7 @@ def account_terminate(
     async def work(session: AsyncSession, runtime: Runtime) -> Account:
         found = await account_service.find(session, ref)
         return await admin_accounts.terminate(
-            session, runtime, _operator(), found.id, clause, reason
+            session, runtime, operator(), found.id, clause, reason
         )
 
     done = run(with_session(work))

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import getpass
 from collections.abc import Awaitable, Callable, Coroutine
 from typing import Any, NoReturn, TypeVar
 
@@ -12,6 +13,7 @@ from rich.console import Console
 from sqlalchemy.exc import OperationalError, ProgrammingError
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from burrow.control.admin.service import CliOperator
 from burrow.control.config import Settings
 from burrow.control.db import unit_of_work
 from burrow.control.errors import BurrowError
@@ -25,6 +27,15 @@ err_console = Console(stderr=True)
 # Exit codes: 1 for a refused request, 2 for usage (Typer's own), 3 for setup problems.
 EXIT_REFUSED = 1
 EXIT_SETUP = 3
+
+
+def operator() -> CliOperator:
+    """Who runs the command, for the admin audit trail: the operating system's user name."""
+    try:
+        name = getpass.getuser()
+    except (OSError, KeyError):  # no login name and no passwd entry (a bare container)
+        name = "unknown"
+    return CliOperator(name)
 
 
 def fail(message: str, code: int = EXIT_REFUSED) -> NoReturn:

@@ -15,7 +15,8 @@ from rich.table import Table
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from burrow.cli import node_agent
-from burrow.cli.common import console, fail, run, with_session
+from burrow.cli.common import console, fail, operator, run, with_session
+from burrow.control.admin.service import admin_audit
 from burrow.control.models import Node
 from burrow.control.nodes.schemas import EnrollmentIssued, NodeCreate, endpoint_text, parse_endpoint
 from burrow.control.nodes.service import NodeWithEnrollment
@@ -82,7 +83,11 @@ def create(
         fail(f"--{where}: {first['msg'].removeprefix('Value error, ')}")
 
     async def work(session: AsyncSession, runtime: Runtime) -> NodeWithEnrollment:
-        return await node_service.create(session, runtime, data)
+        created = await node_service.create(session, runtime, data)
+        await admin_audit.record(
+            session, operator(), "node.create", "node", created.node.id, None, data.model_dump()
+        )
+        return created
 
     created = run(with_session(work))
     console.print(f"node {created.node.name} created (id {created.node.id})", highlight=False)
@@ -95,7 +100,13 @@ def token(name: Annotated[str, typer.Argument(help="The node's name.")]) -> None
 
     async def work(session: AsyncSession, runtime: Runtime) -> EnrollmentIssued:
         node = await node_service.get_by_name(session, name)
-        return await node_service.new_enrollment_token(session, runtime, node)
+        issued = await node_service.new_enrollment_token(session, runtime, node)
+        # As in the API: the token itself stays out of the trail, only its expiry.
+        detail = {"expires_at": issued.expires_at}
+        await admin_audit.record(
+            session, operator(), "node.enrollment_token", "node", node.id, None, detail
+        )
+        return issued
 
     issued = run(with_session(work))
     _print_enrollment(name.strip().lower(), issued)

@@ -183,6 +183,11 @@ async def test_pay_order_checks_the_money(session: AsyncSession, runtime: Runtim
         await billing_service.open_order(session, account, plan, PaymentMethod.card, "x")
     with pytest.raises(AccountTerminated):
         await billing_service.pay_order(session, runtime, order, "x-term", 699, "USD")
+    # A late payment event for an account its owner erased brings nothing back.
+    account.status = AccountStatus.erased
+    with pytest.raises(AccountTerminated, match="is erased"):
+        await billing_service.pay_order(session, runtime, order, "x-erased", 699, "USD")
+    assert order.status == OrderStatus.pending
 
 
 async def test_bad_money_refused(session: AsyncSession, runtime: Runtime) -> None:

@@ -80,11 +80,16 @@ class AccountTerminated(Conflict):
     title = "Account terminated"
     type_slug = "account-terminated"
 
-    def __init__(self, account_id: int) -> None:
+    def __init__(self, account_id: int, status: str = "terminated") -> None:
         super().__init__(
-            f"Account {account_id} is terminated; a payment cannot give it a period. "
+            f"Account {account_id} is {status}; a payment cannot give it a period. "
             "Refund the payer instead."
         )
+
+
+# Accounts that no payment may give a period to: terminated by the operator, or erased at the
+# customer's request (a late provider event must not bring an order back to an erased account).
+_CLOSED = frozenset({AccountStatus.terminated, AccountStatus.erased})
 
 
 class NoBillingDetails(NotFound):
@@ -259,8 +264,8 @@ class BillingService:
         Whether it is the account's ``first`` order or a ``renewal`` is decided when it is paid
         (another order may be paid in between).
         """
-        if account.status == AccountStatus.terminated:
-            raise AccountTerminated(account.id)
+        if account.status in _CLOSED:
+            raise AccountTerminated(account.id, account.status.value)
         order = Order(
             account_id=account.id,
             plan_id=plan.id,
@@ -309,8 +314,8 @@ class BillingService:
         account = await repository.get_account(order.account_id)
         if account is None:
             raise AccountNotFound(order.account_id)
-        if account.status == AccountStatus.terminated:
-            raise AccountTerminated(account.id)
+        if account.status in _CLOSED:
+            raise AccountTerminated(account.id, account.status.value)
         earlier = await repository.paid_order_count(account.id)
         order.kind = OrderKind.renewal if earlier else OrderKind.first
         order.amount_minor = amount_minor
@@ -377,8 +382,8 @@ class BillingService:
         subscription is extended (same plan, still active) or replaced, as an admin grant is.
         """
         _check_money(amount_minor, currency, plan)
-        if account.status == AccountStatus.terminated:
-            raise AccountTerminated(account.id)
+        if account.status in _CLOSED:
+            raise AccountTerminated(account.id, account.status.value)
         known = await BillingRepository(session).payment_by_provider_id(
             provider, provider_payment_id
         )
