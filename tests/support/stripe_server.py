@@ -50,6 +50,10 @@ class FakeStripe:
     refunds: dict[str, dict[str, Any]] = field(default_factory=dict)
     sessions: dict[str, dict[str, Any]] = field(default_factory=dict)
     subscriptions: dict[str, dict[str, Any]] = field(default_factory=dict)
+    # The card fingerprint each payment intent was paid with (None: not by card, a PayPal
+    # payment); one not named here was paid by a card of its own, "fp_card_of_<intent>".
+    cards: dict[str, str | None] = field(default_factory=dict)
+    unknown: set[str] = field(default_factory=set)  # payment intents Stripe has no record of
     failures: int = 0  # answer this many calls with a 500 first
     lock: threading.Lock = field(default_factory=threading.Lock)
 
@@ -76,6 +80,10 @@ class FakeStripe:
                 return self._subscription(call)
             if call.method == "GET" and call.path == "/v1/invoice_payments":
                 return 200, self._invoice_payments(call)
+            if call.method == "GET" and call.path.startswith("/v1/payment_intents/"):
+                return self._payment_intent(call)
+            if call.method == "GET" and call.path.startswith("/v1/charges/ch_of_"):
+                return 200, self.charge(call.path.removeprefix("/v1/charges/ch_of_"))
             return 404, {"error": {"message": "no such route", "type": "invalid_request_error"}}
 
     def _refund(self, call: StripeCall) -> dict[str, Any]:
@@ -121,6 +129,43 @@ class FakeStripe:
             "payment": {"type": "payment_intent", "payment_intent": f"pi_of_{invoice}"},
         }
         return {"object": "list", "url": "/v1/invoice_payments", "has_more": False, "data": [paid]}
+
+    def charge(self, intent: str) -> dict[str, Any]:
+        """The charge that paid ``intent`` (``ch_of_<intent>``), with its method's details."""
+        fingerprint = self.cards.get(intent, f"fp_card_of_{intent}")
+        if intent in self.cards and fingerprint is None:
+            details: dict[str, Any] = {"type": "paypal", "paypal": {"payer_id": "PAYER1"}}
+        else:
+            card = {"brand": "visa", "last4": "4242", "fingerprint": fingerprint, "wallet": None}
+            details = {"type": "card", "card": card}
+        return {
+            "id": f"ch_of_{intent}",
+            "object": "charge",
+            "payment_intent": intent,
+            "paid": True,
+            "status": "succeeded",
+            "payment_method_details": details,
+        }
+
+    def _payment_intent(self, call: StripeCall) -> tuple[int, dict[str, Any]]:
+        intent = call.path.removeprefix("/v1/payment_intents/")
+        if intent in self.unknown:
+            return 404, {
+                "error": {
+                    "message": f"No such payment_intent: '{intent}'",
+                    "type": "invalid_request_error",
+                    "code": "resource_missing",
+                }
+            }
+        expand = [v for k, values in call.form.items() if k.startswith("expand") for v in values]
+        # As Stripe does: the charge's id, or the charge itself when it is expanded.
+        latest = self.charge(intent) if "latest_charge" in expand else f"ch_of_{intent}"
+        return 200, {
+            "id": intent,
+            "object": "payment_intent",
+            "status": "succeeded",
+            "latest_charge": latest,
+        }
 
     def _subscription(self, call: StripeCall) -> tuple[int, dict[str, Any]]:
         sub_id = call.path.removeprefix("/v1/subscriptions/")

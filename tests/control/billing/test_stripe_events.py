@@ -15,12 +15,14 @@ import pytest
 from sqlalchemy import func, select
 
 from burrow.control.billing.service import billing as billing_service
+from burrow.control.billing.service import webhook as webhook_service
 from burrow.control.config import Settings
 from burrow.control.db import unit_of_work
 from burrow.control.models import (
     Order,
     OrderKind,
     OrderStatus,
+    Payment,
     PaymentMethod,
     ServedPeer,
     Subscription,
@@ -272,17 +274,23 @@ async def test_checkout_completed_pays_the_pending_order_and_links_stripe(
     customer = await _subscribed(stripe_client, stripe_runtime)
     [order] = await _orders(stripe_runtime, customer.account_id)
     assert order.id == customer.order_id
-    # The session names its invoice only; the payment intent that paid it came from Stripe.
-    [call] = fake_stripe.calls
+    # The session names its invoice only; the payment intent that paid it came from Stripe,
+    # then the card's fingerprint from that intent's charge.
+    call, card = fake_stripe.calls
     assert (call.method, call.path) == ("GET", "/v1/invoice_payments")
     assert call.form == {
         "invoice": [f"in_first_{order.id}"],
         "status": ["paid"],
         "limit": ["10"],
     }
+    assert (card.method, card.path) == ("GET", f"/v1/payment_intents/pi_of_in_first_{order.id}")
+    assert card.form == {"expand[0]": ["latest_charge"]}
     async with unit_of_work(stripe_runtime.sessionmaker) as session:
         assert await billing_service.payment_ids_of(session, order.id) == [
             f"pi_of_in_first_{order.id}"
+        ]
+        assert await billing_service.fingerprints_of(session, order.id) == [
+            f"fp_card_of_pi_of_in_first_{order.id}"
         ]
     assert (order.status, order.kind, order.amount_minor) == (
         OrderStatus.paid,
@@ -333,6 +341,8 @@ async def test_renewal_extends_to_stripes_period_once(
     stripe_client: httpx.AsyncClient, stripe_runtime: Runtime, fake_stripe: FakeStripe
 ) -> None:
     fake_stripe.subscriptions[SUB] = _stripe_subscription(datetime.now(UTC))
+    # The renewal is charged to a card the customer added since.
+    fake_stripe.cards["pi_of_in_2"] = "fp_new_card"
     customer = await _subscribed(stripe_client, stripe_runtime)
     first_end = (await _subscription(stripe_runtime, customer.account_id)).current_period_end
     next_end = (first_end + timedelta(days=31)).replace(microsecond=0)
@@ -359,6 +369,12 @@ async def test_renewal_extends_to_stripes_period_once(
     assert orders[1].provider_subscription_id == SUB
     async with unit_of_work(stripe_runtime.sessionmaker) as session:
         assert await billing_service.payment_ids_of(session, orders[1].id) == ["pi_of_in_2"]
+        assert await billing_service.fingerprints_of(session, orders[1].id) == ["fp_new_card"]
+    renewal_card = fake_stripe.calls[-1]
+    assert (renewal_card.path, renewal_card.param("expand[0]")) == (
+        "/v1/payment_intents/pi_of_in_2",
+        "latest_charge",
+    )
 
     # Refunded in Stripe's dashboard: the charge names the payment intent, found again.
     await _deliver(
@@ -533,6 +549,78 @@ async def test_a_refund_burrow_sent_is_not_counted_again_by_its_event(
         order = await session.get(Order, recorded.order.id)
         assert order is not None
         assert (order.status, order.refunded_minor) == (OrderStatus.partially_refunded, 300)
+
+
+# --- the card's fingerprint ----------------------------------------------------------------------
+
+
+def _paid_once(customer: Customer, payment_intent: str) -> dict[str, Any]:
+    completed = _session_completed(customer) | {"mode": "payment", "payment_intent": payment_intent}
+    completed.pop("subscription")
+    completed.pop("invoice")
+    return completed
+
+
+async def _payment_of(runtime: Runtime, order_id: int) -> Payment:
+    async with unit_of_work(runtime.sessionmaker) as session:
+        found = await session.scalar(select(Payment).where(Payment.order_id == order_id))
+        assert found is not None
+        return found
+
+
+async def test_a_payment_not_made_by_card_is_recorded_without_a_fingerprint(
+    stripe_client: httpx.AsyncClient, stripe_runtime: Runtime, fake_stripe: FakeStripe
+) -> None:
+    paypal, gone = await _customer(stripe_runtime), await _customer(stripe_runtime)
+    fake_stripe.cards["pi_paypal"] = None
+    fake_stripe.unknown.add("pi_gone")
+    await _deliver(
+        stripe_client,
+        event("evt_pp", "checkout.session.completed", _paid_once(paypal, "pi_paypal")),
+    )
+    # Stripe refuses to name the payment (a test-mode id under a live key): asking again
+    # would refuse again, so the payment is recorded without its fingerprint.
+    await _deliver(
+        stripe_client, event("evt_gone", "checkout.session.completed", _paid_once(gone, "pi_gone"))
+    )
+    for customer, intent in ((paypal, "pi_paypal"), (gone, "pi_gone")):
+        [order] = await _orders(stripe_runtime, customer.account_id)
+        assert order.status == OrderStatus.paid
+        payment = await _payment_of(stripe_runtime, order.id)
+        assert (payment.provider_payment_id, payment.fingerprint) == (intent, None)
+    assert [c.path for c in fake_stripe.calls] == [
+        "/v1/payment_intents/pi_paypal",
+        "/v1/payment_intents/pi_gone",
+    ]
+
+
+async def test_stripe_unreachable_leaves_the_event_to_be_handled_again(
+    stripe_client: httpx.AsyncClient, stripe_runtime: Runtime, fake_stripe: FakeStripe
+) -> None:
+    customer = await _customer(stripe_runtime)
+    # More failures than the library's own retries.
+    fake_stripe.failures = 3
+    await _deliver(
+        stripe_client,
+        event("evt_later", "checkout.session.completed", _paid_once(customer, "pi_x")),
+    )
+    [order] = await _orders(stripe_runtime, customer.account_id)
+    assert order.status == OrderStatus.pending
+    async with unit_of_work(stripe_runtime.sessionmaker) as session:
+        stored = await session.scalar(select(WebhookEvent))
+        assert stored is not None
+        assert stored.processed_at is None
+        assert "ProviderUnavailable" in (stored.error or "")
+    assert await _count(stripe_runtime, Payment) == 0
+
+    # Stripe answers again: the next run records the payment with its card.
+    assert await webhook_service.process_pending(stripe_runtime) == 1
+    [order] = await _orders(stripe_runtime, customer.account_id)
+    assert order.status == OrderStatus.paid
+    payment = await _payment_of(stripe_runtime, order.id)
+    assert payment.fingerprint == "fp_card_of_pi_x"
+    assert await _served(stripe_runtime, customer.account_id) == {customer.device_key}
+    assert await webhook_service.process_pending(stripe_runtime) == 0
 
 
 # --- no grace ------------------------------------------------------------------------------------

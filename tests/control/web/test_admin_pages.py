@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import html
 import re
+from dataclasses import dataclass
 from datetime import timedelta
 
 import httpx
@@ -16,12 +17,14 @@ from burrow.control.admin.service import CliOperator, admin_accounts
 from burrow.control.app import create_app
 from burrow.control.config import Settings
 from burrow.control.db import unit_of_work
+from burrow.control.desired_state.service import desired_state as desired_state_service
 from burrow.control.models import (
     Account,
     AccountSession,
     AccountStatus,
     AdminAction,
     ConnectionRecord,
+    Device,
     Node,
     PrivacyRequest,
     PrivacyRequestKind,
@@ -29,12 +32,22 @@ from burrow.control.models import (
     RefundRequest,
     utcnow,
 )
+from burrow.control.nodes import service as nodes_module
 from burrow.control.runtime import Runtime
 from burrow.control.security import hash_token, new_token
 from burrow.control.startup import prepare
+from burrow.wire import API_PREFIX
 from tests.conftest import ROOT
 from tests.control.web.conftest import MakeWebCustomer
-from tests.support.factories import DEFAULT_PASSWORD, create_account, create_session_token
+from tests.support.factories import (
+    DEFAULT_PASSWORD,
+    create_account,
+    create_device,
+    create_node,
+    create_session_token,
+    create_subscription,
+    new_public_key,
+)
 from tests.support.web import csrf_token, post_form, sign_in_as
 
 METERED_POLICY = ROOT / "examples" / "policies" / "metered.toml"
@@ -351,6 +364,137 @@ async def test_create_a_node_shows_its_enrollment_command(
         ("node.retire", str(node.id)),
     ]
     assert token not in rows[0].detail
+
+
+# --- fleet: what reporting nodes show ---------------------------------------------------------
+
+
+@dataclass
+class _Fleet:
+    """Two nodes that reported through the node API, and what must never appear of the peers."""
+
+    busy: Node
+    quiet: Node
+    identities: list[str]
+
+
+def _cells(page: httpx.Response, row_id: str) -> list[str]:
+    """The text of each cell of the table row with ``row_id``."""
+    row = re.search(rf'<tr id="{re.escape(row_id)}">(.*?)</tr>', page.text, re.S)
+    assert row is not None, f"no row {row_id}"
+    cells = re.findall(r"<td[^>]*>(.*?)</td>", row.group(1), re.S)
+    return [" ".join(html.unescape(re.sub(r"<[^>]+>", " ", c)).split()) for c in cells]
+
+
+async def _report(
+    client: httpx.AsyncClient, token: str, seq: int, connected: list[str], idle: list[str]
+) -> None:
+    """One status report through the node API, as the agent sends it."""
+    peers = [
+        {"public_key": key, "connected": True, "rx_bytes": 5000, "tx_bytes": 7000}
+        for key in connected
+    ] + [{"public_key": key, "connected": False} for key in idle]
+    response = await client.post(
+        f"{API_PREFIX}/report",
+        json={"boot_id": "boot-1", "seq": seq, "revision": 0, "peers": peers},
+        headers={"Authorization": f"Bearer {token}"},
+    )
+    assert response.status_code == 200, response.text
+    assert response.json()["accepted"] is True
+
+
+async def _reporting_fleet(client: httpx.AsyncClient, runtime: Runtime) -> _Fleet:
+    """Node ams-1 (capacity 4) with 3 of 4 customers' devices connected; fra-1 (capacity 10)
+    with none. Each device belongs to its own customer, so no plan limit blocks any."""
+    tokens = {name: new_token("bwn_") for name in ("ams-1", "fra-1")}
+    async with unit_of_work(runtime.sessionmaker) as session:
+        busy = await create_node(session, name="ams-1", capacity=4)
+        quiet = await create_node(session, name="fra-1", capacity=10)
+        busy.node_token_hash = hash_token(tokens["ams-1"])
+        quiet.node_token_hash = hash_token(tokens["fra-1"])
+        devices: list[Device] = []
+        emails: list[str] = []
+        for n in range(4):
+            account = await create_account(session)
+            await create_subscription(session, account)
+            devices.append(await create_device(session, account, name=f"Phone of person {n}"))
+            await desired_state_service.refresh_account(session, runtime, account.id)
+            emails.append(account.email)
+    keys = [d.public_key for d in devices]
+    await _report(client, tokens["ams-1"], 1, connected=keys[:3], idle=keys[3:])
+    await _report(client, tokens["fra-1"], 1, connected=[], idle=[])
+    identities = emails + keys + [d.name for d in devices] + [d.ipv4 for d in devices]
+    return _Fleet(busy, quiet, identities)
+
+
+def _assert_counts_only(page: httpx.Response, fleet: _Fleet) -> None:
+    for identity in fleet.identities:
+        assert identity not in page.text, identity
+        assert html.escape(identity) not in page.text, identity
+
+
+async def test_fleet_shows_reporting_nodes_by_counts_only_under_the_strict_policy(
+    client: httpx.AsyncClient,
+    admin: Account,
+    runtime: Runtime,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    fleet = await _reporting_fleet(client, runtime)
+    page = await client.get("/admin/fleet")
+    assert page.status_code == 200, page.text
+
+    busy = _cells(page, f"node-{fleet.busy.id}")
+    assert busy[0] == "ams-1"
+    assert busy[4] == "online"
+    assert re.fullmatch(r"\d+ s ago", busy[5]), busy[5]
+    assert busy[6] == "3 / 4"
+    assert busy[7] == "75%"
+    quiet = _cells(page, f"node-{fleet.quiet.id}")
+    assert (quiet[4], quiet[6], quiet[7]) == ("online", "0 / 10", "0%")
+
+    assert "only how many devices are connected" in (by_id(page, "fleet-privacy") or "")
+    _assert_counts_only(page, fleet)
+
+    # ams-1 stops reporting: its last report is two hours old, and the page says it is silent.
+    two_hours_ago = utcnow().timestamp() - 2 * 3600 - 5
+    monkeypatch.setattr(nodes_module, "_now", lambda: two_hours_ago)
+    async with unit_of_work(runtime.sessionmaker) as session:
+        token = new_token("bwn_")
+        stale = await create_node(session, name="waw-1", capacity=10)
+        stale.node_token_hash = hash_token(token)
+    await _report(client, token, 1, connected=[new_public_key()], idle=[])
+    monkeypatch.undo()
+    later = await client.get("/admin/fleet")
+    silent = _cells(later, f"node-{stale.id}")
+    assert silent[4] == "silent"
+    assert silent[5] == "2 h 0 min ago"
+    # Its last count stays visible beside that age; its load now is unknown.
+    assert (silent[6], silent[7]) == ("1 / 10", "—")
+    assert _cells(later, f"node-{fleet.busy.id}")[4] == "online"
+
+
+async def test_fleet_shows_only_counts_under_the_metered_policy_too(settings: Settings) -> None:
+    runtime = Runtime.build(settings.model_copy(update={"policy_path": METERED_POLICY}))
+    await prepare(runtime)
+    try:
+        async with unit_of_work(runtime.sessionmaker) as session:
+            admin = await create_account(session, admin=True)
+            admin.totp_enabled = True
+            admin.totp_secret = "JBSWY3DPEHPK3PXP"
+            token = await create_session_token(session, admin)
+        transport = httpx.ASGITransport(app=create_app(runtime=runtime))
+        async with httpx.AsyncClient(transport=transport, base_url="http://testserver") as client:
+            fleet = await _reporting_fleet(client, runtime)
+            sign_in_as(client, token)
+            page = await client.get("/admin/fleet")
+        assert page.status_code == 200, page.text
+        busy = _cells(page, f"node-{fleet.busy.id}")
+        assert (busy[4], busy[6], busy[7]) == ("online", "3 / 4", "75%")
+        # The metered policy keeps connection records, but the fleet is no place for them.
+        assert 'id="fleet-privacy"' not in page.text
+        _assert_counts_only(page, fleet)
+    finally:
+        await runtime.close()
 
 
 # --- refunds ----------------------------------------------------------------------------------

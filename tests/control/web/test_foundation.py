@@ -4,10 +4,15 @@ from __future__ import annotations
 
 import httpx
 
+from burrow.control.app import create_app
+from burrow.control.config import Settings
+from burrow.control.db import unit_of_work
 from burrow.control.deps import SESSION_COOKIE
 from burrow.control.models import AccountStatus
 from burrow.control.web.cookies import CSRF_COOKIE
 from tests.control.web.conftest import MakeWebCustomer
+from tests.support.app import running_runtime
+from tests.support.factories import DEFAULT_PASSWORD, create_account
 from tests.support.web import csrf_token, post_form
 
 
@@ -138,3 +143,40 @@ async def test_a_terminated_accounts_browser_is_signed_out_and_told_why(
     assert login.status_code == 200
     assert "terminated" in login.text
     assert 'id="login-form"' in login.text
+
+
+def _cookie_attributes(response: httpx.Response, name: str) -> set[str]:
+    """The attributes of the Set-Cookie header for ``name`` (lowercase, values kept)."""
+    for header in response.headers.get_list("set-cookie"):
+        if header.startswith(f"{name}="):
+            return {part.strip().lower() for part in header.split(";")[1:]}
+    raise AssertionError(f"no Set-Cookie for {name}: {response.headers.get_list('set-cookie')}")
+
+
+async def test_cookies_are_secure_when_the_public_url_is_https(settings: Settings) -> None:
+    """Behind a TLS proxy the app sees http; the https public URL makes every cookie Secure."""
+    https = settings.model_copy(update={"public_url": "https://vpn.example.com"})
+    async with running_runtime(https) as runtime:
+        async with unit_of_work(runtime.sessionmaker) as session:
+            account = await create_account(session)
+        transport = httpx.ASGITransport(app=create_app(runtime=runtime))
+        # An https client: a cookie jar keeps sending Secure cookies only over https.
+        async with httpx.AsyncClient(transport=transport, base_url="https://testserver") as client:
+            signed_out = await client.get("/login")
+            assert signed_out.status_code == 200, signed_out.text
+            nonce = _cookie_attributes(signed_out, CSRF_COOKIE)
+            assert {"secure", "httponly", "samesite=lax", "path=/"} <= nonce
+
+            signed_in = await client.post(
+                "/login",
+                data={
+                    "email": account.email,
+                    "password": DEFAULT_PASSWORD,
+                    "csrf_token": csrf_token(signed_out),
+                },
+            )
+            assert signed_in.status_code == 303, signed_in.text
+            assert signed_in.headers["location"] == "/dashboard"
+            session_cookie = _cookie_attributes(signed_in, SESSION_COOKIE)
+            assert {"secure", "httponly", "samesite=lax", "path=/"} <= session_cookie
+            assert (await client.get("/dashboard")).status_code == 200

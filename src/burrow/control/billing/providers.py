@@ -11,12 +11,15 @@ Imports the models and the settings only.
 
 from __future__ import annotations
 
+import logging
 from typing import Protocol
 
 import stripe
 
 from burrow.control.config import Settings
 from burrow.control.models import Order
+
+log = logging.getLogger(__name__)
 
 
 class RefundUnavailable(Exception):
@@ -97,6 +100,36 @@ class StripeGateway:
                 return intent if isinstance(intent, str) else str(intent.id)
         return None
 
+    async def payment_fingerprint(self, payment_id: str) -> str | None:
+        """The card fingerprint of a payment (a payment intent's latest charge, or a charge):
+        Stripe's one id of a card number across customers, which the refund rule "one per
+        person" compares. None when the payment was not made with a card (a bank debit, Link,
+        PayPal), or Stripe knows no such payment (a test-mode id under a live key): the payment
+        is recorded all the same, only without a fingerprint. Unreachable: ProviderUnavailable,
+        so the caller can try again later."""
+        client = self._client()
+        try:
+            if payment_id.startswith("ch_"):
+                charge: stripe.Charge | str | None = await client.v1.charges.retrieve_async(
+                    payment_id
+                )
+            else:
+                intent = await client.v1.payment_intents.retrieve_async(
+                    payment_id, {"expand": ["latest_charge"]}
+                )
+                charge = intent.latest_charge
+                if isinstance(charge, str):
+                    # Not expanded after all (an older API version): ask for the charge.
+                    charge = await client.v1.charges.retrieve_async(charge)
+        except stripe.InvalidRequestError as exc:
+            # A request Stripe will refuse every time: retrying would hold the payment back
+            # for good, so it is recorded without a fingerprint.
+            log.warning("stripe names no card for payment %s: %s", payment_id, _describe(exc))
+            return None
+        except stripe.StripeError as exc:
+            raise ProviderUnavailable(_describe(exc)) from exc
+        return _card_fingerprint(charge)
+
     async def cancel_now(self, subscription_id: str) -> None:
         """End the Stripe subscription at once: no further charge (a refunded order)."""
         client = self._client()
@@ -118,6 +151,17 @@ class StripeGateway:
             )
         except stripe.StripeError as exc:
             raise ProviderUnavailable(_describe(exc)) from exc
+
+
+def _card_fingerprint(charge: stripe.Charge | str | None) -> str | None:
+    if charge is None or isinstance(charge, str):
+        return None
+    # Stripe leaves out what does not apply, and the library then has no attribute at all.
+    details = getattr(charge, "payment_method_details", None)
+    if details is None or getattr(details, "type", None) != "card":
+        return None
+    found = getattr(getattr(details, "card", None), "fingerprint", None)
+    return found if isinstance(found, str) and found else None
 
 
 def _describe(exc: stripe.StripeError) -> str:

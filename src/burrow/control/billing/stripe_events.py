@@ -10,7 +10,8 @@ the event under (stripe, event id). ``handle`` is the registered handler that th
 service calls later. Events are applied by the Stripe object's own state and the event's
 ``created`` time: the subscriptions service ignores an event older than the newest one it
 applied (``Subscription.provider_updated_at``), so a late delivery never undoes a newer state;
-money received (a paid invoice, a refund) always counts, once.
+money received (a paid invoice, a refund) always counts, once. A card payment is recorded with
+its card's fingerprint, asked from Stripe, for the refund rule "one per person".
 """
 
 from __future__ import annotations
@@ -253,6 +254,23 @@ async def _payment_id(runtime: Runtime, intent: Any, invoice: Any) -> str | None
     return found or invoice_id
 
 
+async def _fingerprint(runtime: Runtime, payment_id: str | None) -> str | None:
+    """The card fingerprint of the payment recorded under ``payment_id``, asked from Stripe.
+
+    Asked before anything is recorded: if Stripe cannot be reached, the handler fails and the
+    stored event is handled again on a later run (``process_pending``), so the payment is never
+    lost, and a short outage never records it without the fingerprint the "one refund per
+    person" rule needs.
+    (Recording it first and filling the fingerprint in later would leave it empty for good
+    when no later event about that payment comes, and a refund asked meanwhile would not see
+    it.) Without an API key, or under an id that is no payment (an invoice's, a session's),
+    there is nothing to ask: None."""
+    if not payment_id or not payment_id.startswith(("pi_", "ch_")):
+        return None
+    gateway = StripeGateway.from_settings(runtime.settings)
+    return await gateway.payment_fingerprint(payment_id) if gateway.configured else None
+
+
 # --- handling events --------------------------------------------------------------------------
 
 
@@ -281,6 +299,7 @@ async def _record(
     if account is None or plan is None or amount is None or not payment_id:
         log.warning("stripe event %s is incomplete; skipped", event.event_id)
         return False
+    fingerprint = await _fingerprint(runtime, payment_id)
     try:
         await billing_service.record_payment(
             session,
@@ -292,6 +311,7 @@ async def _record(
             PaymentMethod.card,
             PROVIDER,
             payment_id,
+            fingerprint,
             provider_order_id=_id(obj.get("id")),
             provider_subscription_id=provider_subscription_id,
             period_end=period_end,
@@ -323,6 +343,7 @@ async def _checkout_completed(
         if amount is None or payment is None:
             log.warning("stripe event %s is incomplete; skipped", event.event_id)
             return
+        fingerprint = await _fingerprint(runtime, payment)
         try:
             await billing_service.pay_order(
                 session,
@@ -331,6 +352,7 @@ async def _checkout_completed(
                 payment,
                 amount,
                 str(obj.get("currency", "")).upper(),
+                fingerprint,
                 provider_subscription_id=linked,
             )
         except (DuplicatePayment, OrderNotPayable) as exc:

@@ -29,8 +29,20 @@ async def servers_page(
         for country, group in groupby(servers, key=lambda s: s.country.upper())
     ]
     recommended = next((s for s in servers if s.recommended), None)
+    # The API counts an unknown load as 0 so that clients can sort by it; a person reading
+    # "0%" would take a server that stopped reporting for an empty one, so the page says so.
+    reporting = {
+        n.id
+        for n in await node_service.list_all(session)
+        if node_service.health(runtime, n).state == "online"
+    }
     return render(
         request,
         "servers.html",
-        {"countries": countries, "recommended": recommended, "count": len(servers)},
+        {
+            "countries": countries,
+            "recommended": recommended,
+            "count": len(servers),
+            "reporting": reporting,
+        },
     )

@@ -36,7 +36,10 @@ async def _fleet_page(
     rows = []
     for node in nodes:
         connected = node.health.connected_devices
-        load = None if connected is None else connected / max(1, node.capacity)
+        # Like the servers list: the load of a node that stopped reporting is unknown, not its
+        # last count (which stays in the Connected column, next to the report's age).
+        online = node.health.state == "online"
+        load = None if connected is None or not online else connected / max(1, node.capacity)
         rows.append(
             {
                 "node": node,
