@@ -153,6 +153,28 @@ def upgrade() -> None:
         sa.UniqueConstraint("code", name=op.f("uq_plans_code")),
     )
     op.create_table(
+        "refunded_persons",
+        sa.Column(
+            "kind",
+            sa.Enum(
+                "email", "fingerprint", name="refundedpersonkind", native_enum=False, length=16
+            ),
+            nullable=False,
+        ),
+        sa.Column("digest", sa.String(length=64), nullable=False),
+        sa.Column(
+            "id",
+            sa.BigInteger().with_variant(sa.Integer(), "sqlite"),
+            autoincrement=True,
+            nullable=False,
+        ),
+        sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
+        sa.PrimaryKeyConstraint("id", name=op.f("pk_refunded_persons")),
+    )
+    with op.batch_alter_table("refunded_persons", schema=None) as batch_op:
+        batch_op.create_index("ix_refunded_persons_kind_digest", ["kind", "digest"], unique=True)
+
+    op.create_table(
         "served_peers",
         sa.Column(
             "device_id",
@@ -962,6 +984,10 @@ def downgrade() -> None:
         batch_op.drop_index(batch_op.f("ix_served_peers_account_id"))
 
     op.drop_table("served_peers")
+    with op.batch_alter_table("refunded_persons", schema=None) as batch_op:
+        batch_op.drop_index("ix_refunded_persons_kind_digest")
+
+    op.drop_table("refunded_persons")
     op.drop_table("plans")
     op.drop_table("peer_changes")
     op.drop_table("nodes")

@@ -11,11 +11,12 @@ import pytest
 from sqlalchemy import DateTime, bindparam, text
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from burrow.control.models import Account, utcnow
+from burrow.control.models import Account, RefundedPerson, RefundedPersonKind, utcnow
 from burrow.control.policy.audit import AuditReport, AuditTargets, run_audit
 from burrow.control.policy.schemas import Policy
 from burrow.control.policy.service import load_policy
 from burrow.control.runtime import Runtime
+from burrow.control.security import keyed_digest
 from tests.conftest import ROOT
 from tests.support import factories
 
@@ -304,3 +305,28 @@ async def test_a_login_ip_under_a_policy_that_keeps_none_is_a_violation(
             'privacy.mode = "metered" does not allow',
         ),
     ]
+
+
+async def test_refunded_persons_digests_are_not_taken_for_addresses(
+    runtime: Runtime, session: AsyncSession, deployment: AuditTargets, metered: Policy
+) -> None:
+    # What an erasure under one_per_person keeps: keyed digests (hex), never an address, even
+    # of values that hold one (a fingerprint is the provider's word, it could be anything).
+    secret = runtime.settings.secret_key.get_secret_value()
+    for n in range(40):
+        session.add(
+            RefundedPerson(
+                kind=RefundedPersonKind.email,
+                digest=keyed_digest(secret, f"refunded-email:p{n}@example.org"),
+            )
+        )
+        session.add(
+            RefundedPerson(
+                kind=RefundedPersonKind.fingerprint,
+                digest=keyed_digest(secret, f"refunded-fingerprint:{CLIENT}:{n}"),
+            )
+        )
+    await session.commit()
+    report = await _audit(runtime, deployment, metered)
+    assert _violations(report) == []
+    assert [f for f in report.findings if f.where.startswith("refunded_persons")] == []

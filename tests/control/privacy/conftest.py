@@ -22,6 +22,8 @@ from burrow.control.models import (
     Order,
     Payment,
     PrivacyRequestKind,
+    RefundedPerson,
+    RefundedPersonKind,
     RefundRequest,
     RefundRuleOutcome,
     RefundStatus,
@@ -116,6 +118,13 @@ async def populate(session: AsyncSession, runtime: Runtime, account: Account) ->
                 email_digest=keyed_digest(
                     runtime.settings.secret_key.get_secret_value(), f"trial:{account.email}"
                 )
+            ),
+            # Another, erased, refunded person's digest: linked to no account.
+            RefundedPerson(
+                kind=RefundedPersonKind.email,
+                digest=keyed_digest(
+                    runtime.settings.secret_key.get_secret_value(), "refunded-email:x@example.org"
+                ),
             ),
             AdminAction(
                 admin_id=None,

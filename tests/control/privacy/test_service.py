@@ -57,6 +57,8 @@ NOT_EXPORTED = {
     "account (status, reason) is in the account section",
     "trial_claims": "a keyed hash of an address, linked to no account, that cannot be turned "
     "back into the address",
+    "refunded_persons": "keyed hashes of refunded persons' addresses and cards, kept after their "
+    "erasure for the one-refund rule, linked to no account",
 }
 # Export sections named other than their table.
 SECTION = {"accounts": "account"}
@@ -298,6 +300,21 @@ def test_the_retention_statement_says_what_is_kept_and_how_long(runtime: Runtime
     assert any(f"Kept for {years} years from the date of each order" in s for s in statements)
     assert any("keyed hash of your email address" in s for s in statements)  # trial offered
     assert any("the address of your last sign-in" in s for s in statements)  # kept by strict
+    # Strict has no one-refund-per-person rule, so no refunded person's digest is kept.
+    assert not any("one-refund-per-person" in s for s in statements)
+
+
+def test_the_retention_statement_names_the_refunded_persons_digests(metered: Runtime) -> None:
+    statements = retention_statement(metered.policy)
+    years = metered.policy.privacy.invoice_retention_years
+    assert metered.policy.refunds is not None
+    assert metered.policy.refunds.one_per_person
+    assert [s for s in statements if "one-refund-per-person" in s] == [
+        f"Kept for {years} years, only if you were given a refund: a keyed hash of your email "
+        "address and of the card fingerprints of the refunded orders, so that the "
+        "one-refund-per-person rule still applies to a new account. It cannot be turned back "
+        "into your address or card and is linked to nothing else."
+    ]
 
 
 # Consents and requests.

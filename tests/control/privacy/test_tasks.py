@@ -4,8 +4,10 @@ from __future__ import annotations
 
 from datetime import timedelta
 
+from sqlalchemy import select
+
 from burrow.control.db import unit_of_work
-from burrow.control.models import Account, utcnow
+from burrow.control.models import Account, RefundedPerson, RefundedPersonKind, utcnow
 from burrow.control.privacy.tasks import clear_old_login_ips, purge_expired_invoices
 from burrow.control.runtime import Runtime
 from burrow.control.scheduler import JOBS
@@ -59,3 +61,19 @@ async def test_the_invoice_purge_leaves_live_accounts_alone(runtime: Runtime) ->
     assert await purge_expired_invoices(runtime) == 0
     async with unit_of_work(runtime.sessionmaker) as session:
         assert await session.get(Account, account.id) is not None
+
+
+async def test_the_invoice_purge_forgets_refunded_persons_past_the_retention(
+    runtime: Runtime,
+) -> None:
+    years = runtime.policy.privacy.invoice_retention_years
+    async with unit_of_work(runtime.sessionmaker) as session:
+        old = RefundedPerson(kind=RefundedPersonKind.email, digest="a" * 64)
+        old.created_at = utcnow() - timedelta(days=365 * years + 3)
+        recent = RefundedPerson(kind=RefundedPersonKind.fingerprint, digest="b" * 64)
+        recent.created_at = utcnow() - timedelta(days=365 * years - 3)
+        session.add_all([old, recent])
+    await purge_expired_invoices(runtime)
+    async with unit_of_work(runtime.sessionmaker) as session:
+        kept = (await session.scalars(select(RefundedPerson.digest))).all()
+    assert kept == ["b" * 64]

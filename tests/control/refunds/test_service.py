@@ -7,7 +7,7 @@ import json
 from datetime import timedelta
 
 import pytest
-from sqlalchemy import select
+from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from burrow.control.accounts.service import account as account_service
@@ -21,6 +21,8 @@ from burrow.control.models import (
     Order,
     OrderStatus,
     PaymentMethod,
+    RefundedPerson,
+    RefundedPersonKind,
     RefundRequest,
     RefundRuleOutcome,
     RefundStatus,
@@ -29,6 +31,7 @@ from burrow.control.models import (
     UsageCounter,
     utcnow,
 )
+from burrow.control.privacy.service import privacy as privacy_service
 from burrow.control.refunds.service import (
     RefundAlreadyDecided,
     RefundAlreadyRequested,
@@ -38,7 +41,13 @@ from burrow.control.refunds.service import refund as refund_service
 from burrow.control.refunds.tasks import execute_approved_refunds
 from burrow.control.runtime import Runtime
 from burrow.control.subscriptions.service import subscription as subscription_service
-from tests.support.factories import create_account, create_device, create_paid_order, get_plan
+from tests.support.factories import (
+    DEFAULT_PASSWORD,
+    create_account,
+    create_device,
+    create_paid_order,
+    get_plan,
+)
 
 
 async def _paid(
@@ -162,6 +171,80 @@ async def test_second_account_of_the_same_person(metered: Runtime, same: str) ->
         view = await refund_service.request(session, metered, second, two.id, "b")
     assert view.request.status == RefundStatus.refused
     assert _rules(view)["one_per_person"] is False
+
+
+async def _erase(runtime: Runtime, account_id: int) -> None:
+    async with unit_of_work(runtime.sessionmaker) as session:
+        account = await account_service.get(session, account_id)
+        await privacy_service.erase(session, runtime, account, password=DEFAULT_PASSWORD)
+
+
+@pytest.mark.parametrize("same", ["email", "fingerprint"])
+async def test_one_per_person_outlives_the_erasure_of_the_refunded_account(
+    metered: Runtime, same: str
+) -> None:
+    async with unit_of_work(metered.sessionmaker) as session:
+        first = await create_account(session, email=f"Gone.{same}@example.org")
+        one = await _paid(session, metered, first, f"g-{same}-1", fingerprint=f"fp_gone_{same}")
+        granted = await refund_service.request(session, metered, first, one.id, "a")
+        assert granted.request.status == RefundStatus.executed
+    await _erase(metered, first.id)
+    async with unit_of_work(metered.sessionmaker) as session:
+        kept = (await session.scalars(select(RefundedPerson))).all()
+        # One digest of the address and one of the refunded order's card, neither in clear.
+        assert sorted(k.kind for k in kept) == [
+            RefundedPersonKind.email,
+            RefundedPersonKind.fingerprint,
+        ]
+        assert all(len(k.digest) == 64 and same not in k.digest for k in kept)
+        # The same mailbox (case and +tag aside) with another card, or the same card under
+        # another address: only the kept digests can tell it is the same person.
+        second = await create_account(
+            session, email=f"gone.{same}+again@example.org" if same == "email" else None
+        )
+        card = f"fp_gone_{same}" if same == "fingerprint" else "fp_new_card"
+        two = await _paid(session, metered, second, f"g-{same}-2", fingerprint=card)
+        view = await refund_service.request(session, metered, second, two.id, "b")
+    assert view.request.status == RefundStatus.refused
+    assert _rules(view)["one_per_person"] is False
+    assert "one_per_person" in (view.request.decision_reason or "")
+
+
+async def test_an_erased_account_never_refunded_leaves_no_digest(metered: Runtime) -> None:
+    async with unit_of_work(metered.sessionmaker) as session:
+        account = await create_account(session, email="never.refunded@example.org")
+        order = await _paid(session, metered, account, "n-1", fingerprint="fp_never")
+        # Asked and refused (a renewal is not refunded under metered): still not refunded.
+        await _paid(session, metered, account, "n-0", days_ago=40)
+        refused = await refund_service.request(session, metered, account, order.id, "x")
+        assert refused.request.status == RefundStatus.refused
+    await _erase(metered, account.id)
+    async with unit_of_work(metered.sessionmaker) as session:
+        assert await session.scalar(select(func.count()).select_from(RefundedPerson)) == 0
+        # And a new account of that person is judged on its own.
+        again = await create_account(session, email="never.refunded@example.org")
+        order = await _paid(session, metered, again, "n-2", fingerprint="fp_never")
+        view = await refund_service.request(session, metered, again, order.id, "y")
+    assert _rules(view)["one_per_person"] is True
+
+
+async def test_without_the_rule_an_erased_refunded_account_leaves_no_digest(
+    runtime: Runtime,
+) -> None:
+    assert runtime.policy.refunds is not None
+    assert not runtime.policy.refunds.one_per_person  # strict: a person judges each request
+    async with unit_of_work(runtime.sessionmaker) as session:
+        admin = await create_account(session, admin=True)
+        account = await create_account(session)
+        order = await _paid(session, runtime, account, "s-gone", fingerprint="fp_strict")
+        view = await refund_service.request(session, runtime, account, order.id, "Broken")
+        approved = await refund_service.approve(
+            session, runtime, admin, view.request.id, 300, "Partly worked."
+        )
+        assert approved.request.status == RefundStatus.executed
+    await _erase(runtime, account.id)
+    async with unit_of_work(runtime.sessionmaker) as session:
+        assert await session.scalar(select(func.count()).select_from(RefundedPerson)) == 0
 
 
 async def test_terminated_account_refused(runtime: Runtime) -> None:

@@ -21,6 +21,7 @@ from burrow.control.models.privacy_request import (
 )
 from burrow.control.models.refund_request import RefundRequest, RefundStatus
 from burrow.control.models.refund_rule_outcome import RefundRuleOutcome
+from burrow.control.models.refunded_person import RefundedPerson, RefundedPersonKind
 from burrow.control.models.served_peer import ServedPeer
 from burrow.control.models.subscription import (
     ACCESS_STATUSES,
@@ -66,6 +67,8 @@ __all__ = [
     "RefundRequest",
     "RefundRuleOutcome",
     "RefundStatus",
+    "RefundedPerson",
+    "RefundedPersonKind",
     "ServedPeer",
     "Subscription",
     "SubscriptionStatus",

@@ -46,6 +46,13 @@ def retention_statement(policy: Policy) -> list[str]:
             "again with the same address. It cannot be turned back into your address and is "
             "linked to nothing else."
         )
+    if policy.refunds is not None and policy.refunds.one_per_person:
+        statements.append(
+            f"Kept for {years} years, only if you were given a refund: a keyed hash of your "
+            "email address and of the card fingerprints of the refunded orders, so that the "
+            "one-refund-per-person rule still applies to a new account. It cannot be turned "
+            "back into your address or card and is linked to nothing else."
+        )
     statements.append(
         "Actions our administrators took on your account (a suspension, for example) stay in "
         "our internal audit trail, which names the account by its number only."

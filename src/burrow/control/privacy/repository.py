@@ -36,6 +36,7 @@ from burrow.control.models import (
     Payment,
     PrivacyRequest,
     PrivacyRequestStatus,
+    RefundedPerson,
     RefundRequest,
     TermsAcceptance,
     UsageCounter,
@@ -205,6 +206,13 @@ class PrivacyRepository:
             delete(PrivacyRequest).where(
                 PrivacyRequest.account_id.is_(None), PrivacyRequest.received_at < before
             )
+        )
+        return _count(result)
+
+    async def delete_refunded_persons_before(self, before: datetime) -> int:
+        """Refunded persons' digests kept since before ``before`` (the invoice retention)."""
+        result = await self.session.execute(
+            delete(RefundedPerson).where(RefundedPerson.created_at < before)
         )
         return _count(result)
 

@@ -446,6 +446,10 @@ class PrivacyService:
             await device_service.remove(session, runtime, account, device.id)
         await desired_state_service.refresh_account(session, runtime, account.id)
 
+        # Before the address and the card fingerprints go: a person who was granted a refund
+        # leaves keyed digests of them (linked to no account), so the one-refund-per-person
+        # rule still holds after an erasure. Purged with the invoices.
+        await refund_service.remember_refunded_person(session, runtime, account)
         repository = PrivacyRepository(session)
         await repository.erase_owned_rows(account.id)
         await repository.anonymise_money(account.id)
@@ -499,12 +503,14 @@ class PrivacyService:
 
     async def purge_expired_invoices(self, session: AsyncSession, runtime: Runtime) -> int:
         """Delete erased accounts' orders older than the invoice retention, then the accounts
-        left without orders; returns how many orders went."""
+        left without orders and the refunded persons' digests kept as long; returns how many
+        orders went."""
         before = _years_before(utcnow(), runtime.policy.privacy.invoice_retention_years)
         repository = PrivacyRepository(session)
         orders = await repository.delete_erased_orders_before(before)
         await repository.delete_empty_erased_accounts()
         await repository.delete_detached_requests_before(before)
+        await repository.delete_refunded_persons_before(before)
         return orders
 
     async def clear_old_login_ips(self, session: AsyncSession, runtime: Runtime) -> int:

@@ -11,6 +11,8 @@ from burrow.control.models import (
     Account,
     Order,
     Payment,
+    RefundedPerson,
+    RefundedPersonKind,
     RefundRequest,
     RefundRuleOutcome,
     RefundStatus,
@@ -131,3 +133,44 @@ class RefundRepository:
             .limit(1)
         )
         return (await self.session.scalar(query)) is not None
+
+    async def refunded_fingerprints_of(self, account_id: int) -> Sequence[str] | None:
+        """Payment fingerprints on the account's orders that were granted a refund; None when
+        no refund was ever granted to the account."""
+        granted = select(RefundRequest.order_id).where(
+            RefundRequest.account_id == account_id, RefundRequest.status.in_(GRANTED_STATUSES)
+        )
+        if not (await self.session.scalars(granted.limit(1))).first():
+            return None
+        query = (
+            select(Payment.fingerprint)
+            .where(Payment.order_id.in_(granted), Payment.fingerprint.is_not(None))
+            .distinct()
+        )
+        return [f for f in (await self.session.scalars(query)).all() if f]
+
+    async def refunded_person_known(self, kind: RefundedPersonKind, digests: Sequence[str]) -> bool:
+        if not digests:
+            return False
+        query = (
+            select(RefundedPerson.id)
+            .where(RefundedPerson.kind == kind, RefundedPerson.digest.in_(digests))
+            .limit(1)
+        )
+        return (await self.session.scalar(query)) is not None
+
+    async def remember_refunded_person(
+        self, kind: RefundedPersonKind, digests: Sequence[str]
+    ) -> None:
+        """Store the digests not stored yet (a person refunded on two erased accounts has one
+        row per digest)."""
+        wanted = set(digests)
+        if not wanted:
+            return
+        query = select(RefundedPerson.digest).where(
+            RefundedPerson.kind == kind, RefundedPerson.digest.in_(wanted)
+        )
+        known = set((await self.session.scalars(query)).all())
+        for digest in sorted(wanted - known):
+            self.session.add(RefundedPerson(kind=kind, digest=digest))
+        await self.session.flush()

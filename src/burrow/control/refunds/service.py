@@ -26,6 +26,7 @@ from burrow.control.models import (
     Order,
     OrderKind,
     OrderStatus,
+    RefundedPersonKind,
     RefundRequest,
     RefundRuleOutcome,
     RefundStatus,
@@ -34,6 +35,7 @@ from burrow.control.models import (
 from burrow.control.refunds.engine import Decision, RefundFacts, Verdict, evaluate
 from burrow.control.refunds.repository import RefundRepository
 from burrow.control.runtime import Runtime
+from burrow.control.security import keyed_digest
 from burrow.control.subscriptions.service import add_months, trial_email_key
 from burrow.control.subscriptions.service import subscription as subscription_service
 
@@ -113,6 +115,18 @@ def on_refund_executed(session: AsyncSession, order: Order, amount_minor: int) -
     work that executed the refund, so a reversal and the refund commit together).
     """
     del session, order, amount_minor
+
+
+def _email_digest(runtime: Runtime, email: str) -> str:
+    # The same normalised form as the email match below (and the trial claim), under the
+    # server's secret; a purpose prefix keeps it apart from the trial claim's digest.
+    secret = runtime.settings.secret_key.get_secret_value()
+    return keyed_digest(secret, f"refunded-email:{trial_email_key(email)}")
+
+
+def _fingerprint_digest(runtime: Runtime, fingerprint: str) -> str:
+    secret = runtime.settings.secret_key.get_secret_value()
+    return keyed_digest(secret, f"refunded-fingerprint:{fingerprint}")
 
 
 def _outcome_rows(request_id: int, decision: Decision) -> list[RefundRuleOutcome]:
@@ -295,6 +309,29 @@ class RefundService:
                 log.exception("refund request %s did not go out; it is tried again", request_id)
         return done
 
+    async def remember_refunded_person(
+        self, session: AsyncSession, runtime: Runtime, account: Account
+    ) -> int:
+        """Before ``account`` is erased: if it was ever granted a refund, keep keyed digests of
+        its normalised email and of the payment fingerprints on its refunded orders, linked to
+        no account, so that one_per_person still knows the person. Returns how many digests
+        were kept (0 for an account never refunded, which keeps nothing)."""
+        refunds = runtime.policy.refunds
+        if refunds is None or not refunds.one_per_person:
+            # No rule needs them, and the retention statement promises nothing is kept.
+            return 0
+        repository = RefundRepository(session)
+        fingerprints = await repository.refunded_fingerprints_of(account.id)
+        if fingerprints is None:
+            return 0
+        await repository.remember_refunded_person(
+            RefundedPersonKind.email, [_email_digest(runtime, account.email)]
+        )
+        await repository.remember_refunded_person(
+            RefundedPersonKind.fingerprint, [_fingerprint_digest(runtime, f) for f in fingerprints]
+        )
+        return 1 + len(fingerprints)
+
     # --- helpers -----------------------------------------------------------------------------
 
     async def facts(
@@ -346,9 +383,18 @@ class RefundService:
             unsupported_device_finding=request.unsupported_device,
             usage_bytes=usage_bytes,
             usage_sessions=usage_sessions,
-            refund_for_same_email=any(trial_email_key(e) == key for e in emails),
+            # Another account of the same person, or one that was erased after its refund
+            # (then only keyed digests of its email and fingerprints are left to match).
+            refund_for_same_email=any(trial_email_key(e) == key for e in emails)
+            or await repository.refunded_person_known(
+                RefundedPersonKind.email, [_email_digest(runtime, account.email)]
+            ),
             refund_for_same_fingerprint=await repository.fingerprint_refunded_elsewhere(
                 account.id, fingerprints
+            )
+            or await repository.refunded_person_known(
+                RefundedPersonKind.fingerprint,
+                [_fingerprint_digest(runtime, f) for f in fingerprints],
             ),
         )
 
