@@ -175,6 +175,11 @@ class Settings(BaseSettings):
     def is_sqlite(self) -> bool:
         return self.database_url.startswith("sqlite")
 
+    def public_link(self, path: str = "") -> str:
+        """An absolute address on this server for emails and providers: ``path`` after
+        ``public_url`` (a trailing slash there or not)."""
+        return f"{self.public_url.rstrip('/')}{path}"
+
 
 @lru_cache(maxsize=1)
 def get_settings() -> Settings:

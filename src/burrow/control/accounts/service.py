@@ -351,7 +351,7 @@ class AccountService:
                 created_at=now,
             )
         )
-        link = f"{settings.public_url.rstrip('/')}{VERIFY_EMAIL_PATH}?token={token}"
+        link = settings.public_link(f"{VERIFY_EMAIL_PATH}?token={token}")
         provider = runtime.policy.provider.name
         subject = f"Confirm your email address for {provider}"
         purpose = (

@@ -187,10 +187,6 @@ class CoinGateClient:
 # --- checkout ---------------------------------------------------------------------------------
 
 
-def _public(settings: Settings, path: str) -> str:
-    return f"{settings.public_url.rstrip('/')}{path}"
-
-
 class CoinGateCheckout:
     """The ``crypto`` checkout provider: a CoinGate order for our pending order."""
 
@@ -220,9 +216,9 @@ class CoinGateCheckout:
             "receive_currency": settings.coingate_receive_currency,
             "title": f"{runtime.policy.provider.name} order {order.id}"[:150],
             "description": f"{plan.name}: {plan.period_months} month(s) of VPN access"[:500],
-            "callback_url": _public(settings, CALLBACK_PATH),
-            "success_url": _public(settings, f"{BILLING_PAGE}?order={order.id}"),
-            "cancel_url": _public(settings, BILLING_PAGE),
+            "callback_url": settings.public_link(CALLBACK_PATH),
+            "success_url": settings.public_link(f"{BILLING_PAGE}?order={order.id}"),
+            "cancel_url": settings.public_link(BILLING_PAGE),
             "token": callback_token(settings, order.id),
         }
         created = await client.create_order(form)

@@ -48,7 +48,7 @@ def reminder_text(
     end = subscription.current_period_end
     days = max(0, (end - now).days)
     when = "in less than a day" if days == 0 else f"in {days} day" + ("s" if days != 1 else "")
-    link = f"{runtime.settings.public_url.rstrip('/')}{BILLING_PATH}"
+    link = runtime.settings.public_link(BILLING_PATH)
     subject = f"Your {provider} access ends on {end.date().isoformat()}"
     body = (
         f"Hello,\n\nyour {provider} subscription was paid by {_METHOD_NAMES[method]}, which "

@@ -123,7 +123,7 @@ class StripeCheckout:
         *,
         recurring: bool,
     ) -> str:
-        base = runtime.settings.public_url.rstrip("/")
+        settings = runtime.settings
         # Stripe keeps metadata as strings; the events bring these back to find the order.
         metadata = {
             "account_id": str(account.id),
@@ -141,8 +141,8 @@ class StripeCheckout:
             "client_reference_id": str(order.id),
             "customer_email": account.email,
             "metadata": metadata,
-            "success_url": f"{base}/billing?checkout=done&order={order.id}",
-            "cancel_url": f"{base}/billing?checkout=cancelled&order={order.id}",
+            "success_url": settings.public_link(f"/billing?checkout=done&order={order.id}"),
+            "cancel_url": settings.public_link(f"/billing?checkout=cancelled&order={order.id}"),
         }
         if recurring:
             price_data["recurring"] = _recurring(plan.period_months)

@@ -204,7 +204,7 @@ class NodeService:
     @staticmethod
     def _issued(runtime: Runtime, node: Node, token: str) -> EnrollmentIssued:
         assert node.enrollment_expires_at is not None
-        control = runtime.settings.public_url.rstrip("/")
+        control = runtime.settings.public_link()
         return EnrollmentIssued(
             token=token,
             expires_at=node.enrollment_expires_at,
