@@ -76,6 +76,10 @@ def audit(
     ] = None,
 ) -> None:
     """Check the database, the logs and the node's disk against the policy."""
+    for given in log or []:
+        if not given.exists():
+            # A mistyped path would otherwise scan nothing and report "nothing breaks".
+            fail(f"--log {given}: no such file or directory", 2)
     settings = load_settings()
     path = policy_file or settings.policy_path
     policy, problems = check_file(path)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Callable
+from importlib import metadata
 from pathlib import Path
 from typing import Annotated
 
@@ -26,6 +27,32 @@ app = typer.Typer(
     add_completion=False,
 )
 db_app = typer.Typer(help="The database schema.", no_args_is_help=True)
+
+
+def _version(value: bool) -> None:
+    if value:
+        try:
+            typer.echo(f"burrow {metadata.version('burrow')}")
+        except metadata.PackageNotFoundError:
+            fail("burrow is not installed as a package (pip install -e .)", EXIT_SETUP)
+        raise typer.Exit()
+
+
+@app.callback()
+def _main(
+    _version_flag: Annotated[
+        bool,
+        typer.Option(
+            "--version",
+            help="Print burrow's version and exit.",
+            callback=_version,
+            is_eager=True,
+        ),
+    ] = False,
+) -> None:
+    """burrow: the platform a VPN provider runs."""
+
+
 app.add_typer(db_app, name="db")
 
 PROJECT_ROOT = Path(__file__).resolve().parents[3]

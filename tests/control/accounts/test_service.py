@@ -28,6 +28,7 @@ from burrow.control.accounts.service import (
     check_password,
 )
 from burrow.control.accounts.service import account as account_service
+from burrow.control.admin.service import CliOperator
 from burrow.control.desired_state.service import desired_state
 from burrow.control.errors import Conflict, InvalidInput, NotAuthenticated
 from burrow.control.live import MemoryLiveStore
@@ -72,6 +73,9 @@ def _signup(runtime: Runtime, **changes: object) -> AccountCreate:
     }
     data.update(changes)
     return AccountCreate.model_validate(data)
+
+
+OPS = CliOperator("ops")
 
 
 async def _sessions_of(session: AsyncSession, account_id: int) -> int:
@@ -481,44 +485,48 @@ async def test_suspend_unsuspend_terminate(
     account = await create_account(session)
     await create_session_token(session, account)
 
-    suspended = await account_service.suspend(session, runtime, account.id, "  unpaid invoice ")
+    suspended = await account_service.suspend(
+        session, runtime, OPS, account.id, "  unpaid invoice "
+    )
     assert suspended.status is AccountStatus.suspended
     assert suspended.status_reason == "unpaid invoice"
     assert suspended.status_changed_at is not None
     assert await _sessions_of(session, account.id) == 1  # may still sign in to read why
 
-    active = await account_service.unsuspend(session, runtime, account.id)
+    active = await account_service.unsuspend(session, runtime, OPS, account.id)
     assert active.status is AccountStatus.active
     assert active.status_reason is None
     with pytest.raises(StatusChangeRefused):
-        await account_service.unsuspend(session, runtime, account.id)
+        await account_service.unsuspend(session, runtime, OPS, account.id)
 
-    gone = await account_service.terminate(session, runtime, account.id, "abuse")
+    gone = await account_service.terminate(session, runtime, OPS, account.id, "abuse")
     assert gone.status is AccountStatus.terminated
     assert gone.status_reason == "abuse"
     assert await _sessions_of(session, account.id) == 0
     with pytest.raises(StatusChangeRefused):
-        await account_service.suspend(session, runtime, account.id, "again")
+        await account_service.suspend(session, runtime, OPS, account.id, "again")
     with pytest.raises(StatusChangeRefused):
-        await account_service.terminate(session, runtime, account.id, "again")
+        await account_service.terminate(session, runtime, OPS, account.id, "again")
     assert refreshed == [account.id, account.id, account.id]
     with pytest.raises(AccountNotFound):
-        await account_service.suspend(session, runtime, 10**9, "nobody")
+        await account_service.suspend(session, runtime, OPS, 10**9, "nobody")
 
 
 async def test_create_admin_and_promote(session: AsyncSession) -> None:
-    admin = await account_service.create_admin(session, " Boss@Example.com ", "a strong password")
+    admin = await account_service.create_admin(
+        session, OPS, " Boss@Example.com ", "a strong password"
+    )
     assert admin.is_admin
     assert admin.email == "boss@example.com"
     assert admin.email_verified_at is not None
     with pytest.raises(Conflict, match="--promote"):
-        await account_service.create_admin(session, "boss@example.com", "a strong password")
+        await account_service.create_admin(session, OPS, "boss@example.com", "a strong password")
     with pytest.raises(InvalidInput, match="not a usable email"):
-        await account_service.create_admin(session, "not-an-email", "a strong password")
+        await account_service.create_admin(session, OPS, "not-an-email", "a strong password")
     with pytest.raises(WeakPassword):
-        await account_service.create_admin(session, "new@example.com", "short")
+        await account_service.create_admin(session, OPS, "new@example.com", "short")
     customer = await create_account(session)
-    promoted = await account_service.create_admin(session, customer.email, None, promote=True)
+    promoted = await account_service.create_admin(session, OPS, customer.email, None, promote=True)
     assert promoted.id == customer.id
     assert promoted.is_admin
 

@@ -54,7 +54,7 @@ def web_customer(runtime: Runtime, client: httpx.AsyncClient) -> MakeWebCustomer
         sign_in: bool = True,
     ) -> WebCustomer:
         async with unit_of_work(runtime.sessionmaker) as session:
-            account = await create_account(session, status=status, admin=admin)
+            account = await create_account(session, status=status, admin=admin, totp=False)
             if two_factor:
                 account.totp_secret = pyotp.random_base32()
                 account.totp_enabled = True

@@ -139,8 +139,10 @@ async def test_two_factor_from_enrolment_to_login(
         {"code": totp.now()},
         page="/account/two-factor",
     )
-    assert confirmed.status_code == 303
-    assert "Two-factor sign-in is on" in (await client.get("/account")).text
+    assert confirmed.status_code == 200
+    assert "Two-factor sign-in is on" in confirmed.text
+    assert len(re.findall(r"<li><code>[a-z2-9]{5}-[a-z2-9]{5}</code></li>", confirmed.text)) == 10
+    assert "10 unused recovery codes" in (await client.get("/account")).text
 
     await post_form(client, "/logout", page="/account")
     first = await post_form(

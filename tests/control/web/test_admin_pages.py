@@ -13,7 +13,8 @@ import pyotp
 import pytest
 from sqlalchemy import select, update
 
-from burrow.control.admin.service import CliOperator, admin_accounts
+from burrow.control.accounts.service import account as account_service
+from burrow.control.admin.service import CliOperator
 from burrow.control.app import create_app
 from burrow.control.config import Settings
 from burrow.control.db import unit_of_work
@@ -154,7 +155,7 @@ async def test_a_session_older_than_two_factor_cannot_enter(
     client: httpx.AsyncClient, runtime: Runtime
 ) -> None:
     async with unit_of_work(runtime.sessionmaker) as session:
-        admin = await create_account(session, admin=True)
+        admin = await create_account(session, admin=True, totp=False)
         token = await create_session_token(session, admin)  # opened with the password alone
         admin.totp_enabled = True  # two-factor turned on afterwards
         admin.totp_secret = pyotp.random_base32()
@@ -638,7 +639,7 @@ async def test_the_trail_names_the_command_line_operator(
 ) -> None:
     victim = await _customer(runtime)
     async with unit_of_work(runtime.sessionmaker) as session:
-        await admin_accounts.suspend(session, runtime, CliOperator("ops"), victim.id, "unpaid")
+        await account_service.suspend(session, runtime, CliOperator("ops"), victim.id, "unpaid")
     page = await client.get("/admin/audit")
     (row,) = await _trail(runtime)
     text = by_id(page, f"admin-action-{row.id}") or ""

@@ -3,6 +3,7 @@
 - ``registration``: sign-up and email verification (and a change of address);
 - ``signin``: sign-in, the web's two-step sign-in, sessions, password change;
 - ``two_factor``: TOTP enrolment and codes;
+- ``recovery``: forgotten passwords (one-time links) and two-factor recovery codes;
 - ``throttling``: failed sign-in attempts per account and per client;
 - ``operators``: what administrators and the CLI do to accounts;
 - ``passwords``: the password rules and hashing; ``errors``: every error of the domain.
@@ -23,7 +24,13 @@ from burrow.control.accounts.service.errors import (
     EmailTaken,
     LoginFailed,
     LoginThrottled,
+    ResetLinkGone,
+    ResetLinkInvalid,
+    ResetThrottled,
+    SecondAdminNeeded,
     SecondFactorRequired,
+    SelfActionRefused,
+    StateChanged,
     StatusChangeRefused,
     TermsNotAccepted,
     TotpStateConflict,
@@ -35,12 +42,15 @@ from burrow.control.accounts.service.errors import (
 )
 from burrow.control.accounts.service.operators import AccountSearch, OperatorService
 from burrow.control.accounts.service.passwords import check_password, parse_email
+from burrow.control.accounts.service.recovery import RESET_PASSWORD_PATH, RecoveryService
 from burrow.control.accounts.service.registration import VERIFY_EMAIL_PATH, RegistrationService
 from burrow.control.accounts.service.signin import SignedIn, SignInService
-from burrow.control.accounts.service.two_factor import TwoFactorService
+from burrow.control.accounts.service.two_factor import AdminSecondFactor, TwoFactorService
 
 
-class AccountService(RegistrationService, SignInService, TwoFactorService, OperatorService):
+class AccountService(
+    RegistrationService, SignInService, TwoFactorService, RecoveryService, OperatorService
+):
     """Every job of the domain behind one name; each base class lives in its own module."""
 
 
@@ -49,19 +59,27 @@ account_service = account
 
 __all__ = [
     "LOGIN_FAILED",
+    "RESET_PASSWORD_PATH",
     "SESSION_EXPIRED",
     "VERIFY_EMAIL_PATH",
     "AccountNotFound",
     "AccountSearch",
     "AccountService",
     "AccountTerminated",
+    "AdminSecondFactor",
     "AgeAttestationRefused",
     "AlreadyVerified",
     "EmailTaken",
     "LoginFailed",
     "LoginThrottled",
+    "ResetLinkGone",
+    "ResetLinkInvalid",
+    "ResetThrottled",
+    "SecondAdminNeeded",
     "SecondFactorRequired",
+    "SelfActionRefused",
     "SignedIn",
+    "StateChanged",
     "StatusChangeRefused",
     "TermsNotAccepted",
     "TotpStateConflict",

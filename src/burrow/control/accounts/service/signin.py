@@ -26,8 +26,9 @@ from burrow.control.accounts.service.passwords import (
     new_password_hash,
     password_matches,
 )
+from burrow.control.accounts.service.recovery import accept_recovery_code
 from burrow.control.accounts.service.throttling import LoginThrottle
-from burrow.control.accounts.service.two_factor import accept_totp
+from burrow.control.accounts.service.two_factor import accept_second_factor, accept_totp
 from burrow.control.errors import NotAuthenticated
 from burrow.control.models import Account, AccountSession, AccountStatus, utcnow
 from burrow.control.policy.schemas import Policy
@@ -58,8 +59,10 @@ class SignInService:
         email: str,
         password: str,
         totp_code: str | None = None,
+        recovery_code: str | None = None,
         client_address: str | None = None,
     ) -> SignedIn:
+        """``recovery_code`` stands in for ``totp_code`` (each recovery code works once)."""
         email = str(normalise_email(email))
         throttle = LoginThrottle(runtime)
         account_key = throttle.account_key(email)
@@ -79,13 +82,20 @@ class SignInService:
         if account.status is AccountStatus.terminated:
             raise AccountTerminated()
         if account.totp_enabled:
-            if not totp_code:
-                raise SecondFactorRequired("Enter the 6-digit code from your authenticator app.")
-            if not await accept_totp(repo, account, totp_code):
+            if recovery_code:
+                accepted = await accept_recovery_code(repo, account, recovery_code)
+            elif totp_code:
+                accepted = await accept_totp(repo, account, totp_code)
+            else:
+                raise SecondFactorRequired(
+                    "Enter the 6-digit code from your authenticator app, or one of your "
+                    "recovery codes."
+                )
+            if not accepted:
                 throttle.failed(keys)
                 raise SecondFactorRequired(
                     "That code is not right or was already used; enter the current code from "
-                    "your authenticator app."
+                    "your authenticator app, or an unused recovery code."
                 )
         throttle.succeeded(account_key)
         self._remember_login_address(runtime.policy, account, client_address)
@@ -196,11 +206,11 @@ class SignInService:
         throttle = LoginThrottle(runtime)
         account_key = throttle.account_key(account.email)
         throttle.check([account_key])
-        if not await accept_totp(repo, account, code):
+        if not await accept_second_factor(repo, account, code):
             throttle.failed([account_key])
             raise SecondFactorRequired(
                 "That code is not right or was already used; enter the current code from "
-                "your authenticator app."
+                "your authenticator app, or an unused recovery code."
             )
         throttle.succeeded(account_key)
         self._remember_login_address(runtime.policy, account, client_address)
@@ -228,7 +238,11 @@ class SignInService:
     async def purge_expired(self, session: AsyncSession) -> int:
         repo = AccountRepository(session)
         now = utcnow()
-        return await repo.delete_expired_sessions(now) + await repo.delete_stale_verifications(now)
+        return (
+            await repo.delete_expired_sessions(now)
+            + await repo.delete_stale_verifications(now)
+            + await repo.delete_stale_password_resets(now)
+        )
 
     async def sign_out(self, session: AsyncSession, account: Account, token: str) -> None:
         await AccountRepository(session).delete_session(account.id, hash_token(token))
