@@ -5,8 +5,10 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from sqlalchemy import Select, delete, select
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from burrow.control.db import lock_row
 from burrow.control.models import (
     Account,
     Order,
@@ -91,9 +93,19 @@ class RefundRepository:
         self.session.add_all(outcomes)
         await self.session.flush()
 
-    async def add(self, request: RefundRequest) -> None:
-        self.session.add(request)
-        await self.session.flush()
+    async def lock_order(self, order_id: int) -> None:
+        """Requests for one order are checked and stored one unit of work at a time."""
+        await lock_row(self.session, Order, order_id)
+
+    async def add_open(self, request: RefundRequest) -> bool:
+        """Store a new open request in a savepoint; False when the order has one already (the
+        one-open-request-per-order index refused it: another request won the race)."""
+        try:
+            async with self.session.begin_nested():
+                self.session.add(request)
+        except IntegrityError:
+            return False
+        return True
 
     async def get_account(self, account_id: int) -> Account | None:
         return await self.session.get(Account, account_id)
