@@ -61,6 +61,25 @@ async def test_a_lock_not_had_in_time_is_database_busy(
     assert "try again" in caught.value.message
 
 
+async def test_a_reading_unit_that_writes_into_a_held_lock_is_database_busy(
+    runtime: Runtime, impatient: AsyncEngine
+) -> None:
+    async with unit_of_work(runtime.sessionmaker) as session:
+        account = await create_account(session)
+
+    async def change_it() -> None:
+        async with unit_of_work(make_sessionmaker(impatient), writes=False) as reader:
+            row = await reader.get(Account, account.id)
+            assert row is not None
+            row.status_reason = "changed while locked"
+            await reader.flush()
+
+    async with unit_of_work(runtime.sessionmaker) as holder:
+        await lock_row(holder, Account, account.id)
+        with pytest.raises(DatabaseBusy):
+            await change_it()
+
+
 async def test_writers_take_turns_on_one_row(runtime: Runtime) -> None:
     """Twenty units read a number under the lock and write it back one higher: none is lost."""
     async with unit_of_work(runtime.sessionmaker) as session:

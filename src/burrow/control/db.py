@@ -26,6 +26,7 @@ Concurrency, the same guarantees on both databases:
 from __future__ import annotations
 
 import logging
+import sqlite3
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from functools import partial
@@ -151,14 +152,14 @@ def is_busy(exc: BaseException) -> bool:
     """Whether ``exc`` says a lock could not be had (worth a retry), on either database."""
     if isinstance(exc, sqlalchemy_exc.TimeoutError):
         return True  # no pooled connection came free in time
-    if not isinstance(exc, DBAPIError):
-        return False
-    orig = exc.orig
+    # The BEGIN IMMEDIATE of a reading unit's first write is sent from an event hook, so its
+    # failure arrives as the driver's own exception, not wrapped by SQLAlchemy.
+    orig = exc.orig if isinstance(exc, DBAPIError) else exc
     code = getattr(orig, "sqlstate", None) or getattr(orig, "pgcode", None)
     if code in _PG_BUSY:
         return True
     text = str(orig).lower()
-    return isinstance(exc, sqlalchemy_exc.OperationalError) and (
+    return isinstance(orig, sqlite3.OperationalError) and (
         "database is locked" in text or "database table is locked" in text
     )
 
