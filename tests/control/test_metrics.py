@@ -146,13 +146,16 @@ async def test_counts_read_at_scrape_time(
         await create_device(session, expired)
         await desired_state.refresh_account(session, runtime, expired.id)
 
-        order = await create_order(session, customer)
-        await _refund(session, order, RefundStatus.queued, timedelta(hours=-3))
-        await _refund(session, order, RefundStatus.approved, timedelta(hours=-1))
-        await _refund(session, order, RefundStatus.queued, timedelta(hours=20))
-        await _refund(session, order, RefundStatus.queued, None)
-        await _refund(session, order, RefundStatus.executed, timedelta(hours=-30))
-        await _refund(session, order, RefundStatus.refused, timedelta(hours=-30))
+        # An order has one open request at most: one order per request.
+        for status, due in [
+            (RefundStatus.queued, timedelta(hours=-3)),
+            (RefundStatus.approved, timedelta(hours=-1)),
+            (RefundStatus.queued, timedelta(hours=20)),
+            (RefundStatus.queued, None),
+            (RefundStatus.executed, timedelta(hours=-30)),
+            (RefundStatus.refused, timedelta(hours=-30)),
+        ]:
+            await _refund(session, await create_order(session, customer), status, due)
 
         for n, (provider, processed, error) in enumerate(
             [
