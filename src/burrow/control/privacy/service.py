@@ -105,7 +105,7 @@ class PrivacyRequestClosed(Conflict):
         super().__init__(
             f"Privacy request {request.id} is already {request.status.value}; it cannot be "
             "resolved again.",
-            status=request.status.value,
+            request_status=request.status.value,
         )
 
 
@@ -335,6 +335,7 @@ class PrivacyService:
         details: str,
     ) -> PrivacyRequest:
         repository = PrivacyRepository(session)
+        await repository.lock_account(account.id)
         if await repository.pending_count(account.id) >= MAX_PENDING_REQUESTS:
             raise TooManyPendingRequests()
         now = utcnow()
@@ -381,11 +382,18 @@ class PrivacyService:
             raise PrivacyRequestNotFound(request_id)
         if request.status is not PrivacyRequestStatus.pending:
             raise PrivacyRequestClosed(request)
-        now = utcnow()
-        request.status = status
-        request.outcome = outcome.strip()
-        request.completed_at = now
-        request.handled_by = admin.id
+        # Compare-and-set: of two admins answering at once, one decides and the other is told.
+        decided = await repository.close_pending(
+            request,
+            {
+                "status": status,
+                "outcome": outcome.strip(),
+                "completed_at": utcnow(),
+                "handled_by": admin.id,
+            },
+        )
+        if not decided:
+            raise PrivacyRequestClosed(request)
         await admin_audit.record(
             session,
             admin,
