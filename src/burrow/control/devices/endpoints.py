@@ -63,7 +63,7 @@ async def list_devices(
     session: SessionDep, runtime: RuntimeDep, account: CurrentAccount
 ) -> list[DeviceRead]:
     devices = await device_service.list(session, account)
-    statuses = connection_service.device_statuses(runtime, account.id)
+    statuses = await connection_service.device_statuses(runtime, account.id)
     return [_read(d, statuses.get(d.id, IDLE)) for d in devices]
 
 
@@ -98,7 +98,7 @@ async def get_device(
     device_id: DeviceId, session: SessionDep, runtime: RuntimeDep, account: CurrentAccount
 ) -> DeviceRead:
     device = await device_service.get(session, account, device_id)
-    return _read(device, connection_service.device_status(runtime, account.id, device.id))
+    return _read(device, await connection_service.device_status(runtime, account.id, device.id))
 
 
 @router.patch(
@@ -115,7 +115,7 @@ async def rename_device(
     account: CurrentAccount,
 ) -> DeviceRead:
     device = await device_service.rename(session, account, device_id, data)
-    return _read(device, connection_service.device_status(runtime, account.id, device.id))
+    return _read(device, await connection_service.device_status(runtime, account.id, device.id))
 
 
 @router.delete(
