@@ -55,6 +55,7 @@ class FakeStripe:
     cards: dict[str, str | None] = field(default_factory=dict)
     unknown: set[str] = field(default_factory=set)  # payment intents Stripe has no record of
     failures: int = 0  # answer this many calls with a 500 first
+    delay: float = 0.0  # seconds to wait before each answer (a slow Stripe)
     lock: threading.Lock = field(default_factory=threading.Lock)
 
     def add_subscription(self, sub_id: str) -> None:
@@ -224,6 +225,8 @@ def stripe_server() -> Iterator[FakeStripe]:
             raw = self.rfile.read(length).decode() if method == "POST" else query
             form = parse_qs(raw, keep_blank_values=True)
             call = StripeCall(method, path, self.headers.get("Idempotency-Key", ""), form)
+            if state.delay:
+                time.sleep(state.delay)
             self.send_json(*state.answer(call))
 
     with running_http(Handler, "fake-stripe") as url:

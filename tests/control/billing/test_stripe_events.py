@@ -611,9 +611,16 @@ async def test_stripe_unreachable_leaves_the_event_to_be_handled_again(
         assert stored is not None
         assert stored.processed_at is None
         assert "ProviderUnavailable" in (stored.error or "")
+        # Tried again only after its backoff: the scheduler's next run leaves it alone.
+        assert stored.next_attempt_at is not None
+    assert await webhook_service.process_pending(stripe_runtime) == 0
     assert await _count(stripe_runtime, Payment) == 0
+    async with unit_of_work(stripe_runtime.sessionmaker) as session:
+        stored = await session.scalar(select(WebhookEvent))
+        assert stored is not None
+        stored.next_attempt_at = datetime.now(UTC) - timedelta(seconds=1)
 
-    # Stripe answers again: the next run records the payment with its card.
+    # Stripe answers again, the backoff is over: the next run records the payment.
     assert await webhook_service.process_pending(stripe_runtime) == 1
     [order] = await _orders(stripe_runtime, customer.account_id)
     assert order.status == OrderStatus.paid

@@ -64,8 +64,8 @@ class WebhookNotConfigured(NotFound):
 
 async def receive(
     session: AsyncSession, runtime: Runtime, payload: bytes, signature: str | None
-) -> bool:
-    """Verify and store one delivery; True if new, False for a duplicate."""
+) -> int | None:
+    """Verify and store one delivery; the stored event's row id, or None for a duplicate."""
     secret = runtime.settings.stripe_webhook_secret
     if secret is None:
         raise WebhookNotConfigured()
