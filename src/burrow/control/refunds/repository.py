@@ -7,8 +7,10 @@ from datetime import datetime
 from typing import Any
 
 from sqlalchemy import CursorResult, Select, delete, select, update
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from burrow.control.db import lock_row
 from burrow.control.models import (
     Account,
     Order,
@@ -120,9 +122,19 @@ class RefundRepository:
         self.session.add_all(outcomes)
         await self.session.flush()
 
-    async def add(self, request: RefundRequest) -> None:
-        self.session.add(request)
-        await self.session.flush()
+    async def lock_order(self, order_id: int) -> None:
+        """Requests for one order are checked and stored one unit of work at a time."""
+        await lock_row(self.session, Order, order_id)
+
+    async def add_open(self, request: RefundRequest) -> bool:
+        """Store a new open request in a savepoint; False when the order has one already (the
+        one-open-request-per-order index refused it: another request won the race)."""
+        try:
+            async with self.session.begin_nested():
+                self.session.add(request)
+        except IntegrityError:
+            return False
+        return True
 
     async def get_account(self, account_id: int) -> Account | None:
         return await self.session.get(Account, account_id)

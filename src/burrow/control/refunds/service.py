@@ -169,6 +169,7 @@ class RefundService:
         if order.status != OrderStatus.paid:
             raise OrderNotRefundable(order.id, order.status)
         repository = RefundRepository(session)
+        await repository.lock_order(order.id)
         standing = await repository.standing_for(order.id)
         if standing is not None:
             raise RefundAlreadyRequested(standing)
@@ -183,7 +184,10 @@ class RefundService:
             due_at=now + timedelta(hours=hours) if hours else None,
             terms_version=runtime.policy.terms.version,
         )
-        await repository.add(request)
+        if not await repository.add_open(request):
+            standing = await repository.standing_for(order.id)
+            assert standing is not None  # what the index found
+            raise RefundAlreadyRequested(standing)
         decision = await self._decide(session, runtime, account, order, request)
         return await self._apply(session, runtime, account, order, request, decision)
 
