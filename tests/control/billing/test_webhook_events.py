@@ -202,7 +202,7 @@ async def test_the_webhook_answers_before_a_slow_stripe_is_asked(
         },
     }
     payload = event("evt_slow", "checkout.session.completed", completed)
-    fake_stripe.delay = 3.0  # the handler asks Stripe for the card: 3 s
+    fake_stripe.delay = 5.0  # the handler asks Stripe for the card: 5 s
     with serving(live_settings.model_copy(update={"scheduler_enabled": False})) as live:
         async with httpx.AsyncClient(base_url=live.url, timeout=30) as client:
             started = time.monotonic()
@@ -213,7 +213,7 @@ async def test_the_webhook_answers_before_a_slow_stripe_is_asked(
             )
             answered = time.monotonic() - started
         assert response.status_code == 200, response.text
-        assert answered < 1.5, answered
+        assert answered < 2.5, answered
 
         async def paid() -> bool:
             async with unit_of_work(seeded.sessionmaker) as session:

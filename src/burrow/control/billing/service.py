@@ -131,10 +131,12 @@ class PaymentRecorded:
     message: str
 
 
-def _check_money(amount_minor: int, currency: str, plan: Plan) -> None:
+def _check_money(amount_minor: int, currency: str, plan: Plan, *, zero_ok: bool = False) -> None:
+    # ``zero_ok``: a provider's renewal paid in full by a coupon or a credit balance is a
+    # payment of zero, and still gives the period.
     if isinstance(amount_minor, bool) or not isinstance(amount_minor, int):
         raise InvalidInput("Give the amount as a whole number of minor units (cents).")
-    if amount_minor <= 0:
+    if amount_minor < 0 or (amount_minor == 0 and not zero_ok):
         raise InvalidInput("A payment's amount must be above zero.", field="amount_minor")
     if currency != plan.currency:
         raise InvalidInput(
@@ -294,6 +296,8 @@ class BillingService:
         *,
         provider_subscription_id: str | None = None,
         period_end: datetime | None = None,
+        method: PaymentMethod | None = None,
+        zero_ok: bool = False,
     ) -> PaymentRecorded:
         """Money came for a pending (or failed, then paid after all) order: record the payment
         and give the plan's period through the subscriptions service.
@@ -302,6 +306,8 @@ class BillingService:
         since that is what a refund can send back. A provider payment id seen before raises
         ``DuplicatePayment`` and changes nothing. ``provider_subscription_id`` links the
         provider's recurring subscription; ``period_end`` is the end the provider bills up to.
+        ``method`` is the class of what really paid, as the provider reports it (a card order
+        paid through Stripe's PayPal is a PayPal order for the refund rules).
         """
         repository = BillingRepository(session)
         known = await repository.payment_by_provider_id(order.provider, provider_payment_id)
@@ -311,7 +317,7 @@ class BillingService:
             raise OrderNotPayable(order.id, order.status)
         plan = await plan_service.get(session, order.plan_id)
         assert plan is not None  # a foreign key; plans are never deleted
-        _check_money(amount_minor, currency, plan)
+        _check_money(amount_minor, currency, plan, zero_ok=zero_ok)
         account = await repository.get_account(order.account_id)
         if account is None:
             raise AccountNotFound(order.account_id)
@@ -320,6 +326,8 @@ class BillingService:
         earlier = await repository.paid_order_count(account.id)
         order.kind = OrderKind.renewal if earlier else OrderKind.first
         order.amount_minor = amount_minor
+        if method is not None:
+            order.payment_method = method
         order.status = OrderStatus.paid
         order.paid_at = utcnow()
         if provider_subscription_id:
@@ -374,6 +382,7 @@ class BillingService:
         provider_order_id: str | None = None,
         provider_subscription_id: str | None = None,
         period_end: datetime | None = None,
+        zero_ok: bool = False,
     ) -> PaymentRecorded:
         """Record money received for ``plan`` that no pending order was waiting for (a manual
         payment, a provider's renewal) and give its period to the account: an order is opened
@@ -382,7 +391,7 @@ class BillingService:
         The account's first paid order is ``first``, every later one a ``renewal``. The
         subscription is extended (same plan, still active) or replaced, as an admin grant is.
         """
-        _check_money(amount_minor, currency, plan)
+        _check_money(amount_minor, currency, plan, zero_ok=zero_ok)
         if account.status in _CLOSED:
             raise AccountTerminated(account.id, account.status.value)
         known = await BillingRepository(session).payment_by_provider_id(
@@ -403,6 +412,7 @@ class BillingService:
             fingerprint,
             provider_subscription_id=provider_subscription_id,
             period_end=period_end,
+            zero_ok=zero_ok,
         )
 
     # --- checkout -----------------------------------------------------------------------------
