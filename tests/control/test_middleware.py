@@ -15,8 +15,9 @@ import pytest
 from burrow.control.config import Settings
 from burrow.control.db import unit_of_work
 from burrow.control.deps import SESSION_COOKIE
-from burrow.control.middleware import inline_script_hashes, origin_of
+from burrow.control.middleware import inline_script_hashes
 from burrow.control.runtime import Runtime
+from burrow.control.security import origin_of
 from burrow.wire import API_PREFIX
 from tests.control.node_api.conftest import new_enrollment_token
 from tests.support.browser import launch, why_no_browser
@@ -155,7 +156,7 @@ def test_a_real_server_refuses_a_chunked_body_over_the_limit(server: str) -> Non
     assert answer.startswith(b"HTTP/1.1 413"), answer[:200]
 
 
-# --- Same origin for API calls made with the session cookie ----------------------------------
+# --- Same origin for API calls made with the session cookie (deps.get_session_token) -----
 
 
 @pytest.fixture
@@ -197,6 +198,8 @@ async def test_a_foreign_origin_cannot_cancel_with_the_cookie(
         {"Origin": "http://testserver.evil.example"},
         {"Origin": "https://testserver"},  # another scheme is another origin
         {"Referer": "https://evil.example/page"},
+        {"Sec-Fetch-Site": "same-site"},  # a sibling subdomain, which SameSite=Lax lets by
+        {"Sec-Fetch-Site": "cross-site", "Referer": "http://testserver/"},
     ],
 )
 async def test_cookie_calls_without_our_origin_are_refused(
@@ -211,7 +214,12 @@ async def test_cookie_calls_without_our_origin_are_refused(
 
 @pytest.mark.parametrize(
     "headers",
-    [{"Origin": "http://testserver"}, {"Referer": "http://testserver/dashboard"}],
+    [
+        {"Origin": "http://testserver"},
+        {"Origin": "http://testserver:80"},
+        {"Sec-Fetch-Site": "same-origin"},
+        {"Referer": "http://testserver/dashboard"},
+    ],
 )
 async def test_cookie_calls_from_our_own_origin_pass(
     client: httpx.AsyncClient, customer: str, headers: dict[str, str]

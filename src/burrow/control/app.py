@@ -19,13 +19,11 @@ from burrow.control.admin.endpoints import router as admin_router
 from burrow.control.billing.endpoints import router as billing_router
 from burrow.control.config import Settings, get_settings
 from burrow.control.connections.endpoints import router as connections_router
-from burrow.control.deps import SESSION_COOKIE
 from burrow.control.devices.endpoints import router as devices_router
 from burrow.control.metrics import router as metrics_router
 from burrow.control.middleware import (
     BodyLimitMiddleware,
     BodyLimits,
-    SameOriginMiddleware,
     SecurityHeadersMiddleware,
 )
 from burrow.control.node_api.endpoints import router as node_api_router
@@ -119,7 +117,7 @@ async def _refusal(scope: Scope, status: int, message: str) -> ASGIApp:
 
 
 def install_edge_guards(app: FastAPI, settings: Settings) -> None:
-    """Body limits, the same-origin check of cookie-authenticated API calls, security headers.
+    """Body limits and security headers.
 
     Added last, so they run first (the headers outermost: refusals carry them too).
     """
@@ -128,12 +126,5 @@ def install_edge_guards(app: FastAPI, settings: Settings) -> None:
         by_prefix={f"{NODE_API_PREFIX}/report": settings.node_report_max_body_bytes},
     )
     app.add_middleware(BodyLimitMiddleware, limits=limits, refuse=_refusal)
-    app.add_middleware(
-        SameOriginMiddleware,
-        allowed_origin=settings.public_url,
-        prefixes=("/api/",),
-        cookie_name=SESSION_COOKIE,
-        refuse=_refusal,
-    )
     docs = tuple(p for p in (app.docs_url, app.swagger_ui_oauth2_redirect_url) if p)
     app.add_middleware(SecurityHeadersMiddleware, public_url=settings.public_url, docs_paths=docs)

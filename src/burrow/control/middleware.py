@@ -1,10 +1,12 @@
-"""What every request meets before a route sees it: a body limit, a same-origin check for
-cookie-authenticated API calls, and the security headers of every answer.
+"""What every request meets before a route sees it: a body limit, and the security headers
+of every answer.
 
 Each is a small pure-ASGI middleware (no ``BaseHTTPMiddleware``, so long polls and streamed
-answers pass untouched). ``create_app`` installs them with ``install``; the answers they make
-themselves (413, 403) are built by callables the app passes in, so this module renders
-nothing of its own and imports no domain.
+answers pass untouched). ``create_app`` installs them; the answer to a refused request (413)
+is built by a callable the app passes in, so this module renders nothing of its own and
+imports no domain. (The same-origin check of cookie-authenticated API calls lives with the
+authentication, ``deps.get_session_token``: only there is it known that the cookie is what
+authenticates the call.)
 """
 
 from __future__ import annotations
@@ -15,7 +17,6 @@ import re
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from typing import cast
-from urllib.parse import urlsplit
 
 from secure import (
     ContentSecurityPolicy,
@@ -31,8 +32,6 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 # Builds the answer to a refused request: (scope, status, message) -> an ASGI app that sends it.
 Refusal = Callable[[Scope, int, str], Awaitable[ASGIApp]]
-
-SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS", "TRACE"})
 
 
 # --- Body limit ------------------------------------------------------------------------------
@@ -140,93 +139,6 @@ def _header(scope: Scope, name: bytes) -> str | None:
         if key.lower() == name:
             return bytes(value).decode("latin-1")
     return None
-
-
-# --- Same origin for cookie-authenticated API calls ----------------------------------------
-
-
-def origin_of(url: str) -> str:
-    """``scheme://host[:port]`` of a URL, lower-cased, default ports dropped."""
-    parts = urlsplit(url.strip())
-    scheme = parts.scheme.lower()
-    host = (parts.hostname or "").lower()
-    if ":" in host:
-        host = f"[{host}]"
-    try:
-        port = parts.port
-    except ValueError:
-        port = None
-    default = {"http": 80, "https": 443}.get(scheme)
-    if port is None or port == default:
-        return f"{scheme}://{host}"
-    return f"{scheme}://{host}:{port}"
-
-
-class SameOriginMiddleware:
-    """A state-changing API call that a browser's cookie authenticates must come from our pages.
-
-    The session cookie is sent by the browser whatever page makes the request, so a foreign
-    page could otherwise cancel a subscription in the customer's name (SameSite=Lax does not
-    cover every case: a sibling subdomain is "same site"). Following OWASP's CSRF cheat sheet
-    (verifying origin with standard headers), the ``Origin`` header, or ``Referer`` when a
-    browser sent no ``Origin``, must be the public URL's origin; a request with neither is
-    refused too, since every current browser sends ``Origin`` on a POST, PUT, PATCH or DELETE.
-    Calls with a bearer token are not touched: no browser adds one on its own.
-    """
-
-    def __init__(
-        self,
-        app: ASGIApp,
-        *,
-        allowed_origin: str,
-        prefixes: tuple[str, ...],
-        cookie_name: str,
-        refuse: Refusal,
-    ) -> None:
-        self.app = app
-        self.allowed = origin_of(allowed_origin)
-        self.prefixes = prefixes
-        self.cookie = cookie_name.encode("latin-1") + b"="
-        self.refuse = refuse
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if (
-            scope["type"] == "http"
-            and scope["method"] not in SAFE_METHODS
-            and scope["path"].startswith(self.prefixes)
-            and self._by_cookie(scope)
-            and not self._same_origin(scope)
-        ):
-            answer = await self.refuse(
-                scope,
-                403,
-                "This request came from another website, so it was refused. Use the control "
-                "panel, or send your session token as a bearer token from your own program.",
-            )
-            await answer(scope, receive, send)
-            return
-        await self.app(scope, receive, send)
-
-    def _by_cookie(self, scope: Scope) -> bool:
-        authorization = _header(scope, b"authorization") or ""
-        scheme, _, credentials = authorization.partition(" ")
-        if scheme.lower() == "bearer" and credentials.strip():
-            return False  # the bearer token wins over any cookie (see deps._token_from)
-        cookies = _header(scope, b"cookie")
-        if cookies is None:
-            return False
-        return any(
-            part.strip().encode("latin-1").startswith(self.cookie) for part in cookies.split(";")
-        )
-
-    def _same_origin(self, scope: Scope) -> bool:
-        origin = _header(scope, b"origin")
-        if origin is not None:
-            return origin.strip() != "null" and origin_of(origin) == self.allowed
-        referer = _header(scope, b"referer")
-        if referer is not None:
-            return origin_of(referer) == self.allowed
-        return False
 
 
 # --- Security headers ------------------------------------------------------------------------

@@ -104,7 +104,7 @@ class PrivacyRequestClosed(Conflict):
         super().__init__(
             f"Privacy request {request.id} is already {request.status.value}; it cannot be "
             "resolved again.",
-            status=request.status.value,
+            request_status=request.status.value,
         )
 
 
