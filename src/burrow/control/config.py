@@ -33,6 +33,17 @@ class Settings(BaseSettings):
         "policy says); `burrow audit` scans it and its rotated siblings.",
     )
 
+    # Request bodies: larger ones are refused with 413 before anything parses them.
+    max_body_bytes: int = Field(
+        1024 * 1024, ge=1024, description="The most a request body may have on most routes."
+    )
+    node_report_max_body_bytes: int = Field(
+        32 * 1024 * 1024,
+        ge=1024,
+        description="The most a node's status report may have: sized for a node serving "
+        "65,536 peers and more (each peer's line is under 200 bytes of JSON).",
+    )
+
     # Email verification and notices.
     smtp_host: str = "127.0.0.1"
     smtp_port: int = 25
