@@ -133,7 +133,7 @@ async def _issued_page(
     }
     if issued.config is not None and issued.config_node is not None:
         context["qr_svg"] = inline_svg(render_qr(issued.config, "svg"))
-        context["filename"] = f"{issued.config_node.name}-{device.name}.conf"
+        context["filename"] = issued.config_filename
     elif browser_key and recommended is not None:
         # The script puts the browser's private key into this config, in the browser.
         config = await device_service.config(session, runtime, account, device.id, recommended.id)
