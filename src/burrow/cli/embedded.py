@@ -18,7 +18,6 @@ import asyncio
 import contextlib
 import ipaddress
 import logging
-from urllib.parse import urlsplit
 
 import uvicorn
 from fastapi import FastAPI
@@ -26,7 +25,8 @@ from fastapi import FastAPI
 from burrow.control.app import create_app
 from burrow.control.config import Settings
 from burrow.control.db import unit_of_work
-from burrow.control.nodes.schemas import NodeCreate
+from burrow.control.models import Node
+from burrow.control.nodes.schemas import NodeCreate, NodeUpdate
 from burrow.control.nodes.service import NodeNotFound
 from burrow.control.nodes.service import node as node_service
 from burrow.control.runtime import Runtime
@@ -52,15 +52,39 @@ def loopback_url(host: str, port: int) -> str:
 
 
 def local_node_data(settings: Settings) -> NodeCreate:
-    """The embedded node's row: reachable where the control plane is, on the WireGuard port."""
-    host = urlsplit(settings.public_url).hostname or "127.0.0.1"
+    """The embedded node's row: reachable at the public host, on the WireGuard port, where
+    the settings say it is."""
     return NodeCreate(
         name=settings.embedded_node_name,
         country=settings.embedded_node_country,
         city=settings.embedded_node_city,
-        endpoint_host=host,
+        endpoint_host=settings.public_endpoint_host,
         endpoint_port=settings.wireguard_port,
+        capacity=settings.embedded_node_capacity,
     )
+
+
+def local_node_update(settings: Settings, node: Node) -> NodeUpdate | None:
+    """What the operator set (by environment) that the embedded node's row does not say yet.
+
+    Only settings given explicitly count: a change made since in the admin panel or with
+    `burrow node update` stays unless the environment says otherwise.
+    """
+    given = settings.model_fields_set
+    wanted = local_node_data(settings)
+    fields = {
+        "endpoint_host": settings.public_host is not None or "public_url" in given,
+        "endpoint_port": "wireguard_port" in given,
+        "country": "embedded_node_country" in given,
+        "city": "embedded_node_city" in given,
+        "capacity": "embedded_node_capacity" in given,
+    }
+    changes = {
+        field: getattr(wanted, field)
+        for field, explicit in fields.items()
+        if explicit and getattr(wanted, field) != getattr(node, field)
+    }
+    return NodeUpdate(**changes) if changes else None
 
 
 async def local_enrollment_token(runtime: Runtime) -> str:
@@ -72,6 +96,14 @@ async def local_enrollment_token(runtime: Runtime) -> str:
             created = await node_service.create(session, runtime, local_node_data(runtime.settings))
             log.info("embedded node %s created (id %s)", created.node.name, created.node.id)
             return created.enrollment.token
+        update = local_node_update(runtime.settings, node)
+        if update is not None:
+            await node_service.update(session, node.id, update)
+            log.info(
+                "embedded node %s updated from the settings: %s",
+                node.name,
+                ", ".join(sorted(update.model_fields_set)),
+            )
         issued = await node_service.new_enrollment_token(session, runtime, node)
         return issued.token
 

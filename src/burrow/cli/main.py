@@ -108,6 +108,8 @@ def serve(
     _configure_logging(settings, policy)
     console.print(f"policy OK: {summary(policy)}", highlight=False, markup=False)
     console.print(f"burrow serving on http://{host}:{port}  (API docs: /api/docs)")
+    if notice := settings.loopback_notice():
+        typer.echo(notice)
     console.print(
         "No admin yet? Create the first one with: [bold]burrow admin create EMAIL[/]",
         highlight=False,

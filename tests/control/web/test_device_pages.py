@@ -14,7 +14,9 @@ import pytest
 from burrow.control.db import unit_of_work
 from burrow.control.desired_state.service import desired_state as desired_state_service
 from burrow.control.devices.service import new_key_pair
-from burrow.control.models import Node
+from burrow.control.models import Node, utcnow
+from burrow.control.nodes.schemas import NodeUpdate
+from burrow.control.nodes.service import node as node_service
 from burrow.control.runtime import Runtime
 from burrow.control.security import hash_token, new_token
 from burrow.wire.models import API_PREFIX
@@ -213,3 +215,33 @@ async def test_downloads_have_names_wg_quick_accepts(
         stripped = wg_quick_strip(tmp_path, f"{match[1]}.conf", response.text)
         assert stripped.returncode == 0, stripped.stderr
     assert len(names) == 4
+
+
+async def test_customers_are_told_when_a_servers_address_changed(
+    client: httpx.AsyncClient, runtime: Runtime, web_customer: MakeWebCustomer, node: ReportingNode
+) -> None:
+    customer = await web_customer()
+    async with unit_of_work(runtime.sessionmaker) as session:
+        await create_device(session, customer.account, name="Desk")
+        other = await create_node(session, name="fra-1")
+    page = await client.get("/devices")
+    assert "config-changed" not in page.text
+    async with unit_of_work(runtime.sessionmaker) as session:
+        # A change of location or capacity leaves configurations as they are.
+        await node_service.update(session, other.id, NodeUpdate(city="Berlin", capacity=10))
+        await node_service.update(
+            session, node.row.id, NodeUpdate(endpoint_host="ams-1.vpn.example.net")
+        )
+    page = await client.get("/devices")
+    notice = re.search(r'id="config-changed-ams-1">(.*?)</p>', page.text, re.S)
+    assert notice is not None, page.text
+    today = utcnow().strftime("%Y-%m-%d")
+    assert f"The server address of server ams-1 changed on {today}" in notice.group(1)
+    assert "download the configuration for ams-1 again" in notice.group(1)
+    assert "config-changed-fra-1" not in page.text
+
+    # A customer whose devices came after the change has nothing out of date.
+    newcomer = await web_customer()
+    async with unit_of_work(runtime.sessionmaker) as session:
+        await create_device(session, newcomer.account, name="New phone")
+    assert "config-changed" not in (await client.get("/devices")).text

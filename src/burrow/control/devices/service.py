@@ -16,6 +16,7 @@ import re
 import unicodedata
 from collections.abc import Sequence
 from dataclasses import dataclass
+from datetime import datetime, timedelta
 from typing import Literal, NoReturn
 
 import segno
@@ -27,7 +28,7 @@ from burrow.control.desired_state.service import desired_state as desired_state_
 from burrow.control.devices.repository import DeviceRepository
 from burrow.control.devices.schemas import DeviceCreate, DeviceRotate, DeviceUpdate
 from burrow.control.errors import BurrowError, Conflict, Forbidden, InvalidInput, NotFound
-from burrow.control.models import Account, AccountStatus, Device, Node
+from burrow.control.models import Account, AccountStatus, Device, Node, utcnow
 from burrow.control.runtime import Runtime
 from burrow.control.subscriptions.service import subscription as subscription_service
 from burrow.wire import is_valid_wg_key
@@ -119,6 +120,8 @@ class AddressAllocationRace(Conflict):
 # Index 0 is the pool's network address, 1 the nodes' own gateway inside the tunnel.
 FIRST_DEVICE_INDEX = 2
 KEEPALIVE_SECONDS = 25
+# How long customers are told that a node's configurations changed.
+CONFIG_NOTICE_DAYS = 90
 QrKind = Literal["png", "svg"]
 QR_MEDIA_TYPES: dict[QrKind, str] = {"png": "image/png", "svg": "image/svg+xml"}
 _UNSAFE_FILENAME = re.compile(r"[^A-Za-z0-9_=+.-]+")
@@ -177,6 +180,25 @@ class IssuedDevice:
     def config_qr(self, kind: QrKind) -> bytes | None:
         """The complete config as a QR code: only here, where it carries the private key."""
         return None if self.config is None else render_qr(self.config, kind)
+
+
+@dataclass(frozen=True)
+class ConfigNotice:
+    """A node whose configurations, as customers downloaded them, went out of date."""
+
+    node_name: str
+    changed_at: datetime
+    change: str  # nodes.service.CHANGE_ENDPOINT or CHANGE_KEY
+
+    @property
+    def message(self) -> str:
+        what = "server key" if self.change == "key" else "server address"
+        day = self.changed_at.strftime("%Y-%m-%d")
+        return (
+            f"The {what} of server {self.node_name} changed on {day}: download the "
+            f"configuration for {self.node_name} again (and put your private key in it) on each "
+            "device that uses it."
+        )
 
 
 @dataclass(frozen=True)
@@ -315,6 +337,25 @@ def render_qr(text: str, kind: QrKind) -> bytes:
 class DeviceService:
     async def list(self, session: AsyncSession, account: Account) -> Sequence[Device]:
         return await DeviceRepository(session).list_for_account(account.id)
+
+    async def config_notices(
+        self, session: AsyncSession, account: Account
+    ) -> Sequence[ConfigNotice]:
+        """Nodes whose address or key changed after this account's first device was added
+        (within the last ``CONFIG_NOTICE_DAYS``): the configurations it has for them are out
+        of date."""
+        devices = await self.list(session, account)
+        if not devices:
+            return []
+        since = max(
+            min(d.created_at for d in devices), utcnow() - timedelta(days=CONFIG_NOTICE_DAYS)
+        )
+        nodes = await DeviceRepository(session).nodes_changed_since(since)
+        return [
+            ConfigNotice(n.name, n.config_changed_at, n.config_change or "endpoint")
+            for n in nodes
+            if n.config_changed_at is not None
+        ]
 
     async def get(self, session: AsyncSession, account: Account, device_id: int) -> Device:
         device = await DeviceRepository(session).get_for_account(account.id, device_id)

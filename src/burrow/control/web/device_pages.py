@@ -96,6 +96,7 @@ async def _devices_page(
             "per_server": _per_server(runtime, plan.code if plan else None),
             "idle_minutes": max(1, round(runtime.settings.connection_idle_seconds / 60)),
             "form": form or Form.empty(),
+            "config_notices": await device_service.config_notices(session, account),
         },
         status_code=status_code,
     )
