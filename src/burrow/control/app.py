@@ -12,7 +12,7 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI
 
 from burrow import __version__
-from burrow.control import problems
+from burrow.control import api_docs, problems
 from burrow.control.accounts.endpoints import router as accounts_router
 from burrow.control.admin.endpoints import router as admin_router
 from burrow.control.billing.endpoints import router as billing_router
@@ -60,7 +60,7 @@ def create_app(settings: Settings | None = None, *, runtime: Runtime | None = No
         title="burrow",
         version=__version__,
         summary="The control plane of a VPN provider.",
-        docs_url="/api/docs",
+        docs_url=None,  # served by api_docs, from this server rather than a CDN
         redoc_url=None,
         openapi_url="/api/openapi.json",
         lifespan=lifespan,
@@ -85,6 +85,7 @@ def create_app(settings: Settings | None = None, *, runtime: Runtime | None = No
         metrics_router,
     ):
         app.include_router(router)
+    api_docs.install(app, "/api/openapi.json")
     # The web pages: after the API routers, so /api paths never reach a page route.
     install_web(app)
 
