@@ -213,6 +213,16 @@ class Settings(BaseSettings):
         return self.database_url.startswith("sqlite")
 
     @property
+    def mail_to_output(self) -> bool:
+        """Whether emails go to the server's output instead of a mail server: development
+        with no SMTP server configured (BURROW_SMTP_HOST unset)."""
+        return (
+            self.email_enabled
+            and self.environment == "development"
+            and "smtp_host" not in self.model_fields_set
+        )
+
+    @property
     def public_endpoint_host(self) -> str:
         """Where customers' apps reach this server: BURROW_PUBLIC_HOST, else the host of
         ``public_url``."""
