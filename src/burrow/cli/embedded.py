@@ -134,6 +134,8 @@ async def serve_with_node(settings: Settings, host: str, port: int) -> None:
         port=port,
         log_level="info",
         access_log=False,
+        # Forwarded headers are believed only from BURROW_TRUSTED_PROXIES (in the app).
+        proxy_headers=False,
         # Nodes' long polls would each hold a shutdown for up to the poll's timeout.
         timeout_graceful_shutdown=GRACEFUL_SHUTDOWN_SECONDS,
     )

@@ -127,6 +127,8 @@ def serve(
         log_level="info",
         access_log=False,
         timeout_graceful_shutdown=3,
+        # Forwarded headers are believed only from BURROW_TRUSTED_PROXIES (in the app).
+        proxy_headers=False,
     )
 
 

@@ -10,6 +10,7 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
+from uvicorn.middleware.proxy_headers import ProxyHeadersMiddleware
 
 from burrow import __version__
 from burrow.control import api_docs, problems
@@ -92,5 +93,11 @@ def create_app(settings: Settings | None = None, *, runtime: Runtime | None = No
     @app.get("/healthz", tags=["health"], summary="Liveness")
     async def healthz() -> dict[str, str]:
         return {"status": "ok"}
+
+    if settings.trusted_proxies:
+        # Outermost: every part of the app sees the customer's address and scheme as the
+        # trusted proxy forwarded them (uvicorn's own middleware; `burrow serve` turns
+        # uvicorn's built-in copy off, which would otherwise trust 127.0.0.1 by default).
+        app.add_middleware(ProxyHeadersMiddleware, trusted_hosts=settings.trusted_proxy_list)
 
     return app

@@ -37,6 +37,13 @@ class Settings(BaseSettings):
         "the embedded node's endpoint. Unset: 127.0.0.1, which works on this machine only.",
     )
 
+    trusted_proxies: str = Field(
+        "",
+        description="Comma-separated addresses or networks of the reverse proxies (Caddy) "
+        "whose X-Forwarded-For and X-Forwarded-Proto headers are believed. Empty: none; the "
+        "headers of every other sender are ignored.",
+    )
+
     log_file: Path | None = Field(
         None,
         description="Where `burrow serve` also writes its log (IP addresses removed as the "
@@ -176,6 +183,24 @@ class Settings(BaseSettings):
         if net.version != 6 or net.prefixlen > 112:
             raise ValueError("must be an IPv6 network of /112 or larger")
         return str(net)
+
+    @field_validator("trusted_proxies")
+    @classmethod
+    def _trusted_proxies(cls, value: str) -> str:
+        entries = [entry.strip() for entry in value.split(",") if entry.strip()]
+        for entry in entries:
+            try:
+                ipaddress.ip_network(entry, strict=False)
+            except ValueError:
+                raise ValueError(
+                    f"'{entry}' is not an IP address or network; list the proxies' addresses "
+                    "separated by commas, such as 127.0.0.1,::1"
+                ) from None
+        return ",".join(entries)
+
+    @property
+    def trusted_proxy_list(self) -> list[str]:
+        return [entry for entry in self.trusted_proxies.split(",") if entry]
 
     @field_validator("public_host")
     @classmethod
