@@ -1,5 +1,8 @@
 # burrow: the two commands.
-#   make run   installs what is missing, migrates the database and serves on 127.0.0.1:8080
+#   make run   installs what is missing, migrates the database and serves on 127.0.0.1:8080;
+#              BURROW_PUBLIC_HOST=vpn.example.net make run names that host in customers'
+#              configurations. Stopped (Ctrl-C), it puts back what it changed on this host
+#              (IP forwarding it switched on, the WireGuard interface, burrow's nftables table).
 #   make test  installs what is missing and runs ruff, mypy --strict, import-linter and pytest
 # A second run installs nothing that is already there.
 
@@ -54,5 +57,8 @@ pytest:
 bench: install-test
 	$(BIN)/python bench/desired_state.py
 
+NODE_STATE_DIR = $(or $(BURROW_NODE_STATE_DIR),/var/lib/burrow-node)
+
 clean:
 	rm -rf $(VENV) var test-output
+	@echo "make clean leaves the node's identity in $(NODE_STATE_DIR): its WireGuard key is in every customer's configuration, so keeping it keeps their configurations working. Delete it by hand only to give the node a new key (customers then download new configurations)."

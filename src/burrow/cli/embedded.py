@@ -19,6 +19,7 @@ import contextlib
 import ipaddress
 import logging
 
+import typer
 import uvicorn
 from fastapi import FastAPI
 
@@ -38,6 +39,8 @@ from burrow.node.identity import IdentityError, load_identity
 log = logging.getLogger(__name__)
 
 GRACEFUL_SHUTDOWN_SECONDS = 3
+# What the agent switches on to route (nodes' ensure_forwarding), and put back on the way out.
+FORWARDING_SYSCTLS = ("net.ipv4.ip_forward", "net.ipv6.conf.all.forwarding")
 
 
 def loopback_url(host: str, port: int) -> str:
@@ -108,10 +111,57 @@ async def local_enrollment_token(runtime: Runtime) -> str:
         return issued.token
 
 
+async def read_sysctls(names: tuple[str, ...], netns: str | None) -> dict[str, str]:
+    """The current values of ``names`` (in ``netns``); a name that cannot be read is left out."""
+    argv = ["sysctl", "-n", *names]
+    if netns is not None:
+        argv = ["ip", "netns", "exec", netns, *argv]
+    proc = await asyncio.create_subprocess_exec(
+        *argv, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.DEVNULL
+    )
+    out, _ = await proc.communicate()
+    values = out.decode().split()
+    if proc.returncode != 0 or len(values) != len(names):
+        return {}
+    return dict(zip(names, values, strict=True))
+
+
+async def put_back_sysctls(before: dict[str, str], netns: str | None) -> list[str]:
+    """Write back each value of ``before`` that changed since; returns ``name=value`` of each."""
+    now = await read_sysctls(tuple(before), netns)
+    changed = [f"{name}={value}" for name, value in before.items() if now.get(name) != value]
+    if changed:
+        argv = ["sysctl", "-q", "-w", *changed]
+        if netns is not None:
+            argv = ["ip", "netns", "exec", netns, *argv]
+        proc = await asyncio.create_subprocess_exec(*argv, stderr=asyncio.subprocess.PIPE)
+        _, err = await proc.communicate()
+        if proc.returncode != 0:
+            raise OSError(f"sysctl could not put back {', '.join(changed)}: {err.decode().strip()}")
+    return changed
+
+
+def _put_back_line(interface: str, sysctls: list[str]) -> str:
+    parts = [f"interface {interface} removed", "burrow's nftables table removed"]
+    if sysctls:
+        parts.insert(0, f"IP forwarding as it was before ({', '.join(sysctls)})")
+    return "the embedded node put back what it changed on this host: " + "; ".join(parts)
+
+
 async def run_embedded_node(app: FastAPI, control_url: str, node_settings: NodeSettings) -> None:
-    """Enroll the local node on loopback and serve it until cancelled; logs and returns on error."""
+    """Enroll the local node on loopback and serve it until cancelled; logs and returns on error.
+
+    On the way out the host is as it was: the agent removes its interface and nftables table,
+    and the IP forwarding sysctls it switched on are switched off again (one line says so).
+    """
     try:
         check_host(node_settings)
+    except AgentError as exc:
+        log.error("the embedded node does not serve: %s", exc)
+        return
+    forwarding = await read_sysctls(FORWARDING_SYSCTLS, node_settings.netns)
+    interface = node_settings.interface or "its interface"
+    try:
         runtime: Runtime = app.state.runtime
         token = await local_enrollment_token(runtime)
         private_key = None
@@ -120,9 +170,17 @@ async def run_embedded_node(app: FastAPI, control_url: str, node_settings: NodeS
         identity = await enroll(
             control_url, token, node_settings.state_dir, private_key=private_key
         )
+        interface = node_settings.interface or identity.interface_name
         await run_agent(node_settings, identity)
     except (AgentError, NodeApiError, IdentityError, OSError) as exc:
         log.error("the embedded node does not serve: %s", exc)
+    finally:
+        try:
+            restored = await put_back_sysctls(forwarding, node_settings.netns)
+        except OSError as exc:
+            log.error("%s", exc)
+        else:
+            typer.echo(_put_back_line(interface, restored))
 
 
 async def serve_with_node(settings: Settings, host: str, port: int) -> None:
