@@ -1,0 +1,77 @@
+"""Accounts: the service, one module per job.
+
+- ``registration``: sign-up and email verification (and a change of address);
+- ``signin``: sign-in, the web's two-step sign-in, sessions, password change;
+- ``two_factor``: TOTP enrolment and codes;
+- ``throttling``: failed sign-in attempts per account and per client;
+- ``operators``: what administrators and the CLI do to accounts;
+- ``passwords``: the password rules and hashing; ``errors``: every error of the domain.
+
+Callers use ``account`` (``from burrow.control.accounts.service import account as
+account_service``), one object that answers for all of them, and the errors re-exported here.
+"""
+
+from __future__ import annotations
+
+from burrow.control.accounts.service.errors import (
+    LOGIN_FAILED,
+    SESSION_EXPIRED,
+    AccountNotFound,
+    AccountTerminated,
+    AgeAttestationRefused,
+    AlreadyVerified,
+    EmailTaken,
+    LoginFailed,
+    LoginThrottled,
+    SecondFactorRequired,
+    StatusChangeRefused,
+    TermsNotAccepted,
+    TotpStateConflict,
+    VerificationLinkGone,
+    VerificationLinkInvalid,
+    WeakPassword,
+    WrongPassword,
+    WrongTotpCode,
+)
+from burrow.control.accounts.service.operators import AccountSearch, OperatorService
+from burrow.control.accounts.service.passwords import check_password, parse_email
+from burrow.control.accounts.service.registration import VERIFY_EMAIL_PATH, RegistrationService
+from burrow.control.accounts.service.signin import SignedIn, SignInService
+from burrow.control.accounts.service.two_factor import TwoFactorService
+
+
+class AccountService(RegistrationService, SignInService, TwoFactorService, OperatorService):
+    """Every job of the domain behind one name; each base class lives in its own module."""
+
+
+account = AccountService()
+account_service = account
+
+__all__ = [
+    "LOGIN_FAILED",
+    "SESSION_EXPIRED",
+    "VERIFY_EMAIL_PATH",
+    "AccountNotFound",
+    "AccountSearch",
+    "AccountService",
+    "AccountTerminated",
+    "AgeAttestationRefused",
+    "AlreadyVerified",
+    "EmailTaken",
+    "LoginFailed",
+    "LoginThrottled",
+    "SecondFactorRequired",
+    "SignedIn",
+    "StatusChangeRefused",
+    "TermsNotAccepted",
+    "TotpStateConflict",
+    "VerificationLinkGone",
+    "VerificationLinkInvalid",
+    "WeakPassword",
+    "WrongPassword",
+    "WrongTotpCode",
+    "account",
+    "account_service",
+    "check_password",
+    "parse_email",
+]

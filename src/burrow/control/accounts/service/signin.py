@@ -1,0 +1,287 @@
+"""Sign-in and sessions: the password (and code) step, the web's two-step sign-in, the session
+check every request makes, signing out, changing the password and proving identity again.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from burrow.control.accounts.repository import AccountRepository
+from burrow.control.accounts.schemas import normalise_email
+from burrow.control.accounts.service.errors import (
+    LOGIN_FAILED,
+    SESSION_EXPIRED,
+    AccountTerminated,
+    LoginFailed,
+    SecondFactorRequired,
+    WrongPassword,
+    WrongTotpCode,
+)
+from burrow.control.accounts.service.passwords import (
+    check_password,
+    new_password_hash,
+    password_matches,
+)
+from burrow.control.accounts.service.throttling import LoginThrottle
+from burrow.control.accounts.service.two_factor import accept_totp
+from burrow.control.errors import NotAuthenticated
+from burrow.control.models import Account, AccountSession, AccountStatus, utcnow
+from burrow.control.policy.schemas import Policy
+from burrow.control.runtime import Runtime
+from burrow.control.security import (
+    DUMMY_PASSWORD_HASH,
+    hash_token,
+    new_token,
+    password_needs_rehash,
+)
+
+
+@dataclass(frozen=True)
+class SignedIn:
+    token: str
+    expires_at: datetime
+    account: Account
+    # The web's first step: the password was right, the session waits for its TOTP code.
+    needs_second_factor: bool = False
+
+
+class SignInService:
+    async def sign_in(
+        self,
+        session: AsyncSession,
+        runtime: Runtime,
+        *,
+        email: str,
+        password: str,
+        totp_code: str | None = None,
+        client_address: str | None = None,
+    ) -> SignedIn:
+        email = str(normalise_email(email))
+        throttle = LoginThrottle(runtime)
+        account_key = throttle.account_key(email)
+        keys = [account_key, throttle.client_key(client_address)]
+        throttle.check(keys)
+        repo = AccountRepository(session)
+        account = await repo.get_by_email(email)
+        if account is not None and account.status is AccountStatus.erased:
+            account = None  # its placeholder address is no one's; answer as for an unknown one
+        # An unknown address costs the same time as a known one.
+        matches = await password_matches(
+            account.password_hash if account is not None else DUMMY_PASSWORD_HASH, password
+        )
+        if account is None or not matches:
+            throttle.failed(keys)
+            raise LoginFailed(LOGIN_FAILED)
+        if account.status is AccountStatus.terminated:
+            raise AccountTerminated()
+        if account.totp_enabled:
+            if not totp_code:
+                raise SecondFactorRequired("Enter the 6-digit code from your authenticator app.")
+            if not await accept_totp(repo, account, totp_code):
+                throttle.failed(keys)
+                raise SecondFactorRequired(
+                    "That code is not right or was already used; enter the current code from "
+                    "your authenticator app."
+                )
+        throttle.succeeded(account_key)
+        self._remember_login_address(runtime.policy, account, client_address)
+        if password_needs_rehash(account.password_hash):
+            account.password_hash = await new_password_hash(password)
+        token = new_token()
+        expires_at = utcnow() + timedelta(hours=runtime.settings.session_ttl_hours)
+        await repo.add_session(
+            AccountSession(
+                account_id=account.id,
+                token_hash=hash_token(token),
+                expires_at=expires_at,
+                needs_second_factor=False,
+                second_factor_at=utcnow() if account.totp_enabled else None,
+            )
+        )
+        return SignedIn(token=token, expires_at=expires_at, account=account)
+
+    @staticmethod
+    def _remember_login_address(
+        policy: Policy, account: Account, client_address: str | None
+    ) -> None:
+        """Keep the sign-in's address and time only where ``privacy.store_last_login_ip`` is on
+        (fraud prevention); the purge job forgets it after the policy's retention. It is never
+        logged: the log filter would remove it anyway, and nothing here writes it."""
+        if not policy.privacy.store_last_login_ip or client_address is None:
+            return
+        try:
+            address = ipaddress.ip_address(client_address.strip().strip("[]"))
+        except ValueError:
+            return  # not an address (a test client's name, a Unix socket): nothing to keep
+        account.last_login_ip = str(address)
+        account.last_login_ip_at = utcnow()
+
+    async def authenticate(self, session: AsyncSession, runtime: Runtime, token: str) -> Account:
+        found = await AccountRepository(session).get_session(hash_token(token))
+        if found is None:
+            raise NotAuthenticated(SESSION_EXPIRED)
+        row, account = found
+        if (
+            row.expires_at <= utcnow()
+            or row.needs_second_factor
+            or account.status is AccountStatus.erased
+        ):
+            raise NotAuthenticated(SESSION_EXPIRED)
+        if account.status is AccountStatus.terminated:
+            raise AccountTerminated()
+        return account
+
+    # The web's two-step sign-in: the password first, then (with two-factor on) the code.
+    PENDING_SECOND_FACTOR_SECONDS = 600
+
+    async def sign_in_first_step(
+        self,
+        session: AsyncSession,
+        runtime: Runtime,
+        *,
+        email: str,
+        password: str,
+        client_address: str | None = None,
+    ) -> SignedIn:
+        """Like ``sign_in`` without a code; with two-factor on, the session it returns waits
+        for ``complete_second_factor`` and ``authenticate`` refuses it until then."""
+        try:
+            return await self.sign_in(
+                session, runtime, email=email, password=password, client_address=client_address
+            )
+        except SecondFactorRequired:
+            pass  # raised only after the password was found right
+        repo = AccountRepository(session)
+        account = await repo.get_by_email(str(normalise_email(email)))
+        assert account is not None
+        token = new_token()
+        expires_at = utcnow() + timedelta(seconds=self.PENDING_SECOND_FACTOR_SECONDS)
+        await repo.add_session(
+            AccountSession(
+                account_id=account.id,
+                token_hash=hash_token(token),
+                expires_at=expires_at,
+                needs_second_factor=True,
+            )
+        )
+        return SignedIn(
+            token=token, expires_at=expires_at, account=account, needs_second_factor=True
+        )
+
+    async def complete_second_factor(
+        self,
+        session: AsyncSession,
+        runtime: Runtime,
+        pending_token: str,
+        code: str,
+        *,
+        client_address: str | None = None,
+    ) -> SignedIn:
+        """Swap a session waiting for its second factor for a full one, given a right code.
+
+        The sign-in completes here, so here its address is kept (where the policy allows)."""
+        repo = AccountRepository(session)
+        found = await repo.get_session(hash_token(pending_token))
+        if found is None:
+            raise NotAuthenticated(SESSION_EXPIRED)
+        row, account = found
+        if not row.needs_second_factor or row.expires_at <= utcnow():
+            raise NotAuthenticated(SESSION_EXPIRED)
+        if account.status is AccountStatus.terminated:
+            raise AccountTerminated()
+        throttle = LoginThrottle(runtime)
+        account_key = throttle.account_key(account.email)
+        throttle.check([account_key])
+        if not await accept_totp(repo, account, code):
+            throttle.failed([account_key])
+            raise SecondFactorRequired(
+                "That code is not right or was already used; enter the current code from "
+                "your authenticator app."
+            )
+        throttle.succeeded(account_key)
+        self._remember_login_address(runtime.policy, account, client_address)
+        # A new token: the one that only proved the password is retired.
+        await repo.delete_session(account.id, row.token_hash)
+        token = new_token()
+        expires_at = utcnow() + timedelta(hours=runtime.settings.session_ttl_hours)
+        await repo.add_session(
+            AccountSession(
+                account_id=account.id,
+                token_hash=hash_token(token),
+                expires_at=expires_at,
+                needs_second_factor=False,
+                second_factor_at=utcnow(),
+            )
+        )
+        return SignedIn(token=token, expires_at=expires_at, account=account)
+
+    async def second_factor_passed(self, session: AsyncSession, token: str) -> bool:
+        """Whether the session of ``token`` proved the second factor when it was opened (a
+        session opened before two-factor sign-in was turned on did not)."""
+        found = await AccountRepository(session).get_session(hash_token(token))
+        return found is not None and found[0].second_factor_at is not None
+
+    async def purge_expired(self, session: AsyncSession) -> int:
+        repo = AccountRepository(session)
+        now = utcnow()
+        return await repo.delete_expired_sessions(now) + await repo.delete_stale_verifications(now)
+
+    async def sign_out(self, session: AsyncSession, account: Account, token: str) -> None:
+        await AccountRepository(session).delete_session(account.id, hash_token(token))
+
+    async def sign_out_everywhere(self, session: AsyncSession, account: Account) -> None:
+        await AccountRepository(session).delete_sessions(account.id)
+
+    async def change_password(
+        self,
+        session: AsyncSession,
+        runtime: Runtime,
+        account: Account,
+        *,
+        current_password: str,
+        new_password: str,
+        current_token: str | None = None,
+    ) -> None:
+        """Set a new password and end every session but ``current_token``'s."""
+        throttle = LoginThrottle(runtime)
+        keys = [throttle.account_key(account.email)]
+        throttle.check(keys)
+        if not await password_matches(account.password_hash, current_password):
+            throttle.failed(keys)
+            raise WrongPassword()
+        check_password(new_password, account.email)
+        account.password_hash = await new_password_hash(new_password)
+        keep = hash_token(current_token) if current_token is not None else None
+        await AccountRepository(session).delete_sessions(account.id, keep_hash=keep)
+
+    async def confirm_identity(
+        self,
+        session: AsyncSession,
+        runtime: Runtime,
+        account: Account,
+        *,
+        password: str,
+        totp_code: str | None = None,
+        require_totp: bool = False,
+    ) -> None:
+        """The signed-in person proves they are the account's owner again, for a change that
+        cannot be undone (an email change, erasure). Failures count like failed sign-ins."""
+        throttle = LoginThrottle(runtime)
+        keys = [throttle.account_key(account.email)]
+        throttle.check(keys)
+        if not await password_matches(account.password_hash, password):
+            throttle.failed(keys)
+            raise WrongPassword("password")
+        if require_totp and account.totp_enabled:
+            if not totp_code:
+                raise SecondFactorRequired("Enter the 6-digit code from your authenticator app.")
+            if not await accept_totp(AccountRepository(session), account, totp_code):
+                throttle.failed(keys)
+                raise WrongTotpCode("totp_code")
+
+
+signin_service = SignInService()
