@@ -73,7 +73,7 @@ class FakeStripe:
                 self.failures -= 1
                 return 500, {"error": {"message": "try later", "type": "api_error"}}
             if call.method == "POST" and call.path == "/v1/refunds":
-                return 200, self._refund(call)
+                return self._refund(call)
             if call.method == "POST" and call.path == "/v1/checkout/sessions":
                 return 200, self._session(call)
             if call.method in ("POST", "DELETE") and call.path.startswith("/v1/subscriptions/"):
@@ -86,13 +86,24 @@ class FakeStripe:
                 return 200, self.charge(call.path.removeprefix("/v1/charges/ch_of_"))
             return 404, {"error": {"message": "no such route", "type": "invalid_request_error"}}
 
-    def _refund(self, call: StripeCall) -> dict[str, Any]:
-        return self.refunds.setdefault(
+    def _refund(self, call: StripeCall) -> tuple[int, dict[str, Any]]:
+        amount = int(call.param("amount") or 0)
+        known = self.refunds.get(call.idempotency_key)
+        if known is not None and known["amount"] != amount:
+            # As Stripe does: a key reused with other parameters is refused, not replayed.
+            return 400, {
+                "error": {
+                    "message": "Keys for idempotent requests can only be used with the same "
+                    "parameters they were first used with.",
+                    "type": "idempotency_error",
+                }
+            }
+        return 200, self.refunds.setdefault(
             call.idempotency_key,
             {
                 "id": f"re_{len(self.refunds) + 1}",
                 "object": "refund",
-                "amount": int(call.param("amount") or 0),
+                "amount": amount,
                 "payment_intent": call.param("payment_intent"),
                 "status": "succeeded",
             },

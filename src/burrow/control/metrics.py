@@ -324,6 +324,6 @@ async def metrics(
     authorization: Annotated[str | None, Header()] = None,
 ) -> Response:
     check_token(runtime, authorization)
-    async with unit_of_work(runtime.sessionmaker) as session:
+    async with unit_of_work(runtime.sessionmaker, writes=False) as session:
         readings = await read(session, runtime)
     return Response(exposition(readings), media_type=CONTENT_TYPE_LATEST)

@@ -10,10 +10,8 @@ ends when a report shows it idle or when no report renews it for
 Privacy: under ``privacy.mode = "strict"`` nothing of a connection leaves RAM, and nothing is
 logged. Under ``"metered"`` each admitted connection gets a ``connection_records`` row (opened
 at admission, brought up to date every ``connection_record_flush_seconds``, closed at the end)
-and, where a refund rule needs them, the account's usage counters grow. A counter belongs
-to the account's first paid order (what was counted before it, a trial, is part of it); it
-stops growing once that order's refund window has passed, and ``expire_usage_counters``
-deletes it then: nothing is kept longer than a refund rule needs.
+and, where a refund rule needs them, the account's usage counters grow (they belong to the
+refunds domain: ``burrow.control.refunds.usage``).
 
 Fair use (shaping the heaviest users of a busy node) is not done here: the node agent
 measures its peers in its own RAM and shapes them itself (``burrow.node.fairuse``), so no
@@ -28,12 +26,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Any, Literal
+from typing import Any
 
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from burrow.control.billing.service import billing as billing_service
 from burrow.control.connections.limits import UNLIMITED, LeaseView, Limits, decide
 from burrow.control.connections.repository import ConnectionRepository, PeerOwner
 from burrow.control.connections.schemas import (
@@ -43,7 +40,8 @@ from burrow.control.connections.schemas import (
     ConnectionRecordRead,
     ConnectionState,
 )
-from burrow.control.models import Account, ConnectionRecord, Node, Order, utcnow
+from burrow.control.models import Account, ConnectionRecord, Node, utcnow
+from burrow.control.refunds.usage.service import usage as usage_service
 from burrow.control.runtime import Runtime
 from burrow.wire import NodeReport, PeerStatus
 
@@ -286,17 +284,6 @@ class ConnectionService:
         return runtime.policy.privacy.keeps_connection_records
 
     @staticmethod
-    def _counters_on(runtime: Runtime) -> bool:
-        policy = runtime.policy
-        refunds = policy.refunds
-        return (
-            policy.privacy.keeps_connection_records
-            and policy.privacy.first_order_usage_counters
-            and refunds is not None
-            and (refunds.max_data_bytes is not None or refunds.max_sessions is not None)
-        )
-
-    @staticmethod
     def _open(account_id: int, lease_id: str, lease: Lease, wall: datetime) -> _RecordWrite:
         lease.update(
             record_id=None,
@@ -373,29 +360,20 @@ class ConnectionService:
         if not writes:
             return
         repository = ConnectionRepository(session)
-        counters = self._counters_on(runtime)
-        # Per account: the first paid order the usage belongs to, or False once its refund
-        # window has passed (nothing is counted any more).
-        first_orders: dict[int, int | Literal[False] | None] = {}
+        counters = usage_service.counters_on(runtime)
+        tally = usage_service.tally(session, runtime)
         opened: dict[tuple[int, str], int] = {}
         for write in writes:
             try:
                 async with session.begin_nested():
                     record_id = await self._write_one(repository, write)
-                    if counters and (write.usage_bytes or write.usage_sessions):
-                        if write.account_id not in first_orders:
-                            first_orders[write.account_id] = await self._counted_order(
-                                session, runtime, write.account_id
-                            )
-                        order_id = first_orders[write.account_id]
-                        if order_id is not False:
-                            await repository.add_usage(
-                                write.account_id,
-                                order_id=order_id,
-                                bytes_total=write.usage_bytes,
-                                sessions=write.usage_sessions,
-                                now=write.seen_until,
-                            )
+                    if counters:
+                        await tally.add(
+                            write.account_id,
+                            bytes_total=write.usage_bytes,
+                            sessions=write.usage_sessions,
+                            at=write.seen_until,
+                        )
             except IntegrityError:
                 continue  # the account or device was deleted meanwhile: nothing to keep
             if write.lease_id is not None and record_id is not None:
@@ -408,28 +386,6 @@ class ConnectionService:
                 lease["record_id"] = record_id
                 lease["record_opening"] = False
                 self._save(runtime, account_id, state)
-
-    async def _counted_order(
-        self, session: AsyncSession, runtime: Runtime, account_id: int
-    ) -> int | Literal[False] | None:
-        """The order new usage of this account counts for: its first paid order, None before
-        there is one (a trial, whose counts become that order's), False once that order's
-        refund window has passed and nothing is counted any more."""
-        first_id = await billing_service.first_paid_order_id(session, account_id)
-        if first_id is None:
-            return None
-        order = await billing_service.get_order(session, first_id)
-        if order is None or self._window_passed(runtime, order, _utcnow()):
-            return False
-        return first_id
-
-    @staticmethod
-    def _window_passed(runtime: Runtime, order: Order, now: datetime) -> bool:
-        refunds = runtime.policy.refunds
-        if refunds is None:
-            return True
-        # The refund engine counts exactly ``window_days`` after the order as still inside.
-        return now > (order.paid_at or order.created_at) + timedelta(days=refunds.window_days)
 
     @staticmethod
     async def _write_one(repository: ConnectionRepository, write: _RecordWrite) -> int | None:
@@ -621,33 +577,6 @@ class ConnectionService:
                 record.ended_at = seen_until
         await session.flush()
 
-    async def expire_usage_counters(self, session: AsyncSession, runtime: Runtime) -> int:
-        """Tie counters to their first paid order and delete those no refund rule needs.
-
-        A counter goes once its order's refund window has passed (unless a refund request
-        of that order still waits for a decision, which reads it again). A counter of an
-        account that never paid goes once a trial and a refund window after it was made have
-        passed: usage that old would no longer belong to an order bought now. Without counters
-        in the policy every counter goes. Returns how many were deleted.
-        """
-        repository = ConnectionRepository(session)
-        policy = runtime.policy
-        if not self._counters_on(runtime) or policy.refunds is None:
-            return await repository.delete_all_usage_counters()
-        now = _utcnow()
-        window = timedelta(days=policy.refunds.window_days)
-        trial = timedelta(days=policy.trial.days if policy.trial and policy.trial.enabled else 0)
-        deleted = 0
-        for counter in await repository.unlinked_usage_counters():
-            first_id = await billing_service.first_paid_order_id(session, counter.account_id)
-            if first_id is not None:
-                counter.order_id = first_id
-            elif counter.created_at < now - trial - window:
-                await repository.delete_usage_counter(counter.id)
-                deleted += 1
-        await session.flush()
-        return deleted + await repository.delete_usage_counters_ordered_before(now - window)
-
     async def purge_records(self, session: AsyncSession, runtime: Runtime) -> int:
         """Delete what the policy no longer allows to keep; returns how many records went.
 
@@ -656,8 +585,7 @@ class ConnectionService:
         """
         privacy = runtime.policy.privacy
         repository = ConnectionRepository(session)
-        if not self._counters_on(runtime):
-            await repository.delete_all_usage_counters()
+        await usage_service.delete_all_unless_kept(session, runtime)
         if not privacy.keeps_connection_records:
             return await repository.delete_all_records()
         days = privacy.connection_record_retention_days or 0

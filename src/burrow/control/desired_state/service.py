@@ -255,7 +255,7 @@ class DesiredStateService:
         while True:
             # Read the generation before looking, so a change committed in between wakes us.
             generation = runtime.notifier.generation
-            async with unit_of_work(runtime.sessionmaker) as session:
+            async with unit_of_work(runtime.sessionmaker, writes=False) as session:
                 current = await self.current_revision(session)
                 if current != since:
                     return await self.changes_since(session, runtime, node, since)

@@ -14,6 +14,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import aliased
 
+from burrow.control.db import lock_row, locked
 from burrow.control.models import Account, Device, Node, NodeStatus
 
 
@@ -31,19 +32,24 @@ class DeviceRepository:
         result = await self.session.execute(self._owned(account_id).order_by(Device.id))
         return result.scalars().all()
 
-    async def get_for_account(self, account_id: int, device_id: int) -> Device | None:
-        result = await self.session.execute(self._owned(account_id).where(Device.id == device_id))
+    async def get_for_account(
+        self, account_id: int, device_id: int, *, lock: bool = False
+    ) -> Device | None:
+        """One of the account's devices; ``lock`` to change it: a concurrent change waits,
+        and a device removed meanwhile is not found."""
+        query = self._owned(account_id).where(Device.id == device_id)
+        result = await self.session.execute(locked(query) if lock else query)
         return result.scalar_one_or_none()
 
     async def count_for_account(self, account_id: int) -> int:
         query = select(func.count()).select_from(self._owned(account_id).subquery())
         return int((await self.session.execute(query)).scalar_one())
 
-    async def lock_account(self, account_id: int) -> None:
-        """Serialise device changes of one account (PostgreSQL row lock; SQLite has one writer)."""
-        await self.session.execute(
-            select(Account.id).where(Account.id == account_id).with_for_update()
-        )
+    async def lock_account(self, account: Account) -> None:
+        """Serialise device changes of one account until the unit of work ends, and read the
+        account again under the lock (it may have been suspended meanwhile)."""
+        await lock_row(self.session, Account, account.id)
+        await self.session.refresh(account)
 
     # --- fleet-wide uniqueness -------------------------------------------------------------
 

@@ -323,8 +323,11 @@ class DeviceService:
     async def list(self, session: AsyncSession, account: Account) -> Sequence[Device]:
         return await DeviceRepository(session).list_for_account(account.id)
 
-    async def get(self, session: AsyncSession, account: Account, device_id: int) -> Device:
-        device = await DeviceRepository(session).get_for_account(account.id, device_id)
+    async def get(
+        self, session: AsyncSession, account: Account, device_id: int, *, lock: bool = False
+    ) -> Device:
+        """``lock`` before changing it, so a rename never lands on a device being removed."""
+        device = await DeviceRepository(session).get_for_account(account.id, device_id, lock=lock)
         if device is None:
             raise DeviceNotFound()
         return device
@@ -334,9 +337,10 @@ class DeviceService:
     ) -> IssuedDevice:
         repository = DeviceRepository(session)
         public_key = normalise_public_key(data.public_key) if data.public_key is not None else None
+        # Counted under the account's lock, so that adds at the same moment take turns.
+        await repository.lock_account(account)
         if account.status != AccountStatus.active:
             raise AccountNotActive(account.status.value)
-        await repository.lock_account(account.id)
         plan = await subscription_service.access_plan(session, account.id)
         if plan is None:
             raise NoVpnAccess()
@@ -403,7 +407,7 @@ class DeviceService:
     async def rename(
         self, session: AsyncSession, account: Account, device_id: int, data: DeviceUpdate
     ) -> Device:
-        device = await self.get(session, account, device_id)
+        device = await self.get(session, account, device_id, lock=True)
         device.name = data.name
         await DeviceRepository(session).flush()
         return device
@@ -411,7 +415,7 @@ class DeviceService:
     async def remove(
         self, session: AsyncSession, runtime: Runtime, account: Account, device_id: int
     ) -> None:
-        device = await self.get(session, account, device_id)
+        device = await self.get(session, account, device_id, lock=True)
         await DeviceRepository(session).delete(device)
         await desired_state_service.refresh_account(session, runtime, account.id)
 
@@ -425,7 +429,7 @@ class DeviceService:
     ) -> IssuedDevice:
         """Give the device a new key; the old key stops working once nodes converge."""
         repository = DeviceRepository(session)
-        device = await self.get(session, account, device_id)
+        device = await self.get(session, account, device_id, lock=True)
         node = None
         private_key = None
         if data.public_key is None:

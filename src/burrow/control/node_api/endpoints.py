@@ -43,7 +43,7 @@ async def node_in_short_session(runtime: RuntimeDep, bearer: BearerDep) -> Node:
     """The calling node, checked in a unit of work of its own that ends at once."""
     if bearer is None or not bearer.credentials:
         raise NotAuthenticated("The node API needs the node token as a bearer token.")
-    async with unit_of_work(runtime.sessionmaker) as session:
+    async with unit_of_work(runtime.sessionmaker, writes=False) as session:
         return await node_service.authenticate(session, bearer.credentials)
 
 
