@@ -3,7 +3,7 @@
 A filter list is a text file the operator keeps: one domain name a line; blank lines and
 ``#`` comments are skipped, and so is a hosts-file line's address (``0.0.0.0 ads.example``).
 Anything else that is not a domain name is a malformed line: skipped and counted, so the
-admin sees how many. The names are lower-cased, de-duplicated and sorted into the body the
+admin sees how many. The names are lower-cased and de-duplicated into the body the
 nodes download; its SHA-256 names the list, so a node fetches a list only when it changed.
 
 Addresses: the unfiltered resolver is the gateway (index 1 of both tunnel pools). A
@@ -69,17 +69,36 @@ def _name_of(line: str) -> str | None:
     return name
 
 
+# The common lines (a plain name, a hosts-file line, blank, a comment), matched in bulk by the
+# regex engine: a list of a million names parses in about a second. What is left over goes
+# through ``_name_of`` one line at a time (international names, and the malformed).
+_NAME_TEXT = rf"{_LABEL}(?:\.{_LABEL})*"
+_HOSTS = r"(?:(?:0\.0\.0\.0|127\.0\.0\.1)[ \t]+)?"
+_GOOD = re.compile(
+    rf"^[ \t]*{_HOSTS}(?:\*\.)?({_NAME_TEXT})\.?[ \t]*(?:#[^\n]*)?\r?$", re.MULTILINE
+)
+_GOOD_OR_EMPTY_LINE = re.compile(
+    rf"^(?:[ \t]*{_HOSTS}(?:\*\.)?{_NAME_TEXT}\.?[ \t]*"
+    r"(?:#[^\n]*)?|[ \t]*(?:#[^\n]*)?)\r?(?:\n|\Z)",
+    re.MULTILINE,
+)
+
+
 def parse_filter_list(text: str) -> ParsedList:
-    """The list's names (sorted, unique) and how many lines were malformed."""
-    names: set[str] = set()
-    malformed = 0
-    for line in text.splitlines():
+    """The list's names (unique, in the file's order) and how many lines were malformed."""
+    text = text.lower()
+    found = _GOOD.findall(text)
+    # In the file's order, first time each: sorting a million names would cost more than
+    # all the rest, and the hash then changes only when the operator changes the file.
+    names = dict.fromkeys(name for name in found if len(name) <= MAX_NAME_LENGTH)
+    malformed = sum(1 for name in found if len(name) > MAX_NAME_LENGTH)
+    for line in _GOOD_OR_EMPTY_LINE.sub("", text).splitlines():
         name = _name_of(line)
         if name is None:
             malformed += 1
         elif name:
-            names.add(name)
-    return ParsedList.of(sorted(names), malformed)
+            names.setdefault(name)
+    return ParsedList.of(list(names), malformed)
 
 
 @dataclass(frozen=True)

@@ -136,7 +136,9 @@ def render_dnsmasq_conf(
         "proxy-dnssec",
         "cache-size=10000",
         "pid-file=",
-        "log-facility=-",
+        # Not even to a pipe: dnsmasq names every listed domain at start (a million lines).
+        # Fatal start-up errors still reach stderr.
+        "log-facility=/dev/null",
     ]
     lines += [f"conf-file={path}" for path in list_files]
     return "\n".join(lines) + "\n"
