@@ -91,7 +91,9 @@ class Settings(BaseSettings):
     # Fleet-wide tunnel address pools: a device keeps its address on every node.
     tunnel_ipv4_pool: str = "10.64.0.0/10"
     tunnel_ipv6_pool: str = "fd42:b0::/48"
-    client_dns: str = "10.64.0.1, fd42:b0::1"
+    # The DNS line of device configs; unset: the gateway addresses of the pools above, where
+    # every node's resolver answers.
+    client_dns: str | None = None
     wireguard_port: int = 51820
     tunnel_mtu: int = Field(1320, ge=1280, le=1500)
     max_devices_per_account: int = Field(

@@ -12,6 +12,7 @@ from burrow.control.deps import CurrentAccount, RuntimeDep, SessionDep
 from burrow.control.devices.schemas import (
     DeviceConnection,
     DeviceCreate,
+    DeviceDnsFilters,
     DeviceIssued,
     DeviceRead,
     DeviceRotate,
@@ -118,6 +119,25 @@ async def rename_device(
 ) -> DeviceRead:
     device = await device_service.rename(session, account, device_id, data)
     return _read(device, await connection_service.device_status(runtime, account.id, device.id))
+
+
+@router.put(
+    "/{device_id}/dns-filters",
+    summary="Choose the device's DNS filters",
+    description="The device's config (and QR code) then names the resolver address of this "
+    "choice; download it again and replace the old one. An empty list: no filtering.",
+    response_model=DeviceRead,
+    responses=problem_responses(401, 404, 422),
+)
+async def set_dns_filters(
+    device_id: DeviceId,
+    data: DeviceDnsFilters,
+    session: SessionDep,
+    runtime: RuntimeDep,
+    account: CurrentAccount,
+) -> DeviceRead:
+    device = await device_service.set_dns_filters(session, runtime, account, device_id, data)
+    return _read(device, connection_service.device_status(runtime, account.id, device.id))
 
 
 @router.delete(
