@@ -84,6 +84,7 @@ def _signup_page(
             "terms_version": runtime.policy.terms.version,
             "age_required": runtime.policy.age.attestation_required,
             "age_choices": _age_choices(runtime),
+            "mail_to_output": runtime.settings.mail_to_output,
         },
         status_code=status_code,
     )
@@ -123,11 +124,13 @@ async def signup(request: Request, session: SessionDep, runtime: RuntimeDep) -> 
         await undo(session)
         form.fail(exc, fields=("age_attestation",))
         return _signup_page(request, runtime, form, exc.status)
-    response = redirect(
-        request,
-        "/dashboard",
-        flash=f"Welcome! We sent a link to {body.email}; open it to confirm your address.",
+    sent = (
+        "Welcome! No mail server is set up, so the link to confirm your address is in the "
+        "server's output (the terminal running burrow); open it from there."
+        if runtime.settings.mail_to_output
+        else f"Welcome! We sent a link to {body.email}; open it to confirm your address."
     )
+    response = redirect(request, "/dashboard", flash=sent)
     _set_session(request, response, signed_in)
     return response
 

@@ -60,7 +60,7 @@ async def _header_account(request: Request) -> None:
     if not identity:
         return
     try:
-        async with unit_of_work(runtime_of(request).sessionmaker) as session:
+        async with unit_of_work(runtime_of(request).sessionmaker, writes=False) as session:
             account = await account_service.get(session, int(identity[0]))
             request.state.account = Viewer(account.id, account.email, account.is_admin)
     except Exception:
@@ -75,6 +75,11 @@ async def _error_page(request: Request, status: int, title: str, message: str) -
         {"title": title, "message": message, "status": status},
         status_code=status,
     )
+
+
+async def refusal_page(request: Request, status: int, title: str, message: str) -> Response:
+    """A page for a request refused before it reached a page (too large, say)."""
+    return await _error_page(request, status, title, message)
 
 
 async def _login_required(request: Request, exc: Exception) -> Response:
