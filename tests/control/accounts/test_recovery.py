@@ -15,6 +15,7 @@ from sqlalchemy import select, update
 from burrow.control.config import Settings
 from burrow.control.db import unit_of_work
 from burrow.control.models import Account, PasswordReset, RecoveryCode, utcnow
+from burrow.control.ratelimit import RateLimits
 from burrow.control.runtime import Runtime
 from burrow.control.security import hash_token
 from tests.support.app import app_client, running_runtime
@@ -135,7 +136,7 @@ async def test_reset_requests_are_throttled_per_address_and_per_client(
     client: httpx.AsyncClient, runtime: Runtime, smtp: SmtpServer
 ) -> None:
     account, _ = await _account(runtime)
-    limit = runtime.settings.login_max_failures
+    limit = RateLimits.parse(runtime.settings.login_limit_account_client)[0].amount
     answers = [(await _reset(client, account.email)).status_code for _ in range(limit + 1)]
     assert answers == [202] * limit + [429]
     assert len(await smtp.inbox.arrived(account.email, limit)) == limit
@@ -147,7 +148,7 @@ async def test_reset_requests_are_throttled_per_address_and_per_client(
     assert refused.headers["content-type"].startswith(PROBLEM)
     assert "wait" in refused.json()["detail"]
     # Per client: many addresses from one client run into the client's limit.
-    client_limit = runtime.settings.login_client_max_failures
+    client_limit = RateLimits.parse(runtime.settings.login_limit_client)[0].amount
     statuses = [
         (await _reset(client, unique_email("spray"))).status_code for _ in range(client_limit)
     ]
@@ -165,7 +166,12 @@ async def test_an_unknown_address_takes_the_time_of_a_known_one(
     """Sign-in and reset requests, known against unknown addresses: the medians of many
     interleaved requests are close (the answers are equal too)."""
     roomy = settings.model_copy(
-        update={"login_max_failures": 10_000, "login_client_max_failures": 10_000}
+        update={
+            "login_limit_account_client": "10000 per hour",
+            "login_limit_account": "10000 per hour",
+            "login_limit_client": "10000 per hour",
+            "login_failure_notice": "10000 per hour",
+        }
     )
     async with running_runtime(roomy) as runtime, app_client(runtime) as client:
         account, _ = await _account(runtime)

@@ -1,6 +1,6 @@
 """Sign up, email verification, log in (with the two-factor step, where a recovery code may
 stand in for the app's code), a forgotten password, log out, and the account's security page:
-password, verification email, two-factor sign-in and its recovery codes.
+password, verification email, two-factor sign-in and its recovery codes, the list of sessions.
 """
 
 from __future__ import annotations
@@ -9,7 +9,7 @@ import re
 from typing import Annotated
 from urllib.parse import quote
 
-from fastapi import Query, Request, Response
+from fastapi import Path, Query, Request, Response
 
 from burrow.control.accounts.schemas import (
     AccountCreate,
@@ -19,7 +19,7 @@ from burrow.control.accounts.schemas import (
     SessionCreate,
 )
 from burrow.control.accounts.schemas import TotpCodeBody as TotpCodeForm
-from burrow.control.accounts.service import SignedIn
+from burrow.control.accounts.service import SignedIn, sign_up_answer
 from burrow.control.accounts.service import account as account_service
 from burrow.control.accounts.service.errors import ResetLinkInvalid
 from burrow.control.deps import SESSION_COOKIE, RuntimeDep, SessionDep
@@ -112,27 +112,22 @@ async def signup(request: Request, session: SessionDep, runtime: RuntimeDep) -> 
     if body is None or not ticked:
         return _signup_page(request, runtime, form, 422)
     try:
-        await account_service.register(session, runtime, body)
-        signed_in = await account_service.sign_in_first_step(
-            session,
-            runtime,
-            email=body.email,
-            password=body.password,
-            client_address=client_address(request),
+        email = await account_service.sign_up(
+            session, runtime, body, client_address=client_address(request)
         )
     except BurrowError as exc:
         await undo(session)
         form.fail(exc, fields=("age_attestation",))
         return _signup_page(request, runtime, form, exc.status)
-    sent = (
-        "Welcome! No mail server is set up, so the link to confirm your address is in the "
-        "server's output (the terminal running burrow); open it from there."
+    # The same answer whether the address was free or taken: it must not tell who has an
+    # account, so a new account is not signed in here either.
+    answer = (
+        "No mail server is set up, so the link to confirm your address is in the server's "
+        "output (the terminal running burrow); open it from there, then sign in."
         if runtime.settings.mail_to_output
-        else f"Welcome! We sent a link to {body.email}; open it to confirm your address."
+        else sign_up_answer(email)
     )
-    response = redirect(request, "/dashboard", flash=sent)
-    _set_session(request, response, signed_in)
-    return response
+    return redirect(request, "/login", flash=answer, kind="info")
 
 
 @router.get("/verify-email")
@@ -189,6 +184,7 @@ async def login(request: Request, session: SessionDep, runtime: RuntimeDep) -> R
             email=body.email,
             password=body.password,
             client_address=client_address(request),
+            user_agent=request.headers.get("user-agent"),
         )
     except BurrowError as exc:
         await undo(session)
@@ -353,6 +349,39 @@ async def reset_password(request: Request, session: SessionDep, runtime: Runtime
     )
     delete_cookie(request, response, SESSION_COOKIE)
     return response
+
+
+# The account's sessions.
+
+
+@router.get("/account/sessions")
+async def sessions_page(
+    request: Request, session: SessionDep, runtime: RuntimeDep, account: WebAccount
+) -> Response:
+    token = request.cookies.get(SESSION_COOKIE) or ""
+    found = await account_service.list_sessions(session, runtime, account, token)
+    return render(request, "account/sessions.html", {"sessions": found})
+
+
+@router.post("/account/sessions/{session_id}/end")
+async def end_session(
+    request: Request,
+    session_id: Annotated[int, Path(ge=1, le=2**63 - 1)],
+    session: SessionDep,
+    account: WebAccount,
+) -> Response:
+    try:
+        was_current = await account_service.end_session(
+            session, account, session_id, request.cookies.get(SESSION_COOKIE)
+        )
+    except BurrowError as exc:
+        await undo(session, account)
+        return redirect(request, "/account/sessions", flash=exc.message, kind="error")
+    if was_current:
+        response = redirect(request, "/login", flash="You are logged out.", kind="info")
+        delete_cookie(request, response, SESSION_COOKIE)
+        return response
+    return redirect(request, "/account/sessions", flash="That session has ended.")
 
 
 # The account's security page.

@@ -6,7 +6,8 @@
 - ``recovery``: forgotten passwords (one-time links) and two-factor recovery codes;
 - ``throttling``: failed sign-in attempts per account and per client;
 - ``operators``: what administrators and the CLI do to accounts;
-- ``passwords``: the password rules and hashing; ``errors``: every error of the domain.
+- ``passwords``: the password rules and hashing; ``errors``: every error of the domain;
+- ``notifications``: emails to an owner about their account's security (``notify_owner``).
 
 Callers use ``account`` (``from burrow.control.accounts.service import account as
 account_service``), one object that answers for all of them, and the errors re-exported here.
@@ -30,6 +31,7 @@ from burrow.control.accounts.service.errors import (
     SecondAdminNeeded,
     SecondFactorRequired,
     SelfActionRefused,
+    SessionNotFound,
     StateChanged,
     StatusChangeRefused,
     TermsNotAccepted,
@@ -40,11 +42,20 @@ from burrow.control.accounts.service.errors import (
     WrongPassword,
     WrongTotpCode,
 )
+from burrow.control.accounts.service.notifications import (
+    FORGOT_PASSWORD_PATH,
+    OwnerNotice,
+    notify_owner,
+)
 from burrow.control.accounts.service.operators import AccountSearch, OperatorService
 from burrow.control.accounts.service.passwords import check_password, parse_email
 from burrow.control.accounts.service.recovery import RESET_PASSWORD_PATH, RecoveryService
-from burrow.control.accounts.service.registration import VERIFY_EMAIL_PATH, RegistrationService
-from burrow.control.accounts.service.signin import SignedIn, SignInService
+from burrow.control.accounts.service.registration import (
+    VERIFY_EMAIL_PATH,
+    RegistrationService,
+    sign_up_answer,
+)
+from burrow.control.accounts.service.signin import SessionInfo, SignedIn, SignInService
 from burrow.control.accounts.service.two_factor import AdminSecondFactor, TwoFactorService
 
 
@@ -58,6 +69,7 @@ account = AccountService()
 account_service = account
 
 __all__ = [
+    "FORGOT_PASSWORD_PATH",
     "LOGIN_FAILED",
     "RESET_PASSWORD_PATH",
     "SESSION_EXPIRED",
@@ -72,12 +84,15 @@ __all__ = [
     "EmailTaken",
     "LoginFailed",
     "LoginThrottled",
+    "OwnerNotice",
     "ResetLinkGone",
     "ResetLinkInvalid",
     "ResetThrottled",
     "SecondAdminNeeded",
     "SecondFactorRequired",
     "SelfActionRefused",
+    "SessionInfo",
+    "SessionNotFound",
     "SignedIn",
     "StateChanged",
     "StatusChangeRefused",
@@ -91,5 +106,7 @@ __all__ = [
     "account",
     "account_service",
     "check_password",
+    "notify_owner",
     "parse_email",
+    "sign_up_answer",
 ]

@@ -23,11 +23,11 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from burrow.control.accounts.repository import AccountRepository
 from burrow.control.accounts.schemas import normalise_email
 from burrow.control.accounts.service.errors import (
-    LoginThrottled,
     ResetLinkGone,
     ResetLinkInvalid,
     ResetThrottled,
 )
+from burrow.control.accounts.service.notifications import OwnerNotice, notify_owner
 from burrow.control.accounts.service.passwords import check_password, new_password_hash
 from burrow.control.accounts.service.throttling import LoginThrottle
 from burrow.control.db import after_commit, unit_of_work
@@ -67,11 +67,21 @@ def _hash_recovery_code(code: str) -> str:
     return hash_token(f"recovery-code:{_normalise_code(code)}")
 
 
-async def accept_recovery_code(repo: AccountRepository, account: Account, code: str) -> bool:
-    """Use one of the account's unused recovery codes; false if ``code`` is none of them."""
+async def accept_recovery_code(
+    repo: AccountRepository, runtime: Runtime, account: Account, code: str
+) -> bool:
+    """Use one of the account's unused recovery codes; false if ``code`` is none of them.
+
+    The owner is told (after commit) that a code was used, and how many are left."""
     if not _CODE_SHAPE.match(_normalise_code(code)):
         return False
-    return await repo.claim_recovery_code(account.id, _hash_recovery_code(code), utcnow())
+    if not await repo.claim_recovery_code(account.id, _hash_recovery_code(code), utcnow()):
+        return False
+    remaining = await repo.count_recovery_codes(account.id)
+    notify_owner(
+        repo.session, runtime, account.email, OwnerNotice.recovery_code_used, remaining=remaining
+    )
+    return True
 
 
 class RecoveryService:
@@ -92,22 +102,25 @@ class RecoveryService:
         """
         email = str(normalise_email(email))
         throttle = LoginThrottle(runtime)
-        # Keys of their own: asking for links must not lock anyone's sign-in.
-        keys = [
-            (f"reset:{key}", limit)
-            for key, limit in (throttle.account_key(email), throttle.client_key(client_address))
-        ]
-        try:
-            throttle.check(keys)
-        except LoginThrottled as exc:
-            seconds = max(1, round(exc.retry_after))
+        limits = runtime.rate_limits
+        settings = runtime.settings
+        # Buckets of their own (the sign-in's sizes): asking for links locks no one's sign-in.
+        refused = await limits.hit(
+            limits.parse(settings.login_limit_client),
+            "reset:c",
+            throttle.client_key(client_address),
+        ) or await limits.hit(
+            limits.parse(settings.login_limit_account_client),
+            "reset:a",
+            throttle.account_key(email),
+        )
+        if refused is not None:
             raise ResetThrottled(
                 "Too many requests for a new password from here or for this address; wait "
-                f"{seconds} seconds and try again.",
-                retry_after=exc.retry_after,
-                retry_after_seconds=seconds,
-            ) from exc
-        throttle.failed(keys)
+                f"{refused.seconds} seconds and try again.",
+                retry_after=refused.retry_after,
+                retry_after_seconds=refused.seconds,
+            )
         account = await AccountRepository(session).get_by_email(email)
         if account is None or account.status in (AccountStatus.erased, AccountStatus.terminated):
             return
@@ -188,16 +201,7 @@ class RecoveryService:
         account.password_hash = await new_password_hash(new_password)
         await repo.expire_password_resets(account.id, now)
         await repo.delete_sessions(account.id)
-        provider = runtime.policy.provider.name
-        contact = runtime.policy.provider.contact_email
-        to = account.email
-        subject = f"Your {provider} password was changed"
-        body = (
-            f"Hello,\n\nthe password of your {provider} account was just set with a reset link, "
-            "and every signed-in session has ended.\n\n"
-            f"If this was not you, write to {contact} at once.\n"
-        )
-        after_commit(session, lambda: _in_background(runtime.mailer.send(to, subject, body)))
+        notify_owner(session, runtime, account.email, OwnerNotice.password_changed)
         return account
 
     async def operator_reset_link(

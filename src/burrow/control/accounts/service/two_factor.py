@@ -13,6 +13,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from burrow.control.accounts.repository import AccountRepository
 from burrow.control.accounts.schemas import TotpEnrolment
 from burrow.control.accounts.service.errors import TotpStateConflict, WrongTotpCode
+from burrow.control.accounts.service.notifications import OwnerNotice, notify_owner
 from burrow.control.accounts.service.recovery import accept_recovery_code, recovery_service
 from burrow.control.accounts.service.throttling import LoginThrottle
 from burrow.control.models import Account, utcnow
@@ -43,11 +44,13 @@ def looks_like_totp(code: str) -> bool:
     return digits.isdigit() and len(digits) == 6
 
 
-async def accept_second_factor(repo: AccountRepository, account: Account, code: str) -> bool:
+async def accept_second_factor(
+    repo: AccountRepository, runtime: Runtime, account: Account, code: str
+) -> bool:
     """A TOTP code (6 digits) or, failing that shape, one of the account's recovery codes."""
     if looks_like_totp(code):
         return await accept_totp(repo, account, code.replace(" ", ""))
-    return await accept_recovery_code(repo, account, code)
+    return await accept_recovery_code(repo, runtime, account, code)
 
 
 class AdminSecondFactor(StrEnum):
@@ -109,6 +112,7 @@ class TwoFactorService:
             )
         await self._require_code(session, runtime, account, code)
         account.totp_enabled = True
+        notify_owner(session, runtime, account.email, OwnerNotice.two_factor_on)
         return await recovery_service.new_recovery_codes(session, account)
 
     async def disable_totp(
@@ -120,6 +124,7 @@ class TwoFactorService:
         account.totp_enabled = False
         account.totp_secret = None
         account.totp_last_step = None
+        notify_owner(session, runtime, account.email, OwnerNotice.two_factor_off)
         await AccountRepository(session).delete_recovery_codes(account.id)
 
     async def regenerate_recovery_codes(
@@ -140,10 +145,9 @@ class TwoFactorService:
         self, session: AsyncSession, runtime: Runtime, account: Account, code: str
     ) -> None:
         throttle = LoginThrottle(runtime)
-        keys = [throttle.account_key(account.email)]
-        throttle.check(keys)
+        await throttle.attempt_signed_in(account.email)
         if not await accept_totp(AccountRepository(session), account, code):
-            throttle.failed(keys)
+            await throttle.failed(account.email, account.email)
             raise WrongTotpCode()
 
 
