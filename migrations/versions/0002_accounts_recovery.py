@@ -1,7 +1,7 @@
 """accounts recovery
 
 Revision ID: 0002
-Revises: 0001
+Revises: 0003
 Create Date: 2026-12-07 02:11:23.410408+00:00
 """
 
@@ -11,7 +11,7 @@ import sqlalchemy as sa
 from alembic import op
 
 revision: str = "0002"
-down_revision: str | None = "0001"
+down_revision: str | None = "0003"  # main chains 0001-0005-0004-0007-0008-0003 already
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
