@@ -190,16 +190,23 @@ async def test_an_unknown_address_takes_the_time_of_a_known_one(
             unknown: list[float] = []
             answers: set[tuple[int, str]] = set()
             await client.post(path, json=body_for(account.email))  # warm up
+            if path.endswith("password-reset"):
+                await smtp.inbox.arrived(account.email)
+            mails = len(smtp.inbox.to(account.email))
             for _ in range(rounds):
                 for email, into in ((account.email, known), (unique_email("nx"), unknown)):
                     seconds, answer = await timed(path, body_for(email))
                     into.append(seconds)
                     answers.add((answer.status_code, answer.json()["detail"]))
+                    if path.endswith("password-reset") and email == account.email:
+                        # The link is made and mailed after the answer; let that finish so
+                        # it does not slow the next measurement down.
+                        mails += 1
+                        await smtp.inbox.arrived(account.email, mails)
             assert len(answers) == 1, answers  # the same status and words
             a, b = statistics.median(known), statistics.median(unknown)
             print(f"{path}: median known {a * 1000:.1f} ms, unknown {b * 1000:.1f} ms")
             assert abs(a - b) <= max(0.25 * min(a, b), 0.004), (path, a, b)
-        await smtp.inbox.arrived(account.email, rounds + 1)  # the links went out meanwhile
 
 
 async def _enrol(client: httpx.AsyncClient, token: str) -> tuple[pyotp.TOTP, list[str]]:

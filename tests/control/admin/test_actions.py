@@ -87,7 +87,9 @@ async def test_a_change_that_lost_a_race_says_what_happened(
         customer = await create_account(s)
 
     async def slow_and_fast() -> None:
-        async with unit_of_work(runtime.sessionmaker) as slow:
+        # A reading unit (as a page that shows the account): on SQLite it takes the write
+        # lock only at its first write, so the other unit can commit in between.
+        async with unit_of_work(runtime.sessionmaker, writes=False) as slow:
             seen = await account_service.get(slow, customer.id)
             assert seen.status is AccountStatus.active  # what the slow unit goes on believing
             async with unit_of_work(runtime.sessionmaker) as fast:

@@ -14,6 +14,7 @@ from sqlalchemy import (
     ColumnElement,
     CursorResult,
     Select,
+    and_,
     delete,
     func,
     or_,
@@ -23,6 +24,7 @@ from sqlalchemy import (
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm.attributes import set_committed_value
 
+from burrow.control.db import compare_and_set
 from burrow.control.models import (
     Account,
     AccountSession,
@@ -132,18 +134,7 @@ class AccountRepository:
     async def _compare_and_set(
         self, account: Account, conditions: list[ColumnElement[bool]], values: dict[str, Any]
     ) -> bool:
-        statement = (
-            update(Account)
-            .where(Account.id == account.id, *conditions)
-            .values(**values)
-            .execution_options(synchronize_session=False)
-        )
-        result: CursorResult[Any] = await self.session.execute(statement)  # type: ignore[assignment]
-        if not result.rowcount:
-            return False
-        for name, value in values.items():
-            set_committed_value(account, name, value)
-        return True
+        return await compare_and_set(self.session, account, and_(*conditions), values)
 
     async def current_status(self, account_id: int) -> tuple[AccountStatus, bool] | None:
         """The status and admin role as the database has them now (after a lost race)."""
