@@ -1,9 +1,9 @@
 """Sign-in throttling: counted before checked, per account-and-client, per account, per client,
 and the owner told about many failures, never locked out from a client that has not failed.
 
-Concurrency runs against a real uvicorn server on loopback (``tests.support.server``); uvicorn
-trusts ``X-Forwarded-For`` from loopback as it would from a trusted proxy, which is how these
-tests speak from several clients.
+Concurrency runs against a real uvicorn server on loopback (``tests.support.server``), with
+loopback as its trusted proxy (``trusted_proxies``): the test speaks from several clients by
+``X-Forwarded-For``, as Caddy in front of burrow would pass them on.
 """
 
 from __future__ import annotations
@@ -27,9 +27,13 @@ from tests.support.smtp import Inbox, SmtpServer
 AT_ONCE = 20
 
 
+def _behind_proxy(settings: Settings, **changes: object) -> Settings:
+    return settings.model_copy(update={"trusted_proxies": "127.0.0.1", **changes})
+
+
 @pytest.fixture
 def server(settings: Settings) -> Iterator[RunningServer]:
-    with serving(settings) as running:
+    with serving(_behind_proxy(settings)) as running:
         yield running
 
 
@@ -106,11 +110,8 @@ async def test_failures_from_one_address_do_not_lock_out_the_others_behind_it(
 async def test_distributed_guessing_slows_the_account_briefly_and_tells_the_owner(
     settings: Settings, runtime: Runtime, smtp: SmtpServer
 ) -> None:
-    tight = settings.model_copy(
-        update={
-            "login_limit_account": "8 per 2 seconds",
-            "login_failure_notice": "4 per hour",
-        }
+    tight = _behind_proxy(
+        settings, login_limit_account="8 per 2 seconds", login_failure_notice="4 per hour"
     )
     account = await _account(runtime)
     limits = httpx.Limits(max_connections=AT_ONCE, max_keepalive_connections=AT_ONCE)

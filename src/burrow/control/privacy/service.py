@@ -67,6 +67,7 @@ from burrow.control.privacy.schemas import (
     UsageCounterExport,
 )
 from burrow.control.refunds.service import refund as refund_service
+from burrow.control.refunds.usage.service import usage as usage_service
 from burrow.control.runtime import Runtime
 from burrow.control.subscriptions.repository import SubscriptionRepository
 from burrow.control.subscriptions.service import subscription as subscription_service
@@ -173,7 +174,7 @@ class PrivacyService:
         refunds = await refund_service.list_own(session, account.id)
         details = await BillingRepository(session).details_of(account.id)
         connections = ConnectionRepository(session)
-        usage = await connections.usage_counter(account.id)
+        usage = await usage_service.of_account(session, account.id)
         records = await connections.records_of(account.id, EXPORT_RECORD_LIMIT)
         acceptances = await TermsRepository(session).acceptances(account.id)
         privacy = PrivacyRepository(session)

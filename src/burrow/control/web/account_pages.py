@@ -72,6 +72,7 @@ def _signup_page(
             "terms_version": runtime.policy.terms.version,
             "age_required": runtime.policy.age.attestation_required,
             "age_choices": _age_choices(runtime),
+            "mail_to_output": runtime.settings.mail_to_output,
         },
         status_code=status_code,
     )
@@ -108,7 +109,7 @@ async def signup(request: Request, session: SessionDep, runtime: RuntimeDep) -> 
         return _signup_page(request, runtime, form, exc.status)
     # The same answer whether the address was free or taken: it must not tell who has an
     # account, so a new account is not signed in here either.
-    return redirect(request, "/login", flash=sign_up_answer(email), kind="info")
+    return redirect(request, "/login", flash=sign_up_answer(runtime, email), kind="info")
 
 
 @router.get("/verify-email")

@@ -34,8 +34,14 @@ from burrow.control.terms.service import terms as terms_service
 VERIFY_EMAIL_PATH = "/verify-email"
 
 
-def sign_up_answer(email: str) -> str:
+def sign_up_answer(runtime: Runtime, email: str) -> str:
     """The one answer to a sign-up, whether the address was free or already had an account."""
+    if runtime.settings.mail_to_output:
+        return (
+            f"Check your mail: no mail server is set up, so the message to {email} is in the "
+            "server's output (the terminal running burrow). Open the link in it to confirm "
+            "your address, then sign in."
+        )
     return (
         f"Check your mail: we sent a message to {email}. Open the link in it to confirm "
         "your address, then sign in."
