@@ -37,6 +37,8 @@ from tests.support.server import RunningServer, serving
 SELF_ENDING = {
     ("DELETE", "/api/v1/sessions"),
     ("DELETE", "/api/v1/sessions/current"),
+    # May end any session of the caller's, its own included (the admin's is the first one).
+    ("DELETE", "/api/v1/sessions/{session_id}"),
     ("POST", "/api/v1/accounts/me/password"),
 }
 

@@ -97,6 +97,13 @@ class Settings(BaseSettings):
         description="Sign-in attempts for one account from everywhere: bites only under a "
         "distributed attack (OWASP ASVS 2.2.1: at most 100 failures an hour).",
     )
+    login_known_client_days: float = Field(
+        30,
+        ge=0,
+        description="A client that signed in to an account is remembered (a keyed digest, in "
+        "the rate-limit store only) for this long: the account's wide bucket does not hold it "
+        "back during a distributed attack. 0: remember none.",
+    )
     login_limit_client: str = Field(
         "100 per 15 minutes",
         description="Sign-in attempts from one client, all accounts (many people may share "
