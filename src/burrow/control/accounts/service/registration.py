@@ -18,7 +18,7 @@ from burrow.control.accounts.service.errors import (
     VerificationLinkInvalid,
 )
 from burrow.control.accounts.service.notifications import OwnerNotice, notify_owner
-from burrow.control.accounts.service.passwords import check_password, new_password_hash
+from burrow.control.accounts.service.passwords import check_new_password, new_password_hash
 from burrow.control.accounts.service.signin import signin_service
 from burrow.control.db import after_commit
 from burrow.control.errors import InvalidInput, TooManyRequests
@@ -98,7 +98,7 @@ class RegistrationService:
                 current_terms_version=policy.terms.version,
             )
         self._check_age(policy, data.age_attestation)
-        check_password(data.password, email)
+        await check_new_password(data.password, email)
         repo = AccountRepository(session)
         if await repo.get_by_email(email) is not None:
             raise EmailTaken()

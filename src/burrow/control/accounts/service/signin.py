@@ -28,7 +28,7 @@ from burrow.control.accounts.service.errors import (
 )
 from burrow.control.accounts.service.notifications import OwnerNotice, notify_owner
 from burrow.control.accounts.service.passwords import (
-    check_password,
+    check_new_password,
     new_password_hash,
     password_matches,
 )
@@ -359,7 +359,7 @@ class SignInService:
         if not await password_matches(account.password_hash, current_password):
             await throttle.failed(account.email, account.email)
             raise WrongPassword()
-        check_password(new_password, account.email)
+        await check_new_password(new_password, account.email)
         account.password_hash = await new_password_hash(new_password)
         keep = hash_token(current_token) if current_token is not None else None
         await AccountRepository(session).delete_sessions(account.id, keep_hash=keep)
