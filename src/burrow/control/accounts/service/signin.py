@@ -72,7 +72,9 @@ _DEVICE_MAX = 120
 
 
 def _summarise_user_agent(user_agent: str) -> str | None:
-    parsed = ua_parser.parse(user_agent[:1000])
+    # The regex extra (Rust, linear time) parses when installed; the length cap bounds the
+    # pure-Python fallback on a hostile header.
+    parsed = ua_parser.parse(user_agent[:512])
     browser = parsed.user_agent.family if parsed.user_agent else None
     system = parsed.os.family if parsed.os else None
     if browser in (None, "Other"):
@@ -86,7 +88,7 @@ def _summarise_user_agent(user_agent: str) -> str | None:
 
 
 async def describe_device(user_agent: str | None) -> str | None:
-    """ "Firefox on Linux" from a User-Agent; None when it says nothing usable."""
+    """Summarise a User-Agent as "Firefox on Linux"; None when it says nothing usable."""
     if not user_agent or not user_agent.isprintable():
         return None
     # The parser's first use compiles its rules: off the event loop.
