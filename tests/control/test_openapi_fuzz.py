@@ -112,7 +112,6 @@ def fuzz_target(
         scheduler_enabled=False,
         email_enabled=False,
         long_poll_timeout_seconds=0.5,
-        login_lockout_seconds=0.1,
     )
     admin_token, node_token, spare_tokens = asyncio.run(_seed(settings_))
     try:
