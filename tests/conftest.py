@@ -129,6 +129,10 @@ async def client(app: FastAPI) -> AsyncIterator[httpx.AsyncClient]:
 
 @pytest.fixture
 async def session(runtime: Runtime) -> AsyncIterator[AsyncSession]:
-    """One unit of work for service tests; committed at the end of the test."""
-    async with unit_of_work(runtime.sessionmaker) as s:
+    """One unit of work for service tests; committed at the end of the test.
+
+    It takes SQLite's write lock only from its first write to each commit, so a test can
+    read with it between the units of work it runs (tasks, the app) without waiting on them.
+    """
+    async with unit_of_work(runtime.sessionmaker, writes=False) as s:
         yield s

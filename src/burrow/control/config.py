@@ -50,6 +50,17 @@ class Settings(BaseSettings):
         "policy says); `burrow audit` scans it and its rotated siblings.",
     )
 
+    # Request bodies: larger ones are refused with 413 before anything parses them.
+    max_body_bytes: int = Field(
+        1024 * 1024, ge=1024, description="The most a request body may have on most routes."
+    )
+    node_report_max_body_bytes: int = Field(
+        32 * 1024 * 1024,
+        ge=1024,
+        description="The most a node's status report may have: sized for a node serving "
+        "65,536 peers and more (each peer's line is under 200 bytes of JSON).",
+    )
+
     # Email verification and notices.
     smtp_host: str = "127.0.0.1"
     smtp_port: int = 25
@@ -80,7 +91,9 @@ class Settings(BaseSettings):
     # Fleet-wide tunnel address pools: a device keeps its address on every node.
     tunnel_ipv4_pool: str = "10.64.0.0/10"
     tunnel_ipv6_pool: str = "fd42:b0::/48"
-    client_dns: str = "10.64.0.1, fd42:b0::1"
+    # The DNS line of device configs; unset: the gateway addresses of the pools above, where
+    # every node's resolver answers.
+    client_dns: str | None = None
     wireguard_port: int = 51820
     tunnel_mtu: int = Field(1320, ge=1280, le=1500)
     max_devices_per_account: int = Field(

@@ -498,7 +498,7 @@ async def test_config_download(
     assert set(config) == {"Interface", "Peer"}
     assert config["Interface"] == {
         "Address": f"{device['ipv4']}/32, {device['ipv6']}/128",
-        "DNS": runtime.settings.client_dns,
+        "DNS": "10.64.0.1, fd42:b0::1",  # the pools' gateways, where nodes resolve
         "MTU": str(runtime.settings.tunnel_mtu),
     }
     assert config["Peer"] == {

@@ -12,6 +12,7 @@ from burrow.control.deps import CurrentAccount, RuntimeDep, SessionDep
 from burrow.control.devices.schemas import (
     DeviceConnection,
     DeviceCreate,
+    DeviceDnsFilters,
     DeviceIssued,
     DeviceRead,
     DeviceRotate,
@@ -65,7 +66,7 @@ async def list_devices(
     session: SessionDep, runtime: RuntimeDep, account: CurrentAccount
 ) -> list[DeviceRead]:
     devices = await device_service.list(session, account)
-    statuses = connection_service.device_statuses(runtime, account.id)
+    statuses = await connection_service.device_statuses(runtime, account.id)
     return [_read(d, statuses.get(d.id, IDLE)) for d in devices]
 
 
@@ -100,7 +101,7 @@ async def get_device(
     device_id: DeviceId, session: SessionDep, runtime: RuntimeDep, account: CurrentAccount
 ) -> DeviceRead:
     device = await device_service.get(session, account, device_id)
-    return _read(device, connection_service.device_status(runtime, account.id, device.id))
+    return _read(device, await connection_service.device_status(runtime, account.id, device.id))
 
 
 @router.patch(
@@ -117,6 +118,25 @@ async def rename_device(
     account: CurrentAccount,
 ) -> DeviceRead:
     device = await device_service.rename(session, account, device_id, data)
+    return _read(device, await connection_service.device_status(runtime, account.id, device.id))
+
+
+@router.put(
+    "/{device_id}/dns-filters",
+    summary="Choose the device's DNS filters",
+    description="The device's config (and QR code) then names the resolver address of this "
+    "choice; download it again and replace the old one. An empty list: no filtering.",
+    response_model=DeviceRead,
+    responses=problem_responses(401, 404, 422),
+)
+async def set_dns_filters(
+    device_id: DeviceId,
+    data: DeviceDnsFilters,
+    session: SessionDep,
+    runtime: RuntimeDep,
+    account: CurrentAccount,
+) -> DeviceRead:
+    device = await device_service.set_dns_filters(session, runtime, account, device_id, data)
     return _read(device, connection_service.device_status(runtime, account.id, device.id))
 
 

@@ -26,9 +26,16 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from burrow.control.config import Settings
 from burrow.control.desired_state.service import desired_state as desired_state_service
 from burrow.control.devices.repository import DeviceRepository
-from burrow.control.devices.schemas import DeviceCreate, DeviceRotate, DeviceUpdate
+from burrow.control.devices.schemas import (
+    DeviceCreate,
+    DeviceDnsFilters,
+    DeviceRotate,
+    DeviceUpdate,
+)
 from burrow.control.errors import BurrowError, Conflict, Forbidden, InvalidInput, NotFound
 from burrow.control.models import Account, AccountStatus, Device, Node, utcnow
+from burrow.control.policy.dns import client_dns
+from burrow.control.policy.schemas import DnsSection
 from burrow.control.runtime import Runtime
 from burrow.control.subscriptions.service import subscription as subscription_service
 from burrow.wire import is_valid_wg_key
@@ -85,6 +92,16 @@ class DeviceLimitReached(Conflict):
         super().__init__(f"{owner} allows {limit} {noun}; remove one first.", limit=limit)
 
 
+class UnknownDnsFilters(InvalidInput):
+    def __init__(self, offered: list[str]) -> None:
+        choices = "; ".join(offered) if offered else "none: this service offers no filters"
+        super().__init__(
+            f"This is not one of the DNS filter choices. The choices are: {choices} "
+            "(or no filtering, an empty list).",
+            field="dns_filters",
+        )
+
+
 class AddressPoolExhausted(BurrowError):
     status = 503
     title = "No tunnel addresses left"
@@ -139,6 +156,8 @@ class AddressPool:
 
     ipv4: ipaddress.IPv4Network
     ipv6: ipaddress.IPv6Network
+    # Kept at the pools' end for the DNS filter combinations' resolvers (``policy.dns``).
+    reserved_at_end: int = 0
 
     @classmethod
     def from_settings(cls, settings: Settings) -> AddressPool:
@@ -155,7 +174,8 @@ class AddressPool:
     @property
     def last_index(self) -> int:
         # The IPv4 broadcast address stays unused; IPv6 has no broadcast.
-        return min(self.ipv4.num_addresses - 2, self.ipv6.num_addresses - 1)
+        last = min(self.ipv4.num_addresses - 2, self.ipv6.num_addresses - 1)
+        return last - self.reserved_at_end
 
     def addresses(self, index: int) -> tuple[str, str]:
         assert FIRST_DEVICE_INDEX <= index <= self.last_index
@@ -261,8 +281,41 @@ def _endpoint(node: Node) -> str:
     return f"{host}:{node.endpoint_port}"
 
 
+def filter_choice(section: DnsSection, names: Sequence[str]) -> tuple[str, ...]:
+    """``names`` as one of the offered combinations (in the policy's order); () for none."""
+    wanted = set(names)
+    if not wanted:
+        return ()
+    for combination in section.offered:
+        if set(combination) == wanted:
+            return combination
+    raise UnknownDnsFilters([", ".join(c) for c in section.offered])
+
+
+def device_dns(settings: Settings, section: DnsSection, device: Device) -> str:
+    """The ``DNS =`` line's addresses: the resolver of the device's filter choice.
+
+    Unfiltered it is the gateway of the configured pools (or ``client_dns`` where the
+    operator set one); a filter choice no longer offered falls back to unfiltered.
+    """
+    names = [name for name in device.dns_filters.split(",") if name]
+    mask = 0
+    if names and all(name in section.filters for name in names):
+        combination = tuple(names)
+        if any(set(c) == set(combination) for c in section.offered):
+            mask = section.mask(combination)
+    if mask == 0 and settings.client_dns:
+        return settings.client_dns
+    return client_dns(settings.tunnel_ipv4_pool, settings.tunnel_ipv6_pool, mask)
+
+
 def render_config(
-    settings: Settings, device: Device, node: Node, private_key: str | None = None
+    settings: Settings,
+    device: Device,
+    node: Node,
+    private_key: str | None = None,
+    *,
+    dns: str | None = None,
 ) -> str:
     """The wg-quick config of ``device`` for ``node``.
 
@@ -270,13 +323,17 @@ def render_config(
     that tells the customer what to put there.
     """
     assert node.wg_public_key is not None
+    if dns is None:
+        dns = settings.client_dns or client_dns(
+            settings.tunnel_ipv4_pool, settings.tunnel_ipv6_pool
+        )
     key_line = f"PrivateKey = {private_key}" if private_key else PRIVATE_KEY_PLACEHOLDER
     lines = [
         f"# {device.name} on {node.name} ({node.city}, {node.country.upper()})",
         "[Interface]",
         key_line,
         f"Address = {device.ipv4}/32, {device.ipv6}/128",
-        f"DNS = {settings.client_dns}",
+        f"DNS = {dns}",
         f"MTU = {settings.tunnel_mtu}",
         "",
         "[Peer]",
@@ -386,6 +443,7 @@ class DeviceService:
             raise DeviceLimitReached(cap, "One account")
         # A config for a server that does not exist is better refused before the device is.
         node = await self._config_node(repository, data.node_id) if public_key is None else None
+        filters = filter_choice(runtime.policy.dns, data.dns_filters)
 
         private_key = None
         if public_key is None:
@@ -394,6 +452,7 @@ class DeviceService:
             raise PublicKeyInUse()
 
         pool = AddressPool.from_settings(runtime.settings)
+        pool = AddressPool(pool.ipv4, pool.ipv6, runtime.policy.dns.reserved_addresses)
         device = None
         for _attempt in range(2):
             index = await self._free_address_index(repository, pool)
@@ -405,6 +464,7 @@ class DeviceService:
                 ipv4=ipv4,
                 ipv6=ipv6,
                 address_index=index,
+                dns_filters=",".join(filters),
             )
             if await repository.insert(candidate):
                 device = candidate
@@ -416,7 +476,24 @@ class DeviceService:
             raise AddressAllocationRace()
 
         await desired_state_service.refresh_account(session, runtime, account.id)
-        return self._issued(runtime.settings, device, private_key, node)
+        return self._issued(runtime, device, private_key, node)
+
+    async def set_dns_filters(
+        self,
+        session: AsyncSession,
+        runtime: Runtime,
+        account: Account,
+        device_id: int,
+        data: DeviceDnsFilters,
+    ) -> Device:
+        """Choose the device's filters; its config then names that choice's resolver.
+
+        Nothing changes on the nodes: every node answers every offered choice on its address.
+        """
+        device = await self.get(session, account, device_id)
+        device.dns_filters = ",".join(filter_choice(runtime.policy.dns, data.filters))
+        await DeviceRepository(session).flush()
+        return device
 
     async def rename(
         self, session: AsyncSession, account: Account, device_id: int, data: DeviceUpdate
@@ -458,7 +535,7 @@ class DeviceService:
         if not await repository.set_public_key(device, public_key):
             raise PublicKeyInUse()  # a concurrent add took the same key a moment ago
         await desired_state_service.refresh_account(session, runtime, account.id)
-        return self._issued(runtime.settings, device, private_key, node)
+        return self._issued(runtime, device, private_key, node)
 
     async def config(
         self,
@@ -475,7 +552,12 @@ class DeviceService:
             raise NodeUnavailable(node_id)
         return DeviceConfig(
             filename=config_filename(node, device),
-            text=render_config(runtime.settings, device, node),
+            text=render_config(
+                runtime.settings,
+                device,
+                node,
+                dns=device_dns(runtime.settings, runtime.policy.dns, device),
+            ),
         )
 
     async def config_qr(self, session: AsyncSession, account: Account, device_id: int) -> NoReturn:
@@ -511,11 +593,13 @@ class DeviceService:
 
     @staticmethod
     def _issued(
-        settings: Settings, device: Device, private_key: str | None, node: Node | None
+        runtime: Runtime, device: Device, private_key: str | None, node: Node | None
     ) -> IssuedDevice:
         if private_key is None:
             return IssuedDevice(device)
-        config = render_config(settings, device, node, private_key) if node else None
+        settings = runtime.settings
+        dns = device_dns(settings, runtime.policy.dns, device)
+        config = render_config(settings, device, node, private_key, dns=dns) if node else None
         return IssuedDevice(device, private_key, config, node)
 
 

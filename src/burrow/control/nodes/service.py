@@ -281,7 +281,7 @@ class NodeService:
         previous = self._live(runtime, node.id)
         same_boot = previous is not None and previous.boot_id == report.boot_id
         if previous is not None and same_boot and report.seq <= previous.last_seq:
-            blocked = connection_service.blocked_on(runtime, node.id)
+            blocked = await connection_service.blocked_on(runtime, node.id)
             return ReportAck(accepted=False, last_seq=previous.last_seq, blocked=blocked)
         now = _now()
         throughput = None

@@ -76,7 +76,7 @@ async def _devices_page(
     status_code: int = 200,
 ) -> Response:
     devices = await device_service.list(session, account)
-    statuses = connection_service.device_statuses(runtime, account.id)
+    statuses = await connection_service.device_statuses(runtime, account.id)
     plan = await subscription_service.access_plan(session, account.id)
     servers = await _servers(session, runtime)
     connected = sum(1 for s in statuses.values() if s.state == "connected")
@@ -180,7 +180,7 @@ async def _device_page(
     status_code: int = 200,
 ) -> Response:
     servers = await _servers(session, runtime)
-    status = connection_service.device_status(runtime, account.id, device.id)
+    status = await connection_service.device_status(runtime, account.id, device.id)
     plan = await subscription_service.access_plan(session, account.id)
     return render(
         request,
