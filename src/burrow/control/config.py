@@ -70,19 +70,44 @@ class Settings(BaseSettings):
     smtp_from: str = "burrow <no-reply@localhost>"
     email_enabled: bool = Field(True, description="Off: verification links go to the log only.")
 
-    # Sessions and login throttling.
-    session_ttl_hours: int = Field(24 * 14, ge=1)
-    login_max_failures: int = Field(5, ge=1, description="Failures before a login is slowed.")
-    login_lockout_seconds: float = Field(30.0, ge=0)
-    login_lockout_max_seconds: float = Field(
-        3600.0, ge=0, description="Cap of the lockout, which doubles on each repeated lockout."
+    # Sessions.
+    session_ttl_hours: int = Field(24 * 14, ge=1, description="A session's longest life.")
+    session_idle_hours: int = Field(
+        24 * 7, ge=1, description="A session unused for this long ends (within the maximum)."
     )
-    login_failure_window_seconds: float = Field(
-        900.0, gt=0, description="Failures older than this are forgotten."
+    session_touch_seconds: int = Field(
+        60, ge=1, description="A session's last-use time is written at most this often."
     )
-    login_client_max_failures: int = Field(
-        20, ge=1, description="Failures from one client (many people may share an address)."
+
+    # Rate limits (the `limits` library's notation: "5 per 15 minutes; 100 per hour"). Each
+    # attempt is counted before it is checked. Clients are keyed digests of their address,
+    # held in the rate-limit store only (RAM by default, never on disk).
+    rate_limit_storage_uri: str = Field(
+        "async+memory://",
+        description="Where rate limits count: async+memory:// (one process) or "
+        "async+redis://host:6379 (several replicas).",
     )
+    login_limit_account_client: str = Field(
+        "5 per 15 minutes",
+        description="Sign-in attempts for one account from one client: a wrong guesser slows "
+        "down without locking the owner out elsewhere.",
+    )
+    login_limit_account: str = Field(
+        "30 per 5 minutes; 100 per hour",
+        description="Sign-in attempts for one account from everywhere: bites only under a "
+        "distributed attack (OWASP ASVS 2.2.1: at most 100 failures an hour).",
+    )
+    login_limit_client: str = Field(
+        "100 per 15 minutes",
+        description="Sign-in attempts from one client, all accounts (many people may share "
+        "an address, so it is wide).",
+    )
+    login_failure_notice: str = Field(
+        "10 per hour",
+        description="Failed sign-ins of one account past which its owner is emailed (at most "
+        "once in that time).",
+    )
+    signup_limit_client: str = Field("10 per hour", description="Sign-ups from one client.")
     verification_resend_seconds: float = Field(
         60.0, ge=0, description="Least time between two verification emails to one account."
     )
@@ -234,6 +259,25 @@ class Settings(BaseSettings):
             host = f"[{self.public_host}]" if ":" in self.public_host else self.public_host
             self.public_url = f"http://{host}:{self.port}"
         return self
+
+    @field_validator(
+        "login_limit_account_client",
+        "login_limit_account",
+        "login_limit_client",
+        "login_failure_notice",
+        "signup_limit_client",
+    )
+    @classmethod
+    def _rate_limit(cls, value: str) -> str:
+        from limits import parse_many
+
+        try:
+            parse_many(value)
+        except ValueError as exc:
+            raise ValueError(
+                f"{value!r} is not a rate limit; write it like '5 per 15 minutes; 100 per hour'"
+            ) from exc
+        return value
 
     @model_validator(mode="after")
     def _refuse_placeholder_secret(self) -> Settings:

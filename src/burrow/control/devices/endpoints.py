@@ -137,7 +137,7 @@ async def set_dns_filters(
     account: CurrentAccount,
 ) -> DeviceRead:
     device = await device_service.set_dns_filters(session, runtime, account, device_id, data)
-    return _read(device, connection_service.device_status(runtime, account.id, device.id))
+    return _read(device, await connection_service.device_status(runtime, account.id, device.id))
 
 
 @router.delete(
