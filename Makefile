@@ -13,9 +13,9 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.burrow-installed
 
 APT_RUN := wireguard-go wireguard-tools nftables iproute2 ca-certificates
-# caddy: the TLS proxy of the HTTPS end-to-end test (and of deploy/, installed there by the README;
-# not in APT_RUN: Debian starts it on port 80 at install, unwanted on a developer's machine).
-APT_TEST := $(APT_RUN) postgresql iperf3 chromium caddy
+# The HTTPS end-to-end test: caddy (deploy/'s proxy; not in APT_RUN, as Debian starts it on
+# port 80 at install), libnss3-tools (certutil: chromium trusts caddy's CA), curl.
+APT_TEST := $(APT_RUN) postgresql iperf3 chromium caddy libnss3-tools curl
 
 export BURROW_POLICY_PATH ?= examples/policies/strict-no-logs.toml
 # make run is a complete VPN provider on one machine: the control plane plus a node in-process.
