@@ -38,7 +38,7 @@ def migrate(database_url: str) -> None:
     cfg = Config(str(ROOT / "alembic.ini"))
     cfg.attributes["database_url"] = database_url
     cfg.attributes["skip_logging"] = True
-    command.upgrade(cfg, "head")
+    command.upgrade(cfg, "heads")
 
 
 def _backends() -> list[object]:
@@ -104,7 +104,6 @@ def settings(database_url: str, smtp: SmtpServer) -> Settings:
         smtp_port=smtp.port,
         scheduler_enabled=False,
         public_url="http://testserver",
-        login_lockout_seconds=2.0,
         long_poll_timeout_seconds=5.0,
     )
 
