@@ -61,7 +61,7 @@ async def http(server: RunningServer) -> AsyncIterator[httpx.AsyncClient]:
 
 
 async def at_once(*calls: Any) -> list[httpx.Response]:
-    """Send the requests together: every connection is opened first, then all go at once."""
+    """Send the requests together (each on a connection of its own) and wait for them all."""
     responses: list[httpx.Response] = await asyncio.gather(*calls)
     return responses
 
