@@ -8,13 +8,14 @@ devices, throughput) live only in the RAM live store, never on disk.
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 from datetime import timedelta
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from burrow.control.connections.service import connection as connection_service
-from burrow.control.errors import BurrowError, Conflict, NotAuthenticated, NotFound
+from burrow.control.errors import BurrowError, Conflict, InvalidInput, NotAuthenticated, NotFound
 from burrow.control.models import Node, NodeStatus, utcnow
 from burrow.control.nodes.repository import NodeRepository
 from burrow.control.nodes.schemas import (
@@ -27,9 +28,13 @@ from burrow.control.nodes.schemas import (
     ServerRead,
     endpoint_text,
 )
+from burrow.control.nodes.uplink import Credit, clamp, rate_bytes, refill
 from burrow.control.runtime import Runtime
 from burrow.control.security import hash_token, new_token
+from burrow.control.wg_keys import UnusableKey, canonical_public_key
 from burrow.wire import EnrollRequest, EnrollResponse, NodeReport, ReportAck
+
+log = logging.getLogger(__name__)
 
 
 class NodeNotFound(NotFound):
@@ -55,6 +60,20 @@ class NodeKeyInUse(Conflict):
             "Another node already uses this WireGuard public key; give each node its own key.",
             field="public_key",
         )
+
+
+class NodeKeyOfADevice(Conflict):
+    def __init__(self) -> None:
+        super().__init__(
+            "A customer's device uses this WireGuard public key; give the node a key pair of "
+            "its own.",
+            field="public_key",
+        )
+
+
+class NodeKeyUnusable(InvalidInput):
+    def __init__(self, message: str) -> None:
+        super().__init__(message, field="public_key")
 
 
 class EnrollmentTokenInvalid(NotAuthenticated):
@@ -224,11 +243,17 @@ class NodeService:
         expires_at = node.enrollment_expires_at
         if expires_at is None or expires_at <= utcnow():
             raise EnrollmentTokenExpired(node.name)
-        holder = await repository.get_by_public_key(request.public_key)
+        try:
+            public_key = canonical_public_key(request.public_key)
+        except UnusableKey as exc:
+            raise NodeKeyUnusable(str(exc)) from None
+        holder = await repository.get_by_public_key(public_key)
         if holder is not None and holder.id != node.id:
             raise NodeKeyInUse()
+        if await repository.device_holds_key(public_key):
+            raise NodeKeyOfADevice()
         token = new_token(NODE_TOKEN_PREFIX)
-        node.wg_public_key = request.public_key
+        node.wg_public_key = public_key
         node.node_token_hash = hash_token(token)
         node.enrollment_token_hash = None
         node.enrollment_expires_at = None
@@ -272,10 +297,27 @@ class NodeService:
             blocked = await connection_service.blocked_on(runtime, node.id)
             return ReportAck(accepted=False, last_seq=previous.last_seq, blocked=blocked)
         now = _now()
+        # Only what the node's uplink could have carried since its last report counts.
+        credit = None
+        if previous is not None and previous.credit_rx is not None:
+            credit = Credit(previous.credit_rx, previous.credit_tx or 0.0)
+        elapsed = 0.0 if previous is None else now - previous.reported_at
+        credit = refill(
+            credit,
+            elapsed,
+            rate_bytes(node.uplink_mbit),
+            runtime.settings.connection_lease_ttl_seconds,
+        )
+        peers, credit, dropped = clamp(report.peers, credit)
+        if dropped:
+            report = report.model_copy(update={"peers": peers})
+            # Node-wide figures only: nothing of which customer it named.
+            log.warning("node.report_over_uplink node=%s dropped_bytes=%d", node.name, dropped)
         throughput = None
         if previous is not None and same_boot and now > previous.reported_at:
             total = sum(peer.rx_bytes + peer.tx_bytes for peer in report.peers)
             throughput = total * 8 / (now - previous.reported_at)
+        dropped_before = 0 if previous is None else previous.dropped_bytes
         live = NodeLive(
             boot_id=report.boot_id,
             last_seq=report.seq,
@@ -283,6 +325,10 @@ class NodeService:
             connected_devices=sum(1 for peer in report.peers if peer.connected),
             throughput_bps=throughput,
             applied_revision=report.revision,
+            credit_rx=credit.rx,
+            credit_tx=credit.tx,
+            dropped_bytes=dropped_before + dropped,
+            dropped_at=now if dropped else (None if previous is None else previous.dropped_at),
         )
         runtime.live.set(key, live.model_dump(mode="json"), ttl=LIVE_TTL_SECONDS)
         blocked = await connection_service.observe_report(session, runtime, node, report)
@@ -306,6 +352,7 @@ class NodeService:
             connected_devices=live.connected_devices,
             throughput_bps=live.throughput_bps,
             applied_revision=live.applied_revision,
+            dropped_bytes=live.dropped_bytes,
         )
 
     def read(self, runtime: Runtime, node: Node) -> NodeRead:
