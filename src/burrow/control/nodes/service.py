@@ -108,6 +108,10 @@ class NodeTokenInvalid(NotAuthenticated):
         )
 
 
+# What made customers' configurations of a node out of date (Node.config_change).
+CHANGE_ENDPOINT = "endpoint"
+CHANGE_KEY = "key"
+
 # A node that has not reported for this long counts as silent and its load as unknown.
 REPORT_FRESH_SECONDS = 60.0
 # How long the live store keeps a node's last report.
@@ -180,8 +184,13 @@ class NodeService:
             other = await repository.get_by_name(name)
             if other is not None:
                 raise NodeNameTaken(name)
+        before = (node.endpoint_host, node.endpoint_port)
         for field, value in changes.items():
             setattr(node, field, value)
+        if (node.endpoint_host, node.endpoint_port) != before and node.wg_public_key:
+            # Configurations customers downloaded name the old endpoint: tell them.
+            node.config_changed_at = utcnow()
+            node.config_change = CHANGE_ENDPOINT
         if not await repository.save(node):
             raise NodeNameTaken(node.name)
         return node
@@ -253,6 +262,9 @@ class NodeService:
         if await repository.device_holds_key(public_key):
             raise NodeKeyOfADevice()
         token = new_token(NODE_TOKEN_PREFIX)
+        if node.wg_public_key is not None and node.wg_public_key != public_key:
+            node.config_changed_at = utcnow()
+            node.config_change = CHANGE_KEY
         node.wg_public_key = public_key
         node.node_token_hash = hash_token(token)
         node.enrollment_token_hash = None
