@@ -7,6 +7,8 @@ customer on an honest node (``test_invented_traffic`` has the node that invents 
 
 from __future__ import annotations
 
+import asyncio
+
 import httpx
 import pytest
 
@@ -69,3 +71,19 @@ async def test_a_node_speaks_only_for_the_devices_it_serves(
     assert await evil.report(unserved.public_key, erin.key(0)) == []
     listing = (await client.get("/api/v1/connections", headers=erin.headers)).json()
     assert [c["node_name"] for c in listing["connections"]] == ["evil-1"]
+
+
+async def test_twenty_nodes_reporting_one_account_at_once_admit_one_connection(
+    customer: MakeCustomer, node: MakeNode
+) -> None:
+    # Business plan: one connection in all. Twenty nodes report twenty devices of it at the
+    # same moment; each account's leases change in one atomic update, so exactly one passes.
+    bob = await customer("business-monthly", devices=20)
+    nodes = [await node(f"node-{n}") for n in range(20)]
+    blocked = await asyncio.gather(*(n.report(bob.key(i)) for i, n in enumerate(nodes)))
+    assert sorted(len(b) for b in blocked) == [0] + [1] * 19
+    # And it stays so on the next round, in any order.
+    again = await asyncio.gather(
+        *(n.report(bob.key(i)) for i, n in reversed(list(enumerate(nodes))))
+    )
+    assert again[::-1] == blocked
