@@ -9,6 +9,7 @@ devices, throughput) live only in the RAM live store, never on disk.
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import timedelta
 
@@ -16,6 +17,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from burrow.control.connections.service import connection as connection_service
 from burrow.control.errors import BurrowError, Conflict, InvalidInput, NotAuthenticated, NotFound
+from burrow.control.live import Kind
 from burrow.control.models import Node, NodeStatus, utcnow
 from burrow.control.nodes.repository import NodeRepository
 from burrow.control.nodes.schemas import (
@@ -132,8 +134,66 @@ def interface_name(node: Node) -> str:
     return f"bw{node.id}"
 
 
+def _live_suffix(node_id: int) -> str:
+    return f"{node_id}:report"
+
+
+NODE_REPORTS = Kind("node:", NodeLive)
+
+
 def _live_key(node_id: int) -> str:
-    return f"node:{node_id}:report"
+    return NODE_REPORTS.prefix + _live_suffix(node_id)
+
+
+@dataclass(frozen=True)
+class AcceptedReport:
+    """What a report step decided: ``report`` (its bytes cut to the uplink) or None when it
+    repeats a sequence number already seen."""
+
+    report: NodeReport | None
+    last_seq: int
+    dropped: int = 0
+
+
+def _accept_report(
+    report: NodeReport, now: float, rate: float, window: float
+) -> Callable[[NodeLive | None], tuple[NodeLive | None, AcceptedReport]]:
+    """The pure step of one report on the node's live record (``LiveStore.update``).
+
+    A repeated sequence number in the same boot changes nothing. Otherwise the node's uplink
+    credit fills for the time since its last report and the report spends it: what the uplink
+    could not have carried is dropped and added to the node's count of dropped bytes.
+    """
+
+    def step(previous: NodeLive | None) -> tuple[NodeLive | None, AcceptedReport]:
+        same_boot = previous is not None and previous.boot_id == report.boot_id
+        if previous is not None and same_boot and report.seq <= previous.last_seq:
+            return previous, AcceptedReport(None, previous.last_seq)
+        credit = None
+        if previous is not None and previous.credit_rx is not None:
+            credit = Credit(previous.credit_rx, previous.credit_tx or 0.0)
+        elapsed = 0.0 if previous is None else now - previous.reported_at
+        peers, credit, dropped = clamp(report.peers, refill(credit, elapsed, rate, window))
+        kept = report.model_copy(update={"peers": peers}) if dropped else report
+        throughput = None
+        if previous is not None and same_boot and now > previous.reported_at:
+            total = sum(peer.rx_bytes + peer.tx_bytes for peer in kept.peers)
+            throughput = total * 8 / (now - previous.reported_at)
+        live = NodeLive(
+            boot_id=report.boot_id,
+            last_seq=report.seq,
+            reported_at=now,
+            connected_devices=sum(1 for peer in report.peers if peer.connected),
+            throughput_bps=throughput,
+            applied_revision=report.revision,
+            credit_rx=credit.rx,
+            credit_tx=credit.tx,
+            dropped_bytes=(0 if previous is None else previous.dropped_bytes) + dropped,
+            dropped_at=now if dropped else (None if previous is None else previous.dropped_at),
+        )
+        return live, AcceptedReport(kept, report.seq, dropped)
+
+    return step
 
 
 @dataclass(frozen=True)
@@ -302,47 +362,24 @@ class NodeService:
         totals are kept here; the connections service renews the devices' leases and answers
         which keys the node must block.
         """
-        key = _live_key(node.id)
-        previous = self._live(runtime, node.id)
-        same_boot = previous is not None and previous.boot_id == report.boot_id
-        if previous is not None and same_boot and report.seq <= previous.last_seq:
-            blocked = await connection_service.blocked_on(runtime, node.id)
-            return ReportAck(accepted=False, last_seq=previous.last_seq, blocked=blocked)
-        now = _now()
-        # Only what the node's uplink could have carried since its last report counts.
-        credit = None
-        if previous is not None and previous.credit_rx is not None:
-            credit = Credit(previous.credit_rx, previous.credit_tx or 0.0)
-        elapsed = 0.0 if previous is None else now - previous.reported_at
-        credit = refill(
-            credit,
-            elapsed,
+        step = _accept_report(
+            report,
+            _now(),
             rate_bytes(node.uplink_mbit),
             runtime.settings.connection_lease_ttl_seconds,
         )
-        peers, credit, dropped = clamp(report.peers, credit)
-        if dropped:
-            report = report.model_copy(update={"peers": peers})
-            # Node-wide figures only: nothing of which customer it named.
-            log.warning("node.report_over_uplink node=%s dropped_bytes=%d", node.name, dropped)
-        throughput = None
-        if previous is not None and same_boot and now > previous.reported_at:
-            total = sum(peer.rx_bytes + peer.tx_bytes for peer in report.peers)
-            throughput = total * 8 / (now - previous.reported_at)
-        dropped_before = 0 if previous is None else previous.dropped_bytes
-        live = NodeLive(
-            boot_id=report.boot_id,
-            last_seq=report.seq,
-            reported_at=now,
-            connected_devices=sum(1 for peer in report.peers if peer.connected),
-            throughput_bps=throughput,
-            applied_revision=report.revision,
-            credit_rx=credit.rx,
-            credit_tx=credit.tx,
-            dropped_bytes=dropped_before + dropped,
-            dropped_at=now if dropped else (None if previous is None else previous.dropped_at),
+        accepted = await runtime.live.update(
+            NODE_REPORTS, _live_suffix(node.id), step, ttl=LIVE_TTL_SECONDS
         )
-        runtime.live.set(key, live.model_dump(mode="json"), ttl=LIVE_TTL_SECONDS)
+        if accepted.report is None:
+            blocked = await connection_service.blocked_on(runtime, node.id)
+            return ReportAck(accepted=False, last_seq=accepted.last_seq, blocked=blocked)
+        if accepted.dropped:
+            # Node-wide figures only: nothing of which customer it named.
+            log.warning(
+                "node.report_over_uplink node=%s dropped_bytes=%d", node.name, accepted.dropped
+            )
+        report = accepted.report
         blocked = await connection_service.observe_report(session, runtime, node, report)
         return ReportAck(accepted=True, last_seq=report.seq, blocked=blocked)
 
