@@ -809,3 +809,30 @@ async def test_every_admin_page_says_when_configs_point_at_loopback(
         notice = by_id(await client.get(path), "loopback-notice") or ""
         assert "point at 127.0.0.1" in notice, path
         assert "BURROW_PUBLIC_HOST" in notice
+
+
+async def test_fleet_flags_a_node_that_reports_more_than_its_uplink_carries(
+    client: httpx.AsyncClient, admin: Account, runtime: Runtime
+) -> None:
+    fleet = await _reporting_fleet(client, runtime)
+    page = await client.get("/admin/fleet")
+    assert by_id(page, f"node-{fleet.busy.id}-implausible") is None
+    token = new_token("bwn_")
+    async with unit_of_work(runtime.sessionmaker) as session:
+        evil = await create_node(session, name="evil-1")
+        evil.uplink_mbit = 100
+        evil.node_token_hash = hash_token(token)
+    key = fleet.identities[4]  # a served device's key (identities: 4 emails, then keys)
+    peers = [{"public_key": key, "connected": True, "rx_bytes": 60 * 10**12}]
+    response = await client.post(
+        f"{API_PREFIX}/report",
+        json={"boot_id": "boot-1", "seq": 1, "revision": 0, "peers": peers},
+        headers={"Authorization": f"Bearer {token}"},
+    )
+    assert response.status_code == 200, response.text
+
+    page = await client.get("/admin/fleet")
+    flag = by_id(page, f"node-{evil.id}-implausible") or ""
+    assert flag.startswith("over uplink: 60.0 TB dropped"), flag
+    assert by_id(page, f"node-{fleet.busy.id}-implausible") is None
+    _assert_counts_only(page, fleet)
