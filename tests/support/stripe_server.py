@@ -53,8 +53,12 @@ class FakeStripe:
     # The card fingerprint each payment intent was paid with (None: not by card, a PayPal
     # payment); one not named here was paid by a card of its own, "fp_card_of_<intent>".
     cards: dict[str, str | None] = field(default_factory=dict)
+    # Payment intents paid by a method other than a card or PayPal, by Stripe's type name
+    # ("link", "sepa_debit").
+    methods: dict[str, str] = field(default_factory=dict)
     unknown: set[str] = field(default_factory=set)  # payment intents Stripe has no record of
     failures: int = 0  # answer this many calls with a 500 first
+    delay: float = 0.0  # seconds to wait before each answer (a slow Stripe)
     lock: threading.Lock = field(default_factory=threading.Lock)
 
     def add_subscription(self, sub_id: str) -> None:
@@ -73,7 +77,7 @@ class FakeStripe:
                 self.failures -= 1
                 return 500, {"error": {"message": "try later", "type": "api_error"}}
             if call.method == "POST" and call.path == "/v1/refunds":
-                return 200, self._refund(call)
+                return self._refund(call)
             if call.method == "POST" and call.path == "/v1/checkout/sessions":
                 return 200, self._session(call)
             if call.method in ("POST", "DELETE") and call.path.startswith("/v1/subscriptions/"):
@@ -86,13 +90,24 @@ class FakeStripe:
                 return 200, self.charge(call.path.removeprefix("/v1/charges/ch_of_"))
             return 404, {"error": {"message": "no such route", "type": "invalid_request_error"}}
 
-    def _refund(self, call: StripeCall) -> dict[str, Any]:
-        return self.refunds.setdefault(
+    def _refund(self, call: StripeCall) -> tuple[int, dict[str, Any]]:
+        amount = int(call.param("amount") or 0)
+        known = self.refunds.get(call.idempotency_key)
+        if known is not None and known["amount"] != amount:
+            # As Stripe does: a key reused with other parameters is refused, not replayed.
+            return 400, {
+                "error": {
+                    "message": "Keys for idempotent requests can only be used with the same "
+                    "parameters they were first used with.",
+                    "type": "idempotency_error",
+                }
+            }
+        return 200, self.refunds.setdefault(
             call.idempotency_key,
             {
                 "id": f"re_{len(self.refunds) + 1}",
                 "object": "refund",
-                "amount": int(call.param("amount") or 0),
+                "amount": amount,
                 "payment_intent": call.param("payment_intent"),
                 "status": "succeeded",
             },
@@ -133,8 +148,11 @@ class FakeStripe:
     def charge(self, intent: str) -> dict[str, Any]:
         """The charge that paid ``intent`` (``ch_of_<intent>``), with its method's details."""
         fingerprint = self.cards.get(intent, f"fp_card_of_{intent}")
-        if intent in self.cards and fingerprint is None:
-            details: dict[str, Any] = {"type": "paypal", "paypal": {"payer_id": "PAYER1"}}
+        if intent in self.methods:
+            kind = self.methods[intent]
+            details: dict[str, Any] = {"type": kind, kind: {}}
+        elif intent in self.cards and fingerprint is None:
+            details = {"type": "paypal", "paypal": {"payer_id": "PAYER1"}}
         else:
             card = {"brand": "visa", "last4": "4242", "fingerprint": fingerprint, "wallet": None}
             details = {"type": "card", "card": card}
@@ -213,6 +231,8 @@ def stripe_server() -> Iterator[FakeStripe]:
             raw = self.rfile.read(length).decode() if method == "POST" else query
             form = parse_qs(raw, keep_blank_values=True)
             call = StripeCall(method, path, self.headers.get("Idempotency-Key", ""), form)
+            if state.delay:
+                time.sleep(state.delay)
             self.send_json(*state.answer(call))
 
     with running_http(Handler, "fake-stripe") as url:

@@ -11,9 +11,10 @@ from contextlib import asynccontextmanager
 
 from fastapi import FastAPI, Request
 from starlette.types import ASGIApp, Scope
+from uvicorn.middleware.proxy_headers import ProxyHeadersMiddleware
 
 from burrow import __version__
-from burrow.control import problems
+from burrow.control import api_docs, problems
 from burrow.control.accounts.endpoints import router as accounts_router
 from burrow.control.admin.endpoints import router as admin_router
 from burrow.control.billing.endpoints import router as billing_router
@@ -68,7 +69,7 @@ def create_app(settings: Settings | None = None, *, runtime: Runtime | None = No
         title="burrow",
         version=__version__,
         summary="The control plane of a VPN provider.",
-        docs_url="/api/docs",
+        docs_url=None,  # served by api_docs, from this server rather than a CDN
         redoc_url=None,
         openapi_url="/api/openapi.json",
         lifespan=lifespan,
@@ -93,6 +94,7 @@ def create_app(settings: Settings | None = None, *, runtime: Runtime | None = No
         metrics_router,
     ):
         app.include_router(router)
+    api_docs.install(app, "/api/openapi.json")
     # The web pages: after the API routers, so /api paths never reach a page route.
     install_web(app)
 
@@ -101,6 +103,12 @@ def create_app(settings: Settings | None = None, *, runtime: Runtime | None = No
         return {"status": "ok"}
 
     install_edge_guards(app, settings)
+    if settings.trusted_proxies:
+        # Outermost: every part of the app sees the customer's address and scheme as the
+        # trusted proxy forwarded them (uvicorn's own middleware; `burrow serve` turns
+        # uvicorn's built-in copy off, which would otherwise trust 127.0.0.1 by default).
+        app.add_middleware(ProxyHeadersMiddleware, trusted_hosts=settings.trusted_proxy_list)
+
     return app
 
 

@@ -34,8 +34,13 @@ def get_runtime(request: Request) -> Runtime:
 RuntimeDep = Annotated[Runtime, Depends(get_runtime)]
 
 
-async def get_session(runtime: RuntimeDep) -> AsyncIterator[AsyncSession]:
-    async with unit_of_work(runtime.sessionmaker) as session:
+# Requests that only read by their method take no write lock until they write (db.py).
+READING_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
+
+
+async def get_session(request: Request, runtime: RuntimeDep) -> AsyncIterator[AsyncSession]:
+    writes = request.method not in READING_METHODS
+    async with unit_of_work(runtime.sessionmaker, writes=writes) as session:
         yield session
 
 

@@ -13,15 +13,12 @@ from collections.abc import Awaitable, Callable
 
 from burrow.control.accounts.tasks import purge_expired_sessions
 from burrow.control.billing.tasks import process_webhook_events, send_renewal_reminders
-from burrow.control.connections.tasks import (
-    end_lapsed_leases,
-    expire_usage_counters,
-    purge_connection_records,
-)
+from burrow.control.connections.tasks import end_lapsed_leases, purge_connection_records
 from burrow.control.desired_state.tasks import prune_change_log
 from burrow.control.nodes.tasks import void_expired_enrollments
 from burrow.control.privacy.tasks import clear_old_login_ips, purge_expired_invoices
 from burrow.control.refunds.tasks import execute_approved_refunds
+from burrow.control.refunds.usage.tasks import expire_usage_counters
 from burrow.control.runtime import Runtime
 from burrow.control.subscriptions.tasks import expire_due_subscriptions
 

@@ -14,6 +14,7 @@ from burrow.control.connections import service as connections_module
 from burrow.control.db import unit_of_work
 from burrow.control.desired_state.service import desired_state as desired_state_service
 from burrow.control.models import Account, Device, Node, utcnow
+from burrow.control.refunds.usage import service as usage_module
 from burrow.control.runtime import Runtime
 from burrow.control.security import hash_token, new_token
 from burrow.wire import API_PREFIX
@@ -65,6 +66,7 @@ class Wall:
 def wall(clock: FakeClock, monkeypatch: pytest.MonkeyPatch) -> Wall:
     fake = Wall(clock)
     monkeypatch.setattr(connections_module, "_utcnow", fake)
+    monkeypatch.setattr(usage_module, "_utcnow", fake)
     return fake
 
 

@@ -10,9 +10,10 @@ from sqlalchemy import func, inspect, select, table
 
 from burrow.control.billing.service import billing as billing_service
 from burrow.control.connections.limits import per_server_reason
-from burrow.control.connections.tasks import expire_usage_counters, purge_connection_records
+from burrow.control.connections.tasks import purge_connection_records
 from burrow.control.db import unit_of_work
 from burrow.control.models import ConnectionRecord, PaymentMethod, UsageCounter, utcnow
+from burrow.control.refunds.usage.tasks import expire_usage_counters
 from burrow.control.runtime import Runtime
 from tests.control.connections.conftest import FakeClock, MakeCustomer, MakeNode
 from tests.support.factories import get_plan

@@ -1,5 +1,4 @@
-"""Timed work for connections: ending lapsed leases, purging records past their retention and
-usage counters past their refund window."""
+"""Timed work for connections: ending lapsed leases and purging records past their retention."""
 
 from __future__ import annotations
 
@@ -18,9 +17,3 @@ async def purge_connection_records(runtime: Runtime) -> int:
     """Delete connection records older than the policy's retention; returns how many."""
     async with unit_of_work(runtime.sessionmaker) as session:
         return await connection_service.purge_records(session, runtime)
-
-
-async def expire_usage_counters(runtime: Runtime) -> int:
-    """Delete first-order usage counters past their order's refund window; returns how many."""
-    async with unit_of_work(runtime.sessionmaker) as session:
-        return await connection_service.expire_usage_counters(session, runtime)

@@ -8,12 +8,14 @@ written for them.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from datetime import datetime
 
 from sqlalchemy import Select, exists, func, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import aliased
 
+from burrow.control.db import lock_row, locked
 from burrow.control.models import Account, Device, Node, NodeStatus
 
 
@@ -31,19 +33,24 @@ class DeviceRepository:
         result = await self.session.execute(self._owned(account_id).order_by(Device.id))
         return result.scalars().all()
 
-    async def get_for_account(self, account_id: int, device_id: int) -> Device | None:
-        result = await self.session.execute(self._owned(account_id).where(Device.id == device_id))
+    async def get_for_account(
+        self, account_id: int, device_id: int, *, lock: bool = False
+    ) -> Device | None:
+        """One of the account's devices; ``lock`` to change it: a concurrent change waits,
+        and a device removed meanwhile is not found."""
+        query = self._owned(account_id).where(Device.id == device_id)
+        result = await self.session.execute(locked(query) if lock else query)
         return result.scalar_one_or_none()
 
     async def count_for_account(self, account_id: int) -> int:
         query = select(func.count()).select_from(self._owned(account_id).subquery())
         return int((await self.session.execute(query)).scalar_one())
 
-    async def lock_account(self, account_id: int) -> None:
-        """Serialise device changes of one account (PostgreSQL row lock; SQLite has one writer)."""
-        await self.session.execute(
-            select(Account.id).where(Account.id == account_id).with_for_update()
-        )
+    async def lock_account(self, account: Account) -> None:
+        """Serialise device changes of one account until the unit of work ends, and read the
+        account again under the lock (it may have been suspended meanwhile)."""
+        await lock_row(self.session, Account, account.id)
+        await self.session.refresh(account)
 
     # --- fleet-wide uniqueness -------------------------------------------------------------
 
@@ -111,6 +118,15 @@ class DeviceRepository:
     async def get_active_node(self, node_id: int) -> Node | None:
         result = await self.session.execute(self._active_nodes().where(Node.id == node_id))
         return result.scalar_one_or_none()
+
+    async def nodes_changed_since(self, since: datetime) -> Sequence[Node]:
+        """Active nodes whose configurations went out of date after ``since``."""
+        query = (
+            self._active_nodes()
+            .where(Node.config_changed_at.is_not(None), Node.config_changed_at > since)
+            .order_by(Node.config_changed_at.desc())
+        )
+        return (await self.session.execute(query)).scalars().all()
 
     async def recommended_node(self) -> Node | None:
         """The active node with the most capacity (the oldest among equals)."""

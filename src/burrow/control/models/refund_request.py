@@ -3,7 +3,7 @@ from __future__ import annotations
 from datetime import datetime
 from enum import StrEnum
 
-from sqlalchemy import BigInteger, Boolean, Enum, ForeignKey, String, Text
+from sqlalchemy import BigInteger, Boolean, Enum, ForeignKey, Index, String, Text, text
 from sqlalchemy.orm import Mapped, mapped_column
 
 from burrow.control.models.base import Base, BigId, IdMixin, utcnow
@@ -18,10 +18,25 @@ class RefundStatus(StrEnum):
     failed = "failed"
 
 
+# A request in one of these states is still open; an order has at most one open request at a
+# time (a partial unique index, so two requests at the same moment cannot both be stored).
+OPEN_REFUND_STATUSES = ("evaluating", "queued", "approved")
+_OPEN = text("status IN ('evaluating', 'queued', 'approved')")
+
+
 class RefundRequest(IdMixin, Base):
     """A customer's request for their money back on one order, and what was decided."""
 
     __tablename__ = "refund_requests"
+    __table_args__ = (
+        Index(
+            "ux_refund_requests_open_order",
+            "order_id",
+            unique=True,
+            sqlite_where=_OPEN,
+            postgresql_where=_OPEN,
+        ),
+    )
 
     order_id: Mapped[int] = mapped_column(
         BigId, ForeignKey("orders.id", ondelete="CASCADE"), index=True

@@ -24,6 +24,7 @@ from sqlalchemy import (
 )
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from burrow.control.db import compare_and_set, lock_row
 from burrow.control.models import (
     Account,
     AccountSession,
@@ -82,6 +83,10 @@ class PrivacyRepository:
         )
         return (await self.session.scalars(query)).all()
 
+    async def lock_account(self, account_id: int) -> None:
+        """The account's requests are counted and opened one unit of work at a time."""
+        await lock_row(self.session, Account, account_id)
+
     async def pending_count(self, account_id: int) -> int:
         query = self._requests_of(account_id).where(
             PrivacyRequest.status == PrivacyRequestStatus.pending
@@ -96,6 +101,12 @@ class PrivacyRepository:
 
     async def get_request(self, request_id: int) -> PrivacyRequest | None:
         return await self.session.get(PrivacyRequest, request_id)
+
+    async def close_pending(self, request: PrivacyRequest, values: dict[str, Any]) -> bool:
+        """Close ``request`` only if it is still pending; False (and ``request`` reloaded with
+        what was decided) when another unit of work closed it first."""
+        pending = PrivacyRequest.status == PrivacyRequestStatus.pending
+        return await compare_and_set(self.session, request, pending, values)
 
     async def queue(self, limit: int) -> Sequence[tuple[PrivacyRequest, str | None]]:
         """Pending first (nearest deadline first), then the rest newest first; with emails."""

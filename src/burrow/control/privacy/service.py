@@ -67,6 +67,7 @@ from burrow.control.privacy.schemas import (
     UsageCounterExport,
 )
 from burrow.control.refunds.service import refund as refund_service
+from burrow.control.refunds.usage.service import usage as usage_service
 from burrow.control.runtime import Runtime
 from burrow.control.subscriptions.repository import SubscriptionRepository
 from burrow.control.subscriptions.service import subscription as subscription_service
@@ -173,7 +174,7 @@ class PrivacyService:
         refunds = await refund_service.list_own(session, account.id)
         details = await BillingRepository(session).details_of(account.id)
         connections = ConnectionRepository(session)
-        usage = await connections.usage_counter(account.id)
+        usage = await usage_service.of_account(session, account.id)
         records = await connections.records_of(account.id, EXPORT_RECORD_LIMIT)
         acceptances = await TermsRepository(session).acceptances(account.id)
         privacy = PrivacyRepository(session)
@@ -334,6 +335,7 @@ class PrivacyService:
         details: str,
     ) -> PrivacyRequest:
         repository = PrivacyRepository(session)
+        await repository.lock_account(account.id)
         if await repository.pending_count(account.id) >= MAX_PENDING_REQUESTS:
             raise TooManyPendingRequests()
         now = utcnow()
@@ -380,11 +382,18 @@ class PrivacyService:
             raise PrivacyRequestNotFound(request_id)
         if request.status is not PrivacyRequestStatus.pending:
             raise PrivacyRequestClosed(request)
-        now = utcnow()
-        request.status = status
-        request.outcome = outcome.strip()
-        request.completed_at = now
-        request.handled_by = admin.id
+        # Compare-and-set: of two admins answering at once, one decides and the other is told.
+        decided = await repository.close_pending(
+            request,
+            {
+                "status": status,
+                "outcome": outcome.strip(),
+                "completed_at": utcnow(),
+                "handled_by": admin.id,
+            },
+        )
+        if not decided:
+            raise PrivacyRequestClosed(request)
         await admin_audit.record(
             session,
             admin,

@@ -3,10 +3,14 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from datetime import datetime
+from typing import Any
 
 from sqlalchemy import Select, delete, select
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from burrow.control.db import compare_and_set, lock_row
 from burrow.control.models import (
     Account,
     Order,
@@ -47,6 +51,27 @@ class RefundRepository:
 
     async def get(self, request_id: int) -> RefundRequest | None:
         return await self.session.get(RefundRequest, request_id)
+
+    async def transition(
+        self, request: RefundRequest, expected: RefundStatus, **values: Any
+    ) -> bool:
+        """Compare-and-set: write ``values`` only while the request is still ``expected``, as
+        the database sees it at the write (not as this session read it). False when another
+        decision got there first. ``request`` is reloaded either way."""
+        await self.session.flush()
+        return await compare_and_set(
+            self.session, request, RefundRequest.status == expected, values
+        )
+
+    async def decided_by(self, request: RefundRequest) -> tuple[str | None, datetime | None]:
+        """The email of the administrator who decided ``request`` (None: the policy's rules
+        decided it) and when."""
+        email = None
+        if request.decided_by is not None:
+            email = await self.session.scalar(
+                select(Account.email).where(Account.id == request.decided_by)
+            )
+        return email, request.decided_at
 
     async def standing_for(self, order_id: int) -> RefundRequest | None:
         query = select(RefundRequest).where(
@@ -91,9 +116,19 @@ class RefundRepository:
         self.session.add_all(outcomes)
         await self.session.flush()
 
-    async def add(self, request: RefundRequest) -> None:
-        self.session.add(request)
-        await self.session.flush()
+    async def lock_order(self, order_id: int) -> None:
+        """Requests for one order are checked and stored one unit of work at a time."""
+        await lock_row(self.session, Order, order_id)
+
+    async def add_open(self, request: RefundRequest) -> bool:
+        """Store a new open request in a savepoint; False when the order has one already (the
+        one-open-request-per-order index refused it: another request won the race)."""
+        try:
+            async with self.session.begin_nested():
+                self.session.add(request)
+        except IntegrityError:
+            return False
+        return True
 
     async def get_account(self, account_id: int) -> Account | None:
         return await self.session.get(Account, account_id)

@@ -76,10 +76,20 @@ class RefundAlreadyDecided(Conflict):
     title = "Refund already decided"
     type_slug = "refund-already-decided"
 
-    def __init__(self, request: RefundRequest) -> None:
+    def __init__(
+        self,
+        request: RefundRequest,
+        decided_by_email: str | None = None,
+        decided_at: datetime | None = None,
+    ) -> None:
+        who = f"by {decided_by_email}" if decided_by_email else "by the refund rules"
+        when = f" at {decided_at:%Y-%m-%d %H:%M:%S} UTC" if decided_at is not None else ""
         super().__init__(
-            f"Refund request {request.id} is {request.status}; only a queued request can be "
-            "decided."
+            f"Refund request {request.id} was already decided {who}{when} and is now "
+            f"{request.status}; only a queued request can be decided.",
+            refund_request_id=request.id,
+            status=request.status,
+            decided_by=request.decided_by,
         )
 
 
@@ -159,6 +169,7 @@ class RefundService:
         if order.status != OrderStatus.paid:
             raise OrderNotRefundable(order.id, order.status)
         repository = RefundRepository(session)
+        await repository.lock_order(order.id)
         standing = await repository.standing_for(order.id)
         if standing is not None:
             raise RefundAlreadyRequested(standing)
@@ -173,7 +184,10 @@ class RefundService:
             due_at=now + timedelta(hours=hours) if hours else None,
             terms_version=runtime.policy.terms.version,
         )
-        await repository.add(request)
+        if not await repository.add_open(request):
+            standing = await repository.standing_for(order.id)
+            assert standing is not None  # what the index found
+            raise RefundAlreadyRequested(standing)
         decision = await self._decide(session, runtime, account, order, request)
         return await self._apply(session, runtime, account, order, request, decision)
 
@@ -203,7 +217,14 @@ class RefundService:
         amount_minor: int | None,
         reason: str,
     ) -> RefundView:
-        """Approve a queued request (the proposed amount, or ``amount_minor``) and execute it."""
+        """Approve a queued request (the proposed amount, or ``amount_minor``) and execute it.
+
+        The decision is a compare-and-set: it is written only while the request is still
+        queued, so of two administrators deciding at once one wins and the other gets
+        ``RefundAlreadyDecided``. The rules that need no person are then evaluated again (the
+        account may have been terminated since the request was queued): when one now refuses
+        the request, it is refused with that evidence and nothing goes out.
+        """
         request, order = await self._queued(session, request_id)
         refundable = order.amount_minor - order.refunded_minor
         amount = amount_minor if amount_minor is not None else request.amount_minor
@@ -212,12 +233,25 @@ class RefundService:
             raise InvalidInput("A refund's amount must be above zero.", field="amount_minor")
         if amount > refundable:
             raise RefundAmountTooHigh(refundable, order.currency)
-        request.status = RefundStatus.approved
-        request.amount_minor = amount
-        request.decided_at = utcnow()
-        request.decided_by = admin.id
-        request.decision_reason = reason.strip()
-        await session.flush()
+        await self._decide_queued(
+            session,
+            request,
+            status=RefundStatus.approved,
+            amount_minor=amount,
+            decided_at=utcnow(),
+            decided_by=admin.id,
+            decision_reason=reason.strip(),
+        )
+        account = await RefundRepository(session).get_account(request.account_id)
+        assert account is not None  # a foreign key
+        decision = await self._decide(session, runtime, account, order, request)
+        if decision.verdict == Verdict.refused:
+            request.status = RefundStatus.refused
+            request.amount_minor = None
+            request.decision_reason = f"Refused by the rules at approval: {decision.summary}"
+            await session.flush()
+            log.info("refund request %s refused by its rules at approval", request.id)
+            return await self._view(session, request, request.decision_reason)
         await self.execute(session, runtime, request)
         log.info("refund request %s approved by admin %s", request.id, admin.id)
         return await self._view(session, request, "Approved and refunded.")
@@ -226,12 +260,15 @@ class RefundService:
         self, session: AsyncSession, admin: Account, request_id: int, reason: str
     ) -> RefundView:
         request, _order = await self._queued(session, request_id)
-        request.status = RefundStatus.refused
-        request.amount_minor = None
-        request.decided_at = utcnow()
-        request.decided_by = admin.id
-        request.decision_reason = reason.strip()
-        await session.flush()
+        await self._decide_queued(
+            session,
+            request,
+            status=RefundStatus.refused,
+            amount_minor=None,
+            decided_at=utcnow(),
+            decided_by=admin.id,
+            decision_reason=reason.strip(),
+        )
         log.info("refund request %s refused by admin %s", request.id, admin.id)
         return await self._view(session, request, "Refused.")
 
@@ -248,7 +285,11 @@ class RefundService:
         request, order = await self._queued(session, request_id)
         account = await RefundRepository(session).get_account(request.account_id)
         assert account is not None  # a foreign key
-        request.unsupported_device = unsupported_device
+        # Claimed first (still queued, as the database sees it), so a finding cannot rewrite a
+        # request an administrator decided meanwhile.
+        await self._decide_queued(
+            session, request, status=RefundStatus.evaluating, unsupported_device=unsupported_device
+        )
         decision = await self._decide(session, runtime, account, order, request)
         return await self._apply(session, runtime, account, order, request, decision)
 
@@ -440,12 +481,22 @@ class RefundService:
         log.info("refund request %s on order %s: %s", request.id, order.id, decision.verdict.value)
         return await self._view(session, request, decision.summary)
 
+    async def _decide_queued(
+        self, session: AsyncSession, request: RefundRequest, **values: object
+    ) -> None:
+        """Write a decision on ``request`` only if it is still queued; otherwise tell who
+        decided it first."""
+        repository = RefundRepository(session)
+        if not await repository.transition(request, RefundStatus.queued, **values):
+            raise RefundAlreadyDecided(request, *await repository.decided_by(request))
+
     async def _queued(self, session: AsyncSession, request_id: int) -> tuple[RefundRequest, Order]:
-        request = await RefundRepository(session).get(request_id)
+        repository = RefundRepository(session)
+        request = await repository.get(request_id)
         if request is None:
             raise RefundNotFound(request_id)
         if request.status != RefundStatus.queued:
-            raise RefundAlreadyDecided(request)
+            raise RefundAlreadyDecided(request, *await repository.decided_by(request))
         order = await billing_service.get_order(session, request.order_id)
         assert order is not None  # a foreign key
         return request, order

@@ -60,7 +60,7 @@ async def _header_account(request: Request) -> None:
     if not identity:
         return
     try:
-        async with unit_of_work(runtime_of(request).sessionmaker) as session:
+        async with unit_of_work(runtime_of(request).sessionmaker, writes=False) as session:
             account = await account_service.get(session, int(identity[0]))
             request.state.account = Viewer(account.id, account.email, account.is_admin)
     except Exception:

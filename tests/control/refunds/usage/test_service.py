@@ -10,7 +10,6 @@ from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from burrow.control.config import Settings
-from burrow.control.connections.tasks import expire_usage_counters
 from burrow.control.db import unit_of_work
 from burrow.control.models import (
     Account,
@@ -19,6 +18,7 @@ from burrow.control.models import (
     RefundStatus,
     UsageCounter,
 )
+from burrow.control.refunds.usage.tasks import expire_usage_counters
 from burrow.control.runtime import Runtime
 from burrow.control.scheduler import JOBS
 from tests.control.connections.conftest import MakeCustomer, MakeNode, Wall
