@@ -3,20 +3,25 @@ database or policy it cannot use with one line that says what to do and a non-ze
 
 from __future__ import annotations
 
+import asyncio
 import os
 import shutil
 import signal
 import subprocess
 import sys
 import time
+import uuid
 from collections.abc import Callable
 from pathlib import Path
 
 import pytest
+from sqlalchemy import text
 from typer.testing import CliRunner
 
 from burrow.cli.main import app
+from burrow.control.db import create_engine
 from tests.conftest import STRICT_POLICY, TEST_SECRET
+from tests.support.postgres import PostgresServer
 from tests.support.server import free_port
 
 BURROW = str(Path(sys.executable).with_name("burrow"))
@@ -215,3 +220,44 @@ def test_a_real_secret_starts_without_the_warning(migrated: Path) -> None:
     stdout, stderr = _serve_until_up(_env(migrated), migrated)
     assert "serving on" in stdout
     assert "placeholder" not in stderr
+
+
+async def _stamp(database_url: str, revision: str) -> None:
+    engine = create_engine(database_url)
+    try:
+        async with engine.begin() as connection:
+            await connection.execute(
+                text("UPDATE alembic_version SET version_num = :r"), {"r": revision}
+            )
+    finally:
+        await engine.dispose()
+
+
+def test_serve_on_a_schema_from_an_older_burrow(database_url: str, tmp_path: Path) -> None:
+    """Both databases: a schema some migrations behind is named, with the command to run."""
+    asyncio.run(_stamp(database_url, "0001"))
+    result = _burrow(("serve",), _env(tmp_path, BURROW_DATABASE_URL=database_url), tmp_path)
+    _assert_one_line(result.returncode, result.stdout, result.stderr, "run `burrow db upgrade`")
+    assert "revision 0001" in result.stderr
+
+
+@pytest.mark.postgres
+def test_serve_on_an_empty_or_missing_postgres_database(
+    request: pytest.FixtureRequest, tmp_path: Path
+) -> None:
+    if "postgres" not in os.environ.get("BURROW_TEST_DB", "both") and os.environ.get(
+        "BURROW_TEST_DB"
+    ) not in (None, "both"):
+        pytest.skip("PostgreSQL not selected (BURROW_TEST_DB)")
+    server: PostgresServer = request.getfixturevalue("postgres_server")
+    name = f"empty_{uuid.uuid4().hex[:12]}"
+    server.psql(f"CREATE DATABASE {name}")
+    try:
+        empty = _burrow(("serve",), _env(tmp_path, BURROW_DATABASE_URL=server.url(name)), tmp_path)
+        _assert_one_line(empty.returncode, empty.stdout, empty.stderr, "burrow db upgrade")
+    finally:
+        server.psql(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
+    missing = _burrow(
+        ("account", "list"), _env(tmp_path, BURROW_DATABASE_URL=server.url(name)), tmp_path
+    )
+    _assert_one_line(missing.returncode, missing.stdout, missing.stderr, "createdb")

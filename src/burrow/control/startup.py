@@ -9,7 +9,7 @@ import os
 from pathlib import Path
 
 from alembic.runtime.migration import MigrationContext
-from sqlalchemy import URL, make_url, text
+from sqlalchemy import URL, make_url
 from sqlalchemy.exc import (
     ArgumentError,
     DBAPIError,
@@ -89,6 +89,18 @@ def _check_sqlite_path(parsed: URL) -> None:
         raise DatabaseNotReady(f"the SQLite database {path} is not a file; {hint}")
 
 
+def _class_names(exc: BaseException) -> set[str]:
+    """The class names along an error's chain (SQLAlchemy wraps the driver's own error)."""
+    names: set[str] = set()
+    seen: BaseException | None = exc
+    for _ in range(10):
+        if seen is None:
+            break
+        names.add(type(seen).__name__)
+        seen = getattr(seen, "orig", None) or seen.__cause__ or seen.__context__
+    return names
+
+
 def explain_database_error(url: str, exc: BaseException) -> str | None:
     """One line for an error that came from reaching the database, or None if it did not."""
     where = describe_url(url)
@@ -114,13 +126,13 @@ def explain_database_error(url: str, exc: BaseException) -> str | None:
                 f"cannot write the SQLite database {where} ({first}); choose a writable "
                 "place in BURROW_DATABASE_URL"
             )
-    name = type(getattr(exc, "orig", None) or exc).__name__
-    if name in ("InvalidPasswordError", "InvalidAuthorizationSpecificationError"):
+    names = _class_names(exc)
+    if names & {"InvalidPasswordError", "InvalidAuthorizationSpecificationError"}:
         return (
             f"the database at {where} refused the user or password ({first}); "
             "fix BURROW_DATABASE_URL"
         )
-    if name == "InvalidCatalogNameError":
+    if "InvalidCatalogNameError" in names:
         return f"{first} at {where}: create it (createdb) or fix BURROW_DATABASE_URL"
     if isinstance(exc, OSError | DBAPIError | asyncio.TimeoutError):
         reason = (exc.strerror if isinstance(exc, OSError) else None) or first
@@ -147,10 +159,6 @@ async def check_database(url: str, *, expected: frozenset[str] | None) -> None:
                     lambda sync: MigrationContext.configure(sync).get_current_heads()
                 )
             )
-            if parsed.get_backend_name() == "sqlite":
-                # A read-only file opens; the first write is where it says so.
-                await connection.execute(text("BEGIN IMMEDIATE"))
-                await connection.execute(text("ROLLBACK"))
     except DatabaseNotReady:
         raise
     except (OSError, DBAPIError, ArgumentError, NoSuchModuleError, TimeoutError) as exc:
