@@ -251,7 +251,7 @@ BROKEN: dict[str, tuple[str, list[str]]] = {
             "privacy.retention: is not a known setting (known: mode, "
             "connection_record_retention_days, first_order_usage_counters, store_last_login_ip, "
             "last_login_ip_retention_days, client_ips_in_logs, "
-            "request_response_days, invoice_retention_years)",
+            "request_response_days, invoice_retention_years, provider_event_retention_days)",
             'plans.basic.currency: must be a three-letter ISO 4217 code such as "USD" '
             '(found "eur")',
             "plans.basic.period_months: must be at least 1 (found 0)",

@@ -109,6 +109,11 @@ class PrivacySection(_Section):
     # After an account is erased, its invoices (orders and payments, without the person)
     # are kept this long because accounting law requires it; the privacy page says so.
     invoice_retention_years: int = Field(10, ge=1, le=30)
+    # A payment provider's event (a checkout, a dispute, a Radar review) is kept whole only
+    # this many days after it was handled, then reduced to its id and type (all a duplicate
+    # delivery needs); 0: reduced as soon as it is handled. Client IP addresses inside it are
+    # never stored.
+    provider_event_retention_days: int = Field(30, ge=0, le=3650)
 
     @property
     def keeps_connection_records(self) -> bool:
