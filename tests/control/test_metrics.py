@@ -146,32 +146,16 @@ async def test_counts_read_at_scrape_time(
         await create_device(session, expired)
         await desired_state.refresh_account(session, runtime, expired.id)
 
-        # One order per request: an order has at most one open request.
-        await _refund(
-            session, await create_order(session, customer), RefundStatus.queued, timedelta(hours=-3)
-        )
-        await _refund(
-            session,
-            await create_order(session, customer),
-            RefundStatus.approved,
-            timedelta(hours=-1),
-        )
-        await _refund(
-            session, await create_order(session, customer), RefundStatus.queued, timedelta(hours=20)
-        )
-        await _refund(session, await create_order(session, customer), RefundStatus.queued, None)
-        await _refund(
-            session,
-            await create_order(session, customer),
-            RefundStatus.executed,
-            timedelta(hours=-30),
-        )
-        await _refund(
-            session,
-            await create_order(session, customer),
-            RefundStatus.refused,
-            timedelta(hours=-30),
-        )
+        # An order has one open request at most: one order per request.
+        for status, due in [
+            (RefundStatus.queued, timedelta(hours=-3)),
+            (RefundStatus.approved, timedelta(hours=-1)),
+            (RefundStatus.queued, timedelta(hours=20)),
+            (RefundStatus.queued, None),
+            (RefundStatus.executed, timedelta(hours=-30)),
+            (RefundStatus.refused, timedelta(hours=-30)),
+        ]:
+            await _refund(session, await create_order(session, customer), status, due)
 
         # A failed event waiting out its backoff is still pending; a parked one is failed.
         for n, (provider, processed, error, parked) in enumerate(

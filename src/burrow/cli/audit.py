@@ -102,7 +102,7 @@ def audit(
     typer.echo(
         f"scanned {report.tables} tables, {report.columns} columns, {report.values} text "
         f"values; {report.log_files} log files, {report.log_lines} lines; "
-        f"{report.node_files} node files"
+        f"{report.node_files} node files; {report.resolvers} running resolvers"
     )
     violations = len(report.violations)
     if violations:

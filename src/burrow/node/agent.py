@@ -7,7 +7,9 @@ IFB device, stops wireguard-go and removes burrow's nftables table, so a stopped
 serves nobody and leaves nothing behind.
 
 ``HostNetwork`` is the real ``loop.NetworkSetup``: IP forwarding, burrow's nftables table and
-the WireGuard interface's addresses and MTU from the ``NetworkSpec``.
+the WireGuard interface's addresses and MTU from the ``NetworkSpec``; it hands the DNS part
+to the resolver (``drivers.resolver``), which runs and supervises itself in a task of its own
+and stops with the agent.
 
 Imports ``burrow.wire`` and ``burrow.node``; never ``burrow.control``.
 """
@@ -27,6 +29,7 @@ import httpx
 from burrow.node.client import NodeApiClient, NodeTokenRejected
 from burrow.node.config import NodeSettings
 from burrow.node.drivers.nftables import FirewallConfig, NftablesFirewall, ensure_forwarding
+from burrow.node.drivers.resolver import NodeResolver
 from burrow.node.drivers.tc import TcShaper
 from burrow.node.drivers.wireguard import WireGuardGoDriver, interface_addresses
 from burrow.node.identity import NodeIdentity, new_private_key, public_key_of, save_identity
@@ -76,7 +79,9 @@ class HostNetwork:
         *,
         egress_interface: str | None = None,
         netns: str | None = None,
+        resolver: NodeResolver | None = None,
     ) -> None:
+        self._resolver = resolver
         self._driver = driver
         self._egress = egress_interface
         self._netns = netns
@@ -107,6 +112,9 @@ class HostNetwork:
             await self._firewall.apply()
         elif reload or config != self._firewall.config:
             await self._firewall.apply(config)
+        if self._resolver is not None:
+            # The firewall is in place first; the resolver itself starts in its own task.
+            self._resolver.want(network.dns)
 
     async def set_blocked(self, addresses: Collection[str]) -> None:
         if self._firewall is not None:
@@ -177,7 +185,20 @@ async def run_agent(
     )
     interface = settings.interface or identity.interface_name
     driver = WireGuardGoDriver(interface, netns=settings.netns, wireguard_go=settings.wireguard_go)
-    network = HostNetwork(driver, egress_interface=settings.egress_interface, netns=settings.netns)
+    resolver = NodeResolver(
+        settings.runtime_dir / interface / "dns",
+        client.filter_list,
+        netns=settings.netns,
+        upstream_port=settings.resolver_upstream_port,
+        stub_zones=settings.resolver_stub_zones,
+        supervise_interval=settings.supervise_interval_seconds,
+    )
+    network = HostNetwork(
+        driver,
+        egress_interface=settings.egress_interface,
+        netns=settings.netns,
+        resolver=resolver,
+    )
     shaper = TcShaper(interface, netns=settings.netns)
     loop = SyncLoop(
         client,
@@ -204,6 +225,7 @@ async def run_agent(
         async with asyncio.TaskGroup() as group:
             group.create_task(loop.run(), name="burrow-node-loop")
             group.create_task(reporter.run_forever(), name="burrow-node-status")
+            group.create_task(resolver.run(), name="burrow-node-resolver")
     except* NodeTokenRejected as refused:
         detail = refused.exceptions[0]
         raise AgentError(

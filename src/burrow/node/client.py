@@ -176,6 +176,12 @@ class NodeApiClient:
                 "the control plane's answer is not a state update"
             ) from None
 
+    async def filter_list(self, sha256: str) -> bytes:
+        """A DNS filter list by its content hash: one domain name a line."""
+        timeout = httpx.Timeout(self.timeout, read=max(self.timeout, 60.0))
+        response = await self._call("GET", f"/dns/lists/{sha256}", limits=timeout)
+        return response.content
+
     async def report(self, report: NodeReport) -> ReportAck:
         response = await self._call("POST", "/report", body=report)
         return self._parse(ReportAck, response)

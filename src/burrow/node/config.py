@@ -37,6 +37,21 @@ class NodeSettings(BaseSettings):
     )
     wireguard_go: str = Field("wireguard-go", description="The wireguard-go program to run.")
 
+    # The resolver (Unbound behind one dnsmasq per filter choice).
+    runtime_dir: Path = Field(
+        Path("/run/burrow-node"),
+        description="Resolver configuration and filter lists (a tmpfs: nothing of it must "
+        "outlive the machine). One subdirectory per WireGuard interface.",
+    )
+    resolver_upstream_port: int = Field(
+        5335, ge=1, le=65535, description="Unbound's port on the node's loopback."
+    )
+    resolver_stub_zones: dict[str, list[str]] = Field(
+        default_factory=dict,
+        description="Private zones the resolver asks these authoritative servers for "
+        '(JSON, e.g. {"corp.example.": ["192.0.2.53"]}); they are unsigned.',
+    )
+
     # Talking to the control plane.
     long_poll_seconds: float = Field(
         25.0, gt=0, le=3600, description="How long one request for changes may wait."

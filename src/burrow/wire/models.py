@@ -72,6 +72,49 @@ class FairUseSpec(_Wire):
     )
 
 
+class FilterListSpec(_Wire):
+    """One filter list, named by its content: the node downloads it once per hash."""
+
+    name: str = Field(pattern=r"^[a-z][a-z0-9_-]{0,31}$")
+    sha256: str = Field(pattern=r"^[0-9a-f]{64}$")
+    names: int = Field(ge=0, description="How many domain names the list holds.")
+
+
+class ResolverSpec(_Wire):
+    """One resolver listener: a pair of addresses and the filter lists it applies.
+
+    The address a device's configuration names is its filter choice; the resolver never learns
+    who is asking.
+    """
+
+    ipv4: str
+    ipv6: str
+    lists: tuple[str, ...] = Field((), description="Filter list names; empty: no filtering.")
+
+    @field_validator("ipv4", "ipv6")
+    @classmethod
+    def _address(cls, value: str) -> str:
+        return str(ipaddress.ip_address(value))
+
+
+class DnsSpec(_Wire):
+    """The node's resolver (the policy's ``[dns]``): listeners, lists and where it asks."""
+
+    resolvers: tuple[ResolverSpec, ...] = Field(
+        description="The first one listens on the gateway addresses and filters nothing."
+    )
+    lists: tuple[FilterListSpec, ...] = ()
+    forwarders: tuple[str, ...] = Field(
+        (), description="Upstream resolvers; empty: the node resolves recursively itself."
+    )
+    dnssec: bool = True
+
+    @field_validator("forwarders")
+    @classmethod
+    def _forwarders(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        return tuple(str(ipaddress.ip_address(v)) for v in value)
+
+
 class NetworkSpec(_Wire):
     """How the node sets up its interface and firewall."""
 
@@ -88,6 +131,9 @@ class NetworkSpec(_Wire):
     isolate_clients: bool = True
     fair_use: FairUseSpec | None = Field(
         None, description="Fair-use shaping; null: the policy shapes nobody."
+    )
+    dns: DnsSpec | None = Field(
+        None, description="The node's resolver; null (older control planes): none is run."
     )
 
 

@@ -18,7 +18,7 @@ from burrow.node.drivers.nftables import (
     run_nft,
     tunnel_host,
 )
-from burrow.wire import NetworkSpec
+from burrow.wire import DnsSpec, NetworkSpec, ResolverSpec
 
 from ..netns import Lab, Namespace, needs
 
@@ -113,8 +113,14 @@ def test_client_isolation_follows_the_config(isolate: bool) -> None:
     assert all((rule in lines) is isolate for rule in isolation)
 
 
+def chain(text: str, name: str) -> list[str]:
+    lines = rules(text)
+    start = lines.index(f"chain {name} {{")
+    return lines[start : lines.index("}", start)]
+
+
 def test_drops_come_before_the_tunnel_is_accepted() -> None:
-    lines = rules(render_ruleset(CONFIG))
+    lines = chain(render_ruleset(CONFIG), "forward")
     accept = lines.index('iifname "bwg0" accept')
     drops = [i for i, line in enumerate(lines) if line.endswith(" drop")]
     assert len(drops) == 7
@@ -162,6 +168,7 @@ def test_a_config_comes_from_the_network_spec() -> None:
         blocked_tcp_ports=(25,),
         blocked_udp_ports=(137,),
         isolate_clients=False,
+        service_addresses=("10.64.0.1", "fd42:b0::1"),
     )
 
 
@@ -338,3 +345,103 @@ async def test_real_traffic_is_natted_port_blocked_and_peer_blocked(lab: Lab) ->
     assert connect("2001:db8::2", 8080) == "2001:db8::1"
     await firewall.update_blocked(unblock=["10.64.0.2"])
     assert connect("192.0.2.2", 8080) == "192.0.2.1"
+
+
+def test_from_the_tunnel_only_dns_and_icmp_reach_the_node() -> None:
+    config = FirewallConfig.from_network(
+        NetworkSpec(
+            tunnel_ipv4="10.64.0.0/10",
+            tunnel_ipv6="fd42:b0::/48",
+            gateway_ipv4="10.64.0.1",
+            gateway_ipv6="fd42:b0::1",
+            dns=DnsSpec(
+                resolvers=(
+                    ResolverSpec(ipv4="10.64.0.1", ipv6="fd42:b0::1"),
+                    ResolverSpec(ipv4="10.127.255.254", ipv6="fd42:b0::fffe", lists=("ads",)),
+                )
+            ),
+        ),
+        wg_interface="bwg0",
+        egress_interface="eth0",
+    )
+    assert config.service_addresses == (
+        "10.64.0.1",
+        "fd42:b0::1",
+        "10.127.255.254",
+        "fd42:b0::fffe",
+    )
+    lines = chain(render_ruleset(config), "input")
+    assert lines[1] == "type filter hook input priority filter; policy accept;"
+    assert (
+        'iifname "bwg0" ip daddr { 10.64.0.1, 10.127.255.254 } '
+        "meta l4proto { tcp, udp } th dport 53 accept" in lines
+    )
+    assert (
+        'iifname "bwg0" ip6 daddr { fd42:b0::1, fd42:b0::fffe } meta l4proto ipv6-icmp accept'
+        in lines
+    )
+    # Everything else from the tunnel to the node ends here; other interfaces are untouched.
+    assert lines[-1] == 'iifname "bwg0" counter drop'
+    assert all(line.startswith('iifname "bwg0"') for line in lines[2:])
+
+
+TCP_LISTEN = """
+import socket, threading
+def serve(port):
+    s = socket.socket(socket.AF_INET6, socket.SOCK_STREAM)
+    s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    s.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 0)
+    s.bind(("::", port))
+    s.listen()
+    while True:
+        c, _ = s.accept()
+        c.sendall(b"open")
+        c.close()
+for port in (53, 8080, 22):
+    threading.Thread(target=serve, args=(port,), daemon=True).start()
+print("ready", flush=True)
+threading.Event().wait()
+"""
+
+TCP_PROBE = """
+import socket, sys
+try:
+    with socket.create_connection((sys.argv[1], int(sys.argv[2])), float(sys.argv[3])) as s:
+        print(s.recv(10).decode())
+except OSError as exc:
+    print("failed", type(exc).__name__)
+"""
+
+
+@needs("nft", "sysctl")
+async def test_a_tunnel_reaches_only_dns_on_the_node(lab: Lab) -> None:
+    client, node = lab.namespace(), lab.namespace()
+    _, tunnel = lab.link(
+        client, node, ["10.64.0.2/10", "fd42:b0::2/48"], ["10.64.0.1/10", "fd42:b0::1/48"]
+    )
+    firewall = NftablesFirewall(
+        FirewallConfig(
+            wg_interface=tunnel,
+            egress_interface=tunnel,
+            tunnel_ipv4="10.64.0.0/10",
+            tunnel_ipv6="fd42:b0::/48",
+            service_addresses=("10.64.0.1", "fd42:b0::1"),
+        ),
+        netns=node.name,
+    )
+    server = node.spawn(sys.executable, "-c", TCP_LISTEN)
+    assert server.stdout is not None
+    assert server.stdout.readline().strip() == "ready"
+
+    def probe(host: str, port: int, timeout: float = 1.0) -> str:
+        argv = (sys.executable, "-c", TCP_PROBE, host, str(port), str(timeout))
+        return client.run(*argv).stdout.strip()
+
+    # Before the firewall every service of the node answers the tunnel (today's hole).
+    assert probe("10.64.0.1", 8080, timeout=5) == "open"
+    await firewall.apply()
+    assert probe("10.64.0.1", 53) == "open"
+    assert probe("fd42:b0::1", 53, timeout=5) == "open"
+    for port in (8080, 22):
+        assert probe("10.64.0.1", port).startswith("failed")
+        assert probe("fd42:b0::1", port).startswith("failed")

@@ -25,9 +25,27 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from burrow.control.db import after_commit, unit_of_work
 from burrow.control.desired_state.repository import DesiredStateRepository
 from burrow.control.desired_state.schemas import Change
+from burrow.control.errors import NotFound
 from burrow.control.models import Node, PeerChangeOp, utcnow
+from burrow.control.policy.dns import filter_lists, resolver_addresses
 from burrow.control.runtime import Runtime
-from burrow.wire import DeltaState, DesiredState, FairUseSpec, FullState, NetworkSpec, PeerSpec
+from burrow.wire import (
+    DeltaState,
+    DesiredState,
+    DnsSpec,
+    FairUseSpec,
+    FilterListSpec,
+    FullState,
+    NetworkSpec,
+    PeerSpec,
+    ResolverSpec,
+)
+
+
+class FilterListNotFound(NotFound):
+    def __init__(self) -> None:
+        super().__init__("No filter list of the current policy has this hash; fetch the state.")
+
 
 # A waiting long poll re-reads the revision this often, so that a change committed by another
 # process (the CLI, another replica), which cannot wake this process's notifier, is seen
@@ -134,7 +152,40 @@ class DesiredStateService:
             blocked_egress_udp_ports=tuple(rules.blocked_egress_udp_ports),
             isolate_clients=rules.isolate_clients,
             fair_use=fair_use,
+            dns=self.dns(runtime),
         )
+
+    def dns(self, runtime: Runtime) -> DnsSpec:
+        """The node's resolver: the gateway unfiltered, one address pair per offered combination.
+
+        Lists are named by content hash; a node downloads a list only when its hash is new.
+        """
+        settings = runtime.settings
+        section = runtime.policy.dns
+        lists = filter_lists.lists(section, settings.policy_path.parent)
+        pools = (settings.tunnel_ipv4_pool, settings.tunnel_ipv6_pool)
+        v4, v6 = resolver_addresses(*pools, 0)
+        resolvers = [ResolverSpec(ipv4=v4, ipv6=v6)]
+        for combination in section.offered:
+            v4, v6 = resolver_addresses(*pools, section.mask(combination))
+            resolvers.append(ResolverSpec(ipv4=v4, ipv6=v6, lists=combination))
+        return DnsSpec(
+            resolvers=tuple(resolvers),
+            lists=tuple(
+                FilterListSpec(name=entry.name, sha256=entry.sha256, names=entry.count)
+                for entry in lists
+            ),
+            forwarders=tuple(section.forwarders),
+            dnssec=section.dnssec,
+        )
+
+    def filter_list_body(self, runtime: Runtime, sha256: str) -> bytes:
+        """The body of the policy's list with this hash; FilterListNotFound if none has it."""
+        section = runtime.policy.dns
+        for entry in filter_lists.lists(section, runtime.settings.policy_path.parent):
+            if entry.sha256 == sha256:
+                return entry.body
+        raise FilterListNotFound()
 
     async def full_state(self, session: AsyncSession, runtime: Runtime, node: Node) -> DesiredState:
         """Everything ``node`` must serve: one scan of the served peers."""

@@ -8,7 +8,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Annotated, Literal
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator
 
 from burrow.control.params import MAX_ID
 
@@ -46,10 +46,26 @@ class DeviceCreate(_Request):
         description="Only with a server-made key: the server whose ready-to-use config the "
         "answer includes. Default: the recommended server.",
     )
+    dns_filters: FilterNames = Field(default_factory=list)
 
 
 class DeviceUpdate(_Request):
     name: DeviceName
+
+
+FilterNames = Annotated[
+    list[Annotated[str, Field(max_length=32)]],
+    Field(
+        max_length=16,
+        description="The DNS filter lists the device's resolver applies (names from the "
+        "server's filter list choices); empty: no filtering.",
+        examples=[["ads", "trackers"]],
+    ),
+]
+
+
+class DeviceDnsFilters(_Request):
+    filters: FilterNames
 
 
 class DeviceRotate(_Request):
@@ -84,8 +100,18 @@ class DeviceRead(BaseModel):
     public_key: str
     ipv4: str = Field(description="The device's tunnel IPv4 address, the same on every server.")
     ipv6: str = Field(description="The device's tunnel IPv6 address, the same on every server.")
+    dns_filters: list[str] = Field(
+        default_factory=list, description="The DNS filter lists its resolver applies."
+    )
     created_at: datetime
     connection: DeviceConnection = Field(default_factory=DeviceConnection)
+
+    @field_validator("dns_filters", mode="before")
+    @classmethod
+    def _split(cls, value: object) -> object:
+        if isinstance(value, str):
+            return [name for name in value.split(",") if name]
+        return value
 
 
 class DeviceIssued(DeviceRead):
@@ -102,3 +128,11 @@ class DeviceIssued(DeviceRead):
         "complete wg-quick config (with the private key) for ``config_node_id``.",
     )
     config_node_id: int | None = None
+    config_filename: str | None = Field(
+        None, description="The name to save ``config`` under (wg-quick takes it as the tunnel's)."
+    )
+    config_qr_svg: str | None = Field(
+        None,
+        description="``config`` as a QR code (SVG) for the WireGuard apps to scan. Only here: a "
+        "config downloaded later lacks the private key, so no QR code is made of it.",
+    )

@@ -13,9 +13,11 @@ import binascii
 import io
 import ipaddress
 import re
+import unicodedata
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Literal
+from datetime import datetime, timedelta
+from typing import Literal, NoReturn
 
 import segno
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey, X25519PublicKey
@@ -24,9 +26,16 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from burrow.control.config import Settings
 from burrow.control.desired_state.service import desired_state as desired_state_service
 from burrow.control.devices.repository import DeviceRepository
-from burrow.control.devices.schemas import DeviceCreate, DeviceRotate, DeviceUpdate
+from burrow.control.devices.schemas import (
+    DeviceCreate,
+    DeviceDnsFilters,
+    DeviceRotate,
+    DeviceUpdate,
+)
 from burrow.control.errors import BurrowError, Conflict, Forbidden, InvalidInput, NotFound
-from burrow.control.models import Account, AccountStatus, Device, Node
+from burrow.control.models import Account, AccountStatus, Device, Node, utcnow
+from burrow.control.policy.dns import client_dns
+from burrow.control.policy.schemas import DnsSection
 from burrow.control.runtime import Runtime
 from burrow.control.subscriptions.service import subscription as subscription_service
 from burrow.wire import is_valid_wg_key
@@ -83,6 +92,16 @@ class DeviceLimitReached(Conflict):
         super().__init__(f"{owner} allows {limit} {noun}; remove one first.", limit=limit)
 
 
+class UnknownDnsFilters(InvalidInput):
+    def __init__(self, offered: list[str]) -> None:
+        choices = "; ".join(offered) if offered else "none: this service offers no filters"
+        super().__init__(
+            f"This is not one of the DNS filter choices. The choices are: {choices} "
+            "(or no filtering, an empty list).",
+            field="dns_filters",
+        )
+
+
 class AddressPoolExhausted(BurrowError):
     status = 503
     title = "No tunnel addresses left"
@@ -95,6 +114,21 @@ class AddressPoolExhausted(BurrowError):
         )
 
 
+class QrNeedsPrivateKey(BurrowError):
+    status = 410
+    title = "No QR code without the private key"
+    type_slug = "qr-needs-private-key"
+
+    def __init__(self) -> None:
+        super().__init__(
+            "A QR code made now could not carry this device's private key (the server never "
+            "keeps it), so no WireGuard app could import it. Scan the QR code shown when the "
+            "device was added or its key was last renewed; or download the configuration file "
+            "and put your private key in it; or renew the device's key without sending one, "
+            "and the answer has a complete configuration with its QR code."
+        )
+
+
 class AddressAllocationRace(Conflict):
     def __init__(self) -> None:
         super().__init__("Another device took the same tunnel address at the same moment; retry.")
@@ -103,9 +137,13 @@ class AddressAllocationRace(Conflict):
 # Index 0 is the pool's network address, 1 the nodes' own gateway inside the tunnel.
 FIRST_DEVICE_INDEX = 2
 KEEPALIVE_SECONDS = 25
+# How long customers are told that a node's configurations changed.
+CONFIG_NOTICE_DAYS = 90
 QrKind = Literal["png", "svg"]
 QR_MEDIA_TYPES: dict[QrKind, str] = {"png": "image/png", "svg": "image/svg+xml"}
 _UNSAFE_FILENAME = re.compile(r"[^A-Za-z0-9_=+.-]+")
+# Linux interface names (IFNAMSIZ - 1), which wg-quick derives from the file name.
+FILENAME_STEM_MAX = 15
 PRIVATE_KEY_PLACEHOLDER = (
     "# PrivateKey = <paste the private key you kept when you added this device, "
     "then remove the '# ' in front>"
@@ -118,6 +156,8 @@ class AddressPool:
 
     ipv4: ipaddress.IPv4Network
     ipv6: ipaddress.IPv6Network
+    # Kept at the pools' end for the DNS filter combinations' resolvers (``policy.dns``).
+    reserved_at_end: int = 0
 
     @classmethod
     def from_settings(cls, settings: Settings) -> AddressPool:
@@ -134,7 +174,8 @@ class AddressPool:
     @property
     def last_index(self) -> int:
         # The IPv4 broadcast address stays unused; IPv6 has no broadcast.
-        return min(self.ipv4.num_addresses - 2, self.ipv6.num_addresses - 1)
+        last = min(self.ipv4.num_addresses - 2, self.ipv6.num_addresses - 1)
+        return last - self.reserved_at_end
 
     def addresses(self, index: int) -> tuple[str, str]:
         assert FIRST_DEVICE_INDEX <= index <= self.last_index
@@ -149,6 +190,35 @@ class IssuedDevice:
     private_key: str | None = None
     config: str | None = None
     config_node: Node | None = None
+
+    @property
+    def config_filename(self) -> str | None:
+        if self.config is None or self.config_node is None:
+            return None
+        return config_filename(self.config_node, self.device)
+
+    def config_qr(self, kind: QrKind) -> bytes | None:
+        """The complete config as a QR code: only here, where it carries the private key."""
+        return None if self.config is None else render_qr(self.config, kind)
+
+
+@dataclass(frozen=True)
+class ConfigNotice:
+    """A node whose configurations, as customers downloaded them, went out of date."""
+
+    node_name: str
+    changed_at: datetime
+    change: str  # nodes.service.CHANGE_ENDPOINT or CHANGE_KEY
+
+    @property
+    def message(self) -> str:
+        what = "server key" if self.change == "key" else "server address"
+        day = self.changed_at.strftime("%Y-%m-%d")
+        return (
+            f"The {what} of server {self.node_name} changed on {day}: download the "
+            f"configuration for {self.node_name} again (and put your private key in it) on each "
+            "device that uses it."
+        )
 
 
 @dataclass(frozen=True)
@@ -211,8 +281,41 @@ def _endpoint(node: Node) -> str:
     return f"{host}:{node.endpoint_port}"
 
 
+def filter_choice(section: DnsSection, names: Sequence[str]) -> tuple[str, ...]:
+    """``names`` as one of the offered combinations (in the policy's order); () for none."""
+    wanted = set(names)
+    if not wanted:
+        return ()
+    for combination in section.offered:
+        if set(combination) == wanted:
+            return combination
+    raise UnknownDnsFilters([", ".join(c) for c in section.offered])
+
+
+def device_dns(settings: Settings, section: DnsSection, device: Device) -> str:
+    """The ``DNS =`` line's addresses: the resolver of the device's filter choice.
+
+    Unfiltered it is the gateway of the configured pools (or ``client_dns`` where the
+    operator set one); a filter choice no longer offered falls back to unfiltered.
+    """
+    names = [name for name in device.dns_filters.split(",") if name]
+    mask = 0
+    if names and all(name in section.filters for name in names):
+        combination = tuple(names)
+        if any(set(c) == set(combination) for c in section.offered):
+            mask = section.mask(combination)
+    if mask == 0 and settings.client_dns:
+        return settings.client_dns
+    return client_dns(settings.tunnel_ipv4_pool, settings.tunnel_ipv6_pool, mask)
+
+
 def render_config(
-    settings: Settings, device: Device, node: Node, private_key: str | None = None
+    settings: Settings,
+    device: Device,
+    node: Node,
+    private_key: str | None = None,
+    *,
+    dns: str | None = None,
 ) -> str:
     """The wg-quick config of ``device`` for ``node``.
 
@@ -220,13 +323,17 @@ def render_config(
     that tells the customer what to put there.
     """
     assert node.wg_public_key is not None
+    if dns is None:
+        dns = settings.client_dns or client_dns(
+            settings.tunnel_ipv4_pool, settings.tunnel_ipv6_pool
+        )
     key_line = f"PrivateKey = {private_key}" if private_key else PRIVATE_KEY_PLACEHOLDER
     lines = [
         f"# {device.name} on {node.name} ({node.city}, {node.country.upper()})",
         "[Interface]",
         key_line,
         f"Address = {device.ipv4}/32, {device.ipv6}/128",
-        f"DNS = {settings.client_dns}",
+        f"DNS = {dns}",
         f"MTU = {settings.tunnel_mtu}",
         "",
         "[Peer]",
@@ -238,13 +345,35 @@ def render_config(
     return "\n".join(lines) + "\n"
 
 
+def _filename_part(value: str) -> str:
+    """``value`` in the characters wg-quick allows in an interface name: accents dropped,
+    apostrophes left out, any other run of characters one hyphen."""
+    plain = unicodedata.normalize("NFKD", value).encode("ascii", "ignore").decode()
+    plain = plain.replace("'", "").replace("`", "")
+    return _UNSAFE_FILENAME.sub("-", plain).strip("-.")
+
+
+def _base36(number: int) -> str:
+    digits = "0123456789abcdefghijklmnopqrstuvwxyz"
+    out = ""
+    while True:
+        number, rest = divmod(number, 36)
+        out = digits[rest] + out
+        if number == 0:
+            return out
+
+
 def config_filename(node: Node, device: Device) -> str:
-    """``<node>-<device>.conf`` with only characters every WireGuard app accepts."""
-
-    def clean(value: str) -> str:
-        return _UNSAFE_FILENAME.sub("-", value).strip("-.") or "x"
-
-    return f"{clean(node.name)[:40]}-{clean(device.name)[:40]}.conf"
+    """``<node>-<device>-<id>.conf``: wg-quick and every WireGuard app take the name before
+    ``.conf`` as the tunnel's interface name, which Linux limits to 15 characters of
+    ``[a-zA-Z0-9_=+.-]``. The device's id (base 36) keeps two devices of the same name apart
+    on one node; the node and device names are shortened to fit around it."""
+    tag = _base36(device.id)
+    node_part = (_filename_part(node.name) or "vpn")[:5].rstrip("-.")
+    room = FILENAME_STEM_MAX - len(node_part) - len(tag) - 2
+    device_part = _filename_part(device.name)[: max(room, 0)].rstrip("-.")
+    parts = [node_part, device_part, tag] if device_part else [node_part, tag]
+    return "-".join(parts)[-FILENAME_STEM_MAX:].lstrip("-.") + ".conf"
 
 
 def render_qr(text: str, kind: QrKind) -> bytes:
@@ -265,6 +394,25 @@ def render_qr(text: str, kind: QrKind) -> bytes:
 class DeviceService:
     async def list(self, session: AsyncSession, account: Account) -> Sequence[Device]:
         return await DeviceRepository(session).list_for_account(account.id)
+
+    async def config_notices(
+        self, session: AsyncSession, account: Account
+    ) -> Sequence[ConfigNotice]:
+        """Nodes whose address or key changed after this account's first device was added
+        (within the last ``CONFIG_NOTICE_DAYS``): the configurations it has for them are out
+        of date."""
+        devices = await self.list(session, account)
+        if not devices:
+            return []
+        since = max(
+            min(d.created_at for d in devices), utcnow() - timedelta(days=CONFIG_NOTICE_DAYS)
+        )
+        nodes = await DeviceRepository(session).nodes_changed_since(since)
+        return [
+            ConfigNotice(n.name, n.config_changed_at, n.config_change or "endpoint")
+            for n in nodes
+            if n.config_changed_at is not None
+        ]
 
     async def get(
         self, session: AsyncSession, account: Account, device_id: int, *, lock: bool = False
@@ -295,6 +443,7 @@ class DeviceService:
             raise DeviceLimitReached(cap, "One account")
         # A config for a server that does not exist is better refused before the device is.
         node = await self._config_node(repository, data.node_id) if public_key is None else None
+        filters = filter_choice(runtime.policy.dns, data.dns_filters)
 
         private_key = None
         if public_key is None:
@@ -303,6 +452,7 @@ class DeviceService:
             raise PublicKeyInUse()
 
         pool = AddressPool.from_settings(runtime.settings)
+        pool = AddressPool(pool.ipv4, pool.ipv6, runtime.policy.dns.reserved_addresses)
         device = None
         for _attempt in range(2):
             index = await self._free_address_index(repository, pool)
@@ -314,6 +464,7 @@ class DeviceService:
                 ipv4=ipv4,
                 ipv6=ipv6,
                 address_index=index,
+                dns_filters=",".join(filters),
             )
             if await repository.insert(candidate):
                 device = candidate
@@ -325,7 +476,24 @@ class DeviceService:
             raise AddressAllocationRace()
 
         await desired_state_service.refresh_account(session, runtime, account.id)
-        return self._issued(runtime.settings, device, private_key, node)
+        return self._issued(runtime, device, private_key, node)
+
+    async def set_dns_filters(
+        self,
+        session: AsyncSession,
+        runtime: Runtime,
+        account: Account,
+        device_id: int,
+        data: DeviceDnsFilters,
+    ) -> Device:
+        """Choose the device's filters; its config then names that choice's resolver.
+
+        Nothing changes on the nodes: every node answers every offered choice on its address.
+        """
+        device = await self.get(session, account, device_id)
+        device.dns_filters = ",".join(filter_choice(runtime.policy.dns, data.filters))
+        await DeviceRepository(session).flush()
+        return device
 
     async def rename(
         self, session: AsyncSession, account: Account, device_id: int, data: DeviceUpdate
@@ -367,7 +535,7 @@ class DeviceService:
         if not await repository.set_public_key(device, public_key):
             raise PublicKeyInUse()  # a concurrent add took the same key a moment ago
         await desired_state_service.refresh_account(session, runtime, account.id)
-        return self._issued(runtime.settings, device, private_key, node)
+        return self._issued(runtime, device, private_key, node)
 
     async def config(
         self,
@@ -384,20 +552,18 @@ class DeviceService:
             raise NodeUnavailable(node_id)
         return DeviceConfig(
             filename=config_filename(node, device),
-            text=render_config(runtime.settings, device, node),
+            text=render_config(
+                runtime.settings,
+                device,
+                node,
+                dns=device_dns(runtime.settings, runtime.policy.dns, device),
+            ),
         )
 
-    async def config_qr(
-        self,
-        session: AsyncSession,
-        runtime: Runtime,
-        account: Account,
-        device_id: int,
-        node_id: int,
-        kind: QrKind,
-    ) -> bytes:
-        config = await self.config(session, runtime, account, device_id, node_id)
-        return render_qr(config.text, kind)
+    async def config_qr(self, session: AsyncSession, account: Account, device_id: int) -> NoReturn:
+        """Refused: a QR code of a stored device can only carry a placeholder key."""
+        await self.get(session, account, device_id)
+        raise QrNeedsPrivateKey()
 
     @staticmethod
     async def _config_node(repository: DeviceRepository, node_id: int | None) -> Node | None:
@@ -427,11 +593,13 @@ class DeviceService:
 
     @staticmethod
     def _issued(
-        settings: Settings, device: Device, private_key: str | None, node: Node | None
+        runtime: Runtime, device: Device, private_key: str | None, node: Node | None
     ) -> IssuedDevice:
         if private_key is None:
             return IssuedDevice(device)
-        config = render_config(settings, device, node, private_key) if node else None
+        settings = runtime.settings
+        dns = device_dns(settings, runtime.policy.dns, device)
+        config = render_config(settings, device, node, private_key, dns=dns) if node else None
         return IssuedDevice(device, private_key, config, node)
 
 

@@ -23,3 +23,6 @@ class Device(IdMixin, CreatedMixin, Base):
     ipv6: Mapped[str] = mapped_column(String(39), unique=True)
     # Offset of both addresses in their pools; unique, so a racing allocation fails loudly.
     address_index: Mapped[int] = mapped_column(Integer, unique=True)
+    # The DNS filter lists the device's resolver applies (names of the policy's
+    # [dns.filters], comma-separated, in the policy's order); empty: no filtering.
+    dns_filters: Mapped[str] = mapped_column(String(200), default="", server_default="")

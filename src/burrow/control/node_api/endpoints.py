@@ -13,7 +13,7 @@ from __future__ import annotations
 import asyncio
 from typing import Annotated
 
-from fastapi import APIRouter, Depends, Query, Response
+from fastapi import APIRouter, Depends, Path, Query, Response
 from pydantic import BaseModel
 
 from burrow.control.db import unit_of_work
@@ -111,6 +111,21 @@ async def changes(
         # polls again (and reaches the next server) instead of logging a cancelled request.
         return _json(DeltaState(from_revision=since, revision=since))
     return _json(update)
+
+
+@router.get(
+    "/dns/lists/{sha256}",
+    summary="A DNS filter list by its content hash: one domain name a line",
+    response_class=Response,
+    responses={200: {"content": {"text/plain": {}}}, **problem_responses(401, 404)},
+)
+async def filter_list(
+    node: BriefNode,
+    runtime: RuntimeDep,
+    sha256: Annotated[str, Path(pattern=r"^[0-9a-f]{64}$")],
+) -> Response:
+    body = desired_state_service.filter_list_body(runtime, sha256)
+    return Response(body, media_type="text/plain; charset=us-ascii")
 
 
 @router.post(

@@ -56,6 +56,7 @@ from burrow.control.policy.addresses import (
     find_addresses,
     is_allowed,
 )
+from burrow.control.policy.resolver_audit import check_resolvers
 from burrow.control.policy.schemas import Policy
 
 Severity = Literal["violation", "allowed", "note"]
@@ -130,6 +131,7 @@ class AuditReport:
     log_files: int = 0
     log_lines: int = 0
     node_files: int = 0
+    resolvers: int = 0
 
     @property
     def violations(self) -> list[Finding]:
@@ -618,4 +620,21 @@ async def run_audit(
     )
     _scan_logs(report, policy, targets.log_paths, allowed)
     _scan_node_dirs(report, policy, targets.node_state_dirs, targets.node_expected_files, allowed)
+    if targets.node_state_dirs:
+        _check_resolvers(report)
     return report
+
+
+def _check_resolvers(report: AuditReport) -> None:
+    """The node's resolvers must record no query, whatever the policy's mode (both promise it)."""
+    count, problems, notes = check_resolvers()
+    report.resolvers = count
+    for problem in problems:
+        report.add(
+            "violation",
+            problem.where,
+            f"{problem.what}: the resolver records customers' DNS queries, which burrow "
+            "never does; turn it off and restart the node agent",
+        )
+    for note in notes:
+        report.add("note", "resolver", note)

@@ -11,6 +11,7 @@ The lowest layer of the domain: imports pydantic only.
 
 from __future__ import annotations
 
+import ipaddress
 from dataclasses import dataclass
 from datetime import date
 from typing import Annotated, Literal
@@ -152,6 +153,84 @@ class NetworkSection(_Section):
     shared_egress_ips: bool = True
 
 
+FilterName = Annotated[str, Field(pattern=r"^[a-z][a-z0-9_-]{0,31}$")]
+# Each list is one bit of a combination's number, which picks its resolver address: at most
+# this many lists, so that at most 2**MAX - 1 addresses are reserved at the pools' end.
+MAX_DNS_FILTERS = 6
+MAX_DNS_COMBINATIONS = 16
+
+
+class DnsFilterSection(_Section):
+    """One filter list: a file of domain names the operator keeps (one a line)."""
+
+    title: str = Field(min_length=1, max_length=100)
+    description: str | None = Field(None, max_length=500)
+    file: str = Field(
+        min_length=1,
+        max_length=1000,
+        description="Path of the list; relative paths start at the policy file's folder.",
+    )
+
+
+class DnsSection(_Section):
+    """The resolver every node runs, and the filters customers may pick per device.
+
+    The lists' order matters: list n is bit n of a combination's number, and that number picks
+    the combination's resolver address (reserved at the end of the tunnel pools). Add new lists
+    at the end, so that no device's resolver address moves.
+    """
+
+    forwarders: list[str] = Field(
+        default_factory=list,
+        max_length=8,
+        description="Upstream resolvers; empty: every node resolves recursively itself.",
+    )
+    dnssec: bool = True
+    filters: dict[FilterName, DnsFilterSection] = Field(
+        default_factory=dict, max_length=MAX_DNS_FILTERS
+    )
+    # The combinations customers may pick; absent: each list alone, and all lists together.
+    combinations: list[list[FilterName]] | None = Field(None, max_length=MAX_DNS_COMBINATIONS)
+
+    @model_validator(mode="after")
+    def _known_names(self) -> DnsSection:
+        for address in self.forwarders:
+            try:
+                ipaddress.ip_address(address)
+            except ValueError:
+                raise ValueError(f"forwarder {address!r} is not an IP address") from None
+        for combination in self.combinations or []:
+            if not combination:
+                raise ValueError("a combination names at least one filter list")
+            for name in combination:
+                if name not in self.filters:
+                    raise ValueError(
+                        f"combination {combination} names '{name}', which is not in dns.filters"
+                    )
+        return self
+
+    @property
+    def offered(self) -> list[tuple[str, ...]]:
+        """The filter combinations customers may pick, each in the lists' order, no repeats."""
+        order = list(self.filters)
+        if self.combinations is not None:
+            picked = [tuple(sorted(set(c), key=order.index)) for c in self.combinations]
+        else:
+            picked = [(name,) for name in order]
+            if len(order) > 1:
+                picked.append(tuple(order))
+        return list(dict.fromkeys(picked))
+
+    def mask(self, combination: tuple[str, ...] | list[str]) -> int:
+        order = list(self.filters)
+        return sum(1 << order.index(name) for name in set(combination))
+
+    @property
+    def reserved_addresses(self) -> int:
+        """Addresses kept at the end of each tunnel pool for the combinations' resolvers."""
+        return (1 << len(self.filters)) - 1
+
+
 class PartialRefundSection(_Section):
     """A partial refund past the data limit, at the operator's discretion (a person decides)."""
 
@@ -249,6 +328,7 @@ class PolicyParts:
     refunds: RefundsSection | None = None
     payment_methods: PaymentMethodsSection | None = None
     fair_use: FairUseSection | None = None
+    dns: DnsSection | None = None
     affiliates: AffiliatesSection | None = None
     age: AgeSection | None = None
     terms: TermsSection | None = None
@@ -474,6 +554,7 @@ class Policy(_Section):
     refunds: RefundsSection | None = None
     payment_methods: PaymentMethodsSection = Field(default_factory=PaymentMethodsSection)
     fair_use: FairUseSection = Field(default_factory=FairUseSection)
+    dns: DnsSection = Field(default_factory=DnsSection)
     affiliates: AffiliatesSection | None = None
     age: AgeSection = Field(default_factory=AgeSection)
     terms: TermsSection

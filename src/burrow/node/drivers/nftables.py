@@ -51,6 +51,9 @@ class FirewallConfig:
     blocked_tcp_ports: tuple[int, ...] = (25,)
     blocked_udp_ports: tuple[int, ...] = ()
     isolate_clients: bool = True
+    # The node's own addresses a tunnel may reach (gateways and resolver addresses): DNS and
+    # ICMP only. Every other packet from the tunnel to the node itself is dropped.
+    service_addresses: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         for name in (self.wg_interface, self.egress_interface):
@@ -67,6 +70,8 @@ class FirewallConfig:
         for port in (*self.blocked_tcp_ports, *self.blocked_udp_ports):
             if not 1 <= port <= 65535:
                 raise ValueError(f"not a port: {port}")
+        for address in self.service_addresses:
+            ipaddress.ip_address(address)
 
     @classmethod
     def from_network(
@@ -82,7 +87,17 @@ class FirewallConfig:
             blocked_tcp_ports=network.blocked_egress_tcp_ports,
             blocked_udp_ports=network.blocked_egress_udp_ports,
             isolate_clients=network.isolate_clients,
+            service_addresses=service_addresses(network),
         )
+
+
+def service_addresses(network: NetworkSpec) -> tuple[str, ...]:
+    """The gateway addresses and every resolver address the DNS spec names."""
+    found = [network.gateway_ipv4, network.gateway_ipv6]
+    if network.dns is not None:
+        for resolver in network.dns.resolvers:
+            found += [resolver.ipv4, resolver.ipv6]
+    return tuple(dict.fromkeys(str(ipaddress.ip_address(a)) for a in found))
 
 
 def tunnel_host(address: str | IPAddress) -> IPAddress:
@@ -154,6 +169,31 @@ def render_ruleset(config: FirewallConfig, blocked: Iterable[str | IPAddress] = 
         f"oifname {wg} ct state established,related accept",
     ]
 
+    own = [ipaddress.ip_address(a) for a in config.service_addresses]
+    own4 = _elements(a for a in own if a.version == 4)
+    own6 = _elements(a for a in own if a.version == 6)
+    tunnel_input = [
+        "type filter hook input priority filter; policy accept;",
+        f"iifname {wg} ip saddr @{SET_V4} counter drop",
+        f"iifname {wg} ip6 saddr @{SET_V6} counter drop",
+    ]
+    # From a tunnel, the node answers DNS and ICMP on its own tunnel addresses; nothing else.
+    if own4:
+        tunnel_input += [
+            f"iifname {wg} ip daddr {{ {own4} }} meta l4proto {{ tcp, udp }} th dport 53 accept",
+            f"iifname {wg} ip daddr {{ {own4} }} meta l4proto icmp accept",
+        ]
+    if own6:
+        tunnel_input += [
+            f"iifname {wg} ip6 daddr {{ {own6} }} meta l4proto {{ tcp, udp }} th dport 53 accept",
+            f"iifname {wg} ip6 daddr {{ {own6} }} meta l4proto ipv6-icmp accept",
+        ]
+    # Neighbour discovery goes to multicast addresses; WireGuard has none, a veth does.
+    tunnel_input.append(
+        f"iifname {wg} icmpv6 type {{ nd-neighbor-solicit, nd-neighbor-advert }} accept"
+    )
+    tunnel_input.append(f"iifname {wg} counter drop")
+
     snat4 = f"snat ip to {config.egress_ipv4}" if config.egress_ipv4 else "masquerade"
     snat6 = f"snat ip6 to {config.egress_ipv6}" if config.egress_ipv6 else "masquerade"
     postrouting = [
@@ -162,7 +202,8 @@ def render_ruleset(config: FirewallConfig, blocked: Iterable[str | IPAddress] = 
         f"oifname {egress} ip6 saddr {pool6} {snat6}",
     ]
 
-    for chain, rules in (("forward", forward), ("postrouting", postrouting)):
+    chains = (("input", tunnel_input), ("forward", forward), ("postrouting", postrouting))
+    for chain, rules in chains:
         lines.append(f"\tchain {chain} {{")
         lines.extend(f"\t\t{rule}" for rule in rules)
         lines.append("\t}")
