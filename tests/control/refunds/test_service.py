@@ -320,23 +320,35 @@ async def test_someone_elses_order_is_unknown(runtime: Runtime) -> None:
 
 
 class _FlakyProvider:
-    """Fails its first call, then refunds; remembers every idempotency key it saw."""
+    """Fails its first call without refunding, then refunds; remembers every key it saw."""
 
     name = "flaky"
 
     def __init__(self) -> None:
         self.keys: list[str] = []
+        self.made: dict[str, str] = {}
 
     async def execute_refund(
-        self, order: Order, payment_id: str, amount_minor: int, idempotency_key: str
+        self,
+        order: Order,
+        payment_id: str,
+        amount_minor: int,
+        idempotency_key: str,
+        reference: str,
     ) -> str:
         self.keys.append(idempotency_key)
         if len(self.keys) == 1:
             raise ConnectionError("provider unreachable")
-        return f"re_{order.id}"
+        self.made[reference] = f"re_{order.id}"
+        return self.made[reference]
+
+    async def find_refund(self, order: Order, payment_id: str, reference: str) -> str | None:
+        return self.made.get(reference)
 
 
-async def test_failed_execution_is_retried_under_the_same_key(metered: Runtime) -> None:
+async def test_failed_execution_is_looked_up_then_retried_under_a_new_key(
+    metered: Runtime,
+) -> None:
     flaky = _FlakyProvider()
     PROVIDERS["flaky"] = flaky
     try:
@@ -352,7 +364,10 @@ async def test_failed_execution_is_retried_under_the_same_key(metered: Runtime) 
             assert view.request.status == RefundStatus.approved
         assert await execute_approved_refunds(metered) == 1
         assert await execute_approved_refunds(metered) == 0
-        assert flaky.keys == [f"burrow-refund-{view.request.id}"] * 2
+        reference = view.request.provider_reference
+        assert flaky.keys[0] == f"burrow-refund-{reference}"
+        assert len(flaky.keys) == 2
+        assert flaky.keys[1] != flaky.keys[0]
         async with unit_of_work(metered.sessionmaker) as session:
             stored = await session.get(RefundRequest, view.request.id)
             assert stored is not None
