@@ -32,10 +32,16 @@ def upgrade() -> None:
     with op.batch_alter_table("refund_requests", schema=None) as batch_op:
         batch_op.add_column(sa.Column("provider_reference", sa.String(length=64), nullable=True))
         batch_op.add_column(sa.Column("idempotency_key", sa.String(length=100), nullable=True))
+        batch_op.add_column(sa.Column("email_digest", sa.String(length=64), nullable=True))
+        batch_op.create_index(
+            batch_op.f("ix_refund_requests_email_digest"), ["email_digest"], unique=False
+        )
 
 
 def downgrade() -> None:
     with op.batch_alter_table("refund_requests", schema=None) as batch_op:
+        batch_op.drop_index(batch_op.f("ix_refund_requests_email_digest"))
+        batch_op.drop_column("email_digest")
         batch_op.drop_column("idempotency_key")
         batch_op.drop_column("provider_reference")
     with op.batch_alter_table("webhook_events", schema=None) as batch_op:

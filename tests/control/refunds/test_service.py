@@ -375,3 +375,20 @@ async def test_failed_execution_is_looked_up_then_retried_under_a_new_key(
             assert stored.provider_refund_id == f"re_{recorded.order.id}"
     finally:
         PROVIDERS.pop("flaky", None)
+
+
+async def test_one_per_person_survives_a_change_of_email(metered: Runtime) -> None:
+    async with unit_of_work(metered.sessionmaker) as session:
+        first = await create_account(session, email="mover@example.org")
+        one = await _paid(session, metered, first, "move-1")
+        granted = await refund_service.request(session, metered, first, one.id, "a")
+        assert granted.request.status == RefundStatus.executed
+        # The refunded customer moves to another address (as a confirmed change does) ...
+        first.email = "moved@example.net"
+    async with unit_of_work(metered.sessionmaker) as session:
+        # ... and signs up again with the old one.
+        second = await create_account(session, email="Mover+again@example.org")
+        two = await _paid(session, metered, second, "move-2")
+        view = await refund_service.request(session, metered, second, two.id, "b")
+    assert view.request.status == RefundStatus.refused
+    assert _rules(view)["one_per_person"] is False

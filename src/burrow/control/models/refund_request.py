@@ -68,3 +68,7 @@ class RefundRequest(IdMixin, Base):
     # Random, so no two deployments (or a restored database) ever send the same key.
     provider_reference: Mapped[str | None] = mapped_column(String(64), default=None)
     idempotency_key: Mapped[str | None] = mapped_column(String(100), default=None)
+    # Under the one-refund-per-person rule only: a keyed digest of the customer's normalised
+    # email when the request was made, so a later change of address does not free the old
+    # one for another account.
+    email_digest: Mapped[str | None] = mapped_column(String(64), default=None, index=True)

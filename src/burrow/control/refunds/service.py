@@ -186,6 +186,8 @@ class RefundService:
             terms_version=runtime.policy.terms.version,
             provider_reference=uuid.uuid4().hex,
         )
+        if runtime.policy.refunds is not None and runtime.policy.refunds.one_per_person:
+            request.email_digest = _email_digest(runtime, account.email)
         if not await repository.add_open(request):
             standing = await repository.standing_for(order.id)
             assert standing is not None  # what the index found
@@ -428,6 +430,7 @@ class RefundService:
             usage_bytes = counter.bytes_total if counter else 0
             usage_sessions = counter.sessions if counter else 0
         key = trial_email_key(account.email)
+        email_digest = _email_digest(runtime, account.email)
         domain = key.rpartition("@")[2]
         emails = await repository.refunded_emails_elsewhere(account.id, domain)
         fingerprints = await billing_service.fingerprints_of(session, order.id)
@@ -455,9 +458,8 @@ class RefundService:
             # Another account of the same person, or one that was erased after its refund
             # (then only keyed digests of its email and fingerprints are left to match).
             refund_for_same_email=any(trial_email_key(e) == key for e in emails)
-            or await repository.refunded_person_known(
-                RefundedPersonKind.email, [_email_digest(runtime, account.email)]
-            ),
+            or await repository.email_digest_refunded_elsewhere(account.id, email_digest)
+            or await repository.refunded_person_known(RefundedPersonKind.email, [email_digest]),
             refund_for_same_fingerprint=await repository.fingerprint_refunded_elsewhere(
                 account.id, fingerprints
             )
