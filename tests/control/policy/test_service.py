@@ -81,6 +81,7 @@ max_sessions = 30
 excluded_payment_methods = ["crypto", "app_store"]
 [refunds.partial_past_data_limit]
 order_longer_than_months = 1
+data_price_minor_per_gb = 150
 """,
     "strict with a last-login IP kept": edit(
         BASE,
@@ -198,7 +199,10 @@ BROKEN: dict[str, tuple[str, list[str]]] = {
         BASE + "[refunds]\nwindow_days = 7\n[refunds.partial_past_data_limit]\n",
         [
             "refunds.partial_past_data_limit is set, but refunds.max_data_bytes is not: there "
-            "is no data limit to be past"
+            "is no data limit to be past",
+            "refunds.partial_past_data_limit.data_price_minor_per_gb is missing, but "
+            "refunds.partial_past_data_limit.usage_charged is on: name the price of the data "
+            "used, which the partial refund subtracts",
         ],
     ),
     "auto-approval of a condition a person must judge": (

@@ -236,6 +236,9 @@ class PartialRefundSection(_Section):
 
     order_longer_than_months: int = Field(1, ge=0, le=120)
     usage_charged: bool = True
+    # The price of the data used, in minor units (cents) of the order's currency per GB
+    # (10^9 bytes, up and down): the proposal is the amount paid minus this charge.
+    data_price_minor_per_gb: int | None = Field(None, ge=0, le=1_000_000)
 
 
 class RefundsSection(_Section):
@@ -464,6 +467,16 @@ def _refund_rules(refunds: RefundsSection) -> list[PolicyProblem]:
                 where,
                 f"{where} is set, but refunds.max_data_bytes is not: there is no data limit "
                 "to be past",
+            )
+        )
+    partial = refunds.partial_past_data_limit
+    if partial is not None and partial.usage_charged and partial.data_price_minor_per_gb is None:
+        where = "refunds.partial_past_data_limit.data_price_minor_per_gb"
+        problems.append(
+            PolicyProblem(
+                where,
+                f"{where} is missing, but refunds.partial_past_data_limit.usage_charged is "
+                "on: name the price of the data used, which the partial refund subtracts",
             )
         )
     if refunds.auto_approve and refunds.condition is not None:
