@@ -28,7 +28,6 @@ def upgrade() -> None:
             batch_op.f("ix_webhook_events_failed_at"), ["failed_at"], unique=False
         )
 
-
     with op.batch_alter_table("refund_requests", schema=None) as batch_op:
         batch_op.add_column(sa.Column("provider_reference", sa.String(length=64), nullable=True))
         batch_op.add_column(sa.Column("idempotency_key", sa.String(length=100), nullable=True))

@@ -11,7 +11,6 @@ from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from burrow.control.accounts.service import account as account_service
-from burrow.control.billing.providers import PROVIDERS
 from burrow.control.billing.service import OrderNotFound
 from burrow.control.billing.service import billing as billing_service
 from burrow.control.db import unit_of_work
@@ -31,6 +30,8 @@ from burrow.control.models import (
     UsageCounter,
     utcnow,
 )
+from burrow.control.payments.registry import RegisteredProvider
+from burrow.control.payments.registry import registry as payment_providers
 from burrow.control.privacy.service import privacy as privacy_service
 from burrow.control.refunds.service import (
     RefundAlreadyDecided,
@@ -350,7 +351,7 @@ async def test_failed_execution_is_looked_up_then_retried_under_a_new_key(
     metered: Runtime,
 ) -> None:
     flaky = _FlakyProvider()
-    PROVIDERS["flaky"] = flaky
+    payment_providers.register(RegisteredProvider("flaky", refunds=lambda _settings: flaky))
     try:
         async with unit_of_work(metered.sessionmaker) as session:
             account = await create_account(session)
@@ -374,7 +375,7 @@ async def test_failed_execution_is_looked_up_then_retried_under_a_new_key(
             assert stored.status == RefundStatus.executed
             assert stored.provider_refund_id == f"re_{recorded.order.id}"
     finally:
-        PROVIDERS.pop("flaky", None)
+        payment_providers.unregister("flaky")
 
 
 async def test_one_per_person_survives_a_change_of_email(metered: Runtime) -> None:

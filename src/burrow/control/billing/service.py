@@ -20,7 +20,6 @@ from typing import Any, Protocol
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from burrow.control.billing.providers import ProviderNotConfigured, ProviderUnavailable
 from burrow.control.billing.repository import BillingRepository
 from burrow.control.billing.schemas import BillingDetailsIn
 from burrow.control.config import Settings
@@ -39,6 +38,7 @@ from burrow.control.models import (
     WebhookEvent,
     utcnow,
 )
+from burrow.control.payments.providers import ProviderNotConfigured, ProviderUnavailable
 from burrow.control.plans.service import plan as plan_service
 from burrow.control.policy.addresses import redact
 from burrow.control.runtime import Runtime

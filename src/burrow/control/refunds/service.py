@@ -17,7 +17,6 @@ from datetime import datetime, timedelta
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from burrow.control.billing.providers import RefundRefused, provider_for
 from burrow.control.billing.service import billing as billing_service
 from burrow.control.db import unit_of_work
 from burrow.control.errors import Conflict, InvalidInput, NotFound
@@ -33,6 +32,8 @@ from burrow.control.models import (
     RefundStatus,
     utcnow,
 )
+from burrow.control.payments.providers import RefundRefused
+from burrow.control.payments.registry import registry as payment_providers
 from burrow.control.refunds.engine import Decision, RefundFacts, Verdict, evaluate
 from burrow.control.refunds.repository import RefundRepository
 from burrow.control.runtime import Runtime
@@ -316,7 +317,7 @@ class RefundService:
             return False
         order = await billing_service.get_order(session, request.order_id)
         assert order is not None  # a foreign key
-        provider = provider_for(order.provider, runtime.settings)
+        provider = payment_providers.refunds(order.provider, runtime.settings)
         if provider is None:
             log.warning("refund request %s: no refund provider '%s'", request.id, order.provider)
             request.status = RefundStatus.failed

@@ -1,5 +1,6 @@
-"""Payment providers behind one interface: how a refund goes back to the payer, and the
-calls burrow makes to Stripe's API (checkout sessions, a subscription's cancellation).
+"""Payment providers: how a refund goes back to the payer, and the calls burrow makes to
+Stripe's API (checkout sessions, a subscription's cancellation). ``registry`` says which
+provider does what.
 
 Manual payments (bank transfers, a store's report) are refunded by a person outside burrow,
 so executing one only records it. Stripe refunds go through the official ``stripe`` library
@@ -318,18 +319,3 @@ class StripeProvider:
             if mine and refund.status != "failed":
                 return str(refund.id)
         return None
-
-
-# Extra providers by name (tests, later integrations); they win over the built-in ones.
-PROVIDERS: dict[str, RefundProvider] = {}
-
-
-def provider_for(name: str, settings: Settings) -> RefundProvider | None:
-    if name in PROVIDERS:
-        return PROVIDERS[name]
-    if name == "manual":
-        return ManualProvider()
-    if name == "stripe":
-        key = settings.stripe_api_key
-        return StripeProvider(key.get_secret_value() if key else None, settings.stripe_api_base)
-    return None
