@@ -32,6 +32,7 @@ from burrow.control.models import (
     PrivacyRequestKind,
     PrivacyRequestStatus,
     RefundRequest,
+    WebhookEvent,
     utcnow,
 )
 from burrow.control.nodes import service as nodes_module
@@ -595,6 +596,44 @@ async def test_admin_decides_refunds_from_the_queue(
     ]
     empty = await client.get("/admin/refunds")
     assert "refund-queue-empty" in empty.text
+
+
+async def test_admin_sees_a_parked_payment_event_and_tries_it_again(
+    client: httpx.AsyncClient, admin: Account, runtime: Runtime
+) -> None:
+    async with unit_of_work(runtime.sessionmaker) as session:
+        parked = WebhookEvent(
+            provider="stripe",
+            event_id="evt_parked",
+            type="customer.updated",
+            payload=json.dumps({"id": "evt_parked", "type": "customer.updated", "data": {}}),
+            attempts=8,
+            error="ProviderUnavailable: Stripe did not answer",
+            failed_at=utcnow(),
+        )
+        session.add(parked)
+    page = await client.get("/admin/payment-events")
+    assert page.status_code == 200
+    assert by_id(page, f"payment-event-error-{parked.id}") == (
+        "ProviderUnavailable: Stripe did not answer"
+    )
+    assert by_id(page, f"payment-event-attempts-{parked.id}") == "8"
+    retried = await post_form(
+        client, f"/admin/payment-events/{parked.id}/retry", page="/admin/payment-events"
+    )
+    assert retried.status_code == 303, retried.text
+    async with unit_of_work(runtime.sessionmaker) as session:
+        stored = await session.get(WebhookEvent, parked.id)
+        assert stored is not None
+        assert stored.processed_at is not None
+        assert stored.failed_at is None
+    assert "payment-events-empty" in (await client.get("/admin/payment-events")).text
+    [row] = (await _trail(runtime))[-1:]
+    assert (row.action, row.target_id, row.admin_id) == (
+        "webhook_event.retry",
+        str(parked.id),
+        admin.id,
+    )
 
 
 # --- policy, audit, trail, privacy ------------------------------------------------------------
