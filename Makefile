@@ -9,8 +9,8 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.burrow-installed
 
-APT_RUN := wireguard-go wireguard-tools nftables iproute2 ca-certificates
-APT_TEST := $(APT_RUN) postgresql iperf3 chromium
+APT_RUN := wireguard-go wireguard-tools nftables iproute2 ca-certificates unbound dnsmasq-base
+APT_TEST := $(APT_RUN) postgresql iperf3 chromium nsd dnsutils
 
 export BURROW_POLICY_PATH ?= examples/policies/strict-no-logs.toml
 # make run is a complete VPN provider on one machine: the control plane plus a node in-process.
