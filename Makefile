@@ -1,5 +1,8 @@
 # burrow: the two commands.
-#   make run   installs what is missing, migrates the database and serves on 127.0.0.1:8080
+#   make run   installs what is missing, migrates the database and serves on 127.0.0.1:8080;
+#              BURROW_PUBLIC_HOST=vpn.example.net make run names that host in customers'
+#              configurations. Stopped (Ctrl-C), it puts back what it changed on this host
+#              (IP forwarding it switched on, the WireGuard interface, burrow's nftables table).
 #   make test  installs what is missing and runs ruff, mypy --strict, import-linter and pytest
 # A second run installs nothing that is already there.
 
@@ -9,8 +12,13 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.burrow-installed
 
+# unbound and dnsmasq-base: the node's resolver (the agent runs its own instances; Debian's
+# unbound package also starts a system resolver on 127.0.0.1:53, which they do not touch).
 APT_RUN := wireguard-go wireguard-tools nftables iproute2 ca-certificates unbound dnsmasq-base
-APT_TEST := $(APT_RUN) postgresql iperf3 chromium nsd dnsutils
+# caddy: the TLS proxy of the HTTPS end-to-end test (and of deploy/, installed there by the README;
+# not in APT_RUN: Debian starts it on port 80 at install, unwanted on a developer's machine).
+# nsd, dnsutils: the lab's authoritative DNS server and dig, for the DNS tests.
+APT_TEST := $(APT_RUN) postgresql iperf3 chromium caddy nsd dnsutils
 
 export BURROW_POLICY_PATH ?= examples/policies/strict-no-logs.toml
 # make run is a complete VPN provider on one machine: the control plane plus a node in-process.
@@ -52,5 +60,8 @@ pytest:
 bench: install-test
 	$(BIN)/python bench/desired_state.py
 
+NODE_STATE_DIR = $(or $(BURROW_NODE_STATE_DIR),/var/lib/burrow-node)
+
 clean:
 	rm -rf $(VENV) var test-output
+	@echo "make clean leaves the node's identity in $(NODE_STATE_DIR): its WireGuard key is in every customer's configuration, so keeping it keeps their configurations working. Delete it by hand only to give the node a new key (customers then download new configurations)."

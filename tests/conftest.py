@@ -38,7 +38,7 @@ def migrate(database_url: str) -> None:
     cfg = Config(str(ROOT / "alembic.ini"))
     cfg.attributes["database_url"] = database_url
     cfg.attributes["skip_logging"] = True
-    command.upgrade(cfg, "head")
+    command.upgrade(cfg, "heads")
 
 
 def _backends() -> list[object]:
@@ -104,7 +104,6 @@ def settings(database_url: str, smtp: SmtpServer) -> Settings:
         smtp_port=smtp.port,
         scheduler_enabled=False,
         public_url="http://testserver",
-        login_lockout_seconds=2.0,
         long_poll_timeout_seconds=5.0,
     )
 
@@ -129,6 +128,10 @@ async def client(app: FastAPI) -> AsyncIterator[httpx.AsyncClient]:
 
 @pytest.fixture
 async def session(runtime: Runtime) -> AsyncIterator[AsyncSession]:
-    """One unit of work for service tests; committed at the end of the test."""
-    async with unit_of_work(runtime.sessionmaker) as s:
+    """One unit of work for service tests; committed at the end of the test.
+
+    It takes SQLite's write lock only from its first write to each commit, so a test can
+    read with it between the units of work it runs (tasks, the app) without waiting on them.
+    """
+    async with unit_of_work(runtime.sessionmaker, writes=False) as s:
         yield s

@@ -18,6 +18,7 @@ from burrow.control.db import unit_of_work
 from burrow.control.nodes.service import node as node_service
 from burrow.control.runtime import Runtime
 from burrow.node.identity import load_identity
+from tests.support.factories import new_public_key
 from tests.support.server import serving
 
 
@@ -134,3 +135,53 @@ async def test_the_embedded_node_row_is_made_once(runtime: Runtime) -> None:
         nodes = [n for n in await node_service.list_all(session) if n.name == "local"]
     assert len(nodes) == 1
     assert nodes[0].endpoint_host == "testserver"
+
+
+def test_the_embedded_node_is_where_the_settings_say(monkeypatch: pytest.MonkeyPatch) -> None:
+    for name in ("BURROW_PUBLIC_HOST", "BURROW_PUBLIC_URL", "BURROW_EMBEDDED_NODE_CITY"):
+        monkeypatch.delenv(name, raising=False)
+    unset = local_node_data(Settings())
+    assert unset.city != "Amsterdam"
+    assert unset.country == "ZZ"  # ISO 3166's "unknown": nothing made up
+    assert unset.endpoint_host == "127.0.0.1"
+    chosen = local_node_data(
+        Settings(
+            public_host="vpn.example.net",
+            embedded_node_country="de",
+            embedded_node_city="Berlin",
+            embedded_node_capacity=50,
+        )
+    )
+    assert (chosen.endpoint_host, chosen.country, chosen.city, chosen.capacity) == (
+        "vpn.example.net",
+        "DE",
+        "Berlin",
+        50,
+    )
+
+
+async def test_a_restart_with_a_public_host_moves_the_embedded_node(runtime: Runtime) -> None:
+    await local_enrollment_token(runtime)
+    async with unit_of_work(runtime.sessionmaker) as session:
+        node = await node_service.get_by_name(session, "local")
+        node.wg_public_key = new_public_key()  # as if its agent had enrolled
+        node.city = "Utrecht"  # changed since in the admin panel
+    original = runtime.settings
+    try:
+        # Nothing given explicitly: the row stays as the operator left it.
+        runtime.settings = Settings(
+            **original.model_dump(exclude={"public_url", "embedded_node_city", "wireguard_port"})
+        )
+        await local_enrollment_token(runtime)
+        async with unit_of_work(runtime.sessionmaker) as session:
+            node = await node_service.get_by_name(session, "local")
+            assert (node.endpoint_host, node.city) == ("testserver", "Utrecht")
+            assert node.config_changed_at is None
+        runtime.settings = original.model_copy(update={"public_host": "vpn.example.net"})
+        await local_enrollment_token(runtime)
+        async with unit_of_work(runtime.sessionmaker) as session:
+            node = await node_service.get_by_name(session, "local")
+            assert (node.endpoint_host, node.city) == ("vpn.example.net", "Utrecht")
+            assert node.config_changed_at is not None  # customers are told
+    finally:
+        runtime.settings = original

@@ -163,3 +163,60 @@ def test_list_without_nodes(burrow: Burrow) -> None:
     result = burrow("node", "list")
     assert result.exit_code == 0, result.output
     assert "no nodes yet" in result.output
+
+
+def test_update_changes_endpoint_location_and_capacity(
+    burrow: Burrow, cli_env: dict[str, str]
+) -> None:
+    created = burrow(
+        "node", "create", "ams-1", "--country", "NL", "--city", "Amsterdam",
+        "--endpoint", "127.0.0.1:51820",
+    )  # fmt: skip
+    assert created.exit_code == 0, created.output
+    found = COMMAND.search(created.output)
+    assert found is not None
+    enroll_with(cli_env, found.group(2))
+
+    result = burrow(
+        "node", "update", "ams-1", "--endpoint", "ams-1.vpn.example.net:51821",
+        "--country", "de", "--city", "Berlin", "--capacity", "40",
+    )  # fmt: skip
+    assert result.exit_code == 0, result.output
+    assert "127.0.0.1 -> ams-1.vpn.example.net" in result.output
+    assert "download the configuration for ams-1 again" in result.output
+    database = cli_env["BURROW_DATABASE_URL"].removeprefix("sqlite+aiosqlite:///")
+    with sqlite3.connect(database) as db:
+        changed = db.execute(
+            "SELECT config_changed_at, capacity, endpoint_host, endpoint_port, city, country "
+            "FROM nodes"
+        ).fetchone()
+        action = db.execute(
+            "SELECT detail FROM admin_actions WHERE action = 'node.update'"
+        ).fetchone()
+    assert changed[0] is not None
+    assert changed[1:] == (40, "ams-1.vpn.example.net", 51821, "Berlin", "DE")
+    assert json.loads(action[0])["before"]["endpoint_host"] == "127.0.0.1"
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        ([], "nothing to change"),
+        (["--endpoint", "nope"], "--endpoint"),
+        (["--country", "XX"], "--country"),
+        (["--capacity", "0"], "--capacity"),
+        (["--city", "a\tb"], "--city"),
+    ],
+)
+def test_update_refuses_bad_input_in_one_line(
+    burrow: Burrow, args: list[str], message: str
+) -> None:
+    args_create = ["--country", "NL", "--city", "Amsterdam", "--endpoint", "vpn.example.net:1"]
+    assert burrow("node", "create", "ams-1", *args_create).exit_code == 0
+    result = burrow("node", "update", "ams-1", *args)
+    assert result.exit_code == 1, result.output
+    assert message in result.output
+    assert "Traceback" not in result.output
+    unknown = burrow("node", "update", "nowhere-1", "--city", "Paris")
+    assert unknown.exit_code == 1
+    assert "no node" in unknown.output

@@ -146,21 +146,26 @@ async def test_counts_read_at_scrape_time(
         await create_device(session, expired)
         await desired_state.refresh_account(session, runtime, expired.id)
 
-        order = await create_order(session, customer)
-        await _refund(session, order, RefundStatus.queued, timedelta(hours=-3))
-        await _refund(session, order, RefundStatus.approved, timedelta(hours=-1))
-        await _refund(session, order, RefundStatus.queued, timedelta(hours=20))
-        await _refund(session, order, RefundStatus.queued, None)
-        await _refund(session, order, RefundStatus.executed, timedelta(hours=-30))
-        await _refund(session, order, RefundStatus.refused, timedelta(hours=-30))
+        # An order has one open request at most: one order per request.
+        for status, due in [
+            (RefundStatus.queued, timedelta(hours=-3)),
+            (RefundStatus.approved, timedelta(hours=-1)),
+            (RefundStatus.queued, timedelta(hours=20)),
+            (RefundStatus.queued, None),
+            (RefundStatus.executed, timedelta(hours=-30)),
+            (RefundStatus.refused, timedelta(hours=-30)),
+        ]:
+            await _refund(session, await create_order(session, customer), status, due)
 
-        for n, (provider, processed, error) in enumerate(
+        # A failed event waiting out its backoff is still pending; a parked one is failed.
+        for n, (provider, processed, error, parked) in enumerate(
             [
-                ("stripe", False, None),
-                ("stripe", False, None),
-                ("stripe", False, "KeyError: boom"),
-                ("coingate", False, "ValueError: no"),
-                ("coingate", True, None),
+                ("stripe", False, None, False),
+                ("stripe", False, None, False),
+                ("stripe", False, "KeyError: once", False),
+                ("stripe", False, "KeyError: boom", True),
+                ("coingate", False, "ValueError: no", True),
+                ("coingate", True, None, False),
             ]
         ):
             session.add(
@@ -171,6 +176,7 @@ async def test_counts_read_at_scrape_time(
                     payload="{}",
                     processed_at=now if processed else None,
                     error=error,
+                    failed_at=now if parked else None,
                 )
             )
 
@@ -209,7 +215,7 @@ async def test_counts_read_at_scrape_time(
     oldest = samples[("burrow_refund_requests_oldest_overdue_seconds", ())]
     assert 3 * 3600 <= oldest < 3 * 3600 + 120
 
-    assert samples[("burrow_webhook_events_pending", (("provider", "stripe"),))] == 2
+    assert samples[("burrow_webhook_events_pending", (("provider", "stripe"),))] == 3
     assert samples[("burrow_webhook_events_failed", (("provider", "stripe"),))] == 1
     assert samples[("burrow_webhook_events_pending", (("provider", "coingate"),))] == 0
     assert samples[("burrow_webhook_events_failed", (("provider", "coingate"),))] == 1

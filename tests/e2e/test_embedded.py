@@ -24,6 +24,8 @@ def single(tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
 def test_serve_with_an_embedded_node_serves_customers(single: World) -> None:
     world = single
     interface = unique_name("bwl")
+    forwarding = ("net.ipv4.ip_forward", "net.ipv6.conf.all.forwarding")
+    world.ctl.ns.run("sysctl", "-q", "-w", *(f"{name}=0" for name in forwarding))
     world.start_control_plane(
         BURROW_EMBEDDED_NODE="true",
         BURROW_EMBEDDED_NODE_NAME="box",
@@ -64,6 +66,14 @@ def test_serve_with_an_embedded_node_serves_customers(single: World) -> None:
     assert interface not in links
     tables = world.ctl.ns.run("nft", "list", "tables").stdout
     assert "burrow" not in tables
+    # The forwarding it switched on is off again, and the output says what was put back.
+    values = world.ctl.ns.run("sysctl", "-n", *forwarding).stdout.split()
+    assert values == ["0", "0"]
+    said = [line for line in world.serve.output().splitlines() if "put back" in line]
+    assert len(said) == 1, world.serve.output()[-2000:]
+    assert "net.ipv4.ip_forward=0" in said[0]
+    assert f"interface {interface} removed" in said[0]
+    assert "nftables table removed" in said[0]
     # The one file the node keeps, readable by root only.
     identity = world.tmp / "embedded-node" / "identity.json"
     assert identity.stat().st_mode & 0o777 == 0o600

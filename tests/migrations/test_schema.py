@@ -21,5 +21,5 @@ def test_downgrade_and_upgrade_again(database_url: str) -> None:
     cfg.attributes["database_url"] = database_url
     cfg.attributes["skip_logging"] = True
     command.downgrade(cfg, "base")
-    command.upgrade(cfg, "head")
+    command.upgrade(cfg, "heads")
     command.check(cfg)

@@ -53,8 +53,12 @@ class FakeStripe:
     # The card fingerprint each payment intent was paid with (None: not by card, a PayPal
     # payment); one not named here was paid by a card of its own, "fp_card_of_<intent>".
     cards: dict[str, str | None] = field(default_factory=dict)
+    # Payment intents paid by a method other than a card or PayPal, by Stripe's type name
+    # ("link", "sepa_debit").
+    methods: dict[str, str] = field(default_factory=dict)
     unknown: set[str] = field(default_factory=set)  # payment intents Stripe has no record of
     failures: int = 0  # answer this many calls with a 500 first
+    delay: float = 0.0  # seconds to wait before each answer (a slow Stripe)
     lock: threading.Lock = field(default_factory=threading.Lock)
 
     def add_subscription(self, sub_id: str) -> None:
@@ -144,8 +148,11 @@ class FakeStripe:
     def charge(self, intent: str) -> dict[str, Any]:
         """The charge that paid ``intent`` (``ch_of_<intent>``), with its method's details."""
         fingerprint = self.cards.get(intent, f"fp_card_of_{intent}")
-        if intent in self.cards and fingerprint is None:
-            details: dict[str, Any] = {"type": "paypal", "paypal": {"payer_id": "PAYER1"}}
+        if intent in self.methods:
+            kind = self.methods[intent]
+            details: dict[str, Any] = {"type": kind, kind: {}}
+        elif intent in self.cards and fingerprint is None:
+            details = {"type": "paypal", "paypal": {"payer_id": "PAYER1"}}
         else:
             card = {"brand": "visa", "last4": "4242", "fingerprint": fingerprint, "wallet": None}
             details = {"type": "card", "card": card}
@@ -224,6 +231,8 @@ def stripe_server() -> Iterator[FakeStripe]:
             raw = self.rfile.read(length).decode() if method == "POST" else query
             form = parse_qs(raw, keep_blank_values=True)
             call = StripeCall(method, path, self.headers.get("Idempotency-Key", ""), form)
+            if state.delay:
+                time.sleep(state.delay)
             self.send_json(*state.answer(call))
 
     with running_http(Handler, "fake-stripe") as url:

@@ -18,15 +18,16 @@ import asyncio
 import contextlib
 import ipaddress
 import logging
-from urllib.parse import urlsplit
 
+import typer
 import uvicorn
 from fastapi import FastAPI
 
 from burrow.control.app import create_app
 from burrow.control.config import Settings
 from burrow.control.db import unit_of_work
-from burrow.control.nodes.schemas import NodeCreate
+from burrow.control.models import Node
+from burrow.control.nodes.schemas import NodeCreate, NodeUpdate
 from burrow.control.nodes.service import NodeNotFound
 from burrow.control.nodes.service import node as node_service
 from burrow.control.runtime import Runtime
@@ -38,6 +39,8 @@ from burrow.node.identity import IdentityError, load_identity
 log = logging.getLogger(__name__)
 
 GRACEFUL_SHUTDOWN_SECONDS = 3
+# What the agent switches on to route (nodes' ensure_forwarding), and put back on the way out.
+FORWARDING_SYSCTLS = ("net.ipv4.ip_forward", "net.ipv6.conf.all.forwarding")
 
 
 def loopback_url(host: str, port: int) -> str:
@@ -52,15 +55,39 @@ def loopback_url(host: str, port: int) -> str:
 
 
 def local_node_data(settings: Settings) -> NodeCreate:
-    """The embedded node's row: reachable where the control plane is, on the WireGuard port."""
-    host = urlsplit(settings.public_url).hostname or "127.0.0.1"
+    """The embedded node's row: reachable at the public host, on the WireGuard port, where
+    the settings say it is."""
     return NodeCreate(
         name=settings.embedded_node_name,
         country=settings.embedded_node_country,
         city=settings.embedded_node_city,
-        endpoint_host=host,
+        endpoint_host=settings.public_endpoint_host,
         endpoint_port=settings.wireguard_port,
+        capacity=settings.embedded_node_capacity,
     )
+
+
+def local_node_update(settings: Settings, node: Node) -> NodeUpdate | None:
+    """What the operator set (by environment) that the embedded node's row does not say yet.
+
+    Only settings given explicitly count: a change made since in the admin panel or with
+    `burrow node update` stays unless the environment says otherwise.
+    """
+    given = settings.model_fields_set
+    wanted = local_node_data(settings)
+    fields = {
+        "endpoint_host": settings.public_host is not None or "public_url" in given,
+        "endpoint_port": "wireguard_port" in given,
+        "country": "embedded_node_country" in given,
+        "city": "embedded_node_city" in given,
+        "capacity": "embedded_node_capacity" in given,
+    }
+    changes = {
+        field: getattr(wanted, field)
+        for field, explicit in fields.items()
+        if explicit and getattr(wanted, field) != getattr(node, field)
+    }
+    return NodeUpdate(**changes) if changes else None
 
 
 async def local_enrollment_token(runtime: Runtime) -> str:
@@ -72,14 +99,69 @@ async def local_enrollment_token(runtime: Runtime) -> str:
             created = await node_service.create(session, runtime, local_node_data(runtime.settings))
             log.info("embedded node %s created (id %s)", created.node.name, created.node.id)
             return created.enrollment.token
+        update = local_node_update(runtime.settings, node)
+        if update is not None:
+            await node_service.update(session, node.id, update)
+            log.info(
+                "embedded node %s updated from the settings: %s",
+                node.name,
+                ", ".join(sorted(update.model_fields_set)),
+            )
         issued = await node_service.new_enrollment_token(session, runtime, node)
         return issued.token
 
 
+async def read_sysctls(names: tuple[str, ...], netns: str | None) -> dict[str, str]:
+    """The current values of ``names`` (in ``netns``); a name that cannot be read is left out."""
+    argv = ["sysctl", "-n", *names]
+    if netns is not None:
+        argv = ["ip", "netns", "exec", netns, *argv]
+    proc = await asyncio.create_subprocess_exec(
+        *argv, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.DEVNULL
+    )
+    out, _ = await proc.communicate()
+    values = out.decode().split()
+    if proc.returncode != 0 or len(values) != len(names):
+        return {}
+    return dict(zip(names, values, strict=True))
+
+
+async def put_back_sysctls(before: dict[str, str], netns: str | None) -> list[str]:
+    """Write back each value of ``before`` that changed since; returns ``name=value`` of each."""
+    now = await read_sysctls(tuple(before), netns)
+    changed = [f"{name}={value}" for name, value in before.items() if now.get(name) != value]
+    if changed:
+        argv = ["sysctl", "-q", "-w", *changed]
+        if netns is not None:
+            argv = ["ip", "netns", "exec", netns, *argv]
+        proc = await asyncio.create_subprocess_exec(*argv, stderr=asyncio.subprocess.PIPE)
+        _, err = await proc.communicate()
+        if proc.returncode != 0:
+            raise OSError(f"sysctl could not put back {', '.join(changed)}: {err.decode().strip()}")
+    return changed
+
+
+def _put_back_line(interface: str, sysctls: list[str]) -> str:
+    parts = [f"interface {interface} removed", "burrow's nftables table removed"]
+    if sysctls:
+        parts.insert(0, f"IP forwarding as it was before ({', '.join(sysctls)})")
+    return "the embedded node put back what it changed on this host: " + "; ".join(parts)
+
+
 async def run_embedded_node(app: FastAPI, control_url: str, node_settings: NodeSettings) -> None:
-    """Enroll the local node on loopback and serve it until cancelled; logs and returns on error."""
+    """Enroll the local node on loopback and serve it until cancelled; logs and returns on error.
+
+    On the way out the host is as it was: the agent removes its interface and nftables table,
+    and the IP forwarding sysctls it switched on are switched off again (one line says so).
+    """
     try:
         check_host(node_settings)
+    except AgentError as exc:
+        log.error("the embedded node does not serve: %s", exc)
+        return
+    forwarding = await read_sysctls(FORWARDING_SYSCTLS, node_settings.netns)
+    interface = node_settings.interface or "its interface"
+    try:
         runtime: Runtime = app.state.runtime
         token = await local_enrollment_token(runtime)
         private_key = None
@@ -88,9 +170,17 @@ async def run_embedded_node(app: FastAPI, control_url: str, node_settings: NodeS
         identity = await enroll(
             control_url, token, node_settings.state_dir, private_key=private_key
         )
+        interface = node_settings.interface or identity.interface_name
         await run_agent(node_settings, identity)
     except (AgentError, NodeApiError, IdentityError, OSError) as exc:
         log.error("the embedded node does not serve: %s", exc)
+    finally:
+        try:
+            restored = await put_back_sysctls(forwarding, node_settings.netns)
+        except OSError as exc:
+            log.error("%s", exc)
+        else:
+            typer.echo(_put_back_line(interface, restored))
 
 
 async def serve_with_node(settings: Settings, host: str, port: int) -> None:
@@ -102,6 +192,8 @@ async def serve_with_node(settings: Settings, host: str, port: int) -> None:
         port=port,
         log_level="info",
         access_log=False,
+        # Forwarded headers are believed only from BURROW_TRUSTED_PROXIES (in the app).
+        proxy_headers=False,
         # Nodes' long polls would each hold a shutdown for up to the poll's timeout.
         timeout_graceful_shutdown=GRACEFUL_SHUTDOWN_SECONDS,
     )

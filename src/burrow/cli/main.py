@@ -108,6 +108,8 @@ def serve(
     _configure_logging(settings, policy)
     console.print(f"policy OK: {summary(policy)}", highlight=False, markup=False)
     console.print(f"burrow serving on http://{host}:{port}  (API docs: /api/docs)")
+    if notice := settings.loopback_notice():
+        typer.echo(notice)
     console.print(
         "No admin yet? Create the first one with: [bold]burrow admin create EMAIL[/]",
         highlight=False,
@@ -125,6 +127,8 @@ def serve(
         log_level="info",
         access_log=False,
         timeout_graceful_shutdown=3,
+        # Forwarded headers are believed only from BURROW_TRUSTED_PROXIES (in the app).
+        proxy_headers=False,
     )
 
 

@@ -18,7 +18,13 @@ from burrow.cli import node_agent
 from burrow.cli.common import console, fail, operator, run, with_session
 from burrow.control.admin.service import admin_audit
 from burrow.control.models import Node
-from burrow.control.nodes.schemas import EnrollmentIssued, NodeCreate, endpoint_text, parse_endpoint
+from burrow.control.nodes.schemas import (
+    EnrollmentIssued,
+    NodeCreate,
+    NodeUpdate,
+    endpoint_text,
+    parse_endpoint,
+)
 from burrow.control.nodes.service import NodeWithEnrollment
 from burrow.control.nodes.service import node as node_service
 from burrow.control.runtime import Runtime
@@ -92,6 +98,67 @@ def create(
     created = run(with_session(work))
     console.print(f"node {created.node.name} created (id {created.node.id})", highlight=False)
     _print_enrollment(created.node.name, created.enrollment)
+
+
+def _input_error(exc: ValidationError) -> str:
+    first = exc.errors()[0]
+    where = str(first["loc"][0]).replace("_", "-") if first["loc"] else "input"
+    if where in ("endpoint-host", "endpoint-port"):
+        where = "endpoint"
+    return f"--{where}: {first['msg'].removeprefix('Value error, ')}"
+
+
+@node_app.command("update")
+def update(
+    name: Annotated[str, typer.Argument(help="The node's name.")],
+    endpoint: Annotated[
+        str | None, typer.Option(help="Where devices reach it: HOST:PORT ([IPv6]:PORT).")
+    ] = None,
+    country: Annotated[str | None, typer.Option(help="ISO 3166 two-letter country code.")] = None,
+    city: Annotated[str | None, typer.Option(help="The city the node is in.")] = None,
+    capacity: Annotated[int | None, typer.Option(help="Devices it serves at once at most.")] = None,
+) -> None:
+    """Change a node's endpoint, location or capacity. Customers whose configurations name the
+    old endpoint are told on their devices page to download them again."""
+    changes: dict[str, object] = {}
+    if endpoint is not None:
+        try:
+            changes["endpoint_host"], changes["endpoint_port"] = parse_endpoint(endpoint)
+        except ValueError as exc:
+            fail(f"--endpoint: {exc}")
+    for field, value in (("country", country), ("city", city), ("capacity", capacity)):
+        if value is not None:
+            changes[field] = value
+    if not changes:
+        fail("nothing to change: give --endpoint, --country, --city or --capacity")
+    try:
+        data = NodeUpdate.model_validate(changes)
+    except ValidationError as exc:
+        fail(_input_error(exc))
+
+    async def work(session: AsyncSession, runtime: Runtime) -> tuple[Node, dict[str, object]]:
+        node = await node_service.get_by_name(session, name)
+        before = {field: getattr(node, field) for field in changes}
+        updated = await node_service.update(session, node.id, data)
+        after = data.model_dump(exclude_unset=True)
+        await admin_audit.record(
+            session, operator(), "node.update", "node", node.id, None, {"before": before, **after}
+        )
+        return updated, before
+
+    node, before = run(with_session(work))
+    for field, old in before.items():
+        console.print(f"{field}: {old} -> {getattr(node, field)}", highlight=False, markup=False)
+    moved = any(
+        before.get(field, getattr(node, field)) != getattr(node, field)
+        for field in ("endpoint_host", "endpoint_port")
+    )
+    if moved and node.wg_public_key:
+        console.print(
+            "customers with devices are told on their devices page to download the "
+            f"configuration for {node.name} again",
+            highlight=False,
+        )
 
 
 @node_app.command("token")

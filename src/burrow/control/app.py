@@ -9,10 +9,12 @@ import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
-from fastapi import FastAPI
+from fastapi import FastAPI, Request
+from starlette.types import ASGIApp, Scope
+from uvicorn.middleware.proxy_headers import ProxyHeadersMiddleware
 
 from burrow import __version__
-from burrow.control import problems
+from burrow.control import api_docs, problems
 from burrow.control.accounts.endpoints import router as accounts_router
 from burrow.control.admin.endpoints import router as admin_router
 from burrow.control.billing.endpoints import router as billing_router
@@ -20,6 +22,11 @@ from burrow.control.config import Settings, get_settings
 from burrow.control.connections.endpoints import router as connections_router
 from burrow.control.devices.endpoints import router as devices_router
 from burrow.control.metrics import router as metrics_router
+from burrow.control.middleware import (
+    BodyLimitMiddleware,
+    BodyLimits,
+    SecurityHeadersMiddleware,
+)
 from burrow.control.node_api.endpoints import router as node_api_router
 from burrow.control.nodes.endpoints import router as nodes_router
 from burrow.control.plans.endpoints import router as plans_router
@@ -32,6 +39,8 @@ from burrow.control.startup import prepare
 from burrow.control.subscriptions.endpoints import router as subscriptions_router
 from burrow.control.terms.endpoints import router as terms_router
 from burrow.control.web import install as install_web
+from burrow.control.web.errors import is_web, refusal_page
+from burrow.wire import API_PREFIX as NODE_API_PREFIX
 
 log = logging.getLogger(__name__)
 
@@ -60,7 +69,7 @@ def create_app(settings: Settings | None = None, *, runtime: Runtime | None = No
         title="burrow",
         version=__version__,
         summary="The control plane of a VPN provider.",
-        docs_url="/api/docs",
+        docs_url=None,  # served by api_docs, from this server rather than a CDN
         redoc_url=None,
         openapi_url="/api/openapi.json",
         lifespan=lifespan,
@@ -85,6 +94,7 @@ def create_app(settings: Settings | None = None, *, runtime: Runtime | None = No
         metrics_router,
     ):
         app.include_router(router)
+    api_docs.install(app, "/api/openapi.json")
     # The web pages: after the API routers, so /api paths never reach a page route.
     install_web(app)
 
@@ -92,4 +102,37 @@ def create_app(settings: Settings | None = None, *, runtime: Runtime | None = No
     async def healthz() -> dict[str, str]:
         return {"status": "ok"}
 
+    install_edge_guards(app, settings)
+    if settings.trusted_proxies:
+        # Outermost: every part of the app sees the customer's address and scheme as the
+        # trusted proxy forwarded them (uvicorn's own middleware; `burrow serve` turns
+        # uvicorn's built-in copy off, which would otherwise trust 127.0.0.1 by default).
+        app.add_middleware(ProxyHeadersMiddleware, trusted_hosts=settings.trusted_proxy_list)
+
     return app
+
+
+_REFUSAL_TITLES = {403: "Not allowed", 413: "Too large"}
+
+
+async def _refusal(scope: Scope, status: int, message: str) -> ASGIApp:
+    """The answer to a request the edge refuses: problem+json for programs, a page for people."""
+    request = Request(scope)
+    title = _REFUSAL_TITLES.get(status, "Refused")
+    if is_web(request):
+        return await refusal_page(request, status, title, message)
+    return problems.problem(status, title, message)
+
+
+def install_edge_guards(app: FastAPI, settings: Settings) -> None:
+    """Body limits and security headers.
+
+    Added last, so they run first (the headers outermost: refusals carry them too).
+    """
+    limits = BodyLimits(
+        default=settings.max_body_bytes,
+        by_prefix={f"{NODE_API_PREFIX}/report": settings.node_report_max_body_bytes},
+    )
+    app.add_middleware(BodyLimitMiddleware, limits=limits, refuse=_refusal)
+    docs = tuple(p for p in (app.docs_url, app.swagger_ui_oauth2_redirect_url) if p)
+    app.add_middleware(SecurityHeadersMiddleware, public_url=settings.public_url, docs_paths=docs)

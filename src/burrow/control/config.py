@@ -6,6 +6,7 @@ import ipaddress
 from functools import lru_cache
 from pathlib import Path
 from typing import Literal
+from urllib.parse import urlsplit
 
 from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -25,12 +26,39 @@ class Settings(BaseSettings):
     secret_key: SecretStr = SecretStr(PLACEHOLDER_SECRET)
     host: str = "127.0.0.1"
     port: int = Field(8080, ge=1, le=65535)
-    public_url: str = Field("http://127.0.0.1:8080", description="Base URL used in emailed links.")
+    public_url: str = Field(
+        "http://127.0.0.1:8080",
+        description="Base URL used in emailed links and the node enrollment command. Unset: "
+        "http://PUBLIC_HOST:PORT when BURROW_PUBLIC_HOST is set.",
+    )
+    public_host: str | None = Field(
+        None,
+        description="The DNS name or address customers' WireGuard apps reach this server at; "
+        "the embedded node's endpoint. Unset: 127.0.0.1, which works on this machine only.",
+    )
+
+    trusted_proxies: str = Field(
+        "",
+        description="Comma-separated addresses or networks of the reverse proxies (Caddy) "
+        "whose X-Forwarded-For and X-Forwarded-Proto headers are believed. Empty: none; the "
+        "headers of every other sender are ignored.",
+    )
 
     log_file: Path | None = Field(
         None,
         description="Where `burrow serve` also writes its log (IP addresses removed as the "
         "policy says); `burrow audit` scans it and its rotated siblings.",
+    )
+
+    # Request bodies: larger ones are refused with 413 before anything parses them.
+    max_body_bytes: int = Field(
+        1024 * 1024, ge=1024, description="The most a request body may have on most routes."
+    )
+    node_report_max_body_bytes: int = Field(
+        32 * 1024 * 1024,
+        ge=1024,
+        description="The most a node's status report may have: sized for a node serving "
+        "65,536 peers and more (each peer's line is under 200 bytes of JSON).",
     )
 
     # Email verification and notices.
@@ -42,19 +70,44 @@ class Settings(BaseSettings):
     smtp_from: str = "burrow <no-reply@localhost>"
     email_enabled: bool = Field(True, description="Off: verification links go to the log only.")
 
-    # Sessions and login throttling.
-    session_ttl_hours: int = Field(24 * 14, ge=1)
-    login_max_failures: int = Field(5, ge=1, description="Failures before a login is slowed.")
-    login_lockout_seconds: float = Field(30.0, ge=0)
-    login_lockout_max_seconds: float = Field(
-        3600.0, ge=0, description="Cap of the lockout, which doubles on each repeated lockout."
+    # Sessions.
+    session_ttl_hours: int = Field(24 * 14, ge=1, description="A session's longest life.")
+    session_idle_hours: int = Field(
+        24 * 7, ge=1, description="A session unused for this long ends (within the maximum)."
     )
-    login_failure_window_seconds: float = Field(
-        900.0, gt=0, description="Failures older than this are forgotten."
+    session_touch_seconds: int = Field(
+        60, ge=1, description="A session's last-use time is written at most this often."
     )
-    login_client_max_failures: int = Field(
-        20, ge=1, description="Failures from one client (many people may share an address)."
+
+    # Rate limits (the `limits` library's notation: "5 per 15 minutes; 100 per hour"). Each
+    # attempt is counted before it is checked. Clients are keyed digests of their address,
+    # held in the rate-limit store only (RAM by default, never on disk).
+    rate_limit_storage_uri: str = Field(
+        "async+memory://",
+        description="Where rate limits count: async+memory:// (one process) or "
+        "async+redis://host:6379 (several replicas).",
     )
+    login_limit_account_client: str = Field(
+        "5 per 15 minutes",
+        description="Sign-in attempts for one account from one client: a wrong guesser slows "
+        "down without locking the owner out elsewhere.",
+    )
+    login_limit_account: str = Field(
+        "30 per 5 minutes; 100 per hour",
+        description="Sign-in attempts for one account from everywhere: bites only under a "
+        "distributed attack (OWASP ASVS 2.2.1: at most 100 failures an hour).",
+    )
+    login_limit_client: str = Field(
+        "100 per 15 minutes",
+        description="Sign-in attempts from one client, all accounts (many people may share "
+        "an address, so it is wide).",
+    )
+    login_failure_notice: str = Field(
+        "10 per hour",
+        description="Failed sign-ins of one account past which its owner is emailed (at most "
+        "once in that time).",
+    )
+    signup_limit_client: str = Field("10 per hour", description="Sign-ups from one client.")
     verification_resend_seconds: float = Field(
         60.0, ge=0, description="Least time between two verification emails to one account."
     )
@@ -142,9 +195,16 @@ class Settings(BaseSettings):
         "local", description="The embedded node's name; its row is made on first start."
     )
     embedded_node_country: str = Field(
-        "NL", description="ISO 3166 code of where the embedded node is, shown to customers."
+        "ZZ",
+        description="ISO 3166 code of where the embedded node is, shown to customers (ZZ: "
+        "not said).",
     )
-    embedded_node_city: str = Field("Amsterdam", description="Where the embedded node is.")
+    embedded_node_city: str = Field(
+        "Unknown", description="The city the embedded node is in, shown to customers."
+    )
+    embedded_node_capacity: int = Field(
+        1000, ge=1, description="Devices the embedded node serves at once at most."
+    )
 
     @field_validator("tunnel_ipv4_pool")
     @classmethod
@@ -162,6 +222,63 @@ class Settings(BaseSettings):
             raise ValueError("must be an IPv6 network of /112 or larger")
         return str(net)
 
+    @field_validator("trusted_proxies")
+    @classmethod
+    def _trusted_proxies(cls, value: str) -> str:
+        entries = [entry.strip() for entry in value.split(",") if entry.strip()]
+        for entry in entries:
+            try:
+                ipaddress.ip_network(entry, strict=False)
+            except ValueError:
+                raise ValueError(
+                    f"'{entry}' is not an IP address or network; list the proxies' addresses "
+                    "separated by commas, such as 127.0.0.1,::1"
+                ) from None
+        return ",".join(entries)
+
+    @property
+    def trusted_proxy_list(self) -> list[str]:
+        return [entry for entry in self.trusted_proxies.split(",") if entry]
+
+    @field_validator("public_host")
+    @classmethod
+    def _public_host(cls, value: str | None) -> str | None:
+        if value is None or not value.strip():
+            return None
+        value = value.strip().removeprefix("[").removesuffix("]")
+        if "/" in value or " " in value or value.count(":") == 1:
+            raise ValueError(
+                "give only a DNS name or an IP address, such as vpn.example.net or 203.0.113.7 "
+                "(no scheme, port or path)"
+            )
+        return value
+
+    @model_validator(mode="after")
+    def _public_url_from_host(self) -> Settings:
+        if self.public_host is not None and "public_url" not in self.model_fields_set:
+            host = f"[{self.public_host}]" if ":" in self.public_host else self.public_host
+            self.public_url = f"http://{host}:{self.port}"
+        return self
+
+    @field_validator(
+        "login_limit_account_client",
+        "login_limit_account",
+        "login_limit_client",
+        "login_failure_notice",
+        "signup_limit_client",
+    )
+    @classmethod
+    def _rate_limit(cls, value: str) -> str:
+        from limits import parse_many
+
+        try:
+            parse_many(value)
+        except ValueError as exc:
+            raise ValueError(
+                f"{value!r} is not a rate limit; write it like '5 per 15 minutes; 100 per hour'"
+            ) from exc
+        return value
+
     @model_validator(mode="after")
     def _refuse_placeholder_secret(self) -> Settings:
         secret = self.secret_key.get_secret_value()
@@ -177,10 +294,48 @@ class Settings(BaseSettings):
     def is_sqlite(self) -> bool:
         return self.database_url.startswith("sqlite")
 
+    @property
+    def mail_to_output(self) -> bool:
+        """Whether emails go to the server's output instead of a mail server: development
+        with no SMTP server configured (BURROW_SMTP_HOST unset)."""
+        return (
+            self.email_enabled
+            and self.environment == "development"
+            and "smtp_host" not in self.model_fields_set
+        )
+
+    @property
+    def public_endpoint_host(self) -> str:
+        """Where customers' apps reach this server: BURROW_PUBLIC_HOST, else the host of
+        ``public_url``."""
+        return self.public_host or urlsplit(self.public_url).hostname or "127.0.0.1"
+
+    def loopback_notice(self) -> str | None:
+        """One line for the operator when customers' configurations would name a loopback
+        address nobody asked for; None when the public address was set."""
+        if self.public_host is not None or "public_url" in self.model_fields_set:
+            return None
+        if not _is_loopback(self.public_endpoint_host):
+            return None
+        return (
+            f"Customers' configurations point at {self.public_endpoint_host}, which works on "
+            "this machine only: set BURROW_PUBLIC_HOST to the DNS name or address their apps "
+            "reach (for example BURROW_PUBLIC_HOST=vpn.example.net make run)."
+        )
+
     def public_link(self, path: str = "") -> str:
         """An absolute address on this server for emails and providers: ``path`` after
         ``public_url`` (a trailing slash there or not)."""
         return f"{self.public_url.rstrip('/')}{path}"
+
+
+def _is_loopback(host: str) -> bool:
+    if host == "localhost" or host.endswith(".localhost"):
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
 
 
 @lru_cache(maxsize=1)

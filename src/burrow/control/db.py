@@ -26,8 +26,10 @@ Concurrency, the same guarantees on both databases:
 from __future__ import annotations
 
 import logging
+import sqlite3
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
+from functools import partial
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -62,6 +64,8 @@ _READS = ("SELECT", "PRAGMA", "EXPLAIN")
 # SQLSTATEs of PostgreSQL that mean "retry later": serialization failure, deadlock, lock timeout.
 _PG_BUSY = frozenset({"40001", "40P01", "55P03"})
 BUSY_RETRY_AFTER_SECONDS = 2.0
+# How long a unit of work waits for a lock (SQLite's write lock, a PostgreSQL row lock).
+LOCK_TIMEOUT_SECONDS = 30.0
 
 
 class DatabaseBusy(BurrowError):
@@ -79,24 +83,31 @@ class DatabaseBusy(BurrowError):
         self.retry_after = BUSY_RETRY_AFTER_SECONDS
 
 
-def create_engine(url: str) -> AsyncEngine:
+def create_engine(url: str, *, lock_timeout_seconds: float = LOCK_TIMEOUT_SECONDS) -> AsyncEngine:
+    """The engine; a lock not had within ``lock_timeout_seconds`` ends in ``DatabaseBusy``."""
     parsed = make_url(url)
     kwargs: dict[str, Any] = {}
-    if parsed.get_backend_name() == "sqlite":
+    backend = parsed.get_backend_name()
+    if backend == "sqlite":
         if parsed.database and parsed.database != ":memory:":
             Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
-        kwargs["connect_args"] = {"timeout": 30}
+        kwargs["connect_args"] = {"timeout": lock_timeout_seconds}
     else:
         kwargs["pool_pre_ping"] = True
+        if parsed.get_driver_name() == "asyncpg":
+            # A row lock waited for longer than this fails (55P03) instead of hanging.
+            lock_ms = str(int(lock_timeout_seconds * 1000))
+            kwargs["connect_args"] = {"server_settings": {"lock_timeout": lock_ms}}
     engine = create_async_engine(url, **kwargs)
-    if parsed.get_backend_name() == "sqlite":
-        event.listen(engine.sync_engine, "connect", _sqlite_connect)
+    if backend == "sqlite":
+        busy_ms = int(lock_timeout_seconds * 1000)
+        event.listen(engine.sync_engine, "connect", partial(_sqlite_connect, busy_ms=busy_ms))
         event.listen(engine.sync_engine, "begin", _sqlite_begin)
         event.listen(engine.sync_engine, "before_cursor_execute", _sqlite_before_execute)
     return engine
 
 
-def _sqlite_connect(dbapi_connection: Any, _record: Any) -> None:
+def _sqlite_connect(dbapi_connection: Any, _record: Any, *, busy_ms: int) -> None:
     # The driver's own BEGIN (deferred, and only before an INSERT/UPDATE/DELETE) is switched
     # off: ``_sqlite_begin`` sends ours. COMMIT and ROLLBACK still go through the driver.
     dbapi_connection.isolation_level = None
@@ -104,7 +115,7 @@ def _sqlite_connect(dbapi_connection: Any, _record: Any) -> None:
     cursor.execute("PRAGMA foreign_keys=ON")
     cursor.execute("PRAGMA journal_mode=WAL")
     cursor.execute("PRAGMA synchronous=NORMAL")
-    cursor.execute("PRAGMA busy_timeout=30000")
+    cursor.execute(f"PRAGMA busy_timeout={busy_ms:d}")
     cursor.close()
 
 
@@ -141,14 +152,14 @@ def is_busy(exc: BaseException) -> bool:
     """Whether ``exc`` says a lock could not be had (worth a retry), on either database."""
     if isinstance(exc, sqlalchemy_exc.TimeoutError):
         return True  # no pooled connection came free in time
-    if not isinstance(exc, DBAPIError):
-        return False
-    orig = exc.orig
+    # The BEGIN IMMEDIATE of a reading unit's first write is sent from an event hook, so its
+    # failure arrives as the driver's own exception, not wrapped by SQLAlchemy.
+    orig = exc.orig if isinstance(exc, DBAPIError) else exc
     code = getattr(orig, "sqlstate", None) or getattr(orig, "pgcode", None)
     if code in _PG_BUSY:
         return True
     text = str(orig).lower()
-    return isinstance(exc, sqlalchemy_exc.OperationalError) and (
+    return isinstance(orig, sqlite3.OperationalError) and (
         "database is locked" in text or "database table is locked" in text
     )
 

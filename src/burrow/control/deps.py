@@ -15,10 +15,11 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from burrow.control.accounts.service import account as account_service
 from burrow.control.db import unit_of_work
-from burrow.control.errors import Forbidden, NotAuthenticated
+from burrow.control.errors import CrossSiteRequest, Forbidden, NotAuthenticated
 from burrow.control.models import Account, Node
 from burrow.control.nodes.service import node as node_service
 from burrow.control.runtime import Runtime
+from burrow.control.security import SAFE_METHODS, from_origin
 
 SESSION_COOKIE = "burrow_session"
 
@@ -58,6 +59,13 @@ async def get_session_token(request: Request, bearer: BearerDep) -> str:
     token = _token_from(request, bearer)
     if not token:
         raise NotAuthenticated("Sign in first: send your session token as a bearer token.")
+    by_cookie = bearer is None or not bearer.credentials
+    # The browser sends the cookie whichever site makes the request (SameSite=Lax still lets a
+    # sibling subdomain through): a state-changing call it authenticates must come from us.
+    if by_cookie and request.method not in SAFE_METHODS:
+        public_url = get_runtime(request).settings.public_url
+        if not from_origin(request.headers, public_url):
+            raise CrossSiteRequest()
     return token
 
 

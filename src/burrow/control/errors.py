@@ -7,6 +7,9 @@ from __future__ import annotations
 
 from typing import Any
 
+# RFC 9457's own members of a problem body: an error's extras may not reuse their names.
+RESERVED_MEMBERS = frozenset({"type", "title", "status", "detail", "instance"})
+
 
 class BurrowError(Exception):
     """An error a customer or operator can act on."""
@@ -16,21 +19,24 @@ class BurrowError(Exception):
     type_slug: str = "bad-request"
 
     def __init__(self, message: str, *, field: str | None = None, **extra: Any) -> None:
+        clash = RESERVED_MEMBERS.intersection(extra)
+        if clash:
+            raise TypeError(f"problem members {sorted(clash)} are the problem's own; rename them")
         super().__init__(message)
         self.message = message
         self.field = field
         self.extra = extra
 
     def problem(self) -> dict[str, Any]:
-        body: dict[str, Any] = {
-            "type": f"https://burrow.invalid/problems/{self.type_slug}",
-            "title": self.title,
-            "status": self.status,
-            "detail": self.message,
-        }
+        body: dict[str, Any] = dict(self.extra)
         if self.field:
             body["field"] = self.field
-        body.update(self.extra)
+        body.update(
+            type=f"https://burrow.invalid/problems/{self.type_slug}",
+            title=self.title,
+            status=self.status,
+            detail=self.message,
+        )
         return body
 
 
@@ -50,6 +56,16 @@ class Forbidden(BurrowError):
     status = 403
     title = "Not allowed"
     type_slug = "forbidden"
+
+
+class CrossSiteRequest(Forbidden):
+    type_slug = "cross-site-request"
+
+    def __init__(self) -> None:
+        super().__init__(
+            "This request came from another website, so it was refused. Use the control "
+            "panel, or send your session token as a bearer token from your own program."
+        )
 
 
 class NotFound(BurrowError):

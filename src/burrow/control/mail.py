@@ -21,6 +21,16 @@ class Mailer:
         if not settings.email_enabled:
             log.info("email disabled; a message titled %r was not sent", subject)
             return
+        if settings.mail_to_output:
+            # Development without BURROW_SMTP_HOST: the sign-up page says the link is here.
+            log.warning(
+                "development, no mail server set (BURROW_SMTP_HOST): the message to %s is\n"
+                "Subject: %s\n\n%s",
+                to,
+                subject,
+                body,
+            )
+            return
         message = EmailMessage()
         message["From"] = settings.smtp_from
         message["To"] = to

@@ -112,11 +112,13 @@ class MetricsRepository:
         return int(count), _aware(earliest)
 
     async def webhooks_waiting(self) -> tuple[dict[str, int], dict[str, int]]:
-        """Unhandled stored events by provider: without an error (pending) and with one."""
+        """Unhandled stored events by provider: still to be tried (pending, retries in their
+        backoff included) and parked after their last attempt (failed)."""
+        parked = WebhookEvent.failed_at.is_not(None)
         query = (
-            select(WebhookEvent.provider, WebhookEvent.error.is_not(None), func.count())
+            select(WebhookEvent.provider, parked, func.count())
             .where(WebhookEvent.processed_at.is_(None))
-            .group_by(WebhookEvent.provider, WebhookEvent.error.is_not(None))
+            .group_by(WebhookEvent.provider, parked)
         )
         pending: dict[str, int] = {}
         failed: dict[str, int] = {}
@@ -227,7 +229,8 @@ class BurrowCollector:
         )
         yield _by_label(
             "burrow_webhook_events_failed",
-            "Stored provider events whose handling failed (retried each round), by provider.",
+            "Stored provider events parked after their last attempt (an administrator retries "
+            "them), by provider.",
             "provider",
             r.webhooks_failed,
             providers,

@@ -10,7 +10,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from burrow.control.errors import BurrowError
+from burrow.control.errors import RESERVED_MEMBERS, BurrowError
 
 log = logging.getLogger(__name__)
 
@@ -40,25 +40,39 @@ def problem_responses(*statuses: int) -> dict[int | str, dict[str, Any]]:
         404: "Not found (or not yours)",
         409: "Conflicts with the current state",
         422: "Invalid input",
+        410: "Gone",
+        413: "The request body is too large",
         429: "Too many attempts; retry later",
     }
     return {
         status: {
             "description": texts.get(status, "Error"),
-            "content": {PROBLEM_JSON: {"schema": PROBLEM_SCHEMA}},
+            "content": {
+                PROBLEM_JSON: {
+                    "schema": PROBLEM_SCHEMA,
+                    "example": problem_body(
+                        status, texts.get(status, "Error"), texts.get(status, "Error") + "."
+                    ),
+                }
+            },
         }
         for status in statuses
     }
 
 
-def problem(status: int, title: str, detail: str, **extra: Any) -> JSONResponse:
-    body = {
+def problem_body(status: int, title: str, detail: str, **extra: Any) -> dict[str, Any]:
+    """A problem body whose ``status`` is the HTTP status, whatever ``extra`` holds."""
+    return {
+        **{k: v for k, v in extra.items() if k not in RESERVED_MEMBERS},
         "type": f"https://burrow.invalid/problems/{title.lower().replace(' ', '-')}",
         "title": title,
         "status": status,
         "detail": detail,
-        **extra,
     }
+
+
+def problem(status: int, title: str, detail: str, **extra: Any) -> JSONResponse:
+    body = problem_body(status, title, detail, **extra)
     return JSONResponse(body, status_code=status, media_type=PROBLEM_JSON)
 
 

@@ -17,6 +17,7 @@ from burrow.control.live import MemoryLiveStore
 from burrow.control.mail import Mailer
 from burrow.control.policy.schemas import Policy
 from burrow.control.policy.service import load_policy
+from burrow.control.ratelimit import RateLimits
 
 
 @dataclass
@@ -28,6 +29,7 @@ class Runtime:
     live: MemoryLiveStore
     mailer: Mailer
     notifier: RevisionNotifier = field(default_factory=RevisionNotifier)
+    rate_limits: RateLimits = field(default_factory=RateLimits)
 
     @classmethod
     def build(cls, settings: Settings, *, policy: Policy | None = None) -> Runtime:
@@ -39,6 +41,7 @@ class Runtime:
             policy=policy if policy is not None else load_policy(settings.policy_path),
             live=MemoryLiveStore(),
             mailer=Mailer(settings),
+            rate_limits=RateLimits(settings.rate_limit_storage_uri),
         )
 
     async def close(self) -> None:

@@ -35,7 +35,12 @@ from burrow.control.subscriptions.service import subscription as subscription_se
 from burrow.control.subscriptions.tasks import expire_due_subscriptions
 from tests.control.billing.conftest import STRIPE_SECRET
 from tests.support.app import app_client, running_runtime
-from tests.support.factories import create_account, create_device, get_plan
+from tests.support.factories import (
+    create_account,
+    create_device,
+    create_session_token,
+    get_plan,
+)
 from tests.support.stripe_server import HTTPX_DATA_WARNING, FakeStripe, event, sign
 
 pytestmark = pytest.mark.filterwarnings(HTTPX_DATA_WARNING)
@@ -611,9 +616,16 @@ async def test_stripe_unreachable_leaves_the_event_to_be_handled_again(
         assert stored is not None
         assert stored.processed_at is None
         assert "ProviderUnavailable" in (stored.error or "")
+        # Tried again only after its backoff: the scheduler's next run leaves it alone.
+        assert stored.next_attempt_at is not None
+    assert await webhook_service.process_pending(stripe_runtime) == 0
     assert await _count(stripe_runtime, Payment) == 0
+    async with unit_of_work(stripe_runtime.sessionmaker) as session:
+        stored = await session.scalar(select(WebhookEvent))
+        assert stored is not None
+        stored.next_attempt_at = datetime.now(UTC) - timedelta(seconds=1)
 
-    # Stripe answers again: the next run records the payment with its card.
+    # Stripe answers again, the backoff is over: the next run records the payment.
     assert await webhook_service.process_pending(stripe_runtime) == 1
     [order] = await _orders(stripe_runtime, customer.account_id)
     assert order.status == OrderStatus.paid
@@ -653,3 +665,113 @@ async def test_without_grace_a_failed_payment_ends_access_at_once(
     assert await expire_due_subscriptions(no_grace_runtime) == 1
     sub = await _subscription(no_grace_runtime, customer.account_id)
     assert sub.status == SubscriptionStatus.expired
+
+
+# --- what was really paid -------------------------------------------------------------------------
+
+
+async def _stored(runtime: Runtime, event_id: str) -> WebhookEvent:
+    async with unit_of_work(runtime.sessionmaker) as session:
+        found = await session.scalar(select(WebhookEvent).where(WebhookEvent.event_id == event_id))
+        assert found is not None
+        return found
+
+
+async def test_a_renewal_paid_by_a_coupon_is_a_payment_of_zero(
+    stripe_client: httpx.AsyncClient, stripe_runtime: Runtime
+) -> None:
+    customer = await _subscribed(stripe_client, stripe_runtime)
+    first_end = (await _subscription(stripe_runtime, customer.account_id)).current_period_end
+    next_end = (first_end + timedelta(days=31)).replace(microsecond=0)
+    free = _invoice(customer, 2, next_end, amount_paid=0)
+    await _deliver(stripe_client, event("evt_free", "invoice.paid", free))
+    async with unit_of_work(stripe_runtime.sessionmaker) as session:
+        stored = await session.scalar(
+            select(WebhookEvent).where(WebhookEvent.event_id == "evt_free")
+        )
+        assert stored is not None
+    assert (stored.processed_at is not None, stored.error) == (True, None)
+    renewal = (await _orders(stripe_runtime, customer.account_id))[-1]
+    assert (renewal.kind, renewal.status, renewal.amount_minor) == (
+        OrderKind.renewal,
+        OrderStatus.paid,
+        0,
+    )
+    assert (await _subscription(stripe_runtime, customer.account_id)).current_period_end == next_end
+
+
+async def test_checkout_turns_adaptive_pricing_off(
+    stripe_client: httpx.AsyncClient, stripe_runtime: Runtime, fake_stripe: FakeStripe
+) -> None:
+    async with unit_of_work(stripe_runtime.sessionmaker) as session:
+        account = await create_account(session)
+        token = await create_session_token(session, account)
+    response = await stripe_client.post(
+        "/api/v1/billing/checkout",
+        json={"plan_code": "personal-monthly", "method": "card"},
+        headers={"Authorization": f"Bearer {token}"},
+    )
+    assert response.status_code == 201, response.text
+    [created] = [c for c in fake_stripe.calls if c.path == "/v1/checkout/sessions"]
+    assert created.param("adaptive_pricing[enabled]") == "false"
+
+
+async def test_a_converted_checkout_is_recorded_in_the_plans_currency_and_another_is_parked(
+    stripe_client: httpx.AsyncClient, stripe_runtime: Runtime
+) -> None:
+    converted, foreign = await _customer(stripe_runtime), await _customer(stripe_runtime)
+    # Adaptive Pricing on (a session made elsewhere): the customer paid EUR, burrow got USD.
+    paid_eur = _paid_once(converted, "pi_eur") | {
+        "amount_total": 1105,
+        "currency": "eur",
+        "currency_conversion": {
+            "amount_subtotal": 1199,
+            "amount_total": 1199,
+            "fx_rate": "1.085",
+            "source_currency": "usd",
+        },
+    }
+    await _deliver(stripe_client, event("evt_eur", "checkout.session.completed", paid_eur))
+    [order] = await _orders(stripe_runtime, converted.account_id)
+    assert (order.status, order.amount_minor, order.currency) == (OrderStatus.paid, 1199, "USD")
+    payment = await _payment_of(stripe_runtime, order.id)
+    assert (payment.amount_minor, payment.currency) == (1199, "USD")
+
+    # A currency burrow did not price in, and no conversion: parked at once for a person.
+    paid_jpy = _paid_once(foreign, "pi_jpy") | {"amount_total": 1800, "currency": "jpy"}
+    await _deliver(stripe_client, event("evt_jpy", "checkout.session.completed", paid_jpy))
+    [order] = await _orders(stripe_runtime, foreign.account_id)
+    assert order.status == OrderStatus.pending
+    async with unit_of_work(stripe_runtime.sessionmaker) as session:
+        stored = await session.scalar(
+            select(WebhookEvent).where(WebhookEvent.event_id == "evt_jpy")
+        )
+        assert stored is not None
+    assert stored.failed_at is not None
+    assert "JPY" in (stored.error or "")
+
+
+@pytest.mark.parametrize(
+    ("stripe_type", "method"),
+    [
+        ("link", PaymentMethod.link),
+        ("sepa_debit", PaymentMethod.bank_debit),
+        ("paypal", PaymentMethod.paypal),
+    ],
+)
+async def test_the_orders_method_is_what_stripe_reports(
+    stripe_client: httpx.AsyncClient,
+    stripe_runtime: Runtime,
+    fake_stripe: FakeStripe,
+    stripe_type: str,
+    method: PaymentMethod,
+) -> None:
+    customer = await _customer(stripe_runtime)
+    fake_stripe.methods["pi_other"] = stripe_type
+    await _deliver(
+        stripe_client,
+        event("evt_m", "checkout.session.completed", _paid_once(customer, "pi_other")),
+    )
+    [order] = await _orders(stripe_runtime, customer.account_id)
+    assert (order.status, order.payment_method) == (OrderStatus.paid, method)
+    assert (await _payment_of(stripe_runtime, order.id)).fingerprint is None

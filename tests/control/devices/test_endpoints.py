@@ -10,6 +10,7 @@ import struct
 import subprocess
 import xml.etree.ElementTree as ET
 import zlib
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -21,6 +22,7 @@ from burrow.control.models import AccountStatus, NodeStatus, SubscriptionStatus
 from burrow.control.runtime import Runtime
 from tests.control.devices.conftest import Customer, MakeCustomer, MakeNode
 from tests.support.factories import create_subscription
+from tests.support.wg_quick import wg_quick_strip
 
 URL = "/api/v1/devices"
 ORDER_8_POINT = bytes.fromhex("e0eb7a7c3b41b8ae1656e3faf19fc46ada098deb9c32b1fd866205165f49b800")
@@ -487,8 +489,8 @@ async def test_config_download(
     assert response.status_code == 200, response.text
     assert response.headers["content-type"].startswith("text/plain")
     assert response.headers["cache-control"] == "no-store"
-    assert (
-        response.headers["content-disposition"] == 'attachment; filename="ams-1-Bob-s-Phone-2.conf"'
+    assert response.headers["content-disposition"] == (
+        f'attachment; filename="{expected_filename("ams-1", "Bobs-Phone-2", device["id"])}"'
     )
     text = response.text
     assert text.endswith("\n")
@@ -526,7 +528,7 @@ async def test_the_server_made_config_is_complete(
     assert "# PrivateKey" not in body["config"]
 
 
-@pytest.mark.parametrize("suffix", ["config", "config.png", "config.svg"])
+@pytest.mark.parametrize("suffix", ["config"])
 async def test_config_needs_an_active_node(
     client: httpx.AsyncClient, make_customer: MakeCustomer, make_node: MakeNode, suffix: str
 ) -> None:
@@ -544,38 +546,111 @@ async def test_config_needs_an_active_node(
         assert_problem(await client.get(url, params=params, headers=customer.headers), 422)
 
 
-async def test_config_as_qr_code(
+async def test_qr_codes_only_with_the_private_key(
     client: httpx.AsyncClient, make_customer: MakeCustomer, make_node: MakeNode
 ) -> None:
     customer = await make_customer()
     node = await make_node()
-    device = (await add(client, customer, public_key=pubkey())).json()
-    params = {"node_id": node.id}
-    base = f"{URL}/{device['id']}"
-    text = (await client.get(f"{base}/config", params=params, headers=customer.headers)).text
-
-    png = await client.get(f"{base}/config.png", params=params, headers=customer.headers)
-    assert png.status_code == 200
-    assert png.headers["content-type"] == "image/png"
-    assert png.content.startswith(b"\x89PNG\r\n\x1a\n")
-    # The code holds exactly the config text.
-    assert png.content == render_qr(text, "png")
-    assert png.content != render_qr(text.replace("25", "26"), "png")
+    added = (await add(client, customer, node_id=node.id)).json()
+    text = added["config"]
+    assert f"PrivateKey = {added['private_key']}" in text
+    # The answer that carries the private key carries its QR code: exactly the config.
+    assert added["config_qr_svg"] == render_qr(text, "svg").decode()
+    root = ET.fromstring(added["config_qr_svg"])  # noqa: S314 - our own output
+    assert root.tag == "{http://www.w3.org/2000/svg}svg"
+    assert re.fullmatch(r"[A-Za-z0-9_=+.-]{1,15}\.conf", added["config_filename"])
 
     # Scanned like a phone would: the PNG decoded to pixels, then read by a QR decoder.
     zxingcpp = pytest.importorskip("zxingcpp")
-    width, height, pixels = decode_grey_png(png.content)
+    png = render_qr(text, "png")
+    width, height, pixels = decode_grey_png(png)
     found = zxingcpp.read_barcode(memoryview(pixels).cast("B", (height, width)))
     assert found is not None
     assert found.format == zxingcpp.BarcodeFormat.QRCode
     assert found.text == text
 
-    svg = await client.get(f"{base}/config.svg", params=params, headers=customer.headers)
-    assert svg.status_code == 200
-    assert svg.headers["content-type"].startswith("image/svg+xml")
-    root = ET.fromstring(svg.content)  # noqa: S314 - our own output
-    assert root.tag == "{http://www.w3.org/2000/svg}svg"
-    assert svg.content == render_qr(text, "svg")
+    rotated = (
+        await client.post(
+            f"{URL}/{added['id']}/rotate", json={"node_id": node.id}, headers=customer.headers
+        )
+    ).json()
+    assert rotated["config_qr_svg"] == render_qr(rotated["config"], "svg").decode()
+
+    # A customer's own key: no private key, so no QR code.
+    own = (await add(client, customer, name="Own", public_key=pubkey())).json()
+    assert own["config_qr_svg"] is None
+    assert own["config"] is None
+    # A stored device's QR code could only hold a placeholder key: refused, saying why.
+    for device_id in (added["id"], own["id"]):
+        for suffix in ("config.png", "config.svg"):
+            response = await client.get(
+                f"{URL}/{device_id}/{suffix}", params={"node_id": node.id}, headers=customer.headers
+            )
+            body = assert_problem(response, 410)
+            assert "private key" in body["detail"]
+            assert "download the configuration file" in body["detail"]
+            assert "renew the device's key" in body["detail"]
+
+
+def base36(number: int) -> str:
+    digits = "0123456789abcdefghijklmnopqrstuvwxyz"
+    out = ""
+    while True:
+        number, rest = divmod(number, 36)
+        out = digits[rest] + out
+        if number == 0:
+            return out
+
+
+def expected_filename(node: str, device: str, device_id: int) -> str:
+    tag = base36(device_id)
+    return f"{node}-{device[: 15 - len(node) - len(tag) - 2]}-{tag}.conf"
+
+
+AWKWARD_NAMES = [
+    "Bob's Phone",
+    "  my   laptop  ",
+    "Zoë's café",
+    "x" * 40,
+    "l'ordinateur de José Álvarez, 2ème",
+    "手机",
+    "...---...",
+    "Bob's Phone",  # the same name twice: the files still differ
+]
+
+
+async def test_download_file_names_suit_wg_quick(
+    client: httpx.AsyncClient,
+    make_customer: MakeCustomer,
+    make_node: MakeNode,
+    tmp_path: Path,
+) -> None:
+    if shutil.which("wg-quick") is None:
+        pytest.skip("wg-quick is not installed (wireguard-tools)")
+    customer = await make_customer()
+    nodes = [await make_node(name="ams-1"), await make_node(name="a-very-long-node-name-in-nyc")]
+    names: dict[int, set[str]] = {node.id: set() for node in nodes}
+    for device_name in AWKWARD_NAMES:
+        device = (await add(client, customer, name=device_name, public_key=pubkey())).json()
+        for node in nodes:
+            response = await client.get(
+                f"{URL}/{device['id']}/config",
+                params={"node_id": node.id},
+                headers=customer.headers,
+            )
+            assert response.status_code == 200, response.text
+            disposition = response.headers["content-disposition"]
+            match = re.fullmatch(
+                r'attachment; filename="([A-Za-z0-9_=+.-]{1,15})\.conf"', disposition
+            )
+            assert match, disposition
+            assert match[1] not in names[node.id]
+            names[node.id].add(match[1])
+            stripped = wg_quick_strip(tmp_path, f"{match[1]}.conf", response.text)
+            assert stripped.returncode == 0, (device_name, match[1], stripped.stderr)
+            assert "PublicKey = " in stripped.stdout
+    assert any(name.startswith("ams-1-Bobs") for name in names[nodes[0].id])
+    assert any("Zoes" in name for name in names[nodes[0].id])
 
 
 def decode_grey_png(png: bytes) -> tuple[int, int, bytes]:

@@ -244,16 +244,23 @@ async def test_config_for_an_ipv6_endpoint(session: AsyncSession, runtime: Runti
 
 
 @pytest.mark.parametrize(
-    ("node_name", "device_name", "expected"),
+    ("node_name", "device_name", "device_id", "expected"),
     [
-        ("ams-1", "Laptop", "ams-1-Laptop.conf"),
-        ("ams-1", 'a"b\\c/d e', "ams-1-a-b-c-d-e.conf"),
-        ("ams-1", "..", "ams-1-x.conf"),
-        ("ams-1", "Café ☕", "ams-1-Caf.conf"),
-        ("ams-1", "x" * 64, "ams-1-" + "x" * 40 + ".conf"),
+        ("ams-1", "Laptop", 7, "ams-1-Laptop-7.conf"),
+        ("ams-1", 'a"b\\c/d e', 7, "ams-1-a-b-c-d-7.conf"),
+        ("ams-1", "..", 7, "ams-1-7.conf"),
+        ("ams-1", "Café ☕", 7, "ams-1-Cafe-7.conf"),
+        ("ams-1", "Bob's phone", 36, "ams-1-Bobs-p-10.conf"),
+        ("ams-1", "x" * 64, 2**31, "ams-1-xx-zik0zk.conf"),
+        ("a-very-long-name", "Laptop", 7, "a-ver-Laptop-7.conf"),
+        ("ams-1", "ÅÄÖ", 7, "ams-1-AAO-7.conf"),
     ],
 )
-def test_config_filenames_are_safe(node_name: str, device_name: str, expected: str) -> None:
+def test_config_filenames_are_safe(
+    node_name: str, device_name: str, device_id: int, expected: str
+) -> None:
     node = Node(name=node_name)
-    device = Device(name=device_name)
+    device = Device(name=device_name, id=device_id)
     assert config_filename(node, device) == expected
+    stem = expected.removesuffix(".conf")
+    assert len(stem) <= 15

@@ -10,7 +10,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from burrow.control.errors import NotAuthenticated
 from burrow.control.models import NodeStatus, utcnow
 from burrow.control.nodes import service as nodes_module
-from burrow.control.nodes.schemas import NodeCreate, endpoint_text, parse_endpoint
+from burrow.control.nodes.schemas import NodeCreate, NodeUpdate, endpoint_text, parse_endpoint
 from burrow.control.nodes.service import NodeNameTaken, NodeNotFound
 from burrow.control.nodes.service import node as node_service
 from burrow.control.nodes.tasks import void_expired_enrollments
@@ -137,3 +137,33 @@ async def test_expired_enrollment_tokens_are_forgotten(
     await session.refresh(kept)
     assert (expired.enrollment_token_hash, expired.enrollment_expires_at) == (None, None)
     assert kept.enrollment_token_hash is not None
+
+
+async def test_a_new_endpoint_or_key_marks_the_configs_out_of_date(
+    session: AsyncSession, runtime: Runtime
+) -> None:
+    data = NodeCreate(name="ams-1", country="NL", city="Amsterdam", endpoint_host="127.0.0.1")
+    created = await node_service.create(session, runtime, data)
+    node = created.node
+    first_key = new_public_key()
+    request = EnrollRequest(token=created.enrollment.token, public_key=first_key)
+    await node_service.enroll(session, runtime, request)
+    assert node.config_changed_at is None  # the first key changes nothing customers have
+
+    await node_service.update(session, node.id, NodeUpdate(city="Haarlem", capacity=5))
+    assert node.config_changed_at is None
+    await node_service.update(session, node.id, NodeUpdate(endpoint_host="127.0.0.1"))
+    assert node.config_changed_at is None  # the same endpoint
+
+    await node_service.update(session, node.id, NodeUpdate(endpoint_host="vpn.example.net"))
+    assert node.config_changed_at is not None
+    assert node.config_change == nodes_module.CHANGE_ENDPOINT
+
+    token = (await node_service.new_enrollment_token(session, runtime, node)).token
+    await node_service.enroll(session, runtime, EnrollRequest(token=token, public_key=first_key))
+    assert node.config_change == nodes_module.CHANGE_ENDPOINT  # the same key again
+    token = (await node_service.new_enrollment_token(session, runtime, node)).token
+    await node_service.enroll(
+        session, runtime, EnrollRequest(token=token, public_key=new_public_key())
+    )
+    assert node.config_change == nodes_module.CHANGE_KEY

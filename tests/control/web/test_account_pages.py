@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import html
+import logging
 import re
 from pathlib import Path
 from urllib.parse import urlsplit
@@ -14,6 +16,7 @@ from burrow.control.accounts.service import account as account_service
 from burrow.control.config import Settings
 from burrow.control.db import unit_of_work
 from burrow.control.deps import SESSION_COOKIE
+from burrow.control.mail import Mailer
 from burrow.control.runtime import Runtime
 from tests.control.web.conftest import MakeWebCustomer
 from tests.support.factories import DEFAULT_PASSWORD
@@ -246,3 +249,35 @@ class TestAgeAttestationRequired:
         assert "checked" in refused.text.split('id="f-accept_terms"')[1].split(">")[0]
         accepted = await _signup(client, **fields, age_attestation="adult")
         assert accepted.status_code == 303
+
+
+async def test_in_development_without_smtp_the_link_is_in_the_servers_output(
+    client: httpx.AsyncClient, runtime: Runtime, smtp: SmtpServer, caplog: pytest.LogCaptureFixture
+) -> None:
+    assert 'id="mail-to-output"' not in (await client.get("/signup")).text  # SMTP is set
+    development = Settings(
+        **runtime.settings.model_dump(exclude={"environment", "smtp_host", "smtp_port"})
+    )
+    assert development.environment == "development"
+    runtime.settings = development
+    runtime.mailer = Mailer(development)
+
+    page = await client.get("/signup")
+    notice = re.search(r'id="mail-to-output">(.*?)</p>', page.text, re.S)
+    assert notice is not None
+    assert "server's output" in html.unescape(notice.group(1))
+    with caplog.at_level(logging.WARNING, logger="burrow.control.mail"):
+        response = await _signup(
+            client,
+            email="dev@example.com",
+            password="a long enough password",
+            accept_terms=runtime.policy.terms.version,
+        )
+        assert response.status_code == 303, response.text
+        dashboard = await client.get("/dashboard")
+    shown = html.unescape(dashboard.text)
+    assert "We sent" not in shown
+    assert "the link to confirm your address is in the server's output" in shown
+    logged = "\n".join(r.getMessage() for r in caplog.records)
+    assert re.search(r"/verify-email\?token=\S+", logged), logged
+    assert smtp.inbox.to("dev@example.com") == []

@@ -4,6 +4,7 @@ their rows in the admin audit trail."""
 from __future__ import annotations
 
 import html
+import json
 import re
 from dataclasses import dataclass
 from datetime import timedelta
@@ -742,3 +743,68 @@ async def test_a_support_finding_evaluates_the_request_again(
     rows = (await _trail(runtime))[before:]
     assert [(r.action, r.target_id) for r in rows] == [("refund.finding", str(request_id))]
     assert '"unsupported_device": true' in rows[0].detail
+
+
+async def test_change_a_nodes_endpoint_location_and_capacity(
+    client: httpx.AsyncClient,
+    admin: Account,
+    runtime: Runtime,
+    web_customer: MakeWebCustomer,
+) -> None:
+    async with unit_of_work(runtime.sessionmaker) as session:
+        node = await create_node(session, name="ams-1", endpoint_host="127.0.0.1")
+    page = await client.get("/admin/fleet")
+    assert f'id="node-update-{node.id}"' in page.text
+
+    bad = await post_form(
+        client,
+        f"/admin/fleet/{node.id}/update",
+        {"endpoint_host": "not a host", "capacity": "0"},
+        page="/admin/fleet",
+    )
+    assert bad.status_code == 422
+    assert by_id(bad, f"node-{node.id}-endpoint-host-error")
+    assert by_id(bad, f"node-{node.id}-capacity-error")
+    assert 'value="not a host"' in bad.text  # the form is kept
+
+    done = await post_form(
+        client,
+        f"/admin/fleet/{node.id}/update",
+        {
+            "endpoint_host": "ams-1.vpn.example.net",
+            "endpoint_port": "51821",
+            "country": "de",
+            "city": "Berlin",
+            "capacity": "40",
+        },
+        page="/admin/fleet",
+    )
+    assert done.status_code == 303, done.text
+    async with unit_of_work(runtime.sessionmaker) as session:
+        row = await session.get(Node, node.id)
+        assert row is not None
+        assert (row.endpoint_host, row.endpoint_port) == ("ams-1.vpn.example.net", 51821)
+        assert (row.country, row.city, row.capacity) == ("DE", "Berlin", 40)
+        assert row.config_changed_at is not None
+        trail = (
+            await session.scalars(select(AdminAction).where(AdminAction.action == "node.update"))
+        ).one()
+        assert json.loads(trail.detail)["before"]["endpoint_host"] == "127.0.0.1"
+    listed = await client.get("/admin/fleet")
+    assert "ams-1.vpn.example.net:51821" in (by_id(listed, f"node-{node.id}") or "")
+
+
+async def test_every_admin_page_says_when_configs_point_at_loopback(
+    client: httpx.AsyncClient, admin: Account, runtime: Runtime
+) -> None:
+    pages = ["/admin", "/admin/accounts", "/admin/fleet", "/admin/refunds", "/admin/policy"]
+    for path in pages:
+        page = await client.get(path)
+        assert page.status_code == 200
+        assert 'id="loopback-notice"' not in page.text  # the tests' public address is set
+    data = runtime.settings.model_dump(exclude={"public_url", "public_host"})
+    runtime.settings = Settings(**data)
+    for path in pages:
+        notice = by_id(await client.get(path), "loopback-notice") or ""
+        assert "point at 127.0.0.1" in notice, path
+        assert "BURROW_PUBLIC_HOST" in notice

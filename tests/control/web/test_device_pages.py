@@ -4,6 +4,7 @@ config for any node, new keys, rename, remove."""
 from __future__ import annotations
 
 import re
+import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -13,7 +14,9 @@ import pytest
 from burrow.control.db import unit_of_work
 from burrow.control.desired_state.service import desired_state as desired_state_service
 from burrow.control.devices.service import new_key_pair
-from burrow.control.models import Node
+from burrow.control.models import Node, utcnow
+from burrow.control.nodes.schemas import NodeUpdate
+from burrow.control.nodes.service import node as node_service
 from burrow.control.policy.schemas import DnsFilterSection, DnsSection
 from burrow.control.runtime import Runtime
 from burrow.control.security import hash_token, new_token
@@ -21,6 +24,7 @@ from burrow.wire.models import API_PREFIX
 from tests.control.web.conftest import MakeWebCustomer
 from tests.support.factories import create_device, create_node
 from tests.support.web import field_error, field_value, post_form
+from tests.support.wg_quick import wg_quick_strip
 
 
 @dataclass
@@ -68,7 +72,7 @@ async def test_add_with_a_server_key_shows_a_scannable_qr_once(
     assert config is not None
     assert "PrivateKey = " in config.group(1)
     assert f"PublicKey = {node.row.wg_public_key}" in config.group(1)
-    assert 'download="ams-1-Phone.conf"' in response.text
+    assert re.search(r'download="ams-1-Phone-[0-9a-z]+\.conf"', response.text)
     listed = await client.get("/devices")
     assert "Phone" in listed.text
     assert "Not connected" in listed.text
@@ -150,7 +154,9 @@ async def test_config_download_rename_rotate_remove(
     url = f"/devices/{device.id}"
     config = await client.get(f"{url}/config", params={"node_id": node.row.id})
     assert config.status_code == 200
-    assert config.headers["content-disposition"] == 'attachment; filename="ams-1-Desk.conf"'
+    assert re.fullmatch(
+        r'attachment; filename="ams-1-Desk-[0-9a-z]+\.conf"', config.headers["content-disposition"]
+    )
     assert "# PrivateKey = <paste" in config.text
     assert f"Address = {device.ipv4}/32" in config.text
 
@@ -222,3 +228,60 @@ async def test_another_customers_device_is_not_found(
     assert (await client.get(f"/devices/{theirs.id}")).status_code == 404
     assert (await client.get(f"/devices/{theirs.id}/config")).status_code in (404, 409)
     assert (await client.get("/devices/not-a-number")).status_code == 404
+
+
+async def test_downloads_have_names_wg_quick_accepts(
+    client: httpx.AsyncClient,
+    runtime: Runtime,
+    web_customer: MakeWebCustomer,
+    node: ReportingNode,
+    tmp_path: Path,
+) -> None:
+    if shutil.which("wg-quick") is None:
+        pytest.skip("wg-quick is not installed (wireguard-tools)")
+    customer = await web_customer()
+    names = set()
+    for device_name in ("Zoë's phone", "work laptop 2", "x" * 40, "x" * 40):
+        async with unit_of_work(runtime.sessionmaker) as session:
+            device = await create_device(session, customer.account, name=device_name)
+        response = await client.get(f"/devices/{device.id}/config", params={"node_id": node.row.id})
+        assert response.status_code == 200
+        match = re.fullmatch(
+            r'attachment; filename="([A-Za-z0-9_=+.-]{1,15})\.conf"',
+            response.headers["content-disposition"],
+        )
+        assert match, response.headers["content-disposition"]
+        names.add(match[1])
+        stripped = wg_quick_strip(tmp_path, f"{match[1]}.conf", response.text)
+        assert stripped.returncode == 0, stripped.stderr
+    assert len(names) == 4
+
+
+async def test_customers_are_told_when_a_servers_address_changed(
+    client: httpx.AsyncClient, runtime: Runtime, web_customer: MakeWebCustomer, node: ReportingNode
+) -> None:
+    customer = await web_customer()
+    async with unit_of_work(runtime.sessionmaker) as session:
+        await create_device(session, customer.account, name="Desk")
+        other = await create_node(session, name="fra-1")
+    page = await client.get("/devices")
+    assert "config-changed" not in page.text
+    async with unit_of_work(runtime.sessionmaker) as session:
+        # A change of location or capacity leaves configurations as they are.
+        await node_service.update(session, other.id, NodeUpdate(city="Berlin", capacity=10))
+        await node_service.update(
+            session, node.row.id, NodeUpdate(endpoint_host="ams-1.vpn.example.net")
+        )
+    page = await client.get("/devices")
+    notice = re.search(r'id="config-changed-ams-1">(.*?)</p>', page.text, re.S)
+    assert notice is not None, page.text
+    today = utcnow().strftime("%Y-%m-%d")
+    assert f"The server address of server ams-1 changed on {today}" in notice.group(1)
+    assert "download the configuration for ams-1 again" in notice.group(1)
+    assert "config-changed-fra-1" not in page.text
+
+    # A customer whose devices came after the change has nothing out of date.
+    newcomer = await web_customer()
+    async with unit_of_work(runtime.sessionmaker) as session:
+        await create_device(session, newcomer.account, name="New phone")
+    assert "config-changed" not in (await client.get("/devices")).text

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, Depends, Query, Request, Response, status
+from fastapi import APIRouter, Depends, Path, Query, Request, Response, status
 
 from burrow.control.accounts.schemas import (
     AccountCreate,
@@ -14,11 +14,13 @@ from burrow.control.accounts.schemas import (
     PasswordChange,
     SessionCreate,
     SessionCreated,
+    SessionRead,
     TotpCodeBody,
     TotpEnrolment,
     VerifyEmail,
 )
 from burrow.control.accounts.service import account as account_service
+from burrow.control.accounts.service import sign_up_answer
 from burrow.control.deps import (
     SESSION_COOKIE,
     CurrentAccount,
@@ -42,13 +44,21 @@ def _read(account: Account) -> AccountRead:
     "/accounts",
     tags=["accounts"],
     summary="Register an account",
-    status_code=status.HTTP_201_CREATED,
-    response_model=AccountRead,
-    responses=problem_responses(409, 422),
+    status_code=status.HTTP_202_ACCEPTED,
+    response_model=Message,
+    responses=problem_responses(422, 429),
 )
-async def register(body: AccountCreate, session: SessionDep, runtime: RuntimeDep) -> AccountRead:
-    """Creates the account and emails a one-time link that verifies the address."""
-    return _read(await account_service.register(session, runtime, body))
+async def register(
+    body: AccountCreate, request: Request, session: SessionDep, runtime: RuntimeDep
+) -> Message:
+    """Creates the account and emails a one-time link that verifies the address.
+
+    The answer is the same when the address already has an account (its owner is emailed
+    instead), so that it does not tell who has one."""
+    email = await account_service.sign_up(
+        session, runtime, body, client_address=request.client.host if request.client else None
+    )
+    return Message(detail=sign_up_answer(email))
 
 
 async def _verify(session: SessionDep, runtime: RuntimeDep, token: str) -> Message:
@@ -201,6 +211,7 @@ async def sign_in(
         password=body.password,
         totp_code=body.totp_code,
         client_address=request.client.host if request.client else None,
+        user_agent=request.headers.get("user-agent"),
     )
     response.set_cookie(
         SESSION_COOKIE,
@@ -254,3 +265,34 @@ async def sign_out_everywhere(
 ) -> None:
     await account_service.sign_out_everywhere(session, account)
     _forget_cookie(request, response)
+
+
+@router.get(
+    "/sessions",
+    tags=["sessions"],
+    summary="Your sessions",
+    response_model=list[SessionRead],
+    responses=problem_responses(401, 403),
+)
+async def list_sessions(
+    account: CurrentAccount, token: SessionToken, session: SessionDep, runtime: RuntimeDep
+) -> list[SessionRead]:
+    """Every session still signed in to your account: the browser and system it was opened
+    from, when it was opened and last used, and which one is this one."""
+    found = await account_service.list_sessions(session, runtime, account, token)
+    return [SessionRead.model_validate(info, from_attributes=True) for info in found]
+
+
+@router.delete(
+    "/sessions/{session_id}",
+    tags=["sessions"],
+    summary="End one of your sessions",
+    status_code=status.HTTP_204_NO_CONTENT,
+    responses=problem_responses(401, 403, 404),
+)
+async def end_session(
+    session_id: Annotated[int, Path(ge=1, le=2**63 - 1)],
+    account: CurrentAccount,
+    session: SessionDep,
+) -> None:
+    await account_service.end_session(session, account, session_id)

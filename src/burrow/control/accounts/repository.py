@@ -126,6 +126,36 @@ class AccountRepository:
             )
         )
 
+    async def delete_session_by_id(self, account_id: int, session_id: int) -> bool:
+        """End one session of the account; false if it has none with that id."""
+        result: CursorResult[Any] = await self.session.execute(  # type: ignore[assignment]
+            delete(AccountSession).where(
+                AccountSession.id.in_(
+                    self._of_account(AccountSession, account_id)
+                    .where(AccountSession.id == session_id)
+                    .with_only_columns(AccountSession.id)
+                )
+            )
+        )
+        return bool(result.rowcount)
+
+    async def touch_session(self, row: AccountSession, now: datetime, before: datetime) -> None:
+        """Set the session's last use to ``now`` unless it was set since ``before``."""
+        statement = (
+            update(AccountSession)
+            .where(
+                AccountSession.id == row.id,
+                or_(
+                    AccountSession.last_used_at.is_(None),
+                    AccountSession.last_used_at <= before,
+                ),
+            )
+            .values(last_used_at=now)
+            .execution_options(synchronize_session=False)
+        )
+        await self.session.execute(statement)
+        set_committed_value(row, "last_used_at", now)
+
     async def delete_sessions(self, account_id: int, *, keep_hash: str | None = None) -> None:
         owned = self._of_account(AccountSession, account_id).with_only_columns(AccountSession.id)
         if keep_hash is not None:

@@ -177,3 +177,16 @@ class StatusChange(_Body):
 
 class StatusReason(_Body):
     reason: Reason
+
+
+class SessionRead(BaseModel):
+    """One of your sessions. No address is kept, so none is shown."""
+
+    id: int
+    device: str = Field(
+        description='Summarised from the browser\'s User-Agent: "Firefox on Linux".'
+    )
+    created_at: datetime
+    last_used_at: datetime
+    expires_at: datetime = Field(description="When it ends unless used again (idle or maximum).")
+    current: bool = Field(description="The session this request was made with.")

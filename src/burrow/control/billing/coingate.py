@@ -250,8 +250,9 @@ def _mismatch(order: Order, remote: dict[str, Any], coingate_id: str) -> str | N
 
 async def receive(
     session: AsyncSession, runtime: Runtime, fields: dict[str, str]
-) -> tuple[bool, str]:
-    """Verify one callback and store what CoinGate's API says; (stored, status).
+) -> tuple[int | None, str]:
+    """Verify one callback and store what CoinGate's API says; (the stored event's row id, or
+    None for a duplicate; status).
 
     ``fields`` is the posted form: only ``id``, ``order_id`` and ``token`` are used from it.
     """

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, Form, Header, Request
+from fastapi import APIRouter, BackgroundTasks, Form, Header, Request
 
 from burrow.control.admin.service import admin_audit
 from burrow.control.billing import coingate, stripe_events
@@ -14,6 +14,8 @@ from burrow.control.billing.schemas import (
     CheckoutIn,
     CheckoutOut,
     CoinGateCallbackIn,
+    EventRetriedOut,
+    FailedEventOut,
     ManualPaymentIn,
     OrderOut,
     PaymentOut,
@@ -23,9 +25,8 @@ from burrow.control.billing.schemas import (
 from burrow.control.billing.service import OrderView
 from burrow.control.billing.service import billing as billing_service
 from burrow.control.billing.service import webhook as webhook_service
-from burrow.control.db import after_commit
 from burrow.control.deps import CurrentAccount, CurrentAdmin, RuntimeDep, SessionDep
-from burrow.control.params import AccountId
+from burrow.control.params import AccountId, id_path
 from burrow.control.problems import problem_responses
 
 customer_router = APIRouter(prefix="/api/v1/billing", tags=["billing"])
@@ -163,18 +164,16 @@ async def stripe_webhook(
     request: Request,
     session: SessionDep,
     runtime: RuntimeDep,
+    background: BackgroundTasks,
     stripe_signature: Annotated[str | None, Header(max_length=2000)] = None,
 ) -> WebhookReceivedOut:
-    """Signed by Stripe with the endpoint secret. The event is stored, then handled after the
-    store commits (and by the scheduler, should this process stop first)."""
+    """Signed by Stripe with the endpoint secret. The event is stored and answered at once;
+    it is handled after the answer (and by the scheduler, should this process stop first)."""
     stored = await stripe_events.receive(session, runtime, await request.body(), stripe_signature)
-    if stored:
-
-        async def handle_now() -> None:
-            await webhook_service.process_pending(runtime)
-
-        after_commit(session, handle_now)
-    return WebhookReceivedOut(received=True, duplicate=not stored)
+    if stored is not None:
+        # Background tasks run after the answer is sent, and so after the session commits.
+        background.add_task(webhook_service.process_one, runtime, stored)
+    return WebhookReceivedOut(received=True, duplicate=stored is None)
 
 
 @customer_router.post(
@@ -187,18 +186,55 @@ async def coingate_callback(
     body: Annotated[CoinGateCallbackIn, Form()],
     session: SessionDep,
     runtime: RuntimeDep,
+    background: BackgroundTasks,
 ) -> WebhookReceivedOut:
     """Posted by CoinGate when an order's status changes. Believed only with the token made for
     that order, and then only as far as CoinGate's API confirms it (the status and amounts are
     fetched from CoinGate). 503: CoinGate could not be asked; it sends the callback again."""
     stored, _status = await coingate.receive(session, runtime, body.model_dump())
-    if stored:
+    if stored is not None:
+        background.add_task(webhook_service.process_one, runtime, stored)
+    return WebhookReceivedOut(received=True, duplicate=stored is None)
 
-        async def handle_now() -> None:
-            await webhook_service.process_pending(runtime)
 
-        after_commit(session, handle_now)
-    return WebhookReceivedOut(received=True, duplicate=not stored)
+@admin_router.get(
+    "/webhook-events/failed",
+    summary="Provider events parked after their last attempt",
+    response_model=list[FailedEventOut],
+    responses=problem_responses(401, 403),
+)
+async def failed_events(session: SessionDep, _admin: CurrentAdmin) -> list[FailedEventOut]:
+    """An event that kept failing is tried with a growing backoff, then parked here with its
+    error, so it never holds up newer events. The latest first."""
+    return [FailedEventOut.model_validate(e) for e in await webhook_service.failed(session)]
+
+
+@admin_router.post(
+    "/webhook-events/{event_row_id}/retry",
+    summary="Try a parked provider event again",
+    response_model=EventRetriedOut,
+    responses=problem_responses(401, 403, 404, 409),
+)
+async def retry_event(
+    event_row_id: Annotated[int, id_path("The stored event's id.")],
+    session: SessionDep,
+    runtime: RuntimeDep,
+    admin: CurrentAdmin,
+    background: BackgroundTasks,
+) -> EventRetriedOut:
+    """The event is due again with a fresh count of attempts, and handled right after."""
+    retried = await webhook_service.retry(session, event_row_id)
+    await admin_audit.record(
+        session,
+        admin,
+        "webhook_event.retry",
+        "webhook_event",
+        retried.id,
+        None,
+        {"provider": retried.provider, "type": retried.type},
+    )
+    background.add_task(webhook_service.process_one, runtime, retried.id)
+    return EventRetriedOut(id=retried.id, message="The event is handled again.")
 
 
 router = APIRouter()

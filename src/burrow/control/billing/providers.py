@@ -12,12 +12,13 @@ Imports the models and the settings only.
 from __future__ import annotations
 
 import logging
+from dataclasses import dataclass
 from typing import Protocol
 
 import stripe
 
 from burrow.control.config import Settings
-from burrow.control.models import Order
+from burrow.control.models import Order, PaymentMethod
 
 log = logging.getLogger(__name__)
 
@@ -101,12 +102,17 @@ class StripeGateway:
         return None
 
     async def payment_fingerprint(self, payment_id: str) -> str | None:
-        """The card fingerprint of a payment (a payment intent's latest charge, or a charge):
-        Stripe's one id of a card number across customers, which the refund rule "one per
-        person" compares. None when the payment was not made with a card (a bank debit, Link,
-        PayPal), or Stripe knows no such payment (a test-mode id under a live key): the payment
-        is recorded all the same, only without a fingerprint. Unreachable: ProviderUnavailable,
-        so the caller can try again later."""
+        """The card fingerprint of a payment (see ``payment_details``)."""
+        return (await self.payment_details(payment_id)).fingerprint
+
+    async def payment_details(self, payment_id: str) -> PaymentDetails:
+        """What really paid (a payment intent's latest charge, or a charge): the method class
+        Stripe reports (Checkout takes Link, PayPal and SEPA debits as well as cards), and the
+        card fingerprint, Stripe's one id of a card number across customers, which the refund
+        rule "one per person" compares. The fingerprint is None when the payment was not made
+        with a card; both are None when Stripe knows no such payment (a test-mode id under a
+        live key): the payment is recorded all the same. Unreachable: ProviderUnavailable, so
+        the caller can try again later."""
         client = self._client()
         try:
             if payment_id.startswith("ch_"):
@@ -125,10 +131,10 @@ class StripeGateway:
             # A request Stripe will refuse every time: retrying would hold the payment back
             # for good, so it is recorded without a fingerprint.
             log.warning("stripe names no card for payment %s: %s", payment_id, _describe(exc))
-            return None
+            return PaymentDetails(None, None)
         except stripe.StripeError as exc:
             raise ProviderUnavailable(_describe(exc)) from exc
-        return _card_fingerprint(charge)
+        return PaymentDetails(_method_class(charge), _card_fingerprint(charge))
 
     async def cancel_now(self, subscription_id: str) -> None:
         """End the Stripe subscription at once: no further charge (a refunded order)."""
@@ -151,6 +157,35 @@ class StripeGateway:
             )
         except stripe.StripeError as exc:
             raise ProviderUnavailable(_describe(exc)) from exc
+
+
+@dataclass(frozen=True)
+class PaymentDetails:
+    method: PaymentMethod | None  # None: Stripe did not say (the order's own method stands)
+    fingerprint: str | None
+
+
+# Stripe's payment method types, by the class the policy's rules name. Card wallets (Apple
+# Pay, Google Pay) are cards; what is not named here keeps the order's own method.
+_METHOD_CLASSES = {
+    "card": PaymentMethod.card,
+    "card_present": PaymentMethod.card,
+    "link": PaymentMethod.link,
+    "paypal": PaymentMethod.paypal,
+    "sepa_debit": PaymentMethod.bank_debit,
+    "bacs_debit": PaymentMethod.bank_debit,
+    "au_becs_debit": PaymentMethod.bank_debit,
+    "acss_debit": PaymentMethod.bank_debit,
+    "us_bank_account": PaymentMethod.bank_debit,
+}
+
+
+def _method_class(charge: stripe.Charge | str | None) -> PaymentMethod | None:
+    if charge is None or isinstance(charge, str):
+        return None
+    details = getattr(charge, "payment_method_details", None)
+    kind = getattr(details, "type", None) if details is not None else None
+    return _METHOD_CLASSES.get(kind) if isinstance(kind, str) else None
 
 
 def _card_fingerprint(charge: stripe.Charge | str | None) -> str | None:

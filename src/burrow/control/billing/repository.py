@@ -8,8 +8,9 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from datetime import datetime
+from typing import Any
 
-from sqlalchemy import Select, func, or_, select
+from sqlalchemy import ColumnElement, CursorResult, Select, and_, func, or_, select, update
 from sqlalchemy.dialects.postgresql import insert as postgresql_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -103,8 +104,8 @@ class BillingRepository:
 
     async def add_event(
         self, provider: str, event_id: str, type_: str, payload: str, received_at: datetime
-    ) -> bool:
-        """Store the event unless (provider, event_id) is already there; True if stored.
+    ) -> int | None:
+        """Store the event unless (provider, event_id) is already there; its id if stored.
 
         ``ON CONFLICT DO NOTHING`` (both databases have it) keeps a concurrent duplicate from
         failing the transaction.
@@ -123,14 +124,72 @@ class BillingRepository:
             .values(**values)
             .on_conflict_do_nothing(index_elements=["provider", "event_id"])
         )
-        result = await self.session.execute(statement)
-        return bool(getattr(result, "rowcount", 0))
+        stored = await self.session.scalar(statement.returning(WebhookEvent.id))
+        return None if stored is None else int(stored)
 
-    async def pending_event_ids(self, limit: int) -> Sequence[int]:
+    @staticmethod
+    def _due(now: datetime) -> ColumnElement[bool]:
+        """Not handled, not parked, out of its backoff, and claimed by no live handler."""
+        return and_(
+            WebhookEvent.processed_at.is_(None),
+            WebhookEvent.failed_at.is_(None),
+            or_(WebhookEvent.next_attempt_at.is_(None), WebhookEvent.next_attempt_at <= now),
+            or_(WebhookEvent.claimed_until.is_(None), WebhookEvent.claimed_until < now),
+        )
+
+    async def claim_event(
+        self, now: datetime, until: datetime, event_id: int | None = None
+    ) -> int | None:
+        """Claim one due event (``event_id``, or the next one) until ``until``; returns its id,
+        or None when there is none to claim.
+
+        Never-tried events come first and the newest of them first, so an event that just
+        arrived is never stuck behind a backlog (handlers apply events by the provider's own
+        state and times, so the order they run in does not change the outcome); retries
+        follow, the fewest attempts first.
+
+        PostgreSQL skips rows another claimer holds (``FOR UPDATE SKIP LOCKED``); SQLite has
+        one writer at a time, and the claim is the UPDATE whose WHERE still finds the event
+        due, so of two claimers exactly one gets a row back.
+        """
+        query = select(WebhookEvent.id).where(self._due(now))
+        if event_id is not None:
+            query = query.where(WebhookEvent.id == event_id)
+        query = query.order_by(WebhookEvent.attempts, WebhookEvent.id.desc()).limit(1)
+        if self.session.get_bind().dialect.name == "postgresql":
+            query = query.with_for_update(skip_locked=True)
+        for _ in range(20):
+            found = await self.session.scalar(query)
+            if found is None:
+                return None
+            claim = (
+                update(WebhookEvent)
+                .where(WebhookEvent.id == found, self._due(now))
+                .values(claimed_until=until, attempts=WebhookEvent.attempts + 1)
+                .execution_options(synchronize_session=False)
+            )
+            result: CursorResult[Any] = await self.session.execute(claim)  # type: ignore[assignment]
+            if result.rowcount == 1:
+                return int(found)
+        return None
+
+    async def finish_event(self, event_id: int, now: datetime) -> bool:
+        """Mark a claimed event handled, unless another handler finished it first."""
+        statement = (
+            update(WebhookEvent)
+            .where(WebhookEvent.id == event_id, WebhookEvent.processed_at.is_(None))
+            .values(processed_at=now, claimed_until=None, error=None, next_attempt_at=None)
+            .execution_options(synchronize_session=False)
+        )
+        result: CursorResult[Any] = await self.session.execute(statement)  # type: ignore[assignment]
+        return result.rowcount == 1
+
+    async def failed_events(self, limit: int) -> Sequence[WebhookEvent]:
+        """Events parked after their last attempt, the latest first."""
         query = (
-            select(WebhookEvent.id)
-            .where(WebhookEvent.processed_at.is_(None))
-            .order_by(WebhookEvent.received_at, WebhookEvent.id)
+            select(WebhookEvent)
+            .where(WebhookEvent.failed_at.is_not(None), WebhookEvent.processed_at.is_(None))
+            .order_by(WebhookEvent.failed_at.desc(), WebhookEvent.id.desc())
             .limit(limit)
         )
         return (await self.session.scalars(query)).all()

@@ -97,6 +97,26 @@ class WebhookReceivedOut(BaseModel):
     duplicate: bool = Field(description="True: this event was delivered before; nothing changed.")
 
 
+class FailedEventOut(BaseModel):
+    """A provider event parked after its last attempt: what it was and why it failed."""
+
+    model_config = ConfigDict(from_attributes=True)
+
+    id: int
+    provider: str
+    event_id: str
+    type: str
+    received_at: datetime
+    attempts: int
+    error: str | None
+    failed_at: datetime | None
+
+
+class EventRetriedOut(BaseModel):
+    id: int
+    message: str
+
+
 class CoinGateCallbackIn(BaseModel):
     """CoinGate's order callback, a form. Only ``id``, ``order_id`` and ``token`` are read: the
     order's status and amounts are fetched back from CoinGate's API, never taken from here."""

@@ -12,9 +12,10 @@ from __future__ import annotations
 
 import json
 import logging
+import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any, Protocol
 
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -130,10 +131,12 @@ class PaymentRecorded:
     message: str
 
 
-def _check_money(amount_minor: int, currency: str, plan: Plan) -> None:
+def _check_money(amount_minor: int, currency: str, plan: Plan, *, zero_ok: bool = False) -> None:
+    # ``zero_ok``: a provider's renewal paid in full by a coupon or a credit balance is a
+    # payment of zero, and still gives the period.
     if isinstance(amount_minor, bool) or not isinstance(amount_minor, int):
         raise InvalidInput("Give the amount as a whole number of minor units (cents).")
-    if amount_minor <= 0:
+    if amount_minor < 0 or (amount_minor == 0 and not zero_ok):
         raise InvalidInput("A payment's amount must be above zero.", field="amount_minor")
     if currency != plan.currency:
         raise InvalidInput(
@@ -293,6 +296,8 @@ class BillingService:
         *,
         provider_subscription_id: str | None = None,
         period_end: datetime | None = None,
+        method: PaymentMethod | None = None,
+        zero_ok: bool = False,
     ) -> PaymentRecorded:
         """Money came for a pending (or failed, then paid after all) order: record the payment
         and give the plan's period through the subscriptions service.
@@ -301,6 +306,8 @@ class BillingService:
         since that is what a refund can send back. A provider payment id seen before raises
         ``DuplicatePayment`` and changes nothing. ``provider_subscription_id`` links the
         provider's recurring subscription; ``period_end`` is the end the provider bills up to.
+        ``method`` is the class of what really paid, as the provider reports it (a card order
+        paid through Stripe's PayPal is a PayPal order for the refund rules).
         """
         repository = BillingRepository(session)
         known = await repository.payment_by_provider_id(order.provider, provider_payment_id)
@@ -310,7 +317,7 @@ class BillingService:
             raise OrderNotPayable(order.id, order.status)
         plan = await plan_service.get(session, order.plan_id)
         assert plan is not None  # a foreign key; plans are never deleted
-        _check_money(amount_minor, currency, plan)
+        _check_money(amount_minor, currency, plan, zero_ok=zero_ok)
         account = await repository.get_account(order.account_id)
         if account is None:
             raise AccountNotFound(order.account_id)
@@ -319,6 +326,8 @@ class BillingService:
         earlier = await repository.paid_order_count(account.id)
         order.kind = OrderKind.renewal if earlier else OrderKind.first
         order.amount_minor = amount_minor
+        if method is not None:
+            order.payment_method = method
         order.status = OrderStatus.paid
         order.paid_at = utcnow()
         if provider_subscription_id:
@@ -373,6 +382,7 @@ class BillingService:
         provider_order_id: str | None = None,
         provider_subscription_id: str | None = None,
         period_end: datetime | None = None,
+        zero_ok: bool = False,
     ) -> PaymentRecorded:
         """Record money received for ``plan`` that no pending order was waiting for (a manual
         payment, a provider's renewal) and give its period to the account: an order is opened
@@ -381,7 +391,7 @@ class BillingService:
         The account's first paid order is ``first``, every later one a ``renewal``. The
         subscription is extended (same plan, still active) or replaced, as an admin grant is.
         """
-        _check_money(amount_minor, currency, plan)
+        _check_money(amount_minor, currency, plan, zero_ok=zero_ok)
         if account.status in _CLOSED:
             raise AccountTerminated(account.id, account.status.value)
         known = await BillingRepository(session).payment_by_provider_id(
@@ -402,6 +412,7 @@ class BillingService:
             fingerprint,
             provider_subscription_id=provider_subscription_id,
             period_end=period_end,
+            zero_ok=zero_ok,
         )
 
     # --- checkout -----------------------------------------------------------------------------
@@ -587,6 +598,18 @@ class BillingService:
         return found
 
 
+class EventNeedsPerson(Exception):
+    """An event that no retry can handle (a currency burrow does not price in, no handler for
+    its provider): it is parked at once, with this message, for an administrator."""
+
+
+class EventAlreadyHandled(Exception):
+    """Another handler finished the event first; this one's work is rolled back."""
+
+    def __init__(self, event_row_id: int) -> None:
+        super().__init__(f"webhook event {event_row_id} was handled by another handler")
+
+
 # A provider's handler: what one stored event means, applied inside its own unit of work.
 WebhookHandler = Callable[[AsyncSession, Runtime, WebhookEvent, dict[str, Any]], Awaitable[None]]
 WEBHOOK_HANDLERS: dict[str, WebhookHandler] = {}
@@ -602,6 +625,40 @@ def webhook_handler(provider: str) -> Callable[[WebhookHandler], WebhookHandler]
     return register
 
 
+# Stored events: a handler holds its claim this long, then another may take the event over.
+EVENT_CLAIM = timedelta(minutes=5)
+# A failing event is tried again after 30 s, 1 min, 2 min, ... (at most 6 h apart), and after
+# this many attempts it is parked for an administrator.
+EVENT_MAX_ATTEMPTS = 8
+EVENT_FIRST_BACKOFF = timedelta(seconds=30)
+EVENT_MAX_BACKOFF = timedelta(hours=6)
+
+
+def event_backoff(attempts: int) -> timedelta:
+    """How long an event that failed its ``attempts``-th attempt waits before the next."""
+    doubled: timedelta = EVENT_FIRST_BACKOFF * (2 ** max(attempts - 1, 0))
+    return min(doubled, EVENT_MAX_BACKOFF)
+
+
+class EventNotFound(NotFound):
+    title = "Unknown webhook event"
+    type_slug = "unknown-webhook-event"
+
+    def __init__(self, event_id: int) -> None:
+        super().__init__(f"There is no stored webhook event with the id {event_id}.")
+
+
+class EventNotFailed(Conflict):
+    title = "Event not failed"
+    type_slug = "event-not-failed"
+
+    def __init__(self, event_id: int) -> None:
+        super().__init__(
+            f"Webhook event {event_id} is not parked as failed; only a failed event is retried "
+            "by hand."
+        )
+
+
 class WebhookService:
     async def store(
         self,
@@ -610,49 +667,117 @@ class WebhookService:
         event_id: str,
         type_: str,
         payload: dict[str, Any],
-    ) -> bool:
-        """Keep the event for handling; False (and nothing changed) if it was stored before."""
+    ) -> int | None:
+        """Keep the event for handling; its row id, or None (and nothing changed) if it was
+        stored before."""
         if not provider or not event_id:
             raise InvalidInput("A webhook event needs its provider and its event id.")
         return await BillingRepository(session).add_event(
             provider, event_id, type_, json.dumps(payload, sort_keys=True), utcnow()
         )
 
-    async def process_pending(self, runtime: Runtime, *, limit: int = 500) -> int:
-        """Handle stored, unhandled events in the order they arrived; returns how many were.
+    async def process_pending(
+        self, runtime: Runtime, *, limit: int = 500, budget_seconds: float = 20.0
+    ) -> int:
+        """Claim and handle due events one at a time, never-tried ones first; returns how many
+        were handled. Bounded by ``limit`` events and ``budget_seconds``, so one run never
+        holds the scheduler; what is left waits for the next run.
 
-        Each event gets its own unit of work: a failing handler rolls back only its event,
-        which keeps its error and is tried again on the next run.
+        An event is claimed before it is handled, so the scheduler of several replicas and the
+        webhook's own after-answer handling never handle one event twice at once.
         """
-        async with unit_of_work(runtime.sessionmaker) as session:
-            pending = list(await BillingRepository(session).pending_event_ids(limit))
+        deadline = time.monotonic() + budget_seconds
         handled = 0
-        for event_id in pending:
-            try:
-                async with unit_of_work(runtime.sessionmaker) as session:
-                    if await self._handle(session, runtime, event_id):
-                        handled += 1
-            except Exception as exc:
-                log.exception("webhook event %s failed; it will be tried again", event_id)
-                async with unit_of_work(runtime.sessionmaker) as session:
-                    event = await BillingRepository(session).get_event(event_id)
-                    if event is not None:
-                        event.error = f"{type(exc).__name__}: {exc}"[:2000]
+        for _ in range(limit):
+            if time.monotonic() > deadline:
+                break
+            claimed = await self._claim(runtime, None)
+            if claimed is None:
+                break
+            handled += await self._run(runtime, claimed)
         return handled
 
-    async def _handle(self, session: AsyncSession, runtime: Runtime, event_id: int) -> bool:
-        event = await BillingRepository(session).get_event(event_id)
+    async def process_one(self, runtime: Runtime, event_row_id: int) -> bool:
+        """Handle one stored event now, if nobody holds or has handled it (the webhook
+        endpoint's after-answer task)."""
+        claimed = await self._claim(runtime, event_row_id)
+        return claimed is not None and await self._run(runtime, claimed)
+
+    async def failed(self, session: AsyncSession, *, limit: int = 200) -> list[WebhookEvent]:
+        """Events parked after their last attempt, for the administrator."""
+        return list(await BillingRepository(session).failed_events(limit))
+
+    async def retry(self, session: AsyncSession, event_row_id: int) -> WebhookEvent:
+        """An administrator's retry of a parked event: due again, with its attempts counted
+        afresh (the scheduler or the caller's after-commit handling picks it up)."""
+        event = await BillingRepository(session).get_event(event_row_id)
+        if event is None:
+            raise EventNotFound(event_row_id)
+        if event.failed_at is None or event.processed_at is not None:
+            raise EventNotFailed(event_row_id)
+        event.failed_at = None
+        event.next_attempt_at = None
+        event.claimed_until = None
+        event.attempts = 0
+        await session.flush()
+        return event
+
+    async def _claim(self, runtime: Runtime, event_row_id: int | None) -> int | None:
+        now = utcnow()
+        async with unit_of_work(runtime.sessionmaker) as session:
+            return await BillingRepository(session).claim_event(
+                now, now + EVENT_CLAIM, event_row_id
+            )
+
+    async def _run(self, runtime: Runtime, event_row_id: int) -> bool:
+        try:
+            async with unit_of_work(runtime.sessionmaker) as session:
+                return await self._handle(session, runtime, event_row_id)
+        except Exception as exc:
+            await self._failed(runtime, event_row_id, exc)
+            return False
+
+    async def _failed(self, runtime: Runtime, event_row_id: int, exc: Exception) -> None:
+        async with unit_of_work(runtime.sessionmaker) as session:
+            event = await BillingRepository(session).get_event(event_row_id)
+            if event is None or event.processed_at is not None:
+                return
+            now = utcnow()
+            event.error = f"{type(exc).__name__}: {exc}"[:2000]
+            event.claimed_until = None
+            if event.attempts >= EVENT_MAX_ATTEMPTS or isinstance(exc, EventNeedsPerson):
+                event.failed_at = now
+                log.error(
+                    "webhook event %s (%s %s) parked after %d attempts: %s",
+                    event.id,
+                    event.provider,
+                    event.type,
+                    event.attempts,
+                    event.error,
+                )
+            else:
+                event.next_attempt_at = now + event_backoff(event.attempts)
+                log.warning(
+                    "webhook event %s failed (attempt %d); tried again after %s",
+                    event.id,
+                    event.attempts,
+                    event.next_attempt_at,
+                )
+
+    async def _handle(self, session: AsyncSession, runtime: Runtime, event_row_id: int) -> bool:
+        repository = BillingRepository(session)
+        event = await repository.get_event(event_row_id)
         if event is None or event.processed_at is not None:
-            return False  # another replica handled it
+            return False  # another handler finished it
         handler = WEBHOOK_HANDLERS.get(event.provider)
         if handler is None:
-            event.error = f"No handler for provider '{event.provider}'; the event was skipped."
-        else:
-            await handler(session, runtime, event, json.loads(event.payload))
-            event.error = None
-        event.processed_at = utcnow()
+            raise EventNeedsPerson(f"No handler for provider '{event.provider}'.")
+        await handler(session, runtime, event, json.loads(event.payload))
         await session.flush()
-        return handler is not None
+        if not await repository.finish_event(event.id, utcnow()):
+            # Handled meanwhile by a handler that took over an expired claim: undo ours.
+            raise EventAlreadyHandled(event.id)
+        return True
 
 
 billing = BillingService()

@@ -26,17 +26,18 @@ from typing import Any
 import stripe
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from burrow.control.billing.providers import StripeGateway
+from burrow.control.billing.providers import PaymentDetails, StripeGateway
 from burrow.control.billing.service import (
     CHECKOUT_PROVIDERS,
     DuplicatePayment,
+    EventNeedsPerson,
     OrderNotPayable,
     webhook_handler,
 )
 from burrow.control.billing.service import billing as billing_service
 from burrow.control.billing.service import webhook as webhook_service
 from burrow.control.config import Settings
-from burrow.control.errors import BurrowError, NotFound
+from burrow.control.errors import BurrowError, InvalidInput, NotFound
 from burrow.control.models import Account, Order, PaymentMethod, Plan, WebhookEvent
 from burrow.control.plans.service import plan as plan_service
 from burrow.control.runtime import Runtime
@@ -64,8 +65,8 @@ class WebhookNotConfigured(NotFound):
 
 async def receive(
     session: AsyncSession, runtime: Runtime, payload: bytes, signature: str | None
-) -> bool:
-    """Verify and store one delivery; True if new, False for a duplicate."""
+) -> int | None:
+    """Verify and store one delivery; the stored event's row id, or None for a duplicate."""
     secret = runtime.settings.stripe_webhook_secret
     if secret is None:
         raise WebhookNotConfigured()
@@ -137,6 +138,9 @@ class StripeCheckout:
         }
         params: dict[str, object] = {
             "mode": "subscription" if recurring else "payment",
+            # The customer pays the plan's own currency: what burrow records and refunds is
+            # what it priced (Adaptive Pricing would charge a converted amount).
+            "adaptive_pricing": {"enabled": False},
             "line_items": [{"quantity": 1, "price_data": price_data}],
             "client_reference_id": str(order.id),
             "customer_email": account.email,
@@ -254,21 +258,44 @@ async def _payment_id(runtime: Runtime, intent: Any, invoice: Any) -> str | None
     return found or invoice_id
 
 
-async def _fingerprint(runtime: Runtime, payment_id: str | None) -> str | None:
-    """The card fingerprint of the payment recorded under ``payment_id``, asked from Stripe.
+async def _details(runtime: Runtime, payment_id: str | None) -> PaymentDetails:
+    """What paid under ``payment_id`` (its method class and card fingerprint), asked from
+    Stripe.
 
     Asked before anything is recorded: if Stripe cannot be reached, the handler fails and the
     stored event is handled again on a later run (``process_pending``), so the payment is never
     lost, and a short outage never records it without the fingerprint the "one refund per
-    person" rule needs.
+    person" rule needs, or under a method class it was not paid with.
     (Recording it first and filling the fingerprint in later would leave it empty for good
     when no later event about that payment comes, and a refund asked meanwhile would not see
     it.) Without an API key, or under an id that is no payment (an invoice's, a session's),
-    there is nothing to ask: None."""
+    there is nothing to ask."""
     if not payment_id or not payment_id.startswith(("pi_", "ch_")):
-        return None
+        return PaymentDetails(None, None)
     gateway = StripeGateway.from_settings(runtime.settings)
-    return await gateway.payment_fingerprint(payment_id) if gateway.configured else None
+    if not gateway.configured:
+        return PaymentDetails(None, None)
+    return await gateway.payment_details(payment_id)
+
+
+def _settled(obj: dict[str, Any], amount_key: str, priced_in: str) -> tuple[int | None, str]:
+    """The amount and currency burrow was paid in.
+
+    Burrow's checkout sessions turn Adaptive Pricing off, so a customer pays the plan's own
+    currency. A session made with it on (an older session, an account-wide setting) shows the
+    customer's currency, and ``currency_conversion`` holds what was settled in the plan's
+    currency: that is what burrow records (and refunds). Any other currency is refused by
+    the payment's checks, and the event is parked for a person.
+    """
+    amount = _int(obj.get(amount_key))
+    currency = str(obj.get("currency", "")).upper()
+    conversion = obj.get("currency_conversion")
+    if currency != priced_in and isinstance(conversion, dict):
+        source = str(conversion.get("source_currency", "")).upper()
+        converted = _int(conversion.get(amount_key))
+        if source == priced_in and converted is not None:
+            return converted, source
+    return amount, currency
 
 
 # --- handling events --------------------------------------------------------------------------
@@ -294,12 +321,14 @@ async def _record(
         return False
     account = await session.get(Account, account_id)
     plan = await plan_service.get_by_code(session, str(metadata.get("plan_code", "")))
-    amount = _int(obj.get(amount_key))
-    currency = str(obj.get("currency", "")).upper()
-    if account is None or plan is None or amount is None or not payment_id:
+    if account is None or plan is None or not payment_id:
         log.warning("stripe event %s is incomplete; skipped", event.event_id)
         return False
-    fingerprint = await _fingerprint(runtime, payment_id)
+    amount, currency = _settled(obj, amount_key, plan.currency)
+    if amount is None:
+        log.warning("stripe event %s is incomplete; skipped", event.event_id)
+        return False
+    details = await _details(runtime, payment_id)
     try:
         await billing_service.record_payment(
             session,
@@ -308,16 +337,20 @@ async def _record(
             plan,
             amount,
             currency,
-            PaymentMethod.card,
+            details.method or PaymentMethod.card,
             PROVIDER,
             payment_id,
-            fingerprint,
+            details.fingerprint,
             provider_order_id=_id(obj.get("id")),
             provider_subscription_id=provider_subscription_id,
             period_end=period_end,
+            zero_ok=True,
         )
     except DuplicatePayment:
         log.info("stripe event %s: payment already recorded", event.event_id)
+    except InvalidInput as exc:
+        # No retry changes what was paid (another currency): a person looks at it.
+        raise EventNeedsPerson(f"stripe event {event.event_id}: {exc.message}") from exc
     return True
 
 
@@ -339,11 +372,11 @@ async def _checkout_completed(
             session, runtime, event, obj, "amount_total", payment, provider_subscription_id=linked
         )
     else:
-        amount = _int(obj.get("amount_total"))
+        amount, currency = _settled(obj, "amount_total", order.currency)
         if amount is None or payment is None:
             log.warning("stripe event %s is incomplete; skipped", event.event_id)
             return
-        fingerprint = await _fingerprint(runtime, payment)
+        details = await _details(runtime, payment)
         try:
             await billing_service.pay_order(
                 session,
@@ -351,12 +384,16 @@ async def _checkout_completed(
                 order,
                 payment,
                 amount,
-                str(obj.get("currency", "")).upper(),
-                fingerprint,
+                currency,
+                details.fingerprint,
                 provider_subscription_id=linked,
+                method=details.method,
+                zero_ok=obj.get("payment_status") == "no_payment_required",
             )
         except (DuplicatePayment, OrderNotPayable) as exc:
             log.info("stripe event %s: %s", event.event_id, exc)
+        except InvalidInput as exc:
+            raise EventNeedsPerson(f"stripe event {event.event_id}: {exc.message}") from exc
     await _note_time(session, linked, at)
 
 

@@ -31,6 +31,7 @@ class LeaseView:
     protocol: str
     subscription_id: int | None
     admitted_before: bool = False
+    device_id: int | None = None
 
 
 @dataclass(frozen=True)

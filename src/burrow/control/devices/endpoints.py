@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import Annotated, Any
 
 from fastapi import APIRouter, Body, Path, Query, Response, status
 
@@ -18,11 +18,11 @@ from burrow.control.devices.schemas import (
     DeviceRotate,
     DeviceUpdate,
 )
-from burrow.control.devices.service import QR_MEDIA_TYPES, IssuedDevice, QrKind
+from burrow.control.devices.service import IssuedDevice
 from burrow.control.devices.service import device as device_service
 from burrow.control.models import Device
 from burrow.control.params import MAX_ID
-from burrow.control.problems import problem_responses
+from burrow.control.problems import PROBLEM_JSON, PROBLEM_SCHEMA, problem_responses
 
 router = APIRouter(prefix="/api/v1/devices", tags=["devices"])
 
@@ -41,6 +41,8 @@ def _issued(issued: IssuedDevice) -> DeviceIssued:
             "private_key": issued.private_key,
             "config": issued.config,
             "config_node_id": issued.config_node.id if issued.config_node else None,
+            "config_filename": issued.config_filename,
+            "config_qr_svg": qr.decode() if (qr := issued.config_qr("svg")) else None,
         }
     )
 
@@ -64,7 +66,7 @@ async def list_devices(
     session: SessionDep, runtime: RuntimeDep, account: CurrentAccount
 ) -> list[DeviceRead]:
     devices = await device_service.list(session, account)
-    statuses = connection_service.device_statuses(runtime, account.id)
+    statuses = await connection_service.device_statuses(runtime, account.id)
     return [_read(d, statuses.get(d.id, IDLE)) for d in devices]
 
 
@@ -99,7 +101,7 @@ async def get_device(
     device_id: DeviceId, session: SessionDep, runtime: RuntimeDep, account: CurrentAccount
 ) -> DeviceRead:
     device = await device_service.get(session, account, device_id)
-    return _read(device, connection_service.device_status(runtime, account.id, device.id))
+    return _read(device, await connection_service.device_status(runtime, account.id, device.id))
 
 
 @router.patch(
@@ -116,7 +118,7 @@ async def rename_device(
     account: CurrentAccount,
 ) -> DeviceRead:
     device = await device_service.rename(session, account, device_id, data)
-    return _read(device, connection_service.device_status(runtime, account.id, device.id))
+    return _read(device, await connection_service.device_status(runtime, account.id, device.id))
 
 
 @router.put(
@@ -135,7 +137,7 @@ async def set_dns_filters(
     account: CurrentAccount,
 ) -> DeviceRead:
     device = await device_service.set_dns_filters(session, runtime, account, device_id, data)
-    return _read(device, connection_service.device_status(runtime, account.id, device.id))
+    return _read(device, await connection_service.device_status(runtime, account.id, device.id))
 
 
 @router.delete(
@@ -199,51 +201,48 @@ async def download_config(
     return Response(config.text, media_type="text/plain; charset=utf-8", headers=headers)
 
 
-async def _qr(
-    kind: QrKind,
-    device_id: int,
-    node_id: int,
-    session: SessionDep,
-    runtime: RuntimeDep,
-    account: CurrentAccount,
-) -> Response:
-    image = await device_service.config_qr(session, runtime, account, device_id, node_id, kind)
-    return Response(image, media_type=QR_MEDIA_TYPES[kind], headers=NO_STORE)
+QR_GONE: dict[int | str, dict[str, Any]] = {
+    410: {
+        "description": "Always: a QR code made now could not carry the private key. The QR "
+        "code comes with the answer that adds a device or renews its key (config_qr_svg).",
+        "content": {PROBLEM_JSON: {"schema": PROBLEM_SCHEMA}},
+    }
+}
+
+
+async def _qr(device_id: int, session: SessionDep, account: CurrentAccount) -> Response:
+    await device_service.config_qr(session, account, device_id)
 
 
 @router.get(
     "/{device_id}/config.png",
-    summary="The device's config for a server as a QR code (PNG)",
+    summary="Gone: QR codes come with the private key only",
+    description="Answers 410: the server never keeps a private key, so a QR code made now "
+    "would hold a placeholder no app can import. Adding a device or renewing its key without "
+    "a public key returns the complete config and its QR code (config_qr_svg).",
     response_class=Response,
-    responses={
-        200: {"content": {"image/png": {"schema": {"type": "string", "format": "binary"}}}},
-        **problem_responses(401, 404, 422),
-    },
+    responses={**QR_GONE, **problem_responses(401, 404, 422)},
 )
 async def config_qr_png(
     device_id: DeviceId,
     node_id: NodeId,
     session: SessionDep,
-    runtime: RuntimeDep,
     account: CurrentAccount,
 ) -> Response:
-    return await _qr("png", device_id, node_id, session, runtime, account)
+    return await _qr(device_id, session, account)
 
 
 @router.get(
     "/{device_id}/config.svg",
-    summary="The device's config for a server as a QR code (SVG)",
+    summary="Gone: QR codes come with the private key only",
+    description="Answers 410, as the PNG form does.",
     response_class=Response,
-    responses={
-        200: {"content": {"image/svg+xml": {"schema": {"type": "string"}}}},
-        **problem_responses(401, 404, 422),
-    },
+    responses={**QR_GONE, **problem_responses(401, 404, 422)},
 )
 async def config_qr_svg(
     device_id: DeviceId,
     node_id: NodeId,
     session: SessionDep,
-    runtime: RuntimeDep,
     account: CurrentAccount,
 ) -> Response:
-    return await _qr("svg", device_id, node_id, session, runtime, account)
+    return await _qr(device_id, session, account)

@@ -8,6 +8,7 @@ written for them.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from datetime import datetime
 
 from sqlalchemy import Select, exists, func, select
 from sqlalchemy.exc import IntegrityError
@@ -117,6 +118,15 @@ class DeviceRepository:
     async def get_active_node(self, node_id: int) -> Node | None:
         result = await self.session.execute(self._active_nodes().where(Node.id == node_id))
         return result.scalar_one_or_none()
+
+    async def nodes_changed_since(self, since: datetime) -> Sequence[Node]:
+        """Active nodes whose configurations went out of date after ``since``."""
+        query = (
+            self._active_nodes()
+            .where(Node.config_changed_at.is_not(None), Node.config_changed_at > since)
+            .order_by(Node.config_changed_at.desc())
+        )
+        return (await self.session.execute(query)).scalars().all()
 
     async def recommended_node(self) -> Node | None:
         """The active node with the most capacity (the oldest among equals)."""

@@ -128,3 +128,11 @@ class DeviceIssued(DeviceRead):
         "complete wg-quick config (with the private key) for ``config_node_id``.",
     )
     config_node_id: int | None = None
+    config_filename: str | None = Field(
+        None, description="The name to save ``config`` under (wg-quick takes it as the tunnel's)."
+    )
+    config_qr_svg: str | None = Field(
+        None,
+        description="``config`` as a QR code (SVG) for the WireGuard apps to scan. Only here: a "
+        "config downloaded later lacks the private key, so no QR code is made of it.",
+    )

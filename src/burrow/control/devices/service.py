@@ -13,9 +13,11 @@ import binascii
 import io
 import ipaddress
 import re
+import unicodedata
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Literal
+from datetime import datetime, timedelta
+from typing import Literal, NoReturn
 
 import segno
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey, X25519PublicKey
@@ -31,7 +33,7 @@ from burrow.control.devices.schemas import (
     DeviceUpdate,
 )
 from burrow.control.errors import BurrowError, Conflict, Forbidden, InvalidInput, NotFound
-from burrow.control.models import Account, AccountStatus, Device, Node
+from burrow.control.models import Account, AccountStatus, Device, Node, utcnow
 from burrow.control.policy.dns import client_dns
 from burrow.control.policy.schemas import DnsSection
 from burrow.control.runtime import Runtime
@@ -112,6 +114,21 @@ class AddressPoolExhausted(BurrowError):
         )
 
 
+class QrNeedsPrivateKey(BurrowError):
+    status = 410
+    title = "No QR code without the private key"
+    type_slug = "qr-needs-private-key"
+
+    def __init__(self) -> None:
+        super().__init__(
+            "A QR code made now could not carry this device's private key (the server never "
+            "keeps it), so no WireGuard app could import it. Scan the QR code shown when the "
+            "device was added or its key was last renewed; or download the configuration file "
+            "and put your private key in it; or renew the device's key without sending one, "
+            "and the answer has a complete configuration with its QR code."
+        )
+
+
 class AddressAllocationRace(Conflict):
     def __init__(self) -> None:
         super().__init__("Another device took the same tunnel address at the same moment; retry.")
@@ -120,9 +137,13 @@ class AddressAllocationRace(Conflict):
 # Index 0 is the pool's network address, 1 the nodes' own gateway inside the tunnel.
 FIRST_DEVICE_INDEX = 2
 KEEPALIVE_SECONDS = 25
+# How long customers are told that a node's configurations changed.
+CONFIG_NOTICE_DAYS = 90
 QrKind = Literal["png", "svg"]
 QR_MEDIA_TYPES: dict[QrKind, str] = {"png": "image/png", "svg": "image/svg+xml"}
 _UNSAFE_FILENAME = re.compile(r"[^A-Za-z0-9_=+.-]+")
+# Linux interface names (IFNAMSIZ - 1), which wg-quick derives from the file name.
+FILENAME_STEM_MAX = 15
 PRIVATE_KEY_PLACEHOLDER = (
     "# PrivateKey = <paste the private key you kept when you added this device, "
     "then remove the '# ' in front>"
@@ -169,6 +190,35 @@ class IssuedDevice:
     private_key: str | None = None
     config: str | None = None
     config_node: Node | None = None
+
+    @property
+    def config_filename(self) -> str | None:
+        if self.config is None or self.config_node is None:
+            return None
+        return config_filename(self.config_node, self.device)
+
+    def config_qr(self, kind: QrKind) -> bytes | None:
+        """The complete config as a QR code: only here, where it carries the private key."""
+        return None if self.config is None else render_qr(self.config, kind)
+
+
+@dataclass(frozen=True)
+class ConfigNotice:
+    """A node whose configurations, as customers downloaded them, went out of date."""
+
+    node_name: str
+    changed_at: datetime
+    change: str  # nodes.service.CHANGE_ENDPOINT or CHANGE_KEY
+
+    @property
+    def message(self) -> str:
+        what = "server key" if self.change == "key" else "server address"
+        day = self.changed_at.strftime("%Y-%m-%d")
+        return (
+            f"The {what} of server {self.node_name} changed on {day}: download the "
+            f"configuration for {self.node_name} again (and put your private key in it) on each "
+            "device that uses it."
+        )
 
 
 @dataclass(frozen=True)
@@ -295,13 +345,35 @@ def render_config(
     return "\n".join(lines) + "\n"
 
 
+def _filename_part(value: str) -> str:
+    """``value`` in the characters wg-quick allows in an interface name: accents dropped,
+    apostrophes left out, any other run of characters one hyphen."""
+    plain = unicodedata.normalize("NFKD", value).encode("ascii", "ignore").decode()
+    plain = plain.replace("'", "").replace("`", "")
+    return _UNSAFE_FILENAME.sub("-", plain).strip("-.")
+
+
+def _base36(number: int) -> str:
+    digits = "0123456789abcdefghijklmnopqrstuvwxyz"
+    out = ""
+    while True:
+        number, rest = divmod(number, 36)
+        out = digits[rest] + out
+        if number == 0:
+            return out
+
+
 def config_filename(node: Node, device: Device) -> str:
-    """``<node>-<device>.conf`` with only characters every WireGuard app accepts."""
-
-    def clean(value: str) -> str:
-        return _UNSAFE_FILENAME.sub("-", value).strip("-.") or "x"
-
-    return f"{clean(node.name)[:40]}-{clean(device.name)[:40]}.conf"
+    """``<node>-<device>-<id>.conf``: wg-quick and every WireGuard app take the name before
+    ``.conf`` as the tunnel's interface name, which Linux limits to 15 characters of
+    ``[a-zA-Z0-9_=+.-]``. The device's id (base 36) keeps two devices of the same name apart
+    on one node; the node and device names are shortened to fit around it."""
+    tag = _base36(device.id)
+    node_part = (_filename_part(node.name) or "vpn")[:5].rstrip("-.")
+    room = FILENAME_STEM_MAX - len(node_part) - len(tag) - 2
+    device_part = _filename_part(device.name)[: max(room, 0)].rstrip("-.")
+    parts = [node_part, device_part, tag] if device_part else [node_part, tag]
+    return "-".join(parts)[-FILENAME_STEM_MAX:].lstrip("-.") + ".conf"
 
 
 def render_qr(text: str, kind: QrKind) -> bytes:
@@ -322,6 +394,25 @@ def render_qr(text: str, kind: QrKind) -> bytes:
 class DeviceService:
     async def list(self, session: AsyncSession, account: Account) -> Sequence[Device]:
         return await DeviceRepository(session).list_for_account(account.id)
+
+    async def config_notices(
+        self, session: AsyncSession, account: Account
+    ) -> Sequence[ConfigNotice]:
+        """Nodes whose address or key changed after this account's first device was added
+        (within the last ``CONFIG_NOTICE_DAYS``): the configurations it has for them are out
+        of date."""
+        devices = await self.list(session, account)
+        if not devices:
+            return []
+        since = max(
+            min(d.created_at for d in devices), utcnow() - timedelta(days=CONFIG_NOTICE_DAYS)
+        )
+        nodes = await DeviceRepository(session).nodes_changed_since(since)
+        return [
+            ConfigNotice(n.name, n.config_changed_at, n.config_change or "endpoint")
+            for n in nodes
+            if n.config_changed_at is not None
+        ]
 
     async def get(
         self, session: AsyncSession, account: Account, device_id: int, *, lock: bool = False
@@ -469,17 +560,10 @@ class DeviceService:
             ),
         )
 
-    async def config_qr(
-        self,
-        session: AsyncSession,
-        runtime: Runtime,
-        account: Account,
-        device_id: int,
-        node_id: int,
-        kind: QrKind,
-    ) -> bytes:
-        config = await self.config(session, runtime, account, device_id, node_id)
-        return render_qr(config.text, kind)
+    async def config_qr(self, session: AsyncSession, account: Account, device_id: int) -> NoReturn:
+        """Refused: a QR code of a stored device can only carry a placeholder key."""
+        await self.get(session, account, device_id)
+        raise QrNeedsPrivateKey()
 
     @staticmethod
     async def _config_node(repository: DeviceRepository, node_id: int | None) -> Node | None:

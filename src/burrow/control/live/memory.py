@@ -1,11 +1,23 @@
-"""An in-process live store. Keys expire; nothing is written anywhere."""
+"""An in-process live store. Keys expire; nothing is written anywhere.
+
+It implements ``LiveStore`` (``read``/``update``/``scan``): an ``update`` runs ``fn`` and
+stores its answer without awaiting, so in one event loop it is atomic. The values are the
+frozen records themselves (nothing is serialised in process). The older untyped methods
+(``get``/``set``/``incr``/``ttl``/``delete``/``keys``) serve the sign-in throttle and the
+nodes' last reports until those move onto typed keys too.
+"""
 
 from __future__ import annotations
 
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar, cast
+
+from burrow.control.live.store import Kind
+
+T = TypeVar("T")
+R = TypeVar("R")
 
 
 @dataclass
@@ -27,6 +39,35 @@ class MemoryLiveStore:
             del self._data[key]
             return None
         return entry
+
+    # --- the typed interface (LiveStore) -------------------------------------------------
+
+    async def read(self, kind: Kind[T], key: str) -> T | None:
+        entry = self._alive(kind.prefix + key)
+        return None if entry is None else cast("T", entry.value)
+
+    async def update(
+        self,
+        kind: Kind[T],
+        key: str,
+        fn: Callable[[T | None], tuple[T | None, R]],
+        *,
+        ttl: float | None,
+    ) -> R:
+        full = kind.prefix + key
+        entry = self._alive(full)
+        value, result = fn(None if entry is None else cast("T", entry.value))
+        if value is None:
+            self._data.pop(full, None)
+        else:
+            self.set(full, value, ttl)
+        return result
+
+    async def scan(self, kind: Kind[Any]) -> list[str]:
+        size = len(kind.prefix)
+        return [key[size:] for key in self.keys(kind.prefix)]
+
+    # --- untyped values ------------------------------------------------------------------
 
     def get(self, key: str) -> Any:
         entry = self._alive(key)

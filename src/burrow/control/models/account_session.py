@@ -23,3 +23,9 @@ class AccountSession(IdMixin, CreatedMixin, Base):
     # When this session proved the second factor (a TOTP code at sign-in); None: the password
     # alone (two-factor was off). The admin panel admits only sessions that proved it.
     second_factor_at: Mapped[datetime | None] = mapped_column(default=None)
+    # When the session was last used (written at most once a minute); it ends after
+    # ``session_idle_hours`` without use. None: not used since it was opened.
+    last_used_at: Mapped[datetime | None] = mapped_column(default=None)
+    # The browser and system it was opened from, summarised from the User-Agent ("Firefox on
+    # Linux"), so that its owner can tell their sessions apart. Never an address.
+    device: Mapped[str | None] = mapped_column(String(120), default=None)

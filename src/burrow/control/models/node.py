@@ -40,3 +40,7 @@ class Node(IdMixin, CreatedMixin, Base):
     enrollment_expires_at: Mapped[datetime | None] = mapped_column(default=None)
     enrolled_at: Mapped[datetime | None] = mapped_column(default=None)
     retired_at: Mapped[datetime | None] = mapped_column(default=None)
+    # When customers' configurations for this node went out of date (a new endpoint or a new
+    # server key) and what changed, so their devices page can tell them to download again.
+    config_changed_at: Mapped[datetime | None] = mapped_column(default=None)
+    config_change: Mapped[str | None] = mapped_column(String(40), default=None)

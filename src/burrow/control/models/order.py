@@ -27,6 +27,8 @@ class PaymentMethod(StrEnum):
 
     card = "card"
     paypal = "paypal"
+    link = "link"  # Stripe's Link wallet (a saved card or bank account)
+    bank_debit = "bank_debit"  # SEPA and other direct debits
     crypto = "crypto"
     paymentwall = "paymentwall"
     app_store = "app_store"

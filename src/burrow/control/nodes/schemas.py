@@ -26,7 +26,10 @@ PF PG PH PK PL PM PN PR PS PT PW PY QA RE RO RS RU RW SA SB SC SD SE SG SH SI SJ
 SM SN SO SR SS ST SV SX SY SZ TC TD TF TG TH TJ TK TL TM TN TO TR TT TV TW TZ UA UG UM
 US UY UZ VA VC VE VG VI VN VU WF WS YE YT ZA ZM ZW
 """
-COUNTRY_CODES = frozenset(_ISO_3166_ALPHA_2.split())
+# ZZ is ISO 3166's user-assigned "unknown or unspecified" code: a node whose operator has
+# not said where it is (the embedded node before BURROW_EMBEDDED_NODE_COUNTRY is set).
+UNKNOWN_COUNTRY = "ZZ"
+COUNTRY_CODES = frozenset(_ISO_3166_ALPHA_2.split()) | {UNKNOWN_COUNTRY}
 
 _NAME = re.compile(r"[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?")
 _HOST_LABEL = re.compile(r"(?!-)[a-z0-9-]{1,63}(?<!-)")

@@ -89,6 +89,10 @@ class NodeTokenInvalid(NotAuthenticated):
         )
 
 
+# What made customers' configurations of a node out of date (Node.config_change).
+CHANGE_ENDPOINT = "endpoint"
+CHANGE_KEY = "key"
+
 # A node that has not reported for this long counts as silent and its load as unknown.
 REPORT_FRESH_SECONDS = 60.0
 # How long the live store keeps a node's last report.
@@ -161,8 +165,13 @@ class NodeService:
             other = await repository.get_by_name(name)
             if other is not None:
                 raise NodeNameTaken(name)
+        before = (node.endpoint_host, node.endpoint_port)
         for field, value in changes.items():
             setattr(node, field, value)
+        if (node.endpoint_host, node.endpoint_port) != before and node.wg_public_key:
+            # Configurations customers downloaded name the old endpoint: tell them.
+            node.config_changed_at = utcnow()
+            node.config_change = CHANGE_ENDPOINT
         if not await repository.save(node):
             raise NodeNameTaken(node.name)
         return node
@@ -228,6 +237,9 @@ class NodeService:
         if holder is not None and holder.id != node.id:
             raise NodeKeyInUse()
         token = new_token(NODE_TOKEN_PREFIX)
+        if node.wg_public_key is not None and node.wg_public_key != request.public_key:
+            node.config_changed_at = utcnow()
+            node.config_change = CHANGE_KEY
         node.wg_public_key = request.public_key
         node.node_token_hash = hash_token(token)
         node.enrollment_token_hash = None
@@ -269,7 +281,7 @@ class NodeService:
         previous = self._live(runtime, node.id)
         same_boot = previous is not None and previous.boot_id == report.boot_id
         if previous is not None and same_boot and report.seq <= previous.last_seq:
-            blocked = connection_service.blocked_on(runtime, node.id)
+            blocked = await connection_service.blocked_on(runtime, node.id)
             return ReportAck(accepted=False, last_seq=previous.last_seq, blocked=blocked)
         now = _now()
         throughput = None

@@ -6,11 +6,11 @@ from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import CursorResult, Select, delete, select, update
+from sqlalchemy import Select, delete, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from burrow.control.db import lock_row
+from burrow.control.db import compare_and_set, lock_row
 from burrow.control.models import (
     Account,
     Order,
@@ -59,15 +59,9 @@ class RefundRepository:
         the database sees it at the write (not as this session read it). False when another
         decision got there first. ``request`` is reloaded either way."""
         await self.session.flush()
-        statement = (
-            update(RefundRequest)
-            .where(RefundRequest.id == request.id, RefundRequest.status == expected)
-            .values(**values)
-            .execution_options(synchronize_session=False)
+        return await compare_and_set(
+            self.session, request, RefundRequest.status == expected, values
         )
-        result: CursorResult[Any] = await self.session.execute(statement)  # type: ignore[assignment]
-        await self.session.refresh(request)
-        return result.rowcount == 1
 
     async def decided_by(self, request: RefundRequest) -> tuple[str | None, datetime | None]:
         """The email of the administrator who decided ``request`` (None: the policy's rules

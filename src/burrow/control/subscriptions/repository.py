@@ -8,6 +8,7 @@ from datetime import datetime
 from sqlalchemy import Select, and_, not_, or_, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from burrow.control.db import lock_row
 from burrow.control.models import (
     Account,
     Subscription,
@@ -106,6 +107,10 @@ class SubscriptionRepository:
     async def trial_claimed(self, email_digest: str) -> bool:
         query = select(TrialClaim.id).where(TrialClaim.email_digest == email_digest)
         return (await self.session.scalar(query)) is not None
+
+    async def lock_account(self, account_id: int) -> None:
+        """Changes to one account's subscriptions take turns until the unit of work ends."""
+        await lock_row(self.session, Account, account_id)
 
     async def add_trial_claim(self, email_digest: str) -> None:
         """Raises ``IntegrityError`` if a concurrent request claimed the same email first."""

@@ -300,6 +300,9 @@ class SubscriptionService:
         if account.email_verified_at is None:
             raise EmailNotVerified()
         repository = SubscriptionRepository(session)
+        # The current subscription is read under the account's lock: a trial started at the
+        # same moment as another (or as a paid period) sees it.
+        await repository.lock_account(account.id)
         now = utcnow()
         current = await repository.current(account.id)
         if current is not None and gives_access(current, now):

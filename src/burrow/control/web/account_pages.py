@@ -1,5 +1,5 @@
 """Sign up, email verification, log in (with the two-factor step), log out, and the account's
-security page: password, verification email, two-factor sign-in.
+security page: password, verification email, two-factor sign-in, the list of sessions.
 """
 
 from __future__ import annotations
@@ -7,11 +7,11 @@ from __future__ import annotations
 from typing import Annotated
 from urllib.parse import quote
 
-from fastapi import Query, Request, Response
+from fastapi import Path, Query, Request, Response
 
 from burrow.control.accounts.schemas import AccountCreate, PasswordChange, SessionCreate
 from burrow.control.accounts.schemas import TotpCodeBody as TotpCodeForm
-from burrow.control.accounts.service import SignedIn
+from burrow.control.accounts.service import SignedIn, sign_up_answer
 from burrow.control.accounts.service import account as account_service
 from burrow.control.deps import SESSION_COOKIE, RuntimeDep, SessionDep
 from burrow.control.errors import BurrowError, NotAuthenticated
@@ -72,6 +72,7 @@ def _signup_page(
             "terms_version": runtime.policy.terms.version,
             "age_required": runtime.policy.age.attestation_required,
             "age_choices": _age_choices(runtime),
+            "mail_to_output": runtime.settings.mail_to_output,
         },
         status_code=status_code,
     )
@@ -99,25 +100,22 @@ async def signup(request: Request, session: SessionDep, runtime: RuntimeDep) -> 
     if body is None or not ticked:
         return _signup_page(request, runtime, form, 422)
     try:
-        await account_service.register(session, runtime, body)
-        signed_in = await account_service.sign_in_first_step(
-            session,
-            runtime,
-            email=body.email,
-            password=body.password,
-            client_address=client_address(request),
+        email = await account_service.sign_up(
+            session, runtime, body, client_address=client_address(request)
         )
     except BurrowError as exc:
         await undo(session)
         form.fail(exc, fields=("age_attestation",))
         return _signup_page(request, runtime, form, exc.status)
-    response = redirect(
-        request,
-        "/dashboard",
-        flash=f"Welcome! We sent a link to {body.email}; open it to confirm your address.",
+    # The same answer whether the address was free or taken: it must not tell who has an
+    # account, so a new account is not signed in here either.
+    answer = (
+        "No mail server is set up, so the link to confirm your address is in the server's "
+        "output (the terminal running burrow); open it from there, then sign in."
+        if runtime.settings.mail_to_output
+        else sign_up_answer(email)
     )
-    _set_session(request, response, signed_in)
-    return response
+    return redirect(request, "/login", flash=answer, kind="info")
 
 
 @router.get("/verify-email")
@@ -174,6 +172,7 @@ async def login(request: Request, session: SessionDep, runtime: RuntimeDep) -> R
             email=body.email,
             password=body.password,
             client_address=client_address(request),
+            user_agent=request.headers.get("user-agent"),
         )
     except BurrowError as exc:
         await undo(session)
@@ -244,6 +243,39 @@ async def logout_everywhere(request: Request, session: SessionDep, account: WebA
     )
     delete_cookie(request, response, SESSION_COOKIE)
     return response
+
+
+# The account's sessions.
+
+
+@router.get("/account/sessions")
+async def sessions_page(
+    request: Request, session: SessionDep, runtime: RuntimeDep, account: WebAccount
+) -> Response:
+    token = request.cookies.get(SESSION_COOKIE) or ""
+    found = await account_service.list_sessions(session, runtime, account, token)
+    return render(request, "account/sessions.html", {"sessions": found})
+
+
+@router.post("/account/sessions/{session_id}/end")
+async def end_session(
+    request: Request,
+    session_id: Annotated[int, Path(ge=1, le=2**63 - 1)],
+    session: SessionDep,
+    account: WebAccount,
+) -> Response:
+    try:
+        was_current = await account_service.end_session(
+            session, account, session_id, request.cookies.get(SESSION_COOKIE)
+        )
+    except BurrowError as exc:
+        await undo(session, account)
+        return redirect(request, "/account/sessions", flash=exc.message, kind="error")
+    if was_current:
+        response = redirect(request, "/login", flash="You are logged out.", kind="info")
+        delete_cookie(request, response, SESSION_COOKIE)
+        return response
+    return redirect(request, "/account/sessions", flash="That session has ended.")
 
 
 # The account's security page.

@@ -49,7 +49,10 @@ def unsign(request: Request, purpose: str, signed: str | None) -> str | None:
 
 
 def secure_cookies(request: Request) -> bool:
-    # Behind a TLS-terminating proxy the request itself looks like http; the public URL knows.
+    # Behind a TLS-terminating proxy the request arrives over http: the scheme a trusted proxy
+    # forwarded (X-Forwarded-Proto, BURROW_TRUSTED_PROXIES) or an https public URL says TLS.
+    if request.url.scheme == "https":
+        return True
     return runtime_of(request).settings.public_url.startswith("https://")
 
 

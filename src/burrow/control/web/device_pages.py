@@ -81,7 +81,7 @@ async def _devices_page(
     status_code: int = 200,
 ) -> Response:
     devices = await device_service.list(session, account)
-    statuses = connection_service.device_statuses(runtime, account.id)
+    statuses = await connection_service.device_statuses(runtime, account.id)
     plan = await subscription_service.access_plan(session, account.id)
     servers = await _servers(session, runtime)
     connected = sum(1 for s in statuses.values() if s.state == "connected")
@@ -101,6 +101,7 @@ async def _devices_page(
             "per_server": _per_server(runtime, plan.code if plan else None),
             "idle_minutes": max(1, round(runtime.settings.connection_idle_seconds / 60)),
             "form": form or Form.empty(),
+            "config_notices": await device_service.config_notices(session, account),
         },
         status_code=status_code,
     )
@@ -138,7 +139,7 @@ async def _issued_page(
     }
     if issued.config is not None and issued.config_node is not None:
         context["qr_svg"] = inline_svg(render_qr(issued.config, "svg"))
-        context["filename"] = f"{issued.config_node.name}-{device.name}.conf"
+        context["filename"] = issued.config_filename
     elif browser_key and recommended is not None:
         # The script puts the browser's private key into this config, in the browser.
         config = await device_service.config(session, runtime, account, device.id, recommended.id)
@@ -190,7 +191,7 @@ async def _device_page(
         (",".join(c), " + ".join(section.filters[name].title for name in c))
         for c in section.offered
     ]
-    status = connection_service.device_status(runtime, account.id, device.id)
+    status = await connection_service.device_status(runtime, account.id, device.id)
     plan = await subscription_service.access_plan(session, account.id)
     return render(
         request,

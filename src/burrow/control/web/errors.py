@@ -77,6 +77,11 @@ async def _error_page(request: Request, status: int, title: str, message: str) -
     )
 
 
+async def refusal_page(request: Request, status: int, title: str, message: str) -> Response:
+    """A page for a request refused before it reached a page (too large, say)."""
+    return await _error_page(request, status, title, message)
+
+
 async def _login_required(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, LoginRequired)
     return redirect(request, exc.location, flash=exc.message, kind="info")

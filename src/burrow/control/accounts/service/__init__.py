@@ -5,7 +5,8 @@
 - ``two_factor``: TOTP enrolment and codes;
 - ``throttling``: failed sign-in attempts per account and per client;
 - ``operators``: what administrators and the CLI do to accounts;
-- ``passwords``: the password rules and hashing; ``errors``: every error of the domain.
+- ``passwords``: the password rules and hashing; ``errors``: every error of the domain;
+- ``notifications``: emails to an owner about their account's security (``notify_owner``).
 
 Callers use ``account`` (``from burrow.control.accounts.service import account as
 account_service``), one object that answers for all of them, and the errors re-exported here.
@@ -24,6 +25,7 @@ from burrow.control.accounts.service.errors import (
     LoginFailed,
     LoginThrottled,
     SecondFactorRequired,
+    SessionNotFound,
     StatusChangeRefused,
     TermsNotAccepted,
     TotpStateConflict,
@@ -33,10 +35,19 @@ from burrow.control.accounts.service.errors import (
     WrongPassword,
     WrongTotpCode,
 )
+from burrow.control.accounts.service.notifications import (
+    FORGOT_PASSWORD_PATH,
+    OwnerNotice,
+    notify_owner,
+)
 from burrow.control.accounts.service.operators import AccountSearch, OperatorService
 from burrow.control.accounts.service.passwords import check_password, parse_email
-from burrow.control.accounts.service.registration import VERIFY_EMAIL_PATH, RegistrationService
-from burrow.control.accounts.service.signin import SignedIn, SignInService
+from burrow.control.accounts.service.registration import (
+    VERIFY_EMAIL_PATH,
+    RegistrationService,
+    sign_up_answer,
+)
+from burrow.control.accounts.service.signin import SessionInfo, SignedIn, SignInService
 from burrow.control.accounts.service.two_factor import TwoFactorService
 
 
@@ -48,6 +59,7 @@ account = AccountService()
 account_service = account
 
 __all__ = [
+    "FORGOT_PASSWORD_PATH",
     "LOGIN_FAILED",
     "SESSION_EXPIRED",
     "VERIFY_EMAIL_PATH",
@@ -60,7 +72,10 @@ __all__ = [
     "EmailTaken",
     "LoginFailed",
     "LoginThrottled",
+    "OwnerNotice",
     "SecondFactorRequired",
+    "SessionInfo",
+    "SessionNotFound",
     "SignedIn",
     "StatusChangeRefused",
     "TermsNotAccepted",
@@ -73,5 +88,7 @@ __all__ = [
     "account",
     "account_service",
     "check_password",
+    "notify_owner",
     "parse_email",
+    "sign_up_answer",
 ]

@@ -9,7 +9,7 @@
     │   ├── LoginFailed
     │   └── SecondFactorRequired
     ├── Forbidden (403): AccountTerminated
-    ├── NotFound (404): AccountNotFound
+    ├── NotFound (404): AccountNotFound, SessionNotFound
     ├── Conflict (409)
     │   ├── EmailTaken, AlreadyVerified, TotpStateConflict
     │   └── StatusChangeRefused
@@ -37,7 +37,7 @@ LOGIN_FAILED = "Wrong email or password."
 class EmailTaken(Conflict):
     def __init__(self) -> None:
         super().__init__(
-            "An account with this email already exists; sign in or reset your password.",
+            "An account with this email already exists.",
             field="email",
         )
 
@@ -114,6 +114,10 @@ class TotpStateConflict(Conflict):
 
 
 class AccountNotFound(NotFound):
+    pass
+
+
+class SessionNotFound(NotFound):
     pass
 
 

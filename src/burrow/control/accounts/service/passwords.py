@@ -1,10 +1,20 @@
-"""Passwords and addresses: the rules a new password meets, and hashing off the event loop."""
+"""Passwords and addresses: the rules a new password meets, and hashing off the event loop.
+
+A new password is refused when it is too short or long, is the email address, appears in the
+list of leaked passwords shipped beside this module (``breached_passwords.txt``: see its
+header for where it comes from), or when zxcvbn, given the address as something an attacker
+knows, rates it easier to guess than ``MIN_SCORE``.
+"""
 
 from __future__ import annotations
 
 import asyncio
+import re
+from functools import cache
+from pathlib import Path
 
 from pydantic import TypeAdapter, ValidationError
+from zxcvbn import zxcvbn
 
 from burrow.control.accounts.schemas import PASSWORD_MAX, PASSWORD_MIN, Email
 from burrow.control.accounts.service.errors import WeakPassword
@@ -25,6 +35,25 @@ def parse_email(raw: str) -> str:
         ) from exc
 
 
+# zxcvbn's scale: 3 is "safely unguessable" (about 10^10 guesses); under it, refused.
+MIN_SCORE = 3
+# zxcvbn's time grows with the length; what follows the first characters adds strength anyway.
+_JUDGED_LENGTH = 100
+BREACHED_FILE = Path(__file__).with_name("breached_passwords.txt")
+
+
+@cache
+def breached_passwords() -> frozenset[str]:
+    lines = BREACHED_FILE.read_text(encoding="utf-8").splitlines()
+    return frozenset(line for line in lines if line and not line.startswith("# "))
+
+
+def _hints_from(email: str) -> list[str]:
+    """What an attacker knows of the owner: the address and its parts."""
+    email = email.strip().lower()
+    return [email, *(part for part in re.split(r"[@.+_\-]", email) if len(part) >= 3)]
+
+
 def check_password(password: str, email: str) -> None:
     if len(password) < PASSWORD_MIN:
         raise WeakPassword(f"Choose a password of at least {PASSWORD_MIN} characters.")
@@ -32,6 +61,22 @@ def check_password(password: str, email: str) -> None:
         raise WeakPassword(f"A password has at most {PASSWORD_MAX} characters.")
     if password.strip().lower() == email.strip().lower():
         raise WeakPassword("Your password must not be your email address.")
+    if password.lower() in breached_passwords():
+        raise WeakPassword(
+            "This password appears in lists of leaked passwords, which attackers try first; "
+            "choose another."
+        )
+    judged = zxcvbn(password[:_JUDGED_LENGTH], user_inputs=_hints_from(email))
+    if judged["score"] < MIN_SCORE:
+        feedback = judged["feedback"]
+        warning = str(feedback.get("warning") or "").strip().rstrip(".")
+        suggestions = " ".join(str(s) for s in feedback.get("suggestions") or [])
+        raise WeakPassword(
+            "This password is too easy to guess"
+            + (f" ({warning[0].lower()}{warning[1:]}). " if warning else ". ")
+            + (suggestions + " " if suggestions else "")
+            + "A few unrelated words make a strong password that is easy to remember."
+        )
 
 
 async def new_password_hash(password: str) -> str:

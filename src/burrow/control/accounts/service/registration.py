@@ -17,6 +17,7 @@ from burrow.control.accounts.service.errors import (
     VerificationLinkGone,
     VerificationLinkInvalid,
 )
+from burrow.control.accounts.service.notifications import OwnerNotice, notify_owner
 from burrow.control.accounts.service.passwords import check_password, new_password_hash
 from burrow.control.accounts.service.signin import signin_service
 from burrow.control.db import after_commit
@@ -24,7 +25,7 @@ from burrow.control.errors import InvalidInput, TooManyRequests
 from burrow.control.models import Account, AccountStatus, AgeAttestation, EmailVerification, utcnow
 from burrow.control.policy.schemas import Policy
 from burrow.control.runtime import Runtime
-from burrow.control.security import hash_token, new_token
+from burrow.control.security import hash_token, keyed_digest, new_token
 from burrow.control.terms.service import terms as terms_service
 
 # Where the emailed link points: the web page, since a person clicks it in a browser. The
@@ -33,7 +34,51 @@ from burrow.control.terms.service import terms as terms_service
 VERIFY_EMAIL_PATH = "/verify-email"
 
 
+def sign_up_answer(email: str) -> str:
+    """The one answer to a sign-up, whether the address was free or already had an account."""
+    return (
+        f"Check your mail: we sent a message to {email}. Open the link in it to confirm "
+        "your address, then sign in."
+    )
+
+
 class RegistrationService:
+    async def sign_up(
+        self,
+        session: AsyncSession,
+        runtime: Runtime,
+        data: AccountCreate,
+        *,
+        client_address: str | None = None,
+    ) -> str:
+        """A sign-up from the API or the website; returns the normalised address.
+
+        It answers alike whether the address is free or taken, so that no one learns who has
+        an account: a new account gets its verification link, the owner of a taken address an
+        email saying someone tried. Counted per client before anything is looked at.
+        """
+        limits = runtime.rate_limits
+        client = keyed_digest(
+            runtime.settings.secret_key.get_secret_value(), f"signup-client:{client_address}"
+        )
+        refused = await limits.hit(
+            limits.parse(runtime.settings.signup_limit_client), "signup:c", client
+        )
+        if refused is not None:
+            raise TooManyRequests(
+                f"Too many sign-ups from your network; try again in {refused.seconds} seconds.",
+                retry_after=refused.retry_after,
+            )
+        email = str(normalise_email(data.email))
+        try:
+            async with session.begin_nested():
+                await self.register(session, runtime, data)
+        except EmailTaken:
+            # As long as a new account takes (the password is hashed either way).
+            await new_password_hash(data.password)
+            notify_owner(session, runtime, email, OwnerNotice.signup_attempt)
+        return email
+
     async def register(
         self, session: AsyncSession, runtime: Runtime, data: AccountCreate
     ) -> Account:

@@ -1,13 +1,17 @@
 """Sign-in and sessions: the password (and code) step, the web's two-step sign-in, the session
-check every request makes, signing out, changing the password and proving identity again.
+check every request makes (maximum age and idle time), a customer's list of their sessions,
+signing out, changing the password and proving identity again.
 """
 
 from __future__ import annotations
 
+import asyncio
 import ipaddress
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
+import ua_parser
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from burrow.control.accounts.repository import AccountRepository
@@ -18,9 +22,11 @@ from burrow.control.accounts.service.errors import (
     AccountTerminated,
     LoginFailed,
     SecondFactorRequired,
+    SessionNotFound,
     WrongPassword,
     WrongTotpCode,
 )
+from burrow.control.accounts.service.notifications import OwnerNotice, notify_owner
 from burrow.control.accounts.service.passwords import (
     check_password,
     new_password_hash,
@@ -49,6 +55,44 @@ class SignedIn:
     needs_second_factor: bool = False
 
 
+@dataclass(frozen=True)
+class SessionInfo:
+    """One of a customer's sessions, as they see it in their list."""
+
+    id: int
+    device: str
+    created_at: datetime
+    last_used_at: datetime
+    expires_at: datetime
+    current: bool
+
+
+UNKNOWN_DEVICE = "Unknown device"
+_DEVICE_MAX = 120
+
+
+def _summarise_user_agent(user_agent: str) -> str | None:
+    parsed = ua_parser.parse(user_agent[:1000])
+    browser = parsed.user_agent.family if parsed.user_agent else None
+    system = parsed.os.family if parsed.os else None
+    if browser in (None, "Other"):
+        # Not a browser (an app or a script): its own first word says most ("curl/8.5").
+        browser = user_agent.split(" ", 1)[0].split("/", 1)[0].strip()[:40] or None
+    if system == "Other":
+        system = None
+    if browser and system:
+        return f"{browser} on {system}"[:_DEVICE_MAX]
+    return browser or system
+
+
+async def describe_device(user_agent: str | None) -> str | None:
+    """ "Firefox on Linux" from a User-Agent; None when it says nothing usable."""
+    if not user_agent or not user_agent.isprintable():
+        return None
+    # The parser's first use compiles its rules: off the event loop.
+    return await asyncio.to_thread(_summarise_user_agent, user_agent)
+
+
 class SignInService:
     async def sign_in(
         self,
@@ -59,12 +103,12 @@ class SignInService:
         password: str,
         totp_code: str | None = None,
         client_address: str | None = None,
+        user_agent: str | None = None,
     ) -> SignedIn:
         email = str(normalise_email(email))
         throttle = LoginThrottle(runtime)
-        account_key = throttle.account_key(email)
-        keys = [account_key, throttle.client_key(client_address)]
-        throttle.check(keys)
+        # Counted before the password is looked at, so a burst gets no further than the limit.
+        await throttle.attempt(email, client_address)
         repo = AccountRepository(session)
         account = await repo.get_by_email(email)
         if account is not None and account.status is AccountStatus.erased:
@@ -74,7 +118,7 @@ class SignInService:
             account.password_hash if account is not None else DUMMY_PASSWORD_HASH, password
         )
         if account is None or not matches:
-            throttle.failed(keys)
+            await throttle.failed(email, account.email if account is not None else None)
             raise LoginFailed(LOGIN_FAILED)
         if account.status is AccountStatus.terminated:
             raise AccountTerminated()
@@ -82,12 +126,12 @@ class SignInService:
             if not totp_code:
                 raise SecondFactorRequired("Enter the 6-digit code from your authenticator app.")
             if not await accept_totp(repo, account, totp_code):
-                throttle.failed(keys)
+                await throttle.failed(email, account.email)
                 raise SecondFactorRequired(
                     "That code is not right or was already used; enter the current code from "
                     "your authenticator app."
                 )
-        throttle.succeeded(account_key)
+        await throttle.succeeded(email, client_address)
         self._remember_login_address(runtime.policy, account, client_address)
         if password_needs_rehash(account.password_hash):
             account.password_hash = await new_password_hash(password)
@@ -100,6 +144,7 @@ class SignInService:
                 expires_at=expires_at,
                 needs_second_factor=False,
                 second_factor_at=utcnow() if account.totp_enabled else None,
+                device=await describe_device(user_agent),
             )
         )
         return SignedIn(token=token, expires_at=expires_at, account=account)
@@ -125,14 +170,24 @@ class SignInService:
         if found is None:
             raise NotAuthenticated(SESSION_EXPIRED)
         row, account = found
+        now = utcnow()
+        settings = runtime.settings
+        last_used = row.last_used_at or row.created_at
         if (
-            row.expires_at <= utcnow()
+            row.expires_at <= now
+            or last_used + timedelta(hours=settings.session_idle_hours) <= now
             or row.needs_second_factor
             or account.status is AccountStatus.erased
         ):
             raise NotAuthenticated(SESSION_EXPIRED)
         if account.status is AccountStatus.terminated:
             raise AccountTerminated()
+        if now - last_used >= timedelta(seconds=settings.session_touch_seconds):
+            # At most one write a minute per session: a conditional UPDATE, so requests racing
+            # on the same session write once.
+            await AccountRepository(session).touch_session(
+                row, now, now - timedelta(seconds=settings.session_touch_seconds)
+            )
         return account
 
     # The web's two-step sign-in: the password first, then (with two-factor on) the code.
@@ -146,12 +201,18 @@ class SignInService:
         email: str,
         password: str,
         client_address: str | None = None,
+        user_agent: str | None = None,
     ) -> SignedIn:
         """Like ``sign_in`` without a code; with two-factor on, the session it returns waits
         for ``complete_second_factor`` and ``authenticate`` refuses it until then."""
         try:
             return await self.sign_in(
-                session, runtime, email=email, password=password, client_address=client_address
+                session,
+                runtime,
+                email=email,
+                password=password,
+                client_address=client_address,
+                user_agent=user_agent,
             )
         except SecondFactorRequired:
             pass  # raised only after the password was found right
@@ -166,6 +227,7 @@ class SignInService:
                 token_hash=hash_token(token),
                 expires_at=expires_at,
                 needs_second_factor=True,
+                device=await describe_device(user_agent),
             )
         )
         return SignedIn(
@@ -194,15 +256,14 @@ class SignInService:
         if account.status is AccountStatus.terminated:
             raise AccountTerminated()
         throttle = LoginThrottle(runtime)
-        account_key = throttle.account_key(account.email)
-        throttle.check([account_key])
+        await throttle.attempt(account.email, client_address)
         if not await accept_totp(repo, account, code):
-            throttle.failed([account_key])
+            await throttle.failed(account.email, account.email)
             raise SecondFactorRequired(
                 "That code is not right or was already used; enter the current code from "
                 "your authenticator app."
             )
-        throttle.succeeded(account_key)
+        await throttle.succeeded(account.email, client_address)
         self._remember_login_address(runtime.policy, account, client_address)
         # A new token: the one that only proved the password is retired.
         await repo.delete_session(account.id, row.token_hash)
@@ -215,6 +276,7 @@ class SignInService:
                 expires_at=expires_at,
                 needs_second_factor=False,
                 second_factor_at=utcnow(),
+                device=row.device,
             )
         )
         return SignedIn(token=token, expires_at=expires_at, account=account)
@@ -236,6 +298,51 @@ class SignInService:
     async def sign_out_everywhere(self, session: AsyncSession, account: Account) -> None:
         await AccountRepository(session).delete_sessions(account.id)
 
+    async def end_all_sessions(self, session: AsyncSession, account: Account) -> None:
+        """Every session of ``account`` ends (a password reset, an erasure)."""
+        await AccountRepository(session).delete_sessions(account.id)
+
+    async def list_sessions(
+        self, session: AsyncSession, runtime: Runtime, account: Account, current_token: str
+    ) -> Sequence[SessionInfo]:
+        """The account's live sessions, newest use first; ``current`` marks the asker's."""
+        now = utcnow()
+        idle = timedelta(hours=runtime.settings.session_idle_hours)
+        current = hash_token(current_token)
+        found = []
+        for row in await AccountRepository(session).sessions_of(account.id):
+            last_used = row.last_used_at or row.created_at
+            if row.needs_second_factor or row.expires_at <= now or last_used + idle <= now:
+                continue
+            found.append(
+                SessionInfo(
+                    id=row.id,
+                    device=row.device or UNKNOWN_DEVICE,
+                    created_at=row.created_at,
+                    last_used_at=last_used,
+                    expires_at=min(row.expires_at, last_used + idle),
+                    current=row.token_hash == current,
+                )
+            )
+        return sorted(found, key=lambda s: (not s.current, -s.last_used_at.timestamp()))
+
+    async def end_session(
+        self,
+        session: AsyncSession,
+        account: Account,
+        session_id: int,
+        current_token: str | None = None,
+    ) -> bool:
+        """End one of ``account``'s own sessions (another account's is not found); true when
+        it was ``current_token``'s own."""
+        repo = AccountRepository(session)
+        target = next(
+            (row for row in await repo.sessions_of(account.id) if row.id == session_id), None
+        )
+        if target is None or not await repo.delete_session_by_id(account.id, session_id):
+            raise SessionNotFound("There is no such session of yours; it may have ended already.")
+        return current_token is not None and target.token_hash == hash_token(current_token)
+
     async def change_password(
         self,
         session: AsyncSession,
@@ -246,17 +353,17 @@ class SignInService:
         new_password: str,
         current_token: str | None = None,
     ) -> None:
-        """Set a new password and end every session but ``current_token``'s."""
+        """Set a new password, end every session but ``current_token``'s, tell the owner."""
         throttle = LoginThrottle(runtime)
-        keys = [throttle.account_key(account.email)]
-        throttle.check(keys)
+        await throttle.attempt_signed_in(account.email)
         if not await password_matches(account.password_hash, current_password):
-            throttle.failed(keys)
+            await throttle.failed(account.email, account.email)
             raise WrongPassword()
         check_password(new_password, account.email)
         account.password_hash = await new_password_hash(new_password)
         keep = hash_token(current_token) if current_token is not None else None
         await AccountRepository(session).delete_sessions(account.id, keep_hash=keep)
+        notify_owner(session, runtime, account.email, OwnerNotice.password_changed)
 
     async def confirm_identity(
         self,
@@ -271,16 +378,15 @@ class SignInService:
         """The signed-in person proves they are the account's owner again, for a change that
         cannot be undone (an email change, erasure). Failures count like failed sign-ins."""
         throttle = LoginThrottle(runtime)
-        keys = [throttle.account_key(account.email)]
-        throttle.check(keys)
+        await throttle.attempt_signed_in(account.email)
         if not await password_matches(account.password_hash, password):
-            throttle.failed(keys)
+            await throttle.failed(account.email, account.email)
             raise WrongPassword("password")
         if require_totp and account.totp_enabled:
             if not totp_code:
                 raise SecondFactorRequired("Enter the 6-digit code from your authenticator app.")
             if not await accept_totp(AccountRepository(session), account, totp_code):
-                throttle.failed(keys)
+                await throttle.failed(account.email, account.email)
                 raise WrongTotpCode("totp_code")
 
 

@@ -12,6 +12,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from burrow.control.accounts.repository import AccountRepository
 from burrow.control.accounts.schemas import TotpEnrolment
 from burrow.control.accounts.service.errors import TotpStateConflict, WrongTotpCode
+from burrow.control.accounts.service.notifications import OwnerNotice, notify_owner
 from burrow.control.accounts.service.throttling import LoginThrottle
 from burrow.control.models import Account, utcnow
 from burrow.control.runtime import Runtime
@@ -73,6 +74,7 @@ class TwoFactorService:
             )
         await self._require_code(session, runtime, account, code)
         account.totp_enabled = True
+        notify_owner(session, runtime, account.email, OwnerNotice.two_factor_on)
 
     async def disable_totp(
         self, session: AsyncSession, runtime: Runtime, account: Account, code: str
@@ -83,15 +85,15 @@ class TwoFactorService:
         account.totp_enabled = False
         account.totp_secret = None
         account.totp_last_step = None
+        notify_owner(session, runtime, account.email, OwnerNotice.two_factor_off)
 
     async def _require_code(
         self, session: AsyncSession, runtime: Runtime, account: Account, code: str
     ) -> None:
         throttle = LoginThrottle(runtime)
-        keys = [throttle.account_key(account.email)]
-        throttle.check(keys)
+        await throttle.attempt_signed_in(account.email)
         if not await accept_totp(AccountRepository(session), account, code):
-            throttle.failed(keys)
+            await throttle.failed(account.email, account.email)
             raise WrongTotpCode()
 
 

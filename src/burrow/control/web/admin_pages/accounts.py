@@ -103,7 +103,7 @@ async def _account_page(
     except NoSubscription:
         subscription = None
     devices = list(await device_service.list(session, account))
-    statuses = connection_service.device_statuses(runtime, account.id)
+    statuses = await connection_service.device_statuses(runtime, account.id)
     connected = len([s for s in statuses.values() if s.state == "connected"])
     records = None
     if policy.privacy.keeps_connection_records:

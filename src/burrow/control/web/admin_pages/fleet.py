@@ -13,7 +13,7 @@ from burrow.control.admin.service import admin_audit
 from burrow.control.deps import RuntimeDep, SessionDep
 from burrow.control.errors import BurrowError
 from burrow.control.models import NodeStatus
-from burrow.control.nodes.schemas import NodeCreate
+from burrow.control.nodes.schemas import NodeCreate, NodeUpdate
 from burrow.control.nodes.service import node as node_service
 from burrow.control.runtime import Runtime
 from burrow.control.web.admin_pages.common import NodeIdPath, PanelAdmin, duration
@@ -31,6 +31,7 @@ async def _fleet_page(
     form: Form | None = None,
     status_code: int = 200,
     enrollment: dict[str, Any] | None = None,
+    edit: tuple[int, Form] | None = None,
 ) -> Response:
     nodes = [node_service.read(runtime, n) for n in await node_service.list_all(session)]
     rows = []
@@ -47,6 +48,15 @@ async def _fleet_page(
                 "report_age": duration(node.health.last_report_age_seconds)
                 if node.health.last_report_age_seconds is not None
                 else "never",
+                "edit_form": edit[1]
+                if edit is not None and edit[0] == node.id
+                else Form.empty(
+                    endpoint_host=node.endpoint_host,
+                    endpoint_port=str(node.endpoint_port),
+                    country=node.country,
+                    city=node.city,
+                    capacity=str(node.capacity),
+                ),
             }
         )
     return render(
@@ -58,6 +68,7 @@ async def _fleet_page(
             "enrollment": enrollment,
             "strict": not runtime.policy.privacy.keeps_connection_records,
             "retired": NodeStatus.retired,
+            "edit_id": edit[0] if edit else None,
         },
         status_code=status_code,
     )
@@ -139,3 +150,33 @@ async def retire_node(
         await undo(session, admin)
         return redirect(request, "/admin/fleet", flash=exc.message, kind="error")
     return redirect(request, "/admin/fleet", flash=f"Node {node.name} is retired.")
+
+
+@router.post("/fleet/{node_id}/update")
+async def update_node(
+    request: Request,
+    session: SessionDep,
+    runtime: RuntimeDep,
+    admin: PanelAdmin,
+    node_id: NodeIdPath,
+) -> Response:
+    """Change a node's endpoint, location or capacity (empty fields stay as they are)."""
+    form = await Form.read(request)
+    body = form.validate(NodeUpdate)
+    if body is None:
+        return await _fleet_page(request, session, runtime, status_code=422, edit=(node_id, form))
+    try:
+        node = await node_service.get(session, node_id)
+        changes = body.model_dump(exclude_unset=True)
+        before = {field: getattr(node, field) for field in changes}
+        node = await node_service.update(session, node_id, body)
+        await admin_audit.record(
+            session, admin, "node.update", "node", node_id, None, {"before": before, **changes}
+        )
+    except BurrowError as exc:
+        await undo(session, admin)
+        form.fail(exc)
+        return await _fleet_page(
+            request, session, runtime, status_code=exc.status, edit=(node_id, form)
+        )
+    return redirect(request, "/admin/fleet", flash=f"Node {node.name} is updated.")

@@ -1,0 +1,75 @@
+"""The live store's seam: typed keys and an atomic read-modify-write.
+
+``LiveStore`` is what the connection broker (and, in time, everything live) talks to. Values
+are typed, frozen records that pydantic turns into JSON and back (``Kind.adapter``), so a
+store out of process (Redis, with persistence off) can hold them. The one write is
+``update(kind, key, fn)``: ``fn`` gets the current value (None when there is none) and
+returns ``(new value or None to delete, result)``; the store applies it atomically and hands
+back the result. ``fn`` must be pure (no I/O, no clock, no mutation of its argument): a store
+may call it more than once, for example a Redis store retrying after a WATCHed key changed
+between its GET and its MULTI/EXEC, or running the same step in a Lua script. Time and other
+inputs are read before ``update`` and closed over.
+
+A Redis store honours it as: ``WATCH k; GET k; fn; MULTI; SET k json PX ttl | DEL k; EXEC``,
+retried on ``WatchError``; ``read`` is ``GET``, ``scan`` is ``SCAN MATCH prefix*``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any, Generic, Protocol, TypeVar
+
+from pydantic import TypeAdapter
+
+T = TypeVar("T")
+R = TypeVar("R")
+
+
+@dataclass(frozen=True)
+class Kind(Generic[T]):
+    """A family of keys holding one type: ``prefix`` + a key, values of ``type``."""
+
+    prefix: str
+    type: type[T]
+    adapter: TypeAdapter[T] = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "adapter", TypeAdapter(self.type))
+
+    def dump(self, value: T) -> bytes:
+        return self.adapter.dump_json(value)
+
+    def load(self, raw: bytes | str) -> T:
+        return self.adapter.validate_json(raw)
+
+
+class LiveStore(Protocol):
+    """What is true only right now, shared by every replica that uses the same store."""
+
+    @property
+    def clock(self) -> Callable[[], float]:
+        """The store's clock (seconds) that lease times are counted in."""
+        ...
+
+    async def read(self, kind: Kind[T], key: str) -> T | None:
+        """The value at ``key``, or None."""
+        ...
+
+    async def update(
+        self,
+        kind: Kind[T],
+        key: str,
+        fn: Callable[[T | None], tuple[T | None, R]],
+        *,
+        ttl: float | None,
+    ) -> R:
+        """Atomically replace the value by ``fn``'s (None deletes it); returns its result.
+
+        ``ttl`` (seconds) is the new value's lifetime, None for no expiry.
+        """
+        ...
+
+    async def scan(self, kind: Kind[Any]) -> list[str]:
+        """The keys (without the prefix) that hold a value of ``kind`` now."""
+        ...

@@ -1,0 +1,73 @@
+"""``burrow serve``: what its start-up output tells the operator."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import STRICT_POLICY, TEST_SECRET
+from tests.support.server import free_port
+
+
+def start_up_output(sqlite_template: Path, tmp_path: Path, **env: str) -> str:
+    """What ``burrow serve`` prints until it serves, then stops it."""
+    database = tmp_path / "burrow.db"
+    shutil.copyfile(sqlite_template, database)
+    environ = {
+        key: value
+        for key, value in os.environ.items()
+        if not key.startswith("BURROW_") or key == "BURROW_TEST_DB"
+    }
+    environ.update(
+        BURROW_DATABASE_URL=f"sqlite+aiosqlite:///{database}",
+        BURROW_POLICY_PATH=str(STRICT_POLICY),
+        BURROW_SECRET_KEY=TEST_SECRET,
+        BURROW_SCHEDULER_ENABLED="false",
+        BURROW_PORT=str(free_port()),
+        **env,
+    )
+    burrow = Path(sys.executable).with_name("burrow")
+    lines: list[str] = []
+    deadline = time.monotonic() + 30
+    with subprocess.Popen(
+        [str(burrow), "serve"],
+        env=environ,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    ) as process:
+        try:
+            assert process.stdout is not None
+            while time.monotonic() < deadline:
+                line = process.stdout.readline()
+                if not line:
+                    break
+                lines.append(line.rstrip("\n"))
+                if "Application startup complete" in line:
+                    break
+        finally:
+            process.send_signal(signal.SIGINT)
+            process.wait(timeout=30)
+    return "\n".join(lines)
+
+
+def test_start_up_says_in_one_line_where_configs_point(
+    sqlite_template: Path, tmp_path: Path, database_url: str
+) -> None:
+    if not database_url.startswith("sqlite"):
+        pytest.skip("one backend is enough for the start-up output")
+    output = start_up_output(sqlite_template, tmp_path)
+    notices = [line for line in output.splitlines() if "point at 127.0.0.1" in line]
+    assert len(notices) == 1, output
+    assert "BURROW_PUBLIC_HOST" in notices[0]
+
+    told = start_up_output(sqlite_template, tmp_path, BURROW_PUBLIC_HOST="vpn.example.net")
+    assert "burrow serving" in told
+    assert "point at" not in told
