@@ -349,7 +349,7 @@ class World:
         }
         if self.policy is not None and self.policy.age.attestation_required:
             body["age_attestation"] = "adult"
-        self.api.call("POST", "/api/v1/accounts", expect=201, json=body)
+        self.api.call("POST", "/api/v1/accounts", expect=202, json=body)
         trial = self.policy is None or self.policy.trial.enabled
 
         async def verify(session: Any, _runtime: Any) -> None:
