@@ -71,7 +71,7 @@ def test_check_prints_every_problem_and_exits_1(tmp_path: Path) -> None:
 
 def test_check_counts_each_dns_lists_names_and_malformed_lines(tmp_path: Path) -> None:
     policy = tmp_path / "policy.toml"
-    text = (EXAMPLES / "strict-no-logs.toml").read_text()
+    text = (EXAMPLES / "metered.toml").read_text()
     policy.write_text(text + '\n[dns.filters.ads]\ntitle = "Ads"\nfile = "ads.txt"\n')
     (tmp_path / "ads.txt").write_text("ads.example\n# fine\nnot a name\n\nbad..example\n")
     result = CliRunner().invoke(app, ["policy", "check", str(policy)])

@@ -175,7 +175,7 @@ def test_money_and_sizes() -> None:
 
 
 def test_the_dns_section_promises_no_query_records_and_names_the_filters(strict: Policy) -> None:
-    plain = render(strict).markdown
+    plain = render(strict.model_copy(update={"dns": DnsSection()})).markdown
     assert "## DNS" in plain
     assert "Your DNS queries are never recorded" in plain
     assert "bonus service" not in plain.split("## DNS", 1)[1].split("\n## ", 1)[0]
@@ -196,3 +196,7 @@ def test_the_dns_section_promises_no_query_records_and_names_the_filters(strict:
     assert "- Malware" in section
     assert "You can pick Ads, Malware or Ads + Malware." in section
     assert "may change or discontinue it at any time" in section
+    # The first seed's example offers its "proxy filtering" this way.
+    example = render(strict).markdown.split("## DNS", 1)[1].split("\n## ", 1)[0]
+    assert "- Ads: advertising networks" in example
+    assert "As a bonus service" in example
