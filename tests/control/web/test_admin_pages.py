@@ -8,6 +8,7 @@ import json
 import re
 from dataclasses import dataclass
 from datetime import timedelta
+from pathlib import Path
 
 import httpx
 import pyotp
@@ -36,6 +37,7 @@ from burrow.control.models import (
     utcnow,
 )
 from burrow.control.nodes import service as nodes_module
+from burrow.control.policy.schemas import DnsFilterSection, DnsSection
 from burrow.control.runtime import Runtime
 from burrow.control.security import hash_token, new_token
 from burrow.control.startup import prepare
@@ -653,6 +655,25 @@ async def test_policy_page_and_audit_on_demand(
     assert "Scanned" in (by_id(ran, "audit-counts") or "")
     rows = await _trail(runtime)
     assert [r.action for r in rows] == ["policy.audit"]
+
+
+async def test_policy_page_shows_the_dns_lists_and_their_malformed_lines(
+    client: httpx.AsyncClient, admin: Account, runtime: Runtime, tmp_path: Path
+) -> None:
+    (tmp_path / "ads.txt").write_text("ads.example\nnot a name\nhttp://x/\ntracker.example\n")
+    section = DnsSection(
+        filters={
+            "ads": DnsFilterSection(title="Ads", file=str(tmp_path / "ads.txt")),
+            "gone": DnsFilterSection(title="Gone", file=str(tmp_path / "gone.txt")),
+        }
+    )
+    runtime.policy = runtime.policy.model_copy(update={"dns": section})
+    page = await client.get("/admin/policy")
+    assert page.status_code == 200
+    ads = by_id(page, "dns-list-ads") or ""
+    assert "Ads" in ads
+    assert re.search(r"<td>2</td><td class=\"dns-malformed\">2</td>", page.text) is not None
+    assert "cannot read" in (by_id(page, "dns-list-gone") or "")
 
 
 async def test_audit_trail_page_newest_first_with_filters(
