@@ -52,7 +52,9 @@ def test_admin_create_with_prompt_and_stdin(burrow: Burrow) -> None:
     assert "root@example.com" in created.output
     assert "a strong password" not in created.output
 
-    piped = burrow("admin", "create", "ops@example.com", "--password-stdin", input="another one!\n")
+    piped = burrow(
+        "admin", "create", "ops@example.com", "--password-stdin", input="another strong one!\n"
+    )
     assert piped.exit_code == 0, piped.output
 
     shown = burrow("account", "show", "ROOT@example.com")
@@ -61,7 +63,7 @@ def test_admin_create_with_prompt_and_stdin(burrow: Burrow) -> None:
     assert "yes" in shown.output
 
     again = burrow(
-        "admin", "create", "root@example.com", "--password-stdin", input="whatever1234\n"
+        "admin", "create", "root@example.com", "--password-stdin", input="whatever it takes 1234\n"
     )
     assert again.exit_code == 1
     assert "already exists" in again.output

@@ -109,7 +109,6 @@ def web_settings(sqlite_template: Path, tmp_path: Path, smtp: SmtpServer) -> tup
         smtp_port=smtp.port,
         scheduler_enabled=False,
         public_url=f"http://127.0.0.1:{port}",
-        login_lockout_seconds=0.5,
         long_poll_timeout_seconds=1.0,
     )
     return settings, port

@@ -8,6 +8,7 @@ import json
 import re
 from dataclasses import dataclass
 from datetime import timedelta
+from pathlib import Path
 
 import httpx
 import pyotp
@@ -32,9 +33,11 @@ from burrow.control.models import (
     PrivacyRequestKind,
     PrivacyRequestStatus,
     RefundRequest,
+    WebhookEvent,
     utcnow,
 )
 from burrow.control.nodes import service as nodes_module
+from burrow.control.policy.schemas import DnsFilterSection, DnsSection
 from burrow.control.runtime import Runtime
 from burrow.control.security import hash_token, new_token
 from burrow.control.startup import prepare
@@ -597,6 +600,44 @@ async def test_admin_decides_refunds_from_the_queue(
     assert "refund-queue-empty" in empty.text
 
 
+async def test_admin_sees_a_parked_payment_event_and_tries_it_again(
+    client: httpx.AsyncClient, admin: Account, runtime: Runtime
+) -> None:
+    async with unit_of_work(runtime.sessionmaker) as session:
+        parked = WebhookEvent(
+            provider="stripe",
+            event_id="evt_parked",
+            type="customer.updated",
+            payload=json.dumps({"id": "evt_parked", "type": "customer.updated", "data": {}}),
+            attempts=8,
+            error="ProviderUnavailable: Stripe did not answer",
+            failed_at=utcnow(),
+        )
+        session.add(parked)
+    page = await client.get("/admin/payment-events")
+    assert page.status_code == 200
+    assert by_id(page, f"payment-event-error-{parked.id}") == (
+        "ProviderUnavailable: Stripe did not answer"
+    )
+    assert by_id(page, f"payment-event-attempts-{parked.id}") == "8"
+    retried = await post_form(
+        client, f"/admin/payment-events/{parked.id}/retry", page="/admin/payment-events"
+    )
+    assert retried.status_code == 303, retried.text
+    async with unit_of_work(runtime.sessionmaker) as session:
+        stored = await session.get(WebhookEvent, parked.id)
+        assert stored is not None
+        assert stored.processed_at is not None
+        assert stored.failed_at is None
+    assert "payment-events-empty" in (await client.get("/admin/payment-events")).text
+    [row] = (await _trail(runtime))[-1:]
+    assert (row.action, row.target_id, row.admin_id) == (
+        "webhook_event.retry",
+        str(parked.id),
+        admin.id,
+    )
+
+
 # --- policy, audit, trail, privacy ------------------------------------------------------------
 
 
@@ -614,6 +655,25 @@ async def test_policy_page_and_audit_on_demand(
     assert "Scanned" in (by_id(ran, "audit-counts") or "")
     rows = await _trail(runtime)
     assert [r.action for r in rows] == ["policy.audit"]
+
+
+async def test_policy_page_shows_the_dns_lists_and_their_malformed_lines(
+    client: httpx.AsyncClient, admin: Account, runtime: Runtime, tmp_path: Path
+) -> None:
+    (tmp_path / "ads.txt").write_text("ads.example\nnot a name\nhttp://x/\ntracker.example\n")
+    section = DnsSection(
+        filters={
+            "ads": DnsFilterSection(title="Ads", file=str(tmp_path / "ads.txt")),
+            "gone": DnsFilterSection(title="Gone", file=str(tmp_path / "gone.txt")),
+        }
+    )
+    runtime.policy = runtime.policy.model_copy(update={"dns": section})
+    page = await client.get("/admin/policy")
+    assert page.status_code == 200
+    ads = by_id(page, "dns-list-ads") or ""
+    assert "Ads" in ads
+    assert re.search(r"<td>2</td><td class=\"dns-malformed\">2</td>", page.text) is not None
+    assert "cannot read" in (by_id(page, "dns-list-gone") or "")
 
 
 async def test_audit_trail_page_newest_first_with_filters(
@@ -830,3 +890,30 @@ async def test_the_panel_refuses_self_actions_and_ending_another_admin(
     assert (await _account(runtime, admin.id)).status is AccountStatus.active
     assert (await _account(runtime, other.id)).status is AccountStatus.active
     assert await _trail(runtime) == []
+
+
+async def test_fleet_flags_a_node_that_reports_more_than_its_uplink_carries(
+    client: httpx.AsyncClient, admin: Account, runtime: Runtime
+) -> None:
+    fleet = await _reporting_fleet(client, runtime)
+    page = await client.get("/admin/fleet")
+    assert by_id(page, f"node-{fleet.busy.id}-implausible") is None
+    token = new_token("bwn_")
+    async with unit_of_work(runtime.sessionmaker) as session:
+        evil = await create_node(session, name="evil-1")
+        evil.uplink_mbit = 100
+        evil.node_token_hash = hash_token(token)
+    key = fleet.identities[4]  # a served device's key (identities: 4 emails, then keys)
+    peers = [{"public_key": key, "connected": True, "rx_bytes": 60 * 10**12}]
+    response = await client.post(
+        f"{API_PREFIX}/report",
+        json={"boot_id": "boot-1", "seq": 1, "revision": 0, "peers": peers},
+        headers={"Authorization": f"Bearer {token}"},
+    )
+    assert response.status_code == 200, response.text
+
+    page = await client.get("/admin/fleet")
+    flag = by_id(page, f"node-{evil.id}-implausible") or ""
+    assert flag.startswith("over uplink: 60.0 TB dropped"), flag
+    assert by_id(page, f"node-{fleet.busy.id}-implausible") is None
+    _assert_counts_only(page, fleet)

@@ -167,6 +167,11 @@ async def test_sign_up_verify_log_in_add_a_device_and_scan_its_qr_code(
     await page.get_by_label("Password").fill(PASSWORD)
     await page.get_by_label(re.compile("I have read and accept")).check()
     await page.get_by_role("button", name="Create account").click()
+    # The same answer as for a taken address: check your mail, then sign in.
+    await expect(page).to_have_url(re.compile("/login$"))
+    await expect(page.get_by_text("Check your mail")).to_be_visible()
+    await shot(page, "signup-check-your-mail")
+    await log_in(page, email, PASSWORD)
     await expect(page).to_have_url(re.compile("/dashboard$"))
     await expect(page.locator("#verify-notice")).to_be_visible()
     await shot(page, "dashboard-unverified")

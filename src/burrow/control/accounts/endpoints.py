@@ -63,7 +63,7 @@ async def register(
     email = await account_service.sign_up(
         session, runtime, body, client_address=request.client.host if request.client else None
     )
-    return Message(detail=sign_up_answer(email))
+    return Message(detail=sign_up_answer(runtime, email))
 
 
 async def _verify(session: SessionDep, runtime: RuntimeDep, token: str) -> Message:

@@ -121,13 +121,7 @@ async def signup(request: Request, session: SessionDep, runtime: RuntimeDep) -> 
         return _signup_page(request, runtime, form, exc.status)
     # The same answer whether the address was free or taken: it must not tell who has an
     # account, so a new account is not signed in here either.
-    answer = (
-        "No mail server is set up, so the link to confirm your address is in the server's "
-        "output (the terminal running burrow); open it from there, then sign in."
-        if runtime.settings.mail_to_output
-        else sign_up_answer(email)
-    )
-    return redirect(request, "/login", flash=answer, kind="info")
+    return redirect(request, "/login", flash=sign_up_answer(runtime, email), kind="info")
 
 
 @router.get("/verify-email")

@@ -48,7 +48,11 @@ from burrow.control.accounts.service.notifications import (
     notify_owner,
 )
 from burrow.control.accounts.service.operators import AccountSearch, OperatorService
-from burrow.control.accounts.service.passwords import check_password, parse_email
+from burrow.control.accounts.service.passwords import (
+    check_new_password,
+    check_password,
+    parse_email,
+)
 from burrow.control.accounts.service.recovery import RESET_PASSWORD_PATH, RecoveryService
 from burrow.control.accounts.service.registration import (
     VERIFY_EMAIL_PATH,
@@ -105,6 +109,7 @@ __all__ = [
     "WrongTotpCode",
     "account",
     "account_service",
+    "check_new_password",
     "check_password",
     "notify_owner",
     "parse_email",

@@ -28,7 +28,7 @@ from burrow.control.accounts.service.errors import (
 )
 from burrow.control.accounts.service.notifications import OwnerNotice, notify_owner
 from burrow.control.accounts.service.passwords import (
-    check_password,
+    check_new_password,
     new_password_hash,
     password_matches,
 )
@@ -73,7 +73,9 @@ _DEVICE_MAX = 120
 
 
 def _summarise_user_agent(user_agent: str) -> str | None:
-    parsed = ua_parser.parse(user_agent[:1000])
+    # The regex extra (Rust, linear time) parses when installed; the length cap bounds the
+    # pure-Python fallback on a hostile header.
+    parsed = ua_parser.parse(user_agent[:512])
     browser = parsed.user_agent.family if parsed.user_agent else None
     system = parsed.os.family if parsed.os else None
     if browser in (None, "Other"):
@@ -87,7 +89,7 @@ def _summarise_user_agent(user_agent: str) -> str | None:
 
 
 async def describe_device(user_agent: str | None) -> str | None:
-    """ "Firefox on Linux" from a User-Agent; None when it says nothing usable."""
+    """Summarise a User-Agent as "Firefox on Linux"; None when it says nothing usable."""
     if not user_agent or not user_agent.isprintable():
         return None
     # The parser's first use compiles its rules: off the event loop.
@@ -373,7 +375,7 @@ class SignInService:
         if not await password_matches(account.password_hash, current_password):
             await throttle.failed(account.email, account.email)
             raise WrongPassword()
-        check_password(new_password, account.email)
+        await check_new_password(new_password, account.email)
         account.password_hash = await new_password_hash(new_password)
         keep = hash_token(current_token) if current_token is not None else None
         await AccountRepository(session).delete_sessions(account.id, keep_hash=keep)
