@@ -36,6 +36,7 @@ from burrow.control.payments.providers import RefundRefused
 from burrow.control.payments.registry import registry as payment_providers
 from burrow.control.refunds.engine import Decision, RefundFacts, Verdict, evaluate
 from burrow.control.refunds.repository import RefundRepository
+from burrow.control.refunds.usage.service import usage as usage_service
 from burrow.control.runtime import Runtime
 from burrow.control.security import keyed_digest
 from burrow.control.subscriptions.service import add_months, trial_email_key
@@ -430,6 +431,9 @@ class RefundService:
                 counter = None
             usage_bytes = counter.bytes_total if counter else 0
             usage_sessions = counter.sessions if counter else 0
+            # A connection still open has carried bytes the counter gets only at its next
+            # flush or its end: the latest node reports give them now.
+            usage_bytes += await usage_service.open_bytes(runtime, account.id)
         key = trial_email_key(account.email)
         email_digest = _email_digest(runtime, account.email)
         domain = key.rpartition("@")[2]
