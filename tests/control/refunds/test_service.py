@@ -11,6 +11,7 @@ from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from burrow.control.accounts.service import account as account_service
+from burrow.control.admin.service import CliOperator
 from burrow.control.billing.service import OrderNotFound
 from burrow.control.billing.service import billing as billing_service
 from burrow.control.db import unit_of_work
@@ -266,7 +267,9 @@ async def test_a_termination_for_no_clause_does_not_exclude_a_refund(runtime: Ru
     async with unit_of_work(runtime.sessionmaker) as session:
         account = await create_account(session)
         order = await _paid(session, runtime, account, "s-term-plain")
-        await account_service.terminate(session, runtime, account.id, "Closing the region.")
+        await account_service.terminate(
+            session, runtime, CliOperator("ops"), account.id, "Closing the region."
+        )
         view = await refund_service.request(session, runtime, account, order.id, "x")
     assert _rules(view)["terminated_for_violation_excludes"] is True
 

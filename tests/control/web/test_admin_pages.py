@@ -8,13 +8,15 @@ import json
 import re
 from dataclasses import dataclass
 from datetime import timedelta
+from pathlib import Path
 
 import httpx
 import pyotp
 import pytest
 from sqlalchemy import select, update
 
-from burrow.control.admin.service import CliOperator, admin_accounts
+from burrow.control.accounts.service import account as account_service
+from burrow.control.admin.service import CliOperator
 from burrow.control.app import create_app
 from burrow.control.config import Settings
 from burrow.control.db import unit_of_work
@@ -35,6 +37,7 @@ from burrow.control.models import (
     utcnow,
 )
 from burrow.control.nodes import service as nodes_module
+from burrow.control.policy.schemas import DnsFilterSection, DnsSection
 from burrow.control.runtime import Runtime
 from burrow.control.security import hash_token, new_token
 from burrow.control.startup import prepare
@@ -156,7 +159,7 @@ async def test_a_session_older_than_two_factor_cannot_enter(
     client: httpx.AsyncClient, runtime: Runtime
 ) -> None:
     async with unit_of_work(runtime.sessionmaker) as session:
-        admin = await create_account(session, admin=True)
+        admin = await create_account(session, admin=True, totp=False)
         token = await create_session_token(session, admin)  # opened with the password alone
         admin.totp_enabled = True  # two-factor turned on afterwards
         admin.totp_secret = pyotp.random_base32()
@@ -654,6 +657,25 @@ async def test_policy_page_and_audit_on_demand(
     assert [r.action for r in rows] == ["policy.audit"]
 
 
+async def test_policy_page_shows_the_dns_lists_and_their_malformed_lines(
+    client: httpx.AsyncClient, admin: Account, runtime: Runtime, tmp_path: Path
+) -> None:
+    (tmp_path / "ads.txt").write_text("ads.example\nnot a name\nhttp://x/\ntracker.example\n")
+    section = DnsSection(
+        filters={
+            "ads": DnsFilterSection(title="Ads", file=str(tmp_path / "ads.txt")),
+            "gone": DnsFilterSection(title="Gone", file=str(tmp_path / "gone.txt")),
+        }
+    )
+    runtime.policy = runtime.policy.model_copy(update={"dns": section})
+    page = await client.get("/admin/policy")
+    assert page.status_code == 200
+    ads = by_id(page, "dns-list-ads") or ""
+    assert "Ads" in ads
+    assert re.search(r"<td>2</td><td class=\"dns-malformed\">2</td>", page.text) is not None
+    assert "cannot read" in (by_id(page, "dns-list-gone") or "")
+
+
 async def test_audit_trail_page_newest_first_with_filters(
     client: httpx.AsyncClient, admin: Account, runtime: Runtime
 ) -> None:
@@ -678,7 +700,7 @@ async def test_the_trail_names_the_command_line_operator(
 ) -> None:
     victim = await _customer(runtime)
     async with unit_of_work(runtime.sessionmaker) as session:
-        await admin_accounts.suspend(session, runtime, CliOperator("ops"), victim.id, "unpaid")
+        await account_service.suspend(session, runtime, CliOperator("ops"), victim.id, "unpaid")
     page = await client.get("/admin/audit")
     (row,) = await _trail(runtime)
     text = by_id(page, f"admin-action-{row.id}") or ""
@@ -847,3 +869,30 @@ async def test_every_admin_page_says_when_configs_point_at_loopback(
         notice = by_id(await client.get(path), "loopback-notice") or ""
         assert "point at 127.0.0.1" in notice, path
         assert "BURROW_PUBLIC_HOST" in notice
+
+
+async def test_fleet_flags_a_node_that_reports_more_than_its_uplink_carries(
+    client: httpx.AsyncClient, admin: Account, runtime: Runtime
+) -> None:
+    fleet = await _reporting_fleet(client, runtime)
+    page = await client.get("/admin/fleet")
+    assert by_id(page, f"node-{fleet.busy.id}-implausible") is None
+    token = new_token("bwn_")
+    async with unit_of_work(runtime.sessionmaker) as session:
+        evil = await create_node(session, name="evil-1")
+        evil.uplink_mbit = 100
+        evil.node_token_hash = hash_token(token)
+    key = fleet.identities[4]  # a served device's key (identities: 4 emails, then keys)
+    peers = [{"public_key": key, "connected": True, "rx_bytes": 60 * 10**12}]
+    response = await client.post(
+        f"{API_PREFIX}/report",
+        json={"boot_id": "boot-1", "seq": 1, "revision": 0, "peers": peers},
+        headers={"Authorization": f"Bearer {token}"},
+    )
+    assert response.status_code == 200, response.text
+
+    page = await client.get("/admin/fleet")
+    flag = by_id(page, f"node-{evil.id}-implausible") or ""
+    assert flag.startswith("over uplink: 60.0 TB dropped"), flag
+    assert by_id(page, f"node-{fleet.busy.id}-implausible") is None
+    _assert_counts_only(page, fleet)

@@ -20,6 +20,7 @@ from datetime import datetime, timedelta
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from burrow.control.admin.service import Actor, admin_audit
 from burrow.control.db import after_commit
 from burrow.control.desired_state.service import desired_state as desired_state_service
 from burrow.control.errors import BurrowError, Conflict, Forbidden, InvalidInput, NotFound
@@ -399,6 +400,39 @@ class SubscriptionService:
         return ", and your card is not charged again" if cancel else ""
 
     # --- administrators ---------------------------------------------------------------------
+
+    async def grant_by(
+        self,
+        session: AsyncSession,
+        runtime: Runtime,
+        actor: Actor,
+        account_id: int,
+        plan_code: str,
+        *,
+        months: int | None = None,
+        days: int | None = None,
+        reason: str | None = None,
+    ) -> SubscriptionDetails:
+        """An operator's grant (the admin panel's "grant time"), with its audit-trail row."""
+        details = await self.grant(
+            session, runtime, account_id, plan_code, months=months, days=days
+        )
+        await admin_audit.record(
+            session,
+            actor,
+            "subscription.grant",
+            "account",
+            account_id,
+            reason,
+            {
+                "plan_code": plan_code,
+                "months": months,
+                "days": days,
+                "subscription_id": details.subscription.id,
+                "period_end": details.subscription.current_period_end,
+            },
+        )
+        return details
 
     async def grant(
         self,

@@ -438,6 +438,50 @@ def _network(policy: Policy) -> Section:
     return Section("Network", tuple(blocks))
 
 
+def _dns(policy: Policy) -> Section:
+    dns = policy.dns
+    upstream = (
+        "asks the upstream resolvers we chose on your behalf, without saying who you are"
+        if dns.forwarders
+        else "finds every answer itself, so no other company sees what you look up"
+    )
+    checks = " and checks DNSSEC signatures" if dns.dnssec else ""
+    blocks: list[Block] = [
+        Paragraph(
+            "Every server runs its own DNS resolver, which your device uses through the tunnel. "
+            f"It {upstream}{checks}. Your DNS queries are never recorded: the resolver keeps "
+            "no query log and no statistics about any customer, and writes nothing about your "
+            "queries anywhere."
+        )
+    ]
+    if dns.filters:
+        blocks.append(
+            Paragraph(
+                "As a bonus service you can choose, for each device, filters that stop names "
+                "from resolving. A filtered name, and every name under it, does not resolve. "
+                "Your choice is the resolver address in the device's configuration, so the "
+                "resolver never learns who is asking. The filters are:"
+            )
+        )
+        blocks.append(
+            Bullets(
+                tuple(
+                    f"{entry.title}: {entry.description}" if entry.description else entry.title
+                    for entry in dns.filters.values()
+                )
+            )
+        )
+        combos = [" + ".join(dns.filters[name].title for name in c) for c in dns.offered]
+        blocks.append(
+            Paragraph(
+                f"You can pick {_join(combos, 'or')}. Filtering is a bonus service: the lists "
+                "are ours, a filter may miss a name or block one it should not, and we may "
+                "change or discontinue it at any time."
+            )
+        )
+    return Section("DNS", tuple(blocks))
+
+
 def _fair_use(policy: Policy) -> Section:
     fair_use = policy.fair_use
     blocks: list[Block] = []
@@ -529,6 +573,7 @@ def build(policy: Policy) -> Document:
         _payment(policy),
         _refunds(policy.refunds),
         _network(policy),
+        _dns(policy),
         _fair_use(policy),
         _age(policy),
     ]
