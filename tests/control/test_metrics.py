@@ -27,7 +27,10 @@ from burrow.control.models import (
     utcnow,
 )
 from burrow.control.nodes.service import node as node_service
+from burrow.control.nodes.uplink import rate_bytes
 from burrow.control.runtime import Runtime
+from burrow.control.security import hash_token, new_token
+from burrow.wire import API_PREFIX
 from burrow.wire.models import NodeReport
 from tests.support.app import app_client, running_runtime
 from tests.support.factories import (
@@ -243,3 +246,34 @@ async def test_counts_read_at_scrape_time(
         await create_subscription(session, await create_account(session))
     again = await _scrape(metrics_client)
     assert again[("burrow_subscriptions", (("status", "active"),))] == 3
+
+
+async def test_a_node_reporting_past_its_uplink_is_counted(
+    metrics_runtime: Runtime, metrics_client: httpx.AsyncClient
+) -> None:
+    runtime = metrics_runtime
+    token = new_token("bwn_")
+    async with unit_of_work(runtime.sessionmaker) as session:
+        account = await create_account(session)
+        await create_subscription(session, account)
+        device = await create_device(session, account)
+        await desired_state.refresh_account(session, runtime, account.id)
+        node = await create_node(session, name="evil-1")
+        node.uplink_mbit = 10
+        node.node_token_hash = hash_token(token)
+        await create_node(session, name="ams-1")
+    peer = {"public_key": device.public_key, "connected": True, "rx_bytes": 10**13}
+    response = await metrics_client.post(
+        f"{API_PREFIX}/report",
+        json={"boot_id": "b", "seq": 1, "revision": 0, "peers": [peer]},
+        headers={"Authorization": f"Bearer {token}"},
+    )
+    assert response.status_code == 200, response.text
+
+    samples = await _scrape(metrics_client)
+    dropped = samples[("burrow_node_report_dropped_bytes_total", (("node", "evil-1"),))]
+    credit = rate_bytes(10) * runtime.settings.connection_lease_ttl_seconds
+    assert dropped == 10**13 - int(credit)
+    assert samples[("burrow_node_report_dropped_bytes_total", (("node", "ams-1"),))] == 0
+    # Node-wide: nothing names the customer whose key was reported.
+    assert device.public_key not in str(samples)

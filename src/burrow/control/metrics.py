@@ -25,7 +25,7 @@ from typing import Annotated
 
 from fastapi import APIRouter, Header, Response
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
-from prometheus_client.core import GaugeMetricFamily, Metric
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from sqlalchemy import ColumnElement, func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -63,6 +63,8 @@ class NodeReading:
     # Seconds since the node's last report; None if it has not reported since this process
     # started (reports live in RAM only).
     last_report_age_seconds: float | None
+    # Bytes its reports claimed beyond what its uplink can carry, dropped (``nodes.uplink``).
+    dropped_bytes: int = 0
 
 
 @dataclass(frozen=True)
@@ -162,7 +164,14 @@ async def read(session: AsyncSession, runtime: Runtime, now: datetime | None = N
     nodes = []
     for node in await node_service.list_all(session):
         health = node_service.health(runtime, node)
-        nodes.append(NodeReading(node.name, node.status, health.last_report_age_seconds))
+        nodes.append(
+            NodeReading(
+                node.name,
+                node.status,
+                health.last_report_age_seconds,
+                health.dropped_bytes or 0,
+            )
+        )
     return Readings(
         refunds_open=await repository.refunds_by_status(),
         refunds_overdue=overdue,
@@ -273,6 +282,16 @@ class BurrowCollector:
             else:
                 age.add_metric([node.name], node.last_report_age_seconds)
         yield age
+        dropped = CounterMetricFamily(
+            "burrow_node_report_dropped_bytes",
+            "Bytes each node reported beyond what its uplink can carry, dropped (a node's "
+            "word past physics: a compromised node, or its uplink set too low).",
+            labels=["node"],
+        )
+        for node in r.nodes:
+            if node.status != NodeStatus.retired:
+                dropped.add_metric([node.name], node.dropped_bytes)
+        yield dropped
         yield GaugeMetricFamily(
             "burrow_nodes_never_reported",
             "Nodes not retired with no report since the control plane started.",

@@ -96,7 +96,11 @@ class ReportingNode:
         return self.row.name
 
     async def report(
-        self, *connected: str, idle: tuple[str, ...] = (), bytes_each: tuple[int, int] = (0, 0)
+        self,
+        *connected: str,
+        idle: tuple[str, ...] = (),
+        bytes_each: tuple[int, int] = (0, 0),
+        idle_bytes: tuple[int, int] = (0, 0),
     ) -> list[str]:
         """Report these keys connected (each with ``bytes_each`` rx, tx); returns blocked."""
         self.seq += 1
@@ -104,7 +108,15 @@ class ReportingNode:
         peers = [
             {"public_key": key, "connected": True, "rx_bytes": rx, "tx_bytes": tx}
             for key in connected
-        ] + [{"public_key": key, "connected": False} for key in idle]
+        ] + [
+            {
+                "public_key": key,
+                "connected": False,
+                "rx_bytes": idle_bytes[0],
+                "tx_bytes": idle_bytes[1],
+            }
+            for key in idle
+        ]
         body = {"boot_id": self.boot_id, "seq": self.seq, "revision": 0, "peers": peers}
         response = await self.client.post(REPORT, json=body, headers=self.headers)
         assert response.status_code == 200, response.text
@@ -135,13 +147,14 @@ def customer(runtime: Runtime) -> MakeCustomer:
 
 @pytest.fixture
 def node(runtime: Runtime, client: httpx.AsyncClient) -> MakeNode:
-    async def make(name: str) -> ReportingNode:
+    async def make(name: str, uplink_mbit: int | None = None) -> ReportingNode:
         token = new_token("bwn_")
         async with unit_of_work(runtime.sessionmaker) as session:
             row = await create_node(session, name=name)
             row.node_token_hash = hash_token(token)
             row.city = "Berlin"
             row.country = "DE"
+            row.uplink_mbit = uplink_mbit
         return ReportingNode(row, {"Authorization": f"Bearer {token}"}, client)
 
     return make

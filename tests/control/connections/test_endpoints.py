@@ -101,10 +101,12 @@ async def test_unlimited_plan_and_other_accounts_do_not_count(
 ) -> None:
     nodes = [await node(f"node-{n}") for n in range(4)]
     carol = await customer("personal-yearly", devices=4)
-    dave = await customer("business-monthly", devices=1)
+    dave = await customer("business-monthly", devices=2)
     for index, reporting in enumerate(nodes):
-        assert await reporting.report(carol.key(index), dave.key(0)) == (
-            [] if index == 0 else [dave.key(0)]
+        # Dave's first device is one connection wherever it is reported; his second is refused.
+        dave_key = dave.key(0 if index == 0 else 1)
+        assert await reporting.report(carol.key(index), dave_key) == (
+            [] if index == 0 else [dave_key]
         )
 
 

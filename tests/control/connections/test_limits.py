@@ -19,9 +19,16 @@ BUSINESS = Limits(simultaneous=1, per_server={"wireguard": 1})
 
 
 def lease(
-    name: str, start: float, node: int = 1, *, admitted: bool = False, sub: int = 7
+    name: str,
+    start: float,
+    node: int = 1,
+    *,
+    admitted: bool = False,
+    sub: int = 7,
+    device: int | None = None,
 ) -> LeaseView:
     return LeaseView(
+        device_id=device,
         id=name,
         order=(start, int(start)),
         node_id=node,
@@ -104,6 +111,38 @@ CASES = [
         id="unlimited plan",
     ),
     pytest.param([], TWO, set(), {}, id="no connections"),
+    pytest.param(
+        [lease("evil", 1, 9, device=1), lease("real", 2, 1, device=1)],
+        BUSINESS,
+        {"evil", "real"},
+        {},
+        id="a device claimed first on another node shares its slot: the real one passes",
+    ),
+    pytest.param(
+        [lease("real", 1, 1, admitted=True, device=1), lease("evil", 2, 9, device=1)],
+        BUSINESS,
+        {"real", "evil"},
+        {},
+        id="a device moving to another server is not refused while the old one counts it",
+    ),
+    pytest.param(
+        [
+            lease("real", 1, 1, admitted=True, device=1),
+            lease("evil-1", 2, 9, device=1),
+            lease("evil-2", 3, 9, device=2),
+        ],
+        BUSINESS,
+        {"real", "evil-1"},
+        {"evil-2": "simultaneous_connections"},
+        id="a claim of another device is refused, on its own node only",
+    ),
+    pytest.param(
+        [lease("a", 1, 1, device=1), lease("b", 2, 1, device=1)],
+        STRICT_PERSONAL,
+        {"a"},
+        {"b": "connections_per_server"},
+        id="per server counts each node's leases even of one device",
+    ),
 ]
 
 

@@ -701,3 +701,22 @@ def unfilter(kind: int, line: bytes, above: bytes) -> bytes:
             predicted = (left, up, corner)[distances.index(min(distances))]
         out.append((value + predicted) & 0xFF)
     return bytes(out)
+
+
+async def test_a_device_cannot_take_a_nodes_key(
+    client: httpx.AsyncClient, make_customer: MakeCustomer, make_node: MakeNode
+) -> None:
+    """Every node serves every device: a device with a node's own key would be a peer with
+    the node's interface key, which breaks that node for everyone."""
+    node = await make_node()
+    assert node.wg_public_key is not None
+    customer = await make_customer()
+    body = assert_problem(await add(client, customer, public_key=node.wg_public_key), 409)
+    assert body["field"] == "public_key"
+    device = (await add(client, customer)).json()
+    rotate = await client.post(
+        f"{URL}/{device['id']}/rotate",
+        json={"public_key": node.wg_public_key},
+        headers=customer.headers,
+    )
+    assert assert_problem(rotate, 409)["field"] == "public_key"

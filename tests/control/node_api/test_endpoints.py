@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import base64
 import time
 from datetime import timedelta
 from typing import Any
@@ -115,6 +116,42 @@ async def test_a_bad_enrollment_is_refused_with_a_problem(
     response = await client.post(ENROLL, json=body)
     assert response.status_code in (401, 422)
     assert_problem(response, response.status_code)
+
+
+# Points of small order on Curve25519: every private key makes an all-zero shared secret
+# with them, so no handshake with such a "node" is secret.
+LOW_ORDER_POINTS = [
+    bytes(32),
+    b"\x01" + bytes(31),
+    bytes.fromhex("e0eb7a7c3b41b8ae1656e3faf19fc46ada098deb9c32b1fd866205165f49b800"),
+]
+
+
+@pytest.mark.parametrize("point", LOW_ORDER_POINTS, ids=["zero", "one", "order-8"])
+async def test_a_node_cannot_enroll_with_a_low_order_key(
+    client: httpx.AsyncClient, runtime: Runtime, point: bytes
+) -> None:
+    token = await new_enrollment_token(runtime, "ams-1")
+    key = base64.b64encode(point).decode()
+    response = await client.post(ENROLL, json={"token": token, "public_key": key})
+    body = assert_problem(response, 422)
+    assert body["field"] == "public_key"
+    assert "make a new key pair" in body["detail"]
+    # The token was not spent on a refused key.
+    good = await client.post(ENROLL, json={"token": token, "public_key": new_public_key()})
+    assert good.status_code == 200, good.text
+
+
+async def test_a_node_cannot_enroll_with_a_customers_device_key(
+    client: httpx.AsyncClient, runtime: Runtime
+) -> None:
+    async with unit_of_work(runtime.sessionmaker) as session:
+        account = await create_account(session)
+        device = await create_device(session, account)
+    token = await new_enrollment_token(runtime, "ams-1")
+    response = await client.post(ENROLL, json={"token": token, "public_key": device.public_key})
+    body = assert_problem(response, 409)
+    assert body["field"] == "public_key"
 
 
 async def test_two_nodes_cannot_share_a_wireguard_key(

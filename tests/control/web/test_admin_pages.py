@@ -15,7 +15,8 @@ import pyotp
 import pytest
 from sqlalchemy import select, update
 
-from burrow.control.admin.service import CliOperator, admin_accounts
+from burrow.control.accounts.service import account as account_service
+from burrow.control.admin.service import CliOperator
 from burrow.control.app import create_app
 from burrow.control.config import Settings
 from burrow.control.db import unit_of_work
@@ -32,6 +33,7 @@ from burrow.control.models import (
     PrivacyRequestKind,
     PrivacyRequestStatus,
     RefundRequest,
+    WebhookEvent,
     utcnow,
 )
 from burrow.control.nodes import service as nodes_module
@@ -157,7 +159,7 @@ async def test_a_session_older_than_two_factor_cannot_enter(
     client: httpx.AsyncClient, runtime: Runtime
 ) -> None:
     async with unit_of_work(runtime.sessionmaker) as session:
-        admin = await create_account(session, admin=True)
+        admin = await create_account(session, admin=True, totp=False)
         token = await create_session_token(session, admin)  # opened with the password alone
         admin.totp_enabled = True  # two-factor turned on afterwards
         admin.totp_secret = pyotp.random_base32()
@@ -598,6 +600,44 @@ async def test_admin_decides_refunds_from_the_queue(
     assert "refund-queue-empty" in empty.text
 
 
+async def test_admin_sees_a_parked_payment_event_and_tries_it_again(
+    client: httpx.AsyncClient, admin: Account, runtime: Runtime
+) -> None:
+    async with unit_of_work(runtime.sessionmaker) as session:
+        parked = WebhookEvent(
+            provider="stripe",
+            event_id="evt_parked",
+            type="customer.updated",
+            payload=json.dumps({"id": "evt_parked", "type": "customer.updated", "data": {}}),
+            attempts=8,
+            error="ProviderUnavailable: Stripe did not answer",
+            failed_at=utcnow(),
+        )
+        session.add(parked)
+    page = await client.get("/admin/payment-events")
+    assert page.status_code == 200
+    assert by_id(page, f"payment-event-error-{parked.id}") == (
+        "ProviderUnavailable: Stripe did not answer"
+    )
+    assert by_id(page, f"payment-event-attempts-{parked.id}") == "8"
+    retried = await post_form(
+        client, f"/admin/payment-events/{parked.id}/retry", page="/admin/payment-events"
+    )
+    assert retried.status_code == 303, retried.text
+    async with unit_of_work(runtime.sessionmaker) as session:
+        stored = await session.get(WebhookEvent, parked.id)
+        assert stored is not None
+        assert stored.processed_at is not None
+        assert stored.failed_at is None
+    assert "payment-events-empty" in (await client.get("/admin/payment-events")).text
+    [row] = (await _trail(runtime))[-1:]
+    assert (row.action, row.target_id, row.admin_id) == (
+        "webhook_event.retry",
+        str(parked.id),
+        admin.id,
+    )
+
+
 # --- policy, audit, trail, privacy ------------------------------------------------------------
 
 
@@ -660,7 +700,7 @@ async def test_the_trail_names_the_command_line_operator(
 ) -> None:
     victim = await _customer(runtime)
     async with unit_of_work(runtime.sessionmaker) as session:
-        await admin_accounts.suspend(session, runtime, CliOperator("ops"), victim.id, "unpaid")
+        await account_service.suspend(session, runtime, CliOperator("ops"), victim.id, "unpaid")
     page = await client.get("/admin/audit")
     (row,) = await _trail(runtime)
     text = by_id(page, f"admin-action-{row.id}") or ""
@@ -829,3 +869,30 @@ async def test_every_admin_page_says_when_configs_point_at_loopback(
         notice = by_id(await client.get(path), "loopback-notice") or ""
         assert "point at 127.0.0.1" in notice, path
         assert "BURROW_PUBLIC_HOST" in notice
+
+
+async def test_fleet_flags_a_node_that_reports_more_than_its_uplink_carries(
+    client: httpx.AsyncClient, admin: Account, runtime: Runtime
+) -> None:
+    fleet = await _reporting_fleet(client, runtime)
+    page = await client.get("/admin/fleet")
+    assert by_id(page, f"node-{fleet.busy.id}-implausible") is None
+    token = new_token("bwn_")
+    async with unit_of_work(runtime.sessionmaker) as session:
+        evil = await create_node(session, name="evil-1")
+        evil.uplink_mbit = 100
+        evil.node_token_hash = hash_token(token)
+    key = fleet.identities[4]  # a served device's key (identities: 4 emails, then keys)
+    peers = [{"public_key": key, "connected": True, "rx_bytes": 60 * 10**12}]
+    response = await client.post(
+        f"{API_PREFIX}/report",
+        json={"boot_id": "boot-1", "seq": 1, "revision": 0, "peers": peers},
+        headers={"Authorization": f"Bearer {token}"},
+    )
+    assert response.status_code == 200, response.text
+
+    page = await client.get("/admin/fleet")
+    flag = by_id(page, f"node-{evil.id}-implausible") or ""
+    assert flag.startswith("over uplink: 60.0 TB dropped"), flag
+    assert by_id(page, f"node-{fleet.busy.id}-implausible") is None
+    _assert_counts_only(page, fleet)

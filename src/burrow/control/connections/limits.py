@@ -7,6 +7,14 @@ The rule, from the issue: when a connection would exceed a limit, the newest one
 an older connection is never cut for a newer one; when a slot frees, the oldest refused
 connection gets it. So the connections admitted before keep their places first (oldest
 first, in case a lower limit now cuts some), then the others are considered oldest first.
+
+Across nodes, a device is one connection however many nodes report it. A node cannot prove
+that a device shook hands with it (WireGuard's handshake is deniable: a node can forge one
+from any peer to itself), so a hostile node could otherwise claim a customer's devices before
+they connect and make their real connections on honest nodes the "newest" ones to refuse.
+With one slot per device, its claim of a device shares that device's slot and refuses nothing
+elsewhere; a device moving between servers is not refused while the old server still
+counts it either. The per-server rule still counts each node on its own.
 """
 
 from __future__ import annotations
@@ -82,10 +90,17 @@ def decide(leases: Iterable[LeaseView], limits: Limits) -> Decision:
     admitted: set[str] = set()
     refused: dict[str, Refusal] = {}
     per_server: dict[tuple[int | None, int, str], int] = {}
+    # The devices holding a slot of the simultaneous limit (a lease without a device: itself).
+    slots: set[int | str] = set()
     for lease in ordered:
         server_key = (lease.subscription_id, lease.node_id, lease.protocol)
         server_limit = limits.per_server.get(lease.protocol)
-        if limits.simultaneous is not None and len(admitted) >= limits.simultaneous:
+        slot = lease.device_id if lease.device_id is not None else lease.id
+        if (
+            limits.simultaneous is not None
+            and slot not in slots
+            and len(slots) >= limits.simultaneous
+        ):
             refused[lease.id] = Refusal(
                 "simultaneous_connections",
                 limits.simultaneous,
@@ -99,5 +114,6 @@ def decide(leases: Iterable[LeaseView], limits: Limits) -> Decision:
             )
         else:
             admitted.add(lease.id)
+            slots.add(slot)
             per_server[server_key] = per_server.get(server_key, 0) + 1
     return Decision(frozenset(admitted), refused)

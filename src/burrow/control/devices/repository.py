@@ -55,7 +55,12 @@ class DeviceRepository:
     # --- fleet-wide uniqueness -------------------------------------------------------------
 
     async def public_key_in_use(self, public_key: str) -> bool:
-        query = select(exists().where(Device.public_key == public_key))
+        """A device or a node has this key (every node serves every device: a device with a
+        node's own key would break that node)."""
+        query = select(
+            exists().where(Device.public_key == public_key)
+            | exists().where(Node.wg_public_key == public_key)
+        )
         return bool((await self.session.execute(query)).scalar_one())
 
     async def max_address_index(self) -> int | None:

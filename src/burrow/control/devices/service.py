@@ -20,7 +20,7 @@ from datetime import datetime, timedelta
 from typing import Literal, NoReturn
 
 import segno
-from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey, X25519PublicKey
+from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from burrow.control.config import Settings
@@ -38,7 +38,7 @@ from burrow.control.policy.dns import client_dns
 from burrow.control.policy.schemas import DnsSection
 from burrow.control.runtime import Runtime
 from burrow.control.subscriptions.service import subscription as subscription_service
-from burrow.wire import is_valid_wg_key
+from burrow.control.wg_keys import UnusableKey, canonical_public_key
 
 
 class DeviceNotFound(NotFound):
@@ -228,30 +228,11 @@ class DeviceConfig:
 
 
 def normalise_public_key(value: str) -> str:
-    """The canonical base64 of a valid, usable X25519 public key, or InvalidPublicKey.
-
-    Canonical form matters: two spellings of the same 32 bytes would otherwise slip past
-    the uniqueness check.
-    """
-    value = value.strip()
-    if not is_valid_wg_key(value):
-        raise InvalidPublicKey(
-            "This is not a WireGuard public key: it must be 44 characters of base64 "
-            "(as printed by `wg pubkey`), ending in '='."
-        )
-    raw = base64.b64decode(value)
-    if raw == bytes(32):
-        raise InvalidPublicKey("The all-zero key is not a usable public key; make a new key pair.")
+    """The canonical base64 of a valid, usable X25519 public key, or InvalidPublicKey."""
     try:
-        # A point of small order yields the all-zero shared secret with every private key,
-        # which X25519 implementations (and WireGuard) refuse.
-        X25519PrivateKey.generate().exchange(X25519PublicKey.from_public_bytes(raw))
-    except ValueError:
-        raise InvalidPublicKey(
-            "This key is a weak (low-order) curve point that no real key pair produces; "
-            "make a new key pair."
-        ) from None
-    return base64.b64encode(raw).decode()
+        return canonical_public_key(value)
+    except UnusableKey as exc:
+        raise InvalidPublicKey(str(exc)) from None
 
 
 def new_key_pair() -> tuple[str, str]:

@@ -5,11 +5,11 @@ from __future__ import annotations
 from collections.abc import Sequence
 from datetime import datetime
 
-from sqlalchemy import ColumnElement, select, update
+from sqlalchemy import ColumnElement, exists, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from burrow.control.models import Node, NodeStatus
+from burrow.control.models import Device, Node, NodeStatus
 
 
 class NodeRepository:
@@ -34,6 +34,11 @@ class NodeRepository:
 
     async def get_by_public_key(self, public_key: str) -> Node | None:
         return await self._one(Node.wg_public_key == public_key)
+
+    async def device_holds_key(self, public_key: str) -> bool:
+        """A customer's device has this WireGuard key (a node must not take it)."""
+        query = select(exists().where(Device.public_key == public_key))
+        return bool((await self.session.execute(query)).scalar_one())
 
     async def list_all(self) -> Sequence[Node]:
         return (await self.session.execute(select(Node).order_by(Node.id))).scalars().all()

@@ -180,6 +180,11 @@ class NodeLive(BaseModel):
     connected_devices: int
     throughput_bps: float | None = None
     applied_revision: int
+    # The uplink credit left (bytes each way) and what went past it (``nodes.uplink``).
+    credit_rx: float | None = None
+    credit_tx: float | None = None
+    dropped_bytes: int = 0
+    dropped_at: float | None = None
 
 
 class NodeHealth(BaseModel):
@@ -191,6 +196,12 @@ class NodeHealth(BaseModel):
     connected_devices: int | None = None
     throughput_bps: float | None = Field(None, description="Bits per second, both directions.")
     applied_revision: int | None = None
+    dropped_bytes: int | None = Field(
+        None,
+        description="Bytes this node reported beyond what its uplink can carry, dropped (since "
+        "it enrolled or the control plane started). More than 0: the node's reports are not "
+        "to be trusted, or its uplink is set too low.",
+    )
 
 
 class NodeRead(BaseModel):

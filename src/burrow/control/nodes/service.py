@@ -8,13 +8,16 @@ devices, throughput) live only in the RAM live store, never on disk.
 
 from __future__ import annotations
 
+import logging
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import timedelta
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from burrow.control.connections.service import connection as connection_service
-from burrow.control.errors import BurrowError, Conflict, NotAuthenticated, NotFound
+from burrow.control.errors import BurrowError, Conflict, InvalidInput, NotAuthenticated, NotFound
+from burrow.control.live import Kind
 from burrow.control.models import Node, NodeStatus, utcnow
 from burrow.control.nodes.repository import NodeRepository
 from burrow.control.nodes.schemas import (
@@ -27,9 +30,13 @@ from burrow.control.nodes.schemas import (
     ServerRead,
     endpoint_text,
 )
+from burrow.control.nodes.uplink import Credit, clamp, rate_bytes, refill
 from burrow.control.runtime import Runtime
 from burrow.control.security import hash_token, new_token
+from burrow.control.wg_keys import UnusableKey, canonical_public_key
 from burrow.wire import EnrollRequest, EnrollResponse, NodeReport, ReportAck
+
+log = logging.getLogger(__name__)
 
 
 class NodeNotFound(NotFound):
@@ -55,6 +62,20 @@ class NodeKeyInUse(Conflict):
             "Another node already uses this WireGuard public key; give each node its own key.",
             field="public_key",
         )
+
+
+class NodeKeyOfADevice(Conflict):
+    def __init__(self) -> None:
+        super().__init__(
+            "A customer's device uses this WireGuard public key; give the node a key pair of "
+            "its own.",
+            field="public_key",
+        )
+
+
+class NodeKeyUnusable(InvalidInput):
+    def __init__(self, message: str) -> None:
+        super().__init__(message, field="public_key")
 
 
 class EnrollmentTokenInvalid(NotAuthenticated):
@@ -113,8 +134,66 @@ def interface_name(node: Node) -> str:
     return f"bw{node.id}"
 
 
+def _live_suffix(node_id: int) -> str:
+    return f"{node_id}:report"
+
+
+NODE_REPORTS = Kind("node:", NodeLive)
+
+
 def _live_key(node_id: int) -> str:
-    return f"node:{node_id}:report"
+    return NODE_REPORTS.prefix + _live_suffix(node_id)
+
+
+@dataclass(frozen=True)
+class AcceptedReport:
+    """What a report step decided: ``report`` (its bytes cut to the uplink) or None when it
+    repeats a sequence number already seen."""
+
+    report: NodeReport | None
+    last_seq: int
+    dropped: int = 0
+
+
+def _accept_report(
+    report: NodeReport, now: float, rate: float, window: float
+) -> Callable[[NodeLive | None], tuple[NodeLive | None, AcceptedReport]]:
+    """The pure step of one report on the node's live record (``LiveStore.update``).
+
+    A repeated sequence number in the same boot changes nothing. Otherwise the node's uplink
+    credit fills for the time since its last report and the report spends it: what the uplink
+    could not have carried is dropped and added to the node's count of dropped bytes.
+    """
+
+    def step(previous: NodeLive | None) -> tuple[NodeLive | None, AcceptedReport]:
+        same_boot = previous is not None and previous.boot_id == report.boot_id
+        if previous is not None and same_boot and report.seq <= previous.last_seq:
+            return previous, AcceptedReport(None, previous.last_seq)
+        credit = None
+        if previous is not None and previous.credit_rx is not None:
+            credit = Credit(previous.credit_rx, previous.credit_tx or 0.0)
+        elapsed = 0.0 if previous is None else now - previous.reported_at
+        peers, credit, dropped = clamp(report.peers, refill(credit, elapsed, rate, window))
+        kept = report.model_copy(update={"peers": peers}) if dropped else report
+        throughput = None
+        if previous is not None and same_boot and now > previous.reported_at:
+            total = sum(peer.rx_bytes + peer.tx_bytes for peer in kept.peers)
+            throughput = total * 8 / (now - previous.reported_at)
+        live = NodeLive(
+            boot_id=report.boot_id,
+            last_seq=report.seq,
+            reported_at=now,
+            connected_devices=sum(1 for peer in report.peers if peer.connected),
+            throughput_bps=throughput,
+            applied_revision=report.revision,
+            credit_rx=credit.rx,
+            credit_tx=credit.tx,
+            dropped_bytes=(0 if previous is None else previous.dropped_bytes) + dropped,
+            dropped_at=now if dropped else (None if previous is None else previous.dropped_at),
+        )
+        return live, AcceptedReport(kept, report.seq, dropped)
+
+    return step
 
 
 @dataclass(frozen=True)
@@ -233,14 +312,20 @@ class NodeService:
         expires_at = node.enrollment_expires_at
         if expires_at is None or expires_at <= utcnow():
             raise EnrollmentTokenExpired(node.name)
-        holder = await repository.get_by_public_key(request.public_key)
+        try:
+            public_key = canonical_public_key(request.public_key)
+        except UnusableKey as exc:
+            raise NodeKeyUnusable(str(exc)) from None
+        holder = await repository.get_by_public_key(public_key)
         if holder is not None and holder.id != node.id:
             raise NodeKeyInUse()
+        if await repository.device_holds_key(public_key):
+            raise NodeKeyOfADevice()
         token = new_token(NODE_TOKEN_PREFIX)
-        if node.wg_public_key is not None and node.wg_public_key != request.public_key:
+        if node.wg_public_key is not None and node.wg_public_key != public_key:
             node.config_changed_at = utcnow()
             node.config_change = CHANGE_KEY
-        node.wg_public_key = request.public_key
+        node.wg_public_key = public_key
         node.node_token_hash = hash_token(token)
         node.enrollment_token_hash = None
         node.enrollment_expires_at = None
@@ -277,26 +362,24 @@ class NodeService:
         totals are kept here; the connections service renews the devices' leases and answers
         which keys the node must block.
         """
-        key = _live_key(node.id)
-        previous = self._live(runtime, node.id)
-        same_boot = previous is not None and previous.boot_id == report.boot_id
-        if previous is not None and same_boot and report.seq <= previous.last_seq:
-            blocked = await connection_service.blocked_on(runtime, node.id)
-            return ReportAck(accepted=False, last_seq=previous.last_seq, blocked=blocked)
-        now = _now()
-        throughput = None
-        if previous is not None and same_boot and now > previous.reported_at:
-            total = sum(peer.rx_bytes + peer.tx_bytes for peer in report.peers)
-            throughput = total * 8 / (now - previous.reported_at)
-        live = NodeLive(
-            boot_id=report.boot_id,
-            last_seq=report.seq,
-            reported_at=now,
-            connected_devices=sum(1 for peer in report.peers if peer.connected),
-            throughput_bps=throughput,
-            applied_revision=report.revision,
+        step = _accept_report(
+            report,
+            _now(),
+            rate_bytes(node.uplink_mbit),
+            runtime.settings.connection_lease_ttl_seconds,
         )
-        runtime.live.set(key, live.model_dump(mode="json"), ttl=LIVE_TTL_SECONDS)
+        accepted = await runtime.live.update(
+            NODE_REPORTS, _live_suffix(node.id), step, ttl=LIVE_TTL_SECONDS
+        )
+        if accepted.report is None:
+            blocked = await connection_service.blocked_on(runtime, node.id)
+            return ReportAck(accepted=False, last_seq=accepted.last_seq, blocked=blocked)
+        if accepted.dropped:
+            # Node-wide figures only: nothing of which customer it named.
+            log.warning(
+                "node.report_over_uplink node=%s dropped_bytes=%d", node.name, accepted.dropped
+            )
+        report = accepted.report
         blocked = await connection_service.observe_report(session, runtime, node, report)
         return ReportAck(accepted=True, last_seq=report.seq, blocked=blocked)
 
@@ -318,6 +401,7 @@ class NodeService:
             connected_devices=live.connected_devices,
             throughput_bps=live.throughput_bps,
             applied_revision=live.applied_revision,
+            dropped_bytes=live.dropped_bytes,
         )
 
     def read(self, runtime: Runtime, node: Node) -> NodeRead:

@@ -380,7 +380,11 @@ def _refunds(refunds: RefundsSection | None) -> Section:
     partial = refunds.partial_past_data_limit
     if partial is not None:
         longer = _plural(partial.order_longer_than_months, "month")
-        charged = ", charging for the data you used" if partial.usage_charged else ""
+        charged = ""
+        if partial.usage_charged:
+            price = partial.data_price_minor_per_gb
+            each = f" at {price / 100:.2f} per GB in your order's currency" if price else ""
+            charged = f", charging for the data you used{each}"
         blocks.append(
             Paragraph(
                 f"When the order has used more data than that but was for more than {longer}, "

@@ -24,6 +24,16 @@ from burrow.control.web.templating import redirect, render
 router = page_router()
 
 
+def _bytes(count: int) -> str:
+    """A byte count as an operator reads it (decimal units, as uplinks are sold)."""
+    size = float(count)
+    for unit in ("B", "kB", "MB", "GB", "TB"):
+        if size < 1000 or unit == "TB":
+            return f"{size:.0f} {unit}" if unit == "B" else f"{size:.1f} {unit}"
+        size /= 1000
+    raise AssertionError("unreachable")
+
+
 async def _fleet_page(
     request: Request,
     session: AsyncSession,
@@ -48,6 +58,7 @@ async def _fleet_page(
                 "report_age": duration(node.health.last_report_age_seconds)
                 if node.health.last_report_age_seconds is not None
                 else "never",
+                "dropped": _bytes(node.health.dropped_bytes or 0),
                 "edit_form": edit[1]
                 if edit is not None and edit[0] == node.id
                 else Form.empty(
