@@ -183,6 +183,9 @@ async def test_resolvers_left_by_a_killed_agent_are_stopped(lab: Lab, tmp_path: 
     conf = directory / "dnsmasq-0.conf"
     conf.write_text(render_dnsmasq_conf(GATEWAY, upstream_port=5335, list_files=[]))
     stray = node.spawn("dnsmasq", "-k", f"--conf-file={conf}")
+    # Until `ip netns exec` has exec'd it, the process is not dnsmasq yet.
+    cmdline = Path(f"/proc/{stray.pid}/cmdline")
+    wait_until(lambda: cmdline.read_bytes().split(b"\0")[0].endswith(b"dnsmasq"), 5)
 
     async def fetch(_sha256: str) -> bytes:
         return b""
