@@ -10,6 +10,7 @@ from datetime import timedelta
 import pytest
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from burrow.control.accounts.service import account as account_service
 from burrow.control.db import unit_of_work
 from burrow.control.desired_state.service import desired_state as desired_state_service
 from burrow.control.models import (
@@ -160,6 +161,9 @@ async def populate(session: AsyncSession, runtime: Runtime, account: Account) ->
         new_email=f"new-{account.email}",
         password=factories.DEFAULT_PASSWORD,
     )
+    # Getting back in: recovery codes and a password-reset link (rows of their own tables).
+    await account_service.new_recovery_codes(session, account)
+    await account_service.operator_reset_link(session, runtime, account)
     account.last_login_ip, account.last_login_ip_at = "203.0.113.7", now
     await session.flush()
     return Customer(account, token, account.email, devices, order, payment, refund)

@@ -57,6 +57,10 @@ NOT_EXPORTED = {
     "account (status, reason) is in the account section",
     "trial_claims": "a keyed hash of an address, linked to no account, that cannot be turned "
     "back into the address",
+    "password_resets": "hashes of one-time links to set a new password, valid an hour and then "
+    "purged: access secrets, nothing the person gave or did",
+    "recovery_codes": "hashes of two-factor recovery codes: access secrets; the account section "
+    "says whether two-factor sign-in is on",
     "refunded_persons": "keyed hashes of refunded persons' addresses and cards, kept after their "
     "erasure for the one-refund rule, linked to no account",
 }

@@ -871,6 +871,27 @@ async def test_every_admin_page_says_when_configs_point_at_loopback(
         assert "BURROW_PUBLIC_HOST" in notice
 
 
+async def test_the_panel_refuses_self_actions_and_ending_another_admin(
+    client: httpx.AsyncClient, admin: Account, runtime: Runtime
+) -> None:
+    own = f"/admin/accounts/{admin.id}"
+    refused = await post_form(client, f"{own}/suspend", {"reason": "oops"}, page=own)
+    assert refused.status_code == 403
+    assert "your own account" in refused.text
+    async with unit_of_work(runtime.sessionmaker) as session:
+        other = await create_account(session, admin=True)
+    url = f"/admin/accounts/{other.id}"
+    clause = runtime.policy.terms.sections[0].title if runtime.policy.terms.sections else "x"
+    ended = await post_form(
+        client, f"{url}/terminate", {"reason": "rogue", "clause": clause}, page=url
+    )
+    assert ended.status_code == 403
+    assert "command line" in ended.text
+    assert (await _account(runtime, admin.id)).status is AccountStatus.active
+    assert (await _account(runtime, other.id)).status is AccountStatus.active
+    assert await _trail(runtime) == []
+
+
 async def test_fleet_flags_a_node_that_reports_more_than_its_uplink_carries(
     client: httpx.AsyncClient, admin: Account, runtime: Runtime
 ) -> None:
