@@ -12,10 +12,13 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.burrow-installed
 
-APT_RUN := wireguard-go wireguard-tools nftables iproute2 ca-certificates
-# caddy: the TLS proxy of the HTTPS end-to-end test (and of deploy/, installed there by the README;
-# not in APT_RUN: Debian starts it on port 80 at install, unwanted on a developer's machine).
-APT_TEST := $(APT_RUN) postgresql iperf3 chromium caddy
+# unbound and dnsmasq-base: the node's resolver (the agent runs its own instances; Debian's
+# unbound package also starts a system resolver on 127.0.0.1:53, which they do not touch).
+APT_RUN := wireguard-go wireguard-tools nftables iproute2 ca-certificates unbound dnsmasq-base
+# The HTTPS end-to-end test: caddy (deploy/'s proxy; not in APT_RUN, as Debian starts it on
+# port 80 at install), libnss3-tools (certutil: chromium trusts caddy's CA), curl.
+# nsd, dnsutils: the lab's authoritative DNS server and dig, for the DNS tests.
+APT_TEST := $(APT_RUN) postgresql iperf3 chromium caddy libnss3-tools curl nsd dnsutils
 
 export BURROW_POLICY_PATH ?= examples/policies/strict-no-logs.toml
 # make run is a complete VPN provider on one machine: the control plane plus a node in-process.

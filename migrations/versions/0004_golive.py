@@ -10,7 +10,7 @@ import sqlalchemy as sa
 from alembic import op
 
 revision = "0004"
-down_revision = "0005"  # main already holds 0005 (races), chained on 0001
+down_revision = "0005"
 branch_labels = None
 depends_on = None
 

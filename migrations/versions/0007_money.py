@@ -1,4 +1,5 @@
-"""money: webhook events are claimed, retried with backoff and parked
+"""money: webhook events are claimed, retried with backoff and parked; refunds keep their
+provider reference and idempotency key
 
 Revision ID: 0007
 Revises: 0005
@@ -27,8 +28,21 @@ def upgrade() -> None:
             batch_op.f("ix_webhook_events_failed_at"), ["failed_at"], unique=False
         )
 
+    with op.batch_alter_table("refund_requests", schema=None) as batch_op:
+        batch_op.add_column(sa.Column("provider_reference", sa.String(length=64), nullable=True))
+        batch_op.add_column(sa.Column("idempotency_key", sa.String(length=100), nullable=True))
+        batch_op.add_column(sa.Column("email_digest", sa.String(length=64), nullable=True))
+        batch_op.create_index(
+            batch_op.f("ix_refund_requests_email_digest"), ["email_digest"], unique=False
+        )
+
 
 def downgrade() -> None:
+    with op.batch_alter_table("refund_requests", schema=None) as batch_op:
+        batch_op.drop_index(batch_op.f("ix_refund_requests_email_digest"))
+        batch_op.drop_column("email_digest")
+        batch_op.drop_column("idempotency_key")
+        batch_op.drop_column("provider_reference")
     with op.batch_alter_table("webhook_events", schema=None) as batch_op:
         batch_op.drop_index(batch_op.f("ix_webhook_events_failed_at"))
         batch_op.drop_column("failed_at")

@@ -6,6 +6,7 @@ import getpass
 import json
 import shutil
 import sqlite3
+from importlib import metadata
 from pathlib import Path
 from typing import Protocol
 
@@ -13,6 +14,7 @@ import pytest
 from typer.testing import CliRunner, Result
 
 from burrow.cli.main import app
+from burrow.control.security import hash_token
 from tests.conftest import STRICT_POLICY, TEST_SECRET
 
 
@@ -50,7 +52,9 @@ def test_admin_create_with_prompt_and_stdin(burrow: Burrow) -> None:
     assert "root@example.com" in created.output
     assert "a strong password" not in created.output
 
-    piped = burrow("admin", "create", "ops@example.com", "--password-stdin", input="another one!\n")
+    piped = burrow(
+        "admin", "create", "ops@example.com", "--password-stdin", input="another strong one!\n"
+    )
     assert piped.exit_code == 0, piped.output
 
     shown = burrow("account", "show", "ROOT@example.com")
@@ -59,7 +63,7 @@ def test_admin_create_with_prompt_and_stdin(burrow: Burrow) -> None:
     assert "yes" in shown.output
 
     again = burrow(
-        "admin", "create", "root@example.com", "--password-stdin", input="whatever1234\n"
+        "admin", "create", "root@example.com", "--password-stdin", input="whatever it takes 1234\n"
     )
     assert again.exit_code == 1
     assert "already exists" in again.output
@@ -76,11 +80,20 @@ def test_admin_create_refuses_weak_password_and_bad_email(burrow: Burrow) -> Non
     assert "Traceback" not in weak.output + bad.output
 
 
-def test_promote_an_existing_account(burrow: Burrow) -> None:
+def test_promote_an_existing_account(burrow: Burrow, cli_env: dict[str, str]) -> None:
     burrow("admin", "create", "first@example.com", "--password-stdin", input="a strong password\n")
-    promoted = burrow("admin", "create", "first@example.com", "--promote")
+    burrow("admin", "demote", "first@example.com", "--yes")
+    # Promoting asks first; "no" changes nothing.
+    declined = burrow("admin", "create", "first@example.com", "--promote", input="n\n")
+    assert declined.exit_code == 1
+    assert "administrator" in declined.output
+    assert "nothing changed" in declined.output
+    assert "administrator  no" in " ".join(
+        burrow("account", "show", "first@example.com").output.split("  ")
+    )
+    promoted = burrow("admin", "create", "first@example.com", "--promote", input="y\n")
     assert promoted.exit_code == 0, promoted.output
-    missing = burrow("admin", "create", "ghost@example.com", "--promote")
+    missing = burrow("admin", "create", "ghost@example.com", "--promote", "--yes")
     assert missing.exit_code == 1
     assert "no account" in missing.output
 
@@ -169,7 +182,7 @@ def test_every_cli_admin_action_leaves_a_row_naming_the_operator(
     )
     assert created.exit_code == 0, created.output
     burrow("admin", "create", "eve@example.com", "--password-stdin", input="a strong password\n")
-    promoted = burrow("admin", "create", "eve@example.com", "--promote")
+    promoted = burrow("admin", "create", "eve@example.com", "--promote", "--yes")
     assert promoted.exit_code == 0, promoted.output
     boss, eve = _id_of(cli_env, "boss@example.com"), _id_of(cli_env, "eve@example.com")
 
@@ -215,3 +228,89 @@ def test_terminate_refuses_a_clause_the_terms_do_not_have(
     assert "Traceback" not in refused.output
     assert "active" in burrow("account", "show", zed).output
     assert [action for _, action, *_ in _trail(cli_env)] == ["account.create_admin"]
+
+
+def test_version(burrow: Burrow) -> None:
+    shown = burrow("--version")
+    assert shown.exit_code == 0, shown.output
+    assert shown.output.strip() == f"burrow {metadata.version('burrow')}"
+
+
+def _row(cli_env: dict[str, str], query: str, *params: object) -> tuple[object, ...]:
+    database = cli_env["BURROW_DATABASE_URL"].removeprefix("sqlite+aiosqlite:///")
+    with sqlite3.connect(database) as db:
+        found: tuple[object, ...] = db.execute(query, params).fetchone()
+    return found
+
+
+def test_a_locked_out_admin_is_recovered_from_the_command_line(
+    burrow: Burrow, cli_env: dict[str, str]
+) -> None:
+    operator = {"via": "cli", "operator": getpass.getuser()}
+    burrow("admin", "create", "lost@example.com", "--password-stdin", input="a strong password\n")
+    lost = _id_of(cli_env, "lost@example.com")
+    database = cli_env["BURROW_DATABASE_URL"].removeprefix("sqlite+aiosqlite:///")
+    with sqlite3.connect(database) as db:  # two-factor on, a session and two recovery codes
+        db.execute("UPDATE accounts SET totp_enabled = 1, totp_secret = 'JBSWY3DPEHPK3PXP'")
+        db.execute(
+            "INSERT INTO account_sessions (account_id, token_hash, expires_at, "
+            "needs_second_factor, created_at) VALUES (?, 'x', '2999-01-01', 0, '2026-01-01')",
+            (lost,),
+        )
+        db.execute(
+            "INSERT INTO recovery_codes (account_id, code_hash, created_at) "
+            "VALUES (?, 'h1', '2026-01-01'), (?, 'h2', '2026-01-01')",
+            (lost, lost),
+        )
+
+    reset = burrow("admin", "reset-2fa", "lost@example.com", "--reason", "lost phone")
+    assert reset.exit_code == 0, reset.output
+    assert "two-factor sign-in is off" in reset.output
+    assert _row(cli_env, "SELECT totp_enabled, totp_secret FROM accounts WHERE id = ?", lost) == (
+        0,
+        None,
+    )
+    assert _row(cli_env, "SELECT count(*) FROM account_sessions") == (0,)
+    assert _row(cli_env, "SELECT count(*) FROM recovery_codes") == (0,)
+    again = burrow("admin", "reset-2fa", "lost@example.com")
+    assert again.exit_code == 1
+    assert "no two-factor sign-in to reset" in again.output
+
+    link = burrow("admin", "reset-password", "lost@example.com")
+    assert link.exit_code == 0, link.output
+    url = link.output.strip().splitlines()[-1]
+    assert url.startswith("http")
+    assert "/reset-password?token=" in url
+    token = url.split("token=", 1)[1]
+    stored = _row(
+        cli_env,
+        "SELECT account_id, expires_at, used_at FROM password_resets WHERE token_hash = ?",
+        hash_token(token),
+    )
+    assert stored[0] == int(lost)
+    assert stored[2] is None
+    assert token not in json.dumps(_trail(cli_env))  # the link is printed, never recorded
+
+    burrow("admin", "create", "other@example.com", "--password-stdin", input="a strong password\n")
+    declined = burrow("admin", "demote", "other@example.com", input="n\n")
+    assert declined.exit_code == 1
+    demoted = burrow("admin", "demote", "other@example.com", "--yes", "--reason", "left the team")
+    assert demoted.exit_code == 0, demoted.output
+    other = _id_of(cli_env, "other@example.com")
+    assert _row(cli_env, "SELECT is_admin FROM accounts WHERE id = ?", other) == (0,)
+    twice = burrow("admin", "demote", "other@example.com", "--yes")
+    assert twice.exit_code == 1
+    assert "not an administrator" in twice.output
+    nobody = burrow("admin", "reset-password", "nobody@example.com")
+    assert nobody.exit_code == 1
+    assert "There is no account" in nobody.output
+    assert "Traceback" not in reset.output + link.output + demoted.output + nobody.output
+
+    trail = _trail(cli_env)
+    assert [(action, target, reason) for _, action, target, reason, _ in trail][-4:] == [
+        ("account.reset_2fa", lost, "lost phone"),
+        ("account.reset_password", lost, ""),
+        ("account.create_admin", other, ""),
+        ("account.demote", other, "left the team"),
+    ]
+    assert all(detail == operator for *_, detail in trail[-4:])

@@ -115,3 +115,14 @@ def test_an_empty_database_is_a_setup_error(env: dict[str, str], tmp_path: Path)
     result = _audit(empty, tmp_path)
     assert result.exit_code == 3
     assert "no tables" in result.output
+
+
+def test_a_log_path_that_does_not_exist_is_an_error(env: dict[str, str], tmp_path: Path) -> None:
+    missing = tmp_path / "logs" / "burow.log"  # a typo: nothing to scan is not "clean"
+    result = _audit(env, tmp_path, "--log", str(missing))
+    assert result.exit_code == 2
+    lines = [line for line in result.output.splitlines() if line.strip()]
+    assert len(lines) == 1
+    assert str(missing) in lines[0]
+    assert "no such file" in lines[0]
+    assert "nothing breaks the policy" not in result.output

@@ -69,6 +69,16 @@ def test_check_prints_every_problem_and_exits_1(tmp_path: Path) -> None:
     assert "policy invalid: 3 problems" in result.stderr
 
 
+def test_check_counts_each_dns_lists_names_and_malformed_lines(tmp_path: Path) -> None:
+    policy = tmp_path / "policy.toml"
+    text = (EXAMPLES / "metered.toml").read_text()
+    policy.write_text(text + '\n[dns.filters.ads]\ntitle = "Ads"\nfile = "ads.txt"\n')
+    (tmp_path / "ads.txt").write_text("ads.example\n# fine\nnot a name\n\nbad..example\n")
+    result = CliRunner().invoke(app, ["policy", "check", str(policy)])
+    assert result.exit_code == 0, result.output
+    assert "dns filter ads: 1 names; 2 malformed lines skipped" in result.output
+
+
 def test_check_of_a_missing_file(tmp_path: Path) -> None:
     result = CliRunner().invoke(app, ["policy", "check", str(tmp_path / "nope.toml")])
     assert result.exit_code == 1

@@ -71,3 +71,34 @@ def test_start_up_says_in_one_line_where_configs_point(
     told = start_up_output(sqlite_template, tmp_path, BURROW_PUBLIC_HOST="vpn.example.net")
     assert "burrow serving" in told
     assert "point at" not in told
+
+
+@pytest.mark.parametrize(
+    ("name", "value", "message"),
+    [
+        ("BURROW_PUBLIC_HOST", "https://vpn.example.net", "only a DNS name or an IP address"),
+        ("BURROW_PUBLIC_HOST", "vpn.example.net:51820", "no scheme, port or path"),
+        ("BURROW_TRUSTED_PROXIES", "caddy", "'caddy' is not an IP address or network"),
+    ],
+)
+def test_a_bad_public_host_or_proxy_list_is_one_line(
+    database_url: str, name: str, value: str, message: str
+) -> None:
+    if not database_url.startswith("sqlite"):
+        pytest.skip("one backend is enough for the command line")
+    environ = {k: v for k, v in os.environ.items() if not k.startswith("BURROW_")}
+    burrow = Path(sys.executable).with_name("burrow")
+    done = subprocess.run(
+        [str(burrow), "serve"],
+        env={**environ, name: value},
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert done.returncode == 3
+    lines = done.stderr.strip().splitlines()
+    assert len(lines) == 1, done.stderr
+    assert lines[0].startswith(f"error: {name}: ")
+    assert message in lines[0]
+    assert "Traceback" not in done.stdout + done.stderr

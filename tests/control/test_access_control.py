@@ -24,6 +24,9 @@ PUBLIC = {
     ("GET", "/api/v1/accounts/verify-email"),
     ("POST", "/api/v1/accounts/verify-email"),
     ("POST", "/api/v1/sessions"),
+    # A forgotten password: nobody is signed in (tests/control/accounts/test_recovery.py).
+    ("POST", "/api/v1/accounts/password-reset"),
+    ("POST", "/api/v1/accounts/password-reset/confirm"),
     ("GET", "/api/v1/plans"),
     ("GET", "/api/v1/servers"),
     ("GET", "/healthz"),

@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import AsyncIterator
+from dataclasses import replace
 
 import httpx
 import pytest
@@ -30,6 +31,7 @@ from burrow.control.models import (
     utcnow,
 )
 from burrow.control.runtime import Runtime
+from tests.support.app import app_client
 from tests.support.factories import create_account, create_session_token, create_subscription
 
 
@@ -59,6 +61,29 @@ async def test_a_lock_not_had_in_time_is_database_busy(
     assert caught.value.status == 503
     assert caught.value.problem()["status"] == 503
     assert "try again" in caught.value.message
+
+
+async def test_a_change_that_cannot_get_its_lock_answers_503_with_retry_after(
+    runtime: Runtime, impatient: AsyncEngine
+) -> None:
+    async with unit_of_work(runtime.sessionmaker) as session:
+        account = await create_account(session)
+        token = await create_session_token(session, account)
+        await create_subscription(session, account)
+    # The same app and database, on an engine that gives up on a lock after 0.2 seconds.
+    hurried = replace(runtime, engine=impatient, sessionmaker=make_sessionmaker(impatient))
+
+    async with app_client(hurried) as client, unit_of_work(runtime.sessionmaker) as holder:
+        await lock_row(holder, Account, account.id)
+        response = await client.post(
+            "/api/v1/devices", json={"name": "Laptop"}, headers={"Authorization": f"Bearer {token}"}
+        )
+    assert response.status_code == 503, response.text
+    assert response.headers["content-type"].startswith("application/problem+json")
+    assert response.headers["retry-after"] == "2"
+    body = response.json()
+    assert body["status"] == 503
+    assert "try again" in body["detail"]
 
 
 async def test_a_reading_unit_that_writes_into_a_held_lock_is_database_busy(

@@ -377,6 +377,10 @@ async def test_pages_run_under_the_policy_in_chromium(
                     await page.goto(running.url + path)
                     await page.wait_for_load_state("load")
                 assert violations == []
+                # Swagger UI draws the operations from /api/openapi.json under its policy.
+                await page.goto(running.url + "/api/docs")
+                await page.wait_for_selector(".opblock", timeout=15_000)
+                assert violations == []
                 # The browser-made key: devices.js makes an X25519 pair and fills the file.
                 await page.goto(running.url + "/devices")
                 await page.fill("#f-name", "Laptop")

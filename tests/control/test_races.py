@@ -61,7 +61,7 @@ async def http(server: RunningServer) -> AsyncIterator[httpx.AsyncClient]:
 
 
 async def at_once(*calls: Any) -> list[httpx.Response]:
-    """Send the requests together: every connection is opened first, then all go at once."""
+    """Send the requests together (each on a connection of its own) and wait for them all."""
     responses: list[httpx.Response] = await asyncio.gather(*calls)
     return responses
 
@@ -132,6 +132,28 @@ async def test_device_limit_holds_for_twenty_adds_at_once(
         assert body["title"] == "Device limit reached"
         assert body["limit"] == 1
     assert await count(runtime, Device.account_id == account.id, of=Device) == 1
+
+
+async def test_a_limit_of_three_holds_for_twenty_adds_at_once(
+    runtime: Runtime, settings: Settings
+) -> None:
+    """The account-wide cap under an unlimited plan, set to three for this server."""
+    account, headers = await customer(runtime, plan_code="personal-monthly")
+    capped = settings.model_copy(update={"max_devices_per_account": 3})
+    with serving(capped) as running:
+        async with httpx.AsyncClient(base_url=running.url, timeout=60) as http:
+            responses = await at_once(
+                *(
+                    http.post("/api/v1/devices", json={"name": f"Phone {i}"}, headers=headers)
+                    for i in range(AT_ONCE)
+                )
+            )
+
+    assert_no_server_errors(responses)
+    assert statuses(responses) == {201: 3, 409: AT_ONCE - 3}, statuses(responses)
+    for body in assert_problems(responses, 409):
+        assert body["limit"] == 3
+    assert await count(runtime, Device.account_id == account.id, of=Device) == 3
 
 
 async def test_one_trial_for_twenty_starts_at_once(

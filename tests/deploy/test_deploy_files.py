@@ -70,3 +70,15 @@ def test_the_caddyfile_is_valid() -> None:
     )
     assert done.returncode == 0, done.stderr
     assert "reverse_proxy 127.0.0.1:8080" in (DEPLOY / "Caddyfile").read_text()
+
+
+def test_the_readme_goes_to_production_in_at_most_ten_commands() -> None:
+    readme = (ROOT / "README.md").read_text()
+    section = readme.split("## Going to production", 1)[1].split("\n## ", 1)[0]
+    block = section.split("```sh\n", 1)[1].split("```", 1)[0]
+    commands = [line for line in block.splitlines() if line.strip()]
+    assert 1 <= len(commands) <= 10, commands
+    for name in ("burrow.service", "burrow-node.service", "Caddyfile", "burrow.env.example"):
+        assert f"deploy/{name}" in block or name in section
+        assert (DEPLOY / name).exists()
+    assert "systemctl enable --now burrow" in block

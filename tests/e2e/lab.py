@@ -250,11 +250,12 @@ class World:
             **self.control_extra,
         }
 
-    def start_control_plane(self, **env: str) -> None:
+    def start_control_plane(self, bind: str = "0.0.0.0", **env: str) -> None:
+        """``bind``: 127.0.0.1 keeps it reachable only from ``ctl`` itself (behind a proxy)."""
         self.serve = self.spawn(
             self.ctl.ns,
             "serve",
-            BURROW, "serve", "--host", "0.0.0.0", "--port", str(API_PORT),
+            BURROW, "serve", "--host", bind, "--port", str(API_PORT),
             env={**self.control_env(), **env},
         )  # fmt: skip
         assert self.api is not None

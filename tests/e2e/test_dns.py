@@ -2,8 +2,9 @@
 
 The lab's internet host runs NSD (Debian's) for ``lab.test``; every node's resolver is told
 to ask it for that zone (a stub zone, ``BURROW_NODE_RESOLVER_STUB_ZONES``). The policy is the
-strict seed's with a ``[dns]`` section naming two filter lists. Customers resolve through
-their own wireguard-go tunnels with ``dig``, over IPv4 and IPv6, UDP and TCP.
+strict seed's example, whose ``[dns]`` section names three filter lists (here, the lab's own).
+Customers resolve through their own wireguard-go tunnels with ``dig``, over IPv4 and IPv6, UDP
+and TCP.
 """
 
 from __future__ import annotations
@@ -38,19 +39,6 @@ from .lab import (
     wait_for,
 )
 
-DNS_SECTION = """
-
-[dns]
-
-[dns.filters.ads]
-title = "Ads"
-description = "Advertising networks"
-file = "ads.txt"
-
-[dns.filters.trackers]
-title = "Trackers"
-file = "trackers.txt"
-"""
 ADS = "# the lab's ad servers\nads.lab.test\nnot a domain name\n"
 GATEWAYS = "10.64.0.1, fd42:b0::1"
 PROBE_PORT = 2525
@@ -61,9 +49,12 @@ def dns_world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
     tmp = tmp_path_factory.mktemp("dns")
     policy = tmp / "policy.toml"
     strict = (ROOT / "examples" / "policies" / "strict-no-logs.toml").read_text()
-    policy.write_text(strict + DNS_SECTION)
-    (tmp / "ads.txt").write_text(ADS)
-    (tmp / "trackers.txt").write_text("")
+    # The strict example policy as it is: its [dns] lists live next to it, so here the lab's.
+    policy.write_text(strict)
+    (tmp / "dns").mkdir()
+    (tmp / "dns" / "ads.txt").write_text(ADS)
+    (tmp / "dns" / "trackers.txt").write_text("")
+    (tmp / "dns" / "malware.txt").write_text("")
     with build_world(tmp, customers=2) as world:
         world.node_extra = {
             "BURROW_NODE_RESOLVER_STUB_ZONES": json.dumps({"lab.test.": [world.inet.ipv4]}),
@@ -181,7 +172,7 @@ def test_the_ads_filter_is_chosen_by_address(dns_world: World, tunnels: list[Tun
     assert dns_line(world.config(token, device["id"], world.nodes[0].node_id)) == GATEWAYS
     world.api.call(
         "PUT", f"/api/v1/devices/{device['id']}/dns-filters", token=token, expect=200,
-        json={"filters": ["ads", "trackers"]},
+        json={"filters": ["malware", "ads", "trackers"]},
     )  # fmt: skip
     both = dns_line(world.config(token, device["id"], world.nodes[0].node_id))
     assert both not in (GATEWAYS, dns_line(config))
@@ -237,7 +228,8 @@ def test_the_audit_finds_nothing_until_query_logging_is_switched_on(
     assert clean.returncode == 0, clean.stdout + clean.stderr
     running = re.search(r"(\d+) running resolvers", clean.stdout)
     assert running is not None
-    assert int(running.group(1)) >= 6  # two nodes: Unbound and three dnsmasqs each
+    # Two nodes: Unbound, and a dnsmasq for no filter and for each of the four choices.
+    assert int(running.group(1)) >= 12
     # Nothing of the queries was written anywhere the node keeps files.
     for path in (world.tmp / "run").rglob("*"):
         if path.is_file():

@@ -12,6 +12,7 @@ import importlib.util
 import os
 import re
 import shutil
+import subprocess
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -50,19 +51,41 @@ def why_no_browser() -> str | None:
     return None
 
 
-async def launch(playwright: Playwright, *, netns: str | None = None, tmp: Path) -> Browser:
+async def launch(
+    playwright: Playwright,
+    *,
+    netns: str | None = None,
+    tmp: Path,
+    home: Path | None = None,
+) -> Browser:
     """Chromium with a fresh temporary profile (Playwright makes one per launch).
 
     With ``netns``, chromium runs inside that namespace: Playwright talks to it over a pipe, so
-    only the browser's own connections move there.
+    only the browser's own connections move there. With ``home``, chromium runs with that
+    ``HOME``, whose NSS database (``.pki/nssdb``) holds the certificate authorities it trusts
+    besides the system's (``trust_ca_in_nssdb``).
     """
     executable = CHROMIUM
     if netns is not None:
         executable = tmp / "chromium-in-netns"
         executable.write_text(f'#!/bin/sh\nexec ip netns exec {netns} {CHROMIUM} "$@"\n')
         executable.chmod(0o755)
+    env = None if home is None else {**os.environ, "HOME": str(home)}
     return await playwright.chromium.launch(
-        executable_path=str(executable), args=CHROMIUM_ARGS, headless=True
+        executable_path=str(executable), args=CHROMIUM_ARGS, headless=True, env=env
+    )
+
+
+def trust_ca_in_nssdb(home: Path, ca_certificate: Path, nickname: str) -> None:
+    """Make ``home/.pki/nssdb`` trust ``ca_certificate`` for TLS servers, as a person who
+    imported it in chromium's settings would (needs ``certutil``, Debian's libnss3-tools)."""
+    database = home / ".pki" / "nssdb"
+    database.mkdir(parents=True, exist_ok=True)
+    where = f"sql:{database}"
+    subprocess.run(["certutil", "-d", where, "-N", "--empty-password"], check=True)
+    subprocess.run(
+        ["certutil", "-d", where, "-A", "-t", "C,,", "-n", nickname, "-i", str(ca_certificate)],
+        check=True,
     )
 
 

@@ -6,6 +6,7 @@ import base64
 import itertools
 from datetime import datetime, timedelta
 
+import pyotp
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -50,13 +51,20 @@ async def create_account(
     admin: bool = False,
     verified: bool = True,
     status: AccountStatus = AccountStatus.active,
+    totp: bool | None = None,
 ) -> Account:
+    """``totp`` (two-factor sign-in on) defaults to ``admin``: administrators need it to
+    administer, through the panel and the API alike."""
+    if totp is None:
+        totp = admin
     account = Account(
         email=email or unique_email(),
         password_hash=_DEFAULT_HASH if password == DEFAULT_PASSWORD else hash_password(password),
         is_admin=admin,
         status=status,
         email_verified_at=utcnow() if verified else None,
+        totp_enabled=totp,
+        totp_secret=pyotp.random_base32() if totp else None,
         age_attestation=AgeAttestation.adult,
         terms_version_accepted="2026-11",
         terms_accepted_at=utcnow(),

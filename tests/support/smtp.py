@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import email
 import email.policy
 import socket
@@ -36,6 +37,17 @@ class Inbox:
                 return found
             time.sleep(0.02)
         raise AssertionError(f"no email to {address} within {timeout}s")
+
+    async def arrived(self, address: str, count: int = 1) -> list[EmailMessage]:
+        """``wait_for`` that lets the event loop run: for mail the app sends in the background
+        of the test's own loop (an in-process ASGI app)."""
+        deadline = time.monotonic() + 5.0
+        while time.monotonic() < deadline:
+            found = self.to(address)
+            if len(found) >= count:
+                return found
+            await asyncio.sleep(0.02)
+        raise AssertionError(f"no email to {address} within 5 s")
 
     @staticmethod
     def body(message: EmailMessage) -> str:

@@ -58,6 +58,9 @@ class FakeStripe:
     methods: dict[str, str] = field(default_factory=dict)
     unknown: set[str] = field(default_factory=set)  # payment intents Stripe has no record of
     failures: int = 0  # answer this many calls with a 500 first
+    # Make this many refunds, then answer each with a 500 all the same (the money went out,
+    # the caller cannot know it).
+    lost_answers: int = 0
     delay: float = 0.0  # seconds to wait before each answer (a slow Stripe)
     lock: threading.Lock = field(default_factory=threading.Lock)
 
@@ -77,7 +80,13 @@ class FakeStripe:
                 self.failures -= 1
                 return 500, {"error": {"message": "try later", "type": "api_error"}}
             if call.method == "POST" and call.path == "/v1/refunds":
-                return self._refund(call)
+                status, body = self._refund(call)
+                if status == 200 and self.lost_answers:
+                    self.lost_answers -= 1
+                    return 500, {"error": {"message": "try later", "type": "api_error"}}
+                return status, body
+            if call.method == "GET" and call.path == "/v1/refunds":
+                return 200, self._refund_list(call)
             if call.method == "POST" and call.path == "/v1/checkout/sessions":
                 return 200, self._session(call)
             if call.method in ("POST", "DELETE") and call.path.startswith("/v1/subscriptions/"):
@@ -110,8 +119,18 @@ class FakeStripe:
                 "amount": amount,
                 "payment_intent": call.param("payment_intent"),
                 "status": "succeeded",
+                "metadata": {
+                    key.removeprefix("metadata[").removesuffix("]"): values[0]
+                    for key, values in call.form.items()
+                    if key.startswith("metadata[")
+                },
             },
         )
+
+    def _refund_list(self, call: StripeCall) -> dict[str, Any]:
+        intent = call.param("payment_intent")
+        found = [r for r in self.refunds.values() if r["payment_intent"] == intent]
+        return {"object": "list", "url": "/v1/refunds", "has_more": False, "data": found}
 
     def _session(self, call: StripeCall) -> dict[str, Any]:
         if call.idempotency_key in self.sessions:

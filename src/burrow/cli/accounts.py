@@ -1,4 +1,6 @@
-"""``burrow admin`` and ``burrow account``: create administrators, look up and act on accounts."""
+"""``burrow admin`` and ``burrow account``: create, promote and demote administrators, get a
+locked-out person back in (reset two-factor, a one-time password link), look up and act on
+accounts. Every change is in the admin audit trail under the operating system's user name."""
 
 from __future__ import annotations
 
@@ -12,7 +14,6 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from burrow.cli.common import console, fail, operator, run, with_session
 from burrow.control.accounts.service import AccountSearch
 from burrow.control.accounts.service import account as account_service
-from burrow.control.admin.service import admin_accounts
 from burrow.control.models import Account, AccountStatus
 from burrow.control.runtime import Runtime
 
@@ -74,17 +75,82 @@ def admin_create(
     promote: Annotated[
         bool, typer.Option("--promote", help="Make an existing account an administrator.")
     ] = False,
+    yes: Annotated[bool, typer.Option("--yes", "-y", help="Do not ask for confirmation.")] = False,
 ) -> None:
     """Create an administrator (verified at once). Asks for the password unless piped in."""
+    if (
+        promote
+        and not yes
+        and not typer.confirm(f"Make {email} an administrator (full access to every account)?")
+    ):
+        fail("nothing changed")
     password = _read_password(password_stdin) if (password_stdin or not promote) else None
 
     async def work(session: AsyncSession, _runtime: Runtime) -> Account:
-        return await admin_accounts.make_admin(
+        return await account_service.create_admin(
             session, operator(), email, password, promote=promote
         )
 
     created = run(with_session(work))
     console.print(f"administrator {created.email} (id {created.id}) is ready", highlight=False)
+
+
+Reason = Annotated[str | None, typer.Option("--reason", help="Why, for the admin audit trail.")]
+
+
+@admin_app.command("demote")
+def admin_demote(
+    ref: AccountRef,
+    reason: Reason = None,
+    yes: Annotated[bool, typer.Option("--yes", "-y", help="Do not ask for confirmation.")] = False,
+) -> None:
+    """Take the administrator role away from an account (it stays as a customer's)."""
+    if not yes and not typer.confirm(f"Demote administrator {ref}?"):
+        fail("nothing changed")
+
+    async def work(session: AsyncSession, _runtime: Runtime) -> Account:
+        found = await account_service.find(session, ref)
+        return await account_service.demote(session, operator(), found.id, reason)
+
+    done = run(with_session(work))
+    console.print(
+        f"account {done.id} ({done.email}) is no longer an administrator", highlight=False
+    )
+
+
+@admin_app.command("reset-2fa")
+def admin_reset_2fa(ref: AccountRef, reason: Reason = None) -> None:
+    """Turn two-factor sign-in off for someone who lost their app and recovery codes."""
+
+    async def work(session: AsyncSession, _runtime: Runtime) -> Account:
+        found = await account_service.find(session, ref)
+        return await account_service.reset_two_factor(session, operator(), found.id, reason)
+
+    done = run(with_session(work))
+    console.print(
+        f"two-factor sign-in is off for account {done.id} ({done.email}); its sessions ended. "
+        "They sign in with their password and should turn it on again.",
+        highlight=False,
+    )
+
+
+@admin_app.command("reset-password")
+def admin_reset_password(ref: AccountRef, reason: Reason = None) -> None:
+    """Print a one-time link (valid one hour) that sets a new password for the account."""
+
+    async def work(session: AsyncSession, runtime: Runtime) -> tuple[Account, str]:
+        found = await account_service.find(session, ref)
+        return await account_service.reset_password_link(
+            session, runtime, operator(), found.id, reason
+        )
+
+    done, link = run(with_session(work))
+    console.print(
+        f"a one-time link to set a new password for account {done.id} ({done.email}); it works "
+        "once, for one hour. Give it to the account's owner only:",
+        highlight=False,
+    )
+    typer.echo(link)
 
 
 @account_app.command("list")
@@ -138,7 +204,7 @@ def account_suspend(
 
     async def work(session: AsyncSession, runtime: Runtime) -> Account:
         found = await account_service.find(session, ref)
-        return await admin_accounts.suspend(session, runtime, operator(), found.id, reason)
+        return await account_service.suspend(session, runtime, operator(), found.id, reason)
 
     done = run(with_session(work))
     console.print(f"account {done.id} ({done.email}) is suspended", highlight=False)
@@ -153,7 +219,7 @@ def account_unsuspend(
 
     async def work(session: AsyncSession, runtime: Runtime) -> Account:
         found = await account_service.find(session, ref)
-        return await admin_accounts.unsuspend(session, runtime, operator(), found.id, reason)
+        return await account_service.unsuspend(session, runtime, operator(), found.id, reason)
 
     done = run(with_session(work))
     console.print(f"account {done.id} ({done.email}) is active again", highlight=False)
@@ -181,8 +247,8 @@ def account_terminate(
 
     async def work(session: AsyncSession, runtime: Runtime) -> Account:
         found = await account_service.find(session, ref)
-        return await admin_accounts.terminate(
-            session, runtime, operator(), found.id, clause, reason
+        return await account_service.terminate(
+            session, runtime, operator(), found.id, reason, clause=clause
         )
 
     done = run(with_session(work))

@@ -13,13 +13,21 @@ from typing import Annotated
 
 import typer
 
-from burrow.cli.common import EXIT_REFUSED, EXIT_SETUP, fail, load_settings, run
+from burrow.cli.common import (
+    EXIT_REFUSED,
+    EXIT_SETUP,
+    fail,
+    load_settings,
+    refuse_policy,
+    require_database,
+    run,
+)
 from burrow.control.config import Settings
 from burrow.control.db import create_engine
 from burrow.control.policy.addresses import IPNetwork
 from burrow.control.policy.audit import AuditReport, AuditTargets, log_paths, run_audit
 from burrow.control.policy.schemas import Policy
-from burrow.control.policy.service import check_file, format_problems
+from burrow.control.policy.service import check_file
 from burrow.node.config import DEFAULT_STATE_DIR
 from burrow.node.identity import IDENTITY_FILE
 
@@ -76,19 +84,22 @@ def audit(
     ] = None,
 ) -> None:
     """Check the database, the logs and the node's disk against the policy."""
+    for given in log or []:
+        if not given.exists():
+            # A mistyped path would otherwise scan nothing and report "nothing breaks".
+            fail(f"--log {given}: no such file or directory", 2)
     settings = load_settings()
     path = policy_file or settings.policy_path
     policy, problems = check_file(path)
     if policy is None:
-        for line in format_problems(path, problems):
-            typer.echo(line, err=True)
-        fail("the policy file is invalid; fix it before auditing against it", EXIT_SETUP)
+        refuse_policy(path, problems, "fix it before auditing against it")
     targets = AuditTargets(
         log_paths=log_paths(settings, log or []),
         node_state_dirs=list(node_state_dir or [DEFAULT_STATE_DIR]),
         allowed_networks=_networks(allow or []),
         node_expected_files=(IDENTITY_FILE,),
     )
+    require_database(settings, schema=False)  # the audit itself says what an empty one lacks
     report = run(_audit(settings, policy, targets))
     if report.tables == 0:
         fail(

@@ -5,18 +5,29 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Callable
-from pathlib import Path
+from importlib import metadata
 from typing import Annotated
 
 import typer
 from alembic import command
 from alembic.config import Config
 
-from burrow.cli.common import EXIT_SETUP, console, fail, load_settings
-from burrow.control.config import Settings
+from burrow.cli.common import (
+    ALEMBIC_INI,
+    EXIT_SETUP,
+    console,
+    err_console,
+    fail,
+    fail_with,
+    load_settings,
+    refuse_policy,
+    require_database,
+    settings_or_none,
+)
+from burrow.control.config import PLACEHOLDER_SECRET, Settings
 from burrow.control.logfilter import filter_for_policy, install
 from burrow.control.policy.schemas import Policy
-from burrow.control.policy.service import check_file, format_problems, summary
+from burrow.control.policy.service import check_file, summary
 
 app = typer.Typer(
     name="burrow",
@@ -26,13 +37,37 @@ app = typer.Typer(
     add_completion=False,
 )
 db_app = typer.Typer(help="The database schema.", no_args_is_help=True)
-app.add_typer(db_app, name="db")
 
-PROJECT_ROOT = Path(__file__).resolve().parents[3]
+
+def _version(value: bool) -> None:
+    if value:
+        try:
+            typer.echo(f"burrow {metadata.version('burrow')}")
+        except metadata.PackageNotFoundError:
+            fail("burrow is not installed as a package (pip install -e .)", EXIT_SETUP)
+        raise typer.Exit()
+
+
+@app.callback()
+def _main(
+    _version_flag: Annotated[
+        bool,
+        typer.Option(
+            "--version",
+            help="Print burrow's version and exit.",
+            callback=_version,
+            is_eager=True,
+        ),
+    ] = False,
+) -> None:
+    """burrow: the platform a VPN provider runs."""
+
+
+app.add_typer(db_app, name="db")
 
 
 def alembic_config(database_url: str) -> Config:
-    ini = PROJECT_ROOT / "alembic.ini"
+    ini = ALEMBIC_INI
     if not ini.exists():
         fail(f"alembic.ini not found at {ini}; run burrow from its source checkout", EXIT_SETUP)
     cfg = Config(str(ini))
@@ -45,10 +80,8 @@ def alembic_config(database_url: str) -> Config:
 def db_upgrade(revision: Annotated[str, typer.Argument(help="Target revision.")] = "head") -> None:
     """Apply the database migrations (creates the SQLite file if needed)."""
     settings = load_settings()
-    from burrow.control.db import create_engine
-
-    if settings.is_sqlite:
-        create_engine(settings.database_url)
+    # Reachable and writable first (the SQLite file and its directory are made here).
+    require_database(settings, schema=False)
     try:
         command.upgrade(alembic_config(settings.database_url), revision)
     except Exception as exc:  # alembic raises many kinds; one line is what the operator needs
@@ -100,9 +133,16 @@ def serve(
     policy, problems = check_file(settings.policy_path)
     if policy is None:
         # The same lines as `burrow policy check`.
-        for line in format_problems(settings.policy_path, problems):
-            typer.echo(line, err=True)
-        fail("the policy file is invalid; burrow will not start on it", EXIT_SETUP)
+        refuse_policy(settings.policy_path, problems, "burrow will not start on it")
+    # Everything that would stop the server is checked before it says it is serving.
+    require_database(settings)
+    if settings.secret_key.get_secret_value() == PLACEHOLDER_SECRET:
+        err_console.print(
+            "[bold yellow]warning:[/] BURROW_SECRET_KEY is the development placeholder: anyone "
+            "can forge this server's signed cookies. Set it to a random value before real use.",
+            highlight=False,
+            soft_wrap=True,
+        )
     host = host or settings.host
     port = port or settings.port
     _configure_logging(settings, policy)
@@ -146,4 +186,10 @@ _register_subcommands()
 
 
 def main() -> None:
-    app()
+    try:
+        app()
+    except Exception as exc:  # anything a command did not turn into a line itself
+        try:
+            fail_with(exc, settings_or_none())
+        except typer.Exit as done:  # outside Typer now: exit by hand
+            raise SystemExit(done.exit_code) from None

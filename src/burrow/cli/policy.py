@@ -13,6 +13,7 @@ from typing import Annotated
 import typer
 
 from burrow.cli.common import EXIT_REFUSED
+from burrow.control.policy.dns import filter_lists
 from burrow.control.policy.service import check_file, format_problems, summary
 from burrow.control.terms.service import terms as terms_service
 
@@ -36,6 +37,12 @@ def check(path: PolicyFile) -> None:
         typer.echo(f"policy invalid: {count} problem{'s' if count != 1 else ''}", err=True)
         raise typer.Exit(EXIT_REFUSED)
     typer.echo(f"policy OK: {summary(policy)}")
+    for entry in filter_lists.lists(policy.dns, path.parent):
+        state = f"cannot be used: {entry.error}" if entry.error else f"{entry.count} names"
+        typer.echo(
+            f"dns filter {entry.name}: {state}; {entry.malformed} malformed lines skipped "
+            f"(sha256 {entry.sha256[:12]})"
+        )
 
 
 @policy_app.command("terms")

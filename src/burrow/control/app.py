@@ -134,5 +134,5 @@ def install_edge_guards(app: FastAPI, settings: Settings) -> None:
         by_prefix={f"{NODE_API_PREFIX}/report": settings.node_report_max_body_bytes},
     )
     app.add_middleware(BodyLimitMiddleware, limits=limits, refuse=_refusal)
-    docs = tuple(p for p in (app.docs_url, app.swagger_ui_oauth2_redirect_url) if p)
+    docs = (api_docs.DOCS_PATH,)  # served by api_docs (app.docs_url is None)
     app.add_middleware(SecurityHeadersMiddleware, public_url=settings.public_url, docs_paths=docs)

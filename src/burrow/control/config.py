@@ -97,6 +97,13 @@ class Settings(BaseSettings):
         description="Sign-in attempts for one account from everywhere: bites only under a "
         "distributed attack (OWASP ASVS 2.2.1: at most 100 failures an hour).",
     )
+    login_known_client_days: float = Field(
+        30,
+        ge=0,
+        description="A client that signed in to an account is remembered (a keyed digest, in "
+        "the rate-limit store only) for this long: the account's wide bucket does not hold it "
+        "back during a distributed attack. 0: remember none.",
+    )
     login_limit_client: str = Field(
         "100 per 15 minutes",
         description="Sign-in attempts from one client, all accounts (many people may share "
@@ -222,6 +229,25 @@ class Settings(BaseSettings):
             raise ValueError("must be an IPv6 network of /112 or larger")
         return str(net)
 
+    @field_validator(
+        "login_limit_account_client",
+        "login_limit_account",
+        "login_limit_client",
+        "login_failure_notice",
+        "signup_limit_client",
+    )
+    @classmethod
+    def _rate_limit(cls, value: str) -> str:
+        from limits import parse_many
+
+        try:
+            parse_many(value)
+        except ValueError as exc:
+            raise ValueError(
+                f"{value!r} is not a rate limit; write it like '5 per 15 minutes; 100 per hour'"
+            ) from exc
+        return value
+
     @field_validator("trusted_proxies")
     @classmethod
     def _trusted_proxies(cls, value: str) -> str:
@@ -259,25 +285,6 @@ class Settings(BaseSettings):
             host = f"[{self.public_host}]" if ":" in self.public_host else self.public_host
             self.public_url = f"http://{host}:{self.port}"
         return self
-
-    @field_validator(
-        "login_limit_account_client",
-        "login_limit_account",
-        "login_limit_client",
-        "login_failure_notice",
-        "signup_limit_client",
-    )
-    @classmethod
-    def _rate_limit(cls, value: str) -> str:
-        from limits import parse_many
-
-        try:
-            parse_many(value)
-        except ValueError as exc:
-            raise ValueError(
-                f"{value!r} is not a rate limit; write it like '5 per 15 minutes; 100 per hour'"
-            ) from exc
-        return value
 
     @model_validator(mode="after")
     def _refuse_placeholder_secret(self) -> Settings:

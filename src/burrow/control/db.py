@@ -17,6 +17,9 @@ Concurrency, the same guarantees on both databases:
 - A *reading* unit (``writes=False``: GET pages and API reads, the node long poll) takes no
   lock while it only reads; WAL lets it read beside a writer. If it writes after all (a
   session's last-use time), the write lock is taken right then, before that first write.
+- Connections used outside ``unit_of_work`` (``engine.connect()``) behave like a reading
+  unit. Never open a writing unit inside another one that holds SQLite's lock: the inner one
+  would wait for the outer until the lock timeout.
 - A lock that cannot be had within the busy timeout (SQLite) or a deadlock / serialisation
   failure (PostgreSQL) becomes ``DatabaseBusy``: a 503 with Retry-After, never a 500.
 - Decisions use compare-and-set (``compare_and_set``): the UPDATE's WHERE names the state
@@ -120,7 +123,9 @@ def _sqlite_connect(dbapi_connection: Any, _record: Any, *, busy_ms: int) -> Non
 
 
 def _sqlite_begin(conn: Connection) -> None:
-    if conn.get_execution_options().get(_SQLITE_BEGIN, _IMMEDIATE) == _IMMEDIATE:
+    # Only a writing unit of work asks for IMMEDIATE; any other connection (the audit's
+    # scan, a session made outside ``unit_of_work``) takes the lock at its first write.
+    if conn.get_execution_options().get(_SQLITE_BEGIN) == _IMMEDIATE:
         conn.info[_SQLITE_BEGUN] = True
         conn.exec_driver_sql("BEGIN IMMEDIATE")
     else:
@@ -182,7 +187,7 @@ async def unit_of_work(
     ``writes=False`` for a unit that mostly reads (see the module docstring); it may still
     write, and is then serialised from its first write on.
     """
-    options = {} if writes else {_SQLITE_BEGIN: _ON_FIRST_WRITE}
+    options = {_SQLITE_BEGIN: _IMMEDIATE if writes else _ON_FIRST_WRITE}
     async with sessionmaker(execution_options=options) as session:
         try:
             yield session

@@ -13,6 +13,7 @@ from fastapi import Depends, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from burrow.control.accounts.service import AdminSecondFactor
 from burrow.control.accounts.service import account as account_service
 from burrow.control.db import unit_of_work
 from burrow.control.errors import CrossSiteRequest, Forbidden, NotAuthenticated
@@ -78,9 +79,28 @@ async def current_account(
 CurrentAccount = Annotated[Account, Depends(current_account)]
 
 
-async def current_admin(account: CurrentAccount) -> Account:
+async def current_admin(
+    account: CurrentAccount,
+    session: SessionDep,
+    token: Annotated[str, Depends(get_session_token)],
+) -> Account:
+    """An administrator whose session proved the second factor, as the admin panel demands."""
     if not account.is_admin:
         raise Forbidden("This needs an administrator account.")
+    match await account_service.admin_second_factor(session, account, token):
+        case AdminSecondFactor.not_enrolled:
+            raise Forbidden(
+                "The admin API needs two-factor sign-in. Turn it on for this account (POST "
+                "/api/v1/accounts/me/totp, then POST /api/v1/accounts/me/totp/confirm with a "
+                "code), then sign in again with POST /api/v1/sessions and a totp_code.",
+                second_factor="not_enrolled",
+            )
+        case AdminSecondFactor.not_proved:
+            raise Forbidden(
+                "This session was opened without a two-factor code: sign in again with POST "
+                "/api/v1/sessions and a totp_code to use the admin API.",
+                second_factor="not_proved",
+            )
     return account
 
 

@@ -155,15 +155,14 @@ _PAGE_POLICY = {
     "frame-ancestors": ("'none'",),
 }
 
-# The API documentation page is FastAPI's Swagger UI: its bundle from a CDN or from /static,
-# one inline script that starts it (allowed by its hash, see DocsPolicyMiddleware), and the
-# inline styles and data: images Swagger UI makes as it draws.
-SWAGGER_CDN = "https://cdn.jsdelivr.net"
+# The API documentation page is FastAPI's Swagger UI: its bundle from this server
+# (control/api_docs.py: no browser calls a CDN), one inline script that starts it (allowed by
+# its hash, see DocsPolicyMiddleware), and the inline styles and data: images Swagger UI makes
+# as it draws.
 _DOCS_POLICY = {
     **_PAGE_POLICY,
-    "script-src": ("'self'", SWAGGER_CDN),
-    "style-src": ("'self'", SWAGGER_CDN, "'unsafe-inline'"),
-    "img-src": ("'self'", "data:", "https://fastapi.tiangolo.com"),
+    "style-src": ("'self'", "'unsafe-inline'"),
+    "img-src": ("'self'", "data:"),
 }
 
 

@@ -67,6 +67,13 @@ class RateLimits:
         for item in items:
             await self.limiter.clear(item, *identifiers)
 
+    async def remember(self, key: str, seconds: float) -> None:
+        """Mark ``key`` as seen for ``seconds`` (in the same storage, so never on disk)."""
+        await self.storage.incr(f"mark/{key}", int(max(1, seconds)))
+
+    async def remembered(self, key: str) -> bool:
+        return await self.storage.get(f"mark/{key}") > 0
+
     async def _refusal(self, item: RateLimitItem, *identifiers: str) -> Refused:
         stats = await self.limiter.get_window_stats(item, *identifiers)
         return Refused(retry_after=max(1.0, stats.reset_time - time.time()))

@@ -12,7 +12,11 @@ import logging
 from collections.abc import Awaitable, Callable
 
 from burrow.control.accounts.tasks import purge_expired_sessions
-from burrow.control.billing.tasks import process_webhook_events, send_renewal_reminders
+from burrow.control.billing.tasks import (
+    process_webhook_events,
+    reduce_handled_webhook_events,
+    send_renewal_reminders,
+)
 from burrow.control.connections.tasks import end_lapsed_leases, purge_connection_records
 from burrow.control.desired_state.tasks import prune_change_log
 from burrow.control.nodes.tasks import void_expired_enrollments
@@ -35,6 +39,7 @@ JOBS: tuple[tuple[str, Job], ...] = (
     ("purge connection records past their retention", purge_connection_records),
     ("delete usage counters past their refund window", expire_usage_counters),
     ("handle stored webhook events", process_webhook_events),
+    ("reduce handled webhook events past their retention", reduce_handled_webhook_events),
     ("execute approved refunds", execute_approved_refunds),
     ("forget last-login addresses past their retention", clear_old_login_ips),
     ("purge erased accounts' invoices past their retention", purge_expired_invoices),

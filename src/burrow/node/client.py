@@ -17,6 +17,7 @@ Imports ``burrow.wire`` and httpx.
 
 from __future__ import annotations
 
+import ssl
 from types import TracebackType
 from typing import Any, Self, TypeVar
 
@@ -71,6 +72,19 @@ def _detail(response: httpx.Response) -> str:
     if isinstance(body, dict) and isinstance(body.get("detail"), str):
         return str(body["detail"])[:500]
     return response.reason_phrase or "no explanation given"
+
+
+def _transport_failure(exc: httpx.TransportError) -> str:
+    """What went wrong, in words an operator can act on when it is the TLS certificate."""
+    cause: BaseException | None = exc
+    while cause is not None:
+        if isinstance(cause, ssl.SSLCertVerificationError):
+            return (
+                f"its TLS certificate is not trusted here ({cause.verify_message}); if it comes "
+                "from your own CA, name the CA's certificate file in SSL_CERT_FILE"
+            )
+        cause = cause.__cause__ or cause.__context__
+    return type(exc).__name__
 
 
 class NodeApiClient:
@@ -132,7 +146,7 @@ class NodeApiClient:
             )
         except httpx.TransportError as exc:
             # Connection refused, reset, DNS, timeouts: the control plane is away.
-            raise ControlPlaneUnavailable(f"{method} {path}: {type(exc).__name__}") from None
+            raise ControlPlaneUnavailable(f"{method} {path}: {_transport_failure(exc)}") from None
         if response.status_code == 401:
             raise NodeTokenRejected(401, _detail(response))
         if 400 <= response.status_code < 500 and response.status_code not in (408, 429):

@@ -28,9 +28,9 @@ from burrow.control.accounts.service import (
     check_password,
 )
 from burrow.control.accounts.service import account as account_service
+from burrow.control.admin.service import CliOperator
 from burrow.control.desired_state.service import desired_state
 from burrow.control.errors import Conflict, InvalidInput, NotAuthenticated
-from burrow.control.live import MemoryLiveStore
 from burrow.control.models import (
     AccountSession,
     AccountStatus,
@@ -49,14 +49,6 @@ from tests.support.factories import (
 )
 
 
-class FakeClock:
-    def __init__(self) -> None:
-        self.now = 1000.0
-
-    def __call__(self) -> float:
-        return self.now
-
-
 def wrong_code(totp: pyotp.TOTP) -> str:
     """A code that no step of the accepted window produces."""
     now = utcnow()
@@ -72,6 +64,9 @@ def _signup(runtime: Runtime, **changes: object) -> AccountCreate:
     }
     data.update(changes)
     return AccountCreate.model_validate(data)
+
+
+OPS = CliOperator("ops")
 
 
 async def _sessions_of(session: AsyncSession, account_id: int) -> int:
@@ -324,63 +319,47 @@ async def test_purge_expired_removes_only_expired_rows(
 # Throttling.
 
 
-async def test_lockout_per_account_doubles_and_success_clears(
+async def test_account_and_client_bucket_slows_one_client_and_success_clears(
     session: AsyncSession, runtime: Runtime
 ) -> None:
-    clock = FakeClock()
-    runtime.live = MemoryLiveStore(clock=clock)
     runtime.settings = runtime.settings.model_copy(
-        update={
-            "login_max_failures": 2,
-            "login_lockout_seconds": 10.0,
-            "login_lockout_max_seconds": 25.0,
-        }
+        update={"login_limit_account_client": "2 per hour"}
     )
     account = await create_account(session)
+    guesser, owner = "192.0.2.7", "203.0.113.4"
 
-    async def fail_times(n: int) -> None:
-        for _ in range(n):
-            with pytest.raises(LoginFailed):
-                await account_service.sign_in(
-                    session, runtime, email=account.email, password="wrong password"
-                )
+    async def sign_in(password: str, client: str) -> None:
+        await account_service.sign_in(
+            session, runtime, email=account.email, password=password, client_address=client
+        )
 
-    async def expect_locked(seconds: float) -> None:
-        with pytest.raises(LoginThrottled) as caught:
-            # Even the right password is not checked while locked.
-            await account_service.sign_in(
-                session, runtime, email=account.email, password=DEFAULT_PASSWORD
-            )
-        assert caught.value.retry_after == pytest.approx(seconds)
-        assert caught.value.status == 429
-
-    await fail_times(2)
-    await expect_locked(10.0)
-    clock.now += 10.0
-    await fail_times(2)
-    await expect_locked(20.0)  # doubled
-    clock.now += 20.0
-    await fail_times(2)
-    await expect_locked(25.0)  # capped
-    clock.now += 25.0
-    # Another address from the same client is not locked by the account's lockout.
-    other = await create_account(session)
-    await account_service.sign_in(session, runtime, email=other.email, password=DEFAULT_PASSWORD)
-    # A success clears the account's failures and strikes: the next lockout is the base again.
-    await account_service.sign_in(session, runtime, email=account.email, password=DEFAULT_PASSWORD)
-    await fail_times(1)
-    await account_service.sign_in(session, runtime, email=account.email, password=DEFAULT_PASSWORD)
-    await fail_times(1)
-    clock.now += 1.0
-    await fail_times(1)
-    await expect_locked(10.0)
+    for _ in range(2):
+        with pytest.raises(LoginFailed):
+            await sign_in("wrong password", guesser)
+    with pytest.raises(LoginThrottled) as caught:
+        # Counted before checked: even the right password is not looked at from this client.
+        await sign_in(DEFAULT_PASSWORD, guesser)
+    assert caught.value.status == 429
+    assert 3500 < caught.value.retry_after <= 3600
+    # No lockout of the account: the owner, elsewhere, signs in at once, and again.
+    await sign_in(DEFAULT_PASSWORD, owner)
+    with pytest.raises(LoginFailed):
+        await sign_in("a typo password", owner)
+    # A success clears this account's count on this client (and only that).
+    await sign_in(DEFAULT_PASSWORD, owner)
+    for _ in range(2):
+        with pytest.raises(LoginFailed):
+            await sign_in("a typo password", owner)
+    with pytest.raises(LoginThrottled):
+        await sign_in(DEFAULT_PASSWORD, owner)
+    with pytest.raises(LoginThrottled):
+        await sign_in(DEFAULT_PASSWORD, guesser)
 
 
-async def test_lockout_per_client_across_addresses(session: AsyncSession, runtime: Runtime) -> None:
-    runtime.live = MemoryLiveStore(clock=FakeClock())
-    runtime.settings = runtime.settings.model_copy(
-        update={"login_max_failures": 100, "login_client_max_failures": 3}
-    )
+async def test_client_bucket_across_accounts_keeps_no_address(
+    session: AsyncSession, runtime: Runtime
+) -> None:
+    runtime.settings = runtime.settings.model_copy(update={"login_limit_client": "3 per hour"})
     for n in range(3):
         with pytest.raises(LoginFailed):
             await account_service.sign_in(
@@ -394,12 +373,13 @@ async def test_lockout_per_client_across_addresses(session: AsyncSession, runtim
         await account_service.sign_in(
             session, runtime, email="guess9@example.com", password="x", client_address="192.0.2.7"
         )
-    # Another client is not affected, and no key carries the address itself.
+    # Another client is not affected, and no key carries the address or the email itself.
     with pytest.raises(LoginFailed):
         await account_service.sign_in(
             session, runtime, email="guess9@example.com", password="x", client_address="192.0.2.8"
         )
-    keys = runtime.live.keys("")
+    storage = runtime.rate_limits.storage
+    keys = [str(key) for key in (*storage.events, *storage.storage)]  # type: ignore[attr-defined]
     assert keys
     assert not any("192.0.2" in key or "guess" in key for key in keys)
 
@@ -481,44 +461,48 @@ async def test_suspend_unsuspend_terminate(
     account = await create_account(session)
     await create_session_token(session, account)
 
-    suspended = await account_service.suspend(session, runtime, account.id, "  unpaid invoice ")
+    suspended = await account_service.suspend(
+        session, runtime, OPS, account.id, "  unpaid invoice "
+    )
     assert suspended.status is AccountStatus.suspended
     assert suspended.status_reason == "unpaid invoice"
     assert suspended.status_changed_at is not None
     assert await _sessions_of(session, account.id) == 1  # may still sign in to read why
 
-    active = await account_service.unsuspend(session, runtime, account.id)
+    active = await account_service.unsuspend(session, runtime, OPS, account.id)
     assert active.status is AccountStatus.active
     assert active.status_reason is None
     with pytest.raises(StatusChangeRefused):
-        await account_service.unsuspend(session, runtime, account.id)
+        await account_service.unsuspend(session, runtime, OPS, account.id)
 
-    gone = await account_service.terminate(session, runtime, account.id, "abuse")
+    gone = await account_service.terminate(session, runtime, OPS, account.id, "abuse")
     assert gone.status is AccountStatus.terminated
     assert gone.status_reason == "abuse"
     assert await _sessions_of(session, account.id) == 0
     with pytest.raises(StatusChangeRefused):
-        await account_service.suspend(session, runtime, account.id, "again")
+        await account_service.suspend(session, runtime, OPS, account.id, "again")
     with pytest.raises(StatusChangeRefused):
-        await account_service.terminate(session, runtime, account.id, "again")
+        await account_service.terminate(session, runtime, OPS, account.id, "again")
     assert refreshed == [account.id, account.id, account.id]
     with pytest.raises(AccountNotFound):
-        await account_service.suspend(session, runtime, 10**9, "nobody")
+        await account_service.suspend(session, runtime, OPS, 10**9, "nobody")
 
 
 async def test_create_admin_and_promote(session: AsyncSession) -> None:
-    admin = await account_service.create_admin(session, " Boss@Example.com ", "a strong password")
+    admin = await account_service.create_admin(
+        session, OPS, " Boss@Example.com ", "a strong password"
+    )
     assert admin.is_admin
     assert admin.email == "boss@example.com"
     assert admin.email_verified_at is not None
     with pytest.raises(Conflict, match="--promote"):
-        await account_service.create_admin(session, "boss@example.com", "a strong password")
+        await account_service.create_admin(session, OPS, "boss@example.com", "a strong password")
     with pytest.raises(InvalidInput, match="not a usable email"):
-        await account_service.create_admin(session, "not-an-email", "a strong password")
+        await account_service.create_admin(session, OPS, "not-an-email", "a strong password")
     with pytest.raises(WeakPassword):
-        await account_service.create_admin(session, "new@example.com", "short")
+        await account_service.create_admin(session, OPS, "new@example.com", "short")
     customer = await create_account(session)
-    promoted = await account_service.create_admin(session, customer.email, None, promote=True)
+    promoted = await account_service.create_admin(session, OPS, customer.email, None, promote=True)
     assert promoted.id == customer.id
     assert promoted.is_admin
 

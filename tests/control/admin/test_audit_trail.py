@@ -206,7 +206,7 @@ async def test_customer_activity_is_never_recorded(
             "accept_terms_version": runtime.policy.terms.version,
         },
     )
-    assert signup.status_code == 201, signup.text
+    assert signup.status_code == 202, signup.text
     login = await client.post(
         "/api/v1/sessions", json={"email": "dora@example.com", "password": DEFAULT_PASSWORD}
     )

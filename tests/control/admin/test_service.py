@@ -7,12 +7,12 @@ from datetime import date
 import pytest
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from burrow.control.accounts.service import account as account_service
 from burrow.control.admin.repository import ActionFilters
 from burrow.control.admin.service import (
     CliOperator,
     NotAnAdministrator,
     UnknownClause,
-    admin_accounts,
     admin_audit,
     terms_clauses,
 )
@@ -48,7 +48,7 @@ async def test_the_command_line_leaves_a_row_with_its_operator_and_no_admin(
     session: AsyncSession, runtime: Runtime
 ) -> None:
     customer = await create_account(session)
-    await admin_accounts.suspend(session, runtime, CliOperator("ops"), customer.id, "chargeback")
+    await account_service.suspend(session, runtime, CliOperator("ops"), customer.id, "chargeback")
     page = await admin_audit.search(session)
     assert page.total == 1
     entry = page.items[0]
@@ -82,9 +82,9 @@ async def test_terminate_checks_the_clause_and_records_it(
     admin = await create_account(session, admin=True)
     customer = await create_account(session)
     with pytest.raises(UnknownClause):
-        await admin_accounts.terminate(session, runtime, admin, customer.id, "Nope", "why")
-    done = await admin_accounts.terminate(
-        session, runtime, admin, customer.id, " Passwords and security ", "Sold the login"
+        await account_service.terminate(session, runtime, admin, customer.id, "why", clause="Nope")
+    done = await account_service.terminate(
+        session, runtime, admin, customer.id, "Sold the login", clause=" Passwords and security "
     )
     assert done.status is AccountStatus.terminated
     assert done.terminated_clause == "Passwords and security"

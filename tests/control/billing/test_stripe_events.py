@@ -8,6 +8,7 @@ import json
 import time
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -29,10 +30,13 @@ from burrow.control.models import (
     SubscriptionStatus,
     WebhookEvent,
 )
+from burrow.control.policy.audit import AuditTargets, run_audit
+from burrow.control.policy.service import load_policy
 from burrow.control.runtime import Runtime
 from burrow.control.subscriptions.service import gives_access
 from burrow.control.subscriptions.service import subscription as subscription_service
 from burrow.control.subscriptions.tasks import expire_due_subscriptions
+from tests.conftest import METERED_POLICY
 from tests.control.billing.conftest import STRIPE_SECRET
 from tests.support.app import app_client, running_runtime
 from tests.support.factories import (
@@ -775,3 +779,86 @@ async def test_the_orders_method_is_what_stripe_reports(
     [order] = await _orders(stripe_runtime, customer.account_id)
     assert (order.status, order.payment_method) == (OrderStatus.paid, method)
     assert (await _payment_of(stripe_runtime, order.id)).fingerprint is None
+
+
+# --- stored events are data too ---------------------------------------------------------------
+
+
+def _review(number: int) -> dict[str, Any]:
+    # A Radar review and a dispute carry the customer's address.
+    return {
+        "id": f"prv_{number}",
+        "object": "review",
+        "reason": "rule",
+        "ip_address": "203.0.113.45",
+        "ip_address_location": {"city": "Somewhere", "country": "NL"},
+        "payment_intent": "pi_reviewed",
+    }
+
+
+def _dispute(number: int) -> dict[str, Any]:
+    return {
+        "id": f"dp_{number}",
+        "object": "dispute",
+        "amount": 699,
+        "charge": "ch_x",
+        "evidence": {"customer_purchase_ip": "2001:db8:77::5", "customer_email_address": None},
+    }
+
+
+async def test_a_strict_deployment_keeps_no_customer_address_and_no_handled_payload(
+    stripe_client: httpx.AsyncClient, stripe_runtime: Runtime, tmp_path: Path
+) -> None:
+    assert stripe_runtime.policy.privacy.mode == "strict"
+    assert stripe_runtime.policy.privacy.provider_event_retention_days == 0
+    await _deliver(stripe_client, event("evt_review", "review.opened", _review(1)))
+    await _deliver(stripe_client, event("evt_dispute", "charge.dispute.created", _dispute(1)))
+    for event_id in ("evt_review", "evt_dispute"):
+        stored = await _stored(stripe_runtime, event_id)
+        assert stored.processed_at is not None
+        assert stored.payload == "{}"
+    report = await run_audit(
+        stripe_runtime.engine,
+        stripe_runtime.policy,
+        stripe_runtime.settings,
+        AuditTargets(node_state_dirs=[tmp_path / "absent"]),
+    )
+    assert report.violations == []
+
+
+async def test_a_parked_event_keeps_its_payload_without_the_address(
+    stripe_client: httpx.AsyncClient, stripe_runtime: Runtime
+) -> None:
+    async with unit_of_work(stripe_runtime.sessionmaker) as session:
+        await webhook_service.store(session, "nobody", "evt_n", "review.opened", _review(2))
+    await webhook_service.process_pending(stripe_runtime)
+    stored = await _stored(stripe_runtime, "evt_n")
+    assert stored.failed_at is not None
+    assert "203.0.113.45" not in stored.payload
+    assert json.loads(stored.payload)["ip_address"] == "[ip removed]"
+
+
+@pytest.fixture
+async def metered_stripe(stripe_settings: Settings) -> AsyncIterator[Runtime]:
+    async with running_runtime(stripe_settings, policy=load_policy(METERED_POLICY)) as rt:
+        yield rt
+
+
+async def test_metered_keeps_a_handled_payload_for_its_retention(
+    metered_stripe: Runtime,
+) -> None:
+    days = metered_stripe.policy.privacy.provider_event_retention_days
+    assert days == 30
+    delivered = json.loads(event("evt_d", "charge.dispute.created", _dispute(2)))
+    async with unit_of_work(metered_stripe.sessionmaker) as session:
+        await webhook_service.store(session, "stripe", "evt_d", "charge.dispute.created", delivered)
+    assert await webhook_service.process_pending(metered_stripe) == 1
+    stored = await _stored(metered_stripe, "evt_d")
+    assert json.loads(stored.payload)["data"]["object"]["id"] == "dp_2"
+    assert "2001:db8:77::5" not in stored.payload
+    assert await webhook_service.reduce_handled(metered_stripe) == 0
+    later = datetime.now(UTC) + timedelta(days=days, minutes=1)
+    assert await webhook_service.reduce_handled(metered_stripe, now=later) == 1
+    reduced = await _stored(metered_stripe, "evt_d")
+    assert reduced.payload == "{}"
+    assert (reduced.type, reduced.event_id) == ("charge.dispute.created", "evt_d")

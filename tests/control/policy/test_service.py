@@ -81,6 +81,7 @@ max_sessions = 30
 excluded_payment_methods = ["crypto", "app_store"]
 [refunds.partial_past_data_limit]
 order_longer_than_months = 1
+data_price_minor_per_gb = 150
 """,
     "strict with a last-login IP kept": edit(
         BASE,
@@ -198,7 +199,10 @@ BROKEN: dict[str, tuple[str, list[str]]] = {
         BASE + "[refunds]\nwindow_days = 7\n[refunds.partial_past_data_limit]\n",
         [
             "refunds.partial_past_data_limit is set, but refunds.max_data_bytes is not: there "
-            "is no data limit to be past"
+            "is no data limit to be past",
+            "refunds.partial_past_data_limit.data_price_minor_per_gb is missing, but "
+            "refunds.partial_past_data_limit.usage_charged is on: name the price of the data "
+            "used, which the partial refund subtracts",
         ],
     ),
     "auto-approval of a condition a person must judge": (
@@ -251,7 +255,7 @@ BROKEN: dict[str, tuple[str, list[str]]] = {
             "privacy.retention: is not a known setting (known: mode, "
             "connection_record_retention_days, first_order_usage_counters, store_last_login_ip, "
             "last_login_ip_retention_days, client_ips_in_logs, "
-            "request_response_days, invoice_retention_years)",
+            "request_response_days, invoice_retention_years, provider_event_retention_days)",
             'plans.basic.currency: must be a three-letter ISO 4217 code such as "USD" '
             '(found "eur")',
             "plans.basic.period_months: must be at least 1 (found 0)",

@@ -186,12 +186,20 @@ def test_partial_refund_past_data_limit_on_a_yearly_order() -> None:
     data = next(o for o in decision.outcomes if o.rule == "max_data_bytes")
     assert not data.passed
     assert data.needs_judgement
-    expected = pro_rata(facts)
-    assert decision.amount_minor == expected == data.evidence["partial_proposed_minor"]
-    # 3 of 365 days used: the proposal is the unused share, below the full amount.
-    period = (facts.order_period_end - ORDERED).total_seconds()
-    assert expected == 7199 * int(period - 3 * 86400) // int(period)
-    assert 0 < expected < 7199
+    # "You will be charged for your usage": 5 GB at the policy's 1.00 per GB.
+    assert data.evidence["data_price_minor_per_gb"] == 100
+    assert data.evidence["usage_charge_minor"] == 500
+    assert decision.amount_minor == 7199 - 500 == data.evidence["partial_proposed_minor"]
+    assert decision.amount_minor != pro_rata(facts)
+
+
+def test_the_usage_charge_rounds_a_started_cent_up_and_never_goes_below_zero() -> None:
+    some = _facts(days=3, months=12, usage_bytes=1_234_567_891, order_amount_minor=7199)
+    data = next(o for o in evaluate(METERED, some).outcomes if o.rule == "max_data_bytes")
+    assert data.evidence["usage_charge_minor"] == 124
+    assert data.evidence["partial_proposed_minor"] == 7199 - 124
+    huge = _facts(days=3, months=12, usage_bytes=900_000_000_000, order_amount_minor=7199)
+    assert evaluate(METERED, huge).amount_minor == 0
 
 
 def test_partial_needs_an_order_longer_than_a_month() -> None:

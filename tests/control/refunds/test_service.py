@@ -11,7 +11,7 @@ from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from burrow.control.accounts.service import account as account_service
-from burrow.control.billing.providers import PROVIDERS
+from burrow.control.admin.service import CliOperator
 from burrow.control.billing.service import OrderNotFound
 from burrow.control.billing.service import billing as billing_service
 from burrow.control.db import unit_of_work
@@ -31,6 +31,8 @@ from burrow.control.models import (
     UsageCounter,
     utcnow,
 )
+from burrow.control.payments.registry import RegisteredProvider
+from burrow.control.payments.registry import registry as payment_providers
 from burrow.control.privacy.service import privacy as privacy_service
 from burrow.control.refunds.service import (
     RefundAlreadyDecided,
@@ -265,7 +267,9 @@ async def test_a_termination_for_no_clause_does_not_exclude_a_refund(runtime: Ru
     async with unit_of_work(runtime.sessionmaker) as session:
         account = await create_account(session)
         order = await _paid(session, runtime, account, "s-term-plain")
-        await account_service.terminate(session, runtime, account.id, "Closing the region.")
+        await account_service.terminate(
+            session, runtime, CliOperator("ops"), account.id, "Closing the region."
+        )
         view = await refund_service.request(session, runtime, account, order.id, "x")
     assert _rules(view)["terminated_for_violation_excludes"] is True
 
@@ -320,25 +324,37 @@ async def test_someone_elses_order_is_unknown(runtime: Runtime) -> None:
 
 
 class _FlakyProvider:
-    """Fails its first call, then refunds; remembers every idempotency key it saw."""
+    """Fails its first call without refunding, then refunds; remembers every key it saw."""
 
     name = "flaky"
 
     def __init__(self) -> None:
         self.keys: list[str] = []
+        self.made: dict[str, str] = {}
 
     async def execute_refund(
-        self, order: Order, payment_id: str, amount_minor: int, idempotency_key: str
+        self,
+        order: Order,
+        payment_id: str,
+        amount_minor: int,
+        idempotency_key: str,
+        reference: str,
     ) -> str:
         self.keys.append(idempotency_key)
         if len(self.keys) == 1:
             raise ConnectionError("provider unreachable")
-        return f"re_{order.id}"
+        self.made[reference] = f"re_{order.id}"
+        return self.made[reference]
+
+    async def find_refund(self, order: Order, payment_id: str, reference: str) -> str | None:
+        return self.made.get(reference)
 
 
-async def test_failed_execution_is_retried_under_the_same_key(metered: Runtime) -> None:
+async def test_failed_execution_is_looked_up_then_retried_under_a_new_key(
+    metered: Runtime,
+) -> None:
     flaky = _FlakyProvider()
-    PROVIDERS["flaky"] = flaky
+    payment_providers.register(RegisteredProvider("flaky", refunds=lambda _settings: flaky))
     try:
         async with unit_of_work(metered.sessionmaker) as session:
             account = await create_account(session)
@@ -352,11 +368,31 @@ async def test_failed_execution_is_retried_under_the_same_key(metered: Runtime) 
             assert view.request.status == RefundStatus.approved
         assert await execute_approved_refunds(metered) == 1
         assert await execute_approved_refunds(metered) == 0
-        assert flaky.keys == [f"burrow-refund-{view.request.id}"] * 2
+        reference = view.request.provider_reference
+        assert flaky.keys[0] == f"burrow-refund-{reference}"
+        assert len(flaky.keys) == 2
+        assert flaky.keys[1] != flaky.keys[0]
         async with unit_of_work(metered.sessionmaker) as session:
             stored = await session.get(RefundRequest, view.request.id)
             assert stored is not None
             assert stored.status == RefundStatus.executed
             assert stored.provider_refund_id == f"re_{recorded.order.id}"
     finally:
-        PROVIDERS.pop("flaky", None)
+        payment_providers.unregister("flaky")
+
+
+async def test_one_per_person_survives_a_change_of_email(metered: Runtime) -> None:
+    async with unit_of_work(metered.sessionmaker) as session:
+        first = await create_account(session, email="mover@example.org")
+        one = await _paid(session, metered, first, "move-1")
+        granted = await refund_service.request(session, metered, first, one.id, "a")
+        assert granted.request.status == RefundStatus.executed
+        # The refunded customer moves to another address (as a confirmed change does) ...
+        first.email = "moved@example.net"
+    async with unit_of_work(metered.sessionmaker) as session:
+        # ... and signs up again with the old one.
+        second = await create_account(session, email="Mover+again@example.org")
+        two = await _paid(session, metered, second, "move-2")
+        view = await refund_service.request(session, metered, second, two.id, "b")
+    assert view.request.status == RefundStatus.refused
+    assert _rules(view)["one_per_person"] is False

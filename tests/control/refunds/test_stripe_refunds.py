@@ -57,7 +57,11 @@ async def test_approved_refund_goes_out_through_stripe_once(
     assert view.request.provider_refund_id == "re_1"
     [call] = state.calls
     assert (call.method, call.path) == ("POST", "/v1/refunds")
-    assert call.idempotency_key == f"burrow-refund-{view.request.id}"
+    # Made from the request's random reference: no other deployment sends the same key.
+    assert view.request.provider_reference is not None
+    assert call.idempotency_key == f"burrow-refund-{view.request.provider_reference}"
+    assert call.idempotency_key != f"burrow-refund-{view.request.id}"
+    assert call.param("metadata[burrow_refund]") == view.request.provider_reference
     assert call.param("payment_intent") == "pi_abc"
     assert call.param("amount") == "1199"
     async with unit_of_work(stripe_metered.sessionmaker) as session:
@@ -68,18 +72,24 @@ async def test_approved_refund_goes_out_through_stripe_once(
     assert len(state.calls) == 1
 
 
-async def test_stripe_failure_is_retried_with_the_same_key(
+def _refund_calls(state: FakeStripe, method: str = "POST") -> list[Any]:
+    return [c for c in state.calls if (c.method, c.path) == (method, "/v1/refunds")]
+
+
+async def test_a_refund_stripe_never_made_is_sent_again_under_a_new_key(
     stripe_metered: Runtime, fake_stripe: FakeStripe
 ) -> None:
     state = fake_stripe
     account, order = await _stripe_order(stripe_metered, "pi_retry")
-    # More failures than the library's own retries: the request stays approved.
+    # More 5xx answers than the library's own retries, and no refund made.
     state.failures = 3
     async with unit_of_work(stripe_metered.sessionmaker) as session:
         view = await refund_service.request(session, stripe_metered, account, order.id, "Slow")
     assert view.request.status == RefundStatus.approved
     assert len(state.calls) == 3
     assert state.refunds == {}
+    first_key = view.request.idempotency_key
+    assert first_key == f"burrow-refund-{view.request.provider_reference}"
     assert await execute_approved_refunds(stripe_metered) == 1
     assert await execute_approved_refunds(stripe_metered) == 0
     async with unit_of_work(stripe_metered.sessionmaker) as session:
@@ -87,8 +97,41 @@ async def test_stripe_failure_is_retried_with_the_same_key(
         assert stored is not None
         assert stored.status == RefundStatus.executed
         assert stored.provider_refund_id == "re_1"
-    assert len(state.calls) == 4
-    assert {call.idempotency_key for call in state.calls} == {f"burrow-refund-{view.request.id}"}
+    # Asked first whether a refund exists, then sent once more under a key of its own.
+    [lookup] = _refund_calls(state, "GET")
+    assert lookup.param("payment_intent") == "pi_retry"
+    posts = _refund_calls(state)
+    assert len(posts) == 4
+    assert {c.idempotency_key for c in posts[:3]} == {first_key}
+    assert posts[3].idempotency_key not in (first_key, "")
+    assert state.calls.index(lookup) < state.calls.index(posts[3])
+    assert len(state.refunds) == 1
+
+
+async def test_a_refund_answered_with_a_5xx_is_found_at_stripe_not_sent_again(
+    stripe_metered: Runtime, fake_stripe: FakeStripe
+) -> None:
+    state = fake_stripe
+    account, order = await _stripe_order(stripe_metered, "pi_lost")
+    # Stripe makes the refund but every answer is lost (a 5xx each time).
+    state.lost_answers = 3
+    async with unit_of_work(stripe_metered.sessionmaker) as session:
+        view = await refund_service.request(session, stripe_metered, account, order.id, "Slow")
+    assert view.request.status == RefundStatus.approved
+    assert len(state.refunds) == 1
+    # Stripe forgot the key meanwhile (24 h): only the lookup keeps the money from going twice.
+    [made] = state.refunds.values()
+    state.refunds = {"forgotten-key": made}
+    assert await execute_approved_refunds(stripe_metered) == 1
+    async with unit_of_work(stripe_metered.sessionmaker) as session:
+        stored = await session.get(RefundRequest, view.request.id)
+        stored_order = await session.get(Order, order.id)
+        assert stored is not None
+        assert stored_order is not None
+        assert (stored.status, stored.provider_refund_id) == (RefundStatus.executed, made["id"])
+        assert stored_order.status == OrderStatus.refunded
+    assert len(_refund_calls(state)) == 3
+    assert len(_refund_calls(state, "GET")) == 1
     assert len(state.refunds) == 1
 
 
@@ -106,4 +149,4 @@ async def test_a_payment_recorded_by_its_invoice_is_refunded_through_its_payment
         "in_sub_1",
     )
     assert (refund.path, refund.param("payment_intent")) == ("/v1/refunds", "pi_of_in_sub_1")
-    assert refund.idempotency_key == f"burrow-refund-{view.request.id}"
+    assert refund.idempotency_key == f"burrow-refund-{view.request.provider_reference}"

@@ -7,7 +7,7 @@ import hashlib
 import pytest
 
 from burrow.control.policy.retention import retention_statement
-from burrow.control.policy.schemas import Policy, TermsProse
+from burrow.control.policy.schemas import DnsFilterSection, DnsSection, Policy, TermsProse
 from burrow.control.policy.service import load_policy
 from burrow.control.terms.render import (
     Bullets,
@@ -172,3 +172,31 @@ def test_money_and_sizes() -> None:
     assert data_size(1_000_000_000) == "1 GB (1,000,000,000 bytes)"
     assert data_size(1_500_000) == "1.5 MB (1,500,000 bytes)"
     assert data_size(512) == "512 bytes"
+
+
+def test_the_dns_section_promises_no_query_records_and_names_the_filters(strict: Policy) -> None:
+    plain = render(strict.model_copy(update={"dns": DnsSection()})).markdown
+    assert "## DNS" in plain
+    assert "Your DNS queries are never recorded" in plain
+    assert "bonus service" not in plain.split("## DNS", 1)[1].split("\n## ", 1)[0]
+    filtered = strict.model_copy(
+        update={
+            "dns": DnsSection(
+                filters={
+                    "ads": DnsFilterSection(title="Ads", description="ad networks", file="a"),
+                    "malware": DnsFilterSection(title="Malware", file="m"),
+                }
+            )
+        }
+    )
+    section = render(filtered).markdown.split("## DNS", 1)[1].split("\n## ", 1)[0]
+    assert "Your DNS queries are never recorded" in section
+    assert "As a bonus service you can choose, for each device, filters" in section
+    assert "- Ads: ad networks" in section
+    assert "- Malware" in section
+    assert "You can pick Ads, Malware or Ads + Malware." in section
+    assert "may change or discontinue it at any time" in section
+    # The first seed's example offers its "proxy filtering" this way.
+    example = render(strict).markdown.split("## DNS", 1)[1].split("\n## ", 1)[0]
+    assert "- Ads: advertising networks" in example
+    assert "As a bonus service" in example

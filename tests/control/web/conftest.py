@@ -54,7 +54,7 @@ def web_customer(runtime: Runtime, client: httpx.AsyncClient) -> MakeWebCustomer
         sign_in: bool = True,
     ) -> WebCustomer:
         async with unit_of_work(runtime.sessionmaker) as session:
-            account = await create_account(session, status=status, admin=admin)
+            account = await create_account(session, status=status, admin=admin, totp=False)
             if two_factor:
                 account.totp_secret = pyotp.random_base32()
                 account.totp_enabled = True
@@ -109,7 +109,6 @@ def web_settings(sqlite_template: Path, tmp_path: Path, smtp: SmtpServer) -> tup
         smtp_port=smtp.port,
         scheduler_enabled=False,
         public_url=f"http://127.0.0.1:{port}",
-        login_lockout_seconds=0.5,
         long_poll_timeout_seconds=1.0,
     )
     return settings, port

@@ -19,7 +19,7 @@ from burrow.control.deps import SESSION_COOKIE
 from burrow.control.mail import Mailer
 from burrow.control.runtime import Runtime
 from tests.control.web.conftest import MakeWebCustomer
-from tests.support.factories import DEFAULT_PASSWORD
+from tests.support.factories import DEFAULT_PASSWORD, create_session_token
 from tests.support.smtp import Inbox, SmtpServer
 from tests.support.web import field_error, field_value, post_form
 
@@ -28,7 +28,7 @@ async def _signup(client: httpx.AsyncClient, **fields: str) -> httpx.Response:
     return await post_form(client, "/signup", fields)
 
 
-async def test_signup_signs_in_and_the_emailed_link_verifies(
+async def test_signup_says_check_your_mail_and_the_emailed_link_verifies(
     client: httpx.AsyncClient, runtime: Runtime, smtp: SmtpServer
 ) -> None:
     response = await _signup(
@@ -38,10 +38,15 @@ async def test_signup_signs_in_and_the_emailed_link_verifies(
         accept_terms=runtime.policy.terms.version,
     )
     assert response.status_code == 303, response.text
-    assert response.headers["location"] == "/dashboard"
-    dashboard = await client.get("/dashboard")
-    assert dashboard.status_code == 200
-    assert "We sent a link to new.person@example.com" in dashboard.text
+    # Not signed in: a taken address gets this same answer, so a new one cannot differ.
+    assert response.headers["location"] == "/login"
+    assert SESSION_COOKIE not in client.cookies
+    login = await client.get("/login")
+    assert "Check your mail: we sent a message to new.person@example.com" in login.text
+    signed_in = await post_form(
+        client, "/login", {"email": "new.person@example.com", "password": "a long enough password"}
+    )
+    assert signed_in.status_code == 303, signed_in.text
 
     text = Inbox.body(smtp.inbox.wait_for("new.person@example.com")[0])
     token = re.search(r"token=(\S+)", text)
@@ -76,19 +81,59 @@ async def test_bad_signup_keeps_the_form_and_shows_the_apis_message_by_the_field
     assert "not a valid email address" in (field_error(bad_email, "email") or "")
 
 
-async def test_signup_with_a_taken_email_shows_the_services_message(
-    client: httpx.AsyncClient, runtime: Runtime, web_customer: MakeWebCustomer
+async def test_signup_with_a_taken_email_answers_as_for_a_new_one(
+    client: httpx.AsyncClient, runtime: Runtime, web_customer: MakeWebCustomer, smtp: SmtpServer
 ) -> None:
     existing = await web_customer(sign_in=False)
-    response = await _signup(
-        client,
-        email=existing.account.email,
-        password="a long enough password",
-        accept_terms=runtime.policy.terms.version,
+    answers = []
+    for email in ("someone.new@example.com", existing.account.email):
+        response = await _signup(
+            client,
+            email=email,
+            password="a long enough password",
+            accept_terms=runtime.policy.terms.version,
+        )
+        page = await client.get(response.headers["location"])
+        answers.append(
+            (response.status_code, response.headers["location"], page.text.replace(email, "@"))
+        )
+        assert SESSION_COOKIE not in client.cookies
+    assert answers[0] == answers[1]
+    assert "already" not in answers[1][2]
+    notice = smtp.inbox.wait_for(existing.account.email)[0]
+    assert "/forgot-password" in Inbox.body(notice)
+
+
+async def test_sessions_page_lists_and_ends_my_sessions(
+    client: httpx.AsyncClient, runtime: Runtime, web_customer: MakeWebCustomer
+) -> None:
+    customer = await web_customer()
+    async with unit_of_work(runtime.sessionmaker) as s:
+        other = await create_session_token(s, customer.account)
+    page = await client.get("/account/sessions")
+    assert page.status_code == 200, page.text
+    ids = re.findall(r'<tr id="session-(\d+)"', page.text)
+    assert len(ids) == 2
+    assert page.text.count("This session") == 1
+    current = re.search(r'<tr id="session-(\d+)">\s*<td>[^<]*<span class="badge', page.text)
+    assert current is not None
+    other_id = next(i for i in ids if i != current.group(1))
+
+    ended = await post_form(client, f"/account/sessions/{other_id}/end", page="/account/sessions")
+    assert ended.status_code == 303
+    assert ended.headers["location"] == "/account/sessions"
+    me = await client.get("/api/v1/accounts/me", headers={"Authorization": f"Bearer {other}"})
+    assert me.status_code == 401
+    # Another's (or a gone) session: a message, nothing ended.
+    gone = await post_form(client, f"/account/sessions/{other_id}/end", page="/account/sessions")
+    assert gone.status_code == 303
+    assert "no such session" in (await client.get("/account/sessions")).text
+
+    mine = await post_form(
+        client, f"/account/sessions/{current.group(1)}/end", page="/account/sessions"
     )
-    assert response.status_code == 409
-    assert "already exists" in (field_error(response, "email") or "")
-    assert SESSION_COOKIE not in client.cookies
+    assert mine.headers["location"] == "/login"
+    assert (await client.get("/account")).status_code in (303, 401)
 
 
 async def test_login_logout_and_wrong_password(
@@ -142,8 +187,10 @@ async def test_two_factor_from_enrolment_to_login(
         {"code": totp.now()},
         page="/account/two-factor",
     )
-    assert confirmed.status_code == 303
-    assert "Two-factor sign-in is on" in (await client.get("/account")).text
+    assert confirmed.status_code == 200
+    assert "Two-factor sign-in is on" in confirmed.text
+    assert len(re.findall(r"<li><code>[a-z2-9]{5}-[a-z2-9]{5}</code></li>", confirmed.text)) == 10
+    assert "10 unused recovery codes" in (await client.get("/account")).text
 
     await post_form(client, "/logout", page="/account")
     first = await post_form(
@@ -274,10 +321,11 @@ async def test_in_development_without_smtp_the_link_is_in_the_servers_output(
             accept_terms=runtime.policy.terms.version,
         )
         assert response.status_code == 303, response.text
-        dashboard = await client.get("/dashboard")
-    shown = html.unescape(dashboard.text)
-    assert "We sent" not in shown
-    assert "the link to confirm your address is in the server's output" in shown
+        assert response.headers["location"] == "/login"
+        login = await client.get("/login")
+    shown = html.unescape(login.text)
+    assert "we sent" not in shown.lower()
+    assert "the message to dev@example.com is in the server's output" in shown
     logged = "\n".join(r.getMessage() for r in caplog.records)
     assert re.search(r"/verify-email\?token=\S+", logged), logged
     assert smtp.inbox.to("dev@example.com") == []

@@ -8,13 +8,15 @@ import json
 import re
 from dataclasses import dataclass
 from datetime import timedelta
+from pathlib import Path
 
 import httpx
 import pyotp
 import pytest
 from sqlalchemy import select, update
 
-from burrow.control.admin.service import CliOperator, admin_accounts
+from burrow.control.accounts.service import account as account_service
+from burrow.control.admin.service import CliOperator
 from burrow.control.app import create_app
 from burrow.control.config import Settings
 from burrow.control.db import unit_of_work
@@ -31,9 +33,11 @@ from burrow.control.models import (
     PrivacyRequestKind,
     PrivacyRequestStatus,
     RefundRequest,
+    WebhookEvent,
     utcnow,
 )
 from burrow.control.nodes import service as nodes_module
+from burrow.control.policy.schemas import DnsFilterSection, DnsSection
 from burrow.control.runtime import Runtime
 from burrow.control.security import hash_token, new_token
 from burrow.control.startup import prepare
@@ -155,7 +159,7 @@ async def test_a_session_older_than_two_factor_cannot_enter(
     client: httpx.AsyncClient, runtime: Runtime
 ) -> None:
     async with unit_of_work(runtime.sessionmaker) as session:
-        admin = await create_account(session, admin=True)
+        admin = await create_account(session, admin=True, totp=False)
         token = await create_session_token(session, admin)  # opened with the password alone
         admin.totp_enabled = True  # two-factor turned on afterwards
         admin.totp_secret = pyotp.random_base32()
@@ -596,6 +600,44 @@ async def test_admin_decides_refunds_from_the_queue(
     assert "refund-queue-empty" in empty.text
 
 
+async def test_admin_sees_a_parked_payment_event_and_tries_it_again(
+    client: httpx.AsyncClient, admin: Account, runtime: Runtime
+) -> None:
+    async with unit_of_work(runtime.sessionmaker) as session:
+        parked = WebhookEvent(
+            provider="stripe",
+            event_id="evt_parked",
+            type="customer.updated",
+            payload=json.dumps({"id": "evt_parked", "type": "customer.updated", "data": {}}),
+            attempts=8,
+            error="ProviderUnavailable: Stripe did not answer",
+            failed_at=utcnow(),
+        )
+        session.add(parked)
+    page = await client.get("/admin/payment-events")
+    assert page.status_code == 200
+    assert by_id(page, f"payment-event-error-{parked.id}") == (
+        "ProviderUnavailable: Stripe did not answer"
+    )
+    assert by_id(page, f"payment-event-attempts-{parked.id}") == "8"
+    retried = await post_form(
+        client, f"/admin/payment-events/{parked.id}/retry", page="/admin/payment-events"
+    )
+    assert retried.status_code == 303, retried.text
+    async with unit_of_work(runtime.sessionmaker) as session:
+        stored = await session.get(WebhookEvent, parked.id)
+        assert stored is not None
+        assert stored.processed_at is not None
+        assert stored.failed_at is None
+    assert "payment-events-empty" in (await client.get("/admin/payment-events")).text
+    [row] = (await _trail(runtime))[-1:]
+    assert (row.action, row.target_id, row.admin_id) == (
+        "webhook_event.retry",
+        str(parked.id),
+        admin.id,
+    )
+
+
 # --- policy, audit, trail, privacy ------------------------------------------------------------
 
 
@@ -613,6 +655,25 @@ async def test_policy_page_and_audit_on_demand(
     assert "Scanned" in (by_id(ran, "audit-counts") or "")
     rows = await _trail(runtime)
     assert [r.action for r in rows] == ["policy.audit"]
+
+
+async def test_policy_page_shows_the_dns_lists_and_their_malformed_lines(
+    client: httpx.AsyncClient, admin: Account, runtime: Runtime, tmp_path: Path
+) -> None:
+    (tmp_path / "ads.txt").write_text("ads.example\nnot a name\nhttp://x/\ntracker.example\n")
+    section = DnsSection(
+        filters={
+            "ads": DnsFilterSection(title="Ads", file=str(tmp_path / "ads.txt")),
+            "gone": DnsFilterSection(title="Gone", file=str(tmp_path / "gone.txt")),
+        }
+    )
+    runtime.policy = runtime.policy.model_copy(update={"dns": section})
+    page = await client.get("/admin/policy")
+    assert page.status_code == 200
+    ads = by_id(page, "dns-list-ads") or ""
+    assert "Ads" in ads
+    assert re.search(r"<td>2</td><td class=\"dns-malformed\">2</td>", page.text) is not None
+    assert "cannot read" in (by_id(page, "dns-list-gone") or "")
 
 
 async def test_audit_trail_page_newest_first_with_filters(
@@ -639,7 +700,7 @@ async def test_the_trail_names_the_command_line_operator(
 ) -> None:
     victim = await _customer(runtime)
     async with unit_of_work(runtime.sessionmaker) as session:
-        await admin_accounts.suspend(session, runtime, CliOperator("ops"), victim.id, "unpaid")
+        await account_service.suspend(session, runtime, CliOperator("ops"), victim.id, "unpaid")
     page = await client.get("/admin/audit")
     (row,) = await _trail(runtime)
     text = by_id(page, f"admin-action-{row.id}") or ""

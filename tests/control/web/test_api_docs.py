@@ -21,6 +21,10 @@ async def test_the_docs_page_names_no_other_host(client: httpx.AsyncClient) -> N
     assert "cdn." not in page.text
     assert "https://" not in page.text
     assert "/api/docs/assets/swagger-ui-bundle.js" in page.text
+    # The browser is told so too: the page's policy allows no other host.
+    policy = page.headers["content-security-policy"]
+    assert "https:" not in policy
+    assert "http:" not in policy
     script = await client.get("/api/docs/assets/swagger-ui-bundle.js")
     assert script.status_code == 200
     assert "SwaggerUIBundle" in script.text

@@ -7,6 +7,7 @@ from datetime import timedelta
 import httpx
 
 from burrow.control.accounts.service import account as account_service
+from burrow.control.admin.service import CliOperator
 from burrow.control.db import unit_of_work
 from burrow.control.models import SubscriptionStatus, utcnow
 from burrow.control.runtime import Runtime
@@ -101,7 +102,9 @@ async def test_a_suspended_account_is_told_why_its_devices_cannot_connect(
 ) -> None:
     customer = await web_customer()
     async with unit_of_work(runtime.sessionmaker) as session:
-        await account_service.suspend(session, runtime, customer.account.id, "Unpaid invoice")
+        await account_service.suspend(
+            session, runtime, CliOperator("ops"), customer.account.id, "Unpaid invoice"
+        )
     page = await client.get("/dashboard")
     assert page.status_code == 200
     assert "Your account is suspended: Unpaid invoice." in page.text
@@ -113,7 +116,11 @@ async def test_a_suspension_reason_ending_in_a_full_stop_gets_no_second_one(
     customer = await web_customer()
     async with unit_of_work(runtime.sessionmaker) as session:
         await account_service.suspend(
-            session, runtime, customer.account.id, "Chargeback on your last payment."
+            session,
+            runtime,
+            CliOperator("ops"),
+            customer.account.id,
+            "Chargeback on your last payment.",
         )
     page = await client.get("/dashboard")
     assert "Your account is suspended: Chargeback on your last payment. Your devices" in page.text

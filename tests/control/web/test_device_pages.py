@@ -17,6 +17,7 @@ from burrow.control.devices.service import new_key_pair
 from burrow.control.models import Node, utcnow
 from burrow.control.nodes.schemas import NodeUpdate
 from burrow.control.nodes.service import node as node_service
+from burrow.control.policy.schemas import DnsFilterSection, DnsSection
 from burrow.control.runtime import Runtime
 from burrow.control.security import hash_token, new_token
 from burrow.wire.models import API_PREFIX
@@ -176,6 +177,45 @@ async def test_config_download_rename_rotate_remove(
     removed = await post_form(client, f"{url}/remove", page=url)
     assert removed.status_code == 303
     assert (await client.get(url)).status_code == 404
+
+
+async def test_the_dns_filter_choice_changes_the_config(
+    client: httpx.AsyncClient,
+    runtime: Runtime,
+    web_customer: MakeWebCustomer,
+    node: ReportingNode,
+    tmp_path: Path,
+) -> None:
+    (tmp_path / "ads.txt").write_text("ads.example\n")
+    section = DnsSection(filters={"ads": DnsFilterSection(title="Ads", file="ads.txt")})
+    runtime.policy = runtime.policy.model_copy(update={"dns": section})
+    customer = await web_customer()
+    async with unit_of_work(runtime.sessionmaker) as session:
+        device = await create_device(session, customer.account, name="Desk")
+    url = f"/devices/{device.id}"
+    page = await client.get(url)
+    assert 'id="dns-form"' in page.text
+    assert "No filtering" in page.text
+    assert "Ads" in page.text
+
+    async def dns_line() -> str:
+        config = await client.get(f"{url}/config", params={"node_id": node.row.id})
+        found = re.search(r"^DNS = (.+)$", config.text, re.M)
+        assert found is not None
+        return found.group(1)
+
+    assert await dns_line() == "10.64.0.1, fd42:b0::1"
+    chosen = await post_form(client, f"{url}/dns-filters", {"filters": "ads"}, page=url)
+    assert chosen.status_code == 303
+    assert "DNS filters changed" in (await client.get(url)).text
+    assert await dns_line() == "10.127.255.254, fd42:b0::3f:fffe"
+    unknown = await post_form(client, f"{url}/dns-filters", {"filters": "gambling"}, page=url)
+    assert unknown.status_code == 422
+    assert "The choices are: ads" in unknown.text
+    assert await dns_line() == "10.127.255.254, fd42:b0::3f:fffe"
+    cleared = await post_form(client, f"{url}/dns-filters", {"filters": ""}, page=url)
+    assert cleared.status_code == 303
+    assert await dns_line() == "10.64.0.1, fd42:b0::1"
 
 
 async def test_another_customers_device_is_not_found(

@@ -75,7 +75,7 @@ async def seed_customer(runtime: Runtime, *, subscribed: bool = True) -> Account
 async def seed_admin(runtime: Runtime, *, two_factor: bool = True) -> tuple[Account, str, str]:
     """An administrator (with two-factor on and a known secret, unless not); an API token."""
     async with unit_of_work(runtime.sessionmaker) as session:
-        admin = await factories.create_account(session, admin=True)
+        admin = await factories.create_account(session, admin=True, totp=False)
         if two_factor:
             admin.totp_secret = pyotp.random_base32()
             admin.totp_enabled = True
@@ -98,6 +98,10 @@ async def enrol_two_factor(page: Page, shot: Shooter) -> str:
     assert secret == (await page.locator("#totp-secret").inner_text()).strip()
     await page.get_by_label("6-digit code").fill(pyotp.TOTP(secret).now())
     await page.get_by_role("button", name="Turn two-factor on").click()
+    # The ten recovery codes, shown this once; then back to the account page.
+    await expect(page.locator("#recovery-codes li")).to_have_count(10)
+    await shot(page, "recovery-codes")
+    await page.get_by_role("link", name="Back to your account").click()
     await expect(page.locator("#totp-status")).to_contain_text("On")
     await shot(page, "two-factor-on")
     return secret
@@ -163,6 +167,11 @@ async def test_sign_up_verify_log_in_add_a_device_and_scan_its_qr_code(
     await page.get_by_label("Password").fill(PASSWORD)
     await page.get_by_label(re.compile("I have read and accept")).check()
     await page.get_by_role("button", name="Create account").click()
+    # The same answer as for a taken address: check your mail, then sign in.
+    await expect(page).to_have_url(re.compile("/login$"))
+    await expect(page.get_by_text("Check your mail")).to_be_visible()
+    await shot(page, "signup-check-your-mail")
+    await log_in(page, email, PASSWORD)
     await expect(page).to_have_url(re.compile("/dashboard$"))
     await expect(page.locator("#verify-notice")).to_be_visible()
     await shot(page, "dashboard-unverified")

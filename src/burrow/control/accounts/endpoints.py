@@ -12,10 +12,15 @@ from burrow.control.accounts.schemas import (
     Message,
     OneTimeToken,
     PasswordChange,
+    PasswordResetConfirm,
+    PasswordResetRequest,
+    RecoveryCodes,
+    RecoveryCodesLeft,
     SessionCreate,
     SessionCreated,
     SessionRead,
     TotpCodeBody,
+    TotpConfirmed,
     TotpEnrolment,
     VerifyEmail,
 )
@@ -58,7 +63,7 @@ async def register(
     email = await account_service.sign_up(
         session, runtime, body, client_address=request.client.host if request.client else None
     )
-    return Message(detail=sign_up_answer(email))
+    return Message(detail=sign_up_answer(runtime, email))
 
 
 async def _verify(session: SessionDep, runtime: RuntimeDep, token: str) -> Message:
@@ -160,14 +165,84 @@ async def start_totp(
     "/accounts/me/totp/confirm",
     tags=["accounts"],
     summary="Turn two-factor sign-in on with a first code",
-    response_model=AccountRead,
+    response_model=TotpConfirmed,
     responses=problem_responses(401, 403, 409, 422, 429),
 )
 async def confirm_totp(
     body: TotpCodeBody, account: CurrentAccount, session: SessionDep, runtime: RuntimeDep
-) -> AccountRead:
-    await account_service.confirm_totp(session, runtime, account, body.code)
-    return _read(account)
+) -> TotpConfirmed:
+    """The answer carries ten recovery codes, shown this once."""
+    codes = await account_service.confirm_totp(session, runtime, account, body.code)
+    return TotpConfirmed.model_validate({**_read(account).model_dump(), "recovery_codes": codes})
+
+
+@router.post(
+    "/accounts/me/totp/recovery-codes",
+    tags=["accounts"],
+    summary="Replace your recovery codes with ten new ones",
+    response_model=RecoveryCodes,
+    responses=problem_responses(401, 403, 409, 422, 429),
+)
+async def new_recovery_codes(
+    body: TotpCodeBody, account: CurrentAccount, session: SessionDep, runtime: RuntimeDep
+) -> RecoveryCodes:
+    """Needs a current code from your app; the old codes stop working."""
+    codes = await account_service.regenerate_recovery_codes(session, runtime, account, body.code)
+    return RecoveryCodes(codes=codes)
+
+
+@router.get(
+    "/accounts/me/totp/recovery-codes",
+    tags=["accounts"],
+    summary="How many unused recovery codes you have left",
+    response_model=RecoveryCodesLeft,
+    responses=problem_responses(401, 403),
+)
+async def recovery_codes_left(account: CurrentAccount, session: SessionDep) -> RecoveryCodesLeft:
+    return RecoveryCodesLeft(remaining=await account_service.recovery_codes_left(session, account))
+
+
+RESET_REQUESTED = (
+    "If an account uses this address, a link to set a new password is on its way to it. The "
+    "link works once, for one hour."
+)
+
+
+@router.post(
+    "/accounts/password-reset",
+    tags=["accounts"],
+    summary="Forgot your password: email a one-time link",
+    status_code=status.HTTP_202_ACCEPTED,
+    response_model=Message,
+    responses=problem_responses(422, 429),
+)
+async def request_password_reset(
+    body: PasswordResetRequest, request: Request, session: SessionDep, runtime: RuntimeDep
+) -> Message:
+    """The same answer whether or not the address has an account."""
+    await account_service.request_password_reset(
+        session,
+        runtime,
+        email=body.email,
+        client_address=request.client.host if request.client else None,
+    )
+    return Message(detail=RESET_REQUESTED)
+
+
+@router.post(
+    "/accounts/password-reset/confirm",
+    tags=["accounts"],
+    summary="Set a new password with the emailed link's token (ends every session)",
+    response_model=Message,
+    responses=problem_responses(400, 410, 422),
+)
+async def reset_password(
+    body: PasswordResetConfirm, session: SessionDep, runtime: RuntimeDep
+) -> Message:
+    await account_service.reset_password(
+        session, runtime, token=body.token, new_password=body.new_password
+    )
+    return Message(detail="Your new password is set; every session has ended. Sign in with it.")
 
 
 @router.delete(
@@ -210,6 +285,7 @@ async def sign_in(
         email=body.email,
         password=body.password,
         totp_code=body.totp_code,
+        recovery_code=body.recovery_code,
         client_address=request.client.host if request.client else None,
         user_agent=request.headers.get("user-agent"),
     )

@@ -14,6 +14,7 @@ from sqlalchemy import (
     ColumnElement,
     CursorResult,
     Select,
+    and_,
     delete,
     func,
     or_,
@@ -23,9 +24,17 @@ from sqlalchemy import (
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm.attributes import set_committed_value
 
-from burrow.control.models import Account, AccountSession, AccountStatus, EmailVerification
+from burrow.control.db import compare_and_set
+from burrow.control.models import (
+    Account,
+    AccountSession,
+    AccountStatus,
+    EmailVerification,
+    PasswordReset,
+    RecoveryCode,
+)
 
-_Owned = TypeVar("_Owned", AccountSession, EmailVerification)
+_Owned = TypeVar("_Owned", AccountSession, EmailVerification, PasswordReset, RecoveryCode)
 
 
 def _like_pattern(text: str) -> str:
@@ -93,6 +102,48 @@ class AccountRepository:
             return False
         set_committed_value(account, "totp_last_step", step)
         return True
+
+    async def change_status(
+        self,
+        account: Account,
+        *,
+        expected: AccountStatus,
+        status: AccountStatus,
+        reason: str | None,
+        at: datetime,
+        clause: str | None = None,
+    ) -> bool:
+        """Move ``account`` from ``expected`` to ``status``; false if it was no longer in
+        ``expected``. The database decides (the state is in the UPDATE's WHERE), so of two
+        racing changes only one applies."""
+        values: dict[str, Any] = {
+            "status": status,
+            "status_reason": reason,
+            "status_changed_at": at,
+        }
+        if status is AccountStatus.terminated:
+            values["terminated_clause"] = clause
+        return await self._compare_and_set(account, [Account.status == expected], values)
+
+    async def change_admin(self, account: Account, *, is_admin: bool) -> bool:
+        """Grant or take the administrator role; false if it already was so (a racing change)."""
+        return await self._compare_and_set(
+            account, [Account.is_admin.is_(not is_admin)], {"is_admin": is_admin}
+        )
+
+    async def _compare_and_set(
+        self, account: Account, conditions: list[ColumnElement[bool]], values: dict[str, Any]
+    ) -> bool:
+        return await compare_and_set(self.session, account, and_(*conditions), values)
+
+    async def current_status(self, account_id: int) -> tuple[AccountStatus, bool] | None:
+        """The status and admin role as the database has them now (after a lost race)."""
+        row = (
+            await self.session.execute(
+                select(Account.status, Account.is_admin).where(Account.id == account_id)
+            )
+        ).one_or_none()
+        return (row[0], row[1]) if row is not None else None
 
     # Rows that belong to one account.
 
@@ -213,3 +264,86 @@ class AccountRepository:
             delete(EmailVerification).where(EmailVerification.expires_at <= now)
         )
         return int(result.rowcount or 0)
+
+    # Password-reset links.
+
+    async def add_password_reset(self, row: PasswordReset) -> None:
+        self.session.add(row)
+        await self.session.flush()
+
+    async def get_password_reset(self, token_hash: str) -> PasswordReset | None:
+        return (
+            await self.session.execute(
+                select(PasswordReset).where(PasswordReset.token_hash == token_hash)
+            )
+        ).scalar_one_or_none()
+
+    async def expire_password_resets(self, account_id: int, now: datetime) -> None:
+        """Retire every unused link of the account (a new one was sent, or one was used)."""
+        await self.session.execute(
+            update(PasswordReset)
+            .where(
+                PasswordReset.account_id == account_id,
+                PasswordReset.used_at.is_(None),
+                PasswordReset.expires_at > now,
+            )
+            .values(expires_at=now)
+            .execution_options(synchronize_session=False)
+        )
+
+    async def claim_password_reset(self, row: PasswordReset, now: datetime) -> bool:
+        """Mark the link used; false if it was used or expired meanwhile (two racing uses)."""
+        result: CursorResult[Any] = await self.session.execute(  # type: ignore[assignment]
+            update(PasswordReset)
+            .where(
+                PasswordReset.id == row.id,
+                PasswordReset.used_at.is_(None),
+                PasswordReset.expires_at > now,
+            )
+            .values(used_at=now)
+            .execution_options(synchronize_session=False)
+        )
+        return bool(result.rowcount)
+
+    async def delete_stale_password_resets(self, now: datetime) -> int:
+        result: CursorResult[Any] = await self.session.execute(  # type: ignore[assignment]
+            delete(PasswordReset).where(PasswordReset.expires_at <= now)
+        )
+        return int(result.rowcount or 0)
+
+    # Two-factor recovery codes.
+
+    async def replace_recovery_codes(self, account_id: int, code_hashes: list[str]) -> None:
+        await self.delete_recovery_codes(account_id)
+        self.session.add_all(
+            RecoveryCode(account_id=account_id, code_hash=code_hash) for code_hash in code_hashes
+        )
+        await self.session.flush()
+
+    async def delete_recovery_codes(self, account_id: int) -> None:
+        await self.session.execute(
+            delete(RecoveryCode).where(RecoveryCode.account_id == account_id)
+        )
+
+    async def claim_recovery_code(self, account_id: int, code_hash: str, now: datetime) -> bool:
+        """Use one code; false if the account has no such unused code (or a racing request
+        used it first)."""
+        result: CursorResult[Any] = await self.session.execute(  # type: ignore[assignment]
+            update(RecoveryCode)
+            .where(
+                RecoveryCode.account_id == account_id,
+                RecoveryCode.code_hash == code_hash,
+                RecoveryCode.used_at.is_(None),
+            )
+            .values(used_at=now)
+            .execution_options(synchronize_session=False)
+        )
+        return bool(result.rowcount)
+
+    async def count_recovery_codes(self, account_id: int) -> int:
+        total = await self.session.scalar(
+            select(func.count())
+            .select_from(RecoveryCode)
+            .where(RecoveryCode.account_id == account_id, RecoveryCode.used_at.is_(None))
+        )
+        return int(total or 0)

@@ -80,6 +80,14 @@ TotpCode = Annotated[
     BeforeValidator(_without_spaces),
     Field(pattern=r"^[0-9]{6}$", description="The 6-digit code of your authenticator app."),
 ]
+RecoveryCodeText = Annotated[
+    str,
+    BeforeValidator(_without_spaces),
+    Field(
+        pattern=r"^[A-Za-z0-9]{5}-?[A-Za-z0-9]{5}$",
+        description="One of your ten recovery codes (such as abcde-23456); each works once.",
+    ),
+]
 OneTimeToken = Annotated[str, AfterValidator(plain_text), Field(min_length=1, max_length=200)]
 Reason = Annotated[str, AfterValidator(plain_text), Field(min_length=1, max_length=2000)]
 SearchText = Annotated[str, AfterValidator(plain_text), Field(max_length=EMAIL_MAX)]
@@ -149,6 +157,35 @@ class SessionCreate(_Body):
     email: Email
     password: GivenPassword
     totp_code: TotpCode | None = None
+    recovery_code: RecoveryCodeText | None = Field(
+        None, description="Instead of totp_code, when you have lost your authenticator app."
+    )
+
+
+class PasswordResetRequest(_Body):
+    email: Email
+
+
+class PasswordResetConfirm(_Body):
+    token: OneTimeToken = Field(description="From the emailed link (its token parameter).")
+    new_password: NewPassword
+
+
+class RecoveryCodes(BaseModel):
+    codes: list[str] = Field(
+        description="Shown once: keep them somewhere safe. Each works once instead of a code."
+    )
+
+
+class RecoveryCodesLeft(BaseModel):
+    remaining: int
+
+
+class TotpConfirmed(AccountRead):
+    recovery_codes: list[str] = Field(
+        description="Ten recovery codes, shown once: each works once instead of a code from "
+        "the app, if you lose it."
+    )
 
 
 class SessionCreated(BaseModel):

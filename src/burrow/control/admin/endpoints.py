@@ -2,8 +2,8 @@
 audit trail of what administrators did.
 
 Every route needs an administrator's session (``CurrentAdmin``); the work is the services'.
-Every change goes through ``admin_accounts`` / ``admin_audit`` so that it leaves its row in the
-trail in the same unit of work.
+Every change is a service method that takes the admin as its ``actor`` and leaves its row in
+the trail in the same unit of work.
 """
 
 from __future__ import annotations
@@ -30,7 +30,7 @@ from burrow.control.admin.schemas import (
     TerminationIn,
     TermsClausesOut,
 )
-from burrow.control.admin.service import AuditEntry, admin_accounts, admin_audit, terms_clauses
+from burrow.control.admin.service import AuditEntry, admin_audit, terms_clauses
 from burrow.control.deps import CurrentAdmin, RuntimeDep, SessionDep
 from burrow.control.models import Account, AccountStatus
 from burrow.control.params import MAX_ID, AccountId
@@ -89,7 +89,7 @@ async def suspend_account(
     runtime: RuntimeDep,
 ) -> AdminAccountRead:
     """The customer can still sign in and read the reason."""
-    return _read(await admin_accounts.suspend(session, runtime, admin, account_id, body.reason))
+    return _read(await account_service.suspend(session, runtime, admin, account_id, body.reason))
 
 
 @router.post(
@@ -106,7 +106,7 @@ async def unsuspend_account(
     body: StatusChange | None = None,
 ) -> AdminAccountRead:
     reason = body.reason if body is not None else None
-    return _read(await admin_accounts.unsuspend(session, runtime, admin, account_id, reason))
+    return _read(await account_service.unsuspend(session, runtime, admin, account_id, reason))
 
 
 @router.post(
@@ -125,8 +125,8 @@ async def terminate_account(
     """Ends every session of the account and its VPN access. ``clause`` is one of
     ``GET /api/v1/admin/terms-clauses``; the customer reads it with the reason."""
     return _read(
-        await admin_accounts.terminate(
-            session, runtime, admin, account_id, body.clause, body.reason
+        await account_service.terminate(
+            session, runtime, admin, account_id, body.reason, clause=body.clause
         )
     )
 

@@ -1,10 +1,13 @@
-"""The admin audit trail, and the admin actions on accounts that go through it.
+"""The admin audit trail: who did what to what, when and why. A leaf: it imports no domain
+(only the models and the policy schemas), so every domain can record its actions here.
 
-``admin_audit.record`` is called in the unit of work of every action an administrator takes
-(through the API, the admin panel or the ``burrow`` command line), so the row and the change
-commit or roll back together. Customers' own activity is never recorded: ``record`` refuses a
-caller who is not an administrator. May import the accounts service (status changes) and the
-policy schemas.
+The actor mechanism, for any domain's operator actions: the service method takes
+``actor: Actor`` (an administrator's ``Account`` from the API or panel, or ``CliOperator`` from
+the command line) and, in the same unit of work as the change, calls
+``admin_audit.record(session, actor, "<domain>.<verb>", "<target type>", target_id, reason,
+detail)``. The edges only pass the actor on; the row and the change commit or roll back
+together. Customers' own activity is never recorded: ``record`` refuses an actor who is not an
+administrator.
 """
 
 from __future__ import annotations
@@ -16,16 +19,14 @@ from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from burrow.control.accounts.service import account as account_service
 from burrow.control.admin.repository import ActionFilters, AdminActionRepository
-from burrow.control.admin.schemas import CLAUSE_MAX
 from burrow.control.errors import Forbidden, InvalidInput
 from burrow.control.models import Account, AdminAction, utcnow
 from burrow.control.policy.schemas import Policy
-from burrow.control.runtime import Runtime
-from burrow.control.subscriptions.service import SubscriptionDetails
-from burrow.control.subscriptions.service import subscription as subscription_service
 
+# The length of accounts.terminated_clause (admin.schemas.CLAUSE_MAX says the same to the API;
+# not imported from there, because the schemas use the accounts domain's text types).
+CLAUSE_MAX = 200
 _BULLET = re.compile(r"^\s*[-*]\s+(.+?)\s*$")
 
 
@@ -154,119 +155,4 @@ def _parse(text: str) -> dict[str, Any]:
     return value if isinstance(value, dict) else {"value": value}
 
 
-class AdminAccountService:
-    """Account status changes by an administrator, each with its row in the trail."""
-
-    async def suspend(
-        self, session: AsyncSession, runtime: Runtime, admin: Actor, account_id: int, reason: str
-    ) -> Account:
-        account = await account_service.suspend(session, runtime, account_id, reason)
-        await admin_audit.record(session, admin, "account.suspend", "account", account.id, reason)
-        return account
-
-    async def unsuspend(
-        self,
-        session: AsyncSession,
-        runtime: Runtime,
-        admin: Actor,
-        account_id: int,
-        reason: str | None = None,
-    ) -> Account:
-        account = await account_service.unsuspend(session, runtime, account_id, reason)
-        await admin_audit.record(session, admin, "account.unsuspend", "account", account.id, reason)
-        return account
-
-    async def terminate(
-        self,
-        session: AsyncSession,
-        runtime: Runtime,
-        admin: Actor,
-        account_id: int,
-        clause: str | None,
-        reason: str,
-    ) -> Account:
-        """Terminate for a named violation: ``clause`` must be one of ``terms_clauses``.
-
-        The API and the panel always name the clause; only the command line may leave it out
-        (``None``), for a termination that is not for breaking the terms.
-        """
-        if clause is None:
-            account = await account_service.terminate(session, runtime, account_id, reason)
-            await admin_audit.record(
-                session, admin, "account.terminate", "account", account.id, reason
-            )
-            return account
-        clauses = terms_clauses(runtime.policy)
-        if clause.strip() not in clauses:
-            raise UnknownClause(
-                f"'{clause}' is not a clause of the terms (version "
-                f"{runtime.policy.terms.version}); pick one of: " + "; ".join(clauses[:40]),
-                field="clause",
-            )
-        clause = clause.strip()
-        account = await account_service.terminate(
-            session, runtime, account_id, reason, clause=clause
-        )
-        await admin_audit.record(
-            session,
-            admin,
-            "account.terminate",
-            "account",
-            account.id,
-            reason,
-            {"clause": clause, "terms_version": runtime.policy.terms.version},
-        )
-        return account
-
-    async def make_admin(
-        self,
-        session: AsyncSession,
-        admin: Actor,
-        email: str,
-        password: str | None,
-        *,
-        promote: bool = False,
-    ) -> Account:
-        """Create an administrator, or with ``promote`` make an existing account one."""
-        made = await account_service.create_admin(session, email, password, promote=promote)
-        await session.flush()  # a new account gets its id here, for the trail
-        action = "account.promote_admin" if promote else "account.create_admin"
-        await admin_audit.record(session, admin, action, "account", made.id)
-        return made
-
-    async def grant(
-        self,
-        session: AsyncSession,
-        runtime: Runtime,
-        admin: Actor,
-        account_id: int,
-        plan_code: str,
-        *,
-        months: int | None = None,
-        days: int | None = None,
-        reason: str | None = None,
-    ) -> SubscriptionDetails:
-        """Give or extend a paid period (the admin panel's "grant time")."""
-        details = await subscription_service.grant(
-            session, runtime, account_id, plan_code, months=months, days=days
-        )
-        await admin_audit.record(
-            session,
-            admin,
-            "subscription.grant",
-            "account",
-            account_id,
-            reason,
-            {
-                "plan_code": plan_code,
-                "months": months,
-                "days": days,
-                "subscription_id": details.subscription.id,
-                "period_end": details.subscription.current_period_end,
-            },
-        )
-        return details
-
-
 admin_audit = AdminAuditService()
-admin_accounts = AdminAccountService()

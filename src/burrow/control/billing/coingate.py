@@ -15,7 +15,7 @@ nothing, and handled later by ``handle``: ``paid`` pays the order (amount and cu
 against it), ``invalid``/``expired``/``canceled`` fail it; the others only wait.
 
 CoinGate has no refund provider: both seeds exclude crypto from refunds, and
-``providers.provider_for("coingate")`` finds nothing, so an approved refund on such an order
+``payments.registry`` names no refund for "coingate", so an approved refund on such an order
 fails loudly instead of being marked paid out.
 
 Imports the billing service, the models, the settings and the runtime.
@@ -32,7 +32,6 @@ from typing import Any
 import httpx
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from burrow.control.billing.providers import ProviderNotConfigured, ProviderUnavailable
 from burrow.control.billing.service import (
     CHECKOUT_PROVIDERS,
     AccountTerminated,
@@ -45,6 +44,7 @@ from burrow.control.billing.service import webhook as webhook_service
 from burrow.control.config import Settings
 from burrow.control.errors import BurrowError, NotFound
 from burrow.control.models import Account, Order, PaymentMethod, Plan, WebhookEvent
+from burrow.control.payments.providers import ProviderNotConfigured, ProviderUnavailable
 from burrow.control.runtime import Runtime
 
 log = logging.getLogger(__name__)

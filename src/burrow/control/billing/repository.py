@@ -184,6 +184,20 @@ class BillingRepository:
         result: CursorResult[Any] = await self.session.execute(statement)  # type: ignore[assignment]
         return result.rowcount == 1
 
+    async def reduce_events(self, handled_before: datetime, reduced: str) -> int:
+        statement = (
+            update(WebhookEvent)
+            .where(
+                WebhookEvent.processed_at.is_not(None),
+                WebhookEvent.processed_at < handled_before,
+                WebhookEvent.payload != reduced,
+            )
+            .values(payload=reduced)
+            .execution_options(synchronize_session=False)
+        )
+        result: CursorResult[Any] = await self.session.execute(statement)  # type: ignore[assignment]
+        return int(result.rowcount or 0)
+
     async def failed_events(self, limit: int) -> Sequence[WebhookEvent]:
         """Events parked after their last attempt, the latest first."""
         query = (

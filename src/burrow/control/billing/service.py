@@ -20,7 +20,6 @@ from typing import Any, Protocol
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from burrow.control.billing.providers import ProviderNotConfigured, ProviderUnavailable
 from burrow.control.billing.repository import BillingRepository
 from burrow.control.billing.schemas import BillingDetailsIn
 from burrow.control.config import Settings
@@ -39,7 +38,9 @@ from burrow.control.models import (
     WebhookEvent,
     utcnow,
 )
+from burrow.control.payments.providers import ProviderNotConfigured, ProviderUnavailable
 from burrow.control.plans.service import plan as plan_service
+from burrow.control.policy.addresses import redact
 from burrow.control.runtime import Runtime
 from burrow.control.subscriptions.service import gives_access
 from burrow.control.subscriptions.service import subscription as subscription_service
@@ -625,6 +626,8 @@ def webhook_handler(provider: str) -> Callable[[WebhookHandler], WebhookHandler]
     return register
 
 
+# What is left of a handled event's payload after its retention.
+REDUCED_PAYLOAD = "{}"
 # Stored events: a handler holds its claim this long, then another may take the event over.
 EVENT_CLAIM = timedelta(minutes=5)
 # A failing event is tried again after 30 s, 1 min, 2 min, ... (at most 6 h apart), and after
@@ -672,9 +675,18 @@ class WebhookService:
         stored before."""
         if not provider or not event_id:
             raise InvalidInput("A webhook event needs its provider and its event id.")
-        return await BillingRepository(session).add_event(
-            provider, event_id, type_, json.dumps(payload, sort_keys=True), utcnow()
-        )
+        # A customer's address (a Radar review's, a dispute's evidence) is never needed to
+        # handle an event, and never stored.
+        text = redact(json.dumps(payload, sort_keys=True))
+        return await BillingRepository(session).add_event(provider, event_id, type_, text, utcnow())
+
+    async def reduce_handled(self, runtime: Runtime, *, now: datetime | None = None) -> int:
+        """Reduce handled events past the policy's retention to their id and type; returns
+        how many were reduced."""
+        days = runtime.policy.privacy.provider_event_retention_days
+        cutoff = (now or utcnow()) - timedelta(days=days)
+        async with unit_of_work(runtime.sessionmaker) as session:
+            return await BillingRepository(session).reduce_events(cutoff, REDUCED_PAYLOAD)
 
     async def process_pending(
         self, runtime: Runtime, *, limit: int = 500, budget_seconds: float = 20.0
@@ -773,6 +785,8 @@ class WebhookService:
         if handler is None:
             raise EventNeedsPerson(f"No handler for provider '{event.provider}'.")
         await handler(session, runtime, event, json.loads(event.payload))
+        if runtime.policy.privacy.provider_event_retention_days == 0:
+            event.payload = REDUCED_PAYLOAD
         await session.flush()
         if not await repository.finish_event(event.id, utcnow()):
             # Handled meanwhile by a handler that took over an expired claim: undo ours.

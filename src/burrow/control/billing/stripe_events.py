@@ -26,7 +26,6 @@ from typing import Any
 import stripe
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from burrow.control.billing.providers import PaymentDetails, StripeGateway
 from burrow.control.billing.service import (
     CHECKOUT_PROVIDERS,
     DuplicatePayment,
@@ -39,6 +38,7 @@ from burrow.control.billing.service import webhook as webhook_service
 from burrow.control.config import Settings
 from burrow.control.errors import BurrowError, InvalidInput, NotFound
 from burrow.control.models import Account, Order, PaymentMethod, Plan, WebhookEvent
+from burrow.control.payments.providers import PaymentDetails, StripeGateway
 from burrow.control.plans.service import plan as plan_service
 from burrow.control.runtime import Runtime
 from burrow.control.subscriptions.service import subscription as subscription_service

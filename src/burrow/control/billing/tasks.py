@@ -26,6 +26,11 @@ async def process_webhook_events(runtime: Runtime) -> int:
     return await webhook_service.process_pending(runtime)
 
 
+async def reduce_handled_webhook_events(runtime: Runtime) -> int:
+    """Handled provider events past the policy's retention keep only their id and type."""
+    return await webhook_service.reduce_handled(runtime)
+
+
 async def send_renewal_reminders(runtime: Runtime, *, batch_size: int = REMINDER_BATCH) -> int:
     """Email each customer whose non-recurring period ends soon, once per period."""
     now = utcnow()

@@ -179,6 +179,15 @@ class DesiredStateService:
             dnssec=section.dnssec,
         )
 
+    async def load_filter_lists(self, runtime: Runtime) -> None:
+        """Parse changed filter lists off the event loop (a million names take seconds).
+
+        The store caches by file version, so ``dns`` afterwards only looks at file sizes and
+        times. Called before answering a node.
+        """
+        base = runtime.settings.policy_path.parent
+        await asyncio.to_thread(filter_lists.lists, runtime.policy.dns, base)
+
     def filter_list_body(self, runtime: Runtime, sha256: str) -> bytes:
         """The body of the policy's list with this hash; FilterListNotFound if none has it."""
         section = runtime.policy.dns

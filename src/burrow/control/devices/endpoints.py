@@ -22,7 +22,7 @@ from burrow.control.devices.service import IssuedDevice
 from burrow.control.devices.service import device as device_service
 from burrow.control.models import Device
 from burrow.control.params import MAX_ID
-from burrow.control.problems import PROBLEM_JSON, PROBLEM_SCHEMA, problem_responses
+from burrow.control.problems import PROBLEM_JSON, PROBLEM_SCHEMA, problem_body, problem_responses
 
 router = APIRouter(prefix="/api/v1/devices", tags=["devices"])
 
@@ -205,7 +205,12 @@ QR_GONE: dict[int | str, dict[str, Any]] = {
     410: {
         "description": "Always: a QR code made now could not carry the private key. The QR "
         "code comes with the answer that adds a device or renews its key (config_qr_svg).",
-        "content": {PROBLEM_JSON: {"schema": PROBLEM_SCHEMA}},
+        "content": {
+            PROBLEM_JSON: {
+                "schema": PROBLEM_SCHEMA,
+                "example": problem_body(410, "Gone", "A QR code made now has no private key."),
+            }
+        },
     }
 }
 

@@ -11,6 +11,7 @@ from burrow.control.models.device import Device
 from burrow.control.models.email_verification import EmailVerification
 from burrow.control.models.node import Node, NodeStatus
 from burrow.control.models.order import Order, OrderKind, OrderStatus, PaymentMethod
+from burrow.control.models.password_reset import PasswordReset
 from burrow.control.models.payment import Payment
 from burrow.control.models.peer_change import PeerChange, PeerChangeOp
 from burrow.control.models.plan import Plan, PlanKind
@@ -19,6 +20,7 @@ from burrow.control.models.privacy_request import (
     PrivacyRequestKind,
     PrivacyRequestStatus,
 )
+from burrow.control.models.recovery_code import RecoveryCode
 from burrow.control.models.refund_request import RefundRequest, RefundStatus
 from burrow.control.models.refund_rule_outcome import RefundRuleOutcome
 from burrow.control.models.refunded_person import RefundedPerson, RefundedPersonKind
@@ -55,6 +57,7 @@ __all__ = [
     "Order",
     "OrderKind",
     "OrderStatus",
+    "PasswordReset",
     "Payment",
     "PaymentMethod",
     "PeerChange",
@@ -64,6 +67,7 @@ __all__ = [
     "PrivacyRequest",
     "PrivacyRequestKind",
     "PrivacyRequestStatus",
+    "RecoveryCode",
     "RefundRequest",
     "RefundRuleOutcome",
     "RefundStatus",

@@ -63,3 +63,12 @@ class RefundRequest(IdMixin, Base):
     unsupported_device: Mapped[bool] = mapped_column(Boolean, default=False)
     executed_at: Mapped[datetime | None] = mapped_column(default=None)
     provider_refund_id: Mapped[str | None] = mapped_column(String(200), default=None)
+    # Set at the first attempt: a random reference the provider keeps with the refund (so an
+    # unclear answer can be looked up there), and the idempotency key of the latest attempt.
+    # Random, so no two deployments (or a restored database) ever send the same key.
+    provider_reference: Mapped[str | None] = mapped_column(String(64), default=None)
+    idempotency_key: Mapped[str | None] = mapped_column(String(100), default=None)
+    # Under the one-refund-per-person rule only: a keyed digest of the customer's normalised
+    # email when the request was made, so a later change of address does not free the old
+    # one for another account.
+    email_digest: Mapped[str | None] = mapped_column(String(64), default=None, index=True)

@@ -74,6 +74,7 @@ async def enroll(
     responses=problem_responses(401),
 )
 async def full_state(node: CurrentNode, session: SessionDep, runtime: RuntimeDep) -> Response:
+    await desired_state_service.load_filter_lists(runtime)
     state = await desired_state_service.full_state(session, runtime, node)
     return _json(FullState(state=state))
 
@@ -104,6 +105,7 @@ async def changes(
 ) -> Response:
     cap = runtime.settings.long_poll_timeout_seconds
     wait = cap if wait_seconds is None else min(wait_seconds, cap)
+    await desired_state_service.load_filter_lists(runtime)
     try:
         update = await desired_state_service.wait_for_changes(runtime, node, since, wait)
     except asyncio.CancelledError:
@@ -124,6 +126,7 @@ async def filter_list(
     runtime: RuntimeDep,
     sha256: Annotated[str, Path(pattern=r"^[0-9a-f]{64}$")],
 ) -> Response:
+    await desired_state_service.load_filter_lists(runtime)
     body = desired_state_service.filter_list_body(runtime, sha256)
     return Response(body, media_type="text/plain; charset=us-ascii")
 

@@ -110,6 +110,11 @@ class PrivacySection(_Section):
     # After an account is erased, its invoices (orders and payments, without the person)
     # are kept this long because accounting law requires it; the privacy page says so.
     invoice_retention_years: int = Field(10, ge=1, le=30)
+    # A payment provider's event (a checkout, a dispute, a Radar review) is kept whole only
+    # this many days after it was handled, then reduced to its id and type (all a duplicate
+    # delivery needs); 0: reduced as soon as it is handled. Client IP addresses inside it are
+    # never stored.
+    provider_event_retention_days: int = Field(30, ge=0, le=3650)
 
     @property
     def keeps_connection_records(self) -> bool:
@@ -231,6 +236,9 @@ class PartialRefundSection(_Section):
 
     order_longer_than_months: int = Field(1, ge=0, le=120)
     usage_charged: bool = True
+    # The price of the data used, in minor units (cents) of the order's currency per GB
+    # (10^9 bytes, up and down): the proposal is the amount paid minus this charge.
+    data_price_minor_per_gb: int | None = Field(None, ge=0, le=1_000_000)
 
 
 class RefundsSection(_Section):
@@ -459,6 +467,16 @@ def _refund_rules(refunds: RefundsSection) -> list[PolicyProblem]:
                 where,
                 f"{where} is set, but refunds.max_data_bytes is not: there is no data limit "
                 "to be past",
+            )
+        )
+    partial = refunds.partial_past_data_limit
+    if partial is not None and partial.usage_charged and partial.data_price_minor_per_gb is None:
+        where = "refunds.partial_past_data_limit.data_price_minor_per_gb"
+        problems.append(
+            PolicyProblem(
+                where,
+                f"{where} is missing, but refunds.partial_past_data_limit.usage_charged is "
+                "on: name the price of the data used, which the partial refund subtracts",
             )
         )
     if refunds.auto_approve and refunds.condition is not None:

@@ -221,11 +221,18 @@ def check_data(raw: dict[str, Any]) -> tuple[Policy | None, list[PolicyProblem]]
 
 
 def check_text(text: str) -> tuple[Policy | None, list[PolicyProblem]]:
+    # A policy is a few tables deep; thousands of nested arrays exhaust the parsers' stacks.
+    too_deep = PolicyProblem("(file)", "nested too deeply to be a policy; flatten it")
     try:
         raw = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
         return None, [PolicyProblem("(file)", f"not valid TOML: {exc}")]
-    return check_data(raw)
+    except RecursionError:
+        return None, [too_deep]
+    try:
+        return check_data(raw)
+    except RecursionError:
+        return None, [too_deep]
 
 
 def check_file(path: Path) -> tuple[Policy | None, list[PolicyProblem]]:

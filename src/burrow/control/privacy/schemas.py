@@ -74,6 +74,12 @@ class SessionExport(_Row):
     second_factor_at: datetime | None = Field(
         None, description="When this session proved the two-factor code, if it did."
     )
+    last_used_at: datetime | None = Field(
+        None, description="When it was last used (to the minute); none: not since it opened."
+    )
+    device: str | None = Field(
+        None, description='The browser and system it was opened from, e.g. "Firefox on Linux".'
+    )
 
 
 class EmailVerificationExport(_Row):

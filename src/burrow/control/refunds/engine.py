@@ -106,6 +106,13 @@ def pro_rata(facts: RefundFacts) -> int:
     return facts.order_amount_minor * int(left) // int(period)
 
 
+def usage_charge(facts: RefundFacts, price_minor_per_gb: int) -> int:
+    """What the data used costs at ``price_minor_per_gb``, in minor units, rounded up (a
+    started cent is charged, as the terms charge for usage)."""
+    used = facts.usage_bytes or 0
+    return -(-used * price_minor_per_gb // 1_000_000_000)
+
+
 def _window(policy: RefundsSection, facts: RefundFacts) -> RuleOutcome:
     day = day_of_request(facts.ordered_at, facts.requested_at)
     window = policy.window_days
@@ -310,14 +317,26 @@ def evaluate(policy: RefundsSection | None, facts: RefundFacts) -> Decision:
         # Past the data limit on a long order: a partial refund at the operator's discretion.
         hard.remove(data_limit)
         index = outcomes.index(data_limit)
-        proposed = pro_rata(facts)
         months = _plural(partial.order_longer_than_months, "month")
+        evidence: dict[str, Any] = dict(data_limit.evidence)
+        if partial.usage_charged and partial.data_price_minor_per_gb is not None:
+            # "You will be charged for your usage": the amount paid minus the data used.
+            charge = usage_charge(facts, partial.data_price_minor_per_gb)
+            proposed = max(0, facts.order_amount_minor - charge)
+            evidence |= {
+                "data_price_minor_per_gb": partial.data_price_minor_per_gb,
+                "usage_charge_minor": charge,
+            }
+            how = f"the amount paid minus {_gb(facts.usage_bytes or 0)} of data used"
+        else:
+            proposed = pro_rata(facts)
+            how = "the unused time"
         outcomes[index] = RuleOutcome(
             data_limit.rule,
             False,
             f"{data_limit.message} Because the order is longer than {months}, a partial "
-            "refund for the unused time is possible at our discretion.",
-            {**data_limit.evidence, "partial_proposed_minor": proposed},
+            f"refund of {how} is possible at our discretion.",
+            {**evidence, "partial_proposed_minor": proposed},
             needs_judgement=True,
         )
         amount = proposed

@@ -151,6 +151,19 @@ class RefundRepository:
         )
         return (await self.session.scalars(query)).all()
 
+    async def email_digest_refunded_elsewhere(self, account_id: int, digest: str) -> bool:
+        """Whether another account was granted a refund while its address had ``digest``."""
+        query = (
+            select(RefundRequest.id)
+            .where(
+                RefundRequest.account_id != account_id,
+                RefundRequest.status.in_(GRANTED_STATUSES),
+                RefundRequest.email_digest == digest,
+            )
+            .limit(1)
+        )
+        return (await self.session.scalar(query)) is not None
+
     async def fingerprint_refunded_elsewhere(
         self, account_id: int, fingerprints: Sequence[str]
     ) -> bool:

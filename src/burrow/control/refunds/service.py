@@ -11,12 +11,12 @@ from __future__ import annotations
 
 import json
 import logging
+import uuid
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from burrow.control.billing.providers import provider_for
 from burrow.control.billing.service import billing as billing_service
 from burrow.control.db import unit_of_work
 from burrow.control.errors import Conflict, InvalidInput, NotFound
@@ -32,6 +32,8 @@ from burrow.control.models import (
     RefundStatus,
     utcnow,
 )
+from burrow.control.payments.providers import RefundRefused
+from burrow.control.payments.registry import registry as payment_providers
 from burrow.control.refunds.engine import Decision, RefundFacts, Verdict, evaluate
 from burrow.control.refunds.repository import RefundRepository
 from burrow.control.runtime import Runtime
@@ -88,7 +90,7 @@ class RefundAlreadyDecided(Conflict):
             f"Refund request {request.id} was already decided {who}{when} and is now "
             f"{request.status}; only a queued request can be decided.",
             refund_request_id=request.id,
-            status=request.status,
+            refund_status=request.status,
             decided_by=request.decided_by,
         )
 
@@ -183,7 +185,10 @@ class RefundService:
             requested_at=now,
             due_at=now + timedelta(hours=hours) if hours else None,
             terms_version=runtime.policy.terms.version,
+            provider_reference=uuid.uuid4().hex,
         )
+        if runtime.policy.refunds is not None and runtime.policy.refunds.one_per_person:
+            request.email_digest = _email_digest(runtime, account.email)
         if not await repository.add_open(request):
             standing = await repository.standing_for(order.id)
             assert standing is not None  # what the index found
@@ -300,14 +305,19 @@ class RefundService:
     ) -> bool:
         """Send an approved refund back through the order's provider, once.
 
-        The idempotency key is the request's id, so a retry after a crash does not pay twice.
-        Then the subscription ends, access goes, and the affiliate hook runs.
+        The request's random ``provider_reference`` goes with the refund to the provider, and
+        the first attempt's idempotency key is made from it (unique across deployments, and
+        the same after a crash rolled the approval back). Before any later attempt the
+        provider is asked for a refund under that reference (an attempt answered with a 5xx
+        may have paid); only when there is none is it sent again, under a new key. A refund the
+        provider refuses for good fails the request, for a person to look at. Then the
+        subscription ends, access goes, and the affiliate hook runs.
         """
         if request.status != RefundStatus.approved or request.amount_minor is None:
             return False
         order = await billing_service.get_order(session, request.order_id)
         assert order is not None  # a foreign key
-        provider = provider_for(order.provider, runtime.settings)
+        provider = payment_providers.refunds(order.provider, runtime.settings)
         if provider is None:
             log.warning("refund request %s: no refund provider '%s'", request.id, order.provider)
             request.status = RefundStatus.failed
@@ -316,15 +326,36 @@ class RefundService:
             ).strip()
             await session.flush()
             return False
-        key = f"burrow-refund-{request.id}"
         payments = await billing_service.payment_ids_of(session, order.id)
+        payment = payments[0] if payments else ""
+        if request.provider_reference is None:
+            request.provider_reference = uuid.uuid4().hex
+        reference = request.provider_reference
+        found = None
         try:
-            request.provider_refund_id = await provider.execute_refund(
-                order, payments[0] if payments else "", request.amount_minor, key
+            if request.idempotency_key is not None:
+                found = await provider.find_refund(order, payment, reference)
+                request.idempotency_key = f"burrow-refund-{uuid.uuid4().hex}"
+            else:
+                request.idempotency_key = f"burrow-refund-{reference}"
+            request.provider_refund_id = found or await provider.execute_refund(
+                order, payment, request.amount_minor, request.idempotency_key, reference
             )
+        except RefundRefused as exc:
+            log.warning("refund request %s: %s refused it: %s", request.id, order.provider, exc)
+            request.status = RefundStatus.failed
+            request.decision_reason = (
+                f"{request.decision_reason or ''} ({order.provider} refused the refund: {exc})"
+            ).strip()
+            await session.flush()
+            return False
         except Exception:
-            # Stays approved: the scheduler retries under the same key, which pays once.
-            log.exception("refund request %s: %s refused or failed", request.id, order.provider)
+            # Stays approved (its key and reference kept): the scheduler asks the provider
+            # whether it paid before trying again.
+            log.exception(
+                "refund request %s: %s did not answer clearly", request.id, order.provider
+            )
+            await session.flush()
             return False
         request.status = RefundStatus.executed
         request.executed_at = utcnow()
@@ -400,6 +431,7 @@ class RefundService:
             usage_bytes = counter.bytes_total if counter else 0
             usage_sessions = counter.sessions if counter else 0
         key = trial_email_key(account.email)
+        email_digest = _email_digest(runtime, account.email)
         domain = key.rpartition("@")[2]
         emails = await repository.refunded_emails_elsewhere(account.id, domain)
         fingerprints = await billing_service.fingerprints_of(session, order.id)
@@ -427,9 +459,8 @@ class RefundService:
             # Another account of the same person, or one that was erased after its refund
             # (then only keyed digests of its email and fingerprints are left to match).
             refund_for_same_email=any(trial_email_key(e) == key for e in emails)
-            or await repository.refunded_person_known(
-                RefundedPersonKind.email, [_email_digest(runtime, account.email)]
-            ),
+            or await repository.email_digest_refunded_elsewhere(account.id, email_digest)
+            or await repository.refunded_person_known(RefundedPersonKind.email, [email_digest]),
             refund_for_same_fingerprint=await repository.fingerprint_refunded_elsewhere(
                 account.id, fingerprints
             )

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from fastapi import APIRouter
 
-from burrow.control.admin.service import admin_accounts
 from burrow.control.deps import CurrentAccount, CurrentAdmin, RuntimeDep, SessionDep
 from burrow.control.params import AccountId
 from burrow.control.plans.schemas import PlanOut
@@ -111,8 +110,8 @@ async def grant_period(
 ) -> SubscriptionChangeOut:
     """An active subscription on the same plan is extended from its period end; otherwise a
     new active subscription starts now and replaces any trial."""
-    # Through the admin domain, which records the grant in the admin audit trail.
-    details = await admin_accounts.grant(
+    # grant_by records the grant in the admin audit trail.
+    details = await subscription_service.grant_by(
         session,
         runtime,
         admin,

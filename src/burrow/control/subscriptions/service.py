@@ -20,11 +20,7 @@ from datetime import datetime, timedelta
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from burrow.control.billing.providers import (
-    ProviderNotConfigured,
-    ProviderUnavailable,
-    StripeGateway,
-)
+from burrow.control.admin.service import Actor, admin_audit
 from burrow.control.db import after_commit
 from burrow.control.desired_state.service import desired_state as desired_state_service
 from burrow.control.errors import BurrowError, Conflict, Forbidden, InvalidInput, NotFound
@@ -37,6 +33,8 @@ from burrow.control.models import (
     access_until,
     utcnow,
 )
+from burrow.control.payments.providers import ProviderNotConfigured, ProviderUnavailable
+from burrow.control.payments.registry import registry as payment_providers
 from burrow.control.plans.service import plan as plan_service
 from burrow.control.runtime import Runtime
 from burrow.control.security import keyed_digest
@@ -383,23 +381,58 @@ class SubscriptionService:
         self, runtime: Runtime, subscription: Subscription, *, cancel: bool
     ) -> str:
         """Set the provider's own cancel-at-period-end; returns words for the message."""
-        if subscription.provider != "stripe" or not subscription.provider_subscription_id:
+        gateway = payment_providers.renewals(subscription.provider, runtime.settings)
+        if gateway is None or not subscription.provider_subscription_id:
             return ""
+        provider = subscription.provider or ""
         action = "cancelled" if cancel else "resumed"
         # A fresh key per request: cancel, resume and cancel again are three real changes,
         # while the library's own retries of one request reuse its key.
         key = f"burrow-subscription-{subscription.id}-{action}-{uuid.uuid4().hex}"
         try:
-            await StripeGateway.from_settings(runtime.settings).set_cancel_at_period_end(
+            await gateway.set_cancel_at_period_end(
                 subscription.provider_subscription_id, cancel, key
             )
         except (ProviderNotConfigured, ProviderUnavailable) as exc:
-            log.warning("stripe subscription of %s not %s: %s", subscription.id, action, exc)
-            raise BillingUnreachable("stripe", action, describe_next(subscription)) from exc
-        log.info("stripe subscription of %s %s at its period end", subscription.id, action)
+            log.warning("%s subscription of %s not %s: %s", provider, subscription.id, action, exc)
+            raise BillingUnreachable(provider, action, describe_next(subscription)) from exc
+        log.info("%s subscription of %s %s at its period end", provider, subscription.id, action)
         return ", and your card is not charged again" if cancel else ""
 
     # --- administrators ---------------------------------------------------------------------
+
+    async def grant_by(
+        self,
+        session: AsyncSession,
+        runtime: Runtime,
+        actor: Actor,
+        account_id: int,
+        plan_code: str,
+        *,
+        months: int | None = None,
+        days: int | None = None,
+        reason: str | None = None,
+    ) -> SubscriptionDetails:
+        """An operator's grant (the admin panel's "grant time"), with its audit-trail row."""
+        details = await self.grant(
+            session, runtime, account_id, plan_code, months=months, days=days
+        )
+        await admin_audit.record(
+            session,
+            actor,
+            "subscription.grant",
+            "account",
+            account_id,
+            reason,
+            {
+                "plan_code": plan_code,
+                "months": months,
+                "days": days,
+                "subscription_id": details.subscription.id,
+                "period_end": details.subscription.current_period_end,
+            },
+        )
+        return details
 
     async def grant(
         self,
@@ -491,23 +524,24 @@ class SubscriptionService:
         _supersede(current, utcnow())
         await session.flush()
         await desired_state_service.refresh_account(session, runtime, account_id)
-        if current.provider == "stripe" and current.provider_subscription_id:
-            remote, local = current.provider_subscription_id, current.id
+        gateway = payment_providers.renewals(current.provider, runtime.settings)
+        if gateway is not None and current.provider_subscription_id:
+            remote, local, where = current.provider_subscription_id, current.id, current.provider
 
-            async def end_at_stripe() -> None:
+            async def end_at_provider() -> None:
                 try:
-                    await StripeGateway.from_settings(runtime.settings).cancel_now(remote)
+                    await gateway.cancel_now(remote)
                 except (ProviderNotConfigured, ProviderUnavailable) as exc:
                     # The money is already back; a person must stop the renewal by hand.
                     log.warning(
-                        "subscription %s ended here but not at Stripe (%s); cancel %s in "
-                        "Stripe's dashboard",
+                        "subscription %s ended here but not at %s (%s); cancel %s in its dashboard",
                         local,
+                        where,
                         exc,
                         remote,
                     )
 
-            after_commit(session, end_at_stripe)
+            after_commit(session, end_at_provider)
         return current
 
     # --- a provider's recurring subscription (its events) ------------------------------------

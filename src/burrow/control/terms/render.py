@@ -380,7 +380,11 @@ def _refunds(refunds: RefundsSection | None) -> Section:
     partial = refunds.partial_past_data_limit
     if partial is not None:
         longer = _plural(partial.order_longer_than_months, "month")
-        charged = ", charging for the data you used" if partial.usage_charged else ""
+        charged = ""
+        if partial.usage_charged:
+            price = partial.data_price_minor_per_gb
+            each = f" at {price / 100:.2f} per GB in your order's currency" if price else ""
+            charged = f", charging for the data you used{each}"
         blocks.append(
             Paragraph(
                 f"When the order has used more data than that but was for more than {longer}, "
@@ -432,6 +436,50 @@ def _network(policy: Policy) -> Section:
             )
         )
     return Section("Network", tuple(blocks))
+
+
+def _dns(policy: Policy) -> Section:
+    dns = policy.dns
+    upstream = (
+        "asks the upstream resolvers we chose on your behalf, without saying who you are"
+        if dns.forwarders
+        else "finds every answer itself, so no other company sees what you look up"
+    )
+    checks = " and checks DNSSEC signatures" if dns.dnssec else ""
+    blocks: list[Block] = [
+        Paragraph(
+            "Every server runs its own DNS resolver, which your device uses through the tunnel. "
+            f"It {upstream}{checks}. Your DNS queries are never recorded: the resolver keeps "
+            "no query log and no statistics about any customer, and writes nothing about your "
+            "queries anywhere."
+        )
+    ]
+    if dns.filters:
+        blocks.append(
+            Paragraph(
+                "As a bonus service you can choose, for each device, filters that stop names "
+                "from resolving. A filtered name, and every name under it, does not resolve. "
+                "Your choice is the resolver address in the device's configuration, so the "
+                "resolver never learns who is asking. The filters are:"
+            )
+        )
+        blocks.append(
+            Bullets(
+                tuple(
+                    f"{entry.title}: {entry.description}" if entry.description else entry.title
+                    for entry in dns.filters.values()
+                )
+            )
+        )
+        combos = [" + ".join(dns.filters[name].title for name in c) for c in dns.offered]
+        blocks.append(
+            Paragraph(
+                f"You can pick {_join(combos, 'or')}. Filtering is a bonus service: the lists "
+                "are ours, a filter may miss a name or block one it should not, and we may "
+                "change or discontinue it at any time."
+            )
+        )
+    return Section("DNS", tuple(blocks))
 
 
 def _fair_use(policy: Policy) -> Section:
@@ -525,6 +573,7 @@ def build(policy: Policy) -> Document:
         _payment(policy),
         _refunds(policy.refunds),
         _network(policy),
+        _dns(policy),
         _fair_use(policy),
         _age(policy),
     ]

@@ -1,21 +1,30 @@
-"""Sign up, email verification, log in (with the two-factor step), log out, and the account's
-security page: password, verification email, two-factor sign-in, the list of sessions.
+"""Sign up, email verification, log in (with the two-factor step, where a recovery code may
+stand in for the app's code), a forgotten password, log out, and the account's security page:
+password, verification email, two-factor sign-in and its recovery codes, the list of sessions.
 """
 
 from __future__ import annotations
 
+import re
 from typing import Annotated
 from urllib.parse import quote
 
 from fastapi import Path, Query, Request, Response
 
-from burrow.control.accounts.schemas import AccountCreate, PasswordChange, SessionCreate
+from burrow.control.accounts.schemas import (
+    AccountCreate,
+    PasswordChange,
+    PasswordResetConfirm,
+    PasswordResetRequest,
+    SessionCreate,
+)
 from burrow.control.accounts.schemas import TotpCodeBody as TotpCodeForm
 from burrow.control.accounts.service import SignedIn, sign_up_answer
 from burrow.control.accounts.service import account as account_service
+from burrow.control.accounts.service.errors import ResetLinkInvalid
 from burrow.control.deps import SESSION_COOKIE, RuntimeDep, SessionDep
 from burrow.control.errors import BurrowError, NotAuthenticated
-from burrow.control.models import AgeAttestation
+from burrow.control.models import Account, AgeAttestation
 from burrow.control.runtime import Runtime
 from burrow.control.web.auth import OptionalWebAccount, WebAccount, client_address
 from burrow.control.web.cookies import delete_cookie, set_cookie
@@ -24,6 +33,9 @@ from burrow.control.web.routing import page_router
 from burrow.control.web.templating import redirect, render, safe_next, trusted_svg
 
 router = page_router()
+
+# A 6-digit code from the app, or a recovery code ("abcde-23456").
+_SECOND_FACTOR = re.compile(r"^(?:[0-9]{3} ?[0-9]{3}|[A-Za-z0-9]{5}-?[A-Za-z0-9]{5})$")
 
 NextParam = Annotated[str | None, Query(alias="next", max_length=2000)]
 
@@ -109,13 +121,7 @@ async def signup(request: Request, session: SessionDep, runtime: RuntimeDep) -> 
         return _signup_page(request, runtime, form, exc.status)
     # The same answer whether the address was free or taken: it must not tell who has an
     # account, so a new account is not signed in here either.
-    answer = (
-        "No mail server is set up, so the link to confirm your address is in the server's "
-        "output (the terminal running burrow); open it from there, then sign in."
-        if runtime.settings.mail_to_output
-        else sign_up_answer(email)
-    )
-    return redirect(request, "/login", flash=answer, kind="info")
+    return redirect(request, "/login", flash=sign_up_answer(runtime, email), kind="info")
 
 
 @router.get("/verify-email")
@@ -198,15 +204,15 @@ async def totp_step(request: Request, session: SessionDep, runtime: RuntimeDep) 
     form = await Form.read(request)
     pending = request.cookies.get(SESSION_COOKIE)
     context = {"form": form, "next": form.raw("next") or ""}
-    body = form.validate(TotpCodeForm, code=form.raw("totp_code") or "")
-    if body is None:
-        form.errors["totp_code"] = form.errors.pop("code", "Enter the 6-digit code.")
+    code = (form.raw("totp_code") or "").strip()
+    if not _SECOND_FACTOR.match(code):
+        form.errors["totp_code"] = "Enter the 6-digit code from your app, or a recovery code."
         return render(request, "account/totp.html", context, status_code=422)
     if not pending:
         return redirect(request, "/login", flash="Log in again.", kind="info")
     try:
         signed_in = await account_service.complete_second_factor(
-            session, runtime, pending, body.code, client_address=client_address(request)
+            session, runtime, pending, code, client_address=client_address(request)
         )
     except NotAuthenticated as exc:
         await undo(session)
@@ -240,6 +246,100 @@ async def logout_everywhere(request: Request, session: SessionDep, account: WebA
     await account_service.sign_out_everywhere(session, account)
     response = redirect(
         request, "/login", flash="You are logged out on every device and browser.", kind="info"
+    )
+    delete_cookie(request, response, SESSION_COOKIE)
+    return response
+
+
+# A forgotten password.
+
+
+@router.get("/forgot-password")
+async def forgot_password_page(request: Request) -> Response:
+    return render(request, "account/forgot_password.html", {"form": Form.empty(), "sent": None})
+
+
+@router.post("/forgot-password")
+async def forgot_password(request: Request, session: SessionDep, runtime: RuntimeDep) -> Response:
+    form = await Form.read(request)
+    context: dict[str, object] = {"form": form, "sent": None}
+    body = form.validate(PasswordResetRequest)
+    if body is None:
+        return render(request, "account/forgot_password.html", context, status_code=422)
+    try:
+        await account_service.request_password_reset(
+            session, runtime, email=body.email, client_address=client_address(request)
+        )
+    except BurrowError as exc:
+        await undo(session)
+        form.fail(exc)
+        return render(request, "account/forgot_password.html", context, status_code=exc.status)
+    context["sent"] = (
+        f"If an account uses {body.email}, a link to set a new password is on its way to it. "
+        "The link works once, for one hour; check your spam folder if it does not arrive."
+    )
+    return render(request, "account/forgot_password.html", context)
+
+
+def _reset_page(
+    request: Request,
+    *,
+    token: str = "",
+    email: str = "",
+    form: Form | None = None,
+    problem: str | None = None,
+    status_code: int = 200,
+) -> Response:
+    return render(
+        request,
+        "account/reset_password.html",
+        {"token": token, "email": email, "form": form or Form.empty(), "problem": problem},
+        status_code=status_code,
+    )
+
+
+@router.get("/reset-password")
+async def reset_password_page(
+    request: Request,
+    session: SessionDep,
+    token: Annotated[str, Query(max_length=200)] = "",
+) -> Response:
+    """Where the emailed (or operator's) link lands: the form, if the link still works."""
+    try:
+        if not token:
+            raise ResetLinkInvalid("This link has no token; open the link from the email.")
+        account = await account_service.check_reset_link(session, token)
+    except BurrowError as exc:
+        return _reset_page(request, problem=exc.message, status_code=exc.status)
+    return _reset_page(request, token=token, email=account.email)
+
+
+@router.post("/reset-password")
+async def reset_password(request: Request, session: SessionDep, runtime: RuntimeDep) -> Response:
+    form = await Form.read(request, secret=("new_password",))
+    token = form.raw("token") or ""
+    body = form.validate(PasswordResetConfirm)
+    if body is None:
+        if "token" in form.errors:
+            return _reset_page(
+                request, problem="This link is not valid; ask for a new one.", status_code=400
+            )
+        return _reset_page(request, token=token, form=form, status_code=422)
+    try:
+        await account_service.reset_password(
+            session, runtime, token=body.token, new_password=body.new_password
+        )
+    except BurrowError as exc:
+        await undo(session)
+        if exc.field == "password":
+            form.fail(exc, fields=("new_password",))
+            form.errors["new_password"] = form.errors.pop("password", exc.message)
+            return _reset_page(request, token=token, form=form, status_code=exc.status)
+        return _reset_page(request, problem=exc.message, status_code=exc.status)
+    response = redirect(
+        request,
+        "/login",
+        flash="Your new password is set and every session has ended: log in with it.",
     )
     delete_cookie(request, response, SESSION_COOKIE)
     return response
@@ -281,15 +381,19 @@ async def end_session(
 # The account's security page.
 
 
-def _account_page(
+async def _account_page(
     request: Request,
-    runtime: Runtime,
-    account: object,
+    session: SessionDep,
+    account: Account,
     *,
     password_form: Form | None = None,
     totp_form: Form | None = None,
+    recovery_form: Form | None = None,
     status_code: int = 200,
 ) -> Response:
+    left = (
+        await account_service.recovery_codes_left(session, account) if account.totp_enabled else 0
+    )
     return render(
         request,
         "account/account.html",
@@ -297,14 +401,16 @@ def _account_page(
             "account": account,
             "password_form": password_form or Form.empty(),
             "totp_form": totp_form or Form.empty(),
+            "recovery_form": recovery_form or Form.empty(),
+            "recovery_codes_left": left,
         },
         status_code=status_code,
     )
 
 
 @router.get("/account")
-async def account_page(request: Request, runtime: RuntimeDep, account: WebAccount) -> Response:
-    return _account_page(request, runtime, account)
+async def account_page(request: Request, session: SessionDep, account: WebAccount) -> Response:
+    return await _account_page(request, session, account)
 
 
 @router.post("/account/password")
@@ -314,7 +420,7 @@ async def change_password(
     form = await Form.read(request)
     body = form.validate(PasswordChange)
     if body is None:
-        return _account_page(request, runtime, account, password_form=form, status_code=422)
+        return await _account_page(request, session, account, password_form=form, status_code=422)
     try:
         await account_service.change_password(
             session,
@@ -329,7 +435,9 @@ async def change_password(
         if exc.field == "password":
             exc.field = "new_password"
         form.fail(exc, fields=("current_password", "new_password"))
-        return _account_page(request, runtime, account, password_form=form, status_code=exc.status)
+        return await _account_page(
+            request, session, account, password_form=form, status_code=exc.status
+        )
     return redirect(
         request, "/account", flash="Your password is changed; your other sessions have ended."
     )
@@ -378,9 +486,10 @@ async def confirm_two_factor(
     form = await Form.read(request)
     body = form.validate(TotpCodeForm)
     error: BurrowError | None = None
+    codes: list[str] = []
     if body is not None:
         try:
-            await account_service.confirm_totp(session, runtime, account, body.code)
+            codes = await account_service.confirm_totp(session, runtime, account, body.code)
         except BurrowError as exc:
             await undo(session, account)
             form.fail(exc, fields=("code",))
@@ -395,8 +504,41 @@ async def confirm_two_factor(
             {"enrolment": enrolment, "qr_svg": trusted_svg(enrolment.qr_svg), "form": form},
             status_code=error.status if error else 422,
         )
-    return redirect(
-        request, "/account", flash="Two-factor sign-in is on: log in will ask for a code."
+    return _recovery_codes_page(
+        request, codes, "Two-factor sign-in is on: logging in will ask for a code from your app."
+    )
+
+
+def _recovery_codes_page(request: Request, codes: list[str], intro: str) -> Response:
+    response = render(request, "account/recovery_codes.html", {"codes": codes, "intro": intro})
+    # Shown once: no browser or proxy keeps a copy.
+    response.headers["Cache-Control"] = "no-store"
+    return response
+
+
+@router.post("/account/two-factor/recovery-codes")
+async def new_recovery_codes(
+    request: Request, session: SessionDep, runtime: RuntimeDep, account: WebAccount
+) -> Response:
+    form = await Form.read(request)
+    body = form.validate(TotpCodeForm, code=form.raw("renew_code") or "")
+    if body is None:
+        form.errors["renew_code"] = form.errors.pop("code", "Enter the 6-digit code.")
+        return await _account_page(request, session, account, recovery_form=form, status_code=422)
+    try:
+        codes = await account_service.regenerate_recovery_codes(
+            session, runtime, account, body.code
+        )
+    except BurrowError as exc:
+        await undo(session, account)
+        if exc.field == "code":
+            exc.field = "renew_code"
+        form.fail(exc, fields=("renew_code",))
+        return await _account_page(
+            request, session, account, recovery_form=form, status_code=exc.status
+        )
+    return _recovery_codes_page(
+        request, codes, "Here are ten new recovery codes; the old ones no longer work."
     )
 
 
@@ -407,11 +549,13 @@ async def disable_two_factor(
     form = await Form.read(request)
     body = form.validate(TotpCodeForm)
     if body is None:
-        return _account_page(request, runtime, account, totp_form=form, status_code=422)
+        return await _account_page(request, session, account, totp_form=form, status_code=422)
     try:
         await account_service.disable_totp(session, runtime, account, body.code)
     except BurrowError as exc:
         await undo(session, account)
         form.fail(exc, fields=("code",))
-        return _account_page(request, runtime, account, totp_form=form, status_code=exc.status)
+        return await _account_page(
+            request, session, account, totp_form=form, status_code=exc.status
+        )
     return redirect(request, "/account", flash="Two-factor sign-in is off.")

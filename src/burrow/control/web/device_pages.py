@@ -17,7 +17,12 @@ from fastapi import Path, Query, Request, Response
 
 from burrow.control.connections.service import connection as connection_service
 from burrow.control.deps import RuntimeDep, SessionDep
-from burrow.control.devices.schemas import DeviceCreate, DeviceRotate, DeviceUpdate
+from burrow.control.devices.schemas import (
+    DeviceCreate,
+    DeviceDnsFilters,
+    DeviceRotate,
+    DeviceUpdate,
+)
 from burrow.control.devices.service import IssuedDevice, NoNodeAvailable, render_qr
 from burrow.control.devices.service import device as device_service
 from burrow.control.errors import BurrowError
@@ -177,9 +182,15 @@ async def _device_page(
     *,
     rename_form: Form | None = None,
     rotate_form: Form | None = None,
+    dns_form: Form | None = None,
     status_code: int = 200,
 ) -> Response:
     servers = await _servers(session, runtime)
+    section = runtime.policy.dns
+    dns_choices = [("", "No filtering")] + [
+        (",".join(c), " + ".join(section.filters[name].title for name in c))
+        for c in section.offered
+    ]
     status = await connection_service.device_status(runtime, account.id, device.id)
     plan = await subscription_service.access_plan(session, account.id)
     return render(
@@ -192,6 +203,8 @@ async def _device_page(
             "servers": servers,
             "rename_form": rename_form or Form.empty(name=device.name),
             "rotate_form": rotate_form or Form.empty(),
+            "dns_choices": dns_choices if section.filters else [],
+            "dns_form": dns_form or Form.empty(filters=device.dns_filters),
         },
         status_code=status_code,
     )
@@ -258,6 +271,34 @@ async def rename_device(
             request, session, runtime, account, device, rename_form=form, status_code=exc.status
         )
     return redirect(request, f"/devices/{device_id}", flash=f"Renamed to {body.name}.")
+
+
+@router.post("/devices/{device_id}/dns-filters")
+async def set_dns_filters(
+    request: Request,
+    device_id: DeviceId,
+    session: SessionDep,
+    runtime: RuntimeDep,
+    account: WebAccount,
+) -> Response:
+    device = await device_service.get(session, account, device_id)
+    form = await Form.read(request)
+    chosen = form.raw("filters") or ""
+    body = DeviceDnsFilters(filters=[name for name in chosen.split(",") if name][:16])
+    try:
+        await device_service.set_dns_filters(session, runtime, account, device_id, body)
+    except BurrowError as exc:
+        await undo(session, account, device)
+        form.fail(exc, fields=("filters",))
+        return await _device_page(
+            request, session, runtime, account, device, dns_form=form, status_code=exc.status
+        )
+    return redirect(
+        request,
+        f"/devices/{device_id}",
+        flash="DNS filters changed. Download the configuration again (or scan a new QR code): "
+        "it names the resolver of your choice.",
+    )
 
 
 @router.post("/devices/{device_id}/rotate")

@@ -1,6 +1,9 @@
 """The node's DNS resolver: one Unbound that resolves, one dnsmasq per filter choice.
 
-What runs, and why (measured, see ``bench/dns.py`` and ``../shared/DATAPLANE.md``):
+What runs, and why (measured with ``bench/dns.py`` on a busy 2-vCPU VM: dnsmasq loads a
+million blocked names in 4.8 s and 90 MB where Unbound's local-zones take 25.9 s and 454 MB;
+a cache hit through a wireguard-go tunnel costs 0.07 ms more at p50 than asking the
+authoritative server directly):
 
 - **Unbound** is the recursive resolver: it resolves from the root itself (or asks the
   operator's forwarders), validates DNSSEC against the root key written into its config, and

@@ -1,19 +1,21 @@
 """The accounts domain's errors, in one place.
 
     BurrowError
-    ├── InvalidInput (400)
+    ├── InvalidInput (422)
     │   ├── WeakPassword, TermsNotAccepted, AgeAttestationRefused
     │   └── WrongPassword, WrongTotpCode
     ├── VerificationLinkInvalid (400), VerificationLinkGone (410)
+    ├── ResetLinkInvalid (400), ResetLinkGone (410)
     ├── NotAuthenticated (401)
     │   ├── LoginFailed
     │   └── SecondFactorRequired
-    ├── Forbidden (403): AccountTerminated
+    ├── Forbidden (403): AccountTerminated, SelfActionRefused, SecondAdminNeeded
     ├── NotFound (404): AccountNotFound, SessionNotFound
     ├── Conflict (409)
     │   ├── EmailTaken, AlreadyVerified, TotpStateConflict
-    │   └── StatusChangeRefused
-    └── TooManyRequests (429): LoginThrottled
+    │   ├── StatusChangeRefused
+    │   └── StateChanged (a racing change won)
+    └── TooManyRequests (429): LoginThrottled, ResetThrottled
 
 Messages speak to customers; none names an API path or a CLI flag.
 """
@@ -123,3 +125,34 @@ class SessionNotFound(NotFound):
 
 class StatusChangeRefused(Conflict):
     pass
+
+
+class ResetLinkInvalid(BurrowError):
+    status = 400
+    title = "Invalid link"
+    type_slug = "reset-link-invalid"
+
+
+class ResetLinkGone(BurrowError):
+    status = 410
+    title = "Link no longer valid"
+    type_slug = "reset-link-gone"
+
+
+class ResetThrottled(TooManyRequests):
+    pass
+
+
+class SelfActionRefused(Forbidden):
+    """An administrator acting on their own account (suspend, terminate, demote)."""
+
+
+class SecondAdminNeeded(Forbidden):
+    """Terminating or demoting another administrator, asked from a session (web or API)."""
+
+
+class StateChanged(Conflict):
+    """A compare-and-set lost: the account changed between reading and writing it."""
+
+    title = "Changed meanwhile"
+    type_slug = "changed-meanwhile"

@@ -1,5 +1,16 @@
-"""What operators do to accounts: find and search them, suspend, reinstate, terminate, and
-make administrators. Callers: the admin endpoints and pages, and the CLI.
+"""What operators do to accounts: find and search them, suspend, reinstate, terminate, make
+and unmake administrators, reset a lost second factor or password.
+
+Every action takes its ``actor`` (an administrator's ``Account``, or a ``CliOperator`` at the
+server's shell) and writes its row of the admin audit trail itself, in the caller's unit of
+work, so no edge (API, panel, command line) can forget it. State changes are compare-and-set:
+the state the change starts from is in the UPDATE's WHERE, so of two racing changes one wins and
+the other gets ``StateChanged`` (409) saying what the account became.
+
+Two rules keep one stolen session from locking the operators out: an administrator never acts on
+their own account (suspend, terminate, demote), and terminating or demoting another
+administrator is refused to a session (the web or the API): it takes the server's command line,
+that is, a second person with shell access.
 """
 
 from __future__ import annotations
@@ -12,8 +23,23 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from burrow.control.accounts.repository import AccountRepository
 from burrow.control.accounts.schemas import Email, normalise_email
-from burrow.control.accounts.service.errors import AccountNotFound, EmailTaken, StatusChangeRefused
+from burrow.control.accounts.service.errors import (
+    AccountNotFound,
+    EmailTaken,
+    SecondAdminNeeded,
+    SelfActionRefused,
+    StateChanged,
+    StatusChangeRefused,
+)
 from burrow.control.accounts.service.passwords import check_password, new_password_hash, parse_email
+from burrow.control.accounts.service.recovery import recovery_service
+from burrow.control.admin.service import (
+    Actor,
+    CliOperator,
+    UnknownClause,
+    admin_audit,
+    terms_clauses,
+)
 from burrow.control.desired_state.service import desired_state as desired_state_service
 from burrow.control.errors import Conflict, InvalidInput
 from burrow.control.models import Account, AccountStatus, utcnow
@@ -61,21 +87,30 @@ class OperatorService:
         return AccountSearch(items=list(items), total=total)
 
     async def suspend(
-        self, session: AsyncSession, runtime: Runtime, account_id: int, reason: str
+        self, session: AsyncSession, runtime: Runtime, actor: Actor, account_id: int, reason: str
     ) -> Account:
         """The account may still sign in (to read why) but loses VPN access at once."""
         account = await self.get(session, account_id)
+        self._refuse_self(actor, account, "suspend")
         self._refuse_erased(account)
         if account.status is AccountStatus.terminated:
             raise StatusChangeRefused(
                 f"Account {account_id} is terminated; a terminated account cannot be suspended."
             )
-        self._set_status(account, AccountStatus.suspended, reason)
+        if account.status is AccountStatus.suspended:
+            raise StatusChangeRefused(f"Account {account_id} is already suspended.")
+        await self._change_status(session, account, AccountStatus.suspended, reason)
         await desired_state_service.refresh_account(session, runtime, account.id)
+        await admin_audit.record(session, actor, "account.suspend", "account", account.id, reason)
         return account
 
     async def unsuspend(
-        self, session: AsyncSession, runtime: Runtime, account_id: int, reason: str | None = None
+        self,
+        session: AsyncSession,
+        runtime: Runtime,
+        actor: Actor,
+        account_id: int,
+        reason: str | None = None,
     ) -> Account:
         account = await self.get(session, account_id)
         if account.status is not AccountStatus.suspended:
@@ -83,14 +118,16 @@ class OperatorService:
                 f"Account {account_id} is {account.status.value}, not suspended; only a "
                 "suspended account can be reinstated."
             )
-        self._set_status(account, AccountStatus.active, reason)
+        await self._change_status(session, account, AccountStatus.active, reason)
         await desired_state_service.refresh_account(session, runtime, account.id)
+        await admin_audit.record(session, actor, "account.unsuspend", "account", account.id, reason)
         return account
 
     async def terminate(
         self,
         session: AsyncSession,
         runtime: Runtime,
+        actor: Actor,
         account_id: int,
         reason: str,
         *,
@@ -98,22 +135,112 @@ class OperatorService:
     ) -> Account:
         """For good: every session ends and VPN access ends at once.
 
-        ``clause`` names the clause of the terms that was broken (the admin domain checks it
-        against the policy); the customer reads it in the status reason.
+        ``clause`` names the clause of the terms that was broken, one of ``terms_clauses``; the
+        customer reads it in the status reason. The API and the panel always name one; only
+        the command line may leave it out, for a termination that is not for a violation.
         """
         if not reason.strip():
             raise InvalidInput("Give the reason for the termination.", field="reason")
+        if clause is not None:
+            clauses = terms_clauses(runtime.policy)
+            if clause.strip() not in clauses:
+                raise UnknownClause(
+                    f"'{clause}' is not a clause of the terms (version "
+                    f"{runtime.policy.terms.version}); pick one of: " + "; ".join(clauses[:40]),
+                    field="clause",
+                )
+            clause = clause.strip()
         account = await self.get(session, account_id)
+        self._refuse_self(actor, account, "terminate")
         self._refuse_erased(account)
         if account.status is AccountStatus.terminated:
             raise StatusChangeRefused(f"Account {account_id} is already terminated.")
+        self._refuse_one_admin_against_another(actor, account, "terminate")
+        shown = reason
         if clause is not None:
-            reason = f"Terminated for breaking the terms ({clause}): {reason.strip()}"
-        self._set_status(account, AccountStatus.terminated, reason)
-        account.terminated_clause = clause
+            shown = f"Terminated for breaking the terms ({clause}): {reason.strip()}"
+        await self._change_status(session, account, AccountStatus.terminated, shown, clause=clause)
         await AccountRepository(session).delete_sessions(account.id)
         await desired_state_service.refresh_account(session, runtime, account.id)
+        detail = (
+            {"clause": clause, "terms_version": runtime.policy.terms.version}
+            if clause is not None
+            else None
+        )
+        await admin_audit.record(
+            session, actor, "account.terminate", "account", account.id, reason, detail
+        )
         return account
+
+    async def demote(
+        self, session: AsyncSession, actor: Actor, account_id: int, reason: str | None = None
+    ) -> Account:
+        """Take the administrator role away (the account stays as a customer's)."""
+        account = await self.get(session, account_id)
+        self._refuse_self(actor, account, "demote")
+        if not account.is_admin:
+            raise StatusChangeRefused(f"Account {account_id} is not an administrator.")
+        self._refuse_one_admin_against_another(actor, account, "demote")
+        if not await AccountRepository(session).change_admin(account, is_admin=False):
+            await self._lost_race(session, account)
+        await admin_audit.record(session, actor, "account.demote", "account", account.id, reason)
+        return account
+
+    async def reset_two_factor(
+        self, session: AsyncSession, actor: Actor, account_id: int, reason: str | None = None
+    ) -> Account:
+        """Turn two-factor sign-in off for someone who lost their app and their codes; their
+        sessions end, and they sign in with the password alone until they enrol again."""
+        account = await self.get(session, account_id)
+        self._refuse_erased(account)
+        if not account.totp_enabled and account.totp_secret is None:
+            raise StatusChangeRefused(f"Account {account_id} has no two-factor sign-in to reset.")
+        account.totp_enabled = False
+        account.totp_secret = None
+        account.totp_last_step = None
+        repo = AccountRepository(session)
+        await repo.delete_recovery_codes(account.id)
+        await repo.delete_sessions(account.id)
+        await admin_audit.record(session, actor, "account.reset_2fa", "account", account.id, reason)
+        return account
+
+    async def reset_password_link(
+        self,
+        session: AsyncSession,
+        runtime: Runtime,
+        actor: Actor,
+        account_id: int,
+        reason: str | None = None,
+    ) -> tuple[Account, str]:
+        """A one-time link (one hour) to set a new password, for the operator to hand over."""
+        account = await self.get(session, account_id)
+        self._refuse_erased(account)
+        if account.status is AccountStatus.terminated:
+            raise StatusChangeRefused(
+                f"Account {account_id} is terminated; it cannot be signed in to."
+            )
+        link = await recovery_service.operator_reset_link(session, runtime, account)
+        await admin_audit.record(
+            session, actor, "account.reset_password", "account", account.id, reason
+        )
+        return account, link
+
+    @staticmethod
+    def _refuse_self(actor: Actor, account: Account, verb: str) -> None:
+        if isinstance(actor, Account) and actor.id == account.id:
+            raise SelfActionRefused(
+                f"You cannot {verb} your own account; ask another administrator."
+            )
+
+    @staticmethod
+    def _refuse_one_admin_against_another(actor: Actor, account: Account, verb: str) -> None:
+        # One stolen admin session must not be able to lock every other operator out.
+        if isinstance(actor, Account) and account.is_admin:
+            raise SecondAdminNeeded(
+                f"Account {account.id} is an administrator. To {verb} an administrator, a second "
+                "person is needed: an operator with access to the server's command line does it "
+                "there."
+            )
 
     @staticmethod
     def _refuse_erased(account: Account) -> None:
@@ -123,14 +250,46 @@ class OperatorService:
                 "left to change."
             )
 
+    async def _change_status(
+        self,
+        session: AsyncSession,
+        account: Account,
+        status: AccountStatus,
+        reason: str | None,
+        *,
+        clause: str | None = None,
+    ) -> None:
+        changed = await AccountRepository(session).change_status(
+            account,
+            expected=account.status,
+            status=status,
+            reason=reason.strip() if reason and reason.strip() else None,
+            at=utcnow(),
+            clause=clause,
+        )
+        if not changed:
+            await self._lost_race(session, account)
+
     @staticmethod
-    def _set_status(account: Account, status: AccountStatus, reason: str | None) -> None:
-        account.status = status
-        account.status_reason = reason.strip() if reason and reason.strip() else None
-        account.status_changed_at = utcnow()
+    async def _lost_race(session: AsyncSession, account: Account) -> None:
+        now = await AccountRepository(session).current_status(account.id)
+        status, is_admin = now if now is not None else (None, False)
+        what = f"it is now {status.value}" if status is not None else "it no longer exists"
+        role = " and an administrator" if is_admin else ""
+        raise StateChanged(
+            f"Account {account.id} was changed by someone else a moment ago ({what}{role}); "
+            "nothing was done. Look at it again before you act.",
+            current_status=status.value if status is not None else None,
+        )
 
     async def create_admin(
-        self, session: AsyncSession, email: str, password: str | None, *, promote: bool = False
+        self,
+        session: AsyncSession,
+        actor: Actor,
+        email: str,
+        password: str | None,
+        *,
+        promote: bool = False,
     ) -> Account:
         """A verified administrator; ``promote`` makes an existing account one instead.
 
@@ -146,9 +305,15 @@ class OperatorService:
                     "it an administrator.",
                     field="email",
                 )
-            if existing.status is AccountStatus.terminated:
-                raise StatusChangeRefused("A terminated account cannot become an administrator.")
-            existing.is_admin = True
+            if existing.status in (AccountStatus.terminated, AccountStatus.erased):
+                raise StatusChangeRefused(
+                    f"A {existing.status.value} account cannot become an administrator."
+                )
+            if not existing.is_admin and not await repo.change_admin(existing, is_admin=True):
+                await self._lost_race(session, existing)
+            await admin_audit.record(
+                session, actor, "account.promote_admin", "account", existing.id
+            )
             return existing
         if password is None:
             raise InvalidInput(
@@ -171,7 +336,10 @@ class OperatorService:
             await repo.add(account)
         except IntegrityError as exc:
             raise EmailTaken() from exc
+        await admin_audit.record(session, actor, "account.create_admin", "account", account.id)
         return account
 
 
 operator_service = OperatorService()
+
+__all__ = ["AccountSearch", "Actor", "CliOperator", "OperatorService", "operator_service"]

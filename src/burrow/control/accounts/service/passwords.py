@@ -37,8 +37,8 @@ def parse_email(raw: str) -> str:
 
 # zxcvbn's scale: 3 is "safely unguessable" (about 10^10 guesses); under it, refused.
 MIN_SCORE = 3
-# zxcvbn's time grows with the length; what follows the first characters adds strength anyway.
-_JUDGED_LENGTH = 100
+# zxcvbn takes at most 72 characters and slows with length; what follows adds strength anyway.
+_JUDGED_LENGTH = 64
 BREACHED_FILE = Path(__file__).with_name("breached_passwords.txt")
 
 
@@ -49,9 +49,12 @@ def breached_passwords() -> frozenset[str]:
 
 
 def _hints_from(email: str) -> list[str]:
-    """What an attacker knows of the owner: the address and its parts."""
+    """What an attacker knows of the owner: the address, its name part with and without its
+    separators, and each word of it."""
     email = email.strip().lower()
-    return [email, *(part for part in re.split(r"[@.+_\-]", email) if len(part) >= 3)]
+    local = email.partition("@")[0]
+    words = [part for part in re.split(r"[@.+_\-]", email) if len(part) >= 3]
+    return [email, local, re.sub(r"[^a-z0-9]", "", local), *words]
 
 
 def check_password(password: str, email: str) -> None:
@@ -77,6 +80,11 @@ def check_password(password: str, email: str) -> None:
             + (suggestions + " " if suggestions else "")
             + "A few unrelated words make a strong password that is easy to remember."
         )
+
+
+async def check_new_password(password: str, email: str) -> None:
+    """``check_password`` off the event loop: zxcvbn takes some 20 ms of CPU."""
+    await asyncio.to_thread(check_password, password, email)
 
 
 async def new_password_hash(password: str) -> str:

@@ -18,7 +18,7 @@ from burrow.control.accounts.service.errors import (
     VerificationLinkInvalid,
 )
 from burrow.control.accounts.service.notifications import OwnerNotice, notify_owner
-from burrow.control.accounts.service.passwords import check_password, new_password_hash
+from burrow.control.accounts.service.passwords import check_new_password, new_password_hash
 from burrow.control.accounts.service.signin import signin_service
 from burrow.control.db import after_commit
 from burrow.control.errors import InvalidInput, TooManyRequests
@@ -34,8 +34,14 @@ from burrow.control.terms.service import terms as terms_service
 VERIFY_EMAIL_PATH = "/verify-email"
 
 
-def sign_up_answer(email: str) -> str:
+def sign_up_answer(runtime: Runtime, email: str) -> str:
     """The one answer to a sign-up, whether the address was free or already had an account."""
+    if runtime.settings.mail_to_output:
+        return (
+            f"Check your mail: no mail server is set up, so the message to {email} is in the "
+            "server's output (the terminal running burrow). Open the link in it to confirm "
+            "your address, then sign in."
+        )
     return (
         f"Check your mail: we sent a message to {email}. Open the link in it to confirm "
         "your address, then sign in."
@@ -92,7 +98,7 @@ class RegistrationService:
                 current_terms_version=policy.terms.version,
             )
         self._check_age(policy, data.age_attestation)
-        check_password(data.password, email)
+        await check_new_password(data.password, email)
         repo = AccountRepository(session)
         if await repo.get_by_email(email) is not None:
             raise EmailTaken()

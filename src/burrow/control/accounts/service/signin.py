@@ -28,12 +28,13 @@ from burrow.control.accounts.service.errors import (
 )
 from burrow.control.accounts.service.notifications import OwnerNotice, notify_owner
 from burrow.control.accounts.service.passwords import (
-    check_password,
+    check_new_password,
     new_password_hash,
     password_matches,
 )
+from burrow.control.accounts.service.recovery import accept_recovery_code
 from burrow.control.accounts.service.throttling import LoginThrottle
-from burrow.control.accounts.service.two_factor import accept_totp
+from burrow.control.accounts.service.two_factor import accept_second_factor, accept_totp
 from burrow.control.errors import NotAuthenticated
 from burrow.control.models import Account, AccountSession, AccountStatus, utcnow
 from burrow.control.policy.schemas import Policy
@@ -72,7 +73,9 @@ _DEVICE_MAX = 120
 
 
 def _summarise_user_agent(user_agent: str) -> str | None:
-    parsed = ua_parser.parse(user_agent[:1000])
+    # The regex extra (Rust, linear time) parses when installed; the length cap bounds the
+    # pure-Python fallback on a hostile header.
+    parsed = ua_parser.parse(user_agent[:512])
     browser = parsed.user_agent.family if parsed.user_agent else None
     system = parsed.os.family if parsed.os else None
     if browser in (None, "Other"):
@@ -86,7 +89,7 @@ def _summarise_user_agent(user_agent: str) -> str | None:
 
 
 async def describe_device(user_agent: str | None) -> str | None:
-    """ "Firefox on Linux" from a User-Agent; None when it says nothing usable."""
+    """Summarise a User-Agent as "Firefox on Linux"; None when it says nothing usable."""
     if not user_agent or not user_agent.isprintable():
         return None
     # The parser's first use compiles its rules: off the event loop.
@@ -102,9 +105,11 @@ class SignInService:
         email: str,
         password: str,
         totp_code: str | None = None,
+        recovery_code: str | None = None,
         client_address: str | None = None,
         user_agent: str | None = None,
     ) -> SignedIn:
+        """``recovery_code`` stands in for ``totp_code`` (each recovery code works once)."""
         email = str(normalise_email(email))
         throttle = LoginThrottle(runtime)
         # Counted before the password is looked at, so a burst gets no further than the limit.
@@ -123,13 +128,20 @@ class SignInService:
         if account.status is AccountStatus.terminated:
             raise AccountTerminated()
         if account.totp_enabled:
-            if not totp_code:
-                raise SecondFactorRequired("Enter the 6-digit code from your authenticator app.")
-            if not await accept_totp(repo, account, totp_code):
+            if recovery_code:
+                accepted = await accept_recovery_code(repo, runtime, account, recovery_code)
+            elif totp_code:
+                accepted = await accept_totp(repo, account, totp_code)
+            else:
+                raise SecondFactorRequired(
+                    "Enter the 6-digit code from your authenticator app, or one of your "
+                    "recovery codes."
+                )
+            if not accepted:
                 await throttle.failed(email, account.email)
                 raise SecondFactorRequired(
                     "That code is not right or was already used; enter the current code from "
-                    "your authenticator app."
+                    "your authenticator app, or an unused recovery code."
                 )
         await throttle.succeeded(email, client_address)
         self._remember_login_address(runtime.policy, account, client_address)
@@ -257,11 +269,11 @@ class SignInService:
             raise AccountTerminated()
         throttle = LoginThrottle(runtime)
         await throttle.attempt(account.email, client_address)
-        if not await accept_totp(repo, account, code):
+        if not await accept_second_factor(repo, runtime, account, code):
             await throttle.failed(account.email, account.email)
             raise SecondFactorRequired(
                 "That code is not right or was already used; enter the current code from "
-                "your authenticator app."
+                "your authenticator app, or an unused recovery code."
             )
         await throttle.succeeded(account.email, client_address)
         self._remember_login_address(runtime.policy, account, client_address)
@@ -290,7 +302,11 @@ class SignInService:
     async def purge_expired(self, session: AsyncSession) -> int:
         repo = AccountRepository(session)
         now = utcnow()
-        return await repo.delete_expired_sessions(now) + await repo.delete_stale_verifications(now)
+        return (
+            await repo.delete_expired_sessions(now)
+            + await repo.delete_stale_verifications(now)
+            + await repo.delete_stale_password_resets(now)
+        )
 
     async def sign_out(self, session: AsyncSession, account: Account, token: str) -> None:
         await AccountRepository(session).delete_session(account.id, hash_token(token))
@@ -359,7 +375,7 @@ class SignInService:
         if not await password_matches(account.password_hash, current_password):
             await throttle.failed(account.email, account.email)
             raise WrongPassword()
-        check_password(new_password, account.email)
+        await check_new_password(new_password, account.email)
         account.password_hash = await new_password_hash(new_password)
         keep = hash_token(current_token) if current_token is not None else None
         await AccountRepository(session).delete_sessions(account.id, keep_hash=keep)

@@ -5,7 +5,9 @@ Three moving-window buckets guard a password (OWASP ASVS v4 2.2.1), none of them
 - one account from one client (``login_limit_account_client``, five in a quarter of an hour):
   the guesser slows down; the owner on another client is not touched, and a success clears it;
 - one account from everywhere (``login_limit_account``): wide, so it bites only under a
-  distributed attack, and then only until the window moves on;
+  distributed attack, and then only until the window moves on; a client that signed in to the
+  account before (remembered for ``login_known_client_days``) is not held back by it, so the
+  owner's own browser gets in even then;
 - one client, every account (``login_limit_client``): wide too, since many people may sit
   behind one address.
 
@@ -75,11 +77,11 @@ class LoginThrottle:
         is not looked at). The narrowest bucket first, so that a guesser's refused attempts
         do not fill the account's wide bucket for everyone."""
         account, client = self.account_key(email), self.client_key(client_address)
-        refused = (
-            await self.limits.hit(self._account_client, "login:ac", account, client)
-            or await self.limits.hit(self._client, "login:c", client)
-            or await self.limits.hit(self._account, "login:a", account)
-        )
+        refused = await self.limits.hit(
+            self._account_client, "login:ac", account, client
+        ) or await self.limits.hit(self._client, "login:c", client)
+        if refused is None and not await self.limits.remembered(self._known(account, client)):
+            refused = await self.limits.hit(self._account, "login:a", account)
         if refused is not None:
             raise _throttled(refused)
 
@@ -92,6 +94,13 @@ class LoginThrottle:
         # the client's count over every account, nor the account's count from everywhere.
         account, client = self.account_key(email), self.client_key(client_address)
         await self.limits.clear(self._account_client, "login:ac", account, client)
+        days = self.runtime.settings.login_known_client_days
+        if days > 0 and client_address is not None and client_address != SIGNED_IN:
+            await self.limits.remember(self._known(account, client), days * 86400)
+
+    @staticmethod
+    def _known(account: str, client: str) -> str:
+        return f"login:known/{account}/{client}"
 
     async def failed(self, email: str, owner: str | None) -> None:
         """A wrong password or code for ``email``; ``owner`` is the account's address when it

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hmac
 import io
+from enum import StrEnum
 
 import pyotp
 import segno
@@ -13,9 +14,11 @@ from burrow.control.accounts.repository import AccountRepository
 from burrow.control.accounts.schemas import TotpEnrolment
 from burrow.control.accounts.service.errors import TotpStateConflict, WrongTotpCode
 from burrow.control.accounts.service.notifications import OwnerNotice, notify_owner
+from burrow.control.accounts.service.recovery import accept_recovery_code, recovery_service
 from burrow.control.accounts.service.throttling import LoginThrottle
 from burrow.control.models import Account, utcnow
 from burrow.control.runtime import Runtime
+from burrow.control.security import hash_token
 
 
 def _qr_svg(data: str) -> str:
@@ -36,7 +39,42 @@ async def accept_totp(repo: AccountRepository, account: Account, code: str) -> b
     return False
 
 
+def looks_like_totp(code: str) -> bool:
+    digits = code.replace(" ", "")
+    return digits.isdigit() and len(digits) == 6
+
+
+async def accept_second_factor(
+    repo: AccountRepository, runtime: Runtime, account: Account, code: str
+) -> bool:
+    """A TOTP code (6 digits) or, failing that shape, one of the account's recovery codes."""
+    if looks_like_totp(code):
+        return await accept_totp(repo, account, code.replace(" ", ""))
+    return await accept_recovery_code(repo, runtime, account, code)
+
+
+class AdminSecondFactor(StrEnum):
+    """Whether an administrator's session may administer: the one check the admin panel and
+    the admin API share."""
+
+    proved = "proved"
+    # Two-factor sign-in is off for the account: turn it on, then sign in again.
+    not_enrolled = "not_enrolled"
+    # On, but this session was opened without a code (before it was turned on).
+    not_proved = "not_proved"
+
+
 class TwoFactorService:
+    async def admin_second_factor(
+        self, session: AsyncSession, account: Account, token: str
+    ) -> AdminSecondFactor:
+        if not account.totp_enabled:
+            return AdminSecondFactor.not_enrolled
+        found = await AccountRepository(session).get_session(hash_token(token))
+        if found is None or found[0].second_factor_at is None:
+            return AdminSecondFactor.not_proved
+        return AdminSecondFactor.proved
+
     async def start_totp(
         self, session: AsyncSession, runtime: Runtime, account: Account
     ) -> TotpEnrolment:
@@ -64,7 +102,7 @@ class TwoFactorService:
 
     async def confirm_totp(
         self, session: AsyncSession, runtime: Runtime, account: Account, code: str
-    ) -> None:
+    ) -> list[str]:
         if account.totp_enabled:
             raise TotpStateConflict("Two-factor sign-in is already on.")
         if account.totp_secret is None:
@@ -75,6 +113,7 @@ class TwoFactorService:
         await self._require_code(session, runtime, account, code)
         account.totp_enabled = True
         notify_owner(session, runtime, account.email, OwnerNotice.two_factor_on)
+        return await recovery_service.new_recovery_codes(session, account)
 
     async def disable_totp(
         self, session: AsyncSession, runtime: Runtime, account: Account, code: str
@@ -86,6 +125,21 @@ class TwoFactorService:
         account.totp_secret = None
         account.totp_last_step = None
         notify_owner(session, runtime, account.email, OwnerNotice.two_factor_off)
+        await AccountRepository(session).delete_recovery_codes(account.id)
+
+    async def regenerate_recovery_codes(
+        self, session: AsyncSession, runtime: Runtime, account: Account, code: str
+    ) -> list[str]:
+        """A new set on request, proven with a current TOTP code; the old set stops working."""
+        if not account.totp_enabled:
+            raise TotpStateConflict(
+                "Recovery codes come with two-factor sign-in; turn it on first."
+            )
+        await self._require_code(session, runtime, account, code)
+        return await recovery_service.new_recovery_codes(session, account)
+
+    async def recovery_codes_left(self, session: AsyncSession, account: Account) -> int:
+        return await recovery_service.recovery_codes_left(session, account)
 
     async def _require_code(
         self, session: AsyncSession, runtime: Runtime, account: Account, code: str

@@ -16,7 +16,7 @@ from burrow.control.accounts.schemas import SearchText, StatusChange, StatusReas
 from burrow.control.accounts.service import account as account_service
 from burrow.control.admin.repository import ActionFilters
 from burrow.control.admin.schemas import TerminationIn
-from burrow.control.admin.service import admin_accounts, admin_audit, terms_clauses
+from burrow.control.admin.service import admin_audit, terms_clauses
 from burrow.control.billing.service import billing as billing_service
 from burrow.control.connections.service import connection as connection_service
 from burrow.control.deps import RuntimeDep, SessionDep
@@ -190,7 +190,7 @@ async def suspend(
     account_id: AccountIdPath,
 ) -> Response:
     async def act(body: StatusReason) -> str:
-        await admin_accounts.suspend(session, runtime, admin, account_id, body.reason)
+        await account_service.suspend(session, runtime, admin, account_id, body.reason)
         return "The account is suspended: VPN access ended."
 
     return await _account_action(
@@ -207,7 +207,7 @@ async def unsuspend(
     account_id: AccountIdPath,
 ) -> Response:
     async def act(body: StatusChange) -> str:
-        await admin_accounts.unsuspend(session, runtime, admin, account_id, body.reason)
+        await account_service.unsuspend(session, runtime, admin, account_id, body.reason)
         return "The account is active again."
 
     return await _account_action(
@@ -224,8 +224,8 @@ async def terminate(
     account_id: AccountIdPath,
 ) -> Response:
     async def act(body: TerminationIn) -> str:
-        await admin_accounts.terminate(
-            session, runtime, admin, account_id, body.clause, body.reason
+        await account_service.terminate(
+            session, runtime, admin, account_id, body.reason, clause=body.clause
         )
         return f"The account is terminated for breaking “{body.clause}”."
 
@@ -251,7 +251,7 @@ async def grant(
     account_id: AccountIdPath,
 ) -> Response:
     async def act(body: GrantIn) -> str:
-        details = await admin_accounts.grant(
+        details = await subscription_service.grant_by(
             session,
             runtime,
             admin,

@@ -7,6 +7,7 @@ from typing import Annotated
 
 from fastapi import Depends, Request
 
+from burrow.control.accounts.service import AdminSecondFactor
 from burrow.control.accounts.service import account as account_service
 from burrow.control.deps import SESSION_COOKIE, SessionDep
 from burrow.control.errors import Forbidden
@@ -37,14 +38,16 @@ async def panel_admin(request: Request, session: SessionDep, account: WebAccount
     )
     if not account.is_admin:
         raise Forbidden("This page is for administrators.")
-    if not account.totp_enabled:
+    token = request.cookies.get(SESSION_COOKIE) or ""
+    # The same check as the admin API's (deps.current_admin).
+    state = await account_service.admin_second_factor(session, account, token)
+    if state is AdminSecondFactor.not_enrolled:
         raise TwoFactorSetupRequired(
             "/admin",
             "The admin panel needs two-factor sign-in: set it up below, then log out and log in "
             "again with a code.",
         )
-    token = request.cookies.get(SESSION_COOKIE) or ""
-    if not await account_service.second_factor_passed(session, token):
+    if state is AdminSecondFactor.not_proved:
         raise Forbidden(
             "This session was opened without your two-factor code (it is older than your "
             "two-factor sign-in): log out, then log in again with a code to open the admin panel."

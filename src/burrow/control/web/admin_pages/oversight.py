@@ -21,6 +21,7 @@ from burrow.control.errors import BurrowError, NotFound
 from burrow.control.models import PrivacyRequestStatus, utcnow
 from burrow.control.nodes.service import node as node_service
 from burrow.control.policy.audit import AuditTargets, log_paths, run_audit
+from burrow.control.policy.dns import filter_lists
 from burrow.control.policy.service import check_file, format_problems, summary
 from burrow.control.privacy.service import privacy as privacy_service
 from burrow.control.refunds.service import refund as refund_service
@@ -68,6 +69,8 @@ async def _policy_page(
     except OSError:
         text = None
     on_disk, problems = await asyncio.to_thread(check_file, path)
+    # Parsed off the event loop (a list may hold a million names), then cached by the store.
+    dns_lists = await asyncio.to_thread(filter_lists.lists, runtime.policy.dns, path.parent)
     return render(
         request,
         "admin/policy.html",
@@ -83,6 +86,7 @@ async def _policy_page(
             # The file was edited after the control plane started: a restart applies it.
             "changed_on_disk": on_disk is not None and on_disk != runtime.policy,
             "audit": audit,
+            "dns_lists": dns_lists,
         },
     )
 

@@ -1,5 +1,6 @@
 """The admin panel's refund queue: ordered by deadline with the time left, each request's
-rule-by-rule evaluation with its evidence, and the decisions.
+rule-by-rule evaluation with its evidence, and the decisions. Also the payment events that
+failed: parked after their last attempt, with their error and a retry.
 """
 
 from __future__ import annotations
@@ -7,17 +8,19 @@ from __future__ import annotations
 import json
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Annotated, Any
 
-from fastapi import Request, Response
+from fastapi import BackgroundTasks, Request, Response
 from pydantic import BaseModel, ConfigDict, Field
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from burrow.control.accounts.schemas import Reason, StatusReason
 from burrow.control.admin.service import admin_audit
+from burrow.control.billing.service import webhook as webhook_service
 from burrow.control.deps import RuntimeDep, SessionDep
 from burrow.control.errors import BurrowError
 from burrow.control.models import Account, utcnow
+from burrow.control.params import id_path
 from burrow.control.refunds.service import refund as refund_service
 from burrow.control.web.admin_pages.common import PanelAdmin, RefundIdPath, time_left
 from burrow.control.web.forms import Form, M, undo
@@ -184,4 +187,44 @@ async def refund_finding(
         request,
         "/admin/refunds",
         flash=f"The finding is recorded; request {request_id} is now {view.request.status}.",
+    )
+
+
+# --- payment events that failed ---------------------------------------------------------------
+
+
+@router.get("/payment-events")
+async def payment_events(request: Request, session: SessionDep, admin: PanelAdmin) -> Response:
+    """Provider events parked after their last attempt, with their error and a retry."""
+    failed = await webhook_service.failed(session)
+    return render(request, "admin/payment_events.html", {"events": failed})
+
+
+@router.post("/payment-events/{event_row_id}/retry")
+async def retry_payment_event(
+    request: Request,
+    session: SessionDep,
+    runtime: RuntimeDep,
+    admin: PanelAdmin,
+    event_row_id: Annotated[int, id_path("The stored event's id.")],
+    background: BackgroundTasks,
+) -> Response:
+    await Form.read(request)  # the CSRF check
+    try:
+        retried = await webhook_service.retry(session, event_row_id)
+        await admin_audit.record(
+            session,
+            admin,
+            "webhook_event.retry",
+            "webhook_event",
+            retried.id,
+            None,
+            {"provider": retried.provider, "type": retried.type},
+        )
+    except BurrowError as exc:
+        await undo(session, admin)
+        return redirect(request, "/admin/payment-events", flash=exc.message, kind="error")
+    background.add_task(webhook_service.process_one, runtime, retried.id)
+    return redirect(
+        request, "/admin/payment-events", flash=f"Event {retried.event_id} is tried again."
     )

@@ -1,5 +1,6 @@
-"""Payment providers behind one interface: how a refund goes back to the payer, and the
-calls burrow makes to Stripe's API (checkout sessions, a subscription's cancellation).
+"""Payment providers: how a refund goes back to the payer, and the calls burrow makes to
+Stripe's API (checkout sessions, a subscription's cancellation). ``registry`` says which
+provider does what.
 
 Manual payments (bank transfers, a store's report) are refunded by a person outside burrow,
 so executing one only records it. Stripe refunds go through the official ``stripe`` library
@@ -204,15 +205,31 @@ def _describe(exc: stripe.StripeError) -> str:
     return f"{type(exc).__name__}: {exc.user_message or exc}"[:500]
 
 
+class RefundRefused(Exception):
+    """The provider refused the refund for good (already refunded, a disputed payment): no
+    retry changes that, and a person looks at it."""
+
+
 class RefundProvider(Protocol):
     name: str
 
     async def execute_refund(
-        self, order: Order, payment_id: str, amount_minor: int, idempotency_key: str
+        self,
+        order: Order,
+        payment_id: str,
+        amount_minor: int,
+        idempotency_key: str,
+        reference: str,
     ) -> str:
         """Send ``amount_minor`` of ``order`` (paid by the provider's ``payment_id``) back to
-        the payer; returns the provider's id of the refund. Called again with the same key, it
-        must not pay twice."""
+        the payer, keeping ``reference`` with the refund at the provider; returns the
+        provider's id of the refund. Called again with the same key, it must not pay twice.
+        Raises ``RefundRefused`` when the provider says no for good."""
+        ...
+
+    async def find_refund(self, order: Order, payment_id: str, reference: str) -> str | None:
+        """The provider's id of the refund made under ``reference``, if one exists (asked
+        before any retry: an attempt that failed with an unclear answer may have paid)."""
         ...
 
 
@@ -222,9 +239,17 @@ class ManualProvider:
     name = "manual"
 
     async def execute_refund(
-        self, order: Order, payment_id: str, amount_minor: int, idempotency_key: str
+        self,
+        order: Order,
+        payment_id: str,
+        amount_minor: int,
+        idempotency_key: str,
+        reference: str,
     ) -> str:
-        return f"manual:{idempotency_key}"
+        return f"manual:{reference}"
+
+    async def find_refund(self, order: Order, payment_id: str, reference: str) -> str | None:
+        return None
 
 
 class StripeProvider:
@@ -234,12 +259,14 @@ class StripeProvider:
         self._api_key = api_key
         self._api_base = api_base
 
-    async def execute_refund(
-        self, order: Order, payment_id: str, amount_minor: int, idempotency_key: str
-    ) -> str:
+    def _client(self) -> stripe.StripeClient:
         if not self._api_key:
             raise RefundUnavailable("BURROW_STRIPE_API_KEY is not set")
-        client = _stripe_client(self._api_key, self._api_base)
+        return _stripe_client(self._api_key, self._api_base)
+
+    async def _payment(self, payment_id: str) -> dict[str, object]:
+        """The refund's payment parameter: a payment intent (checkout and invoices pay through
+        one), or a charge id for older charges."""
         if payment_id.startswith("in_"):
             # Recorded under its invoice (no API key when it was paid): refund what paid it.
             try:
@@ -250,26 +277,45 @@ class StripeProvider:
             if intent is None:
                 raise RefundUnavailable(f"Stripe names no payment of invoice {payment_id}")
             payment_id = intent
-        params: dict[str, object] = {"amount": amount_minor, "metadata": {"order_id": order.id}}
-        # Checkout and invoices pay through a payment intent; older charges have a charge id.
-        params["charge" if payment_id.startswith("ch_") else "payment_intent"] = payment_id
-        refund = await client.v1.refunds.create_async(
-            params,  # type: ignore[arg-type]
-            {"idempotency_key": idempotency_key},
-        )
+        return {("charge" if payment_id.startswith("ch_") else "payment_intent"): payment_id}
+
+    async def execute_refund(
+        self,
+        order: Order,
+        payment_id: str,
+        amount_minor: int,
+        idempotency_key: str,
+        reference: str,
+    ) -> str:
+        client = self._client()
+        params: dict[str, object] = {
+            "amount": amount_minor,
+            "metadata": {"order_id": order.id, "burrow_refund": reference},
+            **await self._payment(payment_id),
+        }
+        try:
+            refund = await client.v1.refunds.create_async(
+                params,  # type: ignore[arg-type]
+                {"idempotency_key": idempotency_key},
+            )
+        except (stripe.InvalidRequestError, stripe.CardError) as exc:
+            raise RefundRefused(_describe(exc)) from exc
         return str(refund.id)
 
-
-# Extra providers by name (tests, later integrations); they win over the built-in ones.
-PROVIDERS: dict[str, RefundProvider] = {}
-
-
-def provider_for(name: str, settings: Settings) -> RefundProvider | None:
-    if name in PROVIDERS:
-        return PROVIDERS[name]
-    if name == "manual":
-        return ManualProvider()
-    if name == "stripe":
-        key = settings.stripe_api_key
-        return StripeProvider(key.get_secret_value() if key else None, settings.stripe_api_base)
-    return None
+    async def find_refund(self, order: Order, payment_id: str, reference: str) -> str | None:
+        client = self._client()
+        try:
+            params: dict[str, object] = {**await self._payment(payment_id), "limit": 100}
+            found = await client.v1.refunds.list_async(params)  # type: ignore[arg-type]
+        except stripe.StripeError as exc:
+            raise RefundUnavailable(_describe(exc)) from exc
+        for refund in found.data:
+            metadata = refund.metadata
+            mine = (
+                metadata is not None
+                and "burrow_refund" in metadata
+                and metadata["burrow_refund"] == reference
+            )
+            if mine and refund.status != "failed":
+                return str(refund.id)
+        return None
