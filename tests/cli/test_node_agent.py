@@ -11,7 +11,12 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner, Result
 
-from burrow.cli.embedded import local_enrollment_token, local_node_data, loopback_url
+from burrow.cli.embedded import (
+    local_enrollment_token,
+    local_node_data,
+    loopback_url,
+    put_back_line,
+)
 from burrow.cli.main import app
 from burrow.control.config import Settings
 from burrow.control.db import unit_of_work
@@ -185,3 +190,15 @@ async def test_a_restart_with_a_public_host_moves_the_embedded_node(runtime: Run
             assert node.config_changed_at is not None  # customers are told
     finally:
         runtime.settings = original
+
+
+def test_the_put_back_line_names_only_what_was_changed() -> None:
+    assert put_back_line(None, []) is None  # never served, changed nothing: no claim
+    assert put_back_line(None, ["net.ipv4.ip_forward=0"]) == (
+        "the embedded node put back what it changed on this host: IP forwarding as it was "
+        "before (net.ipv4.ip_forward=0)"
+    )
+    line = put_back_line("bw1", [])
+    assert line is not None
+    assert "interface bw1 removed" in line
+    assert "IP forwarding" not in line

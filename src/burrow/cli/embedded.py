@@ -141,10 +141,16 @@ async def put_back_sysctls(before: dict[str, str], netns: str | None) -> list[st
     return changed
 
 
-def _put_back_line(interface: str, sysctls: list[str]) -> str:
-    parts = [f"interface {interface} removed", "burrow's nftables table removed"]
+def put_back_line(interface: str | None, sysctls: list[str]) -> str | None:
+    """What the embedded node put back, in one line; ``interface`` None when it never served
+    (then only sysctls it switched on, if any, are named)."""
+    parts = []
     if sysctls:
-        parts.insert(0, f"IP forwarding as it was before ({', '.join(sysctls)})")
+        parts.append(f"IP forwarding as it was before ({', '.join(sysctls)})")
+    if interface is not None:
+        parts += [f"interface {interface} removed", "burrow's nftables table removed"]
+    if not parts:
+        return None
     return "the embedded node put back what it changed on this host: " + "; ".join(parts)
 
 
@@ -160,7 +166,7 @@ async def run_embedded_node(app: FastAPI, control_url: str, node_settings: NodeS
         log.error("the embedded node does not serve: %s", exc)
         return
     forwarding = await read_sysctls(FORWARDING_SYSCTLS, node_settings.netns)
-    interface = node_settings.interface or "its interface"
+    interface: str | None = None  # set once the agent runs: then there is one to remove
     try:
         runtime: Runtime = app.state.runtime
         token = await local_enrollment_token(runtime)
@@ -180,7 +186,8 @@ async def run_embedded_node(app: FastAPI, control_url: str, node_settings: NodeS
         except OSError as exc:
             log.error("%s", exc)
         else:
-            typer.echo(_put_back_line(interface, restored))
+            if (line := put_back_line(interface, restored)) is not None:
+                typer.echo(line)
 
 
 async def serve_with_node(settings: Settings, host: str, port: int) -> None:
