@@ -58,6 +58,8 @@ def write_nsd(
         f'\tlogfile: "{directory}/nsd.log"\n'
         "\tverbosity: 0\n"
         "\tserver-count: 1\n"
+        # Response rate limiting would answer a benchmark's steady queries with truncations.
+        "\trrl-ratelimit: 0\n"
         "remote-control:\n"
         "\tcontrol-enable: no\n"
         "zone:\n"

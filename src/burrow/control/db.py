@@ -178,6 +178,15 @@ def after_commit(session: AsyncSession, callback: AfterCommit) -> None:
     session.info.setdefault(_HOOKS, []).append(callback)
 
 
+def reading(engine: AsyncEngine) -> AsyncEngine:
+    """``engine`` for work that only reads outside a unit of work (``burrow audit``).
+
+    On SQLite it takes no write lock, so it can run while the request that started it holds
+    one (the admin page's audit on demand) instead of waiting for that request to end.
+    """
+    return engine.execution_options(**{_SQLITE_BEGIN: _ON_FIRST_WRITE})
+
+
 @asynccontextmanager
 async def unit_of_work(
     sessionmaker: async_sessionmaker[AsyncSession], *, writes: bool = True

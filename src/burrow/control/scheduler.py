@@ -21,7 +21,7 @@ from burrow.control.connections.tasks import end_lapsed_leases, purge_connection
 from burrow.control.desired_state.tasks import prune_change_log
 from burrow.control.nodes.tasks import void_expired_enrollments
 from burrow.control.privacy.tasks import clear_old_login_ips, purge_expired_invoices
-from burrow.control.refunds.tasks import execute_approved_refunds
+from burrow.control.refunds.tasks import execute_approved_refunds, recheck_queued_refunds
 from burrow.control.refunds.usage.tasks import expire_usage_counters
 from burrow.control.runtime import Runtime
 from burrow.control.subscriptions.tasks import expire_due_subscriptions
@@ -41,6 +41,7 @@ JOBS: tuple[tuple[str, Job], ...] = (
     ("handle stored webhook events", process_webhook_events),
     ("reduce handled webhook events past their retention", reduce_handled_webhook_events),
     ("execute approved refunds", execute_approved_refunds),
+    ("check queued refund requests against the rules again", recheck_queued_refunds),
     ("forget last-login addresses past their retention", clear_old_login_ips),
     ("purge erased accounts' invoices past their retention", purge_expired_invoices),
     ("send renewal reminders", send_renewal_reminders),

@@ -10,6 +10,7 @@ import httpx
 import pyotp
 from sqlalchemy import select, update
 
+from burrow.control.accounts.tasks import purge_expired_sessions
 from burrow.control.db import unit_of_work
 from burrow.control.models import Account, AccountSession, utcnow
 from burrow.control.runtime import Runtime
@@ -144,6 +145,21 @@ async def test_last_use_is_written_at_most_once_a_minute(
     later = (await _session_row(runtime, token)).last_used_at
     assert later is not None
     assert later > utcnow() - timedelta(seconds=10)
+
+
+async def test_the_purge_forgets_idle_sessions(client: httpx.AsyncClient, runtime: Runtime) -> None:
+    account = await _account(runtime)
+    idle = await _sign_in(client, account.email, FIREFOX)
+    fresh = await _sign_in(client, account.email, IPHONE)
+    await _set_session(
+        runtime, idle, last_used_at=utcnow() - timedelta(hours=runtime.settings.session_idle_hours)
+    )
+    assert await purge_expired_sessions(runtime) == 1
+    async with unit_of_work(runtime.sessionmaker) as s:
+        left = await s.scalars(
+            select(AccountSession.token_hash).where(AccountSession.account_id == account.id)
+        )
+        assert list(left) == [hash_token(fresh)]
 
 
 # The owner is told.

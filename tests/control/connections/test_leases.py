@@ -180,3 +180,18 @@ def test_the_live_values_round_trip_through_json() -> None:
     index = NodeIndex({key(1): ACCOUNT})
     assert NODE_INDEX.load(NODE_INDEX.dump(index)) == index
     assert isinstance(next(iter(state.leases.values())), Lease)
+
+
+def test_other_protocols_hold_leases_of_their_own_through_the_same_step() -> None:
+    openvpn = replace(seen(1), protocol="openvpn")
+    state, _ = report(None, AMS, seen(1), openvpn, limits=Limits(per_server={"wireguard": 1}))
+    assert state is not None
+    assert {lid: lease.protocol for lid, lease in state.leases.items()} == {
+        lease_id(1, key(1)): "wireguard",
+        lease_id(1, key(1), "openvpn"): "openvpn",
+    }
+    assert all(lease.admitted for lease in state.leases.values())
+    # The node stops showing the OpenVPN connection: only that lease ends.
+    state, _ = report(state, AMS, seen(1), moment=at(1))
+    assert state is not None
+    assert list(state.leases) == [lease_id(1, key(1))]

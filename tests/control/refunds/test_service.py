@@ -40,7 +40,7 @@ from burrow.control.refunds.service import (
     RefundView,
 )
 from burrow.control.refunds.service import refund as refund_service
-from burrow.control.refunds.tasks import execute_approved_refunds
+from burrow.control.refunds.tasks import execute_approved_refunds, recheck_queued_refunds
 from burrow.control.runtime import Runtime
 from burrow.control.subscriptions.service import subscription as subscription_service
 from tests.support.factories import (
@@ -396,3 +396,34 @@ async def test_one_per_person_survives_a_change_of_email(metered: Runtime) -> No
         view = await refund_service.request(session, metered, second, two.id, "b")
     assert view.request.status == RefundStatus.refused
     assert _rules(view)["one_per_person"] is False
+
+
+async def test_a_termination_after_the_request_refuses_it_at_the_next_check(
+    runtime: Runtime,
+) -> None:
+    async with unit_of_work(runtime.sessionmaker) as session:
+        account = await create_account(session)
+        order = await _paid(session, runtime, account, "t-later")
+        view = await refund_service.request(session, runtime, account, order.id, "No")
+        assert view.request.status == RefundStatus.queued
+    assert await recheck_queued_refunds(runtime) == 0
+    async with unit_of_work(runtime.sessionmaker) as session:
+        admin = await create_account(session, admin=True)
+        await account_service.terminate(
+            session, runtime, admin, account.id, "Spam", clause="Prohibited activities"
+        )
+    assert await recheck_queued_refunds(runtime) == 1
+    async with unit_of_work(runtime.sessionmaker) as session:
+        stored = await session.get(RefundRequest, view.request.id)
+        assert stored is not None
+        assert stored.status == RefundStatus.refused
+        assert "terminated" in (stored.decision_reason or "")
+        outcome = await session.scalar(
+            select(RefundRuleOutcome).where(
+                RefundRuleOutcome.refund_request_id == view.request.id,
+                RefundRuleOutcome.rule == "terminated_for_violation_excludes",
+            )
+        )
+        assert outcome is not None
+        assert not outcome.passed
+    assert await recheck_queued_refunds(runtime) == 0

@@ -171,3 +171,33 @@ async def test_the_resolver_answers_filters_and_comes_back(lab: Lab, tmp_path: P
     assert not resolver.processes
     assert "10.127.255.254" not in node.ip("address", "show", "dev", "lo").stdout
     assert not resolver.directory.exists()
+
+
+@needs("unbound", "dnsmasq")
+async def test_resolvers_left_by_a_killed_agent_are_stopped(lab: Lab, tmp_path: Path) -> None:
+    node = lab.namespace()
+    node.add_address("lo", "10.64.0.1/32")
+    node.add_address("lo", "fd42:b0::1/128")
+    directory = tmp_path / "run"
+    directory.mkdir()
+    conf = directory / "dnsmasq-0.conf"
+    conf.write_text(render_dnsmasq_conf(GATEWAY, upstream_port=5335, list_files=[]))
+    stray = node.spawn("dnsmasq", "-k", f"--conf-file={conf}")
+    # Until `ip netns exec` has exec'd it, the process is not dnsmasq yet.
+    cmdline = Path(f"/proc/{stray.pid}/cmdline")
+    wait_until(lambda: cmdline.read_bytes().split(b"\0")[0].endswith(b"dnsmasq"), 5)
+
+    async def fetch(_sha256: str) -> bytes:
+        return b""
+
+    resolver = NodeResolver(directory, fetch, netns=node.name)
+    try:
+        await resolver.apply(DnsSpec(resolvers=(GATEWAY,)))
+        for process in resolver.processes.values():
+            assert process.pid is not None
+            lab.track(process.pid)
+        assert await asyncio.to_thread(stray.wait, 5) is not None
+        await asyncio.sleep(1)
+        assert all(process.running for process in resolver.processes.values())
+    finally:
+        await resolver.close()

@@ -213,9 +213,16 @@ class AccountRepository:
             owned = owned.where(AccountSession.token_hash != keep_hash)
         await self.session.execute(delete(AccountSession).where(AccountSession.id.in_(owned)))
 
-    async def delete_expired_sessions(self, now: datetime) -> int:
+    async def delete_expired_sessions(
+        self, now: datetime, idle_before: datetime | None = None
+    ) -> int:
+        """Sessions past their maximum age, and (given ``idle_before``) those unused since."""
+        ended: ColumnElement[bool] = AccountSession.expires_at <= now
+        if idle_before is not None:
+            last_used = func.coalesce(AccountSession.last_used_at, AccountSession.created_at)
+            ended = or_(ended, last_used <= idle_before)
         result: CursorResult[Any] = await self.session.execute(  # type: ignore[assignment]
-            delete(AccountSession).where(AccountSession.expires_at <= now)
+            delete(AccountSession).where(ended)
         )
         return int(result.rowcount or 0)
 

@@ -8,6 +8,6 @@ from burrow.control.runtime import Runtime
 
 
 async def purge_expired_sessions(runtime: Runtime) -> int:
-    """Delete expired sessions and verification links; returns how many rows went."""
+    """Delete expired and idle sessions and stale links; returns how many rows went."""
     async with unit_of_work(runtime.sessionmaker) as session:
-        return await account_service.purge_expired(session)
+        return await account_service.purge_expired(session, runtime)

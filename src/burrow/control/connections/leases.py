@@ -99,6 +99,7 @@ class Seen:
     subscription_id: int | None
     rx: int = 0
     tx: int = 0
+    protocol: str = WIREGUARD  # OpenVPN and IKEv2 report through the same step
 
 
 @dataclass(frozen=True, slots=True)
@@ -162,10 +163,10 @@ def apply_report(
     state = state or AccountLeases()
     leases = dict(state.leases)
     writes: list[RecordWrite] = []
-    mine = {s.public_key: s for s in seen}
+    mine = {lease_id(node.id, s.public_key, s.protocol): s for s in seen}
     # This node's leases whose device no longer shows as connected here end now.
     for lid, lease in list(leases.items()):
-        if lease.node.id == node.id and lease.public_key not in mine:
+        if lease.node.id == node.id and lid not in mine:
             last = idle_bytes.get(lease.public_key)
             if last is not None:
                 lease = _count(lease, last[0], last[1], at)
@@ -175,14 +176,13 @@ def apply_report(
         if lease.expires <= at.now:
             writes += _end(leases, lid, lease, at)
     next_seq = state.next_seq
-    for key, owner in mine.items():
-        lid = lease_id(node.id, key)
+    for lid, owner in mine.items():
         known = leases.get(lid)
         if known is None:
             known = Lease(
                 node=node,
-                protocol=WIREGUARD,
-                public_key=key,
+                protocol=owner.protocol,
+                public_key=owner.public_key,
                 device_id=owner.device_id,
                 account_id=account_id,
                 subscription_id=owner.subscription_id,
@@ -200,8 +200,7 @@ def apply_report(
     writes += _decide(account_id, leases, new_limits, at)
     # This report's traffic counts for the connections admitted now: a new one was not
     # blocked yet when it moved those bytes.
-    for key, owner in mine.items():
-        lid = lease_id(node.id, key)
+    for lid, owner in mine.items():
         lease = _count(leases[lid], owner.rx, owner.tx, at)
         if lease.admitted and _flush_due(lease, at):
             lease, flushed = _flush(lease, lid, at, ended=False)

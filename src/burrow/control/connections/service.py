@@ -59,6 +59,7 @@ from burrow.control.connections.schemas import (
 )
 from burrow.control.live import Kind, LiveStore
 from burrow.control.models import Account, ConnectionRecord, Node, utcnow
+from burrow.control.refunds.usage.service import OpenBytes
 from burrow.control.refunds.usage.service import usage as usage_service
 from burrow.control.runtime import Runtime
 from burrow.wire import NodeReport
@@ -166,6 +167,7 @@ class ConnectionService:
                 ACCOUNT_LEASES, str(account_id), step, ttl=STATE_BACKSTOP_SECONDS
             )
             writes += more
+            await usage_service.note_open(runtime, account_id, _open_bytes(state))
             held[account_id] = {
                 lease.public_key
                 for lease in (state.leases.values() if state else ())
@@ -409,6 +411,17 @@ class ConnectionService:
 # --- the pure steps, bound to their inputs for ``LiveStore.update`` ---------------------------
 
 ReportResult = tuple[AccountLeases | None, list[RecordWrite]]
+
+
+def _open_bytes(state: AccountLeases | None) -> dict[str, OpenBytes]:
+    """What each admitted, recorded connection carried beyond what its counter holds."""
+    found: dict[str, OpenBytes] = {}
+    for lid, lease in state.leases.items() if state else ():
+        record = lease.record
+        if lease.admitted and record is not None:
+            uncounted = record.rx + record.tx - record.counted_bytes
+            found[lid] = OpenBytes(max(0, uncounted), lease.expires)
+    return found
 
 
 def _report_step(

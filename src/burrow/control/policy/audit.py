@@ -47,6 +47,7 @@ from sqlalchemy import types as sqltypes
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from burrow.control.config import Settings
+from burrow.control.db import reading
 from burrow.control.models import Base
 from burrow.control.models.base import UTCDateTime
 from burrow.control.policy.addresses import (
@@ -606,7 +607,7 @@ async def run_audit(
     """Scan the database, the logs and the node state directories; see the module docstring."""
     report = AuditReport()
     moment = now or datetime.now(UTC)
-    async with engine.connect() as conn:
+    async with reading(engine).connect() as conn:
         operator = await conn.run_sync(
             lambda sync: _DatabaseAudit(sync, policy, settings, report, moment).run()
         )

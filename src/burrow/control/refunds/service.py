@@ -36,6 +36,7 @@ from burrow.control.payments.providers import RefundRefused
 from burrow.control.payments.registry import registry as payment_providers
 from burrow.control.refunds.engine import Decision, RefundFacts, Verdict, evaluate
 from burrow.control.refunds.repository import RefundRepository
+from burrow.control.refunds.usage.service import usage as usage_service
 from burrow.control.runtime import Runtime
 from burrow.control.security import keyed_digest
 from burrow.control.subscriptions.service import add_months, trial_email_key
@@ -381,6 +382,42 @@ class RefundService:
                 log.exception("refund request %s did not go out; it is tried again", request_id)
         return done
 
+    async def recheck_queued(self, runtime: Runtime, *, limit: int = 500) -> int:
+        """Evaluate queued requests again with today's facts; a request a rule that needs no
+        person now refuses (the account was terminated for a violation since it asked) is
+        refused, compare-and-set, with the new evidence. Returns how many were refused."""
+        async with unit_of_work(runtime.sessionmaker) as session:
+            ids = [r.id for r in await RefundRepository(session).queued()][:limit]
+        refused = 0
+        for request_id in ids:
+            async with unit_of_work(runtime.sessionmaker) as session:
+                repository = RefundRepository(session)
+                request = await repository.get(request_id)
+                if request is None or request.status != RefundStatus.queued:
+                    continue
+                account = await repository.get_account(request.account_id)
+                order = await billing_service.get_order(session, request.order_id)
+                assert account is not None  # a foreign key
+                assert order is not None  # a foreign key
+                facts = await self.facts(session, runtime, account, order, request)
+                decision = evaluate(runtime.policy.refunds, facts)
+                if decision.verdict != Verdict.refused:
+                    continue
+                reason = f"Refused by the rules when checked again: {decision.summary}"
+                values = {
+                    "status": RefundStatus.refused,
+                    "amount_minor": None,
+                    "decided_at": utcnow(),
+                    "decision_reason": reason,
+                }
+                if await repository.transition(request, RefundStatus.queued, **values):
+                    await repository.replace_outcomes(
+                        request.id, _outcome_rows(request.id, decision)
+                    )
+                    log.info("refund request %s refused when checked again", request.id)
+                    refused += 1
+        return refused
+
     async def remember_refunded_person(
         self, session: AsyncSession, runtime: Runtime, account: Account
     ) -> int:
@@ -430,6 +467,9 @@ class RefundService:
                 counter = None
             usage_bytes = counter.bytes_total if counter else 0
             usage_sessions = counter.sessions if counter else 0
+            # A connection still open has carried bytes the counter gets only at its next
+            # flush or its end: the latest node reports give them now.
+            usage_bytes += await usage_service.open_bytes(runtime, account.id)
         key = trial_email_key(account.email)
         email_digest = _email_digest(runtime, account.email)
         domain = key.rpartition("@")[2]

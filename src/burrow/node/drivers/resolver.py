@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import ctypes
 import hashlib
 import ipaddress
 import logging
@@ -55,6 +56,8 @@ DEFAULT_UPSTREAM_PORT = 5335
 DNS_PORT = 53
 _BACKOFF_FIRST = 0.5
 _BACKOFF_CAP = 30.0
+# A process that stayed up this long has settled: its next death waits the shortest time.
+_SETTLED_SECONDS = 10.0
 
 FetchList = Callable[[str], Awaitable[bytes]]
 
@@ -152,6 +155,35 @@ def list_as_dnsmasq(body: bytes) -> bytes:
     return b"".join(b"local=/" + name + b"/\n" for name in body.split() if name)
 
 
+def _set_parent_death_signal() -> None:
+    # Runs in the child before exec: if the agent dies, the resolver gets SIGTERM instead of
+    # holding its addresses as an orphan. (dnsmasq loses this when it drops to nobody; the
+    # agent also stops strays from its own directory when it starts: ``_stop_strays``.)
+    pr_set_pdeathsig = 1
+    libc = ctypes.CDLL(None, use_errno=True)
+    libc.prctl(pr_set_pdeathsig, signal.SIGTERM, 0, 0, 0)
+
+
+def _stop_strays(directory: Path, proc: Path = Path("/proc")) -> int:
+    """SIGTERM resolvers left by an earlier agent: their configuration is in ``directory``."""
+    marker = str(directory).encode() + b"/"
+    stopped = 0
+    for entry in proc.iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            argv = (entry / "cmdline").read_bytes().split(b"\0")
+        except OSError:
+            continue
+        if Path(argv[0].decode(errors="replace")).name not in ("unbound", "dnsmasq"):
+            continue
+        if any(marker in arg for arg in argv[1:]):
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(int(entry.name), signal.SIGTERM)
+                stopped += 1
+    return stopped
+
+
 @dataclass
 class Supervised:
     """One child process, restarted with a capped doubling wait when it dies."""
@@ -160,6 +192,7 @@ class Supervised:
     argv: list[str]
     proc: asyncio.subprocess.Process | None = None
     restarts: int = 0
+    started_at: float = 0.0
     _delay: float = _BACKOFF_FIRST
     _retry_at: float = 0.0
     _drain: asyncio.Task[None] | None = field(default=None, repr=False)
@@ -173,12 +206,14 @@ class Supervised:
         return self.proc.pid if self.running and self.proc is not None else None
 
     async def start(self) -> None:
+        self.started_at = asyncio.get_running_loop().time()
         self.proc = await asyncio.create_subprocess_exec(
             *self.argv,
             stdin=asyncio.subprocess.DEVNULL,
             stdout=asyncio.subprocess.PIPE,
             stderr=asyncio.subprocess.STDOUT,
             start_new_session=True,
+            preexec_fn=_set_parent_death_signal,
         )
         self._drain = asyncio.create_task(self._discard(self.proc))
 
@@ -203,9 +238,10 @@ class Supervised:
         await self.start()
         return True
 
-    def settled(self) -> None:
-        """It stayed up: the next death waits the shortest time again."""
-        self._delay = _BACKOFF_FIRST
+    def settled(self, now: float) -> None:
+        """After it stayed up a while, the next death waits the shortest time again."""
+        if now - self.started_at >= _SETTLED_SECONDS:
+            self._delay = _BACKOFF_FIRST
 
     async def stop(self, grace: float = 3.0) -> None:
         proc = self.proc
@@ -258,6 +294,7 @@ class NodeResolver:
         self.processes: dict[str, Supervised] = {}
         self._configs: dict[str, str] = {}
         self._lo_addresses: set[str] = set()
+        self._strays_checked = False
         self.ready = asyncio.Event()
 
     def want(self, spec: DnsSpec | None) -> None:
@@ -293,7 +330,7 @@ class NodeResolver:
     async def supervise_once(self, now: float) -> None:
         for process in self.processes.values():
             if not await process.ensure(now) and process.running:
-                process.settled()
+                process.settled(now)
 
     async def apply(self, spec: DnsSpec | None) -> None:
         """Make the running processes match ``spec``; a process whose config changed restarts."""
@@ -308,6 +345,11 @@ class NodeResolver:
                 raise ResolverError(
                     f"{tool} is not installed (Debian: apt install unbound dnsmasq-base)"
                 )
+        if not self._strays_checked:
+            if _stop_strays(self.directory):
+                log.warning("stopped resolvers an earlier agent left running")
+                await asyncio.sleep(0.5)  # let them give their addresses and ports back
+            self._strays_checked = True
         self.directory.mkdir(parents=True, exist_ok=True, mode=0o755)
         list_files = await self._sync_lists(spec)
         configs: dict[str, str] = {

@@ -3,6 +3,7 @@ refund window, deleted once no refund rule needs them, and never written in stri
 
 from __future__ import annotations
 
+import json
 from datetime import datetime, timedelta
 
 import pytest
@@ -18,6 +19,8 @@ from burrow.control.models import (
     RefundStatus,
     UsageCounter,
 )
+from burrow.control.refunds.service import refund as refund_service
+from burrow.control.refunds.usage.service import usage as usage_service
 from burrow.control.refunds.usage.tasks import expire_usage_counters
 from burrow.control.runtime import Runtime
 from burrow.control.scheduler import JOBS
@@ -153,3 +156,31 @@ async def test_unlinked_counters_are_tied_or_dropped(runtime: Runtime, wall: Wal
 
 def test_the_job_is_registered() -> None:
     assert expire_usage_counters in [job for _name, job in JOBS]
+
+
+async def test_a_connection_still_open_counts_for_the_refund_decision(
+    customer: MakeCustomer, node: MakeNode, runtime: Runtime, wall: Wall
+) -> None:
+    alice = await customer("personal-monthly", devices=1)
+    ams = await node("ams-1")
+    first = await pay(runtime, alice.account, "open-1", wall.now - timedelta(hours=1))
+    # Connected, and 2.5 GB through the tunnel since: reported, but not flushed or ended yet.
+    await ams.report(alice.key(0), bytes_each=(1_000, 1_000))
+    wall.advance(30)
+    await ams.report(alice.key(0), bytes_each=(1_500_000_000, 1_000_000_000))
+    counted = (await counters(runtime)).get(alice.account.id, (first, 0, 0))[1]
+    assert counted < 1_000_000_000  # the counter alone would allow a full refund
+    async with unit_of_work(runtime.sessionmaker) as session:
+        account = await session.get(Account, alice.account.id)
+        assert account is not None
+        view = await refund_service.request(session, runtime, account, first, "Too slow.")
+    assert view.request.status == RefundStatus.refused
+    data = next(o for o in view.outcomes if o.rule == "max_data_bytes")
+    assert not data.passed
+    assert json.loads(data.evidence)["bytes"] == 2_500_002_000
+
+    # Once the connection ends, its bytes are in the counter and counted once, not twice.
+    wall.advance(5)
+    await ams.report(idle=(alice.key(0),))
+    assert (await counters(runtime))[alice.account.id][1] == 2_500_002_000
+    assert await usage_service.open_bytes(runtime, alice.account.id) == 0

@@ -299,11 +299,15 @@ class SignInService:
         found = await AccountRepository(session).get_session(hash_token(token))
         return found is not None and found[0].second_factor_at is not None
 
-    async def purge_expired(self, session: AsyncSession) -> int:
+    async def purge_expired(self, session: AsyncSession, runtime: Runtime | None = None) -> int:
+        """Forget expired sessions (with ``runtime``: idle ones too), links and resets."""
         repo = AccountRepository(session)
         now = utcnow()
+        idle_before = (
+            now - timedelta(hours=runtime.settings.session_idle_hours) if runtime else None
+        )
         return (
-            await repo.delete_expired_sessions(now)
+            await repo.delete_expired_sessions(now, idle_before)
             + await repo.delete_stale_verifications(now)
             + await repo.delete_stale_password_resets(now)
         )

@@ -9,12 +9,14 @@ nothing is kept longer than a refund rule needs.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from burrow.control.billing.service import billing as billing_service
+from burrow.control.live import Kind
 from burrow.control.models import Order, UsageCounter, utcnow
 from burrow.control.refunds.usage.repository import UsageRepository
 from burrow.control.runtime import Runtime
@@ -23,6 +25,25 @@ from burrow.control.runtime import Runtime
 def _utcnow() -> datetime:
     """Wall time of the refund windows (tests replace it with the connections' own)."""
     return utcnow()
+
+
+@dataclass(frozen=True, slots=True)
+class OpenBytes:
+    """Bytes of one open connection that the usage counter does not hold yet, as the latest
+    node report gave them; ``expires`` is its lease's expiry (live-store clock)."""
+
+    bytes: int
+    expires: float
+
+
+@dataclass(frozen=True, slots=True)
+class OpenUsage:
+    """One account's open connections (by lease id), in the live store (RAM only)."""
+
+    leases: Mapping[str, OpenBytes] = field(default_factory=dict)
+
+
+OPEN_USAGE = Kind("usage:open:", OpenUsage)
 
 
 @dataclass(frozen=True)
@@ -71,6 +92,29 @@ class UsageService:
             and refunds is not None
             and (refunds.max_data_bytes is not None or refunds.max_sessions is not None)
         )
+
+    async def note_open(
+        self, runtime: Runtime, account_id: int, leases: Mapping[str, OpenBytes]
+    ) -> None:
+        """The connections domain's latest view of the account's open connections: what they
+        carried that the counter does not have yet (flushed only every few minutes, or at the
+        end). The refund rules add it, so a connection still open when a refund is asked for
+        counts as much as one that ended."""
+        if not self.counters_on(runtime):
+            return
+        kept = {lid: open_ for lid, open_ in leases.items() if open_.bytes > 0}
+        ttl = max((o.expires for o in kept.values()), default=0.0) - runtime.live.clock()
+
+        def step(_old: OpenUsage | None) -> tuple[OpenUsage | None, None]:
+            return (OpenUsage(kept) if kept else None), None
+
+        await runtime.live.update(OPEN_USAGE, str(account_id), step, ttl=max(ttl, 1.0))
+
+    async def open_bytes(self, runtime: Runtime, account_id: int) -> int:
+        """Bytes of the account's connections still open, not in its counter yet."""
+        found = await runtime.live.read(OPEN_USAGE, str(account_id))
+        now = runtime.live.clock()
+        return sum(o.bytes for o in found.leases.values() if o.expires > now) if found else 0
 
     def tally(self, session: AsyncSession, runtime: Runtime) -> Tally:
         return Tally(session, runtime)
