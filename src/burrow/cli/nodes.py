@@ -16,7 +16,6 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from burrow.cli import node_agent
 from burrow.cli.common import console, fail, operator, run, with_session
-from burrow.control.admin.service import admin_audit
 from burrow.control.models import Node
 from burrow.control.nodes.schemas import (
     EnrollmentIssued,
@@ -89,11 +88,7 @@ def create(
         fail(f"--{where}: {first['msg'].removeprefix('Value error, ')}")
 
     async def work(session: AsyncSession, runtime: Runtime) -> NodeWithEnrollment:
-        created = await node_service.create(session, runtime, data)
-        await admin_audit.record(
-            session, operator(), "node.create", "node", created.node.id, None, data.model_dump()
-        )
-        return created
+        return await node_service.create_by(session, runtime, operator(), data)
 
     created = run(with_session(work))
     console.print(f"node {created.node.name} created (id {created.node.id})", highlight=False)
@@ -139,12 +134,7 @@ def update(
     async def work(session: AsyncSession, runtime: Runtime) -> tuple[Node, dict[str, object]]:
         node = await node_service.get_by_name(session, name)
         before = {field: getattr(node, field) for field in changes}
-        updated = await node_service.update(session, node.id, data)
-        after = data.model_dump(exclude_unset=True)
-        await admin_audit.record(
-            session, operator(), "node.update", "node", node.id, None, {"before": before, **after}
-        )
-        return updated, before
+        return await node_service.update_by(session, operator(), node.id, data), before
 
     node, before = run(with_session(work))
     for field, old in before.items():
@@ -167,13 +157,7 @@ def token(name: Annotated[str, typer.Argument(help="The node's name.")]) -> None
 
     async def work(session: AsyncSession, runtime: Runtime) -> EnrollmentIssued:
         node = await node_service.get_by_name(session, name)
-        issued = await node_service.new_enrollment_token(session, runtime, node)
-        # As in the API: the token itself stays out of the trail, only its expiry.
-        detail = {"expires_at": issued.expires_at}
-        await admin_audit.record(
-            session, operator(), "node.enrollment_token", "node", node.id, None, detail
-        )
-        return issued
+        return await node_service.new_enrollment_token_by(session, runtime, operator(), node)
 
     issued = run(with_session(work))
     _print_enrollment(name.strip().lower(), issued)

@@ -167,7 +167,8 @@ async def test_every_admin_operation_leaves_one_row(
     response = await client.patch(
         f"/api/v1/admin/nodes/{node_id}", json={"capacity": 50}, headers=admin
     )
-    assert await trail.one(response, "node.update", ("node", node_id)) == {"capacity": 50}
+    detail = await trail.one(response, "node.update", ("node", node_id))
+    assert detail == {"before": {"capacity": 1000}, "capacity": 50}
     response = await client.post(f"/api/v1/admin/nodes/{node_id}/enrollment-token", headers=admin)
     detail = await trail.one(response, "node.enrollment_token", ("node", node_id))
     assert response.json()["token"] not in json.dumps(detail)

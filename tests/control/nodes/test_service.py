@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import json
 from datetime import timedelta
 
 import pytest
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from burrow.control.admin.repository import ActionFilters
+from burrow.control.admin.service import CliOperator, NotAnAdministrator, admin_audit
+from burrow.control.db import unit_of_work
 from burrow.control.errors import NotAuthenticated
 from burrow.control.models import NodeStatus, utcnow
 from burrow.control.nodes import service as nodes_module
@@ -16,7 +20,7 @@ from burrow.control.nodes.service import node as node_service
 from burrow.control.nodes.tasks import void_expired_enrollments
 from burrow.control.runtime import Runtime
 from burrow.wire import EnrollRequest, NodeReport, PeerStatus
-from tests.support.factories import create_node, new_public_key
+from tests.support.factories import create_account, create_node, new_public_key
 
 
 def report(seq: int, *, boot_id: str = "boot", connected: int = 0, rx: int = 0) -> NodeReport:
@@ -167,3 +171,47 @@ async def test_a_new_endpoint_or_key_marks_the_configs_out_of_date(
         session, runtime, EnrollRequest(token=token, public_key=new_public_key())
     )
     assert node.config_change == nodes_module.CHANGE_KEY
+
+
+async def test_an_operators_node_actions_record_themselves_in_their_unit_of_work(
+    runtime: Runtime,
+) -> None:
+    """create, update, a new enrollment token and retire, by an administrator and by the command
+    line: each writes its row of the trail with the change; a refused actor undoes the change."""
+    async with unit_of_work(runtime.sessionmaker) as session:
+        admin = await create_account(session, admin=True)
+        customer = await create_account(session)
+        data = NodeCreate(name="ams-9", country="NL", city="Amsterdam", endpoint_host="vpn.x.net")
+        created = await node_service.create_by(session, runtime, admin, data)
+        node_id = created.node.id
+        await node_service.update_by(session, CliOperator("root"), node_id, NodeUpdate(capacity=5))
+        issued = await node_service.new_enrollment_token_by(session, runtime, admin, created.node)
+        await node_service.retire_by(session, admin, node_id)
+        trail = await admin_audit.search(session, ActionFilters(target_type="node"))
+    rows = {entry.action.action: entry for entry in trail.items}
+    assert set(rows) == {"node.create", "node.update", "node.enrollment_token", "node.retire"}
+    assert all(entry.action.target_id == str(node_id) for entry in trail.items)
+    assert rows["node.create"].detail["name"] == "ams-9"
+    assert rows["node.create"].action.admin_id == admin.id
+    update = rows["node.update"]
+    assert update.action.admin_id is None
+    assert update.detail == {
+        "before": {"capacity": 1000},
+        "capacity": 5,
+        "via": "cli",
+        "operator": "root",
+    }
+    # The token itself never reaches the trail, only when it expires.
+    assert issued.token not in json.dumps(rows["node.enrollment_token"].detail)
+    assert set(rows["node.enrollment_token"].detail) == {"expires_at"}
+
+    # An actor who is not an administrator is refused, and the change goes with the refusal.
+    async with unit_of_work(runtime.sessionmaker) as session:
+        other_id = (await create_node(session, name="ams-10", capacity=7)).id
+    with pytest.raises(NotAnAdministrator):
+        async with unit_of_work(runtime.sessionmaker) as session:
+            await node_service.update_by(session, customer, other_id, NodeUpdate(capacity=1))
+    async with unit_of_work(runtime.sessionmaker) as session:
+        assert (await node_service.get(session, other_id)).capacity == 7
+        recorded = await admin_audit.search(session, ActionFilters(target_id=str(other_id)))
+        assert recorded.total == 0

@@ -6,7 +6,6 @@ from typing import Annotated
 
 from fastapi import APIRouter, Path, status
 
-from burrow.control.admin.service import admin_audit
 from burrow.control.deps import CurrentAdmin, RuntimeDep, SessionDep
 from burrow.control.nodes.schemas import (
     EnrollmentIssued,
@@ -36,10 +35,7 @@ NodeId = Annotated[int, Path(ge=1, le=MAX_ID, description="The node's id.")]
 async def create_node(
     data: NodeCreate, admin: CurrentAdmin, session: SessionDep, runtime: RuntimeDep
 ) -> NodeCreated:
-    created = await node_service.create(session, runtime, data)
-    await admin_audit.record(
-        session, admin, "node.create", "node", created.node.id, None, data.model_dump()
-    )
+    created = await node_service.create_by(session, runtime, admin, data)
     return NodeCreated(node=node_service.read(runtime, created.node), enrollment=created.enrollment)
 
 
@@ -83,9 +79,7 @@ async def update_node(
     session: SessionDep,
     runtime: RuntimeDep,
 ) -> NodeRead:
-    node = await node_service.update(session, node_id, data)
-    changes = data.model_dump(exclude_unset=True)
-    await admin_audit.record(session, admin, "node.update", "node", node_id, None, changes)
+    node = await node_service.update_by(session, admin, node_id, data)
     return node_service.read(runtime, node)
 
 
@@ -99,8 +93,7 @@ async def update_node(
 async def retire_node(
     node_id: NodeId, admin: CurrentAdmin, session: SessionDep, runtime: RuntimeDep
 ) -> NodeRead:
-    node = await node_service.retire(session, node_id)
-    await admin_audit.record(session, admin, "node.retire", "node", node_id)
+    node = await node_service.retire_by(session, admin, node_id)
     return node_service.read(runtime, node)
 
 
@@ -116,11 +109,7 @@ async def new_enrollment_token(
     node_id: NodeId, admin: CurrentAdmin, session: SessionDep, runtime: RuntimeDep
 ) -> EnrollmentIssued:
     node = await node_service.get(session, node_id)
-    issued = await node_service.new_enrollment_token(session, runtime, node)
-    # The token itself stays out of the trail: only its expiry is recorded.
-    detail = {"expires_at": issued.expires_at}
-    await admin_audit.record(session, admin, "node.enrollment_token", "node", node_id, None, detail)
-    return issued
+    return await node_service.new_enrollment_token_by(session, runtime, admin, node)
 
 
 @router.get(

@@ -1,6 +1,9 @@
 """Nodes: the VPN servers, their enrollment, their tokens and their live health.
 
-An operator creates a node and gets a one-time enrollment token. The node's agent enrolls
+An operator creates a node and gets a one-time enrollment token. The operator's actions
+(``create_by``, ``update_by``, ``retire_by``, ``new_enrollment_token_by``) take the ``actor``
+and write their row of the admin audit trail in the caller's unit of work; the plain methods
+are for the server's own set-up (the embedded node) and tests. The node's agent enrolls
 with it, sends its WireGuard public key and receives a node token, which it then uses as a
 bearer token on the node API. Both tokens are stored hashed. The node's reports (connected
 devices, throughput) live only in the RAM live store, never on disk.
@@ -15,6 +18,7 @@ from datetime import timedelta
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from burrow.control.admin.service import Actor, admin_audit
 from burrow.control.connections.service import connection as connection_service
 from burrow.control.errors import BurrowError, Conflict, InvalidInput, NotAuthenticated, NotFound
 from burrow.control.live import Kind
@@ -217,6 +221,15 @@ class NodeService:
             raise NodeNameTaken(data.name)  # the one unique column a new node can clash on
         return NodeWithEnrollment(node, self._issued(runtime, node, token))
 
+    async def create_by(
+        self, session: AsyncSession, runtime: Runtime, actor: Actor, data: NodeCreate
+    ) -> NodeWithEnrollment:
+        created = await self.create(session, runtime, data)
+        await admin_audit.record(
+            session, actor, "node.create", "node", created.node.id, None, data.model_dump()
+        )
+        return created
+
     async def list_all(self, session: AsyncSession) -> list[Node]:
         return list(await NodeRepository(session).list_all())
 
@@ -254,6 +267,40 @@ class NodeService:
         if not await repository.save(node):
             raise NodeNameTaken(node.name)
         return node
+
+    async def update_by(
+        self, session: AsyncSession, actor: Actor, node_id: int, data: NodeUpdate
+    ) -> Node:
+        """``update``, recorded with what each changed field was before."""
+        node = await self.get(session, node_id)
+        changes = data.model_dump(exclude_unset=True)
+        before = {field: getattr(node, field) for field in changes}
+        node = await self.update(session, node_id, data)
+        await admin_audit.record(
+            session, actor, "node.update", "node", node_id, None, {"before": before, **changes}
+        )
+        return node
+
+    async def retire_by(self, session: AsyncSession, actor: Actor, node_id: int) -> Node:
+        node = await self.retire(session, node_id)
+        await admin_audit.record(session, actor, "node.retire", "node", node_id)
+        return node
+
+    async def new_enrollment_token_by(
+        self, session: AsyncSession, runtime: Runtime, actor: Actor, node: Node
+    ) -> EnrollmentIssued:
+        issued = await self.new_enrollment_token(session, runtime, node)
+        # The token itself stays out of the trail: only its expiry is recorded.
+        await admin_audit.record(
+            session,
+            actor,
+            "node.enrollment_token",
+            "node",
+            node.id,
+            None,
+            {"expires_at": issued.expires_at},
+        )
+        return issued
 
     async def retire(self, session: AsyncSession, node_id: int) -> Node:
         """Take a node out of service for good: its token stops working at once."""

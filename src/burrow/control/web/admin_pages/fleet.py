@@ -9,7 +9,6 @@ from typing import Any
 from fastapi import Request, Response
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from burrow.control.admin.service import admin_audit
 from burrow.control.deps import RuntimeDep, SessionDep
 from burrow.control.errors import BurrowError
 from burrow.control.models import NodeStatus
@@ -101,10 +100,7 @@ async def create_node(
     if body is None:
         return await _fleet_page(request, session, runtime, form, 422)
     try:
-        created = await node_service.create(session, runtime, body)
-        await admin_audit.record(
-            session, admin, "node.create", "node", created.node.id, None, body.model_dump()
-        )
+        created = await node_service.create_by(session, runtime, admin, body)
     except BurrowError as exc:
         await undo(session, admin)
         form.fail(exc)
@@ -130,16 +126,7 @@ async def node_enrollment_token(
 ) -> Response:
     try:
         node = await node_service.get(session, node_id)
-        issued = await node_service.new_enrollment_token(session, runtime, node)
-        await admin_audit.record(
-            session,
-            admin,
-            "node.enrollment_token",
-            "node",
-            node_id,
-            None,
-            {"expires_at": issued.expires_at},
-        )
+        issued = await node_service.new_enrollment_token_by(session, runtime, admin, node)
     except BurrowError as exc:
         await undo(session, admin)
         return redirect(request, "/admin/fleet", flash=exc.message, kind="error")
@@ -155,8 +142,7 @@ async def retire_node(
     node_id: NodeIdPath,
 ) -> Response:
     try:
-        node = await node_service.retire(session, node_id)
-        await admin_audit.record(session, admin, "node.retire", "node", node_id)
+        node = await node_service.retire_by(session, admin, node_id)
     except BurrowError as exc:
         await undo(session, admin)
         return redirect(request, "/admin/fleet", flash=exc.message, kind="error")
@@ -177,13 +163,7 @@ async def update_node(
     if body is None:
         return await _fleet_page(request, session, runtime, status_code=422, edit=(node_id, form))
     try:
-        node = await node_service.get(session, node_id)
-        changes = body.model_dump(exclude_unset=True)
-        before = {field: getattr(node, field) for field in changes}
-        node = await node_service.update(session, node_id, body)
-        await admin_audit.record(
-            session, admin, "node.update", "node", node_id, None, {"before": before, **changes}
-        )
+        node = await node_service.update_by(session, admin, node_id, body)
     except BurrowError as exc:
         await undo(session, admin)
         form.fail(exc)
