@@ -418,6 +418,16 @@ class BillingService:
 
     # --- checkout -----------------------------------------------------------------------------
 
+    def checkout_methods(self, runtime: Runtime) -> list[PaymentMethod]:
+        """The policy's offered methods that a set-up provider can take now (the checkout
+        page offers only these)."""
+        found = []
+        for method in runtime.policy.payment_methods.offered:
+            provider = CHECKOUT_PROVIDERS.get(str(method))
+            if provider is not None and provider.configured(runtime.settings):
+                found.append(PaymentMethod(method))
+        return found
+
     async def start_checkout(
         self,
         session: AsyncSession,

@@ -64,7 +64,10 @@ async def _billing_page(
                 for v in orders
                 if v.order.status == OrderStatus.paid and v.order.id not in asked
             },
-            "methods": [(str(m), METHOD_NAMES.get(str(m), str(m))) for m in methods.offered],
+            "methods": [
+                (str(m), METHOD_NAMES.get(str(m), str(m)))
+                for m in billing_service.checkout_methods(runtime)
+            ],
             "recurring": {str(m) for m in methods.recurring},
             "refund_policy": runtime.policy.refunds,
             "form": form or Form.empty(),
