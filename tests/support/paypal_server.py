@@ -50,6 +50,7 @@ class FakePayPal:
     subscriptions: dict[str, dict[str, Any]] = field(default_factory=dict)
     refunds: dict[str, dict[str, Any]] = field(default_factory=dict)  # by request id
     captures: dict[str, str] = field(default_factory=dict)  # capture id -> order id
+    answered: dict[str, tuple[int, dict[str, Any]]] = field(default_factory=dict)  # captures
     signatures: set[str] = field(default_factory=set)  # transmission signatures made here
     failures: int = 0  # answer this many calls (not the token) with a 500 first
     # Make this many refunds, then answer each with a 500 all the same.
@@ -186,7 +187,13 @@ class FakePayPal:
             if len(parts) == 4 and method == "GET":
                 return 200, _public(order)
             if parts[4:] == ["capture"] and method == "POST":
-                return self._capture(order)
+                # The same PayPal-Request-Id, the same answer (no second capture attempt).
+                if call.request_id and call.request_id in self.answered:
+                    return self.answered[call.request_id]
+                answer = self._capture(order)
+                if call.request_id:
+                    self.answered[call.request_id] = answer
+                return answer
         if parts[:3] == ["v2", "payments", "captures"] and parts[4:] == ["refund"]:
             return self._refund(parts[3], call)
         if parts[:3] == ["v1", "billing", "subscriptions"]:

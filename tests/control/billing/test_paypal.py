@@ -8,6 +8,7 @@ posts them, with its transmission headers.
 
 from __future__ import annotations
 
+import asyncio
 import json
 from collections.abc import AsyncIterator, Iterator
 from datetime import UTC, datetime
@@ -17,6 +18,7 @@ import httpx
 import pytest
 from sqlalchemy import func, select
 
+from burrow.control.billing.service import webhook as webhook_service
 from burrow.control.config import Settings
 from burrow.control.db import unit_of_work
 from burrow.control.models import (
@@ -338,6 +340,33 @@ async def test_a_duplicate_delivery_changes_nothing(
     assert await _count(pp_runtime, WebhookEvent) == 1
     assert await _count(pp_runtime, Payment) == 1
     assert len(fake_paypal.made("POST", f"/v2/checkout/orders/{remote_id}/capture")) == 1
+
+
+async def test_twenty_deliveries_at_once_pay_the_order_once(
+    pp_runtime: Runtime, pp_client: httpx.AsyncClient, fake_paypal: FakePayPal
+) -> None:
+    """PayPal resends (same id) and a second approval event (another id) arrive together,
+    with the scheduler running beside them: one capture at PayPal, one payment here."""
+    _account, headers = await _customer(pp_runtime)
+    order = await _order(pp_runtime, (await _checkout(pp_client, headers)).json()["order_id"])
+    remote_id = order.provider_order_id
+    assert remote_id is not None
+    fake_paypal.approve(remote_id)
+    first = fake_paypal.event("CHECKOUT.ORDER.APPROVED", fake_paypal.orders[remote_id])
+    second = fake_paypal.event("CHECKOUT.ORDER.APPROVED", fake_paypal.orders[remote_id])
+    answers = await asyncio.gather(
+        *(_deliver(pp_client, fake_paypal, first if n % 2 else second) for n in range(20)),
+        *(webhook_service.process_pending(pp_runtime) for _ in range(3)),
+    )
+    statuses = [a.status_code for a in answers if isinstance(a, httpx.Response)]
+    assert statuses == [200] * 20
+    await webhook_service.process_pending(pp_runtime)
+    events = await _rows(pp_runtime, WebhookEvent)
+    assert len(events) == 2
+    assert all(e.processed_at is not None for e in events), [e.error for e in events]
+    assert len(await _rows(pp_runtime, Payment, order_id=order.id)) == 1
+    assert (await _order(pp_runtime, order.id)).status == OrderStatus.paid
+    assert len(fake_paypal.captures) == 1
 
 
 async def test_paypal_unreachable_for_verification_is_503_and_nothing_stored(

@@ -311,6 +311,7 @@ class BillingService:
         paid through Stripe's PayPal is a PayPal order for the refund rules).
         """
         repository = BillingRepository(session)
+        await repository.lock_order(order)
         known = await repository.payment_by_provider_id(order.provider, provider_payment_id)
         if known is not None:
             raise DuplicatePayment(order.provider, provider_payment_id, known.order_id)
