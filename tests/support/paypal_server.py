@@ -191,7 +191,7 @@ class FakePayPal:
                 if call.request_id and call.request_id in self.answered:
                     return self.answered[call.request_id]
                 answer = self._capture(order)
-                if call.request_id:
+                if call.request_id and answer[0] < 300:
                     self.answered[call.request_id] = answer
                 return answer
         if parts[:3] == ["v2", "payments", "captures"] and parts[4:] == ["refund"]:

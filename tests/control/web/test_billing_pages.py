@@ -201,3 +201,42 @@ class TestPayPalCheckout:
         assert response.status_code == 303, response.text
         [order_id] = fake_paypal.orders
         assert response.headers["location"] == f"{fake_paypal.url}/checkoutnow?token={order_id}"
+
+    async def test_back_from_paypal_the_approved_order_is_captured_and_paid(
+        self,
+        client: httpx.AsyncClient,
+        runtime: Runtime,
+        web_customer: MakeWebCustomer,
+        fake_paypal: FakePayPal,
+    ) -> None:
+        customer = await web_customer(None)
+        await post_form(
+            client,
+            "/billing/checkout",
+            {"plan_code": "personal-monthly", "method": "paypal"},
+            page="/billing",
+        )
+        [(remote_id, remote)] = fake_paypal.orders.items()
+        order_id = int(remote["purchase_units"][0]["custom_id"])
+        back = f"/billing?checkout=done&order={order_id}&token={remote_id}&PayerID=PAYERTEST01"
+        # Not approved yet (the customer pressed back): nothing is taken, nothing breaks.
+        early = await client.get(back)
+        assert early.status_code == 200
+        assert fake_paypal.captures == {}
+        fake_paypal.approve(remote_id)
+        # A token that is not this order's PayPal order captures nothing.
+        assert (await client.get(back.replace(remote_id, "OTHER"))).status_code == 200
+        assert fake_paypal.captures == {}
+        page = await client.get(back)
+        assert page.status_code == 200
+        [capture_id] = fake_paypal.captures
+        async with unit_of_work(runtime.sessionmaker) as session:
+            [view] = await billing_service.orders(session, customer.account.id)
+        assert view.order.status == "paid"
+        assert [p.provider_payment_id for p in view.payments] == [capture_id]
+        # Coming back again (a reload) takes nothing more.
+        assert (await client.get(back)).status_code == 200
+        captures = fake_paypal.made("POST", f"/v2/checkout/orders/{remote_id}/capture")
+        assert len(captures) == 1  # not before approval; not again once paid
+        assert captures[0].request_id == f"burrow-capture-{remote_id}"
+        assert len(fake_paypal.captures) == 1

@@ -42,6 +42,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from burrow.control.billing.service import (
     CHECKOUT_PROVIDERS,
+    RETURN_HANDLERS,
     AccountTerminated,
     DuplicatePayment,
     EventNeedsPerson,
@@ -272,7 +273,7 @@ async def _ours(session: AsyncSession, custom_id: object, remote_id: object) -> 
 async def _pay(
     session: AsyncSession,
     runtime: Runtime,
-    event: WebhookEvent,
+    what: str,
     order: Order,
     payment_id: str,
     amount: dict[str, Any],
@@ -283,7 +284,7 @@ async def _pay(
     value = amount.get("value", amount.get("total"))
     minor = paypal.minor_units(value, currency)
     if minor is None or not currency:
-        raise EventNeedsPerson(f"paypal event {event.event_id}: no amount PayPal could pay")
+        raise EventNeedsPerson(f"{what}: no amount PayPal could pay")
     try:
         await billing_service.pay_order(
             session,
@@ -297,7 +298,7 @@ async def _pay(
             **extra,
         )
     except (DuplicatePayment, OrderNotPayable) as exc:
-        log.info("paypal event %s: %s", event.event_id, exc)
+        log.info("%s: %s", what, exc)
     except AccountTerminated:
         log.warning(
             "paypal payment %s for terminated account %s: refund it at PayPal",
@@ -305,7 +306,7 @@ async def _pay(
             order.account_id,
         )
     except InvalidInput as exc:
-        raise EventNeedsPerson(f"paypal event {event.event_id}: {exc.message}") from exc
+        raise EventNeedsPerson(f"{what}: {exc.message}") from exc
 
 
 # --- handling events --------------------------------------------------------------------------
@@ -319,30 +320,53 @@ async def _order_approved(
     if order is None or not isinstance(remote_id, str):
         log.info("paypal event %s names no pending order of ours", event.event_id)
         return
+    payer = _dict(obj.get("payer")).get("payer_id")
+    await _capture(session, runtime, order, remote_id, payer, f"paypal event {event.event_id}")
+
+
+async def _capture(
+    session: AsyncSession,
+    runtime: Runtime,
+    order: Order,
+    remote_id: str,
+    payer_id: object,
+    what: str,
+) -> None:
+    """Capture an approved PayPal order and record the capture as the order's payment."""
     gateway = PayPalGateway(runtime.settings)
     try:
-        # One request id per PayPal order: a second capture (the capture event, a retried
-        # handler) is answered with the first one's result and takes no money.
+        # One request id per PayPal order: a second capture (the return page and the webhook,
+        # a retried handler) is answered with the first one's result and takes no money.
         captured = await gateway.capture_order(remote_id, f"burrow-capture-{remote_id}")
     except PayPalError as exc:
         if exc.status != 422:
             raise
-        captured = await gateway.get_order(remote_id)  # captured already (ORDER_ALREADY_CAPTURED)
+        # Captured already (ORDER_ALREADY_CAPTURED), or not approved yet: as PayPal has it.
+        captured = await gateway.get_order(remote_id)
     done = [c for c in _captures(captured) if c.get("status") == "COMPLETED"]
     if not done:
         log.info("paypal order %s not captured yet (%s)", remote_id, captured.get("status"))
         return
     capture = done[0]
-    payer = _dict(captured.get("payer")) or _dict(obj.get("payer"))
+    payer = _dict(captured.get("payer")).get("payer_id") or payer_id
     await _pay(
-        session,
-        runtime,
-        event,
-        order,
-        str(capture.get("id")),
-        _dict(capture.get("amount")),
-        payer.get("payer_id"),
+        session, runtime, what, order, str(capture.get("id")), _dict(capture.get("amount")), payer
     )
+
+
+async def returned(session: AsyncSession, runtime: Runtime, order: Order, token: str) -> None:
+    """The customer is back from approving: PayPal's ``token`` is the PayPal order's id. A
+    subscription's return needs nothing (its first payment comes as an event)."""
+    if order.provider_order_id != token or token.startswith("I-"):
+        return
+    # Asked first: a capture refused as not approved is not sent under the order's capture
+    # request id (a later capture by the webhook reuses it).
+    remote = await PayPalGateway(runtime.settings).get_order(token)
+    if remote.get("status") in ("APPROVED", "COMPLETED"):
+        await _capture(session, runtime, order, token, None, f"paypal return of order {order.id}")
+
+
+RETURN_HANDLERS[PROVIDER] = returned
 
 
 async def _capture_completed(
@@ -355,8 +379,9 @@ async def _capture_completed(
         log.info("paypal event %s names no order of ours", event.event_id)
         return
     payer = _dict((await PayPalGateway(runtime.settings).get_order(remote_id)).get("payer"))
+    what = f"paypal event {event.event_id}"
     await _pay(
-        session, runtime, event, order, obj["id"], _dict(obj.get("amount")), payer.get("payer_id")
+        session, runtime, what, order, obj["id"], _dict(obj.get("amount")), payer.get("payer_id")
     )
 
 
@@ -385,7 +410,7 @@ async def _sale_completed(
         await _pay(
             session,
             runtime,
-            event,
+            f"paypal event {event.event_id}",
             order,
             sale_id,
             _dict(obj.get("amount")),

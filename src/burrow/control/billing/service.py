@@ -250,6 +250,12 @@ class CheckoutProvider(Protocol):
 CHECKOUT_PROVIDERS: dict[str, CheckoutProvider] = {}
 
 
+# What a provider does when the customer comes back from its page to ours with the order's
+# reference (PayPal: capture the approved order at once, before its webhook arrives).
+ReturnHandler = Callable[[AsyncSession, Runtime, Order, str], Awaitable[None]]
+RETURN_HANDLERS: dict[str, ReturnHandler] = {}
+
+
 class BillingService:
     # --- orders and payments -----------------------------------------------------------------
 
@@ -418,6 +424,28 @@ class BillingService:
         )
 
     # --- checkout -----------------------------------------------------------------------------
+
+    async def checkout_returned(
+        self,
+        session: AsyncSession,
+        runtime: Runtime,
+        account_id: int,
+        order_id: int,
+        token: str,
+    ) -> None:
+        """The customer came back from the provider's page for one of their own pending orders
+        (``token``: the provider's reference in the return address). The provider settles it
+        now if it can; if it cannot be reached, its webhook settles the order later."""
+        order = await BillingRepository(session).order_of(account_id, order_id)
+        if order is None or order.status != OrderStatus.pending or not token:
+            return
+        handler = RETURN_HANDLERS.get(order.provider)
+        if handler is None:
+            return
+        try:
+            await handler(session, runtime, order, token)
+        except (ProviderNotConfigured, ProviderUnavailable, EventNeedsPerson) as exc:
+            log.warning("order %s: not settled on return (%s); its webhook will", order.id, exc)
 
     def checkout_methods(self, runtime: Runtime) -> list[PaymentMethod]:
         """The policy's offered methods that a set-up provider can take now (the checkout
