@@ -127,6 +127,13 @@ class FakePayPal:
             "Content-Type": "application/json",
         }
 
+    def refund_in_dashboard(self, capture_id: str, value: str) -> dict[str, Any]:
+        """The merchant refunds part of a capture in PayPal's own dashboard."""
+        call = PayPalCall("POST", "", f"dashboard-{uuid.uuid4().hex}", {})
+        call.body = {"amount": {"value": value, "currency_code": "USD"}}
+        with self.lock:
+            return self._refund(capture_id, call)[1]
+
     def order_of(self, custom_id: str) -> dict[str, Any]:
         for order in self.orders.values():
             if order["purchase_units"][0].get("custom_id") == custom_id:
@@ -268,6 +275,7 @@ class FakePayPal:
             "amount": amount,
             "custom_id": call.body.get("custom_id"),
             "invoice_id": call.body.get("invoice_id"),
+            "links": [_link(f"{self.url}/v2/payments/captures/{capture_id}", "up")],
         }
         self.refunds[call.request_id] = refund
         unit["payments"]["refunds"].append(refund)

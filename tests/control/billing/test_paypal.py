@@ -516,3 +516,26 @@ async def test_one_refund_per_paypal_payer_across_accounts(
             "same_payment_fingerprint": True,
         }
     assert len(_refund_calls(fake_paypal)) == 1
+
+
+async def test_a_refund_made_in_paypals_dashboard_is_recorded_once(
+    pp_runtime: Runtime, pp_client: httpx.AsyncClient, fake_paypal: FakePayPal
+) -> None:
+    account, order = await _paid_by_paypal(pp_runtime, pp_client, fake_paypal)
+    [capture_id] = fake_paypal.captures
+    part = fake_paypal.refund_in_dashboard(capture_id, "2.00")
+    event = fake_paypal.event("PAYMENT.CAPTURE.REFUNDED", part)
+    assert (await _deliver(pp_client, fake_paypal, event)).status_code == 200
+    partly = await _order(pp_runtime, order.id)
+    assert (partly.status, partly.refunded_minor) == (OrderStatus.partially_refunded, 200)
+    # Delivered again under another id: the total is PayPal's, nothing is counted twice.
+    again = fake_paypal.event("PAYMENT.CAPTURE.REFUNDED", part)
+    assert (await _deliver(pp_client, fake_paypal, again)).status_code == 200
+    assert (await _order(pp_runtime, order.id)).refunded_minor == 200
+    rest = fake_paypal.refund_in_dashboard(capture_id, "4.99")
+    event = fake_paypal.event("PAYMENT.CAPTURE.REFUNDED", rest)
+    assert (await _deliver(pp_client, fake_paypal, event)).status_code == 200
+    refunded = await _order(pp_runtime, order.id)
+    assert (refunded.status, refunded.refunded_minor) == (OrderStatus.refunded, 699)
+    [sub] = await _rows(pp_runtime, Subscription, account_id=account.id)
+    assert sub.status != SubscriptionStatus.active

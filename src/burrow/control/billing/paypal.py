@@ -17,6 +17,8 @@ What the events mean here:
 - ``PAYMENT.CAPTURE.COMPLETED``: the same payment seen from the capture (a capture made
   elsewhere, or an approval event lost): recorded once, whichever comes first.
 - ``PAYMENT.CAPTURE.DENIED``: the pending order failed.
+- ``PAYMENT.CAPTURE.REFUNDED``: PayPal's total refunded on the order (burrow's own refunds
+  and the dashboard's) is recorded, only what is not recorded yet.
 - ``PAYMENT.SALE.COMPLETED``: a subscription's payment: the first pays the checkout's order
   and links the subscription, later ones renew it.
 - ``BILLING.SUBSCRIPTION.ACTIVATED/CANCELLED/SUSPENDED``: renewals resume or stop (the period
@@ -513,6 +515,33 @@ async def _subscription_payment_failed(
         await subscription_service.provider_payment_failed(session, runtime, found, at)
 
 
+async def _capture_refunded(
+    session: AsyncSession, runtime: Runtime, event: WebhookEvent, obj: dict[str, Any], at: datetime
+) -> None:
+    """A refund of a capture (burrow's own, or one made in PayPal's dashboard): what PayPal's
+    order says was refunded in all is recorded, only what is not recorded yet."""
+    up = paypal.link(obj, "up") or ""
+    capture_id = up.rstrip("/").rsplit("/", 1)[-1] if "/captures/" in up else None
+    order = (
+        await billing_service.order_by_payment(session, PROVIDER, [capture_id])
+        if capture_id
+        else None
+    )
+    if order is None or not order.provider_order_id:
+        log.info("paypal event %s: not a payment of ours; nothing to do", event.event_id)
+        return
+    remote = await PayPalGateway(runtime.settings).get_order(order.provider_order_id)
+    total = 0
+    for unit in remote.get("purchase_units") or []:
+        for refund in _dict(_dict(unit).get("payments")).get("refunds") or []:
+            amount = _dict(_dict(refund).get("amount"))
+            minor = paypal.minor_units(amount.get("value"), order.currency)
+            same = str(amount.get("currency_code", "")).upper() == order.currency
+            if _dict(refund).get("status") == "COMPLETED" and minor is not None and same:
+                total += minor
+    await billing_service.provider_refunded(session, runtime, order, total)
+
+
 EventHandler = Callable[
     [AsyncSession, Runtime, WebhookEvent, dict[str, Any], datetime], Awaitable[None]
 ]
@@ -520,6 +549,7 @@ HANDLERS: dict[str, EventHandler] = {
     "CHECKOUT.ORDER.APPROVED": _order_approved,
     "PAYMENT.CAPTURE.COMPLETED": _capture_completed,
     "PAYMENT.CAPTURE.DENIED": _capture_denied,
+    "PAYMENT.CAPTURE.REFUNDED": _capture_refunded,
     "PAYMENT.SALE.COMPLETED": _sale_completed,
     "BILLING.SUBSCRIPTION.ACTIVATED": _subscription_state,
     "BILLING.SUBSCRIPTION.CANCELLED": _subscription_state,

@@ -73,7 +73,8 @@ class _Configuration(Configuration):  # type: ignore[misc]
         return self._burrow_base
 
 
-def _links(found: dict[str, Any], rel: str) -> str | None:
+def link(found: dict[str, Any], rel: str) -> str | None:
+    """The address of ``found``'s HATEOAS link ``rel``."""
     for link in found.get("links") or []:
         if isinstance(link, dict) and link.get("rel") == rel and isinstance(link.get("href"), str):
             return str(link["href"])
@@ -83,7 +84,7 @@ def _links(found: dict[str, Any], rel: str) -> str | None:
 def approve_link(found: dict[str, Any]) -> str | None:
     """Where the payer approves an order ("payer-action" for orders made with a payment
     source, "approve" otherwise) or a subscription ("approve")."""
-    return _links(found, "payer-action") or _links(found, "approve")
+    return link(found, "payer-action") or link(found, "approve")
 
 
 class PayPalGateway:
