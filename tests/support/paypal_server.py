@@ -50,6 +50,7 @@ class FakePayPal:
     subscriptions: dict[str, dict[str, Any]] = field(default_factory=dict)
     refunds: dict[str, dict[str, Any]] = field(default_factory=dict)  # by request id
     captures: dict[str, str] = field(default_factory=dict)  # capture id -> order id
+    sales: dict[str, str] = field(default_factory=dict)  # a subscription's payments -> its id
     answered: dict[str, tuple[int, dict[str, Any]]] = field(default_factory=dict)  # captures
     signatures: set[str] = field(default_factory=set)  # transmission signatures made here
     failures: int = 0  # answer this many calls (not the token) with a 500 first
@@ -90,8 +91,10 @@ class FakePayPal:
             return self._sale(self.subscriptions[subscription_id])
 
     def _sale(self, sub: dict[str, Any]) -> dict[str, Any]:
+        sale_id = f"SALE{uuid.uuid4().hex[:13].upper()}"
+        self.sales[sale_id] = sub["id"]
         return {
-            "id": f"SALE-{uuid.uuid4().hex[:12].upper()}",
+            "id": sale_id,
             "state": "completed",
             "amount": {"total": sub["_price"], "currency": sub["_currency"]},
             "billing_agreement_id": sub["id"],
@@ -262,6 +265,18 @@ class FakePayPal:
         return 201, _public(order)
 
     def _refund(self, capture_id: str, call: PayPalCall) -> tuple[int, dict[str, Any]]:
+        if capture_id in self.sales:
+            # A subscription's payment (its transaction id) is refunded as a capture is.
+            if call.request_id in self.refunds:
+                return 200, dict(self.refunds[call.request_id])
+            refund = {
+                "id": f"REF{uuid.uuid4().hex[:14].upper()}",
+                "status": "COMPLETED",
+                "amount": call.body.get("amount"),
+                "custom_id": call.body.get("custom_id"),
+            }
+            self.refunds[call.request_id] = refund
+            return 201, dict(refund)
         order = self.orders.get(self.captures.get(capture_id, ""))
         if order is None:
             return 404, _error("RESOURCE_NOT_FOUND", "The specified resource does not exist.")

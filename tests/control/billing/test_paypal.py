@@ -539,3 +539,38 @@ async def test_a_refund_made_in_paypals_dashboard_is_recorded_once(
     assert (refunded.status, refunded.refunded_minor) == (OrderStatus.refunded, 699)
     [sub] = await _rows(pp_runtime, Subscription, account_id=account.id)
     assert sub.status != SubscriptionStatus.active
+
+
+async def test_cancel_resume_and_refund_stop_the_paypal_subscription(
+    settings: Settings, fake_paypal: FakePayPal
+) -> None:
+    """The registry's renewal side for PayPal: a customer's cancel suspends the PayPal
+    subscription (no more charges, the paid period runs out), resume activates it again, and
+    a refund cancels it for good."""
+    configured = fake_paypal.settings(settings).model_copy(
+        update={"paypal_plan_ids": {PLAN: "P-5ML4271244454362WXNWU5NQ"}}
+    )
+    async with running_runtime(configured) as rt, app_client(rt) as client:
+        account, headers = await _customer(rt)
+        order_id = (await _checkout(client, headers)).json()["order_id"]
+        sub_id = (await _order(rt, order_id)).provider_order_id
+        assert sub_id is not None
+        sale = fake_paypal.event("PAYMENT.SALE.COMPLETED", fake_paypal.activate(sub_id))
+        assert (await _deliver(client, fake_paypal, sale)).status_code == 200
+        cancelled = await client.post("/api/v1/subscriptions/current/cancel", headers=headers)
+        assert cancelled.status_code == 200, cancelled.text
+        assert fake_paypal.subscriptions[sub_id]["status"] == "SUSPENDED"
+        resumed = await client.post("/api/v1/subscriptions/current/resume", headers=headers)
+        assert resumed.status_code == 200, resumed.text
+        assert fake_paypal.subscriptions[sub_id]["status"] == "ACTIVE"
+        order = await _order(rt, order_id)
+        request = await _approve(rt, account, order)
+        assert request.status == RefundStatus.executed
+        # A subscription's payment is refunded through its sale's id.
+        [call] = _refund_calls(fake_paypal)
+        assert call.path == f"/v2/payments/captures/{sale['resource']['id']}/refund"
+        for _ in range(50):  # the cancel at PayPal runs after the refund's commit
+            if fake_paypal.subscriptions[sub_id]["status"] == "CANCELLED":
+                break
+            await asyncio.sleep(0.05)
+        assert fake_paypal.subscriptions[sub_id]["status"] == "CANCELLED"
