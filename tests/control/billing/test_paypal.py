@@ -146,6 +146,19 @@ async def test_without_paypal_settings_checkout_is_409_and_the_webhook_404(
     assert fake_paypal.calls == []
 
 
+async def test_paypal_unreachable_at_checkout_is_502_and_no_order_is_kept(
+    pp_runtime: Runtime, pp_client: httpx.AsyncClient, fake_paypal: FakePayPal
+) -> None:
+    _account, headers = await _customer(pp_runtime)
+    fake_paypal.failures = 1
+    refused = await _checkout(pp_client, headers)
+    assert refused.status_code == 502, refused.text
+    assert refused.headers["content-type"].startswith(PROBLEM)
+    assert "We could not reach PayPal" in refused.json()["detail"]
+    assert await _count(pp_runtime, Order) == 0
+    assert fake_paypal.orders == {}
+
+
 # --- one-time orders --------------------------------------------------------------------------
 
 

@@ -180,6 +180,14 @@ _METHOD_NAMES = {
 }
 
 
+_PROVIDER_NAMES = {"paypal": "PayPal", "coingate": "CoinGate"}
+
+
+def provider_name(provider: str) -> str:
+    """A provider as its customers know it ("paypal" -> "PayPal")."""
+    return _PROVIDER_NAMES.get(provider, provider.title())
+
+
 class MethodNotSetUp(Conflict):
     title = "Payment method not set up"
     type_slug = "payment-method-not-set-up"
@@ -199,8 +207,8 @@ class ProviderUnreachable(BurrowError):
 
     def __init__(self, provider: str) -> None:
         super().__init__(
-            f"We could not reach {provider.title()} to start your payment. Nothing was charged "
-            "and no order was kept; try again in a few minutes."
+            f"We could not reach {provider_name(provider)} to start your payment. Nothing was "
+            "charged and no order was kept; try again in a few minutes."
         )
 
 
@@ -210,7 +218,7 @@ class AlreadyRenewing(Conflict):
 
     def __init__(self, provider: str, renews: datetime) -> None:
         super().__init__(
-            f"Your subscription already renews through {provider.title()} on "
+            f"Your subscription already renews through {provider_name(provider)} on "
             f"{renews.date().isoformat()}; a second one would charge you twice. To change "
             "plans, cancel it (POST /api/v1/subscriptions/current/cancel) and pay for the new "
             "plan after it ends."
