@@ -16,6 +16,7 @@ from typing import Any
 
 import httpx
 import pytest
+from pydantic import SecretStr
 from sqlalchemy import func, select
 
 from burrow.control.billing.service import webhook as webhook_service
@@ -157,6 +158,22 @@ async def test_paypal_unreachable_at_checkout_is_502_and_no_order_is_kept(
     assert "We could not reach PayPal" in refused.json()["detail"]
     assert await _count(pp_runtime, Order) == 0
     assert fake_paypal.orders == {}
+
+
+async def test_credentials_paypal_refuses_are_502_at_checkout_and_503_for_deliveries(
+    settings: Settings, fake_paypal: FakePayPal
+) -> None:
+    wrong = fake_paypal.settings(settings).model_copy(
+        update={"paypal_client_secret": SecretStr("not-the-secret")}
+    )
+    async with running_runtime(wrong) as rt, app_client(rt) as client:
+        _account, headers = await _customer(rt)
+        refused = await _checkout(client, headers)
+        assert refused.status_code == 502, refused.text
+        event = fake_paypal.event("CHECKOUT.ORDER.APPROVED", {"id": "X"})
+        assert (await _deliver(client, fake_paypal, event)).status_code == 503
+        assert await _count(rt, Order) == 0
+        assert await _count(rt, WebhookEvent) == 0
 
 
 # --- one-time orders --------------------------------------------------------------------------

@@ -26,6 +26,7 @@ from typing import Any
 
 import httpx
 import requests
+from apimatic_core.exceptions.auth_validation_exception import AuthValidationException
 from paypalserversdk.configuration import Configuration, Environment
 from paypalserversdk.exceptions.api_exception import ApiException
 from paypalserversdk.http.auth.o_auth_2 import ClientCredentialsAuthCredentials
@@ -125,6 +126,9 @@ class PayPalGateway:
             raise PayPalError(what, exc.response_code, _text(exc.response)) from exc
         except requests.RequestException as exc:
             raise ProviderUnavailable(f"PayPal {what}: {type(exc).__name__}") from exc
+        except AuthValidationException as exc:
+            # No OAuth token: PayPal refused the client id and secret (or could not give one).
+            raise ProviderUnavailable(f"PayPal {what}: no access token ({exc})") from exc
         try:
             found = json.loads(response.text or "{}")
         except ValueError as exc:
