@@ -276,6 +276,9 @@ class FakePayPal:
                 "custom_id": call.body.get("custom_id"),
             }
             self.refunds[call.request_id] = refund
+            if self.lost_answers:
+                self.lost_answers -= 1
+                return 500, _error("INTERNAL_SERVER_ERROR", "An internal server error occurred")
             return 201, dict(refund)
         order = self.orders.get(self.captures.get(capture_id, ""))
         if order is None:

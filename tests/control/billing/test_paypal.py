@@ -604,3 +604,29 @@ async def test_cancel_resume_and_refund_stop_the_paypal_subscription(
                 break
             await asyncio.sleep(0.05)
         assert fake_paypal.subscriptions[sub_id]["status"] == "CANCELLED"
+
+
+async def test_a_subscription_payments_refund_lost_in_a_5xx_is_never_sent_blind(
+    settings: Settings, fake_paypal: FakePayPal
+) -> None:
+    """PayPal lists no refunds of a subscription's payment to look one up by: after an
+    unclear answer the refund waits for a person instead of going out a second time."""
+    configured = fake_paypal.settings(settings).model_copy(
+        update={"paypal_plan_ids": {PLAN: "P-5ML4271244454362WXNWU5NQ"}}
+    )
+    async with running_runtime(configured) as rt, app_client(rt) as client:
+        account, headers = await _customer(rt)
+        order_id = (await _checkout(client, headers)).json()["order_id"]
+        sub_id = (await _order(rt, order_id)).provider_order_id
+        assert sub_id is not None
+        sale = fake_paypal.event("PAYMENT.SALE.COMPLETED", fake_paypal.activate(sub_id))
+        assert (await _deliver(client, fake_paypal, sale)).status_code == 200
+        fake_paypal.lost_answers = 1
+        request = await _approve(rt, account, await _order(rt, order_id))
+        assert request.status == RefundStatus.approved
+        assert await execute_approved_refunds(rt) == 0
+        assert await execute_approved_refunds(rt) == 0
+        [stored] = await _rows(rt, RefundRequest, id=request.id)
+        assert stored.status == RefundStatus.approved
+        assert len(_refund_calls(fake_paypal)) == 1
+        assert len(fake_paypal.refunds) == 1
