@@ -39,6 +39,8 @@ PUBLIC = {
     # Authenticated by its per-order token, then confirmed through CoinGate's API
     # (tests/control/billing/test_coingate).
     ("POST", "/api/v1/billing/webhooks/coingate"),
+    # Verified by PayPal's own verify-webhook-signature API (tests/control/billing/test_paypal).
+    ("POST", "/api/v1/billing/webhooks/paypal"),
 }
 
 

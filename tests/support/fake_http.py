@@ -24,10 +24,15 @@ class JsonHandler(BaseHTTPRequestHandler):
         pass
 
 
+class _Server(ThreadingHTTPServer):
+    # Room for a test's burst of concurrent calls (the default backlog of 5 resets some).
+    request_queue_size = 128
+
+
 @contextmanager
 def running_http(handler: type[BaseHTTPRequestHandler], name: str) -> Iterator[str]:
     """Serves ``handler`` on a free loopback port; yields the base URL; stops it after."""
-    server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    server = _Server(("127.0.0.1", 0), handler)
     thread = threading.Thread(target=server.serve_forever, name=name, daemon=True)
     thread.start()
     try:

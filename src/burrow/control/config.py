@@ -189,6 +189,23 @@ class Settings(BaseSettings):
         description="The currency CoinGate settles in (EUR, USD, BTC ... or DO_NOT_CONVERT).",
     )
 
+    # PayPal: the REST app's client id and secret (Orders, Payments, Subscriptions). Unset: no
+    # PayPal checkout, and its webhook endpoint is 404.
+    paypal_client_id: str | None = None
+    paypal_client_secret: SecretStr | None = None
+    # The id PayPal gave the webhook burrow listens on (its deliveries are verified against it).
+    paypal_webhook_id: str | None = None
+    paypal_api_base: str = Field(
+        "live",
+        description="PayPal's API: 'live' (https://api-m.paypal.com), 'sandbox' "
+        "(https://api-m.sandbox.paypal.com), or another address (a test server).",
+    )
+    paypal_plan_ids: dict[str, str] = Field(
+        default_factory=dict,
+        description="PayPal billing plan id (P-...) for each burrow plan code that renews "
+        "through PayPal; a plan not named here is sold through PayPal as a single payment.",
+    )
+
     # GET /metrics (Prometheus): served only when a token is set, to callers that send it as a
     # bearer token. Unset: /metrics is 404.
     metrics_token: SecretStr | None = None

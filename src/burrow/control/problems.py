@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import math
 from typing import Any
 
 from fastapi import FastAPI, Request
@@ -86,7 +87,7 @@ async def _burrow_error(_request: Request, exc: Exception) -> JSONResponse:
     headers = {}
     retry_after = getattr(exc, "retry_after", None)
     if retry_after is not None:
-        headers["Retry-After"] = str(max(1, round(retry_after)))
+        headers["Retry-After"] = str(max(1, math.ceil(retry_after)))  # never early
     return JSONResponse(
         exc.problem(), status_code=exc.status, media_type=PROBLEM_JSON, headers=headers
     )

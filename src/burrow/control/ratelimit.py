@@ -9,6 +9,7 @@ address or an IP.
 
 from __future__ import annotations
 
+import math
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -27,7 +28,8 @@ class Refused:
 
     @property
     def seconds(self) -> int:
-        return max(1, round(self.retry_after))
+        # Rounded up: a client that waits exactly Retry-After must not arrive a moment early.
+        return max(1, math.ceil(self.retry_after))
 
 
 class RateLimits:

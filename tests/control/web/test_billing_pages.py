@@ -16,6 +16,7 @@ from burrow.control.db import unit_of_work
 from burrow.control.models import PaymentMethod
 from burrow.control.runtime import Runtime
 from tests.control.web.conftest import MakeWebCustomer, WebCustomer
+from tests.support.paypal_server import FakePayPal, running_paypal
 from tests.support.stripe_server import HTTPX_DATA_WARNING, FakeStripe, stripe_server
 from tests.support.web import field_error, post_form
 
@@ -42,8 +43,11 @@ async def test_billing_shows_plans_methods_and_no_orders(
     page = await client.get("/billing")
     assert page.status_code == 200
     assert "Personal, 1 month — 6.99 USD for 1 month" in page.text
-    assert 'id="method-card"' in page.text
-    assert 'id="method-crypto"' in page.text
+    # No provider is set up here: the page offers no method it could not take.
+    assert 'id="method-card"' not in page.text
+    assert 'id="method-crypto"' not in page.text
+    assert 'id="method-paypal"' not in page.text
+    assert 'id="no-methods"' in page.text
     assert 'id="no-orders"' in page.text
     assert "within 30 days" in page.text
 
@@ -166,3 +170,73 @@ class TestCardCheckout:
         page = await client.get("/billing")
         assert "personal-yearly" in page.text
         assert "pending" in page.text
+
+
+class TestPayPalCheckout:
+    """With PayPal set up (a local PayPal-shaped server), the page offers it and sends the
+    browser to PayPal's approve link."""
+
+    @pytest.fixture
+    def fake_paypal(self) -> Iterator[FakePayPal]:
+        with running_paypal() as state:
+            yield state
+
+    @pytest.fixture
+    def settings(self, settings: Settings, fake_paypal: FakePayPal) -> Settings:
+        return fake_paypal.settings(settings)
+
+    async def test_paypal_is_offered_and_checkout_redirects_to_paypal(
+        self, client: httpx.AsyncClient, web_customer: MakeWebCustomer, fake_paypal: FakePayPal
+    ) -> None:
+        await web_customer(None)
+        page = await client.get("/billing")
+        assert 'id="method-paypal"' in page.text
+        assert 'id="method-card"' not in page.text  # Stripe is not set up here
+        response = await post_form(
+            client,
+            "/billing/checkout",
+            {"plan_code": "personal-monthly", "method": "paypal"},
+            page="/billing",
+        )
+        assert response.status_code == 303, response.text
+        [order_id] = fake_paypal.orders
+        assert response.headers["location"] == f"{fake_paypal.url}/checkoutnow?token={order_id}"
+
+    async def test_back_from_paypal_the_approved_order_is_captured_and_paid(
+        self,
+        client: httpx.AsyncClient,
+        runtime: Runtime,
+        web_customer: MakeWebCustomer,
+        fake_paypal: FakePayPal,
+    ) -> None:
+        customer = await web_customer(None)
+        await post_form(
+            client,
+            "/billing/checkout",
+            {"plan_code": "personal-monthly", "method": "paypal"},
+            page="/billing",
+        )
+        [(remote_id, remote)] = fake_paypal.orders.items()
+        order_id = int(remote["purchase_units"][0]["custom_id"])
+        back = f"/billing?checkout=done&order={order_id}&token={remote_id}&PayerID=PAYERTEST01"
+        # Not approved yet (the customer pressed back): nothing is taken, nothing breaks.
+        early = await client.get(back)
+        assert early.status_code == 200
+        assert fake_paypal.captures == {}
+        fake_paypal.approve(remote_id)
+        # A token that is not this order's PayPal order captures nothing.
+        assert (await client.get(back.replace(remote_id, "OTHER"))).status_code == 200
+        assert fake_paypal.captures == {}
+        page = await client.get(back)
+        assert page.status_code == 200
+        [capture_id] = fake_paypal.captures
+        async with unit_of_work(runtime.sessionmaker) as session:
+            [view] = await billing_service.orders(session, customer.account.id)
+        assert view.order.status == "paid"
+        assert [p.provider_payment_id for p in view.payments] == [capture_id]
+        # Coming back again (a reload) takes nothing more.
+        assert (await client.get(back)).status_code == 200
+        captures = fake_paypal.made("POST", f"/v2/checkout/orders/{remote_id}/capture")
+        assert len(captures) == 1  # not before approval; not again once paid
+        assert captures[0].request_id == f"burrow-capture-{remote_id}"
+        assert len(fake_paypal.captures) == 1

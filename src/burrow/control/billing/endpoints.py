@@ -7,7 +7,7 @@ from typing import Annotated
 from fastapi import APIRouter, BackgroundTasks, Form, Header, Request
 
 from burrow.control.admin.service import admin_audit
-from burrow.control.billing import coingate, stripe_events
+from burrow.control.billing import coingate, paypal, stripe_events
 from burrow.control.billing.schemas import (
     BillingDetailsIn,
     BillingDetailsOut,
@@ -172,6 +172,25 @@ async def stripe_webhook(
     stored = await stripe_events.receive(session, runtime, await request.body(), stripe_signature)
     if stored is not None:
         # Background tasks run after the answer is sent, and so after the session commits.
+        background.add_task(webhook_service.process_one, runtime, stored)
+    return WebhookReceivedOut(received=True, duplicate=stored is None)
+
+
+@customer_router.post(
+    "/webhooks/paypal",
+    summary="PayPal webhook deliveries",
+    response_model=WebhookReceivedOut,
+    responses=problem_responses(400, 404, 503),
+)
+async def paypal_webhook(
+    request: Request, session: SessionDep, runtime: RuntimeDep, background: BackgroundTasks
+) -> WebhookReceivedOut:
+    """Verified by PayPal itself (its verify-webhook-signature API, with the transmission
+    headers and this server's webhook id). The event is stored and answered at once, and
+    handled after the answer. 503: PayPal could not be asked; it sends the event again."""
+    headers = {name: request.headers.get(name, "")[:2000] for name in paypal.TRANSMISSION_HEADERS}
+    stored = await paypal.receive(session, runtime, await request.body(), headers)
+    if stored is not None:
         background.add_task(webhook_service.process_one, runtime, stored)
     return WebhookReceivedOut(received=True, duplicate=stored is None)
 

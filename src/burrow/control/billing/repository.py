@@ -15,6 +15,7 @@ from sqlalchemy.dialects.postgresql import insert as postgresql_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from burrow.control.db import lock_row
 from burrow.control.models import (
     Account,
     AccountStatus,
@@ -85,6 +86,12 @@ class BillingRepository:
             Payment.provider == provider, Payment.provider_payment_id == provider_payment_id
         )
         return await self.session.scalar(query)
+
+    async def lock_order(self, order: Order) -> None:
+        """Pay one order one unit of work at a time (two provider events about one payment
+        arriving together): lock its row, then read it again as the winner left it."""
+        await lock_row(self.session, Order, order.id)
+        await self.session.refresh(order)
 
     async def add(self, row: Order | Payment | BillingDetails) -> None:
         self.session.add(row)

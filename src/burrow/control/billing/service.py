@@ -180,6 +180,14 @@ _METHOD_NAMES = {
 }
 
 
+_PROVIDER_NAMES = {"paypal": "PayPal", "coingate": "CoinGate"}
+
+
+def provider_name(provider: str) -> str:
+    """A provider as its customers know it ("paypal" -> "PayPal")."""
+    return _PROVIDER_NAMES.get(provider, provider.title())
+
+
 class MethodNotSetUp(Conflict):
     title = "Payment method not set up"
     type_slug = "payment-method-not-set-up"
@@ -199,8 +207,8 @@ class ProviderUnreachable(BurrowError):
 
     def __init__(self, provider: str) -> None:
         super().__init__(
-            f"We could not reach {provider.title()} to start your payment. Nothing was charged "
-            "and no order was kept; try again in a few minutes."
+            f"We could not reach {provider_name(provider)} to start your payment. Nothing was "
+            "charged and no order was kept; try again in a few minutes."
         )
 
 
@@ -210,7 +218,7 @@ class AlreadyRenewing(Conflict):
 
     def __init__(self, provider: str, renews: datetime) -> None:
         super().__init__(
-            f"Your subscription already renews through {provider.title()} on "
+            f"Your subscription already renews through {provider_name(provider)} on "
             f"{renews.date().isoformat()}; a second one would charge you twice. To change "
             "plans, cancel it (POST /api/v1/subscriptions/current/cancel) and pay for the new "
             "plan after it ends."
@@ -248,6 +256,12 @@ class CheckoutProvider(Protocol):
 # Checkout providers by payment method class ("card" -> Stripe, "crypto" -> CoinGate); each
 # provider's module registers itself on import.
 CHECKOUT_PROVIDERS: dict[str, CheckoutProvider] = {}
+
+
+# What a provider does when the customer comes back from its page to ours with the order's
+# reference (PayPal: capture the approved order at once, before its webhook arrives).
+ReturnHandler = Callable[[AsyncSession, Runtime, Order, str], Awaitable[None]]
+RETURN_HANDLERS: dict[str, ReturnHandler] = {}
 
 
 class BillingService:
@@ -311,6 +325,7 @@ class BillingService:
         paid through Stripe's PayPal is a PayPal order for the refund rules).
         """
         repository = BillingRepository(session)
+        await repository.lock_order(order)
         known = await repository.payment_by_provider_id(order.provider, provider_payment_id)
         if known is not None:
             raise DuplicatePayment(order.provider, provider_payment_id, known.order_id)
@@ -417,6 +432,38 @@ class BillingService:
         )
 
     # --- checkout -----------------------------------------------------------------------------
+
+    async def checkout_returned(
+        self,
+        session: AsyncSession,
+        runtime: Runtime,
+        account_id: int,
+        order_id: int,
+        token: str,
+    ) -> None:
+        """The customer came back from the provider's page for one of their own pending orders
+        (``token``: the provider's reference in the return address). The provider settles it
+        now if it can; if it cannot be reached, its webhook settles the order later."""
+        order = await BillingRepository(session).order_of(account_id, order_id)
+        if order is None or order.status != OrderStatus.pending or not token:
+            return
+        handler = RETURN_HANDLERS.get(order.provider)
+        if handler is None:
+            return
+        try:
+            await handler(session, runtime, order, token)
+        except (ProviderNotConfigured, ProviderUnavailable, EventNeedsPerson) as exc:
+            log.warning("order %s: not settled on return (%s); its webhook will", order.id, exc)
+
+    def checkout_methods(self, runtime: Runtime) -> list[PaymentMethod]:
+        """The policy's offered methods that a set-up provider can take now (the checkout
+        page offers only these)."""
+        found = []
+        for method in runtime.policy.payment_methods.offered:
+            provider = CHECKOUT_PROVIDERS.get(str(method))
+            if provider is not None and provider.configured(runtime.settings):
+                found.append(PaymentMethod(method))
+        return found
 
     async def start_checkout(
         self,

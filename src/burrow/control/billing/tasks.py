@@ -5,8 +5,8 @@ from __future__ import annotations
 import logging
 
 # Imported for their handler registrations: the scheduler's process handles Stripe and
-# CoinGate events too.
-from burrow.control.billing import coingate, stripe_events  # noqa: F401
+# CoinGate and PayPal events too.
+from burrow.control.billing import coingate, paypal, stripe_events  # noqa: F401
 from burrow.control.billing.reminders import renewal_reminder
 from burrow.control.billing.service import webhook as webhook_service
 from burrow.control.db import unit_of_work

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from typing import Protocol
 
 from burrow.control.config import Settings
+from burrow.control.payments import paypal
 from burrow.control.payments.providers import (
     ManualProvider,
     RefundProvider,
@@ -53,6 +54,7 @@ def _stripe_refunds(settings: Settings) -> RefundProvider:
 _BUILT_IN = (
     RegisteredProvider("manual", refunds=lambda _settings: ManualProvider()),
     RegisteredProvider("stripe", refunds=_stripe_refunds, renewals=StripeGateway.from_settings),
+    RegisteredProvider("paypal", refunds=paypal.PayPalProvider, renewals=paypal.PayPalGateway),
     # CoinGate (crypto) has no refund here: both seeds exclude crypto from refunds.
     RegisteredProvider("coingate"),
 )

@@ -64,7 +64,10 @@ async def _billing_page(
                 for v in orders
                 if v.order.status == OrderStatus.paid and v.order.id not in asked
             },
-            "methods": [(str(m), METHOD_NAMES.get(str(m), str(m))) for m in methods.offered],
+            "methods": [
+                (str(m), METHOD_NAMES.get(str(m), str(m)))
+                for m in billing_service.checkout_methods(runtime)
+            ],
             "recurring": {str(m) for m in methods.recurring},
             "refund_policy": runtime.policy.refunds,
             "form": form or Form.empty(),
@@ -77,6 +80,15 @@ async def _billing_page(
 async def billing_page(
     request: Request, session: SessionDep, runtime: RuntimeDep, account: WebAccount
 ) -> Response:
+    # Back from the provider's page (?checkout=done&order=N, and the provider's own token):
+    # the provider may settle the order now instead of waiting for its webhook.
+    params = request.query_params
+    order_text, token = params.get("order", ""), params.get("token", "")
+    returned = params.get("checkout") == "done" and order_text.isascii() and order_text.isdigit()
+    if returned and len(order_text) <= 18 and int(order_text) <= MAX_ID:
+        await billing_service.checkout_returned(
+            session, runtime, account.id, int(order_text), token[:200]
+        )
     return await _billing_page(request, session, runtime, account)
 
 

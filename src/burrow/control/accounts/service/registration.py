@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from datetime import timedelta
 
 from sqlalchemy.exc import IntegrityError
@@ -274,7 +275,7 @@ class RegistrationService:
         key = f"verify-resend:{account.id}"
         wait = runtime.live.ttl(key)
         if wait is not None and wait > 0:
-            seconds = max(1, round(wait))
+            seconds = max(1, math.ceil(wait))
             raise TooManyRequests(
                 f"A link was sent a moment ago; check your inbox or ask again in {seconds} "
                 "seconds.",
