@@ -13,6 +13,7 @@ import pytest
 from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from burrow.control.admin.service import CliOperator, NotAnAdministrator, admin_audit
 from burrow.control.billing.schemas import BillingDetailsIn
 from burrow.control.billing.service import (
     WEBHOOK_HANDLERS,
@@ -36,6 +37,7 @@ from burrow.control.models import (
     ServedPeer,
     SubscriptionStatus,
     WebhookEvent,
+    utcnow,
 )
 from burrow.control.runtime import Runtime
 from burrow.control.subscriptions.service import subscription as subscription_service
@@ -362,3 +364,40 @@ async def test_process_killed_after_storing_loses_nothing(
     assert handled == [{"n": "killed"}]
     [event] = await _events(runtime)
     assert event.processed_at is not None
+
+
+async def test_an_operators_payment_and_retry_record_themselves(runtime: Runtime) -> None:
+    """A manual payment and a parked event's retry write their own rows of the admin trail;
+    an actor who is not an administrator is refused and the payment goes with the refusal."""
+    async with unit_of_work(runtime.sessionmaker) as session:
+        admin = await create_account(session, admin=True)
+        customer = await create_account(session)
+        recorded = await billing_service.record_manual_payment(
+            session, runtime, admin, customer.id, "personal-monthly", 699, "USD",
+            PaymentMethod.manual, "wire-1",
+        )  # fmt: skip
+        parked = WebhookEvent(
+            provider="testpay", event_id="evt_parked", type="paid", payload="{}",
+            attempts=5, failed_at=utcnow(),
+        )  # fmt: skip
+        session.add(parked)
+        await session.flush()
+        await webhook_service.retry(session, CliOperator("root"), parked.id)
+        trail = {e.action.action: e for e in (await admin_audit.search(session)).items}
+    payment = trail["payment.record_manual"]
+    assert (payment.action.admin_id, payment.action.target_id) == (admin.id, str(customer.id))
+    assert payment.detail["order_id"] == recorded.order.id
+    assert payment.detail["reference"] == "wire-1"
+    retry = trail["webhook_event.retry"]
+    assert retry.action.target_id == str(parked.id)
+    assert retry.detail == {"provider": "testpay", "type": "paid", "via": "cli", "operator": "root"}
+
+    with pytest.raises(NotAnAdministrator):
+        async with unit_of_work(runtime.sessionmaker) as session:
+            await billing_service.record_manual_payment(
+                session, runtime, customer, customer.id, "personal-monthly", 699, "USD",
+                PaymentMethod.manual, "wire-2",
+            )  # fmt: skip
+    async with unit_of_work(runtime.sessionmaker) as session:
+        orders = await billing_service.orders(session, customer.id)
+        assert len(orders) == 1  # only the administrator's payment

@@ -10,6 +10,7 @@ import httpx
 import pytest
 from pydantic import SecretStr
 
+from burrow.control.admin.service import CliOperator
 from burrow.control.billing.service import billing as billing_service
 from burrow.control.config import Settings
 from burrow.control.db import unit_of_work
@@ -26,6 +27,7 @@ async def _paid_order(runtime: Runtime, customer: WebCustomer, method: PaymentMe
         recorded = await billing_service.record_manual_payment(
             session,
             runtime,
+            CliOperator("test"),
             customer.account.id,
             "personal-monthly",
             699,

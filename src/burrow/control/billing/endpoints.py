@@ -6,7 +6,6 @@ from typing import Annotated
 
 from fastapi import APIRouter, BackgroundTasks, Form, Header, Request
 
-from burrow.control.admin.service import admin_audit
 from burrow.control.billing import coingate, paypal, stripe_events
 from burrow.control.billing.schemas import (
     BillingDetailsIn,
@@ -126,29 +125,13 @@ async def record_payment(
     recorded = await billing_service.record_manual_payment(
         session,
         runtime,
+        admin,
         account_id,
         body.plan_code,
         body.amount_minor,
         body.currency,
         body.method,
         body.reference,
-    )
-    await admin_audit.record(
-        session,
-        admin,
-        "payment.record_manual",
-        "account",
-        account_id,
-        None,
-        {
-            "order_id": recorded.order.id,
-            "payment_id": recorded.payment.id,
-            "plan_code": body.plan_code,
-            "amount_minor": body.amount_minor,
-            "currency": body.currency,
-            "method": body.method,
-            "reference": body.reference,
-        },
     )
     view = await billing_service.order_view(session, recorded.order)
     return PaymentRecordedOut(message=recorded.message, order=order_out(view))
@@ -242,16 +225,7 @@ async def retry_event(
     background: BackgroundTasks,
 ) -> EventRetriedOut:
     """The event is due again with a fresh count of attempts, and handled right after."""
-    retried = await webhook_service.retry(session, event_row_id)
-    await admin_audit.record(
-        session,
-        admin,
-        "webhook_event.retry",
-        "webhook_event",
-        retried.id,
-        None,
-        {"provider": retried.provider, "type": retried.type},
-    )
+    retried = await webhook_service.retry(session, admin, event_row_id)
     background.add_task(webhook_service.process_one, runtime, retried.id)
     return EventRetriedOut(id=retried.id, message="The event is handled again.")
 

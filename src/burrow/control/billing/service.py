@@ -20,6 +20,7 @@ from typing import Any, Protocol
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from burrow.control.admin.service import Actor, admin_audit
 from burrow.control.billing.repository import BillingRepository
 from burrow.control.billing.schemas import BillingDetailsIn
 from burrow.control.config import Settings
@@ -539,6 +540,7 @@ class BillingService:
         self,
         session: AsyncSession,
         runtime: Runtime,
+        actor: Actor,
         account_id: int,
         plan_code: str,
         amount_minor: int,
@@ -546,12 +548,13 @@ class BillingService:
         method: PaymentMethod,
         reference: str,
     ) -> PaymentRecorded:
-        """An administrator records money received by other means (a transfer, a store)."""
+        """An operator records money received by other means (a transfer, a store), and the
+        audit trail records the operator, in the same unit of work."""
         account = await BillingRepository(session).get_account(account_id)
         if account is None:
             raise AccountNotFound(account_id)
         plan = await plan_service.get_offered(session, plan_code)
-        return await self.record_payment(
+        recorded = await self.record_payment(
             session,
             runtime,
             account,
@@ -562,6 +565,24 @@ class BillingService:
             "manual",
             reference.strip(),
         )
+        await admin_audit.record(
+            session,
+            actor,
+            "payment.record_manual",
+            "account",
+            account_id,
+            None,
+            {
+                "order_id": recorded.order.id,
+                "payment_id": recorded.payment.id,
+                "plan_code": plan_code,
+                "amount_minor": amount_minor,
+                "currency": currency,
+                "method": method,
+                "reference": reference,
+            },
+        )
+        return recorded
 
     # --- reading orders ----------------------------------------------------------------------
 
@@ -766,9 +787,10 @@ class WebhookService:
         """Events parked after their last attempt, for the administrator."""
         return list(await BillingRepository(session).failed_events(limit))
 
-    async def retry(self, session: AsyncSession, event_row_id: int) -> WebhookEvent:
-        """An administrator's retry of a parked event: due again, with its attempts counted
-        afresh (the scheduler or the caller's after-commit handling picks it up)."""
+    async def retry(self, session: AsyncSession, actor: Actor, event_row_id: int) -> WebhookEvent:
+        """An operator's retry of a parked event: due again, with its attempts counted afresh
+        (the scheduler or the caller's after-commit handling picks it up), and recorded in the
+        audit trail."""
         event = await BillingRepository(session).get_event(event_row_id)
         if event is None:
             raise EventNotFound(event_row_id)
@@ -779,6 +801,15 @@ class WebhookService:
         event.claimed_until = None
         event.attempts = 0
         await session.flush()
+        await admin_audit.record(
+            session,
+            actor,
+            "webhook_event.retry",
+            "webhook_event",
+            event.id,
+            None,
+            {"provider": event.provider, "type": event.type},
+        )
         return event
 
     async def _claim(self, runtime: Runtime, event_row_id: int | None) -> int | None:

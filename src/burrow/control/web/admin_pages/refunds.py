@@ -211,16 +211,7 @@ async def retry_payment_event(
 ) -> Response:
     await Form.read(request)  # the CSRF check
     try:
-        retried = await webhook_service.retry(session, event_row_id)
-        await admin_audit.record(
-            session,
-            admin,
-            "webhook_event.retry",
-            "webhook_event",
-            retried.id,
-            None,
-            {"provider": retried.provider, "type": retried.type},
-        )
+        retried = await webhook_service.retry(session, admin, event_row_id)
     except BurrowError as exc:
         await undo(session, admin)
         return redirect(request, "/admin/payment-events", flash=exc.message, kind="error")
