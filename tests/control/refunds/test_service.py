@@ -11,7 +11,7 @@ from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from burrow.control.accounts.service import account as account_service
-from burrow.control.admin.service import CliOperator
+from burrow.control.admin.service import CliOperator, NotAnAdministrator, admin_audit
 from burrow.control.billing.service import OrderNotFound
 from burrow.control.billing.service import billing as billing_service
 from burrow.control.db import unit_of_work
@@ -285,7 +285,7 @@ async def test_strict_queues_then_a_finding_refuses(runtime: Runtime) -> None:
         with pytest.raises(RefundAlreadyRequested):
             await refund_service.request(session, runtime, account, order.id, "Again")
         found = await refund_service.record_finding(
-            session, runtime, view.request.id, unsupported_device=True
+            session, runtime, CliOperator("support"), view.request.id, unsupported_device=True
         )
     assert found.request.status == RefundStatus.refused
     assert _rules(found)["unsupported_device_excludes"] is False
@@ -427,3 +427,47 @@ async def test_a_termination_after_the_request_refuses_it_at_the_next_check(
         assert outcome is not None
         assert not outcome.passed
     assert await recheck_queued_refunds(runtime) == 0
+
+
+async def test_refund_decisions_record_themselves_and_a_non_admin_moves_no_money(
+    runtime: Runtime,
+) -> None:
+    async with unit_of_work(runtime.sessionmaker) as session:
+        admin = await create_account(session, admin=True)
+        a = await create_account(session)
+        b = await create_account(session)
+        order_a = await _paid(session, runtime, a, "s-trail-a")
+        order_b = await _paid(session, runtime, b, "s-trail-b")
+        view_a = await refund_service.request(session, runtime, a, order_a.id, "Broken")
+        view_b = await refund_service.request(session, runtime, b, order_b.id, "Broken")
+    # A customer's account as the actor: refused before the decision, nothing goes out.
+    for act in (
+        lambda s: refund_service.approve(s, runtime, a, view_a.request.id, None, "mine"),
+        lambda s: refund_service.record_finding(
+            s, runtime, a, view_a.request.id, unsupported_device=False
+        ),
+        lambda s: refund_service.refuse(s, a, view_b.request.id, "theirs"),
+    ):
+        with pytest.raises(NotAnAdministrator):
+            async with unit_of_work(runtime.sessionmaker) as session:
+                await act(session)
+    async with unit_of_work(runtime.sessionmaker) as session:
+        assert [v.request.status for v in await refund_service.queue(session)] == [
+            RefundStatus.queued,
+            RefundStatus.queued,
+        ]
+        assert (await admin_audit.search(session)).total == 0
+        approved = await refund_service.approve(
+            session, runtime, admin, view_a.request.id, 300, "Partly worked."
+        )
+        refused = await refund_service.refuse(
+            session, CliOperator("root"), view_b.request.id, "Works fine."
+        )
+        trail = {e.action.action: e for e in (await admin_audit.search(session)).items}
+    assert approved.order.refunded_minor == 300
+    assert refused.request.decided_by is None  # the command line has no account
+    approval = trail["refund.approve"]
+    assert (approval.action.admin_id, approval.action.reason) == (admin.id, "Partly worked.")
+    assert approval.detail == {"amount_minor": 300, "currency": approved.order.currency}
+    refusal = trail["refund.refuse"]
+    assert (refusal.action.target_id, refusal.detail["via"]) == (str(view_b.request.id), "cli")

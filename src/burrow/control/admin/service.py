@@ -87,6 +87,13 @@ def terms_clauses(policy: Policy) -> list[str]:
     return list(dict.fromkeys(clauses))
 
 
+def require_administrator(actor: Actor) -> None:
+    """Refuse an actor whose action the trail would refuse; for an action with an effect
+    outside the database (money sent back), checked before that effect."""
+    if isinstance(actor, Account) and not actor.is_admin:
+        raise NotAnAdministrator("Only an administrator's actions are recorded here.")
+
+
 def _detail_text(detail: dict[str, Any] | None) -> str:
     # default=str: datetimes, enums and Decimals become their text rather than an error.
     return json.dumps(detail or {}, sort_keys=True, default=str, ensure_ascii=False)
@@ -108,14 +115,13 @@ class AdminAuditService:
         ``detail`` is a small JSON object of what changed; never a client's IP address or
         connection data.
         """
+        require_administrator(admin)
         admin_id: int | None
         if isinstance(admin, CliOperator):
             admin_id = None
             detail = {**(detail or {}), "via": "cli", "operator": admin.name}
-        elif admin.is_admin:
-            admin_id = admin.id
         else:
-            raise NotAnAdministrator("Only an administrator's actions are recorded here.")
+            admin_id = admin.id
         return await AdminActionRepository(session).add(
             AdminAction(
                 admin_id=admin_id,

@@ -8,7 +8,6 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter
 
-from burrow.control.admin.service import admin_audit
 from burrow.control.deps import CurrentAccount, CurrentAdmin, RuntimeDep, SessionDep
 from burrow.control.models import utcnow
 from burrow.control.params import id_path
@@ -148,15 +147,6 @@ async def approve_refund(
     view = await refund_service.approve(
         session, runtime, admin, request_id, body.amount_minor, body.reason
     )
-    await admin_audit.record(
-        session,
-        admin,
-        "refund.approve",
-        "refund_request",
-        request_id,
-        body.reason,
-        {"amount_minor": view.request.amount_minor, "currency": view.order.currency},
-    )
     return _admin_out(view)
 
 
@@ -170,9 +160,6 @@ async def refuse_refund(
     request_id: Id, body: RefuseIn, session: SessionDep, admin: CurrentAdmin
 ) -> AdminRefundOut:
     view = await refund_service.refuse(session, admin, request_id, body.reason)
-    await admin_audit.record(
-        session, admin, "refund.refuse", "refund_request", request_id, body.reason
-    )
     return _admin_out(view)
 
 
@@ -191,16 +178,7 @@ async def record_finding(
 ) -> AdminRefundOut:
     """An unsupported device, OS or site: the request is evaluated again with the finding."""
     view = await refund_service.record_finding(
-        session, runtime, request_id, unsupported_device=body.unsupported_device
-    )
-    await admin_audit.record(
-        session,
-        admin,
-        "refund.finding",
-        "refund_request",
-        request_id,
-        None,
-        {"unsupported_device": body.unsupported_device, "status": view.request.status},
+        session, runtime, admin, request_id, unsupported_device=body.unsupported_device
     )
     return _admin_out(view)
 

@@ -17,6 +17,7 @@ from datetime import datetime, timedelta
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from burrow.control.admin.service import Actor, admin_audit, require_administrator
 from burrow.control.billing.service import billing as billing_service
 from burrow.control.db import unit_of_work
 from burrow.control.errors import Conflict, InvalidInput, NotFound
@@ -121,6 +122,11 @@ class RefundView:
         return None if due is None else int((due - now).total_seconds())
 
 
+def _account_id(actor: Actor) -> int | None:
+    """The deciding administrator's account; none for the server's command line."""
+    return actor.id if isinstance(actor, Account) else None
+
+
 def on_refund_executed(session: AsyncSession, order: Order, amount_minor: int) -> None:
     """Hook for the affiliate program: reverse the commission earned on ``order``.
 
@@ -218,7 +224,7 @@ class RefundService:
         self,
         session: AsyncSession,
         runtime: Runtime,
-        admin: Account,
+        actor: Actor,
         request_id: int,
         amount_minor: int | None,
         reason: str,
@@ -229,8 +235,10 @@ class RefundService:
         queued, so of two administrators deciding at once one wins and the other gets
         ``RefundAlreadyDecided``. The rules that need no person are then evaluated again (the
         account may have been terminated since the request was queued): when one now refuses
-        the request, it is refused with that evidence and nothing goes out.
+        the request, it is refused with that evidence and nothing goes out. The decision is
+        recorded in the admin audit trail before any money moves.
         """
+        require_administrator(actor)
         request, order = await self._queued(session, request_id)
         refundable = order.amount_minor - order.refunded_minor
         amount = amount_minor if amount_minor is not None else request.amount_minor
@@ -245,7 +253,7 @@ class RefundService:
             status=RefundStatus.approved,
             amount_minor=amount,
             decided_at=utcnow(),
-            decided_by=admin.id,
+            decided_by=_account_id(actor),
             decision_reason=reason.strip(),
         )
         account = await RefundRepository(session).get_account(request.account_id)
@@ -256,14 +264,30 @@ class RefundService:
             request.amount_minor = None
             request.decision_reason = f"Refused by the rules at approval: {decision.summary}"
             await session.flush()
+            await self._record_approval(session, actor, request, order, reason)
             log.info("refund request %s refused by its rules at approval", request.id)
             return await self._view(session, request, request.decision_reason)
+        await self._record_approval(session, actor, request, order, reason)
         await self.execute(session, runtime, request)
-        log.info("refund request %s approved by admin %s", request.id, admin.id)
+        log.info("refund request %s approved by admin %s", request.id, _account_id(actor))
         return await self._view(session, request, "Approved and refunded.")
 
+    @staticmethod
+    async def _record_approval(
+        session: AsyncSession, actor: Actor, request: RefundRequest, order: Order, reason: str
+    ) -> None:
+        await admin_audit.record(
+            session,
+            actor,
+            "refund.approve",
+            "refund_request",
+            request.id,
+            reason,
+            {"amount_minor": request.amount_minor, "currency": order.currency},
+        )
+
     async def refuse(
-        self, session: AsyncSession, admin: Account, request_id: int, reason: str
+        self, session: AsyncSession, actor: Actor, request_id: int, reason: str
     ) -> RefundView:
         request, _order = await self._queued(session, request_id)
         await self._decide_queued(
@@ -272,22 +296,28 @@ class RefundService:
             status=RefundStatus.refused,
             amount_minor=None,
             decided_at=utcnow(),
-            decided_by=admin.id,
+            decided_by=_account_id(actor),
             decision_reason=reason.strip(),
         )
-        log.info("refund request %s refused by admin %s", request.id, admin.id)
+        await admin_audit.record(
+            session, actor, "refund.refuse", "refund_request", request.id, reason
+        )
+        log.info("refund request %s refused by admin %s", request.id, _account_id(actor))
         return await self._view(session, request, "Refused.")
 
     async def record_finding(
         self,
         session: AsyncSession,
         runtime: Runtime,
+        actor: Actor,
         request_id: int,
         *,
         unsupported_device: bool,
     ) -> RefundView:
         """Record support's finding of an unsupported device, OS or site on a queued request,
-        and evaluate it again (a finding the policy excludes refuses it)."""
+        and evaluate it again (a finding the policy excludes refuses it); the admin audit trail
+        records who found it and what the request became."""
+        require_administrator(actor)  # before the evaluation may send money back
         request, order = await self._queued(session, request_id)
         account = await RefundRepository(session).get_account(request.account_id)
         assert account is not None  # a foreign key
@@ -297,7 +327,17 @@ class RefundService:
             session, request, status=RefundStatus.evaluating, unsupported_device=unsupported_device
         )
         decision = await self._decide(session, runtime, account, order, request)
-        return await self._apply(session, runtime, account, order, request, decision)
+        view = await self._apply(session, runtime, account, order, request, decision)
+        await admin_audit.record(
+            session,
+            actor,
+            "refund.finding",
+            "refund_request",
+            request.id,
+            None,
+            {"unsupported_device": unsupported_device, "status": view.request.status},
+        )
+        return view
 
     # --- execution ---------------------------------------------------------------------------
 

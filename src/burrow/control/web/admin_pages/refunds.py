@@ -15,7 +15,6 @@ from pydantic import BaseModel, ConfigDict, Field
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from burrow.control.accounts.schemas import Reason, StatusReason
-from burrow.control.admin.service import admin_audit
 from burrow.control.billing.service import webhook as webhook_service
 from burrow.control.deps import RuntimeDep, SessionDep
 from burrow.control.errors import BurrowError
@@ -123,17 +122,8 @@ async def approve_refund(
     request_id: RefundIdPath,
 ) -> Response:
     async def act(body: _Decision) -> None:
-        view = await refund_service.approve(
+        await refund_service.approve(
             session, runtime, admin, request_id, body.amount_minor, body.reason
-        )
-        await admin_audit.record(
-            session,
-            admin,
-            "refund.approve",
-            "refund_request",
-            request_id,
-            body.reason,
-            {"amount_minor": view.request.amount_minor, "currency": view.order.currency},
         )
 
     return await _decide(request, session, admin, request_id, "approve", "approved", _Decision, act)
@@ -148,9 +138,6 @@ async def refuse_refund(
 ) -> Response:
     async def act(body: StatusReason) -> None:
         await refund_service.refuse(session, admin, request_id, body.reason)
-        await admin_audit.record(
-            session, admin, "refund.refuse", "refund_request", request_id, body.reason
-        )
 
     return await _decide(
         request, session, admin, request_id, "refuse", "refused", StatusReason, act
@@ -169,16 +156,7 @@ async def refund_finding(
     unsupported = form.raw("unsupported_device") == "yes"
     try:
         view = await refund_service.record_finding(
-            session, runtime, request_id, unsupported_device=unsupported
-        )
-        await admin_audit.record(
-            session,
-            admin,
-            "refund.finding",
-            "refund_request",
-            request_id,
-            None,
-            {"unsupported_device": unsupported, "status": view.request.status},
+            session, runtime, admin, request_id, unsupported_device=unsupported
         )
     except BurrowError as exc:
         await undo(session, admin)
