@@ -18,7 +18,11 @@ records younger than the retention, the first order's usage counters, the last-l
 with ``info={"privacy": ...}`` on its model (``CONNECTION_RECORDS``, ``USAGE_COUNTERS``,
 ``LOGIN_IP``); a table named ``connection_records`` is taken as connection records.
 
-Imports SQLAlchemy, the models' metadata and the policy; never the node agent.
+``run_audit_by`` is the same audit as an operator's action (the admin policy page): it runs,
+then writes its row of the admin audit trail in the caller's unit of work.
+
+Imports SQLAlchemy, the models' metadata, the policy and the admin audit trail (a leaf); never
+the node agent.
 """
 
 from __future__ import annotations
@@ -30,7 +34,7 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from sqlalchemy import (
     ColumnElement,
@@ -44,8 +48,9 @@ from sqlalchemy import (
     type_coerce,
 )
 from sqlalchemy import types as sqltypes
-from sqlalchemy.ext.asyncio import AsyncEngine
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
 
+from burrow.control.admin.service import Actor, admin_audit
 from burrow.control.config import Settings
 from burrow.control.db import reading
 from burrow.control.models import Base
@@ -59,6 +64,9 @@ from burrow.control.policy.addresses import (
 )
 from burrow.control.policy.resolver_audit import check_resolvers
 from burrow.control.policy.schemas import Policy
+
+if TYPE_CHECKING:
+    from burrow.control.runtime import Runtime
 
 Severity = Literal["violation", "allowed", "note"]
 
@@ -623,6 +631,27 @@ async def run_audit(
     _scan_node_dirs(report, policy, targets.node_state_dirs, targets.node_expected_files, allowed)
     if targets.node_state_dirs:
         _check_resolvers(report)
+    return report
+
+
+async def run_audit_by(
+    session: AsyncSession, runtime: Runtime, actor: Actor, targets: AuditTargets
+) -> AuditReport:
+    """``run_audit`` on an operator's request, recorded in the admin audit trail.
+
+    The scan runs first: it reads through its own connection, and the caller's unit of work
+    takes no write lock (SQLite's) until the trail's row is written after it.
+    """
+    report = await run_audit(runtime.engine, runtime.policy, runtime.settings, targets)
+    await admin_audit.record(
+        session,
+        actor,
+        "policy.audit",
+        "policy",
+        runtime.policy.terms.version,
+        None,
+        {"violations": len(report.violations), "findings": len(report.findings)},
+    )
     return report
 
 

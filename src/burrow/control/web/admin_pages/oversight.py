@@ -20,7 +20,7 @@ from burrow.control.deps import RuntimeDep, SessionDep
 from burrow.control.errors import BurrowError, NotFound
 from burrow.control.models import PrivacyRequestStatus, utcnow
 from burrow.control.nodes.service import node as node_service
-from burrow.control.policy.audit import AuditTargets, log_paths, run_audit
+from burrow.control.policy.audit import AuditTargets, log_paths, run_audit_by
 from burrow.control.policy.dns import filter_lists
 from burrow.control.policy.service import check_file, format_problems, summary
 from burrow.control.privacy.service import privacy as privacy_service
@@ -106,16 +106,7 @@ async def run_policy_audit(
     """
     settings = runtime.settings
     targets = AuditTargets(log_paths=log_paths(settings, []))
-    report = await run_audit(runtime.engine, runtime.policy, settings, targets)
-    await admin_audit.record(
-        session,
-        admin,
-        "policy.audit",
-        "policy",
-        runtime.policy.terms.version,
-        None,
-        {"violations": len(report.violations), "findings": len(report.findings)},
-    )
+    report = await run_audit_by(session, runtime, admin, targets)
     return await _policy_page(
         request,
         runtime,
