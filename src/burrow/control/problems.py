@@ -9,9 +9,11 @@ from typing import Any
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from pydantic import BaseModel
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from burrow.control.errors import RESERVED_MEMBERS, BurrowError
+from burrow.control.plain_words import field_message
 
 log = logging.getLogger(__name__)
 
@@ -93,12 +95,23 @@ async def _burrow_error(_request: Request, exc: Exception) -> JSONResponse:
     )
 
 
-async def _validation_error(_request: Request, exc: Exception) -> JSONResponse:
+def _body_model(request: Request) -> type[BaseModel] | None:
+    """The request body's schema of the matched operation (its own field messages), if any."""
+    body_field = getattr(request.scope.get("route"), "body_field", None)
+    annotation = getattr(getattr(body_field, "field_info", None), "annotation", None)
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        return annotation
+    return None
+
+
+async def _validation_error(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, RequestValidationError)
     errors = []
+    model = _body_model(request)
     for err in exc.errors():
-        message = str(err.get("msg", "invalid")).removeprefix("Value error, ")
-        errors.append({"field": _field_of(tuple(err.get("loc", ()))), "message": message})
+        field = _field_of(tuple(err.get("loc", ())))
+        message = field_message(model, field.split(".")[0], dict(err))
+        errors.append({"field": field, "message": message})
     detail = "; ".join(f"{e['field']}: {e['message']}" for e in errors[:5]) or "invalid request"
     return problem(422, "Invalid input", detail, errors=errors)
 

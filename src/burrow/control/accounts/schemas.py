@@ -6,7 +6,7 @@ Shapes and size limits only; rules that need the policy or the database live in 
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Annotated
+from typing import Annotated, ClassVar
 
 from pydantic import (
     AfterValidator,
@@ -98,6 +98,10 @@ class _Body(BaseModel):
 
 
 class AccountCreate(_Body):
+    field_messages: ClassVar[dict[str, str]] = {
+        "password": "Choose a password of at least 10 characters; a few words in a row work well.",
+    }
+
     email: Email
     password: NewPassword
     age_attestation: AgeAttestation | None = Field(

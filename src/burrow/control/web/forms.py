@@ -28,6 +28,7 @@ from pydantic import BaseModel, ValidationError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from burrow.control.errors import BurrowError
+from burrow.control.plain_words import field_message
 from burrow.control.web.csrf import FIELD as CSRF_FIELD
 
 M = TypeVar("M", bound=BaseModel)
@@ -38,9 +39,9 @@ ALWAYS_SECRET = frozenset(
 )
 
 
-def api_message(error: dict[str, Any]) -> str:
-    """The wording the API's validation handler uses (``problems._validation_error``)."""
-    return str(error.get("msg", "invalid")).removeprefix("Value error, ")
+def api_message(model: type[BaseModel] | None, name: str, error: dict[str, Any]) -> str:
+    """The wording the API's validation handler uses too: the provider's, never pydantic's."""
+    return field_message(model, name, error)
 
 
 @dataclass
@@ -108,7 +109,7 @@ class Form:
             for error in exc.errors():
                 loc = [str(p) for p in error.get("loc", ())]
                 name = loc[0] if loc else "__root__"
-                message = api_message(dict(error))
+                message = api_message(model, name, dict(error))
                 if name in model.model_fields:
                     self.errors.setdefault(name, message)
                 else:
