@@ -101,7 +101,7 @@ async def test_cancel_and_resume_say_what_happens(
         end = sub.current_period_end.date().isoformat()
 
     current = await client.get("/api/v1/subscriptions/current", headers=headers)
-    assert current.json()["next"] == f"Renews on {end}"
+    assert current.json()["next"] == f"Ends on {end} (we will remind you before then)"
 
     cancelled = await client.post("/api/v1/subscriptions/current/cancel", headers=headers)
     assert cancelled.status_code == 200
@@ -116,7 +116,7 @@ async def test_cancel_and_resume_say_what_happens(
 
     resumed = await client.post("/api/v1/subscriptions/current/resume", headers=headers)
     assert resumed.status_code == 200
-    assert resumed.json()["message"] == f"Resumed. Renews on {end}."
+    assert resumed.json()["message"] == f"Resumed. Ends on {end} (we will remind you before then)."
     assert resumed.json()["subscription"]["cancel_at_period_end"] is False
 
 
@@ -172,7 +172,10 @@ async def test_admin_grant_creates_then_extends(
 
     mine = await client.get("/api/v1/subscriptions/current", headers=customer)
     assert mine.json()["id"] == first["id"]
-    assert mine.json()["next"] == f"Renews on {second['current_period_end'][:10]}"
+    assert (
+        mine.json()["next"]
+        == f"Ends on {second['current_period_end'][:10]} (we will remind you before then)"
+    )
 
 
 async def test_admin_grant_ends_trial(client: httpx.AsyncClient, runtime: Runtime) -> None:

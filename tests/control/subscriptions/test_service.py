@@ -77,9 +77,19 @@ def test_describe_next_in_plain_words() -> None:
             current_period_end=kw.pop("period_end", end),
             cancel_at_period_end=kw.pop("cancel", False),
             ended_at=kw.pop("ended_at", None),
+            provider_subscription_id=kw.pop("provider_sub", None),
         )
 
-    assert describe_next(sub(SubscriptionStatus.active), now) == "Renews on 2026-12-22"
+    # Only a provider's recurring subscription renews by itself; one paid a period at a time
+    # ends, and the customer is reminded.
+    assert (
+        describe_next(sub(SubscriptionStatus.active, provider_sub="sub_123"), now)
+        == "Renews on 2026-12-22"
+    )
+    assert (
+        describe_next(sub(SubscriptionStatus.active), now)
+        == "Ends on 2026-12-22 (we will remind you before then)"
+    )
     assert (
         describe_next(sub(SubscriptionStatus.active, cancel=True), now)
         == "Ends on 2026-12-22 because you cancelled"
@@ -270,7 +280,7 @@ async def test_cancel_keeps_access_until_period_end_then_resume(
     resumed = await subscription_service.resume(session, runtime, account.id)
     assert resumed.subscription.cancel_at_period_end is False
     assert resumed.subscription.canceled_at is None
-    assert resumed.message == f"Resumed. Renews on {end}."
+    assert resumed.message == f"Resumed. Ends on {end} (we will remind you before then)."
 
     noop = await subscription_service.resume(session, runtime, account.id)
     assert noop.message.startswith("Nothing to resume")

@@ -32,7 +32,7 @@ async def test_cancel_confirms_the_end_date_and_resume_undoes_it(
     assert page.status_code == 200
     assert "Personal, 1 month" in page.text
     end = (utcnow() + timedelta(days=30)).date().isoformat()
-    assert f"Renews on {end}" in page.text
+    assert f"Ends on {end} (we will remind you before then)" in page.text
 
     confirm = await client.get("/dashboard/cancel")
     assert confirm.status_code == 200
@@ -50,7 +50,7 @@ async def test_cancel_confirms_the_end_date_and_resume_undoes_it(
     assert resumed.status_code == 303
     again = await client.get("/dashboard")
     assert "Resumed." in again.text
-    assert f"Renews on {end}" in again.text
+    assert f"Ends on {end} (we will remind you before then)" in again.text
 
 
 async def test_past_due_shows_the_grace_end(
@@ -125,3 +125,22 @@ async def test_a_suspension_reason_ending_in_a_full_stop_gets_no_second_one(
     page = await client.get("/dashboard")
     assert "Your account is suspended: Chargeback on your last payment. Your devices" in page.text
     assert ".." not in page.text
+
+
+async def test_renews_only_what_renews_by_itself(
+    client: httpx.AsyncClient, runtime: Runtime, web_customer: MakeWebCustomer
+) -> None:
+    # Paid one period at a time: the page must not promise a renewal nobody will make.
+    await web_customer()
+    end = (utcnow() + timedelta(days=30)).date().isoformat()
+    one_off = (await client.get("/dashboard")).text
+    assert "Renews on" not in one_off
+    assert f"Ends on {end} (we will remind you before then)" in one_off
+
+    # A provider's recurring subscription (Stripe) renews by itself.
+    customer = await web_customer(None)
+    async with unit_of_work(runtime.sessionmaker) as session:
+        await create_subscription(session, customer.account, stripe_id="sub_renews_itself")
+    recurring = (await client.get("/dashboard")).text
+    assert f"Renews on {end}" in recurring
+    assert "we will remind you" not in recurring

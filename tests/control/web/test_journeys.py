@@ -248,7 +248,9 @@ async def test_cancel_states_the_day_access_ends_and_resume_undoes_it(
     end_day = sub.current_period_end.date().isoformat()
 
     await log_in(page, account.email)
-    await expect(page.locator("#whats-next")).to_contain_text(f"Renews on {end_day}")
+    await expect(page.locator("#whats-next")).to_contain_text(
+        f"Ends on {end_day} (we will remind you"
+    )
     await shot(page, "dashboard-active")
 
     await page.get_by_role("link", name="Cancel…").click()
@@ -268,7 +270,9 @@ async def test_cancel_states_the_day_access_ends_and_resume_undoes_it(
     await page.get_by_role("button", name="Resume my subscription").click()
     await expect(page.get_by_role("status").first).to_contain_text("Resumed.")
     await expect(page.locator("#subscription-status")).not_to_contain_text("Cancelled")
-    await expect(page.locator("#whats-next")).to_contain_text(f"Renews on {end_day}")
+    await expect(page.locator("#whats-next")).to_contain_text(
+        f"Ends on {end_day} (we will remind you"
+    )
     await shot(page, "resumed")
 
     async with unit_of_work(live_runtime.sessionmaker) as session:

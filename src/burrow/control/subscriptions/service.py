@@ -201,6 +201,10 @@ def describe_next(subscription: Subscription, now: datetime | None = None) -> st
         return f"Trial ends on {end}"
     if sub.cancel_at_period_end:
         return f"Ends on {end} because you cancelled"
+    if sub.provider_subscription_id is None:
+        # Paid one period at a time (crypto, manual, a one-off card payment): nothing renews
+        # it, and the renewal reminder goes out before the end.
+        return f"Ends on {end} (we will remind you before then)"
     return f"Renews on {end}"
 
 
