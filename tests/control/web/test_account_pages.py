@@ -329,3 +329,12 @@ async def test_in_development_without_smtp_the_link_is_in_the_servers_output(
     logged = "\n".join(r.getMessage() for r in caplog.records)
     assert re.search(r"/verify-email\?token=\S+", logged), logged
     assert smtp.inbox.to("dev@example.com") == []
+
+
+async def test_no_age_question_when_the_policy_asks_none(
+    client: httpx.AsyncClient, runtime: Runtime
+) -> None:
+    assert not runtime.policy.age.attestation_required
+    page = await client.get("/signup")
+    assert "Your age" not in page.text
+    assert 'name="age_attestation"' not in page.text

@@ -17,6 +17,7 @@ from burrow.control.db import unit_of_work
 from burrow.control.models import PaymentMethod
 from burrow.control.runtime import Runtime
 from tests.control.web.conftest import MakeWebCustomer, WebCustomer
+from tests.support.factories import create_subscription
 from tests.support.paypal_server import FakePayPal, running_paypal
 from tests.support.stripe_server import HTTPX_DATA_WARNING, FakeStripe, stripe_server
 from tests.support.web import field_error, post_form
@@ -242,3 +243,19 @@ class TestPayPalCheckout:
         assert len(captures) == 1  # not before approval; not again once paid
         assert captures[0].request_id == f"burrow-capture-{remote_id}"
         assert len(fake_paypal.captures) == 1
+
+
+async def test_billing_preselects_the_customers_own_plan(
+    client: httpx.AsyncClient, runtime: Runtime, web_customer: MakeWebCustomer
+) -> None:
+    customer = await web_customer(None)
+    before = (await client.get("/billing")).text
+    shown = re.findall(r'name="plan_code" id="plan-([^"]+)"', before)
+    assert len(shown) > 1, "the test policy offers more than one plan"
+    own = shown[-1]  # not the first one offered, which was preselected before
+    async with unit_of_work(runtime.sessionmaker) as session:
+        await create_subscription(session, customer.account, plan_code=own)
+    billing = (await client.get("/billing")).text
+    checked = re.findall(r'name="plan_code" id="plan-([^"]+)" value="[^"]+" checked', billing)
+    assert checked == [own]
+    assert 'id="own-plan"' in billing

@@ -285,3 +285,24 @@ async def test_customers_are_told_when_a_servers_address_changed(
     async with unit_of_work(runtime.sessionmaker) as session:
         await create_device(session, newcomer.account, name="New phone")
     assert "config-changed" not in (await client.get("/devices")).text
+
+
+async def test_limits_shown_only_for_protocols_served_and_explained(
+    client: httpx.AsyncClient, runtime: Runtime, web_customer: MakeWebCustomer
+) -> None:
+    # The policy limits a protocol no server speaks; the page must not promise it.
+    plan = runtime.policy.plans["personal-monthly"]
+    limited = plan.model_copy(update={"connections_per_server": {"wireguard": 1, "openvpn": 3}})
+    plans = {**runtime.policy.plans, "personal-monthly": limited}
+    runtime.policy = runtime.policy.model_copy(update={"plans": plans})
+    await web_customer()
+    async with unit_of_work(runtime.sessionmaker) as session:
+        await create_node(session)
+    page = (await client.get("/devices")).text
+    limit = re.search(r'id="per-server-limit">(.*?)</li>', page, re.S)
+    assert limit is not None
+    text = re.sub(r"<[^>]+>", "", limit.group(1))
+    assert "at most 1 WireGuard connection." in text
+    assert "OPENVPN" not in page.upper()
+    # One sentence says what it means for a customer with one server.
+    assert "We have one server, so only one of your devices can be connected at a time." in text

@@ -17,6 +17,8 @@ from burrow.control.plans.service import plan as plan_service
 from burrow.control.refunds.schemas import RefundRequestIn
 from burrow.control.refunds.service import refund as refund_service
 from burrow.control.runtime import Runtime
+from burrow.control.subscriptions.service import NoSubscription
+from burrow.control.subscriptions.service import subscription as subscription_service
 from burrow.control.web.auth import WebAccount
 from burrow.control.web.forms import Form, undo
 from burrow.control.web.routing import page_router
@@ -52,11 +54,19 @@ async def _billing_page(
     refunds = await refund_service.list_own(session, account.id)
     asked = {v.request.order_id for v in refunds if v.request.status.value in STANDING}
     methods = runtime.policy.payment_methods
+    try:
+        own_plan: str | None = (await subscription_service.overview(session, account.id)).plan.code
+    except NoSubscription:
+        own_plan = None
+    codes = [p.code for p in plans]
     return render(
         request,
         "billing/billing.html",
         {
             "plans": plans,
+            # The plan preselected: the customer's own, else the first one offered.
+            "preselected": own_plan if own_plan in codes else (codes[0] if codes else None),
+            "own_plan": own_plan,
             "orders": orders,
             "refunds": refunds,
             "refundable": {

@@ -62,10 +62,17 @@ async def _servers(session: SessionDep, runtime: Runtime) -> list[ServerRead]:
     return [s for s in await node_service.server_list(session, runtime) if s.public_key]
 
 
+# The protocols the fleet's servers actually serve: the node agent runs WireGuard only. A
+# policy may limit other protocols too; those limits promise nothing and are not shown.
+SERVED_PROTOCOLS = frozenset({"wireguard"})
+
+
 def _per_server(runtime: Runtime, plan_code: str | None) -> dict[str, int]:
-    """The plan's per-server limits by protocol, from the policy (empty: none)."""
+    """The plan's per-server limits of the protocols served, from the policy (empty: none)."""
     section = runtime.policy.plans.get(plan_code) if plan_code else None
-    return dict(section.connections_per_server) if section is not None else {}
+    if section is None:
+        return {}
+    return {p: n for p, n in section.connections_per_server.items() if p in SERVED_PROTOCOLS}
 
 
 def _recommended(servers: list[ServerRead]) -> ServerRead | None:
