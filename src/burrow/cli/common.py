@@ -16,7 +16,7 @@ from pydantic import ValidationError
 from rich.console import Console
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from burrow.control.admin.service import CliOperator
+from burrow.control.audit.service import CliOperator
 from burrow.control.config import Settings
 from burrow.control.db import unit_of_work
 from burrow.control.errors import BurrowError

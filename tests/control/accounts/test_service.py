@@ -28,7 +28,7 @@ from burrow.control.accounts.service import (
     check_password,
 )
 from burrow.control.accounts.service import account as account_service
-from burrow.control.admin.service import CliOperator
+from burrow.control.audit.service import CliOperator
 from burrow.control.desired_state.service import desired_state
 from burrow.control.errors import Conflict, InvalidInput, NotAuthenticated
 from burrow.control.models import (

@@ -14,7 +14,7 @@ from burrow.control.accounts.service import (
     StatusChangeRefused,
 )
 from burrow.control.accounts.service import account as account_service
-from burrow.control.admin.service import CliOperator, NotAnAdministrator, admin_audit
+from burrow.control.audit.service import CliOperator, NotAnAdministrator, admin_audit
 from burrow.control.db import unit_of_work
 from burrow.control.models import Account, AccountStatus
 from burrow.control.runtime import Runtime

@@ -1,7 +1,7 @@
 """Only services write the admin audit trail: no edge (an API endpoints module, a web page, the
 node API, a command of the CLI) records an action itself, so none can forget it or write it
 in another unit of work than the change. The edges pass the actor to a service method that
-records itself (see ``burrow.control.admin.service``)."""
+records itself (see ``burrow.control.audit.service``)."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import ast
 from pathlib import Path
 
 SRC = Path(__file__).resolve().parents[3] / "src" / "burrow"
-AUDIT_MODULE = "burrow.control.admin.service"
+AUDIT_MODULE = "burrow.control.audit.service"
 # Names that write the trail (or its rows) when an edge holds them.
 WRITERS = {"AdminAuditService", "AdminActionRepository", "AdminAction"}
 # Edges whose actions are still to move into their services (empty: keep it so).
@@ -71,15 +71,15 @@ def test_no_edge_writes_the_audit_trail_itself() -> None:
 
 def test_the_check_sees_every_spelling_of_a_direct_record() -> None:
     spelled = {
-        "from burrow.control.admin.service import admin_audit\n"
+        "from burrow.control.audit.service import admin_audit\n"
         "async def f(s, a):\n    await admin_audit.record(s, a, 'x.y', 't', 1)\n": 1,
-        "from burrow.control.admin.service import admin_audit as trail\nwrite = trail.record\n": 1,
-        "import burrow.control.admin.service as audit\n"
+        "from burrow.control.audit.service import admin_audit as trail\nwrite = trail.record\n": 1,
+        "import burrow.control.audit.service as audit\n"
         "async def f(s, a):\n    await audit.admin_audit.record(s, a, 'x.y', 't', 1)\n": 1,
-        "from burrow.control.admin.repository import AdminActionRepository\n": 1,
+        "from burrow.control.audit.repository import AdminActionRepository\n": 1,
         "from burrow.control.models import AdminAction\nrow = AdminAction(action='x')\n": 2,
         # Reading the trail is fine, and so is another service's own ``record``.
-        "from burrow.control.admin.service import admin_audit\n"
+        "from burrow.control.audit.service import admin_audit\n"
         "async def f(s):\n    await admin_audit.search(s)\n    await usage.record(s)\n": 0,
     }
     for source, expected in spelled.items():

@@ -7,7 +7,7 @@ import asyncio
 
 import httpx
 
-from burrow.control.admin.service import admin_audit
+from burrow.control.audit.service import admin_audit
 from burrow.control.config import Settings
 from burrow.control.db import unit_of_work
 from burrow.control.models import AccountStatus

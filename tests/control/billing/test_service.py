@@ -13,7 +13,7 @@ import pytest
 from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from burrow.control.admin.service import CliOperator, NotAnAdministrator, admin_audit
+from burrow.control.audit.service import CliOperator, NotAnAdministrator, admin_audit
 from burrow.control.billing.schemas import BillingDetailsIn
 from burrow.control.billing.service import (
     WEBHOOK_HANDLERS,

@@ -8,8 +8,8 @@ from datetime import timedelta
 import pytest
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from burrow.control.admin.repository import ActionFilters
-from burrow.control.admin.service import CliOperator, NotAnAdministrator, admin_audit
+from burrow.control.audit.repository import ActionFilters
+from burrow.control.audit.service import CliOperator, NotAnAdministrator, admin_audit
 from burrow.control.db import unit_of_work
 from burrow.control.errors import NotAuthenticated
 from burrow.control.models import NodeStatus, utcnow

@@ -11,7 +11,7 @@ from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from burrow.control.accounts.service import account as account_service
-from burrow.control.admin.service import CliOperator, NotAnAdministrator, admin_audit
+from burrow.control.audit.service import CliOperator, NotAnAdministrator, admin_audit
 from burrow.control.billing.service import OrderNotFound
 from burrow.control.billing.service import billing as billing_service
 from burrow.control.db import unit_of_work

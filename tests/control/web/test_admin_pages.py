@@ -16,8 +16,8 @@ import pytest
 from sqlalchemy import select, update
 
 from burrow.control.accounts.service import account as account_service
-from burrow.control.admin.service import CliOperator
 from burrow.control.app import create_app
+from burrow.control.audit.service import CliOperator
 from burrow.control.config import Settings
 from burrow.control.db import unit_of_work
 from burrow.control.desired_state.service import desired_state as desired_state_service

@@ -10,7 +10,7 @@ import httpx
 import pytest
 from pydantic import SecretStr
 
-from burrow.control.admin.service import CliOperator
+from burrow.control.audit.service import CliOperator
 from burrow.control.billing.service import billing as billing_service
 from burrow.control.config import Settings
 from burrow.control.db import unit_of_work

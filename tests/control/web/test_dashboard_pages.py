@@ -7,7 +7,7 @@ from datetime import timedelta
 import httpx
 
 from burrow.control.accounts.service import account as account_service
-from burrow.control.admin.service import CliOperator
+from burrow.control.audit.service import CliOperator
 from burrow.control.db import unit_of_work
 from burrow.control.models import SubscriptionStatus, utcnow
 from burrow.control.runtime import Runtime

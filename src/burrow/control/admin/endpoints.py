@@ -20,7 +20,6 @@ from burrow.control.accounts.schemas import (
     StatusReason,
 )
 from burrow.control.accounts.service import account as account_service
-from burrow.control.admin.repository import ActionFilters
 from burrow.control.admin.schemas import (
     ActionFilter,
     AdminActionOut,
@@ -30,10 +29,12 @@ from burrow.control.admin.schemas import (
     TerminationIn,
     TermsClausesOut,
 )
-from burrow.control.admin.service import AuditEntry, admin_audit, terms_clauses
+from burrow.control.audit.repository import ActionFilters
+from burrow.control.audit.service import AuditEntry, admin_audit
 from burrow.control.deps import CurrentAdmin, RuntimeDep, SessionDep
 from burrow.control.models import Account, AccountStatus
 from burrow.control.params import MAX_ID, AccountId
+from burrow.control.policy.clauses import terms_clauses
 from burrow.control.problems import problem_responses
 
 router = APIRouter(prefix="/api/v1/admin", tags=["admin"])

@@ -20,7 +20,7 @@ from typing import Any, Protocol
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from burrow.control.admin.service import Actor, admin_audit
+from burrow.control.audit.service import Actor, admin_audit
 from burrow.control.billing.repository import BillingRepository
 from burrow.control.billing.schemas import BillingDetailsIn
 from burrow.control.config import Settings

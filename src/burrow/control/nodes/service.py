@@ -18,7 +18,7 @@ from datetime import timedelta
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from burrow.control.admin.service import Actor, admin_audit
+from burrow.control.audit.service import Actor, admin_audit
 from burrow.control.connections.service import connection as connection_service
 from burrow.control.errors import BurrowError, Conflict, InvalidInput, NotAuthenticated, NotFound
 from burrow.control.live import Kind

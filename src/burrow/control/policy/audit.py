@@ -34,7 +34,7 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal
+from typing import Any, Literal
 
 from sqlalchemy import (
     ColumnElement,
@@ -50,7 +50,7 @@ from sqlalchemy import (
 from sqlalchemy import types as sqltypes
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
 
-from burrow.control.admin.service import Actor, admin_audit
+from burrow.control.audit.service import Actor, admin_audit
 from burrow.control.config import Settings
 from burrow.control.db import reading
 from burrow.control.models import Base
@@ -64,9 +64,6 @@ from burrow.control.policy.addresses import (
 )
 from burrow.control.policy.resolver_audit import check_resolvers
 from burrow.control.policy.schemas import Policy
-
-if TYPE_CHECKING:
-    from burrow.control.runtime import Runtime
 
 Severity = Literal["violation", "allowed", "note"]
 
@@ -635,20 +632,25 @@ async def run_audit(
 
 
 async def run_audit_by(
-    session: AsyncSession, runtime: Runtime, actor: Actor, targets: AuditTargets
+    session: AsyncSession,
+    engine: AsyncEngine,
+    policy: Policy,
+    settings: Settings,
+    actor: Actor,
+    targets: AuditTargets,
 ) -> AuditReport:
     """``run_audit`` on an operator's request, recorded in the admin audit trail.
 
     The scan runs first: it reads through its own connection, and the caller's unit of work
     takes no write lock (SQLite's) until the trail's row is written after it.
     """
-    report = await run_audit(runtime.engine, runtime.policy, runtime.settings, targets)
+    report = await run_audit(engine, policy, settings, targets)
     await admin_audit.record(
         session,
         actor,
         "policy.audit",
         "policy",
-        runtime.policy.terms.version,
+        policy.terms.version,
         None,
         {"violations": len(report.violations), "findings": len(report.findings)},
     )

@@ -27,7 +27,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from burrow.control.accounts.repository import AccountRepository
 from burrow.control.accounts.service import account as account_service
-from burrow.control.admin.service import admin_audit
+from burrow.control.audit.service import admin_audit
 from burrow.control.billing.repository import BillingRepository
 from burrow.control.billing.service import billing as billing_service
 from burrow.control.connections.repository import ConnectionRepository

@@ -17,7 +17,7 @@ from datetime import datetime, timedelta
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from burrow.control.admin.service import Actor, admin_audit, require_administrator
+from burrow.control.audit.service import Actor, admin_audit, require_administrator
 from burrow.control.billing.service import billing as billing_service
 from burrow.control.db import unit_of_work
 from burrow.control.errors import Conflict, InvalidInput, NotFound

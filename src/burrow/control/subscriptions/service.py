@@ -20,7 +20,7 @@ from datetime import datetime, timedelta
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from burrow.control.admin.service import Actor, admin_audit
+from burrow.control.audit.service import Actor, admin_audit
 from burrow.control.db import after_commit
 from burrow.control.desired_state.service import desired_state as desired_state_service
 from burrow.control.errors import BurrowError, Conflict, Forbidden, InvalidInput, NotFound

@@ -33,16 +33,11 @@ from burrow.control.accounts.service.errors import (
 )
 from burrow.control.accounts.service.passwords import check_password, new_password_hash, parse_email
 from burrow.control.accounts.service.recovery import recovery_service
-from burrow.control.admin.service import (
-    Actor,
-    CliOperator,
-    UnknownClause,
-    admin_audit,
-    terms_clauses,
-)
+from burrow.control.audit.service import Actor, CliOperator, admin_audit
 from burrow.control.desired_state.service import desired_state as desired_state_service
 from burrow.control.errors import Conflict, InvalidInput
 from burrow.control.models import Account, AccountStatus, utcnow
+from burrow.control.policy.clauses import UnknownClause, terms_clauses
 from burrow.control.runtime import Runtime
 
 

@@ -14,9 +14,9 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from burrow.control.accounts.schemas import SearchText, StatusChange, StatusReason
 from burrow.control.accounts.service import account as account_service
-from burrow.control.admin.repository import ActionFilters
 from burrow.control.admin.schemas import TerminationIn
-from burrow.control.admin.service import admin_audit, terms_clauses
+from burrow.control.audit.repository import ActionFilters
+from burrow.control.audit.service import admin_audit
 from burrow.control.billing.service import billing as billing_service
 from burrow.control.connections.service import connection as connection_service
 from burrow.control.deps import RuntimeDep, SessionDep
@@ -24,6 +24,7 @@ from burrow.control.devices.service import device as device_service
 from burrow.control.errors import BurrowError
 from burrow.control.models import Account, AccountStatus
 from burrow.control.plans.service import plan as plan_service
+from burrow.control.policy.clauses import terms_clauses
 from burrow.control.refunds.service import refund as refund_service
 from burrow.control.runtime import Runtime
 from burrow.control.subscriptions.schemas import GrantIn

@@ -13,9 +13,9 @@ from pydantic import BaseModel, ConfigDict, Field
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from burrow.control.accounts.schemas import Reason
-from burrow.control.admin.repository import ActionFilters
 from burrow.control.admin.schemas import ActionFilter
-from burrow.control.admin.service import admin_audit
+from burrow.control.audit.repository import ActionFilters
+from burrow.control.audit.service import admin_audit
 from burrow.control.deps import RuntimeDep, SessionDep
 from burrow.control.errors import BurrowError, NotFound
 from burrow.control.models import PrivacyRequestStatus, utcnow
@@ -106,7 +106,9 @@ async def run_policy_audit(
     """
     settings = runtime.settings
     targets = AuditTargets(log_paths=log_paths(settings, []))
-    report = await run_audit_by(session, runtime, admin, targets)
+    report = await run_audit_by(
+        session, runtime.engine, runtime.policy, runtime.settings, admin, targets
+    )
     return await _policy_page(
         request,
         runtime,

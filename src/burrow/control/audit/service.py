@@ -1,5 +1,5 @@
 """The admin audit trail: who did what to what, when and why. A leaf: it imports no domain
-(only the models and the policy schemas), so every domain can record its actions here.
+(only the models), so every domain can record its actions here.
 
 The actor mechanism, for any domain's operator actions: the service method takes
 ``actor: Actor`` (an administrator's ``Account`` from the API or panel, or ``CliOperator`` from
@@ -13,28 +13,17 @@ administrator.
 from __future__ import annotations
 
 import json
-import re
 from dataclasses import dataclass
 from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from burrow.control.admin.repository import ActionFilters, AdminActionRepository
-from burrow.control.errors import Forbidden, InvalidInput
+from burrow.control.audit.repository import ActionFilters, AdminActionRepository
+from burrow.control.errors import Forbidden
 from burrow.control.models import Account, AdminAction, utcnow
-from burrow.control.policy.schemas import Policy
-
-# The length of accounts.terminated_clause (admin.schemas.CLAUSE_MAX says the same to the API;
-# not imported from there, because the schemas use the accounts domain's text types).
-CLAUSE_MAX = 200
-_BULLET = re.compile(r"^\s*[-*]\s+(.+?)\s*$")
 
 
 class NotAnAdministrator(Forbidden):
-    pass
-
-
-class UnknownClause(InvalidInput):
     pass
 
 
@@ -65,26 +54,6 @@ class AuditEntry:
 class AuditPage:
     items: list[AuditEntry]
     total: int
-
-
-def terms_clauses(policy: Policy) -> list[str]:
-    """The clauses an account can be terminated for breaking, from the policy's own terms.
-
-    Each of the operator's sections is a clause, and so is each item of a list inside one
-    ("Prohibited activities: spam or unsolicited bulk messaging"), so that the finding names
-    the very rule. Terms without prose sections have one clause: the terms as a whole.
-    """
-    clauses: list[str] = []
-    for section in policy.terms.sections:
-        title = section.title.strip()
-        clauses.append(title[:CLAUSE_MAX])
-        for line in section.body.splitlines():
-            match = _BULLET.match(line)
-            if match:
-                clauses.append(f"{title}: {match.group(1)}"[:CLAUSE_MAX])
-    if not clauses:
-        clauses.append(f"Terms of service, version {policy.terms.version}"[:CLAUSE_MAX])
-    return list(dict.fromkeys(clauses))
 
 
 def require_administrator(actor: Actor) -> None:

@@ -8,15 +8,10 @@ import pytest
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from burrow.control.accounts.service import account as account_service
-from burrow.control.admin.repository import ActionFilters
-from burrow.control.admin.service import (
-    CliOperator,
-    NotAnAdministrator,
-    UnknownClause,
-    admin_audit,
-    terms_clauses,
-)
+from burrow.control.audit.repository import ActionFilters
+from burrow.control.audit.service import CliOperator, NotAnAdministrator, admin_audit
 from burrow.control.models import AccountStatus
+from burrow.control.policy.clauses import UnknownClause, terms_clauses
 from burrow.control.policy.schemas import TermsProse, TermsSection
 from burrow.control.runtime import Runtime
 from tests.support.factories import create_account

@@ -1,0 +1,1 @@
+"""The admin audit trail: a leaf every domain records its operator actions in."""
