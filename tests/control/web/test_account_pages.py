@@ -115,7 +115,7 @@ async def test_sessions_page_lists_and_ends_my_sessions(
     ids = re.findall(r'<tr id="session-(\d+)"', page.text)
     assert len(ids) == 2
     assert page.text.count("This session") == 1
-    current = re.search(r'<tr id="session-(\d+)">\s*<td>[^<]*<span class="badge', page.text)
+    current = re.search(r'<tr id="session-(\d+)">\s*<td[^>]*>[^<]*<span class="badge', page.text)
     assert current is not None
     other_id = next(i for i in ids if i != current.group(1))
 

@@ -40,7 +40,25 @@ async def test_the_terms_page_shows_the_terms_and_the_hash_of_their_markdown(
 
 
 PHONE = {"width": 390, "height": 844}
-PANEL_PAGES = ["/dashboard", "/devices", "/servers", "/billing", "/usage", "/account", "/privacy"]
+PANEL_PAGES = [
+    "/dashboard",
+    "/dashboard/cancel",
+    "/devices",
+    "/devices/{device}",
+    "/servers",
+    "/billing",
+    "/usage",
+    "/account",
+    "/account/sessions",
+    "/account/terms",
+    "/privacy",
+    "/privacy/email",
+    "/privacy/billing",
+    "/privacy/delete",
+    "/terms",
+]
+PUBLIC_PAGES = ["/terms", "/login", "/signup", "/forgot-password"]
+WIDTH = "document.documentElement.scrollWidth"
 
 
 async def test_the_customer_panel_fits_a_phone_screen(
@@ -50,23 +68,42 @@ async def test_the_customer_panel_fits_a_phone_screen(
         account = await factories.create_account(session)
         await factories.create_subscription(session, account)
         await factories.create_node(session, name="ams-1")
-        await factories.create_device(session, account, name="Phone")
+        device = await factories.create_device(session, account, name="Phone")
     context = await new_context()
     page = await context.new_page()
     await page.set_viewport_size(PHONE)
+    too_wide = {}
+    # Signed out: the public pages, the terms with the site's own header.
+    for path in PUBLIC_PAGES:
+        response = await page.goto(path)
+        assert response is not None
+        assert response.status == 200, path
+        await shot(page, f"phone-public{path.replace('/', '-')}")
+        if (width := await page.evaluate(WIDTH)) > PHONE["width"]:
+            too_wide[path] = width
+        if path == "/terms":
+            await expect(page.locator("header.site-header")).to_be_visible()
+            await expect(page.get_by_role("heading", level=1)).to_contain_text("Terms")
     await page.goto("/login")
     await page.get_by_label("Email address").fill(account.email)
     await page.get_by_label("Password").fill(factories.DEFAULT_PASSWORD)
     await page.get_by_role("button", name="Log in").click()
     await expect(page).to_have_url(re.compile("/dashboard$"))
-    too_wide = {}
     for path in PANEL_PAGES:
+        path = path.format(device=device.id)
         response = await page.goto(path)
         assert response is not None
         assert response.status == 200, path
         await shot(page, f"phone{path.replace('/', '-')}")
-        # Nothing may make the page scroll sideways (wide tables scroll inside their own box).
-        width = await page.evaluate("document.documentElement.scrollWidth")
-        if width > PHONE["width"]:
+        # Nothing may make the page scroll sideways.
+        if (width := await page.evaluate(WIDTH)) > PHONE["width"]:
             too_wide[path] = width
     assert not too_wide, f"wider than a {PHONE['width']} px phone: {too_wide}"
+
+    # A wide table is a list of labelled cards on a phone, not a box to scroll sideways.
+    await page.goto("/devices")
+    cell = page.locator("#devices-table td").first
+    assert await cell.evaluate("c => getComputedStyle(c).display") == "block"
+    label = await cell.evaluate("c => getComputedStyle(c, '::before').content")
+    assert "Name" in label
+    assert await page.locator("#devices-table thead").evaluate("h => h.offsetHeight") <= 1

@@ -3,7 +3,7 @@ acceptance of them.
 
 The pages are rendered from the running policy, so they read exactly like the current version
 (whose hash ``GET /api/v1/terms`` gives). They are web pages, not API operations, so they stay
-out of the OpenAPI document.
+out of the OpenAPI document. /terms itself is a page of the site, in ``web.terms_pages``.
 """
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ from __future__ import annotations
 from typing import Annotated
 
 from fastapi import APIRouter
-from fastapi.responses import HTMLResponse, Response
+from fastapi.responses import Response
 
 from burrow.control.deps import CurrentAccount, RuntimeDep, SessionDep
 from burrow.control.params import id_path
@@ -31,11 +31,6 @@ pages_router = APIRouter(include_in_schema=False)
 api_router = APIRouter(prefix="/api/v1", tags=["terms"])
 
 VersionId = Annotated[int, id_path("A terms version's id.")]
-
-
-@pages_router.get("/terms", response_class=HTMLResponse)
-async def terms_page(runtime: RuntimeDep) -> HTMLResponse:
-    return HTMLResponse(terms_service.html(runtime.policy))
 
 
 @pages_router.get("/terms.md")

@@ -648,22 +648,27 @@ def _html_block(block: Block) -> str:
         return f"<p>{e(block.text)}</p>"
     if isinstance(block, Bullets):
         return "<ul>" + "".join(f"<li>{e(item)}</li>" for item in block.items) + "</ul>"
-    head = "".join(f"<th>{e(cell)}</th>" for cell in block.header)
+    head = "".join(f'<th scope="col">{e(cell)}</th>' for cell in block.header)
+    # Each cell names its column, so a phone-width page can show a row as a labelled list.
     body = "".join(
-        "<tr>" + "".join(f"<td>{e(cell)}</td>" for cell in row) + "</tr>" for row in block.rows
+        "<tr>"
+        + "".join(
+            f'<td data-label="{e(label)}">{e(cell)}</td>'
+            for label, cell in zip(block.header, row, strict=False)
+        )
+        + "</tr>"
+        for row in block.rows
     )
-    return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
+    return (
+        f'<div class="table-wrap"><table class="data stack"><thead><tr>{head}</tr></thead>'
+        f"<tbody>{body}</tbody></table></div>"
+    )
 
 
-def to_html(document: Document, sha256: str) -> str:
+def to_html_article(document: Document, sha256: str) -> str:
+    """The terms as an ``<article>``, for a page of the site (with its header and style)."""
     e = html.escape
-    parts = [
-        "<!doctype html>",
-        '<html lang="en"><head><meta charset="utf-8">',
-        '<meta name="viewport" content="width=device-width, initial-scale=1">',
-        f"<title>{e(document.title)}</title><style>{_STYLE}</style></head><body>",
-        f"<h1>{e(document.title)}</h1>",
-    ]
+    parts = ['<article class="terms">', f"<h1>{e(document.title)}</h1>"]
     parts += [_html_block(block) for block in document.intro]
     for section in document.sections:
         parts.append(f"<h2>{e(section.title)}</h2>")
@@ -672,7 +677,21 @@ def to_html(document: Document, sha256: str) -> str:
         '<footer>The same terms as Markdown: <a href="/terms.md">/terms.md</a>, whose SHA-256 '
         f"is <code>{e(sha256)}</code>.</footer>"
     )
-    parts.append("</body></html>")
+    parts.append("</article>")
+    return "\n".join(parts) + "\n"
+
+
+def to_html(document: Document, sha256: str) -> str:
+    """The terms as a page of their own (no site around them)."""
+    e = html.escape
+    parts = [
+        "<!doctype html>",
+        '<html lang="en"><head><meta charset="utf-8">',
+        '<meta name="viewport" content="width=device-width, initial-scale=1">',
+        f"<title>{e(document.title)}</title><style>{_STYLE}</style></head><body>",
+        to_html_article(document, sha256),
+        "</body></html>",
+    ]
     return "\n".join(parts) + "\n"
 
 

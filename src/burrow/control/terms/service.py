@@ -81,6 +81,11 @@ class TermsService:
         rendered = renderer.render(policy)
         return renderer.to_html(rendered.document, rendered.sha256)
 
+    def html_article(self, policy: Policy) -> str:
+        """The terms as an HTML ``<article>`` for the site's own page around it."""
+        rendered = renderer.render(policy)
+        return renderer.to_html_article(rendered.document, rendered.sha256)
+
     async def publish(self, session: AsyncSession, policy: Policy) -> PublishResult:
         """Store the policy's terms as a new version unless the newest one reads the same."""
         rendered = renderer.render(policy)

@@ -6,13 +6,14 @@ from __future__ import annotations
 from typing import Annotated
 
 from fastapi import Path, Request, Response
+from markupsafe import Markup
 
 from burrow.control.deps import RuntimeDep, SessionDep
 from burrow.control.errors import BurrowError
 from burrow.control.params import MAX_ID
 from burrow.control.terms.schemas import TermsAccept
 from burrow.control.terms.service import terms as terms_service
-from burrow.control.web.auth import WebAccount
+from burrow.control.web.auth import OptionalWebAccount, WebAccount
 from burrow.control.web.forms import Form, undo
 from burrow.control.web.routing import page_router
 from burrow.control.web.templating import redirect, render
@@ -26,6 +27,16 @@ HOW = {
     "continued_use": "by using the service after it took effect",
     "explicit": "from your account",
 }
+
+
+@router.get("/terms")
+async def public_terms(
+    request: Request, runtime: RuntimeDep, account: OptionalWebAccount
+) -> Response:
+    """The current terms for anyone, inside the site (its header, its phone-width layout)."""
+    # Every text in it is escaped by the terms renderer (terms.render._html_block).
+    article = Markup(terms_service.html_article(runtime.policy))  # noqa: S704
+    return render(request, "terms_public.html", {"article": article})
 
 
 @router.get("/account/terms")
