@@ -107,3 +107,24 @@ async def test_the_customer_panel_fits_a_phone_screen(
     label = await cell.evaluate("c => getComputedStyle(c, '::before').content")
     assert "Name" in label
     assert await page.locator("#devices-table thead").evaluate("h => h.offsetHeight") <= 1
+
+
+async def test_forms_refused_in_the_browser_speak_plainly(
+    new_context: NewContext, live_runtime: Runtime, shot: Shooter
+) -> None:
+    from tests.control.web.test_plain_words import library_text
+
+    context = await new_context()
+    page = await context.new_page()
+    # The sign-up form, sent empty and then with wrong values, as a person would.
+    await page.goto("/signup")
+    await page.locator("#signup-submit").click()
+    await expect(page.locator(".field-error, .has-error").first).to_be_visible()
+    await shot(page, "signup-empty")
+    assert library_text(await page.content()) == []
+    await page.locator("#f-email").fill("not-an-address")
+    await page.locator("#f-password").fill("short")
+    await page.locator("#signup-submit").click()
+    await expect(page.locator(".has-error").first).to_be_visible()
+    await shot(page, "signup-wrong")
+    assert library_text(await page.content()) == []
