@@ -1,0 +1,49 @@
+"""The admin overview page: charts drawn on the server as inline SVG over 7, 30 or 90 days,
+with the seeded figures, and no script."""
+
+from __future__ import annotations
+
+import re
+from datetime import timedelta
+
+import httpx
+
+from burrow.control.db import unit_of_work
+from burrow.control.runtime import Runtime
+from tests.control.web.conftest import MakeWebCustomer
+from tests.support.factories import create_account, create_device
+
+
+async def test_overview_draws_the_seeded_month_as_svg(
+    client: httpx.AsyncClient, web_customer: MakeWebCustomer, runtime: Runtime
+) -> None:
+    await web_customer(None, admin=True, two_factor=True)
+    async with unit_of_work(runtime.sessionmaker) as session:
+        for n in range(6):
+            account = await create_account(session)
+            account.created_at = account.created_at - timedelta(days=10 + n)
+            device = await create_device(session, account)
+            device.created_at = account.created_at
+    page = await client.get("/admin")
+    assert page.status_code == 200
+    assert "<script" not in page.text
+    assert "<svg" in page.text
+    signups = re.search(r'id="chart-signups" data-total="(\d+)"', page.text)
+    # The admin and the six customers, all within 30 days.
+    assert signups is not None
+    assert int(signups.group(1)) == 7
+    devices = re.search(r'id="chart-devices" data-total="(\d+)"', page.text)
+    assert devices is not None
+    assert int(devices.group(1)) == 6
+    assert len(re.findall(r'<rect [^>]*class="chart-bar" data-day=', page.text)) == 6 * 30
+
+    week = await client.get("/admin", params={"days": "7"})
+    assert week.status_code == 200
+    signups = re.search(r'id="chart-signups" data-total="(\d+)"', week.text)
+    assert signups is not None
+    assert int(signups.group(1)) == 1
+    assert '<strong aria-current="page">7 days</strong>' in week.text
+
+    wrong = await client.get("/admin", params={"days": "12"})
+    assert wrong.status_code == 422
+    assert "7, 30 or 90 days" in wrong.text
