@@ -7,11 +7,13 @@ import re
 from datetime import timedelta
 
 import httpx
+import pyotp
 
 from burrow.control.db import unit_of_work
 from burrow.control.runtime import Runtime
 from tests.control.web.conftest import MakeWebCustomer
-from tests.support.factories import create_account, create_device
+from tests.support.factories import DEFAULT_PASSWORD, create_account, create_device
+from tests.support.web import post_form
 
 
 async def test_overview_draws_the_seeded_month_as_svg(
@@ -47,3 +49,26 @@ async def test_overview_draws_the_seeded_month_as_svg(
     wrong = await client.get("/admin", params={"days": "12"})
     assert wrong.status_code == 422
     assert "7, 30 or 90 days" in wrong.text
+
+
+async def test_an_admin_signing_in_lands_on_the_overview(
+    client: httpx.AsyncClient, runtime: Runtime
+) -> None:
+    secret = pyotp.random_base32()
+    async with unit_of_work(runtime.sessionmaker) as session:
+        admin = await create_account(session, admin=True)
+        admin.totp_enabled = True
+        admin.totp_secret = secret
+    first = await post_form(client, "/login", {"email": admin.email, "password": DEFAULT_PASSWORD})
+    assert first.status_code == 303
+    second = await post_form(
+        client,
+        "/login/totp",
+        {"totp_code": pyotp.TOTP(secret).now(), "next": ""},
+        page=first.headers["location"],
+    )
+    assert second.status_code == 303, second.text
+    assert second.headers["location"] == "/admin"
+    overview = await client.get("/admin")
+    assert overview.status_code == 200
+    assert 'id="chart-signups"' in overview.text
