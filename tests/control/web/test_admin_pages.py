@@ -555,21 +555,24 @@ async def test_admin_decides_refunds_from_the_queue(
     assert by_id(queue, f"refund-deadline-{first}") == "no deadline"
     assert f'id="refund-rules-{first}"' in queue.text
     assert f'id="refund-{first}-rule-window_days"' in queue.text
+    assert "Asked within the refund window" in queue.text
+    assert "window_days<" not in queue.text
+    assert "minor units" not in queue.text
 
     too_much = await post_form(
         client,
         f"/admin/refunds/{first}/approve",
-        {"amount_minor": "99999", "reason": "x"},
+        {"amount": "999.99", "reason": "x"},
         page="/admin/refunds",
     )
     assert too_much.status_code == 422
-    assert "At most 699" in (by_id(too_much, f"approve-error-{first}") or "") + (
+    assert "At most 6.99 USD" in (by_id(too_much, f"approve-error-{first}") or "") + (
         by_id(too_much, f"approve-amount-{first}-error") or ""
     )
     partial = await post_form(
         client,
         f"/admin/refunds/{first}/approve",
-        {"amount_minor": "300", "reason": "Half, goodwill"},
+        {"amount": "3.00", "reason": "Half, goodwill"},
         page="/admin/refunds",
     )
     assert partial.status_code == 303, partial.text
