@@ -11,8 +11,11 @@ import pytest
 from sqlalchemy import DateTime, bindparam, text
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from burrow.control.audit.repository import ActionFilters
+from burrow.control.audit.service import NotAnAdministrator, admin_audit
+from burrow.control.db import unit_of_work
 from burrow.control.models import Account, RefundedPerson, RefundedPersonKind, utcnow
-from burrow.control.policy.audit import AuditReport, AuditTargets, run_audit
+from burrow.control.policy.audit import AuditReport, AuditTargets, run_audit, run_audit_by
 from burrow.control.policy.schemas import Policy
 from burrow.control.policy.service import load_policy
 from burrow.control.runtime import Runtime
@@ -330,3 +333,23 @@ async def test_refunded_persons_digests_are_not_taken_for_addresses(
     report = await _audit(runtime, deployment, metered)
     assert _violations(report) == []
     assert [f for f in report.findings if f.where.startswith("refunded_persons")] == []
+
+
+async def test_an_operators_audit_records_itself_and_refuses_a_customer(
+    runtime: Runtime, tmp_path: Path
+) -> None:
+    targets = AuditTargets(log_paths=[tmp_path / "none.log"])
+    async with unit_of_work(runtime.sessionmaker) as session:
+        admin = await factories.create_account(session, admin=True)
+        customer = await factories.create_account(session)
+        report = await run_audit_by(
+            session, runtime.engine, runtime.policy, runtime.settings, admin, targets
+        )
+        [row] = (await admin_audit.search(session, ActionFilters(action="policy.audit"))).items
+    assert (row.action.admin_id, row.action.target_id) == (admin.id, runtime.policy.terms.version)
+    assert row.detail == {"violations": len(report.violations), "findings": len(report.findings)}
+    with pytest.raises(NotAnAdministrator):
+        async with unit_of_work(runtime.sessionmaker) as session:
+            await run_audit_by(
+                session, runtime.engine, runtime.policy, runtime.settings, customer, targets
+            )
