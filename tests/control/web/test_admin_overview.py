@@ -12,7 +12,12 @@ import pyotp
 from burrow.control.db import unit_of_work
 from burrow.control.runtime import Runtime
 from tests.control.web.conftest import MakeWebCustomer
-from tests.support.factories import DEFAULT_PASSWORD, create_account, create_device
+from tests.support.factories import (
+    DEFAULT_PASSWORD,
+    create_account,
+    create_device,
+    create_subscription,
+)
 from tests.support.web import post_form
 
 
@@ -72,3 +77,33 @@ async def test_an_admin_signing_in_lands_on_the_overview(
     overview = await client.get("/admin")
     assert overview.status_code == 200
     assert 'id="chart-signups"' in overview.text
+
+
+async def test_accounts_list_shows_plan_period_and_devices_and_filters_by_plan(
+    client: httpx.AsyncClient, web_customer: MakeWebCustomer, runtime: Runtime
+) -> None:
+    await web_customer(None, admin=True, two_factor=True)
+    async with unit_of_work(runtime.sessionmaker) as session:
+        yearly = await create_account(session)
+        sub = await create_subscription(session, yearly, plan_code="personal-yearly")
+        await create_device(session, yearly)
+        await create_device(session, yearly)
+        business = await create_account(session)
+        await create_subscription(session, business, plan_code="business-monthly")
+        nothing = await create_account(session)
+    listed = await client.get("/admin/accounts")
+    assert listed.status_code == 200
+    row = re.search(rf'<tr id="account-row-{yearly.id}">(.*?)</tr>', listed.text, re.S)
+    assert row is not None
+    cells = [
+        re.sub(r"<[^>]+>", "", c).strip()
+        for c in re.findall(r"<td[^>]*>(.*?)</td>", row.group(1), re.S)
+    ]
+    assert cells[3] == "Personal, 12 months"
+    assert str(sub.current_period_end.year) in cells[4]
+    assert cells[5] == "2"
+    only = await client.get("/admin/accounts", params={"plan": "business-monthly"})
+    assert f"account-row-{business.id}" in only.text
+    assert f"account-row-{yearly.id}" not in only.text
+    assert f"account-row-{nothing.id}" not in only.text
+    assert '<option value="business-monthly" selected>' in only.text

@@ -14,6 +14,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from burrow.control.accounts.schemas import SearchText, StatusChange, StatusReason
 from burrow.control.accounts.service import account as account_service
+from burrow.control.accounts.service.operators import AccountRow
 from burrow.control.admin.schemas import TerminationIn
 from burrow.control.audit.repository import ActionFilters
 from burrow.control.audit.service import admin_audit
@@ -43,6 +44,7 @@ class _Search(BaseModel):
 
     q: SearchText | None = None
     status: AccountStatus | None = None
+    plan: str | None = Field(None, max_length=64)
     page: int = Field(1, ge=1, le=1_000_000)
 
 
@@ -53,27 +55,38 @@ async def accounts(
     admin: PanelAdmin,
     q: Annotated[str | None, Query(max_length=400)] = None,
     status: Annotated[str | None, Query(max_length=20)] = None,
+    plan: Annotated[str | None, Query(max_length=64)] = None,
     page: Annotated[str | None, Query(max_length=10)] = None,
 ) -> Response:
-    form = Form.empty(**{k: v for k, v in (("q", q), ("status", status)) if v})
+    filters = (("q", q), ("status", status), ("plan", plan))
+    form = Form.empty(**{k: v for k, v in filters if v})
     form.values.update({"page": page} if page else {})
     search = form.validate(_Search)
     found: list[Account] = []
+    rows: list[AccountRow] = []
     total = 0
     current = 1
     if search is not None:
         current = search.page
         result = await account_service.search(
-            session, search.q, search.status, PAGE_SIZE, (current - 1) * PAGE_SIZE
+            session,
+            search.q,
+            search.status,
+            PAGE_SIZE,
+            (current - 1) * PAGE_SIZE,
+            plan_code=search.plan,
         )
         found, total = result.items, result.total
-    query = {k: v for k, v in (("q", q), ("status", status)) if v}
+        rows = await account_service.rows(session, found)
+    query = {k: v for k, v in filters if v}
     return render(
         request,
         "admin/accounts.html",
         {
             "form": form,
             "accounts": found,
+            "rows": rows,
+            "plans": list(await plan_service.list_all(session)),
             "total": total,
             "page": current,
             "pages": max(1, -(-total // PAGE_SIZE)),
