@@ -8,8 +8,10 @@ from datetime import timedelta
 
 import httpx
 import pyotp
+from sqlalchemy import select
 
 from burrow.control.db import unit_of_work
+from burrow.control.models import AdminAction, Order
 from burrow.control.runtime import Runtime
 from tests.control.web.conftest import MakeWebCustomer
 from tests.support.factories import (
@@ -107,3 +109,30 @@ async def test_accounts_list_shows_plan_period_and_devices_and_filters_by_plan(
     assert f"account-row-{yearly.id}" not in only.text
     assert f"account-row-{nothing.id}" not in only.text
     assert '<option value="business-monthly" selected>' in only.text
+
+
+async def test_admin_records_a_manual_payment_from_the_account_page(
+    client: httpx.AsyncClient, web_customer: MakeWebCustomer, runtime: Runtime
+) -> None:
+    admin = (await web_customer(None, admin=True, two_factor=True)).account
+    async with unit_of_work(runtime.sessionmaker) as session:
+        customer = await create_account(session)
+    url = f"/admin/accounts/{customer.id}"
+    page = await client.get(url)
+    assert 'id="payment-form"' in page.text
+    empty = await post_form(client, f"{url}/payment", {"plan_code": "personal-monthly"}, page=url)
+    assert empty.status_code == 422
+    done = await post_form(
+        client,
+        f"{url}/payment",
+        {"plan_code": "personal-monthly", "amount": "4.99", "reference": "SEPA-2026-0001"},
+        page=url,
+    )
+    assert done.status_code == 303, done.text
+    async with unit_of_work(runtime.sessionmaker) as session:
+        orders = (await session.scalars(select(Order).where(Order.account_id == customer.id))).all()
+        trail = (await session.scalars(select(AdminAction))).all()
+    assert [(o.amount_minor, o.status.value) for o in orders] == [(499, "paid")]
+    assert [(t.admin_id, t.target_id) for t in trail if t.target_type == "account"] == [
+        (admin.id, str(customer.id))
+    ]

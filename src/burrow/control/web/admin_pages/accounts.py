@@ -5,6 +5,7 @@ unsuspend, terminate for a named clause of the terms, grant time.
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable, Iterable
+from decimal import Decimal
 from typing import Annotated, Any
 from urllib.parse import urlencode
 
@@ -23,7 +24,7 @@ from burrow.control.connections.service import connection as connection_service
 from burrow.control.deps import RuntimeDep, SessionDep
 from burrow.control.devices.service import device as device_service
 from burrow.control.errors import BurrowError
-from burrow.control.models import Account, AccountStatus
+from burrow.control.models import Account, AccountStatus, PaymentMethod
 from burrow.control.plans.service import plan as plan_service
 from burrow.control.policy.clauses import terms_clauses
 from burrow.control.refunds.service import refund as refund_service
@@ -151,6 +152,7 @@ async def _account_page(
             "unsuspend_form": forms.get("unsuspend") or Form.empty(),
             "terminate_form": forms.get("terminate") or Form.empty(),
             "grant_form": forms.get("grant") or Form.empty(months="1"),
+            "payment_form": forms.get("payment") or Form.empty(),
         },
         status_code=status_code,
     )
@@ -279,4 +281,52 @@ async def grant(
 
     return await _account_action(
         request, session, runtime, admin, account_id, "grant", GrantIn, act
+    )
+
+
+class _ManualPayment(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+
+    plan_code: str = Field(min_length=1, max_length=64)
+    # In the currency's units, as every amount on the panel.
+    amount: Decimal = Field(gt=0, le=100_000_000, decimal_places=2)
+    reference: str = Field(min_length=1, max_length=200)
+
+
+@router.post("/accounts/{account_id}/payment")
+async def record_payment(
+    request: Request,
+    session: SessionDep,
+    runtime: RuntimeDep,
+    admin: PanelAdmin,
+    account_id: AccountIdPath,
+) -> Response:
+    async def act(body: _ManualPayment) -> str:
+        plan = next(
+            (p for p in await plan_service.list_all(session) if p.code == body.plan_code), None
+        )
+        currency = plan.currency if plan is not None else ""
+        recorded = await billing_service.record_manual_payment(
+            session,
+            runtime,
+            admin,
+            account_id,
+            body.plan_code,
+            int(body.amount * 100),
+            currency,
+            PaymentMethod.manual,
+            body.reference,
+        )
+        return recorded.message
+
+    return await _account_action(
+        request,
+        session,
+        runtime,
+        admin,
+        account_id,
+        "payment",
+        _ManualPayment,
+        act,
+        fields=("plan_code", "reference"),
     )
