@@ -11,7 +11,7 @@ import pyotp
 from sqlalchemy import select
 
 from burrow.control.db import unit_of_work
-from burrow.control.models import AdminAction, Order
+from burrow.control.models import Account, AdminAction, Order
 from burrow.control.runtime import Runtime
 from tests.control.web.conftest import MakeWebCustomer
 from tests.support.factories import (
@@ -136,3 +136,30 @@ async def test_admin_records_a_manual_payment_from_the_account_page(
     assert [(t.admin_id, t.target_id) for t in trail if t.target_type == "account"] == [
         (admin.id, str(customer.id))
     ]
+
+
+async def test_a_customer_on_an_admin_page_gets_a_way_out(
+    client: httpx.AsyncClient, web_customer: MakeWebCustomer
+) -> None:
+    await web_customer()
+    refused = await client.get("/admin/accounts")
+    assert refused.status_code == 403
+    assert 'id="error-logout"' in refused.text
+    assert 'href="/dashboard" class="button button-secondary" id="error-dashboard"' in refused.text
+    assert 'id="error-two-factor"' not in refused.text
+
+
+async def test_an_admin_whose_session_lacks_its_code_gets_a_way_out(
+    client: httpx.AsyncClient, web_customer: MakeWebCustomer, runtime: Runtime
+) -> None:
+    # Two-factor turned on after this session was opened: the session never proved a code.
+    made = await web_customer(None, admin=True)
+    async with unit_of_work(runtime.sessionmaker) as session:
+        account = await session.get(Account, made.account.id)
+        assert account is not None
+        account.totp_secret = pyotp.random_base32()
+        account.totp_enabled = True
+    refused = await client.get("/admin")
+    assert refused.status_code == 403
+    assert "Log out and log in again with a code" in refused.text
+    assert 'id="error-two-factor"' in refused.text
