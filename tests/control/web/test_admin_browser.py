@@ -8,6 +8,7 @@ from datetime import timedelta
 
 import pytest
 
+from burrow.control.audit.service import admin_audit
 from burrow.control.db import unit_of_work
 from burrow.control.models import RefundRequest, RefundStatus
 from burrow.control.runtime import Runtime
@@ -56,6 +57,18 @@ async def test_admin_pages_at_desktop_and_phone_width(
     await _seed_month(live_runtime)
     context = await new_context()
     page = await context.new_page()
+    async with unit_of_work(live_runtime.sessionmaker) as session:
+        # A row in the audit trail, wide with its detail, for the phone-width check.
+        victim = await factories.create_account(session)
+        await admin_audit.record(
+            session,
+            admin,
+            "account.suspend",
+            "account",
+            victim.id,
+            "Chargeback " * 8,
+            {"clause": "Prohibited activities: spam or unsolicited bulk messaging"},
+        )
     await admin_log_in(page, admin, secret)
     await expect(page).to_have_url(re.compile("/admin$"))
     await expect(page.locator("#chart-signups svg rect.chart-bar")).to_have_count(30)
@@ -65,6 +78,7 @@ async def test_admin_pages_at_desktop_and_phone_width(
             ("/admin", "overview"),
             ("/admin/accounts", "accounts"),
             ("/admin/refunds", "refund-queue"),
+            ("/admin/audit", "audit-trail"),
         ):
             response = await page.goto(path)
             assert response is not None
