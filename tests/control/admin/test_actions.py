@@ -17,6 +17,7 @@ from burrow.control.accounts.service import account as account_service
 from burrow.control.audit.service import CliOperator, NotAnAdministrator, admin_audit
 from burrow.control.db import unit_of_work
 from burrow.control.models import Account, AccountStatus
+from burrow.control.policy.clauses import terms_clauses
 from burrow.control.runtime import Runtime
 from tests.support.factories import create_account, create_session_token
 
@@ -117,7 +118,7 @@ async def test_the_api_refuses_self_actions_and_admin_targets_with_a_message(
     )
     assert own.status_code == 403
     assert "your own account" in own.json()["detail"]
-    clause = runtime.policy.terms.sections[0].title if runtime.policy.terms.sections else None
+    clause = terms_clauses(runtime.policy)[0]
     ended = await client.post(
         f"/api/v1/admin/accounts/{other.id}/terminate",
         json={"reason": "rogue", "clause": clause or "x"},

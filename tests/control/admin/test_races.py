@@ -11,6 +11,7 @@ from burrow.control.audit.service import admin_audit
 from burrow.control.config import Settings
 from burrow.control.db import unit_of_work
 from burrow.control.models import AccountStatus
+from burrow.control.policy.clauses import terms_clauses
 from burrow.control.runtime import Runtime
 from tests.support.factories import create_account, create_session_token
 from tests.support.server import serving
@@ -27,7 +28,7 @@ async def test_twenty_concurrent_state_changes_apply_once(
         for _ in range(ROUND):  # twenty administrators, each with a session that proved 2FA
             admin = await create_account(s, admin=True)
             tokens.append(await create_session_token(s, admin))
-    clause = runtime.policy.terms.sections[0].title if runtime.policy.terms.sections else None
+    clause = terms_clauses(runtime.policy)[0]
 
     with serving(settings) as server:
         async with httpx.AsyncClient(base_url=server.url, timeout=60) as client:

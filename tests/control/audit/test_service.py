@@ -79,21 +79,29 @@ async def test_terminate_checks_the_clause_and_records_it(
     with pytest.raises(UnknownClause):
         await account_service.terminate(session, runtime, admin, customer.id, "why", clause="Nope")
     done = await account_service.terminate(
-        session, runtime, admin, customer.id, "Sold the login", clause=" Passwords and security "
+        session,
+        runtime,
+        admin,
+        customer.id,
+        "Sold the login",
+        clause=" Prohibited activities: sharing your login credentials ",
     )
     assert done.status is AccountStatus.terminated
-    assert done.terminated_clause == "Passwords and security"
+    assert done.terminated_clause == "Prohibited activities: sharing your login credentials"
     assert done.status_reason is not None
-    assert "Passwords and security" in done.status_reason
+    assert "sharing your login credentials" in done.status_reason
     assert "Sold the login" in done.status_reason
     page = await admin_audit.search(session)
     assert [e.action.action for e in page.items] == ["account.terminate"]
-    assert page.items[0].detail["clause"] == "Passwords and security"
+    assert page.items[0].detail["clause"] == (
+        "Prohibited activities: sharing your login credentials"
+    )
 
 
 def test_clauses_come_from_the_terms_sections(runtime: Runtime) -> None:
     clauses = terms_clauses(runtime.policy)
-    assert clauses[0] == "General"
+    assert clauses[0] == "Prohibited activities"
+    assert "General" not in clauses
     assert "Prohibited activities: spam or unsolicited bulk messaging" in clauses
     assert len(clauses) == len(set(clauses))
     bare = runtime.policy.model_copy(
@@ -105,7 +113,9 @@ def test_clauses_come_from_the_terms_sections(runtime: Runtime) -> None:
             "terms": TermsSection(
                 version="v9",
                 effective_date=date(2026, 1, 1),
-                sections=[TermsProse(title="T" * 200, body="- " + "b" * 300)],
+                sections=[
+                    TermsProse(title="T" * 200, body="- " + "b" * 300, prohibited_conduct=True)
+                ],
             )
         }
     )

@@ -172,7 +172,7 @@ async def test_admin_queue_overdue_first_then_decisions(
         headers=admin,
     )
     assert too_much.status_code == 422
-    assert "At most 7199" in too_much.json()["detail"]
+    assert "At most 71.99 USD (7199 in minor units)" in too_much.json()["detail"]
     for bad in [{"amount_minor": 1.5, "reason": "x"}, {"reason": ""}, {"amount_minor": 5}]:
         response = await metered_client.post(
             f"/api/v1/admin/refunds/{ids[0]}/approve", json=bad, headers=admin

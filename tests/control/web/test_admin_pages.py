@@ -37,6 +37,7 @@ from burrow.control.models import (
     utcnow,
 )
 from burrow.control.nodes import service as nodes_module
+from burrow.control.policy.clauses import terms_clauses
 from burrow.control.policy.schemas import DnsFilterSection, DnsSection
 from burrow.control.runtime import Runtime
 from burrow.control.security import hash_token, new_token
@@ -274,6 +275,14 @@ async def test_terminate_for_a_named_clause(
     url = f"/admin/accounts/{victim.id}"
     page = await client.get(url)
     assert "Prohibited activities: distributing malware" in page.text
+    # Only clauses that describe prohibited conduct are offered, and only they are accepted.
+    assert '<option value="General"' not in page.text
+    assert '<option value="Your rights"' not in page.text
+    general = await post_form(
+        client, f"{url}/terminate", {"clause": "General", "reason": "x"}, page=url
+    )
+    assert general.status_code == 422
+    assert "is not a clause of the terms" in (by_id(general, "terminate-clause-error") or "")
     unknown = await post_form(
         client, f"{url}/terminate", {"clause": "Being rude", "reason": "x"}, page=url
     )
@@ -555,21 +564,24 @@ async def test_admin_decides_refunds_from_the_queue(
     assert by_id(queue, f"refund-deadline-{first}") == "no deadline"
     assert f'id="refund-rules-{first}"' in queue.text
     assert f'id="refund-{first}-rule-window_days"' in queue.text
+    assert "Asked within the refund window" in queue.text
+    assert "window_days<" not in queue.text
+    assert "minor units" not in queue.text
 
     too_much = await post_form(
         client,
         f"/admin/refunds/{first}/approve",
-        {"amount_minor": "99999", "reason": "x"},
+        {"amount": "999.99", "reason": "x"},
         page="/admin/refunds",
     )
     assert too_much.status_code == 422
-    assert "At most 699" in (by_id(too_much, f"approve-error-{first}") or "") + (
+    assert "At most 6.99 USD" in (by_id(too_much, f"approve-error-{first}") or "") + (
         by_id(too_much, f"approve-amount-{first}-error") or ""
     )
     partial = await post_form(
         client,
         f"/admin/refunds/{first}/approve",
-        {"amount_minor": "300", "reason": "Half, goodwill"},
+        {"amount": "3.00", "reason": "Half, goodwill"},
         page="/admin/refunds",
     )
     assert partial.status_code == 303, partial.text
@@ -881,7 +893,7 @@ async def test_the_panel_refuses_self_actions_and_ending_another_admin(
     async with unit_of_work(runtime.sessionmaker) as session:
         other = await create_account(session, admin=True)
     url = f"/admin/accounts/{other.id}"
-    clause = runtime.policy.terms.sections[0].title if runtime.policy.terms.sections else "x"
+    clause = terms_clauses(runtime.policy)[0]
     ended = await post_form(
         client, f"{url}/terminate", {"reason": "rogue", "clause": clause}, page=url
     )

@@ -382,7 +382,7 @@ async def test_an_admin_suspends_an_account_and_the_customer_sees_why(
     await desk.goto("/admin")
     await expect(desk.get_by_role("alert")).to_contain_text("log in again with a code")
     await shot(desk, "admin-panel-needs-a-new-session")
-    await desk.get_by_role("button", name="Log out").click()
+    await desk.get_by_role("button", name="Log out and log in again with a code").click()
     await admin_log_in(desk, admin, secret, next_step=True)
     await expect(desk).to_have_url(re.compile("/admin$"))
     await desk.get_by_role("link", name="Accounts", exact=True).click()

@@ -29,10 +29,17 @@ from burrow.control.models import (
     Account,
     AccountSession,
     AccountStatus,
+    Device,
     EmailVerification,
     PasswordReset,
+    Plan,
     RecoveryCode,
+    Subscription,
+    SubscriptionStatus,
 )
+
+# A subscription that has not ended (as subscriptions.repository counts the current one).
+_CURRENT = (SubscriptionStatus.trialing, SubscriptionStatus.active, SubscriptionStatus.past_due)
 
 _Owned = TypeVar("_Owned", AccountSession, EmailVerification, PasswordReset, RecoveryCode)
 
@@ -62,9 +69,21 @@ class AccountRepository:
         return account
 
     async def search(
-        self, query: str | None, status: AccountStatus | None, limit: int, offset: int
+        self,
+        query: str | None,
+        status: AccountStatus | None,
+        limit: int,
+        offset: int,
+        plan_code: str | None = None,
     ) -> tuple[Sequence[Account], int]:
         conditions: list[ColumnElement[bool]] = []
+        if plan_code:
+            on_plan = (
+                select(Subscription.account_id)
+                .join(Plan, Plan.id == Subscription.plan_id)
+                .where(Plan.code == plan_code, Subscription.status.in_(_CURRENT))
+            )
+            conditions.append(Account.id.in_(on_plan))
         if query:
             text = query.strip().lower()
             matches: list[ColumnElement[bool]] = [
@@ -82,6 +101,33 @@ class AccountRepository:
             select(Account).where(*conditions).order_by(Account.id).limit(limit).offset(offset)
         )
         return rows.scalars().all(), int(total or 0)
+
+    async def row_facts(
+        self, account_ids: Sequence[int]
+    ) -> dict[int, tuple[str | None, datetime | None, int]]:
+        """For the operator's list: each account's current plan's name and period end (the
+        newest subscription that has not ended) and its number of devices."""
+        facts: dict[int, tuple[str | None, datetime | None, int]] = {
+            i: (None, None, 0) for i in account_ids
+        }
+        if not account_ids:
+            return facts
+        subs = await self.session.execute(
+            select(Subscription.account_id, Plan.name, Subscription.current_period_end)
+            .join(Plan, Plan.id == Subscription.plan_id)
+            .where(Subscription.account_id.in_(account_ids), Subscription.status.in_(_CURRENT))
+            .order_by(Subscription.id)
+        )
+        for account_id, name, end in subs.all():
+            facts[account_id] = (name, end, 0)
+        devices = await self.session.execute(
+            select(Device.account_id, func.count(Device.id))
+            .where(Device.account_id.in_(account_ids))
+            .group_by(Device.account_id)
+        )
+        for account_id, count in devices.all():
+            facts[account_id] = (*facts[account_id][:2], int(count))
+        return facts
 
     async def claim_totp_step(self, account: Account, step: int) -> bool:
         """Record ``step`` as used if it is newer than the last one; false if it was not.

@@ -20,12 +20,16 @@ class UnknownClause(InvalidInput):
 def terms_clauses(policy: Policy) -> list[str]:
     """The clauses an account can be terminated for breaking, from the policy's own terms.
 
-    Each of the operator's sections is a clause, and so is each item of a list inside one
-    ("Prohibited activities: spam or unsolicited bulk messaging"), so that the finding names
-    the very rule. Terms without prose sections have one clause: the terms as a whole.
+    Only the sections marked ``prohibited_conduct = true`` describe conduct an account can be
+    terminated for; each is a clause, and so is each item of a list inside one ("Prohibited
+    activities: spam or unsolicited bulk messaging"), so that the finding names the very rule.
+    Sections such as "General" or "Your rights" are never offered. Terms with no section so
+    marked have one clause: the terms as a whole.
     """
     clauses: list[str] = []
     for section in policy.terms.sections:
+        if not section.prohibited_conduct:
+            continue
         title = section.title.strip()
         clauses.append(title[:CLAUSE_MAX])
         for line in section.body.splitlines():

@@ -310,6 +310,9 @@ class TermsProse(_Section):
 
     title: str = Field(min_length=1, max_length=200)
     body: str = Field(min_length=1, max_length=20_000)
+    # The section describes prohibited conduct: an account may be terminated for breaking it
+    # (or one of its listed items). Sections like "General" or "Your rights" are not.
+    prohibited_conduct: bool = False
 
 
 class TermsSection(_Section):

@@ -58,6 +58,28 @@ class RefundFacts:
     refund_for_same_fingerprint: bool = False
 
 
+# Each rule's name as a person reads it, on the customer's and the operator's pages alike.
+RULE_WORDS = {
+    "window_days": "Asked within the refund window",
+    "excluded_payment_methods": "Paid by a method that can be refunded",
+    "first_order_only": "A first order",
+    "not_for_renewals": "Not a renewal",
+    "max_data_bytes": "Data used within the limit",
+    "max_sessions": "Connections within the limit",
+    "terminated_for_violation_excludes": "Account not terminated for breaking the terms",
+    "unsupported_device_excludes": "No unsupported device, system or site",
+    "one_per_person": "One refund per person",
+    "reason_required": "A reason was given",
+    "money_back_guarantee": "Money-back guarantee",
+    "condition": "The provider's own condition",
+}
+
+
+def rule_words(rule: str) -> str:
+    """``window_days`` -> "Asked within the refund window"; an unknown name in plain words."""
+    return RULE_WORDS.get(rule) or rule.replace("_", " ").capitalize()
+
+
 @dataclass(frozen=True)
 class RuleOutcome:
     rule: str

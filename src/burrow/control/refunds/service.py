@@ -42,6 +42,7 @@ from burrow.control.runtime import Runtime
 from burrow.control.security import keyed_digest
 from burrow.control.subscriptions.service import add_months, trial_email_key
 from burrow.control.subscriptions.service import subscription as subscription_service
+from burrow.control.terms.render import money
 
 log = logging.getLogger(__name__)
 
@@ -103,7 +104,8 @@ class RefundAmountTooHigh(InvalidInput):
 
     def __init__(self, refundable: int, currency: str) -> None:
         super().__init__(
-            f"At most {refundable} (minor units of {currency}) is left to refund on this order.",
+            f"At most {money(refundable, currency)} ({refundable} in minor units) is left to "
+            "refund on this order.",
             field="amount_minor",
         )
 

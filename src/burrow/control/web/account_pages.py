@@ -163,10 +163,13 @@ async def login_page(
     return render(request, "account/login.html", {"form": Form.empty(), "next": next_url or ""})
 
 
+def _landing(is_admin: bool) -> str:
+    return "/admin" if is_admin else "/dashboard"
+
+
 @router.post("/login")
 async def login(request: Request, session: SessionDep, runtime: RuntimeDep) -> Response:
     form = await Form.read(request)
-    target = safe_next(form.raw("next"))
     body = form.validate(SessionCreate)
     context = {"form": form, "next": form.raw("next") or ""}
     if body is None:
@@ -184,6 +187,8 @@ async def login(request: Request, session: SessionDep, runtime: RuntimeDep) -> R
         await undo(session)
         form.fail(exc)
         return render(request, "account/login.html", context, status_code=exc.status)
+    # Without a page to return to, an administrator lands on the admin overview.
+    target = safe_next(form.raw("next"), _landing(signed_in.account.is_admin))
     if signed_in.needs_second_factor:
         response = redirect(request, f"/login/totp?next={quote(target, safe='/')}")
     else:
@@ -226,7 +231,7 @@ async def totp_step(request: Request, session: SessionDep, runtime: RuntimeDep) 
         await undo(session)
         form.fail(exc)
         return render(request, "account/totp.html", context, status_code=exc.status)
-    response = redirect(request, safe_next(form.raw("next")))
+    response = redirect(request, safe_next(form.raw("next"), _landing(signed_in.account.is_admin)))
     _set_session(request, response, signed_in)
     return response
 

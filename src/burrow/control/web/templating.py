@@ -19,6 +19,7 @@ from fastapi.responses import HTMLResponse, RedirectResponse
 from jinja2 import Environment, FileSystemLoader, select_autoescape
 from markupsafe import Markup
 
+from burrow.control.refunds.engine import rule_words
 from burrow.control.terms.render import data_size
 from burrow.control.web.cookies import (
     CSRF_COOKIE,
@@ -75,6 +76,7 @@ env.filters["date"] = _when
 env.filters["datetime"] = _when_time
 env.filters["money"] = _money
 env.filters["bytes"] = _bytes
+env.filters["rule_words"] = rule_words
 
 
 def _read_flashes(request: Request) -> list[dict[str, str]]:

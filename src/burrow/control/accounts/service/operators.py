@@ -16,6 +16,7 @@ that is, a second person with shell access.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from datetime import datetime
 
 from pydantic import TypeAdapter
 from sqlalchemy.exc import IntegrityError
@@ -47,6 +48,16 @@ class AccountSearch:
     total: int
 
 
+@dataclass(frozen=True)
+class AccountRow:
+    """One line of the operator's accounts list."""
+
+    account: Account
+    plan: str | None
+    period_end: datetime | None
+    devices: int
+
+
 _email_adapter: TypeAdapter[str] = TypeAdapter(Email)
 
 
@@ -74,12 +85,18 @@ class OperatorService:
         status: AccountStatus | None = None,
         limit: int = 50,
         offset: int = 0,
+        plan_code: str | None = None,
     ) -> AccountSearch:
         limit = max(1, min(limit, 500))
         items, total = await AccountRepository(session).search(
-            query or None, status, limit, max(0, offset)
+            query or None, status, limit, max(0, offset), plan_code or None
         )
         return AccountSearch(items=list(items), total=total)
+
+    async def rows(self, session: AsyncSession, accounts: list[Account]) -> list[AccountRow]:
+        """The list's lines: plan, period end and devices of each account."""
+        facts = await AccountRepository(session).row_facts([a.id for a in accounts])
+        return [AccountRow(a, *facts[a.id]) for a in accounts]
 
     async def suspend(
         self, session: AsyncSession, runtime: Runtime, actor: Actor, account_id: int, reason: str

@@ -5,6 +5,7 @@ unsuspend, terminate for a named clause of the terms, grant time.
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable, Iterable
+from decimal import Decimal
 from typing import Annotated, Any
 from urllib.parse import urlencode
 
@@ -14,6 +15,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from burrow.control.accounts.schemas import SearchText, StatusChange, StatusReason
 from burrow.control.accounts.service import account as account_service
+from burrow.control.accounts.service.operators import AccountRow
 from burrow.control.admin.schemas import TerminationIn
 from burrow.control.audit.repository import ActionFilters
 from burrow.control.audit.service import admin_audit
@@ -22,7 +24,7 @@ from burrow.control.connections.service import connection as connection_service
 from burrow.control.deps import RuntimeDep, SessionDep
 from burrow.control.devices.service import device as device_service
 from burrow.control.errors import BurrowError
-from burrow.control.models import Account, AccountStatus
+from burrow.control.models import Account, AccountStatus, PaymentMethod
 from burrow.control.plans.service import plan as plan_service
 from burrow.control.policy.clauses import terms_clauses
 from burrow.control.refunds.service import refund as refund_service
@@ -43,6 +45,7 @@ class _Search(BaseModel):
 
     q: SearchText | None = None
     status: AccountStatus | None = None
+    plan: str | None = Field(None, max_length=64)
     page: int = Field(1, ge=1, le=1_000_000)
 
 
@@ -53,27 +56,38 @@ async def accounts(
     admin: PanelAdmin,
     q: Annotated[str | None, Query(max_length=400)] = None,
     status: Annotated[str | None, Query(max_length=20)] = None,
+    plan: Annotated[str | None, Query(max_length=64)] = None,
     page: Annotated[str | None, Query(max_length=10)] = None,
 ) -> Response:
-    form = Form.empty(**{k: v for k, v in (("q", q), ("status", status)) if v})
+    filters = (("q", q), ("status", status), ("plan", plan))
+    form = Form.empty(**{k: v for k, v in filters if v})
     form.values.update({"page": page} if page else {})
     search = form.validate(_Search)
     found: list[Account] = []
+    rows: list[AccountRow] = []
     total = 0
     current = 1
     if search is not None:
         current = search.page
         result = await account_service.search(
-            session, search.q, search.status, PAGE_SIZE, (current - 1) * PAGE_SIZE
+            session,
+            search.q,
+            search.status,
+            PAGE_SIZE,
+            (current - 1) * PAGE_SIZE,
+            plan_code=search.plan,
         )
         found, total = result.items, result.total
-    query = {k: v for k, v in (("q", q), ("status", status)) if v}
+        rows = await account_service.rows(session, found)
+    query = {k: v for k, v in filters if v}
     return render(
         request,
         "admin/accounts.html",
         {
             "form": form,
             "accounts": found,
+            "rows": rows,
+            "plans": list(await plan_service.list_all(session)),
             "total": total,
             "page": current,
             "pages": max(1, -(-total // PAGE_SIZE)),
@@ -138,6 +152,7 @@ async def _account_page(
             "unsuspend_form": forms.get("unsuspend") or Form.empty(),
             "terminate_form": forms.get("terminate") or Form.empty(),
             "grant_form": forms.get("grant") or Form.empty(months="1"),
+            "payment_form": forms.get("payment") or Form.empty(),
         },
         status_code=status_code,
     )
@@ -266,4 +281,52 @@ async def grant(
 
     return await _account_action(
         request, session, runtime, admin, account_id, "grant", GrantIn, act
+    )
+
+
+class _ManualPayment(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+
+    plan_code: str = Field(min_length=1, max_length=64)
+    # In the currency's units, as every amount on the panel.
+    amount: Decimal = Field(gt=0, le=100_000_000, decimal_places=2)
+    reference: str = Field(min_length=1, max_length=200)
+
+
+@router.post("/accounts/{account_id}/payment")
+async def record_payment(
+    request: Request,
+    session: SessionDep,
+    runtime: RuntimeDep,
+    admin: PanelAdmin,
+    account_id: AccountIdPath,
+) -> Response:
+    async def act(body: _ManualPayment) -> str:
+        plan = next(
+            (p for p in await plan_service.list_all(session) if p.code == body.plan_code), None
+        )
+        currency = plan.currency if plan is not None else ""
+        recorded = await billing_service.record_manual_payment(
+            session,
+            runtime,
+            admin,
+            account_id,
+            body.plan_code,
+            int(body.amount * 100),
+            currency,
+            PaymentMethod.manual,
+            body.reference,
+        )
+        return recorded.message
+
+    return await _account_action(
+        request,
+        session,
+        runtime,
+        admin,
+        account_id,
+        "payment",
+        _ManualPayment,
+        act,
+        fields=("plan_code", "reference"),
     )

@@ -20,12 +20,15 @@ from burrow.control.deps import RuntimeDep, SessionDep
 from burrow.control.errors import BurrowError, NotFound
 from burrow.control.models import PrivacyRequestStatus, utcnow
 from burrow.control.nodes.service import node as node_service
+from burrow.control.overview import service as overview_service
+from burrow.control.overview.schemas import RANGES
 from burrow.control.policy.audit import AuditTargets, log_paths, run_audit_by
 from burrow.control.policy.dns import filter_lists
 from burrow.control.policy.service import check_file, format_problems, summary
 from burrow.control.privacy.service import privacy as privacy_service
 from burrow.control.refunds.service import refund as refund_service
 from burrow.control.runtime import Runtime
+from burrow.control.web.admin_pages import charts as charts_module
 from burrow.control.web.admin_pages.common import PAGE_SIZE, PanelAdmin, RequestIdPath, time_left
 from burrow.control.web.forms import Form, undo
 from burrow.control.web.routing import page_router
@@ -34,10 +37,34 @@ from burrow.control.web.templating import redirect, render
 router = page_router()
 
 
+def _money(minor: int, currency: str | None) -> str:
+    return f"{minor / 100:,.2f} {currency or ''}".strip()
+
+
 @router.get("")
 async def overview(
-    request: Request, session: SessionDep, runtime: RuntimeDep, admin: PanelAdmin
+    request: Request,
+    session: SessionDep,
+    runtime: RuntimeDep,
+    admin: PanelAdmin,
+    days: Annotated[str | None, Query(max_length=4)] = None,
 ) -> Response:
+    chosen = 30
+    if days is not None:
+        chosen = int(days) if days.isdigit() else 0
+    figures = await overview_service.build(session, runtime, chosen)
+    charts = [
+        charts_module.bars("chart-signups", "Sign-ups per day", figures.signups),
+        charts_module.bars("chart-trials", "Trials started per day", figures.trials_started),
+        charts_module.bars(
+            "chart-conversions",
+            "First payments per day (trials and new customers converted)",
+            figures.first_payments,
+        ),
+        charts_module.bars("chart-cancellations", "Cancellations per day", figures.cancellations),
+        charts_module.bars("chart-refunds", "Refund requests per day", figures.refund_requests),
+        charts_module.bars("chart-devices", "Devices added per day", figures.devices_added),
+    ]
     queued, overdue = await refund_service.queue_summary(session)
     nodes = [node_service.read(runtime, n) for n in await node_service.list_all(session)]
     privacy_pending = len([q for q in await _privacy_queue(session) if q["pending"]])
@@ -53,6 +80,13 @@ async def overview(
             "privacy_pending": privacy_pending,
             "recent": recent.items,
             "policy_summary": summary(runtime.policy),
+            "figures": figures,
+            "charts": charts,
+            "ranges": RANGES,
+            "mrr": _money(figures.mrr_minor, figures.currency),
+            "mrr_change": ("+" if figures.mrr_change_minor >= 0 else "-")
+            + _money(abs(figures.mrr_change_minor), figures.currency),
+            "plan_peak": max((p.count for p in figures.active_by_plan), default=0),
         },
     )
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from decimal import Decimal
 from typing import Annotated, Any
 
 from fastapi import BackgroundTasks, Request, Response
@@ -83,7 +84,12 @@ class _Decision(BaseModel):
     model_config = ConfigDict(extra="ignore")
 
     reason: Reason
-    amount_minor: int | None = Field(None, gt=0, le=10_000_000_000)
+    # In the currency's units ("12.50"), as the queue shows every amount.
+    amount: Decimal | None = Field(None, gt=0, le=100_000_000, decimal_places=2)
+
+    @property
+    def amount_minor(self) -> int | None:
+        return None if self.amount is None else int(self.amount * 100)
 
 
 async def _decide(
