@@ -293,12 +293,6 @@ class SignInService:
         )
         return SignedIn(token=token, expires_at=expires_at, account=account)
 
-    async def second_factor_passed(self, session: AsyncSession, token: str) -> bool:
-        """Whether the session of ``token`` proved the second factor when it was opened (a
-        session opened before two-factor sign-in was turned on did not)."""
-        found = await AccountRepository(session).get_session(hash_token(token))
-        return found is not None and found[0].second_factor_at is not None
-
     async def purge_expired(self, session: AsyncSession, runtime: Runtime | None = None) -> int:
         """Forget expired sessions (with ``runtime``: idle ones too), links and resets."""
         repo = AccountRepository(session)
