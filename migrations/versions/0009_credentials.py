@@ -49,9 +49,21 @@ def upgrade() -> None:
         batch.add_column(sa.Column("access", sa.Text(), server_default="", nullable=False))
     with op.batch_alter_table("peer_changes") as batch:
         batch.add_column(sa.Column("access", sa.Text(), nullable=True))
+    with op.batch_alter_table("nodes") as batch:
+        batch.add_column(sa.Column("openvpn_ca", sa.Text(), nullable=True))
+        batch.add_column(sa.Column("openvpn_tls_crypt", sa.Text(), nullable=True))
+        batch.add_column(
+            sa.Column(
+                "openvpn_transports", sa.String(length=100), server_default="", nullable=False
+            )
+        )
 
 
 def downgrade() -> None:
+    with op.batch_alter_table("nodes") as batch:
+        batch.drop_column("openvpn_transports")
+        batch.drop_column("openvpn_tls_crypt")
+        batch.drop_column("openvpn_ca")
     with op.batch_alter_table("peer_changes") as batch:
         batch.drop_column("access")
     with op.batch_alter_table("served_peers") as batch:
