@@ -205,6 +205,7 @@ async def test_nothing_about_endpoints_goes_up(rig: Rig) -> None:
         await reporter.report_once()
     assert set(json.loads(bodies[0])["peers"][0]) == {
         "public_key",
+        "protocol",
         "connected",
         "rx_bytes",
         "tx_bytes",

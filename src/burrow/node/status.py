@@ -27,15 +27,27 @@ import asyncio
 import logging
 import secrets
 import time
-from collections.abc import Callable, Collection, Iterable
+from collections.abc import Callable, Collection, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
 from burrow.node.client import NodeApiClient, NodeApiError, NodeTokenRejected
 from burrow.node.drivers.uapi import WgPeer
-from burrow.wire import NodeReport, PeerStatus, ReportAck
+from burrow.wire import WIREGUARD, BlockedConnection, NodeReport, PeerStatus, ReportAck
 
 log = logging.getLogger(__name__)
+
+
+class ConnectionSource(Protocol):
+    """Another protocol's connections (OpenVPN), read like WireGuard peers.
+
+    ``read_peers`` keys each device ``<protocol>:<public key>``, with cumulative counters and a
+    handshake of now while connected; ``cut`` takes the control plane's connections to cut.
+    """
+
+    async def read_peers(self) -> list[WgPeer]: ...
+
+    async def cut(self, blocked: Sequence[BlockedConnection]) -> None: ...
 
 
 class PeerSource(Protocol):
@@ -111,6 +123,7 @@ class StatusReporter:
         idle_threshold_seconds: float = 180.0,
         clock: Callable[[], float] = time.time,
         boot_id: str | None = None,
+        extra: Sequence[ConnectionSource] = (),
     ) -> None:
         self._client = client
         self._source = source
@@ -120,6 +133,9 @@ class StatusReporter:
         self.boot_id = boot_id or secrets.token_hex(16)
         self.next_seq = 1
         self._accounting = ByteAccounting()
+        self._extra = tuple(extra)
+        # Other protocols' counters do not restart with the WireGuard interface.
+        self._extra_accounting = ByteAccounting()
         self._epoch = source.interface_epoch
         # Sent (or tried) without an answer: its seq and contents.
         self._inflight_seq: int | None = None
@@ -164,7 +180,24 @@ class StatusReporter:
             connected[peer.public_key] = (
                 handshake is not None and now - handshake < self.idle_threshold
             )
+        await self._read_extra(connected, now)
         return connected
+
+    async def _read_extra(self, connected: dict[str, bool], now: float) -> None:
+        if not self._extra:
+            return
+        others: list[WgPeer] = []
+        for source in self._extra:
+            try:
+                others += await source.read_peers()
+            except Exception as exc:
+                log.info("could not read connections for status (%s)", type(exc).__name__)
+        _merge(self._pending, self._extra_accounting.deltas(others))
+        for peer in others:
+            handshake = peer.last_handshake
+            connected[peer.public_key] = (
+                handshake is not None and now - handshake < self.idle_threshold
+            )
 
     def _build(
         self, seq: int, traffic: dict[str, Traffic], connected: dict[str, bool]
@@ -173,7 +206,8 @@ class StatusReporter:
         keys += [key for key in traffic if not connected.get(key, False)]
         peers = tuple(
             PeerStatus(
-                public_key=key,
+                public_key=key.rpartition(":")[2],
+                protocol=key.partition(":")[0] if ":" in key else WIREGUARD,
                 connected=connected.get(key, False),
                 rx_bytes=traffic[key].rx if key in traffic else 0,
                 tx_bytes=traffic[key].tx if key in traffic else 0,
@@ -209,6 +243,8 @@ class StatusReporter:
         self._inflight = {}
         self.last_ack = ack
         await self._source.set_blocked_keys(ack.blocked)
+        for source in self._extra:
+            await source.cut(ack.blocked_connections)
         return ack
 
     async def _send(

@@ -54,9 +54,11 @@ class FirewallConfig:
     # The node's own addresses a tunnel may reach (gateways and resolver addresses): DNS and
     # ICMP only. Every other packet from the tunnel to the node itself is dropped.
     service_addresses: tuple[str, ...] = ()
+    # Other tunnels (OpenVPN's tun interfaces) get exactly the WireGuard interface's rules.
+    tunnel_interfaces: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
-        for name in (self.wg_interface, self.egress_interface):
+        for name in (self.wg_interface, self.egress_interface, *self.tunnel_interfaces):
             if not _INTERFACE_NAME.fullmatch(name):
                 raise ValueError(f"not an interface name: {name!r}")
         if ipaddress.ip_network(self.tunnel_ipv4).version != 4:
@@ -75,9 +77,15 @@ class FirewallConfig:
 
     @classmethod
     def from_network(
-        cls, network: NetworkSpec, *, wg_interface: str, egress_interface: str
+        cls,
+        network: NetworkSpec,
+        *,
+        wg_interface: str,
+        egress_interface: str,
+        tunnel_interfaces: tuple[str, ...] = (),
     ) -> FirewallConfig:
         return cls(
+            tunnel_interfaces=tunnel_interfaces,
             wg_interface=wg_interface,
             egress_interface=egress_interface,
             tunnel_ipv4=network.tunnel_ipv4,
@@ -120,12 +128,18 @@ def _ports(ports: Sequence[int]) -> str:
     return ", ".join(str(p) for p in sorted(set(ports)))
 
 
+def _interface_match(*names: str) -> str:
+    """One quoted name, or an anonymous set of them, for ``iifname`` / ``oifname``."""
+    quoted = [f'"{name}"' for name in dict.fromkeys(names)]
+    return quoted[0] if len(quoted) == 1 else "{ " + ", ".join(quoted) + " }"
+
+
 def render_ruleset(config: FirewallConfig, blocked: Iterable[str | IPAddress] = ()) -> str:
     """The whole ``table inet burrow``, as one atomic replacement for ``nft -f -``."""
     hosts = {tunnel_host(a) for a in blocked}
     v4 = [a for a in hosts if a.version == 4]
     v6 = [a for a in hosts if a.version == 6]
-    wg = f'"{config.wg_interface}"'
+    wg = _interface_match(config.wg_interface, *config.tunnel_interfaces)
     egress = f'"{config.egress_interface}"'
     pool4 = ipaddress.ip_network(config.tunnel_ipv4)
     pool6 = ipaddress.ip_network(config.tunnel_ipv6)
