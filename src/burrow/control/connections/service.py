@@ -153,29 +153,43 @@ class ConnectionService:
         }
         writes: list[RecordWrite] = []
         held: dict[int, set[str]] = {}
+        blocked: list[str] = []
+        limits: dict[tuple[str | None, int | None], Limits] = {}
+        counters = usage_service.counters_on(runtime)
+        # Each account once, and each of its leases a bounded number of times: the report
+        # costs O(its peers + the node's leases), never a scan of the node per account.
         for account_id in sorted(set(index.keys.values()) | set(by_account)):
             plan = plans.get(account_id)
+            plan_limits = None
+            if plan is not None:
+                known = (plan.plan_code, plan.connection_limit)
+                if known not in limits:
+                    limits[known] = self._plan_limits(runtime, plan)
+                plan_limits = limits[known]
             step = _report_step(
                 account_id,
                 place,
                 by_account.get(account_id, []),
                 idle_bytes,
-                None if plan is None else self._plan_limits(runtime, plan),
+                plan_limits,
                 at,
             )
             state, more = await store.update(
                 ACCOUNT_LEASES, str(account_id), step, ttl=STATE_BACKSTOP_SECONDS
             )
             writes += more
-            await usage_service.note_open(runtime, account_id, _open_bytes(state))
-            held[account_id] = {
-                lease.public_key
-                for lease in (state.leases.values() if state else ())
-                if lease.node.id == node.id
-            }
+            if counters:
+                await usage_service.note_open(runtime, account_id, _open_bytes(state))
+            mine = held[account_id] = set()
+            for lease in state.leases.values() if state else ():
+                if lease.node.id == node.id:
+                    mine.add(lease.public_key)
+                    if not lease.admitted and lease.expires > at.now:
+                        blocked.append(lease.public_key)
         await store.update(NODE_INDEX, str(node.id), _reindex(held), ttl=STATE_BACKSTOP_SECONDS)
         await self._write_records(session, runtime, writes)
-        return await self.blocked_on(runtime, node.id)
+        # The same answer ``blocked_on`` reads back, taken from the states just written.
+        return tuple(sorted(blocked))
 
     @staticmethod
     def _plan_limits(runtime: Runtime, owner: PeerOwner) -> Limits:
