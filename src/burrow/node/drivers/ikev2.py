@@ -68,11 +68,16 @@ IKE_PROPOSALS = (
     "aes256-sha256-ecp256",
     "aes256-sha256-modp2048",
 )
+# With a DH group for clients that rekey with PFS (Apple's EnablePFS, the strongSwan app),
+# without for those that do not; the first CHILD SA never has one.
 ESP_PROPOSALS = (
+    "aes256gcm16-ecp384",
+    "aes256gcm16-ecp256",
+    "aes256gcm16-curve25519",
+    "aes256-sha256-modp2048",
     "aes256gcm16",
     "aes128gcm16",
     "aes256-sha256",
-    "aes256-sha1",
 )
 CHILD_NAME = "net"
 _USERNAME = re.compile(r"[A-Za-z0-9._-]{1,64}")
