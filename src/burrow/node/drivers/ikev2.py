@@ -151,17 +151,6 @@ class IkeV2Session:
     tx_bytes: int
 
 
-def nt_hash(secret: str) -> str:
-    """The NT hash of ``secret`` (MD4 of its UTF-16LE), as EAP-MSCHAPv2 and vici's NTLM take it.
-
-    hashlib has no MD4 under OpenSSL 3; pycryptodome's is used.
-    """
-    from Crypto.Hash import MD4
-
-    # MD4 is what MSCHAPv2 defines; the secret is server-made with 256 bits, so no guessing.
-    return str(MD4.new(secret.encode("utf-16-le")).hexdigest())  # noqa: S303
-
-
 def render_strongswan_conf(socket_path: str, *, install_virtual_ip: bool = False) -> str:
     """charon's whole configuration: plugins, the vici socket, and no logging anywhere.
 
