@@ -37,6 +37,8 @@ from burrow.control.runtime import Runtime
 from burrow.control.scheduler import Scheduler
 from burrow.control.startup import prepare
 from burrow.control.subscriptions.endpoints import router as subscriptions_router
+from burrow.control.support.endpoints import admin_router as support_admin_router
+from burrow.control.support.endpoints import router as support_router
 from burrow.control.terms.endpoints import router as terms_router
 from burrow.control.web import install as install_web
 from burrow.control.web.errors import is_web, refusal_page
@@ -91,6 +93,8 @@ def create_app(settings: Settings | None = None, *, runtime: Runtime | None = No
         refunds_router,
         privacy_router,
         privacy_admin_router,
+        support_router,
+        support_admin_router,
         metrics_router,
     ):
         app.include_router(router)
