@@ -1,7 +1,7 @@
 """support desk
 
 Revision ID: 0012
-Revises: 0002
+Revises: 0009
 Create Date: 2026-12-07 05:19:16.074493+00:00
 """
 
@@ -11,7 +11,7 @@ import sqlalchemy as sa
 from alembic import op
 
 revision: str = "0012"
-down_revision: str | None = "0002"
+down_revision: str | None = "0009"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
