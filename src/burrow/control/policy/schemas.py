@@ -276,6 +276,46 @@ class RefundsSection(_Section):
     auto_approve: bool = False
     # How soon a person acts on a request that is not approved automatically.
     service_level_hours: int | None = Field(None, ge=1, le=720)
+    # A customer asking for a refund is first offered a support conversation about the
+    # problem; the refund request, if made, links to it.
+    support_first: bool = False
+
+
+# What a support request is about; the customer picks one when opening it.
+SUPPORT_TOPICS = ("connection", "billing", "refund", "privacy", "cancellation", "other")
+SupportTopic = Literal["connection", "billing", "refund", "privacy", "cancellation", "other"]
+
+
+def _default_deadlines() -> dict[SupportTopic, int]:
+    return {
+        "connection": 24,
+        "billing": 24,
+        "refund": 24,
+        "privacy": 72,
+        "cancellation": 24,
+        "other": 48,
+    }
+
+
+class SupportSection(_Section):
+    """The support desk: how soon each topic is answered, and what its emails carry."""
+
+    # Hours from a request's opening to its answer, per topic; a topic left out gets the
+    # default of its kind above.
+    deadline_hours: dict[SupportTopic, Annotated[int, Field(ge=1, le=720)]] = Field(
+        default_factory=_default_deadlines
+    )
+    # The notification of a new message carries its text; off, only a link to read it in
+    # the panel (nothing the customer wrote leaves the server by email).
+    message_in_email: bool = True
+    # The address customers write to; replies to notifications come back through
+    # reply addresses at its domain. None: the provider's contact address.
+    address: EmailStr | None = None
+
+    def deadline_for(self, topic: str) -> int:
+        defaults: dict[str, int] = {str(k): v for k, v in _default_deadlines().items()}
+        hours: dict[str, int] = {str(k): v for k, v in self.deadline_hours.items()}
+        return hours.get(topic, defaults.get(topic, 48))
 
 
 class PaymentMethodsSection(_Section):
@@ -353,6 +393,7 @@ class PolicyParts:
     affiliates: AffiliatesSection | None = None
     age: AgeSection | None = None
     terms: TermsSection | None = None
+    support: SupportSection | None = None
     # Every plan code in the file, broken plans included (``plans`` holds the valid ones).
     plan_codes: list[str] | None = None
 
@@ -589,6 +630,7 @@ class Policy(_Section):
     affiliates: AffiliatesSection | None = None
     age: AgeSection = Field(default_factory=AgeSection)
     terms: TermsSection
+    support: SupportSection = Field(default_factory=SupportSection)
 
     @model_validator(mode="after")
     def _cross_rules(self) -> Policy:
