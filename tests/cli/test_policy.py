@@ -130,3 +130,13 @@ def test_serve_logging_removes_addresses_from_the_log_file(tmp_path: Path) -> No
     written = log_file.read_text()
     assert "sign-in from [ip removed]" in written
     assert "192.0.2.44" not in written
+
+
+def test_check_refuses_deterministic_nat_under_a_strict_policy(tmp_path: Path) -> None:
+    text = (EXAMPLES / "strict-no-logs.toml").read_text()
+    path = tmp_path / "traceable.toml"
+    path.write_text(text.replace('nat = "random"', 'nat = "deterministic"'))
+    result = CliRunner().invoke(app, ["policy", "check", str(path)])
+    assert result.exit_code == 1
+    assert 'network.nat = "deterministic" ties every port to one device' in result.output
+    assert 'privacy.mode = "strict" promises that nothing can' in result.output
