@@ -472,13 +472,25 @@ def test_deterministic_nat_gives_each_tunnel_address_its_own_block() -> None:
         "saddr map { 10.64.0.2 : 192.0.2.10 . 1024-1123, 10.64.0.3 : 192.0.2.10 . 1124-1223, "
         "10.64.0.4 : 192.0.2.10 . 1224-1323, 10.64.0.5 : 192.0.2.10 . 1324-1423 }"
     ) in lines
-    assert any(line.startswith('oifname "eth0" ip6 saddr fd42:b0::2-fd42:b0::5 ') for line in lines)
+    assert (
+        'oifname "eth0" ip6 saddr fd42:b0::3 meta l4proto { tcp, udp } '
+        "snat ip6 to [2001:db8::10]:1124-1223"
+    ) in lines
     # Beyond the blocks nobody leaves; the drop comes before the tunnel is accepted.
     drop = (
         'iifname "bwg0" oifname "eth0" ip saddr 10.64.0.0/10 '
         "ip saddr != 10.64.0.2-10.64.0.5 counter drop"
     )
     assert lines.index(drop) < lines.index('iifname "bwg0" accept')
+
+
+@needs("nft")
+async def test_deterministic_nat_loads_into_nft_for_both_families(lab: Lab) -> None:
+    ns = lab.namespace()
+    for config in (nat_config(BLOCKS), nat_config(BLOCKS, egress_ipv4=None, egress_ipv6=None)):
+        await NftablesFirewall(config, netns=ns.name).apply()
+        listed = await nft_table(ns)
+        assert any("fd42:b0::5" in line for line in listed)
 
 
 def test_deterministic_nat_without_an_egress_address_masquerades_per_block() -> None:

@@ -366,6 +366,14 @@ class AbuseService:
         holders = await device_service.address_holders(session, ipv4, complaint.seen_at)
         if not holders:
             return None
+        if len(holders) > 1:
+            return Trace(
+                complaint,
+                "not_found",
+                f"Two devices held tunnel address {ipv4} (the block of port {complaint.port}) "
+                f"within the second {_when(complaint.seen_at)}: the complaint's time cannot tell "
+                "them apart, so no account is named.",
+            )
         holder = holders[0]
         account = await operator_service.get(session, holder.account_id)
         until = _when(holder.held_until) if holder.held_until is not None else "now"

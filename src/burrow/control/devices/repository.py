@@ -133,14 +133,16 @@ class DeviceRepository:
             .values(held_until=at)
         )
 
-    async def holdings_at(self, ipv4: str, at: datetime) -> Sequence[AddressHolding]:
-        """Who held ``ipv4`` at ``at`` (one row, unless the history is broken)."""
+    async def holdings_during(
+        self, ipv4: str, start: datetime, end: datetime
+    ) -> Sequence[AddressHolding]:
+        """Who held ``ipv4`` at some moment from ``start`` up to (not including) ``end``."""
         query = (
             select(AddressHolding)
             .where(
                 AddressHolding.ipv4 == ipv4,
-                AddressHolding.held_from <= at,
-                or_(AddressHolding.held_until.is_(None), AddressHolding.held_until > at),
+                AddressHolding.held_from < end,
+                or_(AddressHolding.held_until.is_(None), AddressHolding.held_until > start),
             )
             .order_by(AddressHolding.held_from.desc())
         )

@@ -562,9 +562,13 @@ class DeviceService:
     async def address_holders(
         self, session: AsyncSession, ipv4: str, at: datetime
     ) -> Sequence[AddressHolding]:
-        """The device (with its account) that held the tunnel address ``ipv4`` at ``at``, as
-        the history says; empty when nothing held it or the history is gone."""
-        return await DeviceRepository(session).holdings_at(ipv4, at)
+        """The devices (with their accounts) that held the tunnel address ``ipv4`` during the
+        second ``at`` names, as the history says; empty when nothing held it or the history is
+        gone. Complaints name whole seconds, so the whole second counts."""
+        start = at.replace(microsecond=0)
+        return await DeviceRepository(session).holdings_during(
+            ipv4, start, start + timedelta(seconds=1)
+        )
 
     async def purge_address_history(
         self, session: AsyncSession, runtime: Runtime, now: datetime | None = None

@@ -265,6 +265,14 @@ def _port_blocks(
                 f"masquerade to :{ports}"
                 for host, ports in blocks
             ]
+        elif family == "ip6":
+            # This kernel refuses an IPv6 address-and-ports map ("No data available"): one
+            # rule per block. A NAT chain sees only a connection's first packet.
+            postrouting += [
+                f"oifname {egress} ip6 saddr {host} meta l4proto {{ tcp, udp }} "
+                f"snat ip6 to [{egress_address}]:{ports}"
+                for host, ports in blocks
+            ]
         else:
             entries = ", ".join(f"{host} : {egress_address} . {ports}" for host, ports in blocks)
             postrouting.append(
