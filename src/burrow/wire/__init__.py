@@ -3,8 +3,13 @@
 Pydantic models only; this package imports nothing else of burrow.
 """
 
+from burrow.wire.credentials import check_openvpn_secret, openvpn_verifier
 from burrow.wire.models import (
     API_PREFIX,
+    CREDENTIAL_PROTOCOLS,
+    WIREGUARD,
+    BlockedConnection,
+    CredentialSpec,
     DeltaState,
     DesiredState,
     DnsSpec,
@@ -18,6 +23,7 @@ from burrow.wire.models import (
     NodeReport,
     PeerSpec,
     PeerStatus,
+    ProtocolLimit,
     ReportAck,
     ResolverSpec,
     StateUpdate,
@@ -26,6 +32,10 @@ from burrow.wire.models import (
 
 __all__ = [
     "API_PREFIX",
+    "CREDENTIAL_PROTOCOLS",
+    "WIREGUARD",
+    "BlockedConnection",
+    "CredentialSpec",
     "DeltaState",
     "DesiredState",
     "DnsSpec",
@@ -39,8 +49,11 @@ __all__ = [
     "NodeReport",
     "PeerSpec",
     "PeerStatus",
+    "ProtocolLimit",
     "ReportAck",
     "ResolverSpec",
     "StateUpdate",
+    "check_openvpn_secret",
     "is_valid_wg_key",
+    "openvpn_verifier",
 ]
