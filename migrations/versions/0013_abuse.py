@@ -1,7 +1,7 @@
 """abuse complaints and the history of which device held which tunnel address
 
 Revision ID: 0013
-Revises: 0002
+Revises: 0009
 """
 
 from collections.abc import Sequence
@@ -10,7 +10,7 @@ import sqlalchemy as sa
 from alembic import op
 
 revision: str = "0013"
-down_revision: str | None = "0002"
+down_revision: str | None = "0009"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
