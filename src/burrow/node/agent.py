@@ -17,6 +17,7 @@ Imports ``burrow.wire`` and ``burrow.node``; never ``burrow.control``.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import json
 import logging
 import os
@@ -110,11 +111,12 @@ class HostNetwork:
         if self._egress is None:
             self._egress = await detect_egress_interface(self._netns)
         config = FirewallConfig.from_network(
-            network,
-            wg_interface=driver.interface,
-            egress_interface=self._egress,
-            tunnel_interfaces=self._tunnels,
+            network, wg_interface=driver.interface, egress_interface=self._egress
         )
+        if self._tunnels:
+            config = dataclasses.replace(
+                config, other_tunnels=(*config.other_tunnels, *self._tunnels)
+            )
         if self._firewall is None:
             self._firewall = NftablesFirewall(config, netns=self._netns)
             await self._firewall.apply()
@@ -230,7 +232,7 @@ async def run_agent(
         loop,
         interval_seconds=settings.report_interval_seconds,
         idle_threshold_seconds=settings.idle_threshold_seconds,
-        extra=(openvpn,) if openvpn is not None else (),
+        protocols=(openvpn,) if openvpn is not None else (),
     )
     log.info("node %s serves %s", identity.node_name, interface)
     if started is not None:

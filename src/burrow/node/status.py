@@ -33,21 +33,9 @@ from typing import Protocol
 
 from burrow.node.client import NodeApiClient, NodeApiError, NodeTokenRejected
 from burrow.node.drivers.uapi import WgPeer
-from burrow.wire import WIREGUARD, BlockedConnection, NodeReport, PeerStatus, ReportAck
+from burrow.wire import WIREGUARD, NodeReport, PeerStatus, ReportAck
 
 log = logging.getLogger(__name__)
-
-
-class ConnectionSource(Protocol):
-    """Another protocol's connections (OpenVPN), read like WireGuard peers.
-
-    ``read_peers`` keys each device ``<protocol>:<public key>``, with cumulative counters and a
-    handshake of now while connected; ``cut`` takes the control plane's connections to cut.
-    """
-
-    async def read_peers(self) -> list[WgPeer]: ...
-
-    async def cut(self, blocked: Sequence[BlockedConnection]) -> None: ...
 
 
 class PeerSource(Protocol):
@@ -64,6 +52,39 @@ class PeerSource(Protocol):
     async def read_peers(self) -> list[WgPeer]: ...
 
     async def set_blocked_keys(self, keys: Collection[str]) -> None: ...
+
+
+class Counters(Protocol):
+    """Cumulative byte counters of one device (a WireGuard peer, or another protocol's session)."""
+
+    @property
+    def public_key(self) -> str: ...
+
+    @property
+    def rx_bytes(self) -> int: ...
+
+    @property
+    def tx_bytes(self) -> int: ...
+
+
+class SessionCounters(Counters, Protocol):
+    @property
+    def connected(self) -> bool: ...
+
+
+class ProtocolSource(Protocol):
+    """Another protocol's connections on this node (IKEv2, OpenVPN), reported beside WireGuard.
+
+    ``read_sessions`` gives each device's cumulative counters; ``cut`` receives the devices the
+    control plane's answer lists for this protocol (``blocked_connections``).
+    """
+
+    @property
+    def protocol(self) -> str: ...
+
+    async def read_sessions(self) -> Sequence[SessionCounters]: ...
+
+    async def cut(self, keys: Collection[str]) -> None: ...
 
 
 @dataclass
@@ -89,7 +110,7 @@ class ByteAccounting:
         """The interface restarted: its next counters start from zero."""
         self._last.clear()
 
-    def deltas(self, peers: Iterable[WgPeer]) -> dict[str, Traffic]:
+    def deltas(self, peers: Iterable[Counters]) -> dict[str, Traffic]:
         """Bytes each peer moved since the previous call (a new peer: since zero)."""
         last = self._last
         current: dict[str, tuple[int, int]] = {}
@@ -108,6 +129,16 @@ class ByteAccounting:
         return out
 
 
+def _tagged(protocol: str, key: str) -> str:
+    # Keys of other protocols' sessions carry their protocol; base64 has no space.
+    return f"{protocol} {key}"
+
+
+def _untagged(key: str) -> tuple[str, str]:
+    protocol, sep, rest = key.partition(" ")
+    return (protocol, rest) if sep else (WIREGUARD, key)
+
+
 def _merge(into: dict[str, Traffic], more: dict[str, Traffic]) -> None:
     for key, traffic in more.items():
         into.setdefault(key, Traffic()).add(traffic)
@@ -123,19 +154,18 @@ class StatusReporter:
         idle_threshold_seconds: float = 180.0,
         clock: Callable[[], float] = time.time,
         boot_id: str | None = None,
-        extra: Sequence[ConnectionSource] = (),
+        protocols: Sequence[ProtocolSource] = (),
     ) -> None:
         self._client = client
         self._source = source
+        self._protocols = tuple(protocols)
+        self._protocol_accounting = {p.protocol: ByteAccounting() for p in self._protocols}
         self.interval = interval_seconds
         self.idle_threshold = idle_threshold_seconds
         self._clock = clock
         self.boot_id = boot_id or secrets.token_hex(16)
         self.next_seq = 1
         self._accounting = ByteAccounting()
-        self._extra = tuple(extra)
-        # Other protocols' counters do not restart with the WireGuard interface.
-        self._extra_accounting = ByteAccounting()
         self._epoch = source.interface_epoch
         # Sent (or tried) without an answer: its seq and contents.
         self._inflight_seq: int | None = None
@@ -180,42 +210,46 @@ class StatusReporter:
             connected[peer.public_key] = (
                 handshake is not None and now - handshake < self.idle_threshold
             )
-        await self._read_extra(connected, now)
+        connected.update(await self._read_protocols())
         return connected
 
-    async def _read_extra(self, connected: dict[str, bool], now: float) -> None:
-        if not self._extra:
-            return
-        others: list[WgPeer] = []
-        for source in self._extra:
+    async def _read_protocols(self) -> dict[str, bool]:
+        """Other protocols' sessions, booked under ``protocol/key`` so they never mix."""
+        connected: dict[str, bool] = {}
+        for source in self._protocols:
             try:
-                others += await source.read_peers()
+                sessions = await source.read_sessions()
             except Exception as exc:
-                log.info("could not read connections for status (%s)", type(exc).__name__)
-        _merge(self._pending, self._extra_accounting.deltas(others))
-        for peer in others:
-            handshake = peer.last_handshake
-            connected[peer.public_key] = (
-                handshake is not None and now - handshake < self.idle_threshold
-            )
+                log.info("could not read %s sessions (%s)", source.protocol, type(exc).__name__)
+                continue
+            accounting = self._protocol_accounting[source.protocol]
+            deltas = accounting.deltas(sessions)
+            _merge(self._pending, {_tagged(source.protocol, k): t for k, t in deltas.items()})
+            for session in sessions:
+                if session.connected:
+                    connected[_tagged(source.protocol, session.public_key)] = True
+        return connected
 
     def _build(
         self, seq: int, traffic: dict[str, Traffic], connected: dict[str, bool]
     ) -> NodeReport:
         keys = [key for key, up in connected.items() if up]
         keys += [key for key in traffic if not connected.get(key, False)]
-        peers = tuple(
-            PeerStatus(
-                public_key=key.rpartition(":")[2],
-                protocol=key.partition(":")[0] if ":" in key else WIREGUARD,
-                connected=connected.get(key, False),
-                rx_bytes=traffic[key].rx if key in traffic else 0,
-                tx_bytes=traffic[key].tx if key in traffic else 0,
-            )
-            for key in keys
-        )
+        peers = tuple(self._status(key, traffic, connected) for key in keys)
         return NodeReport(
             boot_id=self.boot_id, seq=seq, revision=self._source.applied_revision, peers=peers
+        )
+
+    @staticmethod
+    def _status(key: str, traffic: dict[str, Traffic], connected: dict[str, bool]) -> PeerStatus:
+        protocol, public_key = _untagged(key)
+        counts = traffic.get(key, Traffic())
+        return PeerStatus(
+            public_key=public_key,
+            protocol=protocol,
+            connected=connected.get(key, False),
+            rx_bytes=counts.rx,
+            tx_bytes=counts.tx,
         )
 
     async def report_once(self) -> ReportAck:
@@ -243,8 +277,12 @@ class StatusReporter:
         self._inflight = {}
         self.last_ack = ack
         await self._source.set_blocked_keys(ack.blocked)
-        for source in self._extra:
-            await source.cut(ack.blocked_connections)
+        for source in self._protocols:
+            keys = [c.public_key for c in ack.blocked_connections if c.protocol == source.protocol]
+            try:
+                await source.cut(keys)
+            except Exception as exc:
+                log.warning("could not cut %s connections (%s)", source.protocol, exc)
         return ack
 
     async def _send(

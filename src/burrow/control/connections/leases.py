@@ -279,6 +279,8 @@ def _decide(
         refusal = decision.refused.get(lid)
         admitted = refusal is None
         reason = None if refusal is None else refusal.reason
+        if admitted == lease.admitted and reason == lease.reason:
+            continue  # the usual report: nothing decided differently, no record to touch
         changed = replace(lease, admitted=admitted, reason=reason)
         if at.records and admitted and not lease.admitted:
             changed, opened = _open(account_id, lid, changed, at)

@@ -31,12 +31,11 @@ import logging
 import os
 import re
 import time
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
-from burrow.node.drivers.uapi import WgPeer
 from burrow.node.openvpn_auth import (
     BAD_CREDENTIALS,
     OPENVPN,
@@ -47,11 +46,12 @@ from burrow.node.openvpn_auth import (
 )
 from burrow.node.pki import NodePki
 from burrow.node.reconcile import DesiredPeers
-from burrow.wire import BlockedConnection, NetworkSpec
+from burrow.wire import NetworkSpec
 
 log = logging.getLogger(__name__)
 
 REVOKED_REASON = "Your credentials for this device were revoked or your access ended."
+OVER_LIMIT_REASON = "Over a connection limit of your plan; disconnect another device."
 REPLACED_REASON = "This device connected again; the older connection was closed."
 _ADDRESS = re.compile(r"\b(?:\d{1,3}\.){3}\d{1,3}\b|\b[0-9A-Fa-f]{0,4}(?::[0-9A-Fa-f]{0,4}){2,7}\b")
 _INTERFACE_NAME = re.compile(r"[A-Za-z0-9_.-]{1,15}")
@@ -179,6 +179,16 @@ def render_server_config(
     if transport.proto == "udp":
         lines.append("explicit-exit-notify 1")
     return "\n".join(lines) + "\n"
+
+
+@dataclass(frozen=True, slots=True)
+class DeviceCounters:
+    """One device's OpenVPN bytes on this node (all its sessions, ended ones included)."""
+
+    public_key: str
+    rx_bytes: int
+    tx_bytes: int
+    connected: bool
 
 
 @dataclass
@@ -583,9 +593,13 @@ class OpenVpnNode:
                 elif not index.still_valid(session.username, session.public_key, session.verifier):
                     await process.kill(cid, REVOKED_REASON)
 
-    async def cut(self, blocked: Iterable[BlockedConnection]) -> None:
+    @property
+    def protocol(self) -> str:
+        return OPENVPN
+
+    async def cut(self, keys: Collection[str]) -> None:
         """The control plane's answer to a report: these devices are over a limit here."""
-        wanted = {b.public_key: b.reason for b in blocked if b.protocol == OPENVPN}
+        wanted = {key: OVER_LIMIT_REASON for key in keys}
         if wanted == self._blocked:
             return
         self._blocked = wanted
@@ -624,12 +638,8 @@ class OpenVpnNode:
         session.rx = max(session.rx, rx)
         session.tx = max(session.tx, tx)
 
-    async def read_peers(self) -> list[WgPeer]:
-        """Each device's OpenVPN traffic on this node, as cumulative counters.
-
-        Keyed ``openvpn:<public key>``; a connected device has a handshake of now.
-        """
-        now = int(time.time())
+    async def read_sessions(self) -> list[DeviceCounters]:
+        """Each device's OpenVPN traffic on this node, as cumulative counters (never lower)."""
         totals: dict[str, list[int]] = {k: list(v) for k, v in self._ended.items()}
         connected: set[str] = set()
         for process in self.processes:
@@ -643,15 +653,7 @@ class OpenVpnNode:
         # Devices no longer desired and not connected are forgotten after one more report.
         for key in [k for k in self._ended if k not in known and k not in connected]:
             del self._ended[key]
-        return [
-            WgPeer(
-                public_key=f"{OPENVPN}:{key}",
-                last_handshake_sec=now if key in connected else 0,
-                rx_bytes=rx,
-                tx_bytes=tx,
-            )
-            for key, (rx, tx) in totals.items()
-        ]
+        return [DeviceCounters(key, rx, tx, key in connected) for key, (rx, tx) in totals.items()]
 
     async def _ip(self, *args: str) -> bool:
         argv = ["ip"]
