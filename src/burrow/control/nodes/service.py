@@ -207,6 +207,14 @@ class NodeWithEnrollment:
     enrollment: EnrollmentIssued
 
 
+def served_protocols(node: Node) -> list[str]:
+    """The protocols ``node`` serves now: WireGuard once enrolled, OpenVPN once it offered it."""
+    protocols = ["wireguard"] if node.wg_public_key else []
+    if node.openvpn_ca and node.openvpn_tls_crypt and node.openvpn_transports:
+        protocols.append("openvpn")
+    return protocols
+
+
 class NodeService:
     # --- the operator's side --------------------------------------------------------------
 
@@ -527,6 +535,7 @@ class NodeService:
                     public_key=node.wg_public_key,
                     load=round(load, 4),
                     recommended=False,
+                    protocols=served_protocols(node),
                 )
             )
         if ranking:
