@@ -10,6 +10,7 @@ device, downloads the node's ``.ovpn`` from the API and runs ``openvpn --config 
 from __future__ import annotations
 
 import contextlib
+import json
 import re
 import time
 from collections.abc import Iterator
@@ -132,6 +133,23 @@ def new_device(world: World, token: str, node: NodeRun, name: str) -> Device:
     return Device(token, device)
 
 
+def node_caught_up(world: World, node: NodeRun) -> None:
+    """Wait until ``node``'s agent applied the control plane's newest revision."""
+    assert world.api is not None
+    token = json.loads((node.state_dir / "identity.json").read_text())["node_token"]
+    revision = world.api.call("GET", "/node-api/v1/state", token=token).json()["state"]["revision"]
+    wait_for(
+        lambda: (
+            re.search(rf"revision {revision} applied", agent_log(node)) is not None
+            or any(
+                int(m) >= revision for m in re.findall(r"revision (\d+) applied", agent_log(node))
+            )
+        ),
+        10,
+        f"{node.host.ns.name} to apply revision {revision}",
+    )
+
+
 def credentials(world: World, device: Device, username: str | None = None) -> Device:
     assert world.api is not None
     body: dict[str, Any] = {"protocol": "openvpn"}
@@ -172,6 +190,7 @@ def client_for(
     *,
     password: str | None = None,
 ) -> OpenVpnClient:
+    node_caught_up(world, node)
     profile, _ = download_profile(world, device, node)
     creds = world.tmp / f"{unique_name('c')}.txt"
     creds.write_text(
@@ -347,7 +366,7 @@ def test_with_the_control_plane_stopped_a_valid_device_connects_and_a_revoked_on
     world.api.call(
         "DELETE", f"/api/v1/devices/{revoked.id}/credentials/openvpn", token=token, expect=204
     )
-    time.sleep(2)  # the node's long poll brings the revocation
+    node_caught_up(world, node)  # the node's long poll brought the revocation
     world.stop_control_plane()
     try:
         good = OpenVpnClient(
