@@ -3,8 +3,10 @@
 from burrow.control.models.account import Account, AccountStatus, AgeAttestation
 from burrow.control.models.account_session import AccountSession
 from burrow.control.models.admin_action import AdminAction
+from burrow.control.models.affiliate import Affiliate, AffiliateStatus
 from burrow.control.models.base import Base, utcnow
 from burrow.control.models.billing_details import BillingDetails
+from burrow.control.models.commission import Commission, CommissionKind, CommissionStatus
 from burrow.control.models.connection_record import ConnectionRecord
 from burrow.control.models.consent import Consent, ConsentPurpose
 from burrow.control.models.device import Device
@@ -13,6 +15,12 @@ from burrow.control.models.node import Node, NodeStatus
 from burrow.control.models.order import Order, OrderKind, OrderStatus, PaymentMethod
 from burrow.control.models.password_reset import PasswordReset
 from burrow.control.models.payment import Payment
+from burrow.control.models.payout import (
+    PayoutBatch,
+    PayoutBatchStatus,
+    PayoutItem,
+    PayoutItemStatus,
+)
 from burrow.control.models.peer_change import PeerChange, PeerChangeOp
 from burrow.control.models.plan import Plan, PlanKind
 from burrow.control.models.privacy_request import (
@@ -21,6 +29,7 @@ from burrow.control.models.privacy_request import (
     PrivacyRequestStatus,
 )
 from burrow.control.models.recovery_code import RecoveryCode
+from burrow.control.models.referral import Referral, ReferralHow
 from burrow.control.models.refund_request import RefundRequest, RefundStatus
 from burrow.control.models.refund_rule_outcome import RefundRuleOutcome
 from burrow.control.models.refunded_person import RefundedPerson, RefundedPersonKind
@@ -44,9 +53,14 @@ __all__ = [
     "AccountSession",
     "AccountStatus",
     "AdminAction",
+    "Affiliate",
+    "AffiliateStatus",
     "AgeAttestation",
     "Base",
     "BillingDetails",
+    "Commission",
+    "CommissionKind",
+    "CommissionStatus",
     "ConnectionRecord",
     "Consent",
     "ConsentPurpose",
@@ -60,6 +74,10 @@ __all__ = [
     "PasswordReset",
     "Payment",
     "PaymentMethod",
+    "PayoutBatch",
+    "PayoutBatchStatus",
+    "PayoutItem",
+    "PayoutItemStatus",
     "PeerChange",
     "PeerChangeOp",
     "Plan",
@@ -68,6 +86,8 @@ __all__ = [
     "PrivacyRequestKind",
     "PrivacyRequestStatus",
     "RecoveryCode",
+    "Referral",
+    "ReferralHow",
     "RefundRequest",
     "RefundRuleOutcome",
     "RefundStatus",
