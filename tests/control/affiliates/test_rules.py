@@ -17,6 +17,7 @@ from burrow.control.affiliates.rules import (
     Reversal,
     commission_minor,
     inactivity,
+    mailbox,
     next_status,
     on_termination,
     refund_rate,
@@ -225,3 +226,16 @@ def test_inactivity(
         now=NOW,
     )
     assert got == expected
+
+
+@pytest.mark.parametrize(
+    ("email", "expected"),
+    [
+        ("Me@Example.com", "me@example.com"),
+        ("me+promo@example.com", "me@example.com"),
+        (" me@example.com ", "me@example.com"),
+        ("+x@example.com", "+x@example.com"),
+    ],
+)
+def test_one_mailbox_whatever_its_spelling(email: str, expected: str) -> None:
+    assert mailbox(email) == expected

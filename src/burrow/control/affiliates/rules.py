@@ -17,6 +17,15 @@ from burrow.control.models.commission import CommissionStatus
 from burrow.control.models.order import OrderKind
 from burrow.control.policy.schemas import AffiliatesSection
 
+
+def mailbox(email: str) -> str:
+    """The form of an address that names its mailbox: case and a ``+tag`` make no new one
+    (a self-referral through "me+1@example.com" is still "me@example.com")."""
+    local, _, domain = email.strip().lower().rpartition("@")
+    local = local.split("+", 1)[0] or local
+    return f"{local}@{domain}"
+
+
 # --- what a referred order earns ---------------------------------------------------------------
 
 
