@@ -127,7 +127,7 @@ class DecisionNotAllowed(Conflict):
         super().__init__(
             f"Affiliate {affiliate_id} is {status}; it cannot be given '{decision}'. "
             "Nothing changed.",
-            status=status,
+            affiliate_status=status,
         )
 
 
@@ -172,8 +172,9 @@ class PayoutsNotSetUp(Conflict):
 
 # Which status a decision moves from, and to.
 _DECISIONS: dict[str, tuple[frozenset[AffiliateStatus], AffiliateStatus]] = {
+    # A denial is final (one application per account); a suspension can be lifted.
     "approve": (
-        frozenset({AffiliateStatus.applied, AffiliateStatus.suspended, AffiliateStatus.denied}),
+        frozenset({AffiliateStatus.applied, AffiliateStatus.suspended}),
         AffiliateStatus.approved,
     ),
     "deny": (frozenset({AffiliateStatus.applied}), AffiliateStatus.denied),
