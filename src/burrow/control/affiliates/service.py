@@ -209,6 +209,16 @@ class Dashboard:
 
 
 @dataclass(frozen=True)
+class AffiliateData:
+    """What the affiliate program holds about one account."""
+
+    affiliate: Affiliate | None
+    referral: Referral | None
+    commissions: list[Commission]
+    payout_items: list[PayoutItem]
+
+
+@dataclass(frozen=True)
 class AffiliateRow:
     affiliate: Affiliate
     balance_minor: int
@@ -940,46 +950,20 @@ class AffiliateService:
 
     # --- privacy -----------------------------------------------------------------------------
 
-    async def export(self, session: AsyncSession, account_id: int) -> dict[str, Any] | None:
-        """The affiliate data of one account, for its data export."""
+    async def export(self, session: AsyncSession, account_id: int) -> AffiliateData:
+        """The affiliate data of one account, for its data export: its membership with
+        commissions and payouts, and the referral that brought it."""
         repository = AffiliateRepository(session)
         affiliate = await repository.of_account(account_id)
         referral = await repository.referral_of(account_id)
-        found: dict[str, Any] = {}
-        if referral is not None:
-            found["referred"] = {"how": str(referral.how), "at": referral.created_at.isoformat()}
-        if affiliate is not None:
-            found["affiliate"] = {
-                "code": affiliate.code,
-                "status": str(affiliate.status),
-                "status_reason": affiliate.status_reason,
-                "contact_name": affiliate.contact_name,
-                "website": affiliate.website,
-                "paypal_email": affiliate.paypal_email,
-                "clicks": affiliate.clicks,
-                "commissions": [
-                    {
-                        "id": c.id,
-                        "kind": str(c.kind),
-                        "status": str(c.status),
-                        "amount_minor": c.amount_minor,
-                        "currency": c.currency,
-                        "created_at": c.created_at.isoformat(),
-                    }
-                    for c in await repository.commissions_of(affiliate.id)
-                ],
-                "payouts": [
-                    {
-                        "id": i.id,
-                        "amount_minor": i.amount_minor,
-                        "currency": i.currency,
-                        "status": str(i.status),
-                        "receiver": i.receiver,
-                    }
-                    for i in await repository.items_of_affiliate(affiliate.id)
-                ],
-            }
-        return found or None
+        if affiliate is None:
+            return AffiliateData(None, referral, [], [])
+        return AffiliateData(
+            affiliate,
+            referral,
+            await repository.commissions_of(affiliate.id),
+            await repository.items_of_affiliate(affiliate.id),
+        )
 
     async def erase(self, session: AsyncSession, runtime: Runtime, account_id: int) -> None:
         """Erasure: the affiliate's personal data goes; its payouts stay, anonymised (like

@@ -227,6 +227,51 @@ class ConnectionRecordExport(_Row):
     tx_bytes: int
 
 
+class AffiliateExport(_Row):
+    id: int
+    code: str
+    status: str
+    status_reason: str | None
+    created_at: datetime
+    decided_at: datetime | None
+    contact_name: str | None
+    website: str | None
+    paypal_email: str | None
+    clicks: int = Field(description="How many times the referral link was followed (a count).")
+    last_active_at: datetime | None
+
+
+class ReferralExport(_Row):
+    id: int
+    affiliate_id: int
+    how: str = Field(description="'link' (the referral link) or 'code' (typed).")
+    created_at: datetime
+
+
+class CommissionExport(_Row):
+    id: int
+    affiliate_id: int
+    order_id: int | None
+    kind: str
+    status: str
+    amount_minor: int
+    currency: str
+    payout_minor: int
+    available_at: datetime
+    reason: str | None
+    created_at: datetime
+
+
+class PayoutItemExport(_Row):
+    id: int
+    batch_id: int
+    amount_minor: int
+    currency: str
+    receiver: str | None
+    status: str
+    created_at: datetime
+
+
 class PrivacyExport(BaseModel):
     """Everything burrow holds about one account, one table per section."""
 
@@ -250,6 +295,14 @@ class PrivacyExport(BaseModel):
     privacy_requests: list[PrivacyRequestExport]
     usage_counters: list[UsageCounterExport]
     connection_records: list[ConnectionRecordExport]
+    affiliates: list[AffiliateExport] = Field(
+        default_factory=list, description="Your membership of the affiliate program."
+    )
+    referrals: list[ReferralExport] = Field(
+        default_factory=list, description="The affiliate who referred you, if one did."
+    )
+    commissions: list[CommissionExport] = Field(default_factory=list)
+    payout_items: list[PayoutItemExport] = Field(default_factory=list)
 
 
 # --- rectification and erasure --------------------------------------------------------------

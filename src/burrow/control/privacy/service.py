@@ -27,6 +27,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from burrow.control.accounts.repository import AccountRepository
 from burrow.control.accounts.service import account as account_service
+from burrow.control.affiliates.service import affiliate as affiliate_service
 from burrow.control.audit.service import admin_audit
 from burrow.control.billing.repository import BillingRepository
 from burrow.control.billing.service import billing as billing_service
@@ -50,15 +51,19 @@ from burrow.control.policy.schemas import Policy
 from burrow.control.privacy.repository import PrivacyRepository
 from burrow.control.privacy.schemas import (
     AccountExport,
+    AffiliateExport,
     BillingDetailsExport,
+    CommissionExport,
     ConnectionRecordExport,
     ConsentExport,
     DeviceExport,
     EmailVerificationExport,
     OrderExport,
     PaymentExport,
+    PayoutItemExport,
     PrivacyExport,
     PrivacyRequestExport,
+    ReferralExport,
     RefundRequestExport,
     RefundRuleOutcomeExport,
     SessionExport,
@@ -178,6 +183,7 @@ class PrivacyService:
         records = await connections.records_of(account.id, EXPORT_RECORD_LIMIT)
         acceptances = await TermsRepository(session).acceptances(account.id)
         privacy = PrivacyRepository(session)
+        affiliate = await affiliate_service.export(session, account.id)
         return PrivacyExport(
             generated_at=now,
             provider=runtime.policy.provider.name,
@@ -254,6 +260,14 @@ class PrivacyService:
             ],
             usage_counters=[UsageCounterExport.model_validate(usage)] if usage else [],
             connection_records=[ConnectionRecordExport.model_validate(r) for r in records],
+            affiliates=[AffiliateExport.model_validate(affiliate.affiliate)]
+            if affiliate.affiliate
+            else [],
+            referrals=[ReferralExport.model_validate(affiliate.referral)]
+            if affiliate.referral
+            else [],
+            commissions=[CommissionExport.model_validate(c) for c in affiliate.commissions],
+            payout_items=[PayoutItemExport.model_validate(i) for i in affiliate.payout_items],
         )
 
     # --- rectification ----------------------------------------------------------------------
@@ -460,6 +474,8 @@ class PrivacyService:
         # rule still holds after an erasure. Purged with the invoices.
         await refund_service.remember_refunded_person(session, runtime, account)
         repository = PrivacyRepository(session)
+        # The affiliate program ends for it; its payouts stay, anonymised, as invoices do.
+        await affiliate_service.erase(session, runtime, account.id)
         await repository.erase_owned_rows(account.id)
         await repository.anonymise_money(account.id)
         await repository.close_requests(account.id, now, "Closed: the account was erased.")
