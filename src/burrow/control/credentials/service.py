@@ -116,6 +116,12 @@ class CredentialService:
         device = await device_service.get(session, account, device_id)
         return await CredentialRepository(session).list_for_device(device.id)
 
+    async def of_account(
+        self, session: AsyncSession, account_id: int
+    ) -> Sequence[DeviceCredential]:
+        """Every device's protocol credentials (for the account's data export)."""
+        return await CredentialRepository(session).of_account(account_id)
+
     async def issue(
         self,
         session: AsyncSession,
