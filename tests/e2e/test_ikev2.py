@@ -207,7 +207,9 @@ def test_one_ikev2_connection_per_server_per_subscription_and_revoke_ends_it(
                 await asyncio.sleep(0.05)
             assert await tablet.sa("fra") is not None
             # With the first one gone, the second device may use this node: the refusal above
-            # was the per-server limit, not its credentials.
+            # was the per-server limit, not its credentials. (One tunnel at a time on the
+            # client: a second full tunnel would carry the first one's IKE packets.)
+            await tablet.disconnect("fra")
             await connect(tablet, profile(world, 0, two["username"]), two["password"], "ams2")
             await asyncio.sleep(1.5)
             assert await tablet.sa("ams2") is not None
