@@ -215,3 +215,27 @@ def test_one_ikev2_connection_per_server_per_subscription_and_revoke_ends_it(
             assert await tablet.sa("ams2") is not None
 
     _run(scenario())
+
+
+def test_with_the_control_plane_down_loaded_devices_keep_connecting(world: World) -> None:
+    token = world.new_customer()
+    device = world.add_device(token, world.nodes[0].node_id, name="laptop")
+    issued = credentials(world, token, device["id"])
+    wait_loaded(world, 0, issued["username"])
+    sswan = profile(world, 0, issued["username"])
+    world.stop_control_plane()
+    try:
+
+        async def scenario() -> None:
+            async with Customer(world, 1) as client:
+                sa = await connect(client, sswan, issued["password"], "offline")
+                assert sorted(virtual_ips(sa)) == sorted([device["ipv4"], device["ipv6"]])
+                got = await asyncio.to_thread(
+                    fetch, world.customers[1], f"http://{world.inet.ipv4}/file", 20.0
+                )
+                assert got is not None
+                assert sha256(got) == sha256(world.web_file)
+
+        _run(scenario())
+    finally:
+        world.start_control_plane()
