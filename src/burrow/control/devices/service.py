@@ -552,6 +552,13 @@ class DeviceService:
             ),
         )
 
+    async def active_node(self, session: AsyncSession, node_id: int) -> Node:
+        """A server ready for connections, for another domain's configs (IKEv2 profiles)."""
+        node = await DeviceRepository(session).get_active_node(node_id)
+        if node is None:
+            raise NodeUnavailable(node_id)
+        return node
+
     async def config_qr(self, session: AsyncSession, account: Account, device_id: int) -> NoReturn:
         """Refused: a QR code of a stored device can only carry a placeholder key."""
         await self.get(session, account, device_id)
