@@ -40,6 +40,16 @@ PROTOCOL_NAMES = {
     "softether": "SoftEther",
 }
 PROTOCOLS = tuple(PROTOCOL_NAMES)
+# The protocols burrow's nodes serve (the node agent's drivers). A policy promises no other:
+# the terms are rendered from it, so a limit on a protocol nobody serves would be a promise
+# of a service that does not exist.
+SERVED_PROTOCOLS = ("wireguard", "openvpn", "ikev2")
+_NOT_SERVED = {
+    "pptp": "PPTP is insecure and burrow does not serve it",
+    "l2tp": "L2TP is insecure and burrow does not serve it",
+    "sstp": "no burrow node serves SSTP",
+    "softether": "no burrow node serves SoftEther",
+}
 
 
 def _payment_method_class(value: str) -> str:
@@ -55,6 +65,11 @@ def _protocol(value: str) -> str:
     if value not in PROTOCOLS:
         raise ValueError(
             f"'{value}' is not a VPN protocol; the protocols are: {', '.join(PROTOCOLS)}"
+        )
+    if value not in SERVED_PROTOCOLS:
+        raise ValueError(
+            f"{_NOT_SERVED.get(value, 'no burrow node serves it')}; a policy may promise only "
+            f"the protocols burrow's nodes serve: {', '.join(SERVED_PROTOCOLS)}"
         )
     return value
 
