@@ -148,6 +148,17 @@ class CancellationAlreadyDone(Conflict):
         )
 
 
+class NotAnAdministratorToOwn(InvalidInput):
+    title = "Not an administrator"
+    type_slug = "support-owner-not-admin"
+
+    def __init__(self, account_id: int) -> None:
+        super().__init__(
+            f"Account {account_id} is not an administrator; only administrators own requests.",
+            field="owner_id",
+        )
+
+
 class AttachmentsRefused(InvalidInput):
     title = "Attachments not accepted"
     type_slug = "attachments-refused"
@@ -445,12 +456,22 @@ class SupportService:
         )
         return await self.view(session, request)
 
+    async def assign_to(
+        self, session: AsyncSession, actor: Actor, request_id: int, owner_id: int
+    ) -> SupportView:
+        """``assign`` to the administrator with account id ``owner_id``."""
+        owner = await SupportRepository(session).account(owner_id)
+        if owner is None or not owner.is_admin:
+            raise NotAnAdministratorToOwn(owner_id)
+        return await self.assign(session, actor, request_id, owner)
+
     async def assign(
         self, session: AsyncSession, actor: Actor, request_id: int, owner: Account
     ) -> SupportView:
         """Give the request to ``owner`` (an administrator), whoever held it."""
         require_administrator(actor)
-        require_administrator(owner)
+        if not owner.is_admin:
+            raise NotAnAdministratorToOwn(owner.id)
         repository = SupportRepository(session)
         request = await repository.get(request_id)
         if request is None:
