@@ -14,8 +14,16 @@ from sqlalchemy import select
 from burrow.control.audit.service import CliOperator
 from burrow.control.billing.service import billing as billing_service
 from burrow.control.db import unit_of_work
-from burrow.control.models import Account, AdminAction, PaymentMethod, SupportRequest
+from burrow.control.models import (
+    Account,
+    AdminAction,
+    PaymentMethod,
+    SupportRequest,
+    SupportTopic,
+    SupportVia,
+)
 from burrow.control.runtime import Runtime
+from burrow.control.support.service import support as support_service
 from tests.control.web.conftest import MakeWebCustomer
 from tests.support.factories import create_account, create_session_token
 from tests.support.smtp import Inbox, SmtpServer
@@ -210,3 +218,38 @@ async def test_a_refund_is_offered_support_first_and_linked_to_it(
     sign_in_as(metered_client, admin_token)
     shown = await metered_client.get(f"/admin/support/{support_id}")
     assert f'id="support-refund">{refund_id}</a>' in shown.text
+
+
+async def test_a_request_is_handed_over_in_the_panel(
+    client: httpx.AsyncClient, runtime: Runtime, web_customer: MakeWebCustomer
+) -> None:
+    customer = await web_customer()
+    _, admin_token = await _admin(runtime)
+    colleague, _ = await _admin(runtime)
+    async with unit_of_work(runtime.sessionmaker) as session:
+        account = await session.get(Account, customer.account.id)
+        assert account is not None
+        view = await support_service.open(
+            session,
+            runtime,
+            account=account,
+            email=None,
+            topic=SupportTopic.other,
+            subject="Hello",
+            body="Hi.",
+            via=SupportVia.web,
+        )
+    page = f"/admin/support/{view.request.id}"
+    sign_in_as(client, admin_token)
+    handed = await post_form(
+        client, f"{page}/owner", {"owner_id": str(colleague.id)}, page=page, follow=True
+    )
+    assert f"{colleague.email}'s now" in _text(handed)
+    refused = await post_form(
+        client, f"{page}/owner", {"owner_id": str(customer.account.id)}, page=page, follow=True
+    )
+    assert "not an administrator" in _text(refused)
+    async with unit_of_work(runtime.sessionmaker) as session:
+        stored = await session.get(SupportRequest, view.request.id)
+        assert stored is not None
+        assert stored.owner_id == colleague.id

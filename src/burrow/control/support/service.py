@@ -400,6 +400,10 @@ class SupportService:
             raise SupportRequestNotFound(request_id)
         return await self.view(session, request)
 
+    async def administrators(self, session: AsyncSession) -> list[tuple[int, str]]:
+        """Who may own a request: (account id, email) of every administrator."""
+        return await SupportRepository(session).admins()
+
     async def summary(self, session: AsyncSession) -> SupportSummary:
         by_status, overdue = await SupportRepository(session).counts(utcnow())
         return SupportSummary(by_status=by_status, overdue=overdue)
@@ -423,10 +427,11 @@ class SupportService:
         if request is None:
             raise SupportRequestNotFound(request_id)
         now = utcnow()
+        if request.owner_id is None and isinstance(actor, Account):
+            # Whoever answers first owns it: of two answering at once, one becomes the owner.
+            await repository.set_if(request, SupportRequest.owner_id.is_(None), owner_id=actor.id)
         values: dict[str, object] = {"updated_at": now, "status": status}
         values["resolved_at"] = now if status == SupportStatus.resolved else None
-        if request.owner_id is None and isinstance(actor, Account):
-            values["owner_id"] = actor.id  # whoever answers first owns it
         await repository.set_if(request, SupportRequest.id == request.id, **values)
         admin_id = actor.id if isinstance(actor, Account) else None
         message = await self._add_message(
