@@ -34,7 +34,9 @@ import re
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from email.utils import parseaddr
+from pathlib import Path
 
+from jinja2 import Environment, FileSystemLoader, StrictUndefined
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from burrow.control.audit.service import Actor, admin_audit, require_administrator
@@ -58,6 +60,14 @@ from burrow.control.subscriptions.service import subscription as subscription_se
 from burrow.control.support.repository import SupportRepository
 
 log = logging.getLogger(__name__)
+
+# Notification bodies, beside the domain (first line the subject); plain text, not HTML.
+_emails = Environment(
+    loader=FileSystemLoader(Path(__file__).resolve().parent / "emails"),
+    autoescape=False,  # noqa: S701 - plain-text mail
+    undefined=StrictUndefined,
+    keep_trailing_newline=True,
+)
 
 QUEUE_LIMIT = 500
 # Requests opened signed out per address: each sends that address an email, so the form
@@ -714,22 +724,32 @@ class SupportService:
             )
         )
 
-    def _email_text(
-        self, runtime: Runtime, view: SupportView, message: SupportMessage | None, link: str
-    ) -> str:
+    @staticmethod
+    def _email(
+        runtime: Runtime,
+        template: str,
+        view: SupportView,
+        message: SupportMessage | None,
+        link: str,
+        *,
+        opened: bool,
+    ) -> tuple[str, str]:
+        """Subject and body of a notification: the message's text only where the policy lets
+        it travel by email (``support.message_in_email``), always the link."""
         request = view.request
-        lines = [f"Support request {request.id}: {request.subject}", ""]
-        if message is None:
-            lines.append("We have your request and will answer by email.")
-        elif runtime.policy.support.message_in_email:
-            lines += ["New message:", "", message.body]
-        else:
-            # The policy keeps what was written on the server: only the way to read it.
-            lines.append("There is a new message on this request.")
-        lines += ["", f"Read and answer it here: {link}"]
-        if runtime.settings.inbound_smtp:
-            lines.append("Or reply to this email; keep the reply address as it is.")
-        return "\n".join(lines) + "\n"
+        shown = message.body if message and runtime.policy.support.message_in_email else None
+        text = _emails.get_template(template).render(
+            provider=runtime.policy.provider.name,
+            request_id=request.id,
+            subject=request.subject,
+            topic=TOPIC_NAMES[request.topic],
+            opened=opened,
+            body=shown,
+            link=link,
+            replies=bool(runtime.settings.inbound_smtp),
+        )
+        subject, _, body = text.partition("\n")
+        return subject.strip(), body.lstrip("\n")
 
     def _notify_customer(
         self,
@@ -741,9 +761,10 @@ class SupportService:
         to = view.requester_email
         if not to:
             return
-        provider = runtime.policy.provider.name
-        subject = f"[{provider} support #{view.request.id}] {view.request.subject}"
-        body = self._email_text(runtime, view, message, customer_link(runtime, view.request.id))
+        link = customer_link(runtime, view.request.id)
+        subject, body = self._email(
+            runtime, "to_customer.txt", view, message, link, opened=message is None
+        )
         reply_to = reply_address(runtime, view.request.id)
         after_commit(session, lambda: runtime.mailer.send(to, subject, body, reply_to=reply_to))
 
@@ -757,9 +778,8 @@ class SupportService:
         opened: bool,
     ) -> None:
         request = view.request
-        what = "New support request" if opened else "New message on support request"
-        subject = f"{what} #{request.id} ({TOPIC_NAMES[request.topic]}): {request.subject}"
-        body = self._email_text(runtime, view, message, admin_link(runtime, request.id))
+        link = admin_link(runtime, request.id)
+        subject, body = self._email(runtime, "to_support.txt", view, message, link, opened=opened)
         reply_to = reply_address(runtime, request.id)
         owner = view.owner_email
 
