@@ -65,6 +65,8 @@ async def test_a_conversation_round_trip_through_the_panels(
     assert "Connection problem" in page.text
 
     sign_in_as(client, admin_token)
+    overview = await client.get("/admin")
+    assert "1 waiting for an answer" in _text(overview)
     queue = await client.get("/admin/support")
     assert queue.status_code == 200
     row = re.search(rf'id="support-row-{request_id}".*?</tr>', queue.text, re.S)
