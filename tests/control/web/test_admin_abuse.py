@@ -15,6 +15,7 @@ from tests.conftest import METERED_POLICY
 from tests.control.web.conftest import MakeWebCustomer
 from tests.support.factories import (
     create_account,
+    create_device,
     create_node,
     create_session_token,
     create_subscription,
@@ -72,6 +73,24 @@ class TestMetered:
     @pytest.fixture
     def settings(self, settings: Settings) -> Settings:
         return settings.model_copy(update={"policy_path": METERED_POLICY})
+
+    async def test_the_fleet_page_names_the_devices_beyond_a_nodes_port_blocks(
+        self, client: httpx.AsyncClient, runtime: Runtime, admin: Account
+    ) -> None:
+        await _holder(runtime, client)
+        page = await client.get("/admin/fleet")
+        assert "nat-full" not in page.text
+        async with unit_of_work(runtime.sessionmaker) as session:
+            account = await create_account(session)
+            # Factory devices sit far up the pool, past the 64 blocks of the node's address.
+            await create_device(session, account)
+            await create_device(session, account)
+        page = await client.get("/admin/fleet")
+        assert "refuses 2 beyond its port blocks" in page.text
+        assert (
+            f"ams-1 refuses 2 devices: each device leaves from a block of 1000 ports of its own, "
+            f"and {EGRESS} holds 64 blocks."
+        ) in page.text
 
     async def test_record_trace_and_terminate_from_the_panel(
         self, client: httpx.AsyncClient, runtime: Runtime, admin: Account
