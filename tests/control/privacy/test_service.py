@@ -61,6 +61,8 @@ NOT_EXPORTED = {
     "purged: access secrets, nothing the person gave or did",
     "recovery_codes": "hashes of two-factor recovery codes: access secrets; the account section "
     "says whether two-factor sign-in is on",
+    "abuse_complaints": "third parties' complaints about traffic from the operator's shared "
+    "addresses; what was done to the account (status, reason, clause) is in the account section",
     "refunded_persons": "keyed hashes of refunded persons' addresses and cards, kept after their "
     "erasure for the one-refund rule, linked to no account",
 }

@@ -50,6 +50,7 @@ from burrow.control.policy.schemas import Policy
 from burrow.control.privacy.repository import PrivacyRepository
 from burrow.control.privacy.schemas import (
     AccountExport,
+    AddressHoldingExport,
     BillingDetailsExport,
     ConnectionRecordExport,
     ConsentExport,
@@ -262,6 +263,10 @@ class PrivacyService:
             ],
             usage_counters=[UsageCounterExport.model_validate(usage)] if usage else [],
             connection_records=[ConnectionRecordExport.model_validate(r) for r in records],
+            address_holdings=[
+                AddressHoldingExport.model_validate(h)
+                for h in await device_service.address_history_of(session, account)
+            ],
         )
 
     # --- rectification ----------------------------------------------------------------------
