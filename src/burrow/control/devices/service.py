@@ -566,12 +566,6 @@ class DeviceService:
 
     # --- the history of tunnel addresses, for abuse complaints -------------------------------
 
-    async def address_history(
-        self, session: AsyncSession, account_id: int
-    ) -> Sequence[AddressHolding]:
-        """Which tunnel addresses the account's devices held and when (for its data export)."""
-        return await DeviceRepository(session).holdings_of(account_id)
-
     async def address_holders(
         self, session: AsyncSession, ipv4: str, at: datetime
     ) -> Sequence[AddressHolding]:
@@ -582,6 +576,12 @@ class DeviceService:
         return await DeviceRepository(session).holdings_during(
             ipv4, start, start + timedelta(seconds=1)
         )
+
+    async def address_history_of(
+        self, session: AsyncSession, account: Account
+    ) -> Sequence[AddressHolding]:
+        """The account's own rows of the history, newest first (for its data export)."""
+        return await DeviceRepository(session).holdings_of(account.id)
 
     async def purge_address_history(
         self, session: AsyncSession, runtime: Runtime, now: datetime | None = None
