@@ -263,7 +263,7 @@ BROKEN: dict[str, tuple[str, list[str]]] = {
             "protocol; the protocols are: wireguard, openvpn, ikev2, l2tp, pptp, sstp, softether",
             "network.blocked_egress_tcp_ports.1: must be at most 65535 (found 70000)",
             "colour: is not a known section (known: provider, privacy, plans, trial, network, "
-            "refunds, payment_methods, fair_use, dns, affiliates, age, terms)",
+            "refunds, payment_methods, fair_use, dns, affiliates, age, terms, support)",
         ],
     ),
     "a broken plan does not hide another plan's contradiction": (

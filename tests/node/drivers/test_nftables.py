@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import ipaddress
 import sys
 
@@ -445,3 +446,28 @@ async def test_a_tunnel_reaches_only_dns_on_the_node(lab: Lab) -> None:
     for port in (8080, 22):
         assert probe("10.64.0.1", port).startswith("failed")
         assert probe("fd42:b0::1", port).startswith("failed")
+
+
+@needs("nft")
+async def test_other_tunnels_get_the_same_rules_as_wireguards(lab: Lab) -> None:
+    ns = lab.namespace()
+    config = FirewallConfig(
+        wg_interface="bwg0",
+        egress_interface="eth0",
+        tunnel_ipv4="10.64.0.0/10",
+        tunnel_ipv6="fd42:b0::/48",
+        service_addresses=("10.64.0.1",),
+        other_tunnels=("ipsec0",),
+    )
+    lines = rules(render_ruleset(config))
+    both = '{ "bwg0", "ipsec0" }'
+    assert f"iifname {both} tcp dport {{ 25 }} counter drop" in lines
+    assert f"iifname {both} accept" in lines
+    assert f"oifname {both} ct state established,related accept" in lines
+    assert f"iifname {both} counter drop" in lines
+    firewall = NftablesFirewall(config, netns=ns.name)
+    await firewall.apply()
+    listed = " ".join(await nft_table(ns))
+    assert 'iifname { "bwg0", "ipsec0" } tcp dport 25' in listed
+    with pytest.raises(ValueError, match="interface"):
+        dataclasses.replace(config, other_tunnels=("bad name",))

@@ -42,6 +42,8 @@ from burrow.control.models.subscription import (
     access_until,
     gives_access_clause,
 )
+from burrow.control.models.support_message import SupportAuthor, SupportMessage, SupportVia
+from burrow.control.models.support_request import SupportRequest, SupportStatus, SupportTopic
 from burrow.control.models.terms_acceptance import TermsAcceptance, TermsAcceptanceHow
 from burrow.control.models.terms_version import TermsVersion
 from burrow.control.models.trial_claim import TrialClaim
@@ -98,6 +100,12 @@ __all__ = [
     "ServedPeer",
     "Subscription",
     "SubscriptionStatus",
+    "SupportAuthor",
+    "SupportMessage",
+    "SupportRequest",
+    "SupportStatus",
+    "SupportTopic",
+    "SupportVia",
     "TermsAcceptance",
     "TermsAcceptanceHow",
     "TermsVersion",

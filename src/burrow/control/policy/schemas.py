@@ -41,6 +41,16 @@ PROTOCOL_NAMES = {
     "softether": "SoftEther",
 }
 PROTOCOLS = tuple(PROTOCOL_NAMES)
+# The protocols burrow's nodes serve (the node agent's drivers). A policy promises no other:
+# the terms are rendered from it, so a limit on a protocol nobody serves would be a promise
+# of a service that does not exist.
+SERVED_PROTOCOLS = ("wireguard", "openvpn", "ikev2")
+_NOT_SERVED = {
+    "pptp": "PPTP is insecure and burrow does not serve it",
+    "l2tp": "L2TP is insecure and burrow does not serve it",
+    "sstp": "no burrow node serves SSTP",
+    "softether": "no burrow node serves SoftEther",
+}
 
 
 def _payment_method_class(value: str) -> str:
@@ -56,6 +66,11 @@ def _protocol(value: str) -> str:
     if value not in PROTOCOLS:
         raise ValueError(
             f"'{value}' is not a VPN protocol; the protocols are: {', '.join(PROTOCOLS)}"
+        )
+    if value not in SERVED_PROTOCOLS:
+        raise ValueError(
+            f"{_NOT_SERVED.get(value, 'no burrow node serves it')}; a policy may promise only "
+            f"the protocols burrow's nodes serve: {', '.join(SERVED_PROTOCOLS)}"
         )
     return value
 
@@ -262,6 +277,46 @@ class RefundsSection(_Section):
     auto_approve: bool = False
     # How soon a person acts on a request that is not approved automatically.
     service_level_hours: int | None = Field(None, ge=1, le=720)
+    # A customer asking for a refund is first offered a support conversation about the
+    # problem; the refund request, if made, links to it.
+    support_first: bool = False
+
+
+# What a support request is about; the customer picks one when opening it.
+SUPPORT_TOPICS = ("connection", "billing", "refund", "privacy", "cancellation", "other")
+SupportTopic = Literal["connection", "billing", "refund", "privacy", "cancellation", "other"]
+
+
+def _default_deadlines() -> dict[SupportTopic, int]:
+    return {
+        "connection": 24,
+        "billing": 24,
+        "refund": 24,
+        "privacy": 72,
+        "cancellation": 24,
+        "other": 48,
+    }
+
+
+class SupportSection(_Section):
+    """The support desk: how soon each topic is answered, and what its emails carry."""
+
+    # Hours from a request's opening to its answer, per topic; a topic left out gets the
+    # default of its kind above.
+    deadline_hours: dict[SupportTopic, Annotated[int, Field(ge=1, le=720)]] = Field(
+        default_factory=_default_deadlines
+    )
+    # The notification of a new message carries its text; off, only a link to read it in
+    # the panel (nothing the customer wrote leaves the server by email).
+    message_in_email: bool = True
+    # The address customers write to; replies to notifications come back through
+    # reply addresses at its domain. None: the provider's contact address.
+    address: EmailStr | None = None
+
+    def deadline_for(self, topic: str) -> int:
+        defaults: dict[str, int] = {str(k): v for k, v in _default_deadlines().items()}
+        hours: dict[str, int] = {str(k): v for k, v in self.deadline_hours.items()}
+        return hours.get(topic, defaults.get(topic, 48))
 
 
 class PaymentMethodsSection(_Section):
@@ -369,6 +424,7 @@ class PolicyParts:
     affiliates: AffiliatesSection | None = None
     age: AgeSection | None = None
     terms: TermsSection | None = None
+    support: SupportSection | None = None
     # Every plan code in the file, broken plans included (``plans`` holds the valid ones).
     plan_codes: list[str] | None = None
 
@@ -643,6 +699,7 @@ class Policy(_Section):
     affiliates: AffiliatesSection | None = None
     age: AgeSection = Field(default_factory=AgeSection)
     terms: TermsSection
+    support: SupportSection = Field(default_factory=SupportSection)
 
     @model_validator(mode="after")
     def _cross_rules(self) -> Policy:

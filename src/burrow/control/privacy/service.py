@@ -68,6 +68,8 @@ from burrow.control.privacy.schemas import (
     RefundRuleOutcomeExport,
     SessionExport,
     SubscriptionExport,
+    SupportMessageExport,
+    SupportRequestExport,
     TermsAcceptanceExport,
     UsageCounterExport,
 )
@@ -76,6 +78,7 @@ from burrow.control.refunds.usage.service import usage as usage_service
 from burrow.control.runtime import Runtime
 from burrow.control.subscriptions.repository import SubscriptionRepository
 from burrow.control.subscriptions.service import subscription as subscription_service
+from burrow.control.support.service import support as support_service
 from burrow.control.terms.repository import TermsRepository
 from burrow.control.terms.service import terms as terms_service
 
@@ -184,6 +187,7 @@ class PrivacyService:
         acceptances = await TermsRepository(session).acceptances(account.id)
         privacy = PrivacyRepository(session)
         affiliate = await affiliate_service.export(session, account.id)
+        support = await support_service.export(session, account)
         return PrivacyExport(
             generated_at=now,
             provider=runtime.policy.provider.name,
@@ -257,6 +261,10 @@ class PrivacyService:
             privacy_requests=[
                 PrivacyRequestExport.model_validate(r)
                 for r in await privacy.requests_of(account.id)
+            ],
+            support_requests=[SupportRequestExport.model_validate(v.request) for v in support],
+            support_messages=[
+                SupportMessageExport.model_validate(m) for v in support for m in v.messages
             ],
             usage_counters=[UsageCounterExport.model_validate(usage)] if usage else [],
             connection_records=[ConnectionRecordExport.model_validate(r) for r in records],
@@ -477,6 +485,9 @@ class PrivacyService:
         # The affiliate program ends for it; its payouts stay, anonymised, as invoices do.
         await affiliate_service.erase(session, runtime, account.id)
         await repository.erase_owned_rows(account.id)
+        # Support conversations are the person's own words: they go, signed-out ones from the
+        # same address too.
+        await support_service.erase(session, account)
         await repository.anonymise_money(account.id)
         await repository.close_requests(account.id, now, "Closed: the account was erased.")
         await repository.scrub_webhook_payloads(old_email)

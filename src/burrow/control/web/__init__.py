@@ -29,6 +29,7 @@ PAGE_MODULES = (
     "burrow.control.web.terms_pages",
     "burrow.control.web.privacy_pages",
     "burrow.control.web.affiliate_pages",
+    "burrow.control.web.support_pages",
     "burrow.control.web.admin_pages",
 )
 

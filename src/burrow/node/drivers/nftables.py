@@ -54,9 +54,12 @@ class FirewallConfig:
     # The node's own addresses a tunnel may reach (gateways and resolver addresses): DNS and
     # ICMP only. Every other packet from the tunnel to the node itself is dropped.
     service_addresses: tuple[str, ...] = ()
+    # Other protocols' tunnel devices (IKEv2's ipsec0, OpenVPN's tuns): the same rules as
+    # WireGuard's interface (NAT, blocked ports, isolation, DNS-only to the node).
+    other_tunnels: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
-        for name in (self.wg_interface, self.egress_interface):
+        for name in (self.wg_interface, self.egress_interface, *self.other_tunnels):
             if not _INTERFACE_NAME.fullmatch(name):
                 raise ValueError(f"not an interface name: {name!r}")
         if ipaddress.ip_network(self.tunnel_ipv4).version != 4:
@@ -125,7 +128,10 @@ def render_ruleset(config: FirewallConfig, blocked: Iterable[str | IPAddress] = 
     hosts = {tunnel_host(a) for a in blocked}
     v4 = [a for a in hosts if a.version == 4]
     v6 = [a for a in hosts if a.version == 6]
+    tunnels = (config.wg_interface, *config.other_tunnels)
     wg = f'"{config.wg_interface}"'
+    if config.other_tunnels:
+        wg = "{ " + ", ".join(f'"{name}"' for name in tunnels) + " }"
     egress = f'"{config.egress_interface}"'
     pool4 = ipaddress.ip_network(config.tunnel_ipv4)
     pool6 = ipaddress.ip_network(config.tunnel_ipv6)
