@@ -463,8 +463,15 @@ class AffiliateService:
         repository = AffiliateRepository(session)
         buyer = await repository.get_account(order.account_id)
         if buyer is not None:
-            digest = _email_digest(runtime, buyer.email)
-            if digest in (affiliate.email_digest, affiliate.paypal_digest):
+            # The digests kept at application, and those of the addresses as they are now.
+            known = {affiliate.email_digest, affiliate.paypal_digest}
+            if affiliate.paypal_email:
+                known.add(_email_digest(runtime, affiliate.paypal_email))
+            if affiliate.account_id is not None:
+                owner = await repository.get_account(affiliate.account_id)
+                if owner is not None:
+                    known.add(_email_digest(runtime, owner.email))
+            if _email_digest(runtime, buyer.email) in known:
                 return "Self-referral: the buyer's email address is the affiliate's."
         if payment.fingerprint and affiliate.account_id is not None:
             own = await repository.fingerprints_of_account(affiliate.account_id)
