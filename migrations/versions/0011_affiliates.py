@@ -1,7 +1,7 @@
 """affiliates: applications, referrals, commissions, PayPal payout batches and items
 
 Revision ID: 0011
-Revises: 0012
+Revises: 0013
 Create Date: 2026-12-07
 """
 
@@ -11,7 +11,7 @@ import sqlalchemy as sa
 from alembic import op
 
 revision: str = "0011"
-down_revision: str | None = "0012"
+down_revision: str | None = "0013"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 

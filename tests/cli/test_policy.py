@@ -167,3 +167,13 @@ def test_check_accepts_every_served_protocol(tmp_path: Path) -> None:
     path.write_text(_with_plan_line(text, promise))
     result = CliRunner().invoke(app, ["policy", "check", str(path)])
     assert result.exit_code == 0, result.output
+
+
+def test_check_refuses_deterministic_nat_under_a_strict_policy(tmp_path: Path) -> None:
+    text = (EXAMPLES / "strict-no-logs.toml").read_text()
+    path = tmp_path / "traceable.toml"
+    path.write_text(text.replace('nat = "random"', 'nat = "deterministic"'))
+    result = CliRunner().invoke(app, ["policy", "check", str(path)])
+    assert result.exit_code == 1
+    assert 'network.nat = "deterministic" ties every port to one device' in result.output
+    assert 'privacy.mode = "strict" promises that nothing can' in result.output

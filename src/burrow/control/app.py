@@ -15,6 +15,7 @@ from uvicorn.middleware.proxy_headers import ProxyHeadersMiddleware
 
 from burrow import __version__
 from burrow.control import api_docs, problems
+from burrow.control.abuse.endpoints import router as abuse_router
 from burrow.control.accounts.endpoints import router as accounts_router
 from burrow.control.admin.endpoints import router as admin_router
 from burrow.control.affiliates.endpoints import router as affiliates_router
@@ -95,6 +96,7 @@ def create_app(settings: Settings | None = None, *, runtime: Runtime | None = No
         connections_router,
         nodes_router,
         admin_router,
+        abuse_router,
         node_api_router,
         terms_router,
         billing_router,

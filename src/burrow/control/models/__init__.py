@@ -1,7 +1,13 @@
 """Tables: one file per table. Models import nothing but SQLAlchemy and each other."""
 
+from burrow.control.models.abuse_complaint import (
+    AbuseComplaint,
+    ComplaintAction,
+    ComplaintStatus,
+)
 from burrow.control.models.account import Account, AccountStatus, AgeAttestation
 from burrow.control.models.account_session import AccountSession
+from burrow.control.models.address_holding import AddressHolding
 from burrow.control.models.admin_action import AdminAction
 from burrow.control.models.affiliate import Affiliate, AffiliateStatus
 from burrow.control.models.base import Base, utcnow
@@ -52,9 +58,11 @@ from burrow.control.models.webhook_event import WebhookEvent
 
 __all__ = [
     "ACCESS_STATUSES",
+    "AbuseComplaint",
     "Account",
     "AccountSession",
     "AccountStatus",
+    "AddressHolding",
     "AdminAction",
     "Affiliate",
     "AffiliateStatus",
@@ -64,6 +72,8 @@ __all__ = [
     "Commission",
     "CommissionKind",
     "CommissionStatus",
+    "ComplaintAction",
+    "ComplaintStatus",
     "ConnectionRecord",
     "Consent",
     "ConsentPurpose",

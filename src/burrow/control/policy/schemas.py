@@ -131,6 +131,9 @@ class PrivacySection(_Section):
     # delivery needs); 0: reduced as soon as it is handled. Client IP addresses inside it are
     # never stored.
     provider_event_retention_days: int = Field(30, ge=0, le=3650)
+    # Metered mode with deterministic NAT only: how long the history of which device held which
+    # tunnel address is kept after the device gave it up (what traces an abuse complaint).
+    address_history_retention_days: Days | None = None
 
     @property
     def keeps_connection_records(self) -> bool:
@@ -167,6 +170,16 @@ class NetworkSection(_Section):
     # Customers leave through their node's static egress address, shared with everyone on
     # that node. burrow has no dedicated addresses.
     shared_egress_ips: bool = True
+    # How tunnel addresses share the egress address. "random": a random source port per
+    # connection, so no port points at a device. "deterministic" (RFC 7422): each tunnel
+    # address leaves from its own fixed block of ports, so a complaint's (address, port, time)
+    # names the device without any per-connection log. Metered mode only.
+    nat: Literal["random", "deterministic"] = "random"
+    # Deterministic NAT's blocks: ports in each device's block, and blocks per egress address
+    # (from port 1024 on, so ports x devices is at most 64,512). A node serves at most this
+    # many devices per egress address and refuses the excess.
+    nat_ports_per_device: int = Field(1000, ge=16, le=64512)
+    nat_devices_per_egress_ip: int = Field(64, ge=1, le=4032)
 
 
 FilterName = Annotated[str, Field(pattern=r"^[a-z][a-z0-9_-]{0,31}$")]
@@ -617,6 +630,60 @@ def _affiliate_rules(
     return problems
 
 
+# Ports below this are left to the node itself; the blocks share the rest.
+NAT_FIRST_PORT = 1024
+
+
+def _nat_rules(parts: PolicyParts) -> list[PolicyProblem]:
+    network, privacy = parts.network, parts.privacy
+    if network is None:
+        return []
+    problems = []
+    history = "privacy.address_history_retention_days"
+    deterministic = network.nat == "deterministic"
+    if deterministic:
+        used = network.nat_ports_per_device * network.nat_devices_per_egress_ip
+        if used > 65536 - NAT_FIRST_PORT:
+            where = "network.nat_devices_per_egress_ip"
+            problems.append(
+                PolicyProblem(
+                    where,
+                    f"{where} ({network.nat_devices_per_egress_ip}) blocks of "
+                    f"network.nat_ports_per_device ({network.nat_ports_per_device}) ports need "
+                    f"{used} ports, but an egress address has {65536 - NAT_FIRST_PORT} from "
+                    f"port {NAT_FIRST_PORT} on",
+                )
+            )
+    if privacy is None:
+        return problems
+    if deterministic and privacy.mode == "strict":
+        problems.append(
+            PolicyProblem(
+                "network.nat",
+                'network.nat = "deterministic" ties every port to one device, which (with the '
+                f"history of tunnel addresses it needs) traces traffic to an account, but "
+                f"{_STRICT} promises that nothing can",
+            )
+        )
+    elif deterministic and privacy.address_history_retention_days is None:
+        problems.append(
+            PolicyProblem(
+                history,
+                f'{history} is missing, but network.nat = "deterministic" keeps the history of '
+                "which device held which tunnel address and must say for how many days",
+            )
+        )
+    if not deterministic and privacy.address_history_retention_days is not None:
+        problems.append(
+            PolicyProblem(
+                history,
+                f'{history} is set, but network.nat = "{network.nat}" keeps no history of '
+                "tunnel addresses",
+            )
+        )
+    return problems
+
+
 def cross_check(parts: PolicyParts) -> list[PolicyProblem]:
     """Every contradiction between the sections that parsed, each naming both sides."""
     problems: list[PolicyProblem] = []
@@ -674,6 +741,7 @@ def cross_check(parts: PolicyParts) -> list[PolicyProblem]:
                     "cannot promise one; remove it and use fair_use.shaping"
                 )
             problems.append(PolicyProblem(where, rule))
+    problems += _nat_rules(parts)
     if parts.network is not None and not parts.network.shared_egress_ips:
         where = "network.shared_egress_ips"
         problems.append(
