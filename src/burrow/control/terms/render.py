@@ -531,10 +531,16 @@ def _age(policy: Policy) -> Section:
 
 
 def _affiliates(policy: Policy) -> Section | None:
-    """The affiliate program's rules as burrow enforces them (control/affiliates)."""
+    rules = affiliate_rules(policy)
+    return Section("Affiliate program", (Bullets(tuple(rules)),)) if rules else None
+
+
+def affiliate_rules(policy: Policy) -> list[str]:
+    """The affiliate program's rules as burrow enforces them (control/affiliates), one
+    sentence each; none without a program. The terms and the affiliate's page show these."""
     affiliates = policy.affiliates
     if affiliates is None or not affiliates.enabled:
-        return None
+        return []
     minimum = money(affiliates.payout_minimum_minor, affiliates.currency)
     items = [
         "Apply with accurate contact details"
@@ -602,7 +608,7 @@ def _affiliates(policy: Policy) -> Section | None:
         f"When an affiliate account ends, pending commissions are cancelled and payable ones "
         f"are {ended}."
     )
-    return Section("Affiliate program", (Bullets(tuple(items)),))
+    return items
 
 
 def _changes(policy: Policy) -> Section:
