@@ -4,18 +4,21 @@ before payout, erasure."""
 
 from __future__ import annotations
 
+import logging
 from datetime import timedelta
 
 import httpx
 import pytest
-from sqlalchemy import select
+from sqlalchemy import func, select
 
 from burrow.control.affiliates.service import affiliate as affiliate_service
 from burrow.control.billing.service import billing as billing_service
+from burrow.control.config import Settings
 from burrow.control.db import unit_of_work
 from burrow.control.models import (
     Affiliate,
     AffiliateStatus,
+    Base,
     Commission,
     CommissionStatus,
     Order,
@@ -26,13 +29,20 @@ from burrow.control.models import (
     utcnow,
 )
 from burrow.control.runtime import Runtime
-from tests.control.affiliates.conftest import Money, make_affiliate, make_commission
+from tests.control.affiliates.conftest import (
+    Money,
+    make_affiliate,
+    make_commission,
+    policy_with,
+)
+from tests.support.app import app_client, running_runtime
 from tests.support.factories import (
     DEFAULT_PASSWORD,
     create_account,
     create_paid_order,
     create_session_token,
 )
+from tests.support.paypal_server import FakePayPal
 from tests.support.smtp import SmtpServer
 from tests.support.stripe_server import HTTPX_DATA_WARNING
 
@@ -333,3 +343,49 @@ async def test_erasure_keeps_payouts_anonymised(money: Money) -> None:
         assert (item.amount_minor, item.receiver) == (400, None)
         statuses = sorted(c.status for c in await session.scalars(select(Commission)))
         assert statuses == ["cancelled", "paid"]
+
+
+async def test_a_policy_paying_by_hand_sends_nothing(
+    money_settings: Settings, fake_paypal: FakePayPal
+) -> None:
+    policy = policy_with(payout_method="bank_transfer", payout_minimum_minor=100)
+    async with running_runtime(money_settings, policy=policy) as runtime:
+        async with unit_of_work(runtime.sessionmaker) as session:
+            affiliate = await make_affiliate(session)
+            await make_commission(session, affiliate.id, amount=500)
+        async with app_client(runtime) as client:
+            admin = await _headers(runtime, admin=True)
+            response = await client.post("/api/v1/admin/affiliates/payouts", headers=admin)
+    assert response.status_code == 409
+    assert response.json()["detail"].startswith("The policy pays affiliates by bank transfer")
+    assert fake_paypal.calls == []
+
+
+async def test_a_click_keeps_nothing_but_its_count(
+    runtime: Runtime, client: httpx.AsyncClient, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Strict seed: no click log, no visitor's address; the count goes up by one."""
+    async with unit_of_work(runtime.sessionmaker) as session:
+        affiliate = await make_affiliate(session)
+
+    async def rows() -> dict[str, int]:
+        async with unit_of_work(runtime.sessionmaker) as session:
+            return {
+                table.name: int(await session.scalar(select(func.count()).select_from(table)) or 0)
+                for table in Base.metadata.sorted_tables
+            }
+
+    before = await rows()
+    caplog.set_level(logging.DEBUG)
+    followed = await client.get(
+        f"/r/{affiliate.code}", headers={"X-Forwarded-For": "198.51.100.23"}
+    )
+    assert followed.status_code == 303
+    assert await rows() == before
+    assert (await _affiliate(runtime, affiliate.id)).clicks == 1
+    assert "198.51.100.23" not in caplog.text
+    assert "127.0.0.1" not in caplog.text
+    # An unknown code counts nothing and sets no cookie.
+    unknown = await client.get("/r/nobody")
+    assert unknown.status_code == 303
+    assert "burrow_ref" not in unknown.headers.get("set-cookie", "")

@@ -160,6 +160,17 @@ class PayoutBatchNotFound(NotFound):
         super().__init__(f"There is no payout batch with the id {batch_id}.")
 
 
+class PayoutsByHand(Conflict):
+    title = "Payouts made by hand"
+    type_slug = "payouts-by-hand"
+
+    def __init__(self, method: str) -> None:
+        super().__init__(
+            f"The policy pays affiliates by {method.replace('_', ' ')}, which burrow does not "
+            "send; pay the payable balances by hand. Nothing was sent."
+        )
+
+
 class PayoutsNotSetUp(Conflict):
     title = "Payouts not set up"
     type_slug = "payouts-not-set-up"
@@ -751,6 +762,8 @@ class AffiliateService:
         and sent to PayPal as soon as that commits (a lost answer leaves it ``created``, to be
         sent again under the same sender_batch_id)."""
         program = section(runtime)
+        if program.payout_method != "paypal":
+            raise PayoutsByHand(program.payout_method)
         if not paypal.configured(runtime.settings):
             raise PayoutsNotSetUp()
         batch = await self.create_batch(session, runtime, actor)
