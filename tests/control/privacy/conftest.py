@@ -12,10 +12,14 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from burrow.control.accounts.service import account as account_service
 from burrow.control.audit.service import CliOperator
+from burrow.control.credentials.schemas import CredentialCreate
+from burrow.control.credentials.service import credential as credential_service
 from burrow.control.db import unit_of_work
 from burrow.control.desired_state.service import desired_state as desired_state_service
 from burrow.control.models import (
+    AbuseComplaint,
     Account,
+    AddressHolding,
     AdminAction,
     Affiliate,
     AffiliateStatus,
@@ -204,6 +208,34 @@ async def populate(session: AsyncSession, runtime: Runtime, account: Account) ->
         subject="Before signing in",
         body="Written signed out.",
         via=SupportVia.web,
+    )
+    # OpenVPN sign-in for the first device (its secret held only as a digest).
+    await credential_service.issue(
+        session, runtime, account, devices[0].id, CredentialCreate(protocol="openvpn")
+    )
+    # Under deterministic NAT: the history of the device's tunnel address, and a complaint
+    # that a trace tied to it.
+    session.add_all(
+        [
+            AddressHolding(
+                account_id=account.id,
+                device_id=devices[0].id,
+                device_name=devices[0].name,
+                ipv4=devices[0].ipv4,
+                ipv6=devices[0].ipv6,
+                held_from=now - timedelta(days=2),
+            ),
+            AbuseComplaint(
+                clause="Prohibited use",
+                source="abuse@example.net",
+                egress_ip="198.51.100.1",
+                port=20480,
+                seen_at=now - timedelta(days=1),
+                evidence="Port scan from this address.",
+                account_id=account.id,
+                device_id=devices[0].id,
+            ),
+        ]
     )
     account.last_login_ip, account.last_login_ip_at = "203.0.113.7", now
     await session.flush()

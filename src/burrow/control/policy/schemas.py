@@ -594,42 +594,6 @@ def _refund_rules(refunds: RefundsSection) -> list[PolicyProblem]:
     return problems
 
 
-def _affiliate_rules(
-    affiliates: AffiliatesSection, refunds: RefundsSection | None
-) -> list[PolicyProblem]:
-    problems = []
-    holding = affiliates.holding_days
-    if holding is not None and refunds is not None and holding < refunds.window_days:
-        where = "affiliates.holding_days"
-        problems.append(
-            PolicyProblem(
-                where,
-                f"{where} ({holding}) is shorter than refunds.window_days "
-                f"({refunds.window_days}): a commission would be paid out on an order that "
-                "can still be refunded",
-            )
-        )
-    for currency, rate in affiliates.exchange_rates.items():
-        try:
-            good = Decimal(rate).is_finite() and Decimal(rate) > 0
-        except InvalidOperation:
-            good = False
-        if not good:
-            where = f"affiliates.exchange_rates.{currency}"
-            problems.append(
-                PolicyProblem(where, f'{where} must be a positive decimal such as "1.08"')
-            )
-    if affiliates.renewal_months is not None and affiliates.renewal_percent is None:
-        where = "affiliates.renewal_months"
-        problems.append(
-            PolicyProblem(
-                where,
-                f"{where} is set, but affiliates.renewal_percent is not: renewals earn nothing",
-            )
-        )
-    return problems
-
-
 # Ports below this are left to the node itself; the blocks share the rest.
 NAT_FIRST_PORT = 1024
 
@@ -679,6 +643,42 @@ def _nat_rules(parts: PolicyParts) -> list[PolicyProblem]:
                 history,
                 f'{history} is set, but network.nat = "{network.nat}" keeps no history of '
                 "tunnel addresses",
+            )
+        )
+    return problems
+
+
+def _affiliate_rules(
+    affiliates: AffiliatesSection, refunds: RefundsSection | None
+) -> list[PolicyProblem]:
+    problems = []
+    holding = affiliates.holding_days
+    if holding is not None and refunds is not None and holding < refunds.window_days:
+        where = "affiliates.holding_days"
+        problems.append(
+            PolicyProblem(
+                where,
+                f"{where} ({holding}) is shorter than refunds.window_days "
+                f"({refunds.window_days}): a commission would be paid out on an order that "
+                "can still be refunded",
+            )
+        )
+    for currency, rate in affiliates.exchange_rates.items():
+        try:
+            good = Decimal(rate).is_finite() and Decimal(rate) > 0
+        except InvalidOperation:
+            good = False
+        if not good:
+            where = f"affiliates.exchange_rates.{currency}"
+            problems.append(
+                PolicyProblem(where, f'{where} must be a positive decimal such as "1.08"')
+            )
+    if affiliates.renewal_months is not None and affiliates.renewal_percent is None:
+        where = "affiliates.renewal_months"
+        problems.append(
+            PolicyProblem(
+                where,
+                f"{where} is set, but affiliates.renewal_percent is not: renewals earn nothing",
             )
         )
     return problems

@@ -252,6 +252,42 @@ class ConnectionRecordExport(_Row):
     tx_bytes: int
 
 
+class DeviceCredentialExport(_Row):
+    """A device's sign-in name for OpenVPN or IKEv2; its secret is held only as a digest."""
+
+    id: int
+    device_id: int
+    protocol: str
+    username: str
+    created_at: datetime
+
+
+class AddressHoldingExport(_Row):
+    id: int
+    device_id: int
+    device_name: str
+    ipv4: str
+    ipv6: str
+    held_from: datetime
+    held_until: datetime | None
+
+
+class AbuseComplaintExport(_Row):
+    id: int
+    clause: str
+    source: str
+    egress_ip: str
+    port: int
+    seen_at: datetime
+    evidence: str
+    status: str
+    finding: str | None
+    device_id: int | None
+    action: str | None
+    actioned_at: datetime | None
+    created_at: datetime
+
+
 class AffiliateExport(_Row):
     id: int
     code: str
@@ -329,6 +365,17 @@ class PrivacyExport(BaseModel):
         default_factory=list, description="The affiliate who referred you, if one did."
     )
     commissions: list[CommissionExport] = Field(default_factory=list)
+    device_credentials: list[DeviceCredentialExport] = Field(
+        default_factory=list, description="Your devices' OpenVPN and IKEv2 user names."
+    )
+    address_holdings: list[AddressHoldingExport] = Field(
+        default_factory=list,
+        description="Which tunnel address each of your devices held and when (kept only under "
+        "deterministic NAT, for the policy's retention).",
+    )
+    abuse_complaints: list[AbuseComplaintExport] = Field(
+        default_factory=list, description="Complaints about traffic that were traced to you."
+    )
     payout_items: list[PayoutItemExport] = Field(default_factory=list)
 
 

@@ -25,6 +25,7 @@ from datetime import datetime, timedelta
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from burrow.control.abuse.service import abuse as abuse_service
 from burrow.control.accounts.repository import AccountRepository
 from burrow.control.accounts.service import account as account_service
 from burrow.control.affiliates.service import affiliate as affiliate_service
@@ -32,6 +33,7 @@ from burrow.control.audit.service import admin_audit
 from burrow.control.billing.repository import BillingRepository
 from burrow.control.billing.service import billing as billing_service
 from burrow.control.connections.repository import ConnectionRepository
+from burrow.control.credentials.service import credential as credential_service
 from burrow.control.db import after_commit
 from burrow.control.desired_state.service import desired_state as desired_state_service
 from burrow.control.devices.service import device as device_service
@@ -50,12 +52,15 @@ from burrow.control.policy.retention import retention_statement as retention_sta
 from burrow.control.policy.schemas import Policy
 from burrow.control.privacy.repository import PrivacyRepository
 from burrow.control.privacy.schemas import (
+    AbuseComplaintExport,
     AccountExport,
+    AddressHoldingExport,
     AffiliateExport,
     BillingDetailsExport,
     CommissionExport,
     ConnectionRecordExport,
     ConsentExport,
+    DeviceCredentialExport,
     DeviceExport,
     EmailVerificationExport,
     OrderExport,
@@ -186,8 +191,8 @@ class PrivacyService:
         records = await connections.records_of(account.id, EXPORT_RECORD_LIMIT)
         acceptances = await TermsRepository(session).acceptances(account.id)
         privacy = PrivacyRepository(session)
-        affiliate = await affiliate_service.export(session, account.id)
         support = await support_service.export(session, account)
+        affiliate = await affiliate_service.export(session, account.id)
         return PrivacyExport(
             generated_at=now,
             provider=runtime.policy.provider.name,
@@ -276,6 +281,18 @@ class PrivacyService:
             else [],
             commissions=[CommissionExport.model_validate(c) for c in affiliate.commissions],
             payout_items=[PayoutItemExport.model_validate(i) for i in affiliate.payout_items],
+            device_credentials=[
+                DeviceCredentialExport.model_validate(c)
+                for c in await credential_service.of_account(session, account.id)
+            ],
+            address_holdings=[
+                AddressHoldingExport.model_validate(h)
+                for h in await device_service.address_history(session, account.id)
+            ],
+            abuse_complaints=[
+                AbuseComplaintExport.model_validate(c)
+                for c in await abuse_service.naming(session, account.id)
+            ],
         )
 
     # --- rectification ----------------------------------------------------------------------
