@@ -37,6 +37,7 @@ from burrow.node.drivers.uapi import (
     SOCKET_DIR,
     InterfaceSettings,
     PeerChange,
+    PeerMemo,
     PeerRemoval,
     PeerUpsert,
     UapiClient,
@@ -179,6 +180,8 @@ class WireGuardGoDriver:
         self._start_timeout = start_timeout
         self.max_peers = max_peers
         self._client = UapiClient(self.socket_path, io_timeout=io_timeout)
+        # Status reads every few seconds parse only the peers that changed since the last.
+        self._memo = PeerMemo()
         self._proc: asyncio.subprocess.Process | None = None
         self._output: asyncio.Task[None] | None = None
         self._startup_lines: deque[str] | None = None
@@ -234,6 +237,7 @@ class WireGuardGoDriver:
             preexec_fn=_set_parent_death_signal,
         )
         self._output = asyncio.create_task(self._drain_output(self._proc))
+        self._memo.clear()
         self._applied = {}
         self._needs_resync = True
         try:
@@ -388,7 +392,7 @@ class WireGuardGoDriver:
     async def get_state(self) -> list[WgPeer]:
         self._check_running()
         async with self._lock:
-            device = await self._client.get()
+            device = await self._client.get(self._memo)
             self._applied = {peer.public_key: peer.allowed_ips for peer in device.peers}
             self._needs_resync = False
         return list(device.peers)
