@@ -7,6 +7,7 @@ from burrow.wire.credentials import check_openvpn_secret, openvpn_verifier
 from burrow.wire.models import (
     API_PREFIX,
     CREDENTIAL_PROTOCOLS,
+    MAX_PEERS_PER_INTERFACE,
     WIREGUARD,
     BlockedConnection,
     CredentialSpec,
@@ -32,6 +33,7 @@ from burrow.wire.models import (
 __all__ = [
     "API_PREFIX",
     "CREDENTIAL_PROTOCOLS",
+    "MAX_PEERS_PER_INTERFACE",
     "WIREGUARD",
     "BlockedConnection",
     "CredentialSpec",

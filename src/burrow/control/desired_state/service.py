@@ -204,6 +204,7 @@ class DesiredStateService:
             isolate_clients=rules.isolate_clients,
             fair_use=fair_use,
             dns=self.dns(runtime),
+            peers_per_interface=settings.peers_per_interface,
         )
 
     def dns(self, runtime: Runtime) -> DnsSpec:

@@ -54,9 +54,11 @@ class FirewallConfig:
     # The node's own addresses a tunnel may reach (gateways and resolver addresses): DNS and
     # ICMP only. Every other packet from the tunnel to the node itself is dropped.
     service_addresses: tuple[str, ...] = ()
+    # The node's further WireGuard interfaces (more devices than one holds): same rules.
+    more_wg_interfaces: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
-        for name in (self.wg_interface, self.egress_interface):
+        for name in (self.wg_interface, self.egress_interface, *self.more_wg_interfaces):
             if not _INTERFACE_NAME.fullmatch(name):
                 raise ValueError(f"not an interface name: {name!r}")
         if ipaddress.ip_network(self.tunnel_ipv4).version != 4:
@@ -75,10 +77,16 @@ class FirewallConfig:
 
     @classmethod
     def from_network(
-        cls, network: NetworkSpec, *, wg_interface: str, egress_interface: str
+        cls,
+        network: NetworkSpec,
+        *,
+        wg_interface: str,
+        egress_interface: str,
+        more_wg_interfaces: tuple[str, ...] = (),
     ) -> FirewallConfig:
         return cls(
             wg_interface=wg_interface,
+            more_wg_interfaces=more_wg_interfaces,
             egress_interface=egress_interface,
             tunnel_ipv4=network.tunnel_ipv4,
             tunnel_ipv6=network.tunnel_ipv6,
@@ -126,6 +134,9 @@ def render_ruleset(config: FirewallConfig, blocked: Iterable[str | IPAddress] = 
     v4 = [a for a in hosts if a.version == 4]
     v6 = [a for a in hosts if a.version == 6]
     wg = f'"{config.wg_interface}"'
+    if config.more_wg_interfaces:
+        names = (config.wg_interface, *config.more_wg_interfaces)
+        wg = "{ " + ", ".join(f'"{name}"' for name in names) + " }"
     egress = f'"{config.egress_interface}"'
     pool4 = ipaddress.ip_network(config.tunnel_ipv4)
     pool6 = ipaddress.ip_network(config.tunnel_ipv6)

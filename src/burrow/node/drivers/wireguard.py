@@ -165,6 +165,7 @@ class WireGuardGoDriver:
         start_timeout: float = 5.0,
         io_timeout: float = 10.0,
         max_peers: int = MAX_PEERS,
+        routes: Sequence[str] = (),
     ) -> None:
         if not _INTERFACE_NAME.fullmatch(interface):
             raise ValueError("interface names are 1-15 characters of A-Z a-z 0-9 _ . -")
@@ -172,6 +173,8 @@ class WireGuardGoDriver:
             ipaddress.ip_interface(address)
         self.interface = interface
         self.addresses = tuple(addresses)
+        # Networks routed into this interface besides its addresses' own (``InterfaceSet``).
+        self.routes = tuple(str(ipaddress.ip_network(r)) for r in routes)
         self.mtu = mtu
         self.netns = netns
         self.socket_path = socket_path(interface, socket_dir)
@@ -341,6 +344,7 @@ class WireGuardGoDriver:
     async def _setup_link(self) -> None:
         commands = [f"address replace {address} dev {self.interface}" for address in self.addresses]
         commands.append(f"link set dev {self.interface} mtu {self.mtu} up")
+        commands += [f"route replace {route} dev {self.interface}" for route in self.routes]
         argv = [self._ip]
         if self.netns is not None:
             argv += ["-n", self.netns]
