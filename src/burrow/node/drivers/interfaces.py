@@ -183,10 +183,11 @@ class InterfaceSet:
     def _split(self, actions: Sequence[Action]) -> dict[int, list[Action]]:
         """Each action to the interface it concerns; a peer that changed slices leaves the
         old one."""
-        holder = {key: n for n, d in self._drivers.items() for key in d.applied}
+        drivers = sorted(self._drivers.items())
         groups: dict[int, list[Action]] = {}
         for action in actions:
-            held = holder.get(action.public_key)
+            # A look-up per interface, never a pass over every peer: one apply stays O(its size).
+            held = next((n for n, d in drivers if action.public_key in d.applied), None)
             if isinstance(action, RemovePeer):
                 if held is not None:
                     groups.setdefault(held, []).append(action)
