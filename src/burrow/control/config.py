@@ -82,6 +82,11 @@ class Settings(BaseSettings):
     # Rate limits (the `limits` library's notation: "5 per 15 minutes; 100 per hour"). Each
     # attempt is counted before it is checked. Clients are keyed digests of their address,
     # held in the rate-limit store only (RAM by default, never on disk).
+    redis_url: str | None = Field(
+        None,
+        description="redis://host:6379/0: the live store (connection leases, node reports) "
+        "shared by several replicas, and their wake-ups. Unset: this process's RAM only.",
+    )
     rate_limit_storage_uri: str = Field(
         "async+memory://",
         description="Where rate limits count: async+memory:// (one process) or "

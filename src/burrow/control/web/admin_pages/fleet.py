@@ -42,7 +42,7 @@ async def _fleet_page(
     enrollment: dict[str, Any] | None = None,
     edit: tuple[int, Form] | None = None,
 ) -> Response:
-    nodes = [node_service.read(runtime, n) for n in await node_service.list_all(session)]
+    nodes = [await node_service.read(runtime, n) for n in await node_service.list_all(session)]
     rows = []
     for node in nodes:
         connected = node.health.connected_devices
