@@ -3,8 +3,18 @@
 Pydantic models only; this package imports nothing else of burrow.
 """
 
+from burrow.wire.credentials import (
+    check_openvpn_secret,
+    ikev2_nt_hash,
+    ikev2_verifier,
+    openvpn_verifier,
+)
 from burrow.wire.models import (
     API_PREFIX,
+    CREDENTIAL_PROTOCOLS,
+    WIREGUARD,
+    BlockedConnection,
+    CredentialSpec,
     DeltaState,
     DesiredState,
     DnsSpec,
@@ -13,10 +23,12 @@ from burrow.wire.models import (
     FairUseSpec,
     FilterListSpec,
     FullState,
+    NatSpec,
     NetworkSpec,
     NodeReport,
     PeerSpec,
     PeerStatus,
+    ProtocolLimit,
     ReportAck,
     ResolverSpec,
     StateUpdate,
@@ -25,6 +37,10 @@ from burrow.wire.models import (
 
 __all__ = [
     "API_PREFIX",
+    "CREDENTIAL_PROTOCOLS",
+    "WIREGUARD",
+    "BlockedConnection",
+    "CredentialSpec",
     "DeltaState",
     "DesiredState",
     "DnsSpec",
@@ -33,12 +49,18 @@ __all__ = [
     "FairUseSpec",
     "FilterListSpec",
     "FullState",
+    "NatSpec",
     "NetworkSpec",
     "NodeReport",
     "PeerSpec",
     "PeerStatus",
+    "ProtocolLimit",
     "ReportAck",
     "ResolverSpec",
     "StateUpdate",
+    "check_openvpn_secret",
+    "ikev2_nt_hash",
+    "ikev2_verifier",
     "is_valid_wg_key",
+    "openvpn_verifier",
 ]
