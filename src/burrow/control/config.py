@@ -149,6 +149,13 @@ class Settings(BaseSettings):
 
     # Node API.
     long_poll_timeout_seconds: float = Field(25.0, gt=0, le=120)
+    revision_fallback_seconds: float = Field(
+        1.0,
+        gt=0,
+        le=60,
+        description="How often each replica's watcher reads the desired-state revision without "
+        "being told it moved: the most a lost wake-up (or a change by the CLI) can cost.",
+    )
     enrollment_ttl_hours: int = Field(24, ge=1)
     change_log_keep: int = Field(
         100_000,
