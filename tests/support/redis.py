@@ -55,12 +55,14 @@ class RedisServer:
 
 
 @contextlib.contextmanager
-def running_redis(*extra: str) -> Iterator[RedisServer]:
+def running_redis(*extra: str, config: Path | None = None) -> Iterator[RedisServer]:
+    """``config``: a redis.conf to start from (the options here and ``extra`` override it)."""
     root = Path(tempfile.mkdtemp(prefix="burrow-redis-"))
     port = _free_port()
     process = subprocess.Popen(
         [
             REDIS_SERVER,
+            *([str(config)] if config is not None else []),
             "--port",
             str(port),
             "--bind",
