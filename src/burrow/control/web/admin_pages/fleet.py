@@ -44,7 +44,7 @@ async def _fleet_page(
     edit: tuple[int, Form] | None = None,
 ) -> Response:
     stored = await node_service.list_all(session)
-    nodes = [node_service.read(runtime, n) for n in stored]
+    nodes = [await node_service.read(runtime, n) for n in stored]
     rows = []
     for node, row_node in zip(nodes, stored, strict=True):
         connected = node.health.connected_devices
