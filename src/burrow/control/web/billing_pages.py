@@ -10,17 +10,17 @@ from fastapi import Path, Request, Response
 from burrow.control.billing.schemas import CheckoutIn
 from burrow.control.billing.service import billing as billing_service
 from burrow.control.deps import RuntimeDep, SessionDep
-from burrow.control.errors import BurrowError
 from burrow.control.models import Account, OrderStatus
 from burrow.control.params import MAX_ID
 from burrow.control.plans.service import plan as plan_service
 from burrow.control.refunds.schemas import RefundRequestIn
+from burrow.control.refunds.service import RefundView
 from burrow.control.refunds.service import refund as refund_service
 from burrow.control.runtime import Runtime
 from burrow.control.subscriptions.service import NoSubscription
 from burrow.control.subscriptions.service import subscription as subscription_service
 from burrow.control.web.auth import WebAccount
-from burrow.control.web.forms import Form, undo
+from burrow.control.web.forms import Form, submit
 from burrow.control.web.routing import page_router
 from burrow.control.web.templating import redirect, render
 
@@ -106,20 +106,18 @@ async def billing_page(
 async def checkout(
     request: Request, session: SessionDep, runtime: RuntimeDep, account: WebAccount
 ) -> Response:
-    form = await Form.read(request)
-    body = form.validate(CheckoutIn)
-    if body is None:
-        return await _billing_page(request, session, runtime, account, form, 422)
-    try:
-        started = await billing_service.start_checkout(
-            session, runtime, account, body.plan_code, body.method
-        )
-    except BurrowError as exc:
-        await undo(session, account)
-        form.fail(exc, fields=("plan_code", "method"))
-        return await _billing_page(request, session, runtime, account, form, exc.status)
     # The provider's own page takes the payment; its event pays the order.
-    return redirect(request, started.checkout_url)
+    return await submit(
+        request,
+        session,
+        CheckoutIn,
+        lambda body: billing_service.start_checkout(
+            session, runtime, account, body.plan_code, body.method
+        ),
+        page=lambda form, status: _billing_page(request, session, runtime, account, form, status),
+        done=lambda _body, started: redirect(request, started.checkout_url),
+        fields=("plan_code", "method"),
+    )
 
 
 async def _refund_page(
@@ -160,18 +158,21 @@ async def request_refund(
     runtime: RuntimeDep,
     account: WebAccount,
 ) -> Response:
-    form = await Form.read(request)
-    body = form.validate(RefundRequestIn)
-    if body is None:
-        return await _refund_page(request, session, runtime, account, order_id, form, 422)
-    try:
-        view = await refund_service.request(session, runtime, account, order_id, body.reason)
-    except BurrowError as exc:
-        await undo(session, account)
-        form.fail(exc, fields=("reason",))
-        return await _refund_page(request, session, runtime, account, order_id, form, exc.status)
-    message = view.message or f"Your refund request is {view.request.status.value}."
-    return redirect(request, f"/billing/refunds/{view.request.id}", flash=message)
+    def asked(_body: RefundRequestIn, view: RefundView) -> Response:
+        message = view.message or f"Your refund request is {view.request.status.value}."
+        return redirect(request, f"/billing/refunds/{view.request.id}", flash=message)
+
+    return await submit(
+        request,
+        session,
+        RefundRequestIn,
+        lambda body: refund_service.request(session, runtime, account, order_id, body.reason),
+        page=lambda form, status: _refund_page(
+            request, session, runtime, account, order_id, form, status
+        ),
+        done=asked,
+        fields=("reason",),
+    )
 
 
 @router.get("/billing/refunds/{request_id}")

@@ -109,7 +109,7 @@ def render(
         "request": request,
         "csrf_token": token,
         "csrf_field": _csrf_field(token),
-        "current_account": getattr(request.state, "account", None),
+        "current_account": getattr(request.state, "person", None),
         "provider_name": runtime.policy.provider.name,
         "flashes": flashes,
         "path": request.url.path,

@@ -18,6 +18,10 @@ from __future__ import annotations
 from burrow.control.web.admin_pages import accounts, fleet, oversight, refunds
 from burrow.control.web.routing import page_router
 
+# Each section with pages, mounted under /admin in this order; a section missing here fails
+# start-up (``burrow.control.web.unlisted_page_modules``).
+SECTIONS = (oversight, accounts, fleet, refunds)
+
 router = page_router()
-for _module in (oversight, accounts, fleet, refunds):
+for _module in SECTIONS:
     router.include_router(_module.router, prefix="/admin")

@@ -23,7 +23,6 @@ from burrow.control.billing.service import billing as billing_service
 from burrow.control.connections.service import connection as connection_service
 from burrow.control.deps import RuntimeDep, SessionDep
 from burrow.control.devices.service import device as device_service
-from burrow.control.errors import BurrowError
 from burrow.control.models import Account, AccountStatus, PaymentMethod
 from burrow.control.plans.service import plan as plan_service
 from burrow.control.policy.clauses import terms_clauses
@@ -33,7 +32,7 @@ from burrow.control.subscriptions.schemas import GrantIn
 from burrow.control.subscriptions.service import NoSubscription, describe_next
 from burrow.control.subscriptions.service import subscription as subscription_service
 from burrow.control.web.admin_pages.common import PAGE_SIZE, AccountIdPath, PanelAdmin
-from burrow.control.web.forms import Form, M, undo
+from burrow.control.web.forms import Form, M, submit
 from burrow.control.web.routing import page_router
 from burrow.control.web.templating import redirect, render
 
@@ -183,18 +182,18 @@ async def _account_action(
 ) -> Response:
     """One of the account page's forms (``name``): valid, ``act`` runs and its message is
     flashed on the account page; refused, the page shows the form again with why, and what
-    the admin's session did is undone."""
-    form = await Form.read(request)
-    body = form.validate(model)
-    if body is None:
-        return await _account_page(request, session, runtime, account_id, {name: form}, 422)
-    try:
-        flash = await act(body)
-    except BurrowError as exc:
-        form.fail(exc, fields=fields)
-        await undo(session, admin)
-        return await _account_page(request, session, runtime, account_id, {name: form}, exc.status)
-    return redirect(request, f"/admin/accounts/{account_id}", flash=flash)
+    ``act`` did is undone (its savepoint)."""
+    return await submit(
+        request,
+        session,
+        model,
+        act,
+        page=lambda form, status: _account_page(
+            request, session, runtime, account_id, {name: form}, status
+        ),
+        done=lambda _body, flash: redirect(request, f"/admin/accounts/{account_id}", flash=flash),
+        fields=fields,
+    )
 
 
 @router.post("/accounts/{account_id}/suspend")

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from types import SimpleNamespace
 from typing import Annotated
 
 from fastapi import Depends, Request
@@ -27,15 +26,7 @@ class TwoFactorSetupRequired(LoginRequired):
 
 
 async def panel_admin(request: Request, session: SessionDep, account: WebAccount) -> Account:
-    # The page header reads the signed-in account after the unit of work may have rolled back
-    # (a refused action, an error page), when the ORM row can no longer load: give it a copy.
-    request.state.account = SimpleNamespace(
-        id=account.id,
-        email=account.email,
-        is_admin=account.is_admin,
-        totp_enabled=account.totp_enabled,
-        status=account.status,
-    )
+    # The header shows ``request.state.person``: the frozen ``auth.Person`` made at sign-in.
     if not account.is_admin:
         raise Forbidden("This page is for administrators.")
     token = request.cookies.get(SESSION_COOKIE) or ""

@@ -30,7 +30,7 @@ from burrow.control.refunds.service import refund as refund_service
 from burrow.control.runtime import Runtime
 from burrow.control.web.admin_pages import charts as charts_module
 from burrow.control.web.admin_pages.common import PAGE_SIZE, PanelAdmin, RequestIdPath, time_left
-from burrow.control.web.forms import Form, undo
+from burrow.control.web.forms import Form, attempt
 from burrow.control.web.routing import page_router
 from burrow.control.web.templating import redirect, render
 
@@ -269,16 +269,18 @@ async def resolve_privacy_request(
         )
     try:
         # The privacy service records the resolution in the admin audit trail itself.
-        await privacy_service.resolve(
+        await attempt(
             session,
-            runtime,
-            admin,
-            request_id,
-            PrivacyRequestStatus(body.decision),
-            body.outcome,
+            lambda: privacy_service.resolve(
+                session,
+                runtime,
+                admin,
+                request_id,
+                PrivacyRequestStatus(body.decision),
+                body.outcome,
+            ),
         )
     except BurrowError as exc:
-        await undo(session, admin)
         if isinstance(exc, NotFound):
             return redirect(request, "/admin/privacy", flash=exc.message, kind="error")
         form.fail(exc)
