@@ -55,7 +55,7 @@ contracts:
 	$(BIN)/lint-imports
 
 pytest:
-	$(BIN)/pytest -q
+	$(BIN)/pytest -q --durations=30
 
 bench: install-test
 	$(BIN)/python bench/desired_state.py

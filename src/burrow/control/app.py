@@ -20,6 +20,7 @@ from burrow.control.admin.endpoints import router as admin_router
 from burrow.control.billing.endpoints import router as billing_router
 from burrow.control.config import Settings, get_settings
 from burrow.control.connections.endpoints import router as connections_router
+from burrow.control.credentials.endpoints import router as credentials_router
 from burrow.control.devices.endpoints import router as devices_router
 from burrow.control.metrics import router as metrics_router
 from burrow.control.middleware import (
@@ -82,6 +83,7 @@ def create_app(settings: Settings | None = None, *, runtime: Runtime | None = No
         plans_router,
         subscriptions_router,
         devices_router,
+        credentials_router,
         connections_router,
         nodes_router,
         admin_router,

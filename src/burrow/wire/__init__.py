@@ -3,8 +3,13 @@
 Pydantic models only; this package imports nothing else of burrow.
 """
 
+from burrow.wire.credentials import check_openvpn_secret, openvpn_verifier
 from burrow.wire.models import (
     API_PREFIX,
+    CREDENTIAL_PROTOCOLS,
+    WIREGUARD,
+    BlockedConnection,
+    CredentialSpec,
     DeltaState,
     DesiredState,
     DnsSpec,
@@ -17,6 +22,7 @@ from burrow.wire.models import (
     NodeReport,
     PeerSpec,
     PeerStatus,
+    ProtocolLimit,
     ReportAck,
     ResolverSpec,
     StateUpdate,
@@ -25,6 +31,10 @@ from burrow.wire.models import (
 
 __all__ = [
     "API_PREFIX",
+    "CREDENTIAL_PROTOCOLS",
+    "WIREGUARD",
+    "BlockedConnection",
+    "CredentialSpec",
     "DeltaState",
     "DesiredState",
     "DnsSpec",
@@ -37,8 +47,11 @@ __all__ = [
     "NodeReport",
     "PeerSpec",
     "PeerStatus",
+    "ProtocolLimit",
     "ReportAck",
     "ResolverSpec",
     "StateUpdate",
+    "check_openvpn_secret",
     "is_valid_wg_key",
+    "openvpn_verifier",
 ]

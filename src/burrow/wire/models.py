@@ -32,13 +32,67 @@ class _Wire(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
+WIREGUARD = "wireguard"
+# The protocols a node may serve besides WireGuard, and how a node checks their credentials.
+CREDENTIAL_PROTOCOLS = ("openvpn", "ikev2")
+ProtocolField = Annotated[str, Field(pattern=r"^[a-z][a-z0-9]{1,15}$")]
+
+
+class CredentialSpec(_Wire):
+    """A device's sign-in for one protocol: never the secret, only what checks it.
+
+    ``verifier`` for OpenVPN: ``sha256$<salt hex>$<hex of SHA-256(salt + secret)>`` (the secret
+    is server-made, 256 bits, so one fast salted digest is enough); for IKEv2 (EAP-MSCHAPv2):
+    ``nt$<hex of the NT hash>``.
+    """
+
+    protocol: ProtocolField
+    username: str = Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9._-]+$")
+    verifier: str = Field(min_length=1, max_length=200)
+
+
+class ProtocolLimit(_Wire):
+    """How many connections of one subscription one node may admit over one protocol."""
+
+    protocol: ProtocolField
+    per_server: int = Field(ge=1, le=1000)
+
+
 class PeerSpec(_Wire):
-    """One peer a node must serve."""
+    """One peer a node must serve.
+
+    The WireGuard public key names the device everywhere (reports, removals), whichever
+    protocol it connects with; the tunnel addresses are the same on every protocol.
+    """
 
     public_key: str
     allowed_ips: tuple[str, ...] = Field(
         description="The device's tunnel addresses, one /32 and one /128."
     )
+    credentials: tuple[CredentialSpec, ...] = Field(
+        (), description="Its credentials for protocols other than WireGuard."
+    )
+    subscription: str | None = Field(
+        None,
+        max_length=64,
+        description="An opaque key shared by the devices of one subscription (null: older "
+        "control planes), so a node can apply per-server limits at connect time on its own.",
+    )
+    per_server: tuple[ProtocolLimit, ...] = Field(
+        (), description="The subscription's per-server limits; a protocol left out: none."
+    )
+
+    def credential(self, protocol: str) -> CredentialSpec | None:
+        for credential in self.credentials:
+            if credential.protocol == protocol:
+                return credential
+        return None
+
+    def per_server_limit(self, protocol: str) -> int | None:
+        for limit in self.per_server:
+            if limit.protocol == protocol:
+                return limit.per_server
+        return None
 
     @field_validator("public_key")
     @classmethod
@@ -192,6 +246,9 @@ class PeerStatus(_Wire):
     """A peer's state as the node saw it. Never its endpoint address."""
 
     public_key: str
+    protocol: ProtocolField = Field(
+        WIREGUARD, description="The protocol of this connection; one entry per protocol."
+    )
     connected: bool = Field(description="A handshake younger than the idle threshold.")
     rx_bytes: int = Field(
         0, ge=0, description="Bytes received from the peer since the last report."
@@ -212,9 +269,20 @@ class NodeReport(_Wire):
     peers: tuple[PeerStatus, ...] = ()
 
 
+class BlockedConnection(_Wire):
+    """A connection over another protocol than WireGuard the node must cut (over a limit)."""
+
+    protocol: ProtocolField
+    public_key: str
+    reason: str = Field("", max_length=300, description="What the customer is shown.")
+
+
 class ReportAck(_Wire):
     accepted: bool
     last_seq: int
     blocked: tuple[str, ...] = Field(
-        (), description="Public keys the node must keep blocked (limits), if any."
+        (), description="Public keys the node must keep blocked on WireGuard (limits), if any."
+    )
+    blocked_connections: tuple[BlockedConnection, ...] = Field(
+        (), description="Connections over other protocols the node must cut (limits)."
     )

@@ -118,7 +118,12 @@ async def test_a_repeated_report_still_answers_the_blocked_keys(
     assert await ams.report(bob.key(0), bob.key(1)) == [bob.key(1)]
     body = {"boot_id": ams.boot_id, "seq": ams.seq, "revision": 0, "peers": []}
     response = await client.post("/node-api/v1/report", json=body, headers=ams.headers)
-    assert response.json() == {"accepted": False, "last_seq": ams.seq, "blocked": [bob.key(1)]}
+    assert response.json() == {
+        "accepted": False,
+        "last_seq": ams.seq,
+        "blocked": [bob.key(1)],
+        "blocked_connections": [],
+    }
 
 
 async def test_unknown_keys_are_ignored(node: MakeNode, customer: MakeCustomer) -> None:

@@ -75,6 +75,11 @@ class Lease:
     record: OpenRecord | None = None
 
 
+def peer_key(public_key: str, protocol: str = WIREGUARD) -> str:
+    """One connection of a node report: the key alone for WireGuard, else protocol-prefixed."""
+    return public_key if protocol == WIREGUARD else f"{protocol}:{public_key}"
+
+
 def lease_id(node_id: int, public_key: str, protocol: str = WIREGUARD) -> str:
     if protocol == WIREGUARD:
         return f"{node_id}:{public_key}"
@@ -158,7 +163,8 @@ def apply_report(
 
     ``seen``: the account's devices the node shows connected, in the report's order (new
     connections in one report start in that order). ``idle_bytes``: the last byte deltas of
-    keys the node shows idle. ``limits``: the account's plan limits, None to keep the known.
+    connections the node shows idle, by ``peer_key``. ``limits``: the account's plan limits,
+    None to keep the known.
     """
     state = state or AccountLeases()
     leases = dict(state.leases)
@@ -167,7 +173,7 @@ def apply_report(
     # This node's leases whose device no longer shows as connected here end now.
     for lid, lease in list(leases.items()):
         if lease.node.id == node.id and lid not in mine:
-            last = idle_bytes.get(lease.public_key)
+            last = idle_bytes.get(peer_key(lease.public_key, lease.protocol))
             if last is not None:
                 lease = _count(lease, last[0], last[1], at)
             writes += _end(leases, lid, lease, at)
@@ -273,6 +279,8 @@ def _decide(
         refusal = decision.refused.get(lid)
         admitted = refusal is None
         reason = None if refusal is None else refusal.reason
+        if admitted == lease.admitted and reason == lease.reason:
+            continue  # the usual report: nothing decided differently, no record to touch
         changed = replace(lease, admitted=admitted, reason=reason)
         if at.records and admitted and not lease.admitted:
             changed, opened = _open(account_id, lid, changed, at)

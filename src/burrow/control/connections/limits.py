@@ -28,7 +28,7 @@ from burrow.control.policy.schemas import PROTOCOL_NAMES
 Rule = Literal["simultaneous_connections", "connections_per_server"]
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class LeaseView:
     """What the decision needs to know of one live connection."""
 

@@ -27,7 +27,7 @@ from burrow.control.models import (
 KEYS_PER_QUERY = 10_000
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class PeerOwner:
     """Whose a served public key is, and the plan that limits it (None: no access plan)."""
 

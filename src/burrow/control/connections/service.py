@@ -47,6 +47,7 @@ from burrow.control.connections.leases import (
     attach_record,
     lapse,
     live_leases,
+    peer_key,
 )
 from burrow.control.connections.limits import Limits
 from burrow.control.connections.repository import ConnectionRepository, PeerOwner
@@ -62,7 +63,7 @@ from burrow.control.models import Account, ConnectionRecord, Node, utcnow
 from burrow.control.refunds.usage.service import OpenBytes
 from burrow.control.refunds.usage.service import usage as usage_service
 from burrow.control.runtime import Runtime
-from burrow.wire import NodeReport
+from burrow.wire import WIREGUARD, BlockedConnection, NodeReport
 
 # A backstop only: the sweep job and the reports end leases on time; this frees the RAM of an
 # account no report mentions any more even when the scheduler is off.
@@ -124,20 +125,22 @@ class ConnectionService:
         the report concerns gets one atomic update of its leases.
         """
         store = _store(runtime)
-        peers = {peer.public_key: peer for peer in report.peers}
-        connected = [key for key, peer in peers.items() if peer.connected]
+        # One entry per connection: a device may be on WireGuard and OpenVPN at once.
+        peers = {peer_key(peer.public_key, peer.protocol): peer for peer in report.peers}
+        connected = sorted({peer.public_key for peer in peers.values() if peer.connected})
         owners: dict[str, PeerOwner] = {}
         if connected:
             owners = await ConnectionRepository(session).peer_owners(connected, _utcnow())
         at = self._moment(runtime)
         place = NodePlace(node.id, node.name, node.country, node.city)
         index = await store.read(NODE_INDEX, str(node.id)) or NodeIndex()
-        position = {key: n for n, key in enumerate(peers)}
         by_account: dict[int, list[Seen]] = {}
         plans: dict[int, PeerOwner] = {}
         # In the report's order: connections new in the same report start in that order.
-        for owner in sorted(owners.values(), key=lambda o: position[o.public_key]):
-            peer = peers[owner.public_key]
+        for peer in peers.values():
+            owner = owners.get(peer.public_key)
+            if owner is None or not peer.connected:
+                continue
             by_account.setdefault(owner.account_id, []).append(
                 Seen(
                     owner.public_key,
@@ -145,6 +148,7 @@ class ConnectionService:
                     owner.subscription_id,
                     peer.rx_bytes,
                     peer.tx_bytes,
+                    protocol=peer.protocol,
                 )
             )
             plans.setdefault(owner.account_id, owner)
@@ -153,29 +157,43 @@ class ConnectionService:
         }
         writes: list[RecordWrite] = []
         held: dict[int, set[str]] = {}
+        blocked: list[str] = []
+        limits: dict[tuple[str | None, int | None], Limits] = {}
+        counters = usage_service.counters_on(runtime)
+        # Each account once, and each of its leases a bounded number of times: the report
+        # costs O(its peers + the node's leases), never a scan of the node per account.
         for account_id in sorted(set(index.keys.values()) | set(by_account)):
             plan = plans.get(account_id)
+            plan_limits = None
+            if plan is not None:
+                known = (plan.plan_code, plan.connection_limit)
+                if known not in limits:
+                    limits[known] = self._plan_limits(runtime, plan)
+                plan_limits = limits[known]
             step = _report_step(
                 account_id,
                 place,
                 by_account.get(account_id, []),
                 idle_bytes,
-                None if plan is None else self._plan_limits(runtime, plan),
+                plan_limits,
                 at,
             )
             state, more = await store.update(
                 ACCOUNT_LEASES, str(account_id), step, ttl=STATE_BACKSTOP_SECONDS
             )
             writes += more
-            await usage_service.note_open(runtime, account_id, _open_bytes(state))
-            held[account_id] = {
-                lease.public_key
-                for lease in (state.leases.values() if state else ())
-                if lease.node.id == node.id
-            }
+            if counters:
+                await usage_service.note_open(runtime, account_id, _open_bytes(state))
+            mine = held[account_id] = set()
+            for lease in state.leases.values() if state else ():
+                if lease.node.id == node.id:
+                    mine.add(lease.public_key)
+                    if not lease.admitted and lease.expires > at.now:
+                        blocked.append(lease.public_key)
         await store.update(NODE_INDEX, str(node.id), _reindex(held), ttl=STATE_BACKSTOP_SECONDS)
         await self._write_records(session, runtime, writes)
-        return await self.blocked_on(runtime, node.id)
+        # The same answer ``blocked_on`` reads back, taken from the states just written.
+        return tuple(sorted(blocked))
 
     @staticmethod
     def _plan_limits(runtime: Runtime, owner: PeerOwner) -> Limits:
@@ -262,14 +280,32 @@ class ConnectionService:
         return live_leases(state, runtime.live.clock())
 
     async def blocked_on(self, runtime: Runtime, node_id: int) -> tuple[str, ...]:
-        """Public keys this node must keep blocked now, sorted."""
+        """Public keys this node must keep blocked on WireGuard now, sorted."""
         index = await _store(runtime).read(NODE_INDEX, str(node_id)) or NodeIndex()
         blocked = []
         for account_id in sorted(set(index.keys.values())):
             for _lid, lease in await self._live(runtime, account_id):
-                if lease.node.id == node_id and not lease.admitted:
+                if lease.node.id == node_id and not lease.admitted and lease.protocol == WIREGUARD:
                     blocked.append(lease.public_key)
         return tuple(sorted(blocked))
+
+    async def blocked_connections_on(
+        self, runtime: Runtime, node_id: int
+    ) -> tuple[BlockedConnection, ...]:
+        """Connections over other protocols this node must cut now, with the reason."""
+        index = await _store(runtime).read(NODE_INDEX, str(node_id)) or NodeIndex()
+        blocked = []
+        for account_id in sorted(set(index.keys.values())):
+            for _lid, lease in await self._live(runtime, account_id):
+                if lease.node.id == node_id and not lease.admitted and lease.protocol != WIREGUARD:
+                    blocked.append(
+                        BlockedConnection(
+                            protocol=lease.protocol,
+                            public_key=lease.public_key,
+                            reason=(lease.reason or "")[:300],
+                        )
+                    )
+        return tuple(sorted(blocked, key=lambda b: (b.protocol, b.public_key)))
 
     # --- what the customer sees --------------------------------------------------------------
 

@@ -19,8 +19,10 @@ from burrow.control.models import (
     Account,
     AccountStatus,
     Device,
+    DeviceCredential,
     PeerChange,
     PeerChangeOp,
+    Plan,
     ServedPeer,
     Subscription,
     gives_access_clause,
@@ -60,6 +62,43 @@ class DesiredStateRepository:
         )
         return (await self.session.execute(query)).first() is not None
 
+    async def access_subscription(self, account_id: int, now: datetime) -> tuple[int, str] | None:
+        """(id, plan code) of the subscription that lets the account connect now, or None.
+
+        The same condition as ``account_may_connect``; of several, the newest.
+        """
+        query = (
+            select(Subscription.id, Plan.code)
+            .join(Account, Account.id == Subscription.account_id)
+            .join(Plan, Plan.id == Subscription.plan_id)
+            .where(
+                Subscription.account_id == account_id,
+                Account.status == AccountStatus.active,
+                gives_access_clause(now),
+            )
+            .order_by(Subscription.id.desc())
+            .limit(1)
+        )
+        row = (await self.session.execute(query)).first()
+        return None if row is None else (int(row[0]), str(row[1]))
+
+    async def credentials_of(self, account_id: int) -> dict[int, list[tuple[str, str, str]]]:
+        """Each device's credentials as (protocol, username, verifier)."""
+        query = (
+            select(
+                DeviceCredential.device_id,
+                DeviceCredential.protocol,
+                DeviceCredential.username,
+                DeviceCredential.verifier,
+            )
+            .join(Device, Device.id == DeviceCredential.device_id)
+            .where(Device.account_id == account_id)
+        )
+        found: dict[int, list[tuple[str, str, str]]] = {}
+        for device_id, protocol, username, verifier in await self.session.execute(query):
+            found.setdefault(device_id, []).append((protocol, username, verifier))
+        return found
+
     async def devices_of(self, account_id: int) -> dict[int, PeerAddresses]:
         query = select(Device.id, Device.public_key, Device.ipv4, Device.ipv6).where(
             Device.account_id == account_id
@@ -69,10 +108,17 @@ class DesiredStateRepository:
 
     async def served_of(self, account_id: int) -> dict[int, PeerAddresses]:
         query = select(
-            ServedPeer.device_id, ServedPeer.public_key, ServedPeer.ipv4, ServedPeer.ipv6
+            ServedPeer.device_id,
+            ServedPeer.public_key,
+            ServedPeer.ipv4,
+            ServedPeer.ipv6,
+            ServedPeer.access,
         ).where(ServedPeer.account_id == account_id)
         rows = (await self.session.execute(query)).all()
-        return {row.device_id: PeerAddresses(row.public_key, row.ipv4, row.ipv6) for row in rows}
+        return {
+            row.device_id: PeerAddresses(row.public_key, row.ipv4, row.ipv6, row.access)
+            for row in rows
+        }
 
     async def record_changes(self, changes: Sequence[Change]) -> list[int]:
         """Append to the change log; returns each change's revision, in the given order."""
@@ -85,6 +131,7 @@ class DesiredStateRepository:
                 "public_key": change.peer.public_key,
                 "ipv4": change.peer.ipv4 if change.op == PeerChangeOp.upsert else None,
                 "ipv6": change.peer.ipv6 if change.op == PeerChangeOp.upsert else None,
+                "access": change.peer.access if change.op == PeerChangeOp.upsert else None,
                 "device_id": change.device_id,
                 "created_at": now,
             }
@@ -122,6 +169,7 @@ class DesiredStateRepository:
                     "public_key": peer.public_key,
                     "ipv4": peer.ipv4,
                     "ipv6": peer.ipv6,
+                    "access": peer.access,
                     "revision": revision,
                 }
                 for device_id, peer, revision in peers
@@ -148,6 +196,7 @@ class DesiredStateRepository:
                 PeerChange.ipv4,
                 PeerChange.ipv6,
                 PeerChange.device_id,
+                PeerChange.access,
             )
             .where(PeerChange.revision > after, PeerChange.revision <= up_to)
             .order_by(PeerChange.revision)
@@ -156,16 +205,18 @@ class DesiredStateRepository:
         return [
             Change(
                 op=PeerChangeOp(row.op),
-                peer=PeerAddresses(row.public_key, row.ipv4 or "", row.ipv6 or ""),
+                peer=PeerAddresses(
+                    row.public_key, row.ipv4 or "", row.ipv6 or "", row.access or ""
+                ),
                 device_id=row.device_id,
                 revision=row.revision,
             )
             for row in rows
         ]
 
-    async def served_peers_all(self) -> Sequence[tuple[str, str, str]]:
-        """Every served peer as (public key, ipv4, ipv6): the full state, in one scan."""
-        query = select(ServedPeer.public_key, ServedPeer.ipv4, ServedPeer.ipv6)
+    async def served_peers_all(self) -> Sequence[tuple[str, str, str, str]]:
+        """Every served peer as (public key, ipv4, ipv6, access): the full state, in one scan."""
+        query = select(ServedPeer.public_key, ServedPeer.ipv4, ServedPeer.ipv6, ServedPeer.access)
         # Core, not the ORM: at 100,000 rows the ORM's per-row bookkeeping would dominate.
         connection = await self.session.connection()
         return (await connection.execute(query)).all()

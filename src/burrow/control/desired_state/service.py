@@ -17,6 +17,8 @@ May import: models, db, runtime, the wire models. Nothing of other domains.
 from __future__ import annotations
 
 import asyncio
+import hashlib
+import hmac
 import ipaddress
 from collections.abc import Iterable
 
@@ -24,12 +26,13 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from burrow.control.db import after_commit, unit_of_work
 from burrow.control.desired_state.repository import DesiredStateRepository
-from burrow.control.desired_state.schemas import Change
+from burrow.control.desired_state.schemas import Change, PeerAccess, PeerAddresses
 from burrow.control.errors import NotFound
 from burrow.control.models import Node, PeerChangeOp, utcnow
 from burrow.control.policy.dns import filter_lists, resolver_addresses
 from burrow.control.runtime import Runtime
 from burrow.wire import (
+    CredentialSpec,
     DeltaState,
     DesiredState,
     DnsSpec,
@@ -38,6 +41,7 @@ from burrow.wire import (
     FullState,
     NetworkSpec,
     PeerSpec,
+    ProtocolLimit,
     ResolverSpec,
 )
 
@@ -69,12 +73,32 @@ def collapse(changes: Iterable[Change]) -> tuple[list[Change], list[Change]]:
     return upserts, removals
 
 
-def _peer_spec(public_key: str, ipv4: str, ipv6: str) -> PeerSpec:
+def _peer_spec(public_key: str, ipv4: str, ipv6: str, access: str = "") -> PeerSpec:
     # Rows written by this module from validated devices: skip re-validating each one, which
     # would cost ten times more than the rest of a full state of a hundred thousand peers.
+    allowed_ips = (f"{ipv4}/32", f"{ipv6}/128")
+    if not access:
+        return PeerSpec.model_construct(public_key=public_key, allowed_ips=allowed_ips)
+    parsed = PeerAccess.loads(access)
     return PeerSpec.model_construct(
-        public_key=public_key, allowed_ips=(f"{ipv4}/32", f"{ipv6}/128")
+        public_key=public_key,
+        allowed_ips=allowed_ips,
+        credentials=tuple(
+            CredentialSpec.model_construct(protocol=p, username=u, verifier=v)
+            for p, u, v in parsed.credentials
+        ),
+        subscription=parsed.subscription,
+        per_server=tuple(
+            ProtocolLimit.model_construct(protocol=p, per_server=n) for p, n in parsed.per_server
+        ),
     )
+
+
+def subscription_key(runtime: Runtime, subscription_id: int) -> str:
+    """The opaque key nodes group a subscription's devices by: nothing a node can look up."""
+    secret = runtime.settings.secret_key.get_secret_value().encode()
+    digest = hmac.new(secret, f"subscription:{subscription_id}".encode(), hashlib.sha256)
+    return digest.hexdigest()[:24]
 
 
 class DesiredStateService:
@@ -89,8 +113,10 @@ class DesiredStateService:
         """
         repository = DesiredStateRepository(session)
         await repository.lock_writers()
-        may_connect = await repository.account_may_connect(account_id, utcnow())
-        desired = await repository.devices_of(account_id) if may_connect else {}
+        access = await repository.access_subscription(account_id, utcnow())
+        desired = await repository.devices_of(account_id) if access is not None else {}
+        if access is not None and desired:
+            desired = await self._with_access(repository, runtime, account_id, desired, *access)
         served = await repository.served_of(account_id)
 
         removals: list[Change] = []
@@ -119,6 +145,31 @@ class DesiredStateService:
         )
         after_commit(session, runtime.notifier.notify)
         return len(removals) + len(upserts)
+
+    @staticmethod
+    async def _with_access(
+        repository: DesiredStateRepository,
+        runtime: Runtime,
+        account_id: int,
+        devices: dict[int, PeerAddresses],
+        subscription_id: int,
+        plan_code: str,
+    ) -> dict[int, PeerAddresses]:
+        """The devices with their credentials, subscription key and per-server limits."""
+        credentials = await repository.credentials_of(account_id)
+        plan = runtime.policy.plans.get(plan_code)
+        limits = tuple(sorted(plan.connections_per_server.items())) if plan is not None else ()
+        key = subscription_key(runtime, subscription_id)
+        return {
+            device_id: peer._replace(
+                access=PeerAccess(
+                    credentials=tuple(sorted(credentials.get(device_id, ()))),
+                    subscription=key,
+                    per_server=limits,
+                ).dumps()
+            )
+            for device_id, peer in devices.items()
+        }
 
     async def current_revision(self, session: AsyncSession) -> int:
         """The newest revision; 0 before the first change."""
@@ -206,7 +257,7 @@ class DesiredStateService:
         return DesiredState(
             revision=revision,
             network=self.network(runtime, node),
-            peers=tuple(_peer_spec(key, ipv4, ipv6) for key, ipv4, ipv6 in rows),
+            peers=tuple(_peer_spec(*row) for row in rows),
         )
 
     async def changes_since(

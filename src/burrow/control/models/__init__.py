@@ -8,6 +8,7 @@ from burrow.control.models.billing_details import BillingDetails
 from burrow.control.models.connection_record import ConnectionRecord
 from burrow.control.models.consent import Consent, ConsentPurpose
 from burrow.control.models.device import Device
+from burrow.control.models.device_credential import DeviceCredential
 from burrow.control.models.email_verification import EmailVerification
 from burrow.control.models.node import Node, NodeStatus
 from burrow.control.models.order import Order, OrderKind, OrderStatus, PaymentMethod
@@ -51,6 +52,7 @@ __all__ = [
     "Consent",
     "ConsentPurpose",
     "Device",
+    "DeviceCredential",
     "EmailVerification",
     "Node",
     "NodeStatus",

@@ -3,7 +3,7 @@ from __future__ import annotations
 from datetime import datetime
 from enum import StrEnum
 
-from sqlalchemy import Enum, Integer, String
+from sqlalchemy import Enum, Integer, String, Text
 from sqlalchemy.orm import Mapped, mapped_column
 
 from burrow.control.models.base import Base, CreatedMixin, IdMixin
@@ -44,3 +44,8 @@ class Node(IdMixin, CreatedMixin, Base):
     # server key) and what changed, so their devices page can tell them to download again.
     config_changed_at: Mapped[datetime | None] = mapped_column(default=None)
     config_change: Mapped[str | None] = mapped_column(String(40), default=None)
+    # OpenVPN, as the node announced it: its CA certificate and tls-crypt key (both go into
+    # every .ovpn for it) and its transports ("udp:1194 tcp:443"). None: no OpenVPN here.
+    openvpn_ca: Mapped[str | None] = mapped_column(Text, default=None)
+    openvpn_tls_crypt: Mapped[str | None] = mapped_column(Text, default=None)
+    openvpn_transports: Mapped[str] = mapped_column(String(100), default="", server_default="")

@@ -2,7 +2,7 @@ from __future__ import annotations
 
 from enum import StrEnum
 
-from sqlalchemy import BigInteger, Enum, String
+from sqlalchemy import BigInteger, Enum, String, Text
 from sqlalchemy.orm import Mapped, mapped_column
 
 from burrow.control.models.base import Base, BigId, CreatedMixin
@@ -27,5 +27,7 @@ class PeerChange(CreatedMixin, Base):
     public_key: Mapped[str] = mapped_column(String(44))
     ipv4: Mapped[str | None] = mapped_column(String(15), default=None)
     ipv6: Mapped[str | None] = mapped_column(String(39), default=None)
+    # An upsert's ``served_peers.access``; null for removals.
+    access: Mapped[str | None] = mapped_column(Text, default=None)
     # Used only to prune; not a foreign key, so that removals outlive their devices.
     device_id: Mapped[int] = mapped_column(BigInteger)

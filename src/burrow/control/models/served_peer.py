@@ -1,6 +1,6 @@
 from __future__ import annotations
 
-from sqlalchemy import BigInteger, String
+from sqlalchemy import BigInteger, String, Text
 from sqlalchemy.orm import Mapped, mapped_column
 
 from burrow.control.models.base import Base, BigId
@@ -23,3 +23,7 @@ class ServedPeer(Base):
     ipv4: Mapped[str] = mapped_column(String(15))
     ipv6: Mapped[str] = mapped_column(String(39))
     revision: Mapped[int] = mapped_column(BigInteger)
+    # What a node needs beyond WireGuard, as canonical JSON (``PeerAccess`` of the desired
+    # state): other protocols' credential verifiers, the subscription's opaque key and its
+    # per-server limits. Empty: WireGuard only, no limits known.
+    access: Mapped[str] = mapped_column(Text, default="", server_default="")

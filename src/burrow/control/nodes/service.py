@@ -420,7 +420,14 @@ class NodeService:
         )
         if accepted.report is None:
             blocked = await connection_service.blocked_on(runtime, node.id)
-            return ReportAck(accepted=False, last_seq=accepted.last_seq, blocked=blocked)
+            return ReportAck(
+                accepted=False,
+                last_seq=accepted.last_seq,
+                blocked=blocked,
+                blocked_connections=await connection_service.blocked_connections_on(
+                    runtime, node.id
+                ),
+            )
         if accepted.dropped:
             # Node-wide figures only: nothing of which customer it named.
             log.warning(
@@ -428,7 +435,12 @@ class NodeService:
             )
         report = accepted.report
         blocked = await connection_service.observe_report(session, runtime, node, report)
-        return ReportAck(accepted=True, last_seq=report.seq, blocked=blocked)
+        return ReportAck(
+            accepted=True,
+            last_seq=report.seq,
+            blocked=blocked,
+            blocked_connections=await connection_service.blocked_connections_on(runtime, node.id),
+        )
 
     # --- health and the customers' server list ----------------------------------------------
 

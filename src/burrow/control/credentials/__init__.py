@@ -1,0 +1,1 @@
+"""Device credentials for protocols other than WireGuard (OpenVPN, IKEv2)."""

@@ -1,0 +1,61 @@
+"""All SQL of device credentials.
+
+A customer's credentials are read only through their device, which the devices service has
+already found within the customer's account.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from sqlalchemy import delete, select
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from burrow.control.models import DeviceCredential
+
+
+class CredentialRepository:
+    def __init__(self, session: AsyncSession) -> None:
+        self.session = session
+
+    async def list_for_device(self, device_id: int) -> Sequence[DeviceCredential]:
+        query = (
+            select(DeviceCredential)
+            .where(DeviceCredential.device_id == device_id)
+            .order_by(DeviceCredential.protocol)
+        )
+        return (await self.session.execute(query)).scalars().all()
+
+    async def get(self, device_id: int, protocol: str) -> DeviceCredential | None:
+        query = select(DeviceCredential).where(
+            DeviceCredential.device_id == device_id, DeviceCredential.protocol == protocol
+        )
+        return (await self.session.execute(query)).scalar_one_or_none()
+
+    async def username_taken(self, protocol: str, username: str) -> bool:
+        query = select(DeviceCredential.id).where(
+            DeviceCredential.protocol == protocol, DeviceCredential.username == username
+        )
+        return (await self.session.execute(query)).first() is not None
+
+    async def insert(self, credential: DeviceCredential) -> bool:
+        """False when a unique rule refused it (a concurrent insert won)."""
+        try:
+            async with self.session.begin_nested():
+                self.session.add(credential)
+                await self.session.flush()
+        except IntegrityError:
+            return False
+        return True
+
+    async def flush(self) -> None:
+        await self.session.flush()
+
+    async def remove(self, device_id: int, protocol: str) -> bool:
+        result = await self.session.execute(
+            delete(DeviceCredential).where(
+                DeviceCredential.device_id == device_id, DeviceCredential.protocol == protocol
+            )
+        )
+        return bool(getattr(result, "rowcount", 0))

@@ -1,0 +1,223 @@
+"""The node's OpenVPN PKI: a CA of its own, a server certificate and a tls-crypt key.
+
+Made once at enrollment (or the first start of a node enrolled before OpenVPN) and kept with
+the node's identity in the state directory: ``openvpn-pki.json``, 0600 in a 0700 directory,
+written atomically. The CA certificate and the tls-crypt key go to the control plane, which
+writes them into every ``.ovpn`` for this node; the keys never leave the node (the tls-crypt
+key excepted: OpenVPN needs it on both ends). Each node has its own CA, so a client configured
+for one node cannot be pointed at another node's certificate.
+
+Clients connect with username and password (checked by the agent); they present no
+certificate of their own (``verify-client-cert none`` on the server).
+
+Imports the standard library and ``cryptography``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime as dt
+import ipaddress
+import json
+import os
+import secrets
+import stat
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+
+PKI_FILE = "openvpn-pki.json"
+TLS_CRYPT_HEADER = "-----BEGIN OpenVPN Static key V1-----"
+TLS_CRYPT_FOOTER = "-----END OpenVPN Static key V1-----"
+# Long enough that no node outlives its CA; a node re-made with a new CA re-issues configs.
+CA_DAYS = 3650
+SERVER_DAYS = 3650
+
+
+class PkiError(Exception):
+    """The PKI file is missing, too open or malformed."""
+
+
+@dataclass(frozen=True)
+class NodePki:
+    """PEM texts; ``repr`` leaves the private keys and the tls-crypt key out."""
+
+    ca_certificate: str
+    server_certificate: str
+    ca_key: str = field(repr=False)
+    server_key: str = field(repr=False)
+    tls_crypt_key: str = field(repr=False)
+
+    @property
+    def server_names(self) -> list[str]:
+        """The DNS names and addresses of the server certificate's SAN."""
+        cert = x509.load_pem_x509_certificate(self.server_certificate.encode())
+        san = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+        names: list[str] = list(san.get_values_for_type(x509.DNSName))
+        names += [str(a) for a in san.get_values_for_type(x509.IPAddress)]
+        return names
+
+
+def new_tls_crypt_key() -> str:
+    """A 2048-bit OpenVPN static key, as ``openvpn --genkey tls-crypt`` writes it."""
+    raw = secrets.token_bytes(256).hex()
+    lines = [raw[i : i + 32] for i in range(0, len(raw), 32)]
+    return "\n".join([TLS_CRYPT_HEADER, *lines, TLS_CRYPT_FOOTER]) + "\n"
+
+
+def is_tls_crypt_key(text: str) -> bool:
+    lines = [line.strip() for line in text.strip().splitlines()]
+    lines = [line for line in lines if line and not line.startswith("#")]
+    if len(lines) != 18 or lines[0] != TLS_CRYPT_HEADER or lines[-1] != TLS_CRYPT_FOOTER:
+        return False
+    body = "".join(lines[1:-1])
+    return len(body) == 512 and all(c in "0123456789abcdef" for c in body)
+
+
+def _pem_key(key: ec.EllipticCurvePrivateKey) -> str:
+    return key.private_bytes(
+        serialization.Encoding.PEM,
+        serialization.PrivateFormat.PKCS8,
+        serialization.NoEncryption(),
+    ).decode()
+
+
+def _san(server_name: str) -> x509.GeneralName:
+    try:
+        return x509.IPAddress(ipaddress.ip_address(server_name))
+    except ValueError:
+        return x509.DNSName(server_name)
+
+
+def make_pki(node_name: str, server_name: str, *, now: dt.datetime | None = None) -> NodePki:
+    """A CA named after the node and a server certificate for ``server_name`` (a DNS name or
+    an address, as clients dial it), both P-256 with SHA-256, plus a tls-crypt key."""
+    now = now or dt.datetime.now(dt.UTC)
+    start = now - dt.timedelta(minutes=5)  # tolerate a client clock a little behind
+    ca_key = ec.generate_private_key(ec.SECP256R1())
+    ca_name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, f"burrow {node_name} CA")])
+    ca_cert = (
+        x509.CertificateBuilder()
+        .subject_name(ca_name)
+        .issuer_name(ca_name)
+        .public_key(ca_key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(start)
+        .not_valid_after(now + dt.timedelta(days=CA_DAYS))
+        .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
+        .add_extension(
+            x509.KeyUsage(
+                digital_signature=False,
+                content_commitment=False,
+                key_encipherment=False,
+                data_encipherment=False,
+                key_agreement=False,
+                key_cert_sign=True,
+                crl_sign=True,
+                encipher_only=False,
+                decipher_only=False,
+            ),
+            critical=True,
+        )
+        .add_extension(x509.SubjectKeyIdentifier.from_public_key(ca_key.public_key()), False)
+        .sign(ca_key, hashes.SHA256())
+    )
+    server_key = ec.generate_private_key(ec.SECP256R1())
+    server_cert = (
+        x509.CertificateBuilder()
+        .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, server_name)]))
+        .issuer_name(ca_name)
+        .public_key(server_key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(start)
+        .not_valid_after(now + dt.timedelta(days=SERVER_DAYS))
+        .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
+        .add_extension(
+            x509.KeyUsage(
+                digital_signature=True,
+                content_commitment=False,
+                key_encipherment=True,
+                data_encipherment=False,
+                key_agreement=True,
+                key_cert_sign=False,
+                crl_sign=False,
+                encipher_only=False,
+                decipher_only=False,
+            ),
+            critical=True,
+        )
+        # What `remote-cert-tls server` checks on the client.
+        .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH]), critical=False)
+        .add_extension(x509.SubjectAlternativeName([_san(server_name)]), critical=False)
+        .add_extension(
+            x509.AuthorityKeyIdentifier.from_issuer_public_key(ca_key.public_key()), False
+        )
+        .sign(ca_key, hashes.SHA256())
+    )
+    pem = serialization.Encoding.PEM
+    return NodePki(
+        ca_certificate=ca_cert.public_bytes(pem).decode(),
+        server_certificate=server_cert.public_bytes(pem).decode(),
+        ca_key=_pem_key(ca_key),
+        server_key=_pem_key(server_key),
+        tls_crypt_key=new_tls_crypt_key(),
+    )
+
+
+def pki_path(state_dir: Path) -> Path:
+    return state_dir / PKI_FILE
+
+
+def save_pki(state_dir: Path, pki: NodePki) -> Path:
+    """Write the PKI file atomically, readable by its owner only; returns its path."""
+    state_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+    os.chmod(state_dir, 0o700)
+    path = pki_path(state_dir)
+    tmp = path.with_name(f".{PKI_FILE}.{os.getpid()}.tmp")
+    data = json.dumps(asdict(pki), indent=2).encode() + b"\n"
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    try:
+        with os.fdopen(fd, "wb") as out:
+            out.write(data)
+            out.flush()
+            os.fsync(out.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            tmp.unlink()
+        raise
+    return path
+
+
+def load_pki(state_dir: Path) -> NodePki:
+    """Read the PKI file; refuses one that others than its owner can read."""
+    path = pki_path(state_dir)
+    try:
+        info = path.stat()
+    except FileNotFoundError:
+        raise PkiError(f"{path} does not exist") from None
+    if stat.S_IMODE(info.st_mode) & 0o077:
+        raise PkiError(f"{path} is readable by others; run `chmod 600 {path}`")
+    try:
+        raw = json.loads(path.read_text())
+        pki = NodePki(**{k: str(raw[k]) for k in NodePki.__dataclass_fields__})
+        x509.load_pem_x509_certificate(pki.ca_certificate.encode())
+        x509.load_pem_x509_certificate(pki.server_certificate.encode())
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        raise PkiError(f"{path} is not a valid OpenVPN PKI file ({type(exc).__name__})") from None
+    if not is_tls_crypt_key(pki.tls_crypt_key):
+        raise PkiError(f"{path} holds no valid tls-crypt key")
+    return pki
+
+
+def ensure_pki(state_dir: Path, node_name: str, server_name: str) -> NodePki:
+    """The node's PKI, made and saved the first time."""
+    if pki_path(state_dir).exists():
+        return load_pki(state_dir)
+    pki = make_pki(node_name, server_name)
+    save_pki(state_dir, pki)
+    return pki

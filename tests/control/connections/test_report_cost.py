@@ -1,0 +1,146 @@
+"""What one node report costs the control plane: it must grow with the peers it names, not
+with their square.
+
+Wall time on a shared machine is no measure, so the work is counted instead: the lines of
+burrow's own code the report runs (``sys.settrace``, which counts every loop iteration), for
+reports of 100, 200 and 400 connected devices. A linear path adds as much per extra peer at
+400 as at 200; a scan of the node's whole lease index once per account (the cost the issue
+measured: 8 ms for 100 peers, 98 ms for 1,000) adds twice as much per peer each time the
+report doubles. The figures in seconds live in ``bench/reports.py``.
+"""
+
+from __future__ import annotations
+
+import base64
+import sys
+from datetime import timedelta
+from pathlib import Path
+from types import FrameType
+from typing import Any
+
+import pytest
+from sqlalchemy import insert, select
+
+import burrow
+from burrow.control.connections.service import connection as connection_service
+from burrow.control.db import unit_of_work
+from burrow.control.models import Account, Node, Plan, ServedPeer, Subscription, utcnow
+from burrow.control.models.subscription import SubscriptionStatus
+from burrow.control.runtime import Runtime
+from burrow.wire import NodeReport, PeerStatus
+from tests.control.connections.conftest import FakeClock
+from tests.support.factories import create_node
+
+pytestmark = pytest.mark.usefixtures("clock")
+
+SOURCE = str(Path(burrow.__file__).resolve().parent)
+DEVICES_PER_ACCOUNT = 2
+
+
+def _key(index: int) -> str:
+    return base64.b64encode((7_000_000 + index).to_bytes(32, "big")).decode()
+
+
+async def _serve(runtime: Runtime, devices: int, first: int) -> list[str]:
+    """``devices`` served peers, two per business account with an active subscription."""
+    now = utcnow()
+    accounts = devices // DEVICES_PER_ACCOUNT
+    async with unit_of_work(runtime.sessionmaker) as session:
+        plan_id = (
+            await session.execute(select(Plan.id).where(Plan.code == "business-monthly"))
+        ).scalar_one()
+        account_ids = list(
+            (
+                await session.scalars(
+                    insert(Account).returning(Account.id),
+                    [
+                        {"email": f"cost{first + n}@example.com", "password_hash": "-"}
+                        for n in range(accounts)
+                    ],
+                )
+            ).all()
+        )
+        await session.execute(
+            insert(Subscription),
+            [
+                {
+                    "account_id": account_id,
+                    "plan_id": plan_id,
+                    "status": SubscriptionStatus.active,
+                    "current_period_start": now,
+                    "current_period_end": now + timedelta(days=30),
+                }
+                for account_id in account_ids
+            ],
+        )
+        keys = [_key(first + n) for n in range(devices)]
+        await session.execute(
+            insert(ServedPeer),
+            [
+                {
+                    "device_id": 5_000_000 + first + n,
+                    "account_id": account_ids[n // DEVICES_PER_ACCOUNT],
+                    "public_key": key,
+                    "ipv4": "10.99.0.1",
+                    "ipv6": "fd99::1",
+                    "revision": 1,
+                }
+                for n, key in enumerate(keys)
+            ],
+        )
+    return keys
+
+
+class LineCounter:
+    """Counts the lines of burrow's own source run while it is on."""
+
+    def __init__(self) -> None:
+        self.lines = 0
+
+    def _trace(self, frame: FrameType, event: str, _arg: Any) -> Any:
+        if not frame.f_code.co_filename.startswith(SOURCE):
+            return None
+        if event == "line":
+            self.lines += 1
+        return self._trace
+
+    def __enter__(self) -> LineCounter:
+        sys.settrace(self._trace)
+        return self
+
+    def __exit__(self, *_exc: object) -> None:
+        sys.settrace(None)
+
+
+async def _work_of_report(runtime: Runtime, clock: FakeClock, devices: int, first: int) -> int:
+    keys = await _serve(runtime, devices, first)
+    async with unit_of_work(runtime.sessionmaker) as session:
+        node = await create_node(session)
+    peers = tuple(PeerStatus(public_key=k, connected=True, rx_bytes=1, tx_bytes=1) for k in keys)
+    # The first report starts every lease; the steady state (renewing them) is what counts.
+    for seq in (1, 2):
+        report = NodeReport(boot_id="cost", seq=seq, revision=0, peers=peers)
+        async with unit_of_work(runtime.sessionmaker) as session:
+            node = await session.get_one(Node, node.id)
+            clock.advance(5)
+            if seq == 1:
+                blocked = await connection_service.observe_report(session, runtime, node, report)
+                continue
+            with LineCounter() as counter:
+                blocked = await connection_service.observe_report(session, runtime, node, report)
+    # One WireGuard connection per server on these plans: each account's second device waits.
+    assert len(blocked) == devices // DEVICES_PER_ACCOUNT
+    return counter.lines
+
+
+async def test_a_report_costs_in_proportion_to_its_peers(
+    runtime: Runtime, clock: FakeClock
+) -> None:
+    small = await _work_of_report(runtime, clock, 100, 0)
+    middle = await _work_of_report(runtime, clock, 200, 1_000)
+    large = await _work_of_report(runtime, clock, 400, 2_000)
+    assert small > 0
+    per_peer_at_200 = (middle - small) / 100
+    per_peer_at_400 = (large - middle) / 200
+    # Linear: equal (a little noise from dict resizing); quadratic: double.
+    assert per_peer_at_400 <= 1.1 * per_peer_at_200, (small, middle, large)
