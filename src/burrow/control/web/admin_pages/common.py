@@ -51,6 +51,7 @@ PanelAdmin = Annotated[Account, Depends(panel_admin)]
 
 AccountIdPath = Annotated[int, id_path("The account's id.")]
 NodeIdPath = Annotated[int, id_path("The node's id.")]
+DeviceIdPath = Annotated[int, id_path("The device's id.")]
 RefundIdPath = Annotated[int, id_path("The refund request's id.")]
 RequestIdPath = Annotated[int, id_path("The privacy request's id.")]
 
