@@ -15,6 +15,11 @@ STAMP := $(VENV)/.burrow-installed
 # unbound and dnsmasq-base: the node's resolver (the agent runs its own instances; Debian's
 # unbound package also starts a system resolver on 127.0.0.1:53, which they do not touch).
 APT_RUN := wireguard-go wireguard-tools nftables iproute2 ca-certificates unbound dnsmasq-base
+# IKEv2: charon, its vici plugin (swanctl's package), kernel-libipsec (extra), EAP-MSCHAPv2
+# (extauth), openssl (standard) and gcrypt (extra: MD4/DES for MSCHAPv2). The agent runs its
+# own charon with its own /run; Debian's strongswan-starter service is not used.
+APT_RUN += strongswan-charon strongswan-swanctl libcharon-extra-plugins libcharon-extauth-plugins \
+	libstrongswan-standard-plugins libstrongswan-extra-plugins
 # The HTTPS end-to-end test: caddy (deploy/'s proxy; not in APT_RUN, as Debian starts it on
 # port 80 at install), libnss3-tools (certutil: chromium trusts caddy's CA), curl.
 # nsd, dnsutils: the lab's authoritative DNS server and dig, for the DNS tests.

@@ -130,3 +130,50 @@ def test_serve_logging_removes_addresses_from_the_log_file(tmp_path: Path) -> No
     written = log_file.read_text()
     assert "sign-in from [ip removed]" in written
     assert "192.0.2.44" not in written
+
+
+def _with_plan_line(text: str, line: str) -> str:
+    plan = "[plans.personal-monthly]"
+    return text.replace(plan, f"{plan}\n{line}", 1)
+
+
+@pytest.mark.parametrize(
+    ("protocol", "why"),
+    [
+        ("pptp", "PPTP is insecure and burrow does not serve it"),
+        ("l2tp", "L2TP is insecure and burrow does not serve it"),
+        ("sstp", "no burrow node serves SSTP"),
+    ],
+)
+def test_check_refuses_a_promise_of_a_protocol_no_node_serves(
+    tmp_path: Path, protocol: str, why: str
+) -> None:
+    text = (EXAMPLES / "metered.toml").read_text()
+    path = tmp_path / "promises.toml"
+    promise = f"connections_per_server = {{ wireguard = 1, {protocol} = 1 }}"
+    path.write_text(_with_plan_line(text, promise))
+    result = CliRunner().invoke(app, ["policy", "check", str(path)])
+    assert result.exit_code == 1
+    assert _lines(result.stdout) == [
+        f"{path}: plans.personal-monthly.connections_per_server.{protocol}: {why}; a policy "
+        "may promise only the protocols burrow's nodes serve: wireguard, openvpn, ikev2"
+    ]
+
+
+def test_check_accepts_every_served_protocol(tmp_path: Path) -> None:
+    text = (EXAMPLES / "metered.toml").read_text()
+    path = tmp_path / "served.toml"
+    promise = "connections_per_server = { wireguard = 1, openvpn = 3, ikev2 = 1 }"
+    path.write_text(_with_plan_line(text, promise))
+    result = CliRunner().invoke(app, ["policy", "check", str(path)])
+    assert result.exit_code == 0, result.output
+
+
+def test_check_refuses_deterministic_nat_under_a_strict_policy(tmp_path: Path) -> None:
+    text = (EXAMPLES / "strict-no-logs.toml").read_text()
+    path = tmp_path / "traceable.toml"
+    path.write_text(text.replace('nat = "random"', 'nat = "deterministic"'))
+    result = CliRunner().invoke(app, ["policy", "check", str(path)])
+    assert result.exit_code == 1
+    assert 'network.nat = "deterministic" ties every port to one device' in result.output
+    assert 'privacy.mode = "strict" promises that nothing can' in result.output

@@ -41,6 +41,9 @@ PUBLIC = {
     ("POST", "/api/v1/billing/webhooks/coingate"),
     # Verified by PayPal's own verify-webhook-signature API (tests/control/billing/test_paypal).
     ("POST", "/api/v1/billing/webhooks/paypal"),
+    # A support request without an account: the answer goes to the address given, limited
+    # per address (tests/control/support/test_endpoints.py).
+    ("POST", "/api/v1/support/requests/by-email"),
 }
 
 

@@ -18,6 +18,7 @@ from burrow.node.drivers.wireguard import WireGuardNotRunning
 from burrow.node.reconcile import Action, RemovePeer
 from burrow.wire import (
     API_PREFIX,
+    BlockedConnection,
     DeltaState,
     DesiredState,
     FullState,
@@ -67,6 +68,7 @@ class FakeControlPlane:
     last_seq: dict[str, int] = field(default_factory=dict)
     counted: dict[str, list[int]] = field(default_factory=dict)
     blocked: tuple[str, ...] = ()
+    blocked_connections: tuple[BlockedConnection, ...] = ()
     lose_answer: int = 0
     requests: list[str] = field(default_factory=list)
     enrolled_key: str | None = None
@@ -155,7 +157,12 @@ class FakeControlPlane:
                 totals = self.counted.setdefault(status.public_key, [0, 0])
                 totals[0] += status.rx_bytes
                 totals[1] += status.tx_bytes
-            ack = ReportAck(accepted=True, last_seq=report.seq, blocked=self.blocked)
+            ack = ReportAck(
+                accepted=True,
+                last_seq=report.seq,
+                blocked=self.blocked,
+                blocked_connections=self.blocked_connections,
+            )
         if self.lose_answer:
             # The report arrived and counted; the answer is lost on the way back.
             self.lose_answer -= 1

@@ -12,6 +12,7 @@ import pytest
 from burrow.node.client import ControlPlaneUnavailable, NodeApiClient
 from burrow.node.drivers.uapi import WgPeer
 from burrow.node.status import ByteAccounting, StatusReporter, Traffic
+from burrow.wire import BlockedConnection
 
 from .fakes import NODE_TOKEN, FakeControlPlane, random_key
 
@@ -205,7 +206,55 @@ async def test_nothing_about_endpoints_goes_up(rig: Rig) -> None:
         await reporter.report_once()
     assert set(json.loads(bodies[0])["peers"][0]) == {
         "public_key",
+        "protocol",
         "connected",
         "rx_bytes",
         "tx_bytes",
     }
+
+
+@dataclass
+class FakeSession:
+    public_key: str
+    connected: bool
+    rx_bytes: int
+    tx_bytes: int
+
+
+class FakeIkev2:
+    """Another protocol's sessions, as the IKEv2 service gives them."""
+
+    protocol = "ikev2"
+
+    def __init__(self) -> None:
+        self.sessions: list[FakeSession] = []
+        self.cuts: list[list[str]] = []
+
+    async def read_sessions(self) -> list[FakeSession]:
+        return list(self.sessions)
+
+    async def cut(self, keys: Collection[str]) -> None:
+        self.cuts.append(sorted(keys))
+
+
+async def test_other_protocols_report_beside_wireguard_and_get_their_cuts() -> None:
+    cp = FakeControlPlane()
+    source, ikev2 = FakeSource(), FakeIkev2()
+    async with NodeApiClient("http://c", NODE_TOKEN, transport=cp.transport()) as client:
+        reporter = StatusReporter(client, source, clock=lambda: NOW, protocols=[ikev2])
+        source.set(A, 100, 200, handshake=NOW)
+        ikev2.sessions = [FakeSession(A, True, 1000, 3000)]
+        cp.blocked_connections = (BlockedConnection(protocol="ikev2", public_key=A),)
+        await reporter.report_once()
+        ikev2.sessions = [FakeSession(A, True, 1500, 3100)]
+        await reporter.report_once()
+    first, second = cp.reports
+    assert {(p.protocol, p.public_key, p.rx_bytes, p.tx_bytes) for p in first.peers} == {
+        ("wireguard", A, 100, 200),
+        ("ikev2", A, 1000, 3000),
+    }
+    # Deltas per protocol: the IKEv2 counters are never mixed with WireGuard's.
+    assert [
+        (p.protocol, p.rx_bytes, p.tx_bytes) for p in second.peers if p.protocol == "ikev2"
+    ] == [("ikev2", 500, 100)]
+    assert ikev2.cuts == [[A], [A]]

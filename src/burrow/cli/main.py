@@ -150,6 +150,8 @@ def serve(
     console.print(f"burrow serving on http://{host}:{port}  (API docs: /api/docs)")
     if notice := settings.loopback_notice():
         typer.echo(notice)
+    if settings.inbound_smtp:
+        console.print(f"support desk email accepted on {settings.inbound_smtp}", markup=False)
     console.print(
         "No admin yet? Create the first one with: [bold]burrow admin create EMAIL[/]",
         highlight=False,

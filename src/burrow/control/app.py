@@ -15,6 +15,7 @@ from uvicorn.middleware.proxy_headers import ProxyHeadersMiddleware
 
 from burrow import __version__
 from burrow.control import api_docs, problems
+from burrow.control.abuse.endpoints import router as abuse_router
 from burrow.control.accounts.endpoints import router as accounts_router
 from burrow.control.admin.endpoints import router as admin_router
 from burrow.control.billing.endpoints import router as billing_router
@@ -38,6 +39,9 @@ from burrow.control.runtime import Runtime
 from burrow.control.scheduler import Scheduler
 from burrow.control.startup import prepare
 from burrow.control.subscriptions.endpoints import router as subscriptions_router
+from burrow.control.support.endpoints import admin_router as support_admin_router
+from burrow.control.support.endpoints import router as support_router
+from burrow.control.support.inbound import start_inbound, stop_inbound
 from burrow.control.terms.endpoints import router as terms_router
 from burrow.control.web import install as install_web
 from burrow.control.web.errors import is_web, refusal_page
@@ -59,9 +63,13 @@ def create_app(settings: Settings | None = None, *, runtime: Runtime | None = No
         scheduler = Scheduler(rt)
         if settings.scheduler_enabled:
             scheduler.start()
+        # The support desk's email listener, only where BURROW_INBOUND_SMTP asks for it.
+        inbound = await start_inbound(rt) if settings.inbound_smtp else None
         try:
             yield
         finally:
+            if inbound is not None:
+                await stop_inbound(inbound)
             await scheduler.stop()
             if owned:
                 await rt.close()
@@ -87,12 +95,15 @@ def create_app(settings: Settings | None = None, *, runtime: Runtime | None = No
         connections_router,
         nodes_router,
         admin_router,
+        abuse_router,
         node_api_router,
         terms_router,
         billing_router,
         refunds_router,
         privacy_router,
         privacy_admin_router,
+        support_router,
+        support_admin_router,
         metrics_router,
     ):
         app.include_router(router)

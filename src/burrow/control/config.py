@@ -69,6 +69,13 @@ class Settings(BaseSettings):
     smtp_starttls: bool = False
     smtp_from: str = "burrow <no-reply@localhost>"
     email_enabled: bool = Field(True, description="Off: verification links go to the log only.")
+    inbound_smtp: str | None = Field(
+        None,
+        description="host:port where `burrow serve` listens for email to the support desk "
+        "(replies to its notifications and new requests); unset, no listener. It accepts mail "
+        "for the support address only and relays nothing.",
+        pattern=r"^[^:\s]+:\d{1,5}$|^\[[0-9A-Fa-f:.]+\]:\d{1,5}$",
+    )
 
     # Sessions.
     session_ttl_hours: int = Field(24 * 14, ge=1, description="A session's longest life.")

@@ -16,7 +16,7 @@ class Mailer:
     def __init__(self, settings: Settings) -> None:
         self._settings = settings
 
-    async def send(self, to: str, subject: str, body: str) -> None:
+    async def send(self, to: str, subject: str, body: str, *, reply_to: str | None = None) -> None:
         settings = self._settings
         if not settings.email_enabled:
             log.info("email disabled; a message titled %r was not sent", subject)
@@ -35,6 +35,8 @@ class Mailer:
         message["From"] = settings.smtp_from
         message["To"] = to
         message["Subject"] = subject
+        if reply_to:
+            message["Reply-To"] = reply_to
         message.set_content(body)
         try:
             await aiosmtplib.send(

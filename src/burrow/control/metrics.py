@@ -2,10 +2,10 @@
 
 Every value is a count (or an age) over the whole service, read from the database at scrape
 time in one unit of work: refund requests open and overdue, stored webhook events waiting or
-failing, privacy requests waiting and overdue, subscriptions and nodes by status, the age of
-each node's last report, and how many devices the nodes serve. Nothing here carries a
-customer's id, email, address or usage as a label; nodes are named, they belong to the
-operator.
+failing, privacy requests waiting and overdue, support requests by state and overdue,
+subscriptions and nodes by status, the age of each node's last report, and how many devices
+the nodes serve. Nothing here carries a customer's id, email, address or usage as a label;
+nodes are named, they belong to the operator.
 
 The endpoint exists only when ``BURROW_METRICS_TOKEN`` is set, and then answers only callers
 that send it as a bearer token. It is left out of the OpenAPI document: it is for the
@@ -42,11 +42,13 @@ from burrow.control.models import (
     ServedPeer,
     Subscription,
     SubscriptionStatus,
+    SupportStatus,
     WebhookEvent,
     utcnow,
 )
 from burrow.control.nodes.service import node as node_service
 from burrow.control.runtime import Runtime
+from burrow.control.support.service import support as support_service
 
 METRICS_PATH = "/metrics"
 
@@ -82,6 +84,9 @@ class Readings:
     nodes: tuple[NodeReading, ...]
     devices_served: int
     read_at: datetime = field(default_factory=utcnow)
+    # The support desk: requests by state, and those waiting for support past their deadline.
+    support_requests: Mapping[str, int] = field(default_factory=dict)
+    support_overdue: int = 0
 
 
 class MetricsRepository:
@@ -172,7 +177,10 @@ async def read(session: AsyncSession, runtime: Runtime, now: datetime | None = N
                 health.dropped_bytes or 0,
             )
         )
+    support = await support_service.summary(session)
     return Readings(
+        support_requests={str(k): v for k, v in support.by_status.items()},
+        support_overdue=support.overdue,
         refunds_open=await repository.refunds_by_status(),
         refunds_overdue=overdue,
         refunds_oldest_overdue_seconds=(
@@ -296,6 +304,18 @@ class BurrowCollector:
             "burrow_nodes_never_reported",
             "Nodes not retired with no report since the control plane started.",
             value=silent,
+        )
+        yield _by_label(
+            "burrow_support_requests",
+            "Support requests by state.",
+            "status",
+            r.support_requests,
+            _names(SupportStatus),
+        )
+        yield GaugeMetricFamily(
+            "burrow_support_requests_overdue",
+            "Support requests waiting for support past their topic's deadline.",
+            value=r.support_overdue,
         )
         yield GaugeMetricFamily(
             "burrow_devices_served",

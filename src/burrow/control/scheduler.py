@@ -19,6 +19,7 @@ from burrow.control.billing.tasks import (
 )
 from burrow.control.connections.tasks import end_lapsed_leases, purge_connection_records
 from burrow.control.desired_state.tasks import prune_change_log
+from burrow.control.devices.tasks import purge_address_history
 from burrow.control.nodes.tasks import void_expired_enrollments
 from burrow.control.privacy.tasks import clear_old_login_ips, purge_expired_invoices
 from burrow.control.refunds.tasks import execute_approved_refunds, recheck_queued_refunds
@@ -37,6 +38,7 @@ JOBS: tuple[tuple[str, Job], ...] = (
     ("void expired enrollment tokens", void_expired_enrollments),
     ("end lapsed connection leases", end_lapsed_leases),
     ("purge connection records past their retention", purge_connection_records),
+    ("purge the tunnel address history past its retention", purge_address_history),
     ("delete usage counters past their refund window", expire_usage_counters),
     ("handle stored webhook events", process_webhook_events),
     ("reduce handled webhook events past their retention", reduce_handled_webhook_events),

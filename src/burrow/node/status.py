@@ -27,13 +27,13 @@ import asyncio
 import logging
 import secrets
 import time
-from collections.abc import Callable, Collection, Iterable
+from collections.abc import Callable, Collection, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
 from burrow.node.client import NodeApiClient, NodeApiError, NodeTokenRejected
 from burrow.node.drivers.uapi import WgPeer
-from burrow.wire import NodeReport, PeerStatus, ReportAck
+from burrow.wire import WIREGUARD, NodeReport, PeerStatus, ReportAck
 
 log = logging.getLogger(__name__)
 
@@ -52,6 +52,39 @@ class PeerSource(Protocol):
     async def read_peers(self) -> list[WgPeer]: ...
 
     async def set_blocked_keys(self, keys: Collection[str]) -> None: ...
+
+
+class Counters(Protocol):
+    """Cumulative byte counters of one device (a WireGuard peer, or another protocol's session)."""
+
+    @property
+    def public_key(self) -> str: ...
+
+    @property
+    def rx_bytes(self) -> int: ...
+
+    @property
+    def tx_bytes(self) -> int: ...
+
+
+class SessionCounters(Counters, Protocol):
+    @property
+    def connected(self) -> bool: ...
+
+
+class ProtocolSource(Protocol):
+    """Another protocol's connections on this node (IKEv2, OpenVPN), reported beside WireGuard.
+
+    ``read_sessions`` gives each device's cumulative counters; ``cut`` receives the devices the
+    control plane's answer lists for this protocol (``blocked_connections``).
+    """
+
+    @property
+    def protocol(self) -> str: ...
+
+    async def read_sessions(self) -> Sequence[SessionCounters]: ...
+
+    async def cut(self, keys: Collection[str]) -> None: ...
 
 
 @dataclass
@@ -77,7 +110,7 @@ class ByteAccounting:
         """The interface restarted: its next counters start from zero."""
         self._last.clear()
 
-    def deltas(self, peers: Iterable[WgPeer]) -> dict[str, Traffic]:
+    def deltas(self, peers: Iterable[Counters]) -> dict[str, Traffic]:
         """Bytes each peer moved since the previous call (a new peer: since zero)."""
         last = self._last
         current: dict[str, tuple[int, int]] = {}
@@ -96,6 +129,16 @@ class ByteAccounting:
         return out
 
 
+def _tagged(protocol: str, key: str) -> str:
+    # Keys of other protocols' sessions carry their protocol; base64 has no space.
+    return f"{protocol} {key}"
+
+
+def _untagged(key: str) -> tuple[str, str]:
+    protocol, sep, rest = key.partition(" ")
+    return (protocol, rest) if sep else (WIREGUARD, key)
+
+
 def _merge(into: dict[str, Traffic], more: dict[str, Traffic]) -> None:
     for key, traffic in more.items():
         into.setdefault(key, Traffic()).add(traffic)
@@ -111,9 +154,12 @@ class StatusReporter:
         idle_threshold_seconds: float = 180.0,
         clock: Callable[[], float] = time.time,
         boot_id: str | None = None,
+        protocols: Sequence[ProtocolSource] = (),
     ) -> None:
         self._client = client
         self._source = source
+        self._protocols = tuple(protocols)
+        self._protocol_accounting = {p.protocol: ByteAccounting() for p in self._protocols}
         self.interval = interval_seconds
         self.idle_threshold = idle_threshold_seconds
         self._clock = clock
@@ -164,6 +210,24 @@ class StatusReporter:
             connected[peer.public_key] = (
                 handshake is not None and now - handshake < self.idle_threshold
             )
+        connected.update(await self._read_protocols())
+        return connected
+
+    async def _read_protocols(self) -> dict[str, bool]:
+        """Other protocols' sessions, booked under ``protocol/key`` so they never mix."""
+        connected: dict[str, bool] = {}
+        for source in self._protocols:
+            try:
+                sessions = await source.read_sessions()
+            except Exception as exc:
+                log.info("could not read %s sessions (%s)", source.protocol, type(exc).__name__)
+                continue
+            accounting = self._protocol_accounting[source.protocol]
+            deltas = accounting.deltas(sessions)
+            _merge(self._pending, {_tagged(source.protocol, k): t for k, t in deltas.items()})
+            for session in sessions:
+                if session.connected:
+                    connected[_tagged(source.protocol, session.public_key)] = True
         return connected
 
     def _build(
@@ -171,17 +235,21 @@ class StatusReporter:
     ) -> NodeReport:
         keys = [key for key, up in connected.items() if up]
         keys += [key for key in traffic if not connected.get(key, False)]
-        peers = tuple(
-            PeerStatus(
-                public_key=key,
-                connected=connected.get(key, False),
-                rx_bytes=traffic[key].rx if key in traffic else 0,
-                tx_bytes=traffic[key].tx if key in traffic else 0,
-            )
-            for key in keys
-        )
+        peers = tuple(self._status(key, traffic, connected) for key in keys)
         return NodeReport(
             boot_id=self.boot_id, seq=seq, revision=self._source.applied_revision, peers=peers
+        )
+
+    @staticmethod
+    def _status(key: str, traffic: dict[str, Traffic], connected: dict[str, bool]) -> PeerStatus:
+        protocol, public_key = _untagged(key)
+        counts = traffic.get(key, Traffic())
+        return PeerStatus(
+            public_key=public_key,
+            protocol=protocol,
+            connected=connected.get(key, False),
+            rx_bytes=counts.rx,
+            tx_bytes=counts.tx,
         )
 
     async def report_once(self) -> ReportAck:
@@ -209,6 +277,12 @@ class StatusReporter:
         self._inflight = {}
         self.last_ack = ack
         await self._source.set_blocked_keys(ack.blocked)
+        for source in self._protocols:
+            keys = [c.public_key for c in ack.blocked_connections if c.protocol == source.protocol]
+            try:
+                await source.cut(keys)
+            except Exception as exc:
+                log.warning("could not cut %s connections (%s)", source.protocol, exc)
         return ack
 
     async def _send(

@@ -3,7 +3,12 @@
 Pydantic models only; this package imports nothing else of burrow.
 """
 
-from burrow.wire.credentials import check_openvpn_secret, openvpn_verifier
+from burrow.wire.credentials import (
+    check_openvpn_secret,
+    ikev2_nt_hash,
+    ikev2_verifier,
+    openvpn_verifier,
+)
 from burrow.wire.models import (
     API_PREFIX,
     CREDENTIAL_PROTOCOLS,
@@ -18,6 +23,7 @@ from burrow.wire.models import (
     FairUseSpec,
     FilterListSpec,
     FullState,
+    NatSpec,
     NetworkSpec,
     NodeReport,
     PeerSpec,
@@ -43,6 +49,7 @@ __all__ = [
     "FairUseSpec",
     "FilterListSpec",
     "FullState",
+    "NatSpec",
     "NetworkSpec",
     "NodeReport",
     "PeerSpec",
@@ -52,6 +59,8 @@ __all__ = [
     "ResolverSpec",
     "StateUpdate",
     "check_openvpn_secret",
+    "ikev2_nt_hash",
+    "ikev2_verifier",
     "is_valid_wg_key",
     "openvpn_verifier",
 ]

@@ -12,7 +12,7 @@ import binascii
 import ipaddress
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 API_PREFIX = "/node-api/v1"
 
@@ -169,6 +169,30 @@ class DnsSpec(_Wire):
         return tuple(str(ipaddress.ip_address(v)) for v in value)
 
 
+class NatSpec(_Wire):
+    """How the node translates tunnel addresses to its egress address (the policy's ``nat``).
+
+    ``random``: a random source port per connection, so nothing ties a port to a device.
+    ``deterministic`` (RFC 7422): each tunnel address gets its own fixed block of ports,
+    worked out by ``burrow.wire.nat``; devices beyond the blocks' count are refused.
+    """
+
+    mode: Literal["random", "deterministic"]
+    ports_per_device: int = Field(1000, ge=16, le=64512)
+    devices_per_egress_ip: int = Field(64, ge=1, le=4032)
+    first_port: int = Field(1024, ge=1024, le=65535)
+
+    @model_validator(mode="after")
+    def _fits(self) -> NatSpec:
+        last = self.first_port + self.ports_per_device * self.devices_per_egress_ip - 1
+        if self.mode == "deterministic" and last > 65535:
+            raise ValueError(
+                f"{self.devices_per_egress_ip} blocks of {self.ports_per_device} ports from "
+                f"{self.first_port} end at {last}, past port 65535"
+            )
+        return self
+
+
 class NetworkSpec(_Wire):
     """How the node sets up its interface and firewall."""
 
@@ -188,6 +212,11 @@ class NetworkSpec(_Wire):
     )
     dns: DnsSpec | None = Field(
         None, description="The node's resolver; null (older control planes): none is run."
+    )
+    nat: NatSpec | None = Field(
+        None,
+        description="How tunnel addresses are translated; null (older control planes): the "
+        "kernel's default source NAT.",
     )
 
 

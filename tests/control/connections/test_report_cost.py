@@ -129,7 +129,7 @@ async def _work_of_report(runtime: Runtime, clock: FakeClock, devices: int, firs
             with LineCounter() as counter:
                 blocked = await connection_service.observe_report(session, runtime, node, report)
     # One WireGuard connection per server on these plans: each account's second device waits.
-    assert len(blocked) == devices // DEVICES_PER_ACCOUNT
+    assert len(blocked.keys) == devices // DEVICES_PER_ACCOUNT
     return counter.lines
 
 

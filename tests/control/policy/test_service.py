@@ -124,6 +124,45 @@ body = "Be nice."
 }
 
 BROKEN: dict[str, tuple[str, list[str]]] = {
+    "deterministic NAT under strict mode": (
+        BASE + '[network]\nnat = "deterministic"\n',
+        [
+            'network.nat = "deterministic" ties every port to one device, which '
+            "(with the history of tunnel addresses it needs) traces traffic to an account, but "
+            'privacy.mode = "strict" promises that nothing can'
+        ],
+    ),
+    "deterministic NAT without a history retention": (
+        METERED + '[network]\nnat = "deterministic"\n',
+        [
+            "privacy.address_history_retention_days "
+            'is missing, but network.nat = "deterministic" keeps the history of which device '
+            "held which tunnel address and must say for how many days"
+        ],
+    ),
+    "a history retention with random NAT": (
+        edit(
+            METERED,
+            ("retention_days = 30", "retention_days = 30\naddress_history_retention_days = 9"),
+        ),
+        [
+            "privacy.address_history_retention_days "
+            'is set, but network.nat = "random" keeps no history of tunnel addresses'
+        ],
+    ),
+    "port blocks past the last port": (
+        edit(
+            METERED,
+            ("retention_days = 30", "retention_days = 30\naddress_history_retention_days = 9"),
+        )
+        + '[network]\nnat = "deterministic"\nnat_ports_per_device = 2000\n'
+        "nat_devices_per_egress_ip = 33\n",
+        [
+            "network.nat_devices_per_egress_ip (33) blocks of "
+            "network.nat_ports_per_device (2000) ports need 66000 ports, but an egress address "
+            "has 64512 from port 1024 on"
+        ],
+    ),
     "strict mode with a connection-record retention": (
         edit(BASE, ('mode = "strict"', 'mode = "strict"\nconnection_record_retention_days = 30')),
         [
@@ -255,7 +294,8 @@ BROKEN: dict[str, tuple[str, list[str]]] = {
             "privacy.retention: is not a known setting (known: mode, "
             "connection_record_retention_days, first_order_usage_counters, store_last_login_ip, "
             "last_login_ip_retention_days, client_ips_in_logs, "
-            "request_response_days, invoice_retention_years, provider_event_retention_days)",
+            "request_response_days, invoice_retention_years, provider_event_retention_days, "
+            "address_history_retention_days)",
             'plans.basic.currency: must be a three-letter ISO 4217 code such as "USD" '
             '(found "eur")',
             "plans.basic.period_months: must be at least 1 (found 0)",
@@ -263,7 +303,7 @@ BROKEN: dict[str, tuple[str, list[str]]] = {
             "protocol; the protocols are: wireguard, openvpn, ikev2, l2tp, pptp, sstp, softether",
             "network.blocked_egress_tcp_ports.1: must be at most 65535 (found 70000)",
             "colour: is not a known section (known: provider, privacy, plans, trial, network, "
-            "refunds, payment_methods, fair_use, dns, affiliates, age, terms)",
+            "refunds, payment_methods, fair_use, dns, affiliates, age, terms, support)",
         ],
     ),
     "a broken plan does not hide another plan's contradiction": (

@@ -11,6 +11,7 @@ import pytest
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from burrow.control.accounts.service import account as account_service
+from burrow.control.audit.service import CliOperator
 from burrow.control.db import unit_of_work
 from burrow.control.desired_state.service import desired_state as desired_state_service
 from burrow.control.models import (
@@ -28,6 +29,8 @@ from burrow.control.models import (
     RefundRequest,
     RefundRuleOutcome,
     RefundStatus,
+    SupportTopic,
+    SupportVia,
     TrialClaim,
     UsageCounter,
     WebhookEvent,
@@ -36,6 +39,7 @@ from burrow.control.models import (
 from burrow.control.privacy.service import privacy as privacy_service
 from burrow.control.runtime import Runtime
 from burrow.control.security import keyed_digest
+from burrow.control.support.service import support as support_service
 from burrow.control.terms.service import terms as terms_service
 from tests.support import factories
 
@@ -164,6 +168,31 @@ async def populate(session: AsyncSession, runtime: Runtime, account: Account) ->
     # Getting back in: recovery codes and a password-reset link (rows of their own tables).
     await account_service.new_recovery_codes(session, account)
     await account_service.operator_reset_link(session, runtime, account)
+    # A support conversation signed in, answered by support, and one opened signed out
+    # from the same address.
+    opened = await support_service.open(
+        session,
+        runtime,
+        account=account,
+        email=None,
+        topic=SupportTopic.billing,
+        subject="Invoice",
+        body=f"Please send the invoice to {account.email}.",
+        via=SupportVia.web,
+    )
+    await support_service.answer(
+        session, runtime, CliOperator("root"), opened.request.id, "Sent.", via=SupportVia.web
+    )
+    await support_service.open(
+        session,
+        runtime,
+        account=None,
+        email=account.email,
+        topic=SupportTopic.other,
+        subject="Before signing in",
+        body="Written signed out.",
+        via=SupportVia.web,
+    )
     account.last_login_ip, account.last_login_ip_at = "203.0.113.7", now
     await session.flush()
     return Customer(account, token, account.email, devices, order, payment, refund)

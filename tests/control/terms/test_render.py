@@ -69,8 +69,7 @@ def test_the_terms_say_what_is_kept_after_erasure_and_for_how_long(
 def test_plan_limits_and_prices_are_a_table(strict: Policy, metered: Policy) -> None:
     text = render(strict).markdown
     assert (
-        "| Business, 1 month | business | 9.99 USD | 1 month | 1 | 1 | "
-        "WireGuard, IKEv2, L2TP and PPTP: 1 |"
+        "| Business, 1 month | business | 9.99 USD | 1 month | 1 | 1 | WireGuard and IKEv2: 1 |"
     ) in text
     assert (
         "| Personal, 12 months | personal | 49.99 USD | 12 months | unlimited | unlimited |" in text
@@ -200,3 +199,14 @@ def test_the_dns_section_promises_no_query_records_and_names_the_filters(strict:
     example = render(strict).markdown.split("## DNS", 1)[1].split("\n## ", 1)[0]
     assert "- Ads: advertising networks" in example
     assert "As a bonus service" in example
+
+
+def test_the_terms_name_only_the_protocols_the_fleet_serves(
+    strict: Policy, metered: Policy
+) -> None:
+    for policy in (strict, metered):
+        text = render(policy).markdown
+        assert "You can connect with WireGuard, OpenVPN or IKEv2." in text
+        assert "PPTP and L2TP are not offered: they are no longer secure." in text
+        assert "SSTP" not in text
+        assert "SoftEther" not in text

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import ipaddress
 import sys
 
@@ -18,7 +19,7 @@ from burrow.node.drivers.nftables import (
     run_nft,
     tunnel_host,
 )
-from burrow.wire import DnsSpec, NetworkSpec, ResolverSpec
+from burrow.wire import DnsSpec, NatSpec, NetworkSpec, ResolverSpec
 
 from ..netns import Lab, Namespace, needs
 
@@ -445,3 +446,185 @@ async def test_a_tunnel_reaches_only_dns_on_the_node(lab: Lab) -> None:
     for port in (8080, 22):
         assert probe("10.64.0.1", port).startswith("failed")
         assert probe("fd42:b0::1", port).startswith("failed")
+
+
+@needs("nft")
+async def test_other_tunnels_get_the_same_rules_as_wireguards(lab: Lab) -> None:
+    ns = lab.namespace()
+    config = FirewallConfig(
+        wg_interface="bwg0",
+        egress_interface="eth0",
+        tunnel_ipv4="10.64.0.0/10",
+        tunnel_ipv6="fd42:b0::/48",
+        service_addresses=("10.64.0.1",),
+        other_tunnels=("ipsec0",),
+    )
+    lines = rules(render_ruleset(config))
+    both = '{ "bwg0", "ipsec0" }'
+    assert f"iifname {both} tcp dport {{ 25 }} counter drop" in lines
+    assert f"iifname {both} accept" in lines
+    assert f"oifname {both} ct state established,related accept" in lines
+    assert f"iifname {both} counter drop" in lines
+    firewall = NftablesFirewall(config, netns=ns.name)
+    await firewall.apply()
+    listed = " ".join(await nft_table(ns))
+    assert 'iifname { "bwg0", "ipsec0" } tcp dport 25' in listed
+    with pytest.raises(ValueError, match="interface"):
+        dataclasses.replace(config, other_tunnels=("bad name",))
+
+
+# --- deterministic and random NAT (RFC 7422) -----------------------------------------------
+
+BLOCKS = NatSpec(mode="deterministic", ports_per_device=100, devices_per_egress_ip=4)
+
+
+def nat_config(nat: NatSpec | None, **changes: object) -> FirewallConfig:
+    fields: dict[str, object] = {
+        "wg_interface": "bwg0",
+        "egress_interface": "eth0",
+        "tunnel_ipv4": "10.64.0.0/10",
+        "tunnel_ipv6": "fd42:b0::/48",
+        "egress_ipv4": "192.0.2.10",
+        "egress_ipv6": "2001:db8::10",
+        "nat": nat,
+    }
+    return FirewallConfig(**{**fields, **changes})  # type: ignore[arg-type]
+
+
+def test_deterministic_nat_gives_each_tunnel_address_its_own_block() -> None:
+    lines = rules(render_ruleset(nat_config(BLOCKS)))
+    assert (
+        'oifname "eth0" ip saddr 10.64.0.2-10.64.0.5 meta l4proto { tcp, udp } snat ip to ip '
+        "saddr map { 10.64.0.2 : 192.0.2.10 . 1024-1123, 10.64.0.3 : 192.0.2.10 . 1124-1223, "
+        "10.64.0.4 : 192.0.2.10 . 1224-1323, 10.64.0.5 : 192.0.2.10 . 1324-1423 }"
+    ) in lines
+    assert (
+        'oifname "eth0" ip6 saddr fd42:b0::3 meta l4proto { tcp, udp } '
+        "snat ip6 to [2001:db8::10]:1124-1223"
+    ) in lines
+    # Beyond the blocks nobody leaves; the drop comes before the tunnel is accepted.
+    drop = (
+        'iifname "bwg0" oifname "eth0" ip saddr 10.64.0.0/10 '
+        "ip saddr != 10.64.0.2-10.64.0.5 counter drop"
+    )
+    assert lines.index(drop) < lines.index('iifname "bwg0" accept')
+
+
+@needs("nft")
+async def test_deterministic_nat_loads_into_nft_for_both_families(lab: Lab) -> None:
+    ns = lab.namespace()
+    for config in (nat_config(BLOCKS), nat_config(BLOCKS, egress_ipv4=None, egress_ipv6=None)):
+        await NftablesFirewall(config, netns=ns.name).apply()
+        listed = await nft_table(ns)
+        assert any("fd42:b0::5" in line for line in listed)
+
+
+def test_deterministic_nat_without_an_egress_address_masquerades_per_block() -> None:
+    lines = rules(render_ruleset(nat_config(BLOCKS, egress_ipv4=None)))
+    assert (
+        'oifname "eth0" ip saddr 10.64.0.3 meta l4proto { tcp, udp } masquerade to :1124-1223'
+        in lines
+    )
+
+
+def test_random_nat_picks_a_fresh_port_per_connection() -> None:
+    lines = rules(render_ruleset(nat_config(NatSpec(mode="random"))))
+    assert 'oifname "eth0" ip saddr 10.64.0.0/10 snat ip to 192.0.2.10 fully-random' in lines
+    assert not any(" map " in line for line in lines)
+
+
+def test_the_blocks_come_from_the_network_spec() -> None:
+    network = NetworkSpec(
+        tunnel_ipv4="10.64.0.0/10",
+        tunnel_ipv6="fd42:b0::/48",
+        gateway_ipv4="10.64.0.1",
+        gateway_ipv6="fd42:b0::1",
+        nat=BLOCKS,
+    )
+    config = FirewallConfig.from_network(network, wg_interface="bwg0", egress_interface="eth0")
+    assert config.nat == BLOCKS
+
+
+def test_blocks_that_overrun_the_port_range_are_refused() -> None:
+    with pytest.raises(ValueError, match="past port 65535"):
+        NatSpec(mode="deterministic", ports_per_device=1000, devices_per_egress_ip=65)
+
+
+ECHO_PORT_SOURCE = """
+import socket, threading
+s = socket.socket(socket.AF_INET)
+s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+s.bind(("0.0.0.0", 8080)); s.listen(64)
+print("ready", flush=True)
+while True:
+    c, addr = s.accept()
+    c.sendall(f"{addr[0]} {addr[1]}".encode()); c.close()
+"""
+
+# Opens N connections from one source address; prints what the far host saw, one a line.
+CONNECT_MANY = """
+import socket, sys
+source, host, count = sys.argv[1], sys.argv[2], int(sys.argv[3])
+for _ in range(count):
+    try:
+        s = socket.create_connection((host, 8080), 3, source_address=(source, 0))
+        print(s.recv(100).decode()); s.close()
+    except OSError as exc:
+        print("failed", type(exc).__name__)
+"""
+
+
+@needs("nft", "sysctl")
+async def test_real_connections_leave_from_their_own_block_or_from_random_ports(lab: Lab) -> None:
+    client, node, far = lab.namespace(), lab.namespace(), lab.namespace()
+    inside, tunnel = lab.link(client, node, ["10.64.0.2/10"], ["10.64.0.1/10"])
+    for extra in ("10.64.0.3/10", "10.64.0.9/10"):
+        client.ip("addr", "add", extra, "dev", inside)
+    egress, _far = lab.link(node, far, ["192.0.2.1/24"], ["192.0.2.2/24"])
+    client.ip("route", "add", "default", "via", "10.64.0.1")
+    await ensure_forwarding(netns=node.name)
+    config = nat_config(
+        BLOCKS,
+        wg_interface=tunnel,
+        egress_interface=egress,
+        egress_ipv4="192.0.2.1",
+        egress_ipv6=None,
+    )
+    firewall = NftablesFirewall(config, netns=node.name)
+    await firewall.apply()
+    server = far.spawn(sys.executable, "-c", ECHO_PORT_SOURCE)
+    assert server.stdout is not None
+    assert server.stdout.readline().strip() == "ready"
+
+    def seen(source: str, count: int) -> list[tuple[str, int]]:
+        out = client.run(sys.executable, "-c", CONNECT_MANY, source, "192.0.2.2", str(count))
+        found = []
+        for line in out.stdout.split("\n"):
+            if line.strip():
+                address, port = line.split()
+                found.append((address, int(port)) if address != "failed" else (address, -1))
+        return found
+
+    first = seen("10.64.0.2", 12)
+    assert len(first) == 12
+    assert all(a == "192.0.2.1" and 1024 <= p <= 1123 for a, p in first), first
+    second = seen("10.64.0.3", 12)
+    assert len(second) == 12
+    assert all(a == "192.0.2.1" and 1124 <= p <= 1223 for a, p in second), second
+    # 10.64.0.9 is past the four blocks: the node refuses its traffic.
+    assert seen("10.64.0.9", 1) == [("failed", -1)]
+
+    await firewall.apply(
+        nat_config(
+            NatSpec(mode="random"),
+            wg_interface=tunnel,
+            egress_interface=egress,
+            egress_ipv4="192.0.2.1",
+            egress_ipv6=None,
+        )
+    )
+    ports = [p for _a, p in seen("10.64.0.2", 12)]
+    assert len(ports) == 12
+    assert all(p > 0 for p in ports)
+    # Twelve random ports from 64,000 never all land in one 100-port block.
+    assert len({(p - 1024) // 100 for p in ports}) > 1, ports

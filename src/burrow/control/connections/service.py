@@ -92,6 +92,14 @@ def _store(runtime: Runtime) -> LiveStore:
     return runtime.live
 
 
+@dataclass(frozen=True, slots=True)
+class Blocked:
+    """What a report's answer tells the node: WireGuard keys to block, other sessions to cut."""
+
+    keys: tuple[str, ...]
+    connections: tuple[BlockedConnection, ...]
+
+
 @dataclass(frozen=True)
 class DeviceStatus:
     state: ConnectionState
@@ -118,8 +126,8 @@ class ConnectionService:
 
     async def observe_report(
         self, session: AsyncSession, runtime: Runtime, node: Node, report: NodeReport
-    ) -> tuple[str, ...]:
-        """Renew, start and end this node's leases, apply the limits; the keys to block.
+    ) -> Blocked:
+        """Renew, start and end this node's leases, apply the limits; what to block or cut.
 
         One query maps the connected keys to devices, accounts and plans; then each account
         the report concerns gets one atomic update of its leases.
@@ -158,6 +166,7 @@ class ConnectionService:
         writes: list[RecordWrite] = []
         held: dict[int, set[str]] = {}
         blocked: list[str] = []
+        cut: list[BlockedConnection] = []
         limits: dict[tuple[str | None, int | None], Limits] = {}
         counters = usage_service.counters_on(runtime)
         # Each account once, and each of its leases a bounded number of times: the report
@@ -188,12 +197,17 @@ class ConnectionService:
             for lease in state.leases.values() if state else ():
                 if lease.node.id == node.id:
                     mine.add(lease.public_key)
-                    if not lease.admitted and lease.expires > at.now:
+                    if lease.admitted or lease.expires <= at.now:
+                        continue
+                    if lease.protocol == WIREGUARD:
                         blocked.append(lease.public_key)
+                    else:
+                        cut.append(_cut(lease))
         await store.update(NODE_INDEX, str(node.id), _reindex(held), ttl=STATE_BACKSTOP_SECONDS)
         await self._write_records(session, runtime, writes)
-        # The same answer ``blocked_on`` reads back, taken from the states just written.
-        return tuple(sorted(blocked))
+        # The same answers ``blocked_on`` and ``blocked_connections_on`` read back, taken from
+        # the states just written.
+        return Blocked(tuple(sorted(blocked)), _sorted_cuts(cut))
 
     @staticmethod
     def _plan_limits(runtime: Runtime, owner: PeerOwner) -> Limits:
@@ -298,14 +312,8 @@ class ConnectionService:
         for account_id in sorted(set(index.keys.values())):
             for _lid, lease in await self._live(runtime, account_id):
                 if lease.node.id == node_id and not lease.admitted and lease.protocol != WIREGUARD:
-                    blocked.append(
-                        BlockedConnection(
-                            protocol=lease.protocol,
-                            public_key=lease.public_key,
-                            reason=(lease.reason or "")[:300],
-                        )
-                    )
-        return tuple(sorted(blocked, key=lambda b: (b.protocol, b.public_key)))
+                    blocked.append(_cut(lease))
+        return _sorted_cuts(blocked)
 
     # --- what the customer sees --------------------------------------------------------------
 
@@ -447,6 +455,16 @@ class ConnectionService:
 # --- the pure steps, bound to their inputs for ``LiveStore.update`` ---------------------------
 
 ReportResult = tuple[AccountLeases | None, list[RecordWrite]]
+
+
+def _cut(lease: Lease) -> BlockedConnection:
+    return BlockedConnection(
+        protocol=lease.protocol, public_key=lease.public_key, reason=(lease.reason or "")[:300]
+    )
+
+
+def _sorted_cuts(cuts: list[BlockedConnection]) -> tuple[BlockedConnection, ...]:
+    return tuple(sorted(cuts, key=lambda b: (b.protocol, b.public_key)))
 
 
 def _open_bytes(state: AccountLeases | None) -> dict[str, OpenBytes]:

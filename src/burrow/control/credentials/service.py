@@ -34,10 +34,13 @@ from burrow.control.errors import Conflict, InvalidInput, NotFound
 from burrow.control.models import Account, DeviceCredential
 from burrow.control.policy.schemas import PROTOCOL_NAMES
 from burrow.control.runtime import Runtime
-from burrow.wire import openvpn_verifier
+from burrow.wire import ikev2_verifier, openvpn_verifier
 
-# Protocol -> how its verifier is made from the secret. IKEv2 adds the NT hash.
-VERIFIERS: dict[str, Callable[[str], str]] = {"openvpn": openvpn_verifier}
+# Protocol -> how its verifier is made from the secret (IKEv2: the NT hash EAP-MSCHAPv2 needs).
+VERIFIERS: dict[str, Callable[[str], str]] = {
+    "openvpn": openvpn_verifier,
+    "ikev2": ikev2_verifier,
+}
 
 
 class UnknownProtocol(InvalidInput):

@@ -30,6 +30,7 @@ from burrow.control.desired_state.schemas import Change, PeerAccess, PeerAddress
 from burrow.control.errors import NotFound
 from burrow.control.models import Node, PeerChangeOp, utcnow
 from burrow.control.policy.dns import filter_lists, resolver_addresses
+from burrow.control.policy.schemas import NAT_FIRST_PORT
 from burrow.control.runtime import Runtime
 from burrow.wire import (
     CredentialSpec,
@@ -39,6 +40,7 @@ from burrow.wire import (
     FairUseSpec,
     FilterListSpec,
     FullState,
+    NatSpec,
     NetworkSpec,
     PeerSpec,
     ProtocolLimit,
@@ -204,6 +206,12 @@ class DesiredStateService:
             isolate_clients=rules.isolate_clients,
             fair_use=fair_use,
             dns=self.dns(runtime),
+            nat=NatSpec(
+                mode=rules.nat,
+                ports_per_device=rules.nat_ports_per_device,
+                devices_per_egress_ip=rules.nat_devices_per_egress_ip,
+                first_port=NAT_FIRST_PORT,
+            ),
         )
 
     def dns(self, runtime: Runtime) -> DnsSpec:

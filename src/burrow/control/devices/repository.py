@@ -9,14 +9,15 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from datetime import datetime
+from typing import Any
 
-from sqlalchemy import Select, exists, func, select
+from sqlalchemy import CursorResult, Select, delete, exists, func, or_, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import aliased
 
 from burrow.control.db import lock_row, locked
-from burrow.control.models import Account, Device, Node, NodeStatus
+from burrow.control.models import Account, AddressHolding, Device, Node, NodeStatus
 
 
 class DeviceRepository:
@@ -109,6 +110,62 @@ class DeviceRepository:
 
     async def flush(self) -> None:
         await self.session.flush()
+
+    # --- the history of tunnel addresses (deterministic NAT only) ----------------------------
+
+    async def open_holding(self, device: Device, at: datetime) -> None:
+        self.session.add(
+            AddressHolding(
+                account_id=device.account_id,
+                device_id=device.id,
+                device_name=device.name,
+                ipv4=device.ipv4,
+                ipv6=device.ipv6,
+                held_from=at,
+            )
+        )
+        await self.session.flush()
+
+    async def close_holdings(self, device_id: int, at: datetime) -> None:
+        await self.session.execute(
+            update(AddressHolding)
+            .where(AddressHolding.device_id == device_id, AddressHolding.held_until.is_(None))
+            .values(held_until=at)
+        )
+
+    async def holdings_during(
+        self, ipv4: str, start: datetime, end: datetime
+    ) -> Sequence[AddressHolding]:
+        """Who held ``ipv4`` at some moment from ``start`` up to (not including) ``end``."""
+        query = (
+            select(AddressHolding)
+            .where(
+                AddressHolding.ipv4 == ipv4,
+                AddressHolding.held_from < end,
+                or_(AddressHolding.held_until.is_(None), AddressHolding.held_until > start),
+            )
+            .order_by(AddressHolding.held_from.desc())
+        )
+        return (await self.session.execute(query)).scalars().all()
+
+    async def delete_holdings_closed_before(self, before: datetime) -> int:
+        result: CursorResult[Any] = await self.session.execute(  # type: ignore[assignment]
+            delete(AddressHolding).where(
+                AddressHolding.held_until.is_not(None), AddressHolding.held_until < before
+            )
+        )
+        return int(result.rowcount or 0)
+
+    async def delete_all_holdings(self) -> int:
+        result: CursorResult[Any] = await self.session.execute(  # type: ignore[assignment]
+            delete(AddressHolding)
+        )
+        return int(result.rowcount or 0)
+
+    async def count_beyond_index(self, index: int) -> int:
+        """Devices whose address index is ``index`` or more."""
+        query = select(func.count()).select_from(Device).where(Device.address_index >= index)
+        return int((await self.session.execute(query)).scalar_one())
 
     # --- nodes a config can be written for -------------------------------------------------
 

@@ -34,9 +34,9 @@ from burrow.control.devices.schemas import (
     DeviceUpdate,
 )
 from burrow.control.errors import BurrowError, Conflict, Forbidden, InvalidInput, NotFound
-from burrow.control.models import Account, AccountStatus, Device, Node, utcnow
+from burrow.control.models import Account, AccountStatus, AddressHolding, Device, Node, utcnow
 from burrow.control.policy.dns import client_dns
-from burrow.control.policy.schemas import DnsSection
+from burrow.control.policy.schemas import DnsSection, Policy
 from burrow.control.runtime import Runtime
 from burrow.control.subscriptions.service import subscription as subscription_service
 from burrow.control.wg_keys import UnusableKey, canonical_public_key
@@ -226,6 +226,11 @@ class ConfigNotice:
 class DeviceConfig:
     filename: str
     text: str
+
+
+def keeps_address_history(policy: Policy) -> bool:
+    """Deterministic NAT: the history of which device held which tunnel address is kept."""
+    return policy.network.nat == "deterministic" and policy.privacy.mode == "metered"
 
 
 def normalise_public_key(value: str) -> str:
@@ -456,6 +461,8 @@ class DeviceService:
                 raise PublicKeyInUse()
         if device is None:
             raise AddressAllocationRace()
+        if keeps_address_history(runtime.policy):
+            await repository.open_holding(device, utcnow())
 
         await desired_state_service.refresh_account(session, runtime, account.id)
         return self._issued(runtime, device, private_key, node)
@@ -489,7 +496,11 @@ class DeviceService:
         self, session: AsyncSession, runtime: Runtime, account: Account, device_id: int
     ) -> None:
         device = await self.get(session, account, device_id, lock=True)
-        await DeviceRepository(session).delete(device)
+        repository = DeviceRepository(session)
+        # Closed even when the policy keeps no history now: an open row would outlive its
+        # retention.
+        await repository.close_holdings(device.id, utcnow())
+        await repository.delete(device)
         await desired_state_service.refresh_account(session, runtime, account.id)
 
     async def remove_by(
@@ -574,6 +585,39 @@ class DeviceService:
         """Refused: a QR code of a stored device can only carry a placeholder key."""
         await self.get(session, account, device_id)
         raise QrNeedsPrivateKey()
+
+    # --- the history of tunnel addresses, for abuse complaints -------------------------------
+
+    async def address_holders(
+        self, session: AsyncSession, ipv4: str, at: datetime
+    ) -> Sequence[AddressHolding]:
+        """The devices (with their accounts) that held the tunnel address ``ipv4`` during the
+        second ``at`` names, as the history says; empty when nothing held it or the history is
+        gone. Complaints name whole seconds, so the whole second counts."""
+        start = at.replace(microsecond=0)
+        return await DeviceRepository(session).holdings_during(
+            ipv4, start, start + timedelta(seconds=1)
+        )
+
+    async def purge_address_history(
+        self, session: AsyncSession, runtime: Runtime, now: datetime | None = None
+    ) -> int:
+        """Delete what the policy no longer allows to keep; returns how many rows went.
+
+        Deterministic NAT: holdings that ended longer ago than the retention. Otherwise every
+        row (left from a time the policy kept them), since no other mode keeps any.
+        """
+        repository = DeviceRepository(session)
+        if not keeps_address_history(runtime.policy):
+            return await repository.delete_all_holdings()
+        days = runtime.policy.privacy.address_history_retention_days or 0
+        return await repository.delete_holdings_closed_before(
+            (now or utcnow()) - timedelta(days=days)
+        )
+
+    async def count_beyond_index(self, session: AsyncSession, index: int) -> int:
+        """Devices whose address index is ``index`` or more (past a node's NAT blocks)."""
+        return await DeviceRepository(session).count_beyond_index(index)
 
     @staticmethod
     async def _config_node(repository: DeviceRepository, node_id: int | None) -> Node | None:

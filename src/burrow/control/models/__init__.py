@@ -1,7 +1,13 @@
 """Tables: one file per table. Models import nothing but SQLAlchemy and each other."""
 
+from burrow.control.models.abuse_complaint import (
+    AbuseComplaint,
+    ComplaintAction,
+    ComplaintStatus,
+)
 from burrow.control.models.account import Account, AccountStatus, AgeAttestation
 from burrow.control.models.account_session import AccountSession
+from burrow.control.models.address_holding import AddressHolding
 from burrow.control.models.admin_action import AdminAction
 from burrow.control.models.base import Base, utcnow
 from burrow.control.models.billing_details import BillingDetails
@@ -33,6 +39,8 @@ from burrow.control.models.subscription import (
     access_until,
     gives_access_clause,
 )
+from burrow.control.models.support_message import SupportAuthor, SupportMessage, SupportVia
+from burrow.control.models.support_request import SupportRequest, SupportStatus, SupportTopic
 from burrow.control.models.terms_acceptance import TermsAcceptance, TermsAcceptanceHow
 from burrow.control.models.terms_version import TermsVersion
 from burrow.control.models.trial_claim import TrialClaim
@@ -41,13 +49,17 @@ from burrow.control.models.webhook_event import WebhookEvent
 
 __all__ = [
     "ACCESS_STATUSES",
+    "AbuseComplaint",
     "Account",
     "AccountSession",
     "AccountStatus",
+    "AddressHolding",
     "AdminAction",
     "AgeAttestation",
     "Base",
     "BillingDetails",
+    "ComplaintAction",
+    "ComplaintStatus",
     "ConnectionRecord",
     "Consent",
     "ConsentPurpose",
@@ -78,6 +90,12 @@ __all__ = [
     "ServedPeer",
     "Subscription",
     "SubscriptionStatus",
+    "SupportAuthor",
+    "SupportMessage",
+    "SupportRequest",
+    "SupportStatus",
+    "SupportTopic",
+    "SupportVia",
     "TermsAcceptance",
     "TermsAcceptanceHow",
     "TermsVersion",

@@ -419,11 +419,10 @@ class NodeService:
             NODE_REPORTS, _live_suffix(node.id), step, ttl=LIVE_TTL_SECONDS
         )
         if accepted.report is None:
-            blocked = await connection_service.blocked_on(runtime, node.id)
             return ReportAck(
                 accepted=False,
                 last_seq=accepted.last_seq,
-                blocked=blocked,
+                blocked=await connection_service.blocked_on(runtime, node.id),
                 blocked_connections=await connection_service.blocked_connections_on(
                     runtime, node.id
                 ),
@@ -434,12 +433,12 @@ class NodeService:
                 "node.report_over_uplink node=%s dropped_bytes=%d", node.name, accepted.dropped
             )
         report = accepted.report
-        blocked = await connection_service.observe_report(session, runtime, node, report)
+        answer = await connection_service.observe_report(session, runtime, node, report)
         return ReportAck(
             accepted=True,
             last_seq=report.seq,
-            blocked=blocked,
-            blocked_connections=await connection_service.blocked_connections_on(runtime, node.id),
+            blocked=answer.keys,
+            blocked_connections=answer.connections,
         )
 
     # --- health and the customers' server list ----------------------------------------------

@@ -40,6 +40,16 @@ PROTOCOL_NAMES = {
     "softether": "SoftEther",
 }
 PROTOCOLS = tuple(PROTOCOL_NAMES)
+# The protocols burrow's nodes serve (the node agent's drivers). A policy promises no other:
+# the terms are rendered from it, so a limit on a protocol nobody serves would be a promise
+# of a service that does not exist.
+SERVED_PROTOCOLS = ("wireguard", "openvpn", "ikev2")
+_NOT_SERVED = {
+    "pptp": "PPTP is insecure and burrow does not serve it",
+    "l2tp": "L2TP is insecure and burrow does not serve it",
+    "sstp": "no burrow node serves SSTP",
+    "softether": "no burrow node serves SoftEther",
+}
 
 
 def _payment_method_class(value: str) -> str:
@@ -55,6 +65,11 @@ def _protocol(value: str) -> str:
     if value not in PROTOCOLS:
         raise ValueError(
             f"'{value}' is not a VPN protocol; the protocols are: {', '.join(PROTOCOLS)}"
+        )
+    if value not in SERVED_PROTOCOLS:
+        raise ValueError(
+            f"{_NOT_SERVED.get(value, 'no burrow node serves it')}; a policy may promise only "
+            f"the protocols burrow's nodes serve: {', '.join(SERVED_PROTOCOLS)}"
         )
     return value
 
@@ -115,6 +130,9 @@ class PrivacySection(_Section):
     # delivery needs); 0: reduced as soon as it is handled. Client IP addresses inside it are
     # never stored.
     provider_event_retention_days: int = Field(30, ge=0, le=3650)
+    # Metered mode with deterministic NAT only: how long the history of which device held which
+    # tunnel address is kept after the device gave it up (what traces an abuse complaint).
+    address_history_retention_days: Days | None = None
 
     @property
     def keeps_connection_records(self) -> bool:
@@ -151,6 +169,16 @@ class NetworkSection(_Section):
     # Customers leave through their node's static egress address, shared with everyone on
     # that node. burrow has no dedicated addresses.
     shared_egress_ips: bool = True
+    # How tunnel addresses share the egress address. "random": a random source port per
+    # connection, so no port points at a device. "deterministic" (RFC 7422): each tunnel
+    # address leaves from its own fixed block of ports, so a complaint's (address, port, time)
+    # names the device without any per-connection log. Metered mode only.
+    nat: Literal["random", "deterministic"] = "random"
+    # Deterministic NAT's blocks: ports in each device's block, and blocks per egress address
+    # (from port 1024 on, so ports x devices is at most 64,512). A node serves at most this
+    # many devices per egress address and refuses the excess.
+    nat_ports_per_device: int = Field(1000, ge=16, le=64512)
+    nat_devices_per_egress_ip: int = Field(64, ge=1, le=4032)
 
 
 FilterName = Annotated[str, Field(pattern=r"^[a-z][a-z0-9_-]{0,31}$")]
@@ -261,6 +289,46 @@ class RefundsSection(_Section):
     auto_approve: bool = False
     # How soon a person acts on a request that is not approved automatically.
     service_level_hours: int | None = Field(None, ge=1, le=720)
+    # A customer asking for a refund is first offered a support conversation about the
+    # problem; the refund request, if made, links to it.
+    support_first: bool = False
+
+
+# What a support request is about; the customer picks one when opening it.
+SUPPORT_TOPICS = ("connection", "billing", "refund", "privacy", "cancellation", "other")
+SupportTopic = Literal["connection", "billing", "refund", "privacy", "cancellation", "other"]
+
+
+def _default_deadlines() -> dict[SupportTopic, int]:
+    return {
+        "connection": 24,
+        "billing": 24,
+        "refund": 24,
+        "privacy": 72,
+        "cancellation": 24,
+        "other": 48,
+    }
+
+
+class SupportSection(_Section):
+    """The support desk: how soon each topic is answered, and what its emails carry."""
+
+    # Hours from a request's opening to its answer, per topic; a topic left out gets the
+    # default of its kind above.
+    deadline_hours: dict[SupportTopic, Annotated[int, Field(ge=1, le=720)]] = Field(
+        default_factory=_default_deadlines
+    )
+    # The notification of a new message carries its text; off, only a link to read it in
+    # the panel (nothing the customer wrote leaves the server by email).
+    message_in_email: bool = True
+    # The address customers write to; replies to notifications come back through
+    # reply addresses at its domain. None: the provider's contact address.
+    address: EmailStr | None = None
+
+    def deadline_for(self, topic: str) -> int:
+        defaults: dict[str, int] = {str(k): v for k, v in _default_deadlines().items()}
+        hours: dict[str, int] = {str(k): v for k, v in self.deadline_hours.items()}
+        return hours.get(topic, defaults.get(topic, 48))
 
 
 class PaymentMethodsSection(_Section):
@@ -338,6 +406,7 @@ class PolicyParts:
     affiliates: AffiliatesSection | None = None
     age: AgeSection | None = None
     terms: TermsSection | None = None
+    support: SupportSection | None = None
     # Every plan code in the file, broken plans included (``plans`` holds the valid ones).
     plan_codes: list[str] | None = None
 
@@ -494,6 +563,60 @@ def _refund_rules(refunds: RefundsSection) -> list[PolicyProblem]:
     return problems
 
 
+# Ports below this are left to the node itself; the blocks share the rest.
+NAT_FIRST_PORT = 1024
+
+
+def _nat_rules(parts: PolicyParts) -> list[PolicyProblem]:
+    network, privacy = parts.network, parts.privacy
+    if network is None:
+        return []
+    problems = []
+    history = "privacy.address_history_retention_days"
+    deterministic = network.nat == "deterministic"
+    if deterministic:
+        used = network.nat_ports_per_device * network.nat_devices_per_egress_ip
+        if used > 65536 - NAT_FIRST_PORT:
+            where = "network.nat_devices_per_egress_ip"
+            problems.append(
+                PolicyProblem(
+                    where,
+                    f"{where} ({network.nat_devices_per_egress_ip}) blocks of "
+                    f"network.nat_ports_per_device ({network.nat_ports_per_device}) ports need "
+                    f"{used} ports, but an egress address has {65536 - NAT_FIRST_PORT} from "
+                    f"port {NAT_FIRST_PORT} on",
+                )
+            )
+    if privacy is None:
+        return problems
+    if deterministic and privacy.mode == "strict":
+        problems.append(
+            PolicyProblem(
+                "network.nat",
+                'network.nat = "deterministic" ties every port to one device, which (with the '
+                f"history of tunnel addresses it needs) traces traffic to an account, but "
+                f"{_STRICT} promises that nothing can",
+            )
+        )
+    elif deterministic and privacy.address_history_retention_days is None:
+        problems.append(
+            PolicyProblem(
+                history,
+                f'{history} is missing, but network.nat = "deterministic" keeps the history of '
+                "which device held which tunnel address and must say for how many days",
+            )
+        )
+    if not deterministic and privacy.address_history_retention_days is not None:
+        problems.append(
+            PolicyProblem(
+                history,
+                f'{history} is set, but network.nat = "{network.nat}" keeps no history of '
+                "tunnel addresses",
+            )
+        )
+    return problems
+
+
 def cross_check(parts: PolicyParts) -> list[PolicyProblem]:
     """Every contradiction between the sections that parsed, each naming both sides."""
     problems: list[PolicyProblem] = []
@@ -549,6 +672,7 @@ def cross_check(parts: PolicyParts) -> list[PolicyProblem]:
                     "cannot promise one; remove it and use fair_use.shaping"
                 )
             problems.append(PolicyProblem(where, rule))
+    problems += _nat_rules(parts)
     if parts.network is not None and not parts.network.shared_egress_ips:
         where = "network.shared_egress_ips"
         problems.append(
@@ -574,6 +698,7 @@ class Policy(_Section):
     affiliates: AffiliatesSection | None = None
     age: AgeSection = Field(default_factory=AgeSection)
     terms: TermsSection
+    support: SupportSection = Field(default_factory=SupportSection)
 
     @model_validator(mode="after")
     def _cross_rules(self) -> Policy:

@@ -25,6 +25,10 @@ from burrow.control.models import (
     PrivacyRequestStatus,
     RefundStatus,
     SubscriptionStatus,
+    SupportAuthor,
+    SupportStatus,
+    SupportTopic,
+    SupportVia,
     TermsAcceptanceHow,
 )
 
@@ -205,6 +209,27 @@ class PrivacyRequestExport(_Row):
     outcome: str | None
 
 
+class SupportRequestExport(_Row):
+    id: int
+    topic: SupportTopic
+    subject: str
+    status: SupportStatus
+    email: str | None = Field(description="The address of a request opened signed out.")
+    opened_at: datetime
+    due_at: datetime
+    resolved_at: datetime | None
+    refund_request_id: int | None
+
+
+class SupportMessageExport(_Row):
+    id: int
+    request_id: int
+    author: SupportAuthor
+    body: str
+    via: SupportVia
+    created_at: datetime
+
+
 class UsageCounterExport(_Row):
     id: int
     order_id: int | None
@@ -248,6 +273,8 @@ class PrivacyExport(BaseModel):
     terms_acceptances: list[TermsAcceptanceExport]
     consents: list[ConsentExport]
     privacy_requests: list[PrivacyRequestExport]
+    support_requests: list[SupportRequestExport] = Field(default_factory=list)
+    support_messages: list[SupportMessageExport] = Field(default_factory=list)
     usage_counters: list[UsageCounterExport]
     connection_records: list[ConnectionRecordExport]
 

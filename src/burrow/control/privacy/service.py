@@ -63,6 +63,8 @@ from burrow.control.privacy.schemas import (
     RefundRuleOutcomeExport,
     SessionExport,
     SubscriptionExport,
+    SupportMessageExport,
+    SupportRequestExport,
     TermsAcceptanceExport,
     UsageCounterExport,
 )
@@ -71,6 +73,7 @@ from burrow.control.refunds.usage.service import usage as usage_service
 from burrow.control.runtime import Runtime
 from burrow.control.subscriptions.repository import SubscriptionRepository
 from burrow.control.subscriptions.service import subscription as subscription_service
+from burrow.control.support.service import support as support_service
 from burrow.control.terms.repository import TermsRepository
 from burrow.control.terms.service import terms as terms_service
 
@@ -178,6 +181,7 @@ class PrivacyService:
         records = await connections.records_of(account.id, EXPORT_RECORD_LIMIT)
         acceptances = await TermsRepository(session).acceptances(account.id)
         privacy = PrivacyRepository(session)
+        support = await support_service.export(session, account)
         return PrivacyExport(
             generated_at=now,
             provider=runtime.policy.provider.name,
@@ -251,6 +255,10 @@ class PrivacyService:
             privacy_requests=[
                 PrivacyRequestExport.model_validate(r)
                 for r in await privacy.requests_of(account.id)
+            ],
+            support_requests=[SupportRequestExport.model_validate(v.request) for v in support],
+            support_messages=[
+                SupportMessageExport.model_validate(m) for v in support for m in v.messages
             ],
             usage_counters=[UsageCounterExport.model_validate(usage)] if usage else [],
             connection_records=[ConnectionRecordExport.model_validate(r) for r in records],
@@ -461,6 +469,9 @@ class PrivacyService:
         await refund_service.remember_refunded_person(session, runtime, account)
         repository = PrivacyRepository(session)
         await repository.erase_owned_rows(account.id)
+        # Support conversations are the person's own words: they go, signed-out ones from the
+        # same address too.
+        await support_service.erase(session, account)
         await repository.anonymise_money(account.id)
         await repository.close_requests(account.id, now, "Closed: the account was erased.")
         await repository.scrub_webhook_payloads(old_email)

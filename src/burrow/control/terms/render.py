@@ -21,6 +21,7 @@ from datetime import date
 from burrow.control.policy.retention import retention_statement
 from burrow.control.policy.schemas import (
     PROTOCOL_NAMES,
+    SERVED_PROTOCOLS,
     PlanSection,
     Policy,
     PrivacySection,
@@ -286,6 +287,13 @@ def _plans(policy: Policy) -> Section:
             "When a new connection would go over a limit, the new connection is refused and "
             "your account shows why; a connection that is already up is never cut for a newer "
             "one."
+        )
+    )
+    served = [PROTOCOL_NAMES[p] for p in SERVED_PROTOCOLS]
+    blocks.append(
+        Paragraph(
+            f"You can connect with {_join(served, 'or')}. PPTP and L2TP are not offered: they "
+            "are no longer secure."
         )
     )
     trial = policy.trial

@@ -31,6 +31,7 @@ PAGE_MODULES = (
     "burrow.control.web.usage_pages",
     "burrow.control.web.terms_pages",
     "burrow.control.web.privacy_pages",
+    "burrow.control.web.support_pages",
     "burrow.control.web.admin_pages",
 )
 

@@ -23,7 +23,8 @@ import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
-from burrow.wire import NetworkSpec
+from burrow.wire import NatSpec, NetworkSpec
+from burrow.wire.nat import FIRST_DEVICE_OFFSET, block_for_offset, capacity
 
 TABLE = "burrow"
 SET_V4 = "blocked_peers_v4"
@@ -54,9 +55,14 @@ class FirewallConfig:
     # The node's own addresses a tunnel may reach (gateways and resolver addresses): DNS and
     # ICMP only. Every other packet from the tunnel to the node itself is dropped.
     service_addresses: tuple[str, ...] = ()
+    # Other protocols' tunnel devices (IKEv2's ipsec0, OpenVPN's tuns): the same rules as
+    # WireGuard's interface (NAT, blocked ports, isolation, DNS-only to the node).
+    other_tunnels: tuple[str, ...] = ()
+    # None: the kernel's default source NAT (it keeps a client's port when it can).
+    nat: NatSpec | None = None
 
     def __post_init__(self) -> None:
-        for name in (self.wg_interface, self.egress_interface):
+        for name in (self.wg_interface, self.egress_interface, *self.other_tunnels):
             if not _INTERFACE_NAME.fullmatch(name):
                 raise ValueError(f"not an interface name: {name!r}")
         if ipaddress.ip_network(self.tunnel_ipv4).version != 4:
@@ -88,6 +94,7 @@ class FirewallConfig:
             blocked_udp_ports=network.blocked_egress_udp_ports,
             isolate_clients=network.isolate_clients,
             service_addresses=service_addresses(network),
+            nat=network.nat,
         )
 
 
@@ -125,7 +132,10 @@ def render_ruleset(config: FirewallConfig, blocked: Iterable[str | IPAddress] = 
     hosts = {tunnel_host(a) for a in blocked}
     v4 = [a for a in hosts if a.version == 4]
     v6 = [a for a in hosts if a.version == 6]
+    tunnels = (config.wg_interface, *config.other_tunnels)
     wg = f'"{config.wg_interface}"'
+    if config.other_tunnels:
+        wg = "{ " + ", ".join(f'"{name}"' for name in tunnels) + " }"
     egress = f'"{config.egress_interface}"'
     pool4 = ipaddress.ip_network(config.tunnel_ipv4)
     pool6 = ipaddress.ip_network(config.tunnel_ipv6)
@@ -196,8 +206,17 @@ def render_ruleset(config: FirewallConfig, blocked: Iterable[str | IPAddress] = 
 
     snat4 = f"snat ip to {config.egress_ipv4}" if config.egress_ipv4 else "masquerade"
     snat6 = f"snat ip6 to {config.egress_ipv6}" if config.egress_ipv6 else "masquerade"
-    postrouting = [
-        "type nat hook postrouting priority srcnat; policy accept;",
+    postrouting = ["type nat hook postrouting priority srcnat; policy accept;"]
+    nat = config.nat
+    if nat is not None and nat.mode == "random":
+        # A fresh random source port per connection: nothing ties a port to a device.
+        snat4, snat6 = f"{snat4} fully-random", f"{snat6} fully-random"
+    elif nat is not None and nat.mode == "deterministic":
+        blocks = _port_blocks(config, nat, wg, egress, pool4, pool6)
+        at = forward.index(f"iifname {wg} accept")
+        forward[at:at] = blocks.forward
+        postrouting += blocks.postrouting
+    postrouting += [
         f"oifname {egress} ip saddr {pool4} {snat4}",
         f"oifname {egress} ip6 saddr {pool6} {snat6}",
     ]
@@ -209,6 +228,69 @@ def render_ruleset(config: FirewallConfig, blocked: Iterable[str | IPAddress] = 
         lines.append("\t}")
     lines.append("}")
     return "\n".join(lines) + "\n"
+
+
+@dataclass(frozen=True, slots=True)
+class _BlockRules:
+    forward: list[str]
+    postrouting: list[str]
+
+
+def _port_blocks(
+    config: FirewallConfig,
+    nat: NatSpec,
+    wg: str,
+    egress: str,
+    pool4: ipaddress.IPv4Network | ipaddress.IPv6Network,
+    pool6: ipaddress.IPv4Network | ipaddress.IPv6Network,
+) -> _BlockRules:
+    """Deterministic NAT (RFC 7422): each tunnel address leaves from its own port block.
+
+    Only the addresses the egress addresses' blocks hold are translated; the rest of the pool
+    is dropped on its way out, so a device beyond the blocks never shares someone's ports.
+    """
+    forward: list[str] = []
+    postrouting: list[str] = []
+    held = capacity(nat, 1)
+    for pool, egress_address, family, kind in (
+        (pool4, config.egress_ipv4, "ip", "ip"),
+        (pool6, config.egress_ipv6, "ip6", "ip6"),
+    ):
+        last = min(FIRST_DEVICE_OFFSET + held, pool.num_addresses - 1) - 1
+        first_host = pool.network_address + FIRST_DEVICE_OFFSET
+        covered = f"{first_host}-{pool.network_address + last}"
+        blocks = []
+        for offset in range(FIRST_DEVICE_OFFSET, last + 1):
+            block = block_for_offset(nat, offset, 1)
+            assert block is not None
+            blocks.append((pool.network_address + offset, block.ports))
+        if egress_address is None:
+            # The interface's own address, whatever it is: one rule per block.
+            postrouting += [
+                f"oifname {egress} {family} saddr {host} meta l4proto {{ tcp, udp }} "
+                f"masquerade to :{ports}"
+                for host, ports in blocks
+            ]
+        elif family == "ip6":
+            # This kernel refuses an IPv6 address-and-ports map ("No data available"): one
+            # rule per block. A NAT chain sees only a connection's first packet.
+            postrouting += [
+                f"oifname {egress} ip6 saddr {host} meta l4proto {{ tcp, udp }} "
+                f"snat ip6 to [{egress_address}]:{ports}"
+                for host, ports in blocks
+            ]
+        else:
+            entries = ", ".join(f"{host} : {egress_address} . {ports}" for host, ports in blocks)
+            postrouting.append(
+                f"oifname {egress} {family} saddr {covered} meta l4proto {{ tcp, udp }} "
+                f"snat {kind} to {family} saddr map {{ {entries} }}"
+            )
+        # Other protocols (ICMP) carry no port; the pool's general rule below translates them.
+        forward.append(
+            f"iifname {wg} oifname {egress} {family} saddr {pool} "
+            f"{family} saddr != {covered} counter drop"
+        )
+    return _BlockRules(forward, postrouting)
 
 
 def render_block_changes(

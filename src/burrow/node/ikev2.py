@@ -1,0 +1,180 @@
+"""IKEv2 on the node: the desired peers' IKEv2 credentials kept loaded in charon, the
+per-server limit decided here, sessions reported, connections cut when the control plane says.
+
+``IkeV2Service.run`` starts charon (``drivers.ikev2.CharonDriver``) and then, every tick
+(a quarter second):
+
+- restarts charon if it died, loading every device again from memory (fail-static: the last
+  desired state keeps serving while the control plane is away);
+- when the desired revision moved, hands charon the devices that now have IKEv2 credentials
+  (only the differences reach charon; a device that lost its credential is unloaded and its
+  SA terminated at once, so a revocation ends the SA within a tick);
+- refuses connections beyond a subscription's per-server limit for IKEv2 (the newest SA is
+  terminated, the older ones keep working), and connections the control plane blocked.
+
+Nothing of a client is logged: counts only. Byte counts live in memory until reported.
+
+Imports ``burrow.wire``, ``burrow.node.reconcile`` and the IKEv2 driver.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable, Collection, Iterable
+from dataclasses import dataclass
+
+from burrow.node.drivers.ikev2 import (
+    CharonDriver,
+    IkeV2Device,
+    IkeV2Error,
+    IkeV2Server,
+    IkeV2Session,
+    over_limit,
+)
+from burrow.node.reconcile import DesiredPeers
+from burrow.wire import PeerSpec, ikev2_nt_hash
+
+log = logging.getLogger(__name__)
+
+IKEV2 = "ikev2"
+
+
+def devices_from(peers: Iterable[PeerSpec]) -> list[IkeV2Device]:
+    """The peers with an IKEv2 credential, as charon's devices (the NT hash, never a secret)."""
+    devices = []
+    unusable = 0
+    for peer in peers:
+        credential = peer.credential(IKEV2)
+        if credential is None:
+            continue
+        digest = ikev2_nt_hash(credential.verifier)
+        if digest is None:
+            unusable += 1
+            continue
+        try:
+            devices.append(
+                IkeV2Device(
+                    key=peer.public_key,
+                    username=credential.username,
+                    nt_hash=digest,
+                    addresses=peer.allowed_ips,
+                    subscription=peer.subscription,
+                    per_server=peer.per_server_limit(IKEV2),
+                )
+            )
+        except ValueError:
+            unusable += 1
+    if unusable:
+        log.warning("ikev2: %d credentials are not usable NT hashes; skipped", unusable)
+    return devices
+
+
+@dataclass(frozen=True, slots=True)
+class SessionCounters:
+    """One device's IKEv2 traffic so far, for the status reporter."""
+
+    public_key: str
+    connected: bool
+    rx_bytes: int
+    tx_bytes: int
+
+
+class IkeV2Service:
+    """Keeps charon serving the desired devices, within their limits."""
+
+    protocol = IKEV2
+
+    def __init__(
+        self,
+        driver: CharonDriver,
+        server: IkeV2Server,
+        desired: Callable[[], DesiredPeers | None],
+        *,
+        tick_seconds: float = 0.25,
+    ) -> None:
+        self.driver = driver
+        self.server = server
+        self._desired = desired
+        self._tick = tick_seconds
+        self._revision: int | None = None
+        self._blocked: frozenset[str] = frozenset()
+        self._lock = asyncio.Lock()
+        self.started = asyncio.Event()
+        self.refused = 0
+
+    async def run(self) -> None:
+        """Serve until cancelled; charon stops with it."""
+        try:
+            await self.driver.start(self.server)
+            self.started.set()
+            while True:
+                try:
+                    await self.step()
+                except IkeV2Error as exc:
+                    log.warning("ikev2: %s", exc)
+                await asyncio.sleep(self._tick)
+        finally:
+            await self.driver.stop()
+
+    async def step(self) -> None:
+        async with self._lock:
+            if await self.driver.ensure_running():
+                log.warning("ikev2: charon restarted with %d devices", len(self.driver.applied))
+            desired = self._desired()
+            if desired is not None and desired.revision != self._revision:
+                loaded, unloaded = await self.driver.apply(devices_from(desired.peers.values()))
+                self._revision = desired.revision
+                if loaded or unloaded:
+                    log.info(
+                        "ikev2: %d devices loaded, %d unloaded (revision %d)",
+                        loaded,
+                        unloaded,
+                        desired.revision,
+                    )
+            await self._enforce()
+
+    async def _enforce(self) -> None:
+        sessions = [s for s in await self.driver.sessions() if s.established]
+        if not sessions:
+            return
+        applied = self.driver.applied
+        cut: list[IkeV2Session] = list(over_limit(sessions, applied))
+        if self._blocked:
+            cut += [
+                s
+                for s in sessions
+                if s.username in applied and applied[s.username].key in self._blocked
+            ]
+        for session in {s.ike_id: s for s in cut}.values():
+            await self.driver.terminate_sa(session.ike_id)
+            self.refused += 1
+        if cut:
+            log.info("ikev2: %d connections refused (limits)", len(cut))
+
+    async def read_sessions(self) -> list[SessionCounters]:
+        """Each device's established SAs, bytes summed (never a client's address)."""
+        applied = self.driver.applied
+        totals: dict[str, SessionCounters] = {}
+        for session in await self.driver.sessions():
+            device = applied.get(session.username)
+            if device is None:
+                continue
+            old = totals.get(device.key)
+            totals[device.key] = SessionCounters(
+                public_key=device.key,
+                connected=session.established or (old is not None and old.connected),
+                rx_bytes=session.rx_bytes + (old.rx_bytes if old else 0),
+                tx_bytes=session.tx_bytes + (old.tx_bytes if old else 0),
+            )
+        return list(totals.values())
+
+    async def cut(self, keys: Collection[str]) -> None:
+        """Keep exactly these devices off (the control plane's limits), cutting them now."""
+        blocked = frozenset(keys)
+        if blocked == self._blocked:
+            return
+        self._blocked = blocked
+        if blocked:
+            async with self._lock:
+                await self._enforce()

@@ -1,0 +1,306 @@
+"""The abuse desk through the admin API: record, import, trace, act; metered and strict.
+
+Metered (deterministic NAT): the port a complaint names gives the port block, the block the
+tunnel address, the history the device that held it then and its account; after the
+retention the same trace finds nothing. Strict: the answer is why no trace is possible.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from datetime import timedelta
+
+import httpx
+import pytest
+from sqlalchemy import select
+
+from burrow.control.abuse.service import abuse as abuse_service
+from burrow.control.abuse.service import parse_notices
+from burrow.control.audit.service import CliOperator
+from burrow.control.config import Settings
+from burrow.control.db import unit_of_work
+from burrow.control.devices.service import device as device_service
+from burrow.control.devices.tasks import purge_address_history
+from burrow.control.models import (
+    Account,
+    AccountStatus,
+    AddressHolding,
+    AdminAction,
+    utcnow,
+)
+from burrow.control.runtime import Runtime
+from tests.conftest import METERED_POLICY
+from tests.support.factories import (
+    create_account,
+    create_node,
+    create_session_token,
+    create_subscription,
+    new_public_key,
+)
+from tests.support.smtp import SmtpServer
+
+EGRESS = "203.0.113.6"
+CLAUSE = "Policy for using our services"
+
+
+async def _customer(runtime: Runtime) -> tuple[Account, dict[str, str]]:
+    async with unit_of_work(runtime.sessionmaker) as session:
+        account = await create_account(session)
+        token = await create_session_token(session, account)
+        await create_subscription(session, account, plan_code="personal-monthly")
+    return account, {"Authorization": f"Bearer {token}"}
+
+
+@pytest.fixture
+async def admin(runtime: Runtime) -> dict[str, str]:
+    async with unit_of_work(runtime.sessionmaker) as session:
+        account = await create_account(session, admin=True)
+        return {"Authorization": f"Bearer {await create_session_token(session, account)}"}
+
+
+@pytest.fixture
+async def node(runtime: Runtime) -> None:
+    async with unit_of_work(runtime.sessionmaker) as session:
+        made = await create_node(session, name="ams-1")
+        made.egress_ipv4 = EGRESS
+
+
+async def _device(client: httpx.AsyncClient, headers: dict[str, str], name: str) -> dict[str, str]:
+    answer = await client.post(
+        "/api/v1/devices", headers=headers, json={"name": name, "public_key": new_public_key()}
+    )
+    assert answer.status_code == 201, answer.text
+    device: dict[str, str] = answer.json()
+    return device
+
+
+async def _complaint(
+    client: httpx.AsyncClient, admin: dict[str, str], port: int, **changes: object
+) -> httpx.Response:
+    body = {
+        "clause": CLAUSE,
+        "source": "abuse@victim.example",
+        "egress_ip": EGRESS,
+        "port": port,
+        "seen_at": utcnow().isoformat(),
+        "evidence": "SSH brute force against our server",
+        **changes,
+    }
+    return await client.post("/api/v1/admin/abuse/complaints", headers=admin, json=body)
+
+
+class TestMetered:
+    @pytest.fixture
+    def settings(self, settings: Settings) -> Settings:
+        return settings.model_copy(update={"policy_path": METERED_POLICY})
+
+    async def test_the_trace_names_the_account_whose_block_holds_the_port(
+        self,
+        client: httpx.AsyncClient,
+        runtime: Runtime,
+        admin: dict[str, str],
+        node: None,
+    ) -> None:
+        alice, alice_headers = await _customer(runtime)
+        bob, bob_headers = await _customer(runtime)
+        first = await _device(client, alice_headers, "alice-laptop")
+        second = await _device(client, bob_headers, "bob-phone")
+        # Devices get offsets 2 and 3: blocks 1024-2023 and 2024-3023 (1,000 ports each).
+        assert (first["ipv4"], second["ipv4"]) == ("10.64.0.2", "10.64.0.3")
+
+        recorded = await _complaint(client, admin, 2500)
+        assert recorded.status_code == 201, recorded.text
+        complaint = recorded.json()
+        traced = await client.post(
+            f"/api/v1/admin/abuse/complaints/{complaint['id']}/trace", headers=admin
+        )
+        assert traced.status_code == 200, traced.text
+        trace = traced.json()
+        assert trace["outcome"] == "traced"
+        assert trace["account_id"] == bob.id
+        assert trace["device_name"] == "bob-phone"
+        assert trace["port_block"] == f"{EGRESS}:2024-3023"
+        assert "bob-phone" in trace["reason"]
+        assert trace["complaint"]["status"] == "traced"
+
+        other = (await _complaint(client, admin, 1024)).json()
+        traced = await client.post(
+            f"/api/v1/admin/abuse/complaints/{other['id']}/trace", headers=admin
+        )
+        assert traced.json()["account_id"] == alice.id
+
+    async def test_after_the_retention_the_same_trace_finds_nothing(
+        self,
+        client: httpx.AsyncClient,
+        runtime: Runtime,
+        admin: dict[str, str],
+        node: None,
+    ) -> None:
+        _alice, headers = await _customer(runtime)
+        device = await _device(client, headers, "laptop")
+        complaint = (await _complaint(client, admin, 1500)).json()
+        removed = await client.delete(f"/api/v1/devices/{device['id']}", headers=headers)
+        assert removed.status_code == 204
+        operator = CliOperator("root")
+        async with unit_of_work(runtime.sessionmaker) as session:
+            trace = await abuse_service.trace(session, runtime, operator, complaint["id"])
+        # Removed after the complaint's time: the history still names it.
+        assert trace.outcome == "traced"
+
+        later = utcnow() + timedelta(days=31)
+        async with unit_of_work(runtime.sessionmaker) as session:
+            assert await device_service.purge_address_history(session, runtime, later) == 1
+        async with unit_of_work(runtime.sessionmaker) as session:
+            assert (await session.scalars(select(AddressHolding))).all() == []
+            trace = await abuse_service.trace(session, runtime, operator, complaint["id"], later)
+        assert trace.outcome == "not_found"
+        assert "30 days" in trace.reason
+
+    async def test_the_purge_keeps_what_the_retention_allows(
+        self, client: httpx.AsyncClient, runtime: Runtime, node: None
+    ) -> None:
+        _alice, headers = await _customer(runtime)
+        device = await _device(client, headers, "laptop")
+        await client.delete(f"/api/v1/devices/{device['id']}", headers=headers)
+        assert await purge_address_history(runtime) == 0
+        async with unit_of_work(runtime.sessionmaker) as session:
+            (holding,) = (await session.scalars(select(AddressHolding))).all()
+        assert holding.held_until is not None
+        assert holding.ipv4 == device["ipv4"]
+
+    async def test_a_port_outside_every_block_and_a_foreign_address_find_nothing(
+        self, client: httpx.AsyncClient, runtime: Runtime, admin: dict[str, str], node: None
+    ) -> None:
+        _alice, headers = await _customer(runtime)
+        await _device(client, headers, "laptop")
+        for port, address, words in (
+            (80, EGRESS, "lies in no device's block"),
+            (1500, "198.51.100.9", "is not the egress address of any"),
+        ):
+            complaint = (await _complaint(client, admin, port, egress_ip=address)).json()
+            trace = await client.post(
+                f"/api/v1/admin/abuse/complaints/{complaint['id']}/trace", headers=admin
+            )
+            assert trace.json()["outcome"] == "not_found"
+            assert words in trace.json()["reason"]
+
+    async def test_terminating_for_the_clause_tells_the_holder_once_of_twenty(
+        self,
+        client: httpx.AsyncClient,
+        runtime: Runtime,
+        admin: dict[str, str],
+        node: None,
+        smtp: SmtpServer,
+    ) -> None:
+        alice, headers = await _customer(runtime)
+        await _device(client, headers, "laptop")
+        complaint = (await _complaint(client, admin, 1100)).json()
+        url = f"/api/v1/admin/abuse/complaints/{complaint['id']}"
+        early = await client.post(
+            f"{url}/act", headers=admin, json={"action": "warn", "reason": "x"}
+        )
+        assert early.status_code == 409
+        assert "trace it first" in early.json()["detail"]
+        await client.post(f"{url}/trace", headers=admin)
+
+        body = {"action": "terminate", "reason": "Brute force from your account."}
+        answers = await asyncio.gather(
+            *(client.post(f"{url}/act", headers=admin, json=body) for _ in range(20))
+        )
+        assert sorted(a.status_code for a in answers) == [200] + [409] * 19
+        async with unit_of_work(runtime.sessionmaker) as session:
+            account = await session.get(Account, alice.id)
+            assert account is not None
+            assert account.status is AccountStatus.terminated
+            assert account.terminated_clause == CLAUSE
+            actions = (
+                await session.scalars(
+                    select(AdminAction.action).where(AdminAction.target_id == str(alice.id))
+                )
+            ).all()
+        assert sorted(actions) == ["abuse.terminate", "account.terminate"]
+        (notice,) = await smtp.inbox.arrived(alice.email)
+        assert "terminated" in str(notice["Subject"])
+        text = smtp.inbox.body(notice)
+        assert CLAUSE in text
+        assert "Brute force from your account." in text
+
+
+class TestStrict:
+    async def test_the_trace_is_refused_with_its_reason(
+        self, client: httpx.AsyncClient, runtime: Runtime, admin: dict[str, str], node: None
+    ) -> None:
+        _alice, headers = await _customer(runtime)
+        await _device(client, headers, "laptop")
+        clause = (await client.get("/api/v1/admin/terms-clauses", headers=admin)).json()
+        complaint = (await _complaint(client, admin, 1100, clause=clause["clauses"][0])).json()
+        url = f"/api/v1/admin/abuse/complaints/{complaint['id']}"
+        trace = (await client.post(f"{url}/trace", headers=admin)).json()
+        assert trace["outcome"] == "untraceable"
+        assert trace["account_id"] is None
+        assert "cannot trace this complaint to a customer, by construction" in trace["reason"]
+        assert "random source port" in trace["reason"]
+        assert trace["complaint"]["status"] == "untraceable"
+        act = await client.post(
+            f"{url}/act", headers=admin, json={"action": "suspend", "reason": "spam"}
+        )
+        assert act.status_code == 409
+        async with unit_of_work(runtime.sessionmaker) as session:
+            assert (await session.scalars(select(AddressHolding))).all() == []
+
+
+async def test_a_clause_outside_the_terms_is_refused(
+    client: httpx.AsyncClient, admin: dict[str, str]
+) -> None:
+    answer = await _complaint(client, admin, 1100, clause="Being rude")
+    assert answer.status_code == 422
+    assert answer.json()["field"] == "clause"
+
+
+async def test_a_csv_of_notices_is_recorded_whole_or_not_at_all(
+    client: httpx.AsyncClient, admin: dict[str, str]
+) -> None:
+    clause = (await client.get("/api/v1/admin/terms-clauses", headers=admin)).json()["clauses"][0]
+    url = "/api/v1/admin/abuse/complaints"
+    good = (
+        "address,port,time\n"
+        f"{EGRESS},1100,2026-11-30T10:00:00Z\n"
+        "# a comment\n\n"
+        f"{EGRESS}, 2500 ,2026-11-30 10:05:00 UTC\n"
+        f"{EGRESS},3000,1796033400\n"
+    )
+    body = {"clause": clause, "source": "notices@rights.example", "csv": good}
+    answer = await client.post(f"{url}/import", headers=admin, json=body)
+    assert answer.status_code == 201, answer.text
+    assert answer.json()["recorded"] == 3
+    assert [c["port"] for c in answer.json()["complaints"]] == [1100, 2500, 3000]
+
+    bad = f"{EGRESS},1100,2026-11-30T10:00:00\nnot-an-ip,1,2026-11-30T10:00:00Z\n{EGRESS},0,1\n"
+    answer = await client.post(f"{url}/import", headers=admin, json={**body, "csv": bad})
+    assert answer.status_code == 422
+    problem = answer.json()
+    assert problem["lines"] == [
+        "line 1: the time '2026-11-30T10:00:00' has no time zone; add Z for UTC (or its offset)",
+        "line 2: 'not-an-ip' is not an IP address",
+        "line 3: '0' is not a port (1 to 65535)",
+    ]
+    listed = (await client.get(url, headers=admin)).json()
+    assert listed["total"] == 3
+
+
+def test_notice_times_in_the_common_formats() -> None:
+    parsed = parse_notices("192.0.2.1,80,2026-11-30T10:00:00+01:00\n192.0.2.1,80,1796032800\n")
+    assert [when.isoformat() for _a, _p, when in parsed] == [
+        "2026-11-30T09:00:00+00:00",
+        "2026-11-30T10:00:00+00:00",
+    ]
+
+
+async def test_a_complaint_in_the_future_is_refused(
+    client: httpx.AsyncClient, admin: dict[str, str]
+) -> None:
+    clause = (await client.get("/api/v1/admin/terms-clauses", headers=admin)).json()["clauses"][0]
+    later = (utcnow() + timedelta(hours=2)).isoformat()
+    answer = await _complaint(client, admin, 1100, clause=clause, seen_at=later)
+    assert answer.status_code == 422
+    assert "in the future" in answer.json()["detail"]

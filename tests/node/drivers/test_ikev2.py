@@ -1,0 +1,270 @@
+"""The IKEv2 driver against real charon processes: a node and a strongSwan client in namespaces.
+
+One lab for the module (two namespaces joined by veth); each test starts its own node and
+client charon, each with its own /run.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import shutil
+import tempfile
+import time
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+
+import pytest
+
+from burrow.node.drivers.ikev2 import (
+    CharonDriver,
+    IkeV2Device,
+    IkeV2Error,
+    IkeV2Server,
+    IkeV2Session,
+    conn_message,
+    over_limit,
+    render_strongswan_conf,
+)
+from burrow.wire import ikev2_nt_hash, ikev2_verifier
+from tests.node.drivers.ikev2_lab import IkeV2Client, LabPki, make_pki, virtual_ips
+from tests.node.netns import Lab, Namespace, needs
+
+
+def nt_hash(secret: str) -> str:
+    digest = ikev2_nt_hash(ikev2_verifier(secret))
+    assert digest is not None
+    return digest
+
+
+NODE_ADDRESS = "192.0.2.1"
+HOST = "vpn.ikev2.test"
+ALICE = IkeV2Device(
+    key="A" * 43 + "=",
+    username="dev-alice",
+    nt_hash=nt_hash("alice's server-made secret"),
+    addresses=("10.64.0.77/32", "fd42:b0::77/128"),
+    subscription="sub-1",
+    per_server=1,
+)
+BOB = IkeV2Device(
+    key="B" * 43 + "=",
+    username="dev-bob",
+    nt_hash=nt_hash("bob's server-made secret"),
+    addresses=("10.64.0.88/32", "fd42:b0::88/128"),
+    subscription="sub-1",
+    per_server=1,
+)
+
+
+def test_the_config_loads_only_named_plugins_and_logs_nothing() -> None:
+    text = render_strongswan_conf("/run/charon.vici")
+    assert "load_modular = no" in text
+    assert "eap-mschapv2" in text
+    assert "kernel-libipsec" in text
+    assert "filelog" not in text
+    assert text.count("default = -1") == 2
+
+
+def test_a_device_conn_binds_identity_eap_name_and_its_own_pools() -> None:
+    server = IkeV2Server(HOST, "cert", "key", dns=("10.64.0.1", "fd42:b0::1"))
+    conn = conn_message(server, ALICE)["d-dev-alice"]
+    assert conn["remote"] == {"auth": "eap-mschapv2", "id": "dev-alice", "eap_id": "dev-alice"}
+    assert conn["pools"] == ["d4-dev-alice", "d6-dev-alice"]
+    proposals = " ".join(conn["proposals"] + conn["children"]["net"]["esp_proposals"])
+    assert "3des" not in proposals
+    assert "modp1024" not in proposals
+
+
+def test_over_limit_refuses_the_newest_of_a_subscription() -> None:
+    sessions = [
+        IkeV2Session("dev-bob", ike_id=9, established=True, rx_bytes=0, tx_bytes=0),
+        IkeV2Session("dev-alice", ike_id=4, established=True, rx_bytes=0, tx_bytes=0),
+    ]
+    devices = {"dev-alice": ALICE, "dev-bob": BOB}
+    assert [s.ike_id for s in over_limit(sessions, devices)] == [9]
+    two = {name: d for name, d in devices.items()}
+    two["dev-bob"] = IkeV2Device(**{**_fields(BOB), "per_server": 2})
+    two["dev-alice"] = IkeV2Device(**{**_fields(ALICE), "per_server": 2})
+    assert over_limit(sessions, two) == []
+
+
+def _fields(device: IkeV2Device) -> dict[str, object]:
+    return {name: getattr(device, name) for name in device.__slots__}
+
+
+@pytest.fixture(scope="module")
+def ike_lab() -> Iterator[tuple[Lab, Namespace, Namespace]]:
+    with Lab() as lab:
+        node = lab.namespace()
+        client = lab.namespace()
+        lab.link(node, client, [f"{NODE_ADDRESS}/24"], ["192.0.2.2/24"])
+        # The node's own address inside the pool, for traffic through the tunnel.
+        node.add_address("lo", "10.64.0.1/32")
+        yield lab, node, client
+
+
+@pytest.fixture(scope="module")
+def pki() -> LabPki:
+    return make_pki(HOST)
+
+
+@pytest.fixture
+def short_dir() -> Iterator[Path]:
+    """A runtime directory with a short path: a unix socket's path has at most 107 bytes."""
+    path = Path(tempfile.mkdtemp(prefix="bwt-ike-"))
+    try:
+        yield path
+    finally:
+        shutil.rmtree(path, ignore_errors=True)
+
+
+@pytest.fixture
+async def node(
+    ike_lab: tuple[Lab, Namespace, Namespace], pki: LabPki, short_dir: Path
+) -> AsyncIterator[CharonDriver]:
+    lab, node_ns, _ = ike_lab
+    driver = CharonDriver(short_dir / "node", netns=node_ns.name)
+    await driver.start(
+        IkeV2Server(HOST, pki.certificate_pem, pki.private_key_pem, dns=("10.64.0.1",))
+    )
+    assert driver.pid is not None
+    lab.track(driver.pid)
+    try:
+        yield driver
+    finally:
+        await driver.stop()
+
+
+@pytest.fixture
+async def client(
+    ike_lab: tuple[Lab, Namespace, Namespace], short_dir: Path
+) -> AsyncIterator[IkeV2Client]:
+    lab, _, client_ns = ike_lab
+    customer = IkeV2Client(short_dir / "client", client_ns.name)
+    await customer.start()
+    assert customer.charon.pid is not None
+    lab.track(customer.charon.pid)
+    try:
+        yield customer
+    finally:
+        await customer.stop()
+
+
+async def _connect(client: IkeV2Client, pki: LabPki, username: str, secret: str) -> list[str]:
+    sa = await client.connect(
+        name=username,
+        server_address=NODE_ADDRESS,
+        server_identity=HOST,
+        ca_pem=pki.ca_pem,
+        username=username,
+        secret=secret,
+    )
+    return virtual_ips(sa)
+
+
+@needs("unshare")
+async def test_a_device_connects_with_its_secret_and_gets_its_fleet_addresses(
+    node: CharonDriver, client: IkeV2Client, pki: LabPki
+) -> None:
+    await node.apply([ALICE, BOB])
+    assert await _connect(client, pki, "dev-alice", "alice's server-made secret") == [
+        "10.64.0.77",
+        "fd42:b0::77",
+    ]
+    sessions = await node.sessions()
+    assert [(s.username, s.established) for s in sessions] == [("dev-alice", True)]
+    # The node holds only NT hashes: what charon has loaded are NTLM secrets.
+    shared = await node.call(lambda s: s.get_shared())
+    assert {k.decode() if isinstance(k, bytes) else k for k in shared["keys"]} == {
+        "d-dev-alice",
+        "d-dev-bob",
+    }
+
+
+@needs("unshare")
+async def test_a_wrong_secret_is_refused(
+    node: CharonDriver, client: IkeV2Client, pki: LabPki
+) -> None:
+    await node.apply([ALICE])
+    with pytest.raises(IkeV2Error):
+        await _connect(client, pki, "dev-alice", "a guess")
+    assert [s for s in await node.sessions() if s.established] == []
+
+
+@needs("unshare")
+async def test_bytes_through_the_tunnel_are_counted(
+    node: CharonDriver,
+    client: IkeV2Client,
+    pki: LabPki,
+    ike_lab: tuple[Lab, Namespace, Namespace],
+) -> None:
+    _, node_ns, client_ns = ike_lab
+    await node.apply([ALICE])
+    await _connect(client, pki, "dev-alice", "alice's server-made secret")
+    listener = node_ns.spawn(
+        "python3", "-c",
+        "import socket; s=socket.socket(); s.bind(('10.64.0.1', 7777)); s.listen();"
+        "c,_=s.accept(); c.sendall(b'x'*200000); c.close()",
+    )  # fmt: skip
+    try:
+        for _ in range(50):
+            got = client_ns.run(
+                "python3", "-c",
+                "import socket; c=socket.create_connection(('10.64.0.1', 7777), timeout=5);"
+                "n=0\nwhile (b:=c.recv(65536)): n+=len(b)\nprint(n)",
+                check=False, timeout=20,
+            )  # fmt: skip
+            if got.returncode == 0:
+                break
+            await asyncio.sleep(0.1)
+        assert got.stdout.strip() == "200000"
+    finally:
+        listener.kill()
+        listener.wait()
+    (session,) = await node.sessions()
+    assert session.tx_bytes >= 200000
+    assert session.rx_bytes > 0
+
+
+@needs("unshare")
+async def test_removing_a_device_ends_its_sa_within_5_seconds_and_leaves_others(
+    node: CharonDriver, client: IkeV2Client, pki: LabPki
+) -> None:
+    await node.apply([ALICE, BOB])
+    await _connect(client, pki, "dev-alice", "alice's server-made secret")
+    await _connect(client, pki, "dev-bob", "bob's server-made secret")
+    started = time.monotonic()
+    loaded, unloaded = await node.apply([BOB])
+    assert (loaded, unloaded) == (0, 1)
+    assert [s.username for s in await node.sessions()] == ["dev-bob"]
+    # The client learns it too (charon sent a DELETE): its SA is gone.
+    while await client.sa("dev-alice") is not None:
+        assert time.monotonic() - started < 5.0
+        await asyncio.sleep(0.05)
+    # And it cannot come back.
+    await client.disconnect("dev-alice")
+    with pytest.raises(IkeV2Error):
+        await _connect(client, pki, "dev-alice", "alice's server-made secret")
+    assert [s.username for s in await node.sessions()] == ["dev-bob"]
+
+
+@needs("unshare")
+async def test_a_killed_charon_comes_back_with_every_device_loaded(
+    node: CharonDriver,
+    client: IkeV2Client,
+    pki: LabPki,
+    ike_lab: tuple[Lab, Namespace, Namespace],
+) -> None:
+    await node.apply([ALICE])
+    old = node.pid
+    assert old is not None
+    os.kill(old, 9)
+    for _ in range(100):
+        if not node.running:
+            break
+        await asyncio.sleep(0.02)
+    assert await node.ensure_running()
+    assert node.pid is not None
+    ike_lab[0].track(node.pid)
+    assert await _connect(client, pki, "dev-alice", "alice's server-made secret")
