@@ -13,6 +13,7 @@ from pathlib import Path
 import httpx
 import pyotp
 import pytest
+from pydantic import SecretStr
 from sqlalchemy import select, update
 
 from burrow.control.accounts.service import account as account_service
@@ -685,7 +686,8 @@ async def test_policy_page_shows_the_dns_lists_and_their_malformed_lines(
     assert page.status_code == 200
     ads = by_id(page, "dns-list-ads") or ""
     assert "Ads" in ads
-    assert re.search(r"<td>2</td><td class=\"dns-malformed\">2</td>", page.text) is not None
+    counts = r"<td[^>]*>2</td><td class=\"dns-malformed\"[^>]*>2</td>"
+    assert re.search(counts, page.text) is not None
     assert "cannot read" in (by_id(page, "dns-list-gone") or "")
 
 
@@ -1017,3 +1019,36 @@ async def test_admin_removes_a_device_with_a_reason(
     assert again.status_code == 404
     assert by_id(again, "remove-device-error") == f"Account {owner.id} has no device {lost.id}."
     assert len(await _trail(runtime)) == 1
+
+
+# --- payment methods checkout cannot take ---------------------------------------------------
+
+
+async def test_the_panel_names_the_offered_methods_no_provider_can_take(
+    client: httpx.AsyncClient, admin: Account, runtime: Runtime, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The test policy offers card, PayPal and cryptocurrency; no provider is set up here.
+    assert [str(m) for m in runtime.policy.payment_methods.offered] == ["card", "paypal", "crypto"]
+    for path in ("/admin", "/admin/policy"):
+        page = await client.get(path)
+        assert page.status_code == 200, path
+        missing = by_id(page, "methods-missing") or ""
+        assert "Card — Stripe is not set up on this server" in missing, path
+        assert "PayPal — PayPal is not set up on this server" in missing, path
+        assert "Cryptocurrency — CoinGate is not set up on this server" in missing, path
+
+    monkeypatch.setattr(
+        runtime, "settings", runtime.settings.model_copy(update={"stripe_api_key": SecretStr("sk")})
+    )
+    missing = by_id(await client.get("/admin"), "methods-missing") or ""
+    assert "Card" not in missing
+    assert "PayPal" in missing
+
+    no_provider = runtime.policy.payment_methods.model_copy(update={"offered": ["card", "manual"]})
+    policy = runtime.policy.model_copy(update={"payment_methods": no_provider})
+    monkeypatch.setattr(runtime, "policy", policy)
+    missing = by_id(await client.get("/admin"), "methods-missing") or ""
+    assert missing.endswith(
+        "Bank transfer or other arrangement — this version has no provider for it"
+    )
+    assert "Card" not in missing

@@ -1,4 +1,5 @@
-"""Shared by the admin panel's pages: who may enter, path parameters, time wording."""
+"""Shared by the admin panel's pages: who may enter, path parameters, time wording, the
+payment methods checkout cannot take."""
 
 from __future__ import annotations
 
@@ -8,13 +9,29 @@ from fastapi import Depends, Request
 
 from burrow.control.accounts.service import AdminSecondFactor
 from burrow.control.accounts.service import account as account_service
+from burrow.control.billing.service import billing as billing_service
 from burrow.control.deps import SESSION_COOKIE, SessionDep
 from burrow.control.errors import Forbidden
 from burrow.control.models import Account
 from burrow.control.params import id_path
+from burrow.control.runtime import Runtime
 from burrow.control.web.auth import LoginRequired, WebAccount
+from burrow.control.web.billing_pages import METHOD_NAMES
 
 PAGE_SIZE = 50
+
+PROVIDER_NAMES = {"stripe": "Stripe", "paypal": "PayPal", "coingate": "CoinGate"}
+
+
+def methods_missing(runtime: Runtime) -> list[dict[str, str | None]]:
+    """The payment methods the policy offers but checkout cannot take, in words for a page."""
+    return [
+        {
+            "method": METHOD_NAMES.get(m.method, m.method),
+            "provider": PROVIDER_NAMES.get(m.provider, m.provider) if m.provider else None,
+        }
+        for m in billing_service.methods_without_provider(runtime)
+    ]
 
 
 class TwoFactorSetupRequired(LoginRequired):

@@ -29,7 +29,13 @@ from burrow.control.privacy.service import privacy as privacy_service
 from burrow.control.refunds.service import refund as refund_service
 from burrow.control.runtime import Runtime
 from burrow.control.web.admin_pages import charts as charts_module
-from burrow.control.web.admin_pages.common import PAGE_SIZE, PanelAdmin, RequestIdPath, time_left
+from burrow.control.web.admin_pages.common import (
+    PAGE_SIZE,
+    PanelAdmin,
+    RequestIdPath,
+    methods_missing,
+    time_left,
+)
 from burrow.control.web.forms import Form, attempt
 from burrow.control.web.routing import page_router
 from burrow.control.web.templating import redirect, render
@@ -73,6 +79,7 @@ async def overview(
         request,
         "admin/index.html",
         {
+            "methods_missing": methods_missing(runtime),
             "refunds_queued": queued,
             "refunds_overdue": overdue,
             "nodes_total": len(nodes),
@@ -109,6 +116,7 @@ async def _policy_page(
         request,
         "admin/policy.html",
         {
+            "methods_missing": methods_missing(runtime),
             "path": str(path),
             "text": text,
             "summary": summary(runtime.policy),
