@@ -15,8 +15,8 @@ def test_every_page_module_is_listed_and_mounted() -> None:
 
 
 def test_a_listed_module_that_is_missing_stops_start_up() -> None:
-    with pytest.raises(PageModulesWrong, match="affiliate_pages is listed but does not exist"):
-        page_routers([*PAGE_MODULES, "burrow.control.web.affiliate_pages"])
+    with pytest.raises(PageModulesWrong, match="no_such_pages is listed but does not exist"):
+        page_routers([*PAGE_MODULES, "burrow.control.web.no_such_pages"])
 
 
 def test_a_page_module_left_off_the_list_stops_start_up() -> None:

@@ -13,8 +13,13 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from burrow.control.deps import RuntimeDep, SessionDep
 from burrow.control.models import SupportStatus, SupportVia, utcnow
 from burrow.control.params import id_path
-from burrow.control.support.schemas import SupportAnswerIn, SupportStatusIn
-from burrow.control.support.service import STATUS_NAMES, TOPIC_NAMES
+from burrow.control.support.schemas import SupportAnswerIn, SupportOwnerIn, SupportStatusIn
+from burrow.control.support.service import (
+    STATUS_NAMES,
+    TOPIC_NAMES,
+    NotAnAdministratorToOwn,
+    SupportView,
+)
 from burrow.control.support.service import support as support_service
 from burrow.control.web.admin_pages.common import PanelAdmin, time_left
 from burrow.control.web.forms import Form, press, submit
@@ -73,6 +78,7 @@ async def _request_page(
             "overdue": view.overdue(now),
             "time_left": time_left(view.seconds_left(now)),
             "form": form or Form.empty(status=SupportStatus.waiting_on_customer.value),
+            "administrators": await support_service.administrators(session),
         },
         status_code=status_code,
     )
@@ -125,6 +131,31 @@ async def take(
         back=f"/admin/support/{request_id}",
         done=lambda _: redirect(
             request, f"/admin/support/{request_id}", flash="The request is yours."
+        ),
+    )
+
+
+@router.post("/support/{request_id}/owner")
+async def hand_over(
+    request: Request, session: SessionDep, admin: PanelAdmin, request_id: SupportIdPath
+) -> Response:
+    form = await Form.read(request)
+    body = form.validate(SupportOwnerIn)
+
+    async def assign() -> SupportView:
+        if body is None:
+            raise NotAnAdministratorToOwn(0)
+        return await support_service.assign_to(session, admin, request_id, body.owner_id)
+
+    return await press(
+        request,
+        session,
+        assign,
+        back=f"/admin/support/{request_id}",
+        done=lambda view: redirect(
+            request,
+            f"/admin/support/{request_id}",
+            flash=f"The request is {view.owner_email}'s now.",
         ),
     )
 
