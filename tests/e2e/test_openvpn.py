@@ -21,17 +21,21 @@ from typing import Any
 import pytest
 
 from tests.node.netns import missing_requirements, unique_name
+from tests.support.nsd import write_nsd
 
 from .conftest import POLICIES
 from .lab import (
+    SHORT_IDLE_SECONDS,
     Host,
     NodeRun,
     Proc,
     Tunnel,
     World,
+    build_world,
     fetch,
-    policy_world,
+    prepare_world,
     sha256,
+    start_nodes,
     tcp_open,
     wait_for,
 )
@@ -45,9 +49,26 @@ KILL_SECONDS = 5.0
 
 @pytest.fixture(scope="module")
 def ovpn_world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
-    with policy_world(
-        tmp_path_factory.mktemp("openvpn"), POLICIES / "strict-no-logs.toml", customers=4
-    ) as world:
+    """``policy_world``'s strict lab, plus NSD for ``lab.test`` on the internet host, which
+    the nodes' resolvers ask for that zone (as in ``test_dns``)."""
+    tmp = tmp_path_factory.mktemp("openvpn")
+    with build_world(tmp, customers=4) as world:
+        world.control_extra = {
+            "BURROW_LOG_FILE": str(tmp / "logs" / "control.log"),
+            "BURROW_CONNECTION_IDLE_SECONDS": str(SHORT_IDLE_SECONDS),
+            "BURROW_CONNECTION_LEASE_TTL_SECONDS": "5",
+        }
+        world.node_extra = {
+            "BURROW_NODE_IDLE_THRESHOLD_SECONDS": str(SHORT_IDLE_SECONDS),
+            "BURROW_NODE_RESOLVER_STUB_ZONES": json.dumps({"lab.test.": [world.inet.ipv4]}),
+            "BURROW_NODE_RUNTIME_DIR": str(tmp / "run"),
+        }
+        prepare_world(world, POLICIES / "strict-no-logs.toml")
+        world.spawn(
+            world.inet.ns, "nsd", *write_nsd(tmp / "nsd", [world.inet.ipv4, world.inet.ipv6])
+        )
+        world.start_control_plane()
+        start_nodes(world)
         for node in world.nodes:
             wait_for(lambda node=node: offered(world, node), 30, "the node to offer OpenVPN")  # type: ignore[misc]
         yield world
@@ -267,6 +288,37 @@ def test_the_downloaded_profile_carries_traffic_over_udp_and_tcp_443(
     assert seen == {node.host.ipv4}, seen
     # The agent logged nothing of the client's address.
     assert host.ipv4 not in agent_log(node)
+
+
+def dig(host: Host, server: str, name: str) -> str:
+    out = host.ns.run(
+        "dig", "+time=2", "+tries=1", "+noall", "+answer", "+comments", f"@{server}", name,
+        check=False,
+    ).stdout  # fmt: skip
+    status = re.search(r"status: (\w+)", out)
+    answers = [line.split()[-1] for line in out.splitlines() if line and not line.startswith(";")]
+    return " ".join([status.group(1) if status else "NO-ANSWER", *answers])
+
+
+def test_names_resolve_through_the_nodes_resolver_over_openvpn(
+    ovpn_world: World, clients: list[OpenVpnClient]
+) -> None:
+    world = ovpn_world
+    node = world.nodes[0]
+    host = world.customers[3]
+    token = world.new_customer()
+    device = credentials(world, new_device(world, token, node, "dns"))
+    client = client_for(world, clients, host, device, node)
+    client.up()
+    # The profile's server pushes the node's resolver; the lab's zone resolves through it.
+    assert "dhcp-option DNS 10.64.0.1" in client.output()
+    wait_for(
+        lambda: dig(host, "10.64.0.1", "www.lab.test") == "NOERROR 192.0.2.80",
+        20,
+        "the node's resolver to answer through OpenVPN",
+    )
+    # Nothing else of the node itself is reachable through the tunnel.
+    assert not tcp_open(host, "10.64.0.1", 22, timeout=1.0)
 
 
 # --- 2. strict policy: OpenVPN may be used twice on one server, WireGuard once -------------------
