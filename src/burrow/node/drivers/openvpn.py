@@ -36,6 +36,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
+from burrow.node.drivers.wireguard import _set_parent_death_signal
 from burrow.node.openvpn_auth import (
     BAD_CREDENTIALS,
     OPENVPN,
@@ -268,6 +269,8 @@ class OpenVpnProcess:
             stdin=asyncio.subprocess.DEVNULL,
             stdout=asyncio.subprocess.PIPE,
             stderr=asyncio.subprocess.STDOUT,
+            # An agent that dies takes its openvpn processes along (they would hold the ports).
+            preexec_fn=_set_parent_death_signal,
         )
         self._output_task = asyncio.create_task(self._drain(self._proc))
         try:
