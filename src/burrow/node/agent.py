@@ -35,7 +35,7 @@ from burrow.node.drivers.interfaces import InterfaceSet
 from burrow.node.drivers.nftables import FirewallConfig, NftablesFirewall, ensure_forwarding
 from burrow.node.drivers.openvpn import OpenVpnNode, Transport
 from burrow.node.drivers.resolver import NodeResolver
-from burrow.node.drivers.tc import TcShaper
+from burrow.node.drivers.tc import ShaperSet, TcShaper
 from burrow.node.drivers.wireguard import interface_addresses
 from burrow.node.identity import NodeIdentity, new_private_key, public_key_of, save_identity
 from burrow.node.ikev2 import IkeV2Service
@@ -262,7 +262,16 @@ async def run_agent(
             *((settings.ikev2_interface,) if ikev2 is not None else ()),
         ),
     )
-    shaper = TcShaper(interface, netns=settings.netns)
+    wg_shaper = TcShaper(interface, netns=settings.netns)
+    shaper: TcShaper | ShaperSet = wg_shaper
+    if openvpn is not None:
+        # Fair use slows a device on its OpenVPN tuns too, counting its OpenVPN bytes.
+        vpn = openvpn
+        shaper = ShaperSet(
+            wg_shaper,
+            [TcShaper(tun, netns=settings.netns) for tun in vpn.interfaces],
+            generation=lambda: sum(p.restarts for p in vpn.processes),
+        )
     loop = SyncLoop(
         client,
         driver,
@@ -274,6 +283,7 @@ async def run_agent(
         supervise_interval_seconds=settings.supervise_interval_seconds,
         shaper=shaper,
         uplink_mbit=settings.uplink_mbit,
+        extra_traffic=openvpn.traffic if openvpn is not None else None,
     )
     ikev2_service = None
     if ikev2 is not None:
@@ -367,7 +377,10 @@ async def _offer_openvpn(client: NodeApiClient, openvpn: OpenVpnNode) -> None:
 
 
 async def _shutdown(
-    driver: InterfaceSet, network: HostNetwork, client: NodeApiClient, shaper: TcShaper
+    driver: InterfaceSet,
+    network: HostNetwork,
+    client: NodeApiClient,
+    shaper: TcShaper | ShaperSet,
 ) -> None:
     try:
         await shaper.close()

@@ -32,6 +32,7 @@ Protocol and the client.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 import random
 import time
@@ -123,6 +124,7 @@ class SyncLoop:
         rng: random.Random | None = None,
         shaper: Shaper | None = None,
         uplink_mbit: int | None = None,
+        extra_traffic: Callable[[], Iterable[WgPeer]] | None = None,
     ) -> None:
         self._client = client
         self._driver = driver
@@ -152,6 +154,8 @@ class SyncLoop:
         # Fair use: per-peer traffic of the window, in this process's memory only.
         self._shaper = shaper
         self._uplink_mbit = uplink_mbit
+        # Other protocols' cumulative counters per device (OpenVPN): fair use counts them too.
+        self._extra_traffic = extra_traffic
         self._meter = TrafficMeter()
         self._meter_epoch = -1
         self._warned_no_uplink = False
@@ -381,7 +385,9 @@ class SyncLoop:
         # counters start at zero, which the meter takes as new traffic, so the window is kept.
         fresh = self._meter_epoch != self.interface_epoch
         self._meter_epoch = self.interface_epoch
-        self._meter.observe(peers, self._monotonic(), settings.window_seconds)
+        self._meter.observe(
+            _with_extra(peers, self._extra_traffic), self._monotonic(), settings.window_seconds
+        )
         wanted = decide(self._meter.samples, settings, shaper.shaped)
         desired = self.desired.peers
         addresses = {key: desired[key].allowed_ips for key in wanted if key in desired}
@@ -430,3 +436,23 @@ class SyncLoop:
             return []
         peers = self.desired.peers
         return [ip for key in keys if key in peers for ip in peers[key].allowed_ips]
+
+
+def _with_extra(peers: list[WgPeer], extra: Callable[[], Iterable[WgPeer]] | None) -> list[WgPeer]:
+    """WireGuard's counters with other protocols' counters of the same device added."""
+    if extra is None:
+        return peers
+    others = {peer.public_key: peer for peer in extra()}
+    if not others:
+        return peers
+    merged = []
+    for peer in peers:
+        other = others.pop(peer.public_key, None)
+        if other is not None:
+            peer = dataclasses.replace(
+                peer,
+                rx_bytes=peer.rx_bytes + other.rx_bytes,
+                tx_bytes=peer.tx_bytes + other.tx_bytes,
+            )
+        merged.append(peer)
+    return merged

@@ -36,6 +36,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
+from burrow.node.drivers.uapi import WgPeer
 from burrow.node.drivers.wireguard import _set_parent_death_signal
 from burrow.node.openvpn_auth import (
     BAD_CREDENTIALS,
@@ -667,6 +668,16 @@ class OpenVpnNode:
     def count(self, session: Session, rx: int, tx: int) -> None:
         session.rx = max(session.rx, rx)
         session.tx = max(session.tx, tx)
+
+    def traffic(self) -> list[WgPeer]:
+        """Each device's cumulative OpenVPN bytes, for fair use (kept in RAM only)."""
+        totals: dict[str, list[int]] = {k: list(v) for k, v in self._ended.items()}
+        for process in self.processes:
+            for session in process.sessions.values():
+                entry = totals.setdefault(session.public_key, [0, 0])
+                entry[0] += session.rx
+                entry[1] += session.tx
+        return [WgPeer(public_key=k, rx_bytes=rx, tx_bytes=tx) for k, (rx, tx) in totals.items()]
 
     async def read_sessions(self) -> list[DeviceCounters]:
         """Each device's OpenVPN traffic on this node, as cumulative counters (never lower)."""

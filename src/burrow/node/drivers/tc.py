@@ -23,9 +23,10 @@ Imports nothing of burrow.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import ipaddress
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 
 _INTERFACE_NAME = re.compile(r"[A-Za-z0-9_.-]{1,15}")
 # u32 offsets in the IP header of an address's last 4-byte word (hashed on its last byte).
@@ -236,3 +237,58 @@ class TcShaper:
         finally:
             if await self._ifb_exists():
                 await _run(_in_netns(["ip", "link", "del", "dev", self.ifb], self.netns))
+
+
+class ShaperSet:
+    """The WireGuard interface's shaper plus one per other tunnel (OpenVPN's tuns).
+
+    The same peers are shaped at the same rate on every tunnel, so a device is slowed whichever
+    protocol it uses. WireGuard's shaper is the one that counts: a failure there is raised as
+    before. Another tunnel may not exist right now (its process is starting or restarting):
+    its failure is logged by the caller's next round and retried; ``generation`` (e.g. the
+    number of process restarts) tells when a tunnel was made anew and lost its qdiscs.
+    """
+
+    def __init__(
+        self,
+        main: TcShaper,
+        others: Sequence[TcShaper],
+        generation: Callable[[], int] = lambda: 0,
+    ) -> None:
+        self.main = main
+        self.others = list(others)
+        self._generation = generation
+        self._applied_generation = -1
+        self.failures = 0
+
+    @property
+    def shaped(self) -> frozenset[str]:
+        return self.main.shaped
+
+    async def apply(
+        self, peers: Mapping[str, Sequence[str]], rate_mbit: int, *, force: bool = False
+    ) -> bool:
+        changed = await self.main.apply(peers, rate_mbit, force=force)
+        generation = self._generation()
+        renew = force or generation != self._applied_generation
+        self._applied_generation = generation
+        for shaper in self.others:
+            try:
+                if await shaper.apply(peers, rate_mbit, force=renew and bool(peers)):
+                    changed = True
+            except TcError:
+                self.failures += 1
+                self._applied_generation = -1  # try again, in full, next round
+        return changed
+
+    async def clear(self) -> None:
+        await self.main.clear()
+        for shaper in self.others:
+            with contextlib.suppress(TcError):
+                await shaper.clear()
+
+    async def close(self) -> None:
+        await self.main.close()
+        for shaper in self.others:
+            with contextlib.suppress(TcError):
+                await shaper.close()
