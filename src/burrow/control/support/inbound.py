@@ -29,7 +29,7 @@ from aiosmtpd.smtp import SMTP
 from burrow.control.db import unit_of_work
 from burrow.control.errors import BurrowError
 from burrow.control.runtime import Runtime
-from burrow.control.support.service import parse_recipient, support_address
+from burrow.control.support.addresses import parse_recipient, support_address
 from burrow.control.support.service import support as support_service
 
 log = logging.getLogger(__name__)
