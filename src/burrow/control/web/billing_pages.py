@@ -114,7 +114,7 @@ async def checkout(
         return await _billing_page(request, session, runtime, account, form, 422)
     try:
         started = await billing_service.start_checkout(
-            session, runtime, account, body.plan_code, body.method
+            session, runtime, account, body.plan_code, body.method, referral_code=body.referral_code
         )
     except BurrowError as exc:
         await undo(session, account)
