@@ -257,7 +257,7 @@ async def test_twenty_administrators_deciding_at_once(settings: Settings) -> Non
             view = await support_service.receive_email(
                 session,
                 runtime,
-                request_id=None,
+                reply=None,
                 sender=customer_email,
                 subject="Please cancel",
                 body=f"Cancel my subscription. My VPN username: {customer_email}",

@@ -126,11 +126,21 @@ async def test_a_reply_by_email_lands_on_the_request(desk: Desk) -> None:
     # Support is told (the owner: whoever answered first).
     to_admin = await desk.inbox.arrived(admin_email, count=2)
     assert "Amsterdam" in Inbox.body(to_admin[-1])
-    # And support can answer by email too: the admin's reply lands as support's.
-    await _send(desk, _mail(admin_email, reply_to, "Re: Slow", "Try Rotterdam, please."))
+    # Support answers by email through its own notification's reply address.
+    staff_reply_to = str(to_admin[-1]["Reply-To"])
+    assert re.fullmatch(rf"support\+{request_id}-s[0-9a-f]{{32}}@example\.com", staff_reply_to)
+    await _send(desk, _mail(admin_email, staff_reply_to, "Re: Slow", "Try Rotterdam, please."))
     messages = await _messages(desk.runtime, request_id)
     assert messages[-1].author == "support"
     assert messages[-1].body == "Try Rotterdam, please."
+    # The customer's own reply address cannot write as support, whatever its From line says;
+    # and support's address takes nothing from anyone but an administrator.
+    await _send(desk, _mail(admin_email, reply_to, "Re: Slow", "Refund approved! (forged)"))
+    assert (await _messages(desk.runtime, request_id))[-1].author == "customer"
+    with pytest.raises(aiosmtplib.SMTPDataError) as refused:
+        await _send(desk, _mail(customer_email, staff_reply_to, "Re", "I am support now."))
+    assert "support's own addresses only" in refused.value.message
+    assert "I am support now." not in [m.body for m in await _messages(desk.runtime, request_id)]
 
 
 async def test_a_forged_reply_token_and_relaying_are_refused(desk: Desk) -> None:

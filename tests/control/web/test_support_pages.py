@@ -267,7 +267,7 @@ async def test_an_emailed_cancellation_is_carried_out_in_one_click(
         view = await support_service.receive_email(
             session,
             runtime,
-            request_id=None,
+            reply=None,
             sender=customer.account.email,
             subject="Cancellation",
             body="Please cancel my subscription.",

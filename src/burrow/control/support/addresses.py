@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import hmac
 import re
+from dataclasses import dataclass
 from email.utils import parseaddr
+from typing import Literal
 
 from burrow.control.runtime import Runtime
 from burrow.control.security import keyed_digest
@@ -32,18 +34,34 @@ def support_address(runtime: Runtime) -> str:
     return str(policy.support.address or policy.provider.contact_email)
 
 
-def reply_address(runtime: Runtime, request_id: int) -> str:
-    """``support+<id>-<token>@<domain>``: a reply to it lands on request ``id``."""
+@dataclass(frozen=True)
+class ReplyTo:
+    """A valid reply address: the request, and whether it was support's notification
+    (``staff``) or the customer's that was answered."""
+
+    request_id: int
+    staff: bool
+
+
+def reply_address(runtime: Runtime, request_id: int, *, staff: bool = False) -> str:
+    """``support+<id>-<token>@<domain>`` (support's side: ``-s<token>``): a reply to it lands
+    on request ``id``. The two sides have tokens of their own, so a customer holding theirs
+    cannot write as support by forging the From line."""
     local, _, domain = support_address(runtime).partition("@")
-    return f"{local}+{request_id}-{_token(runtime, 'reply', request_id)}@{domain}"
+    purpose = "reply-staff" if staff else "reply"
+    marker = "s" if staff else ""
+    return f"{local}+{request_id}-{marker}{_token(runtime, purpose, request_id)}@{domain}"
 
 
-_REPLY_LOCAL = re.compile(r"^(?P<base>[^+]+)\+(?P<id>\d{1,18})-(?P<token>[0-9a-fA-F]+)$")
+_REPLY_LOCAL = re.compile(
+    r"^(?P<base>[^+]+)\+(?P<id>\d{1,18})-(?P<staff>s?)(?P<token>[0-9a-fA-F]+)$"
+)
 
 
-def parse_recipient(runtime: Runtime, address: str) -> int | bool | None:
-    """What an inbound recipient is: a request id (a valid reply address), None (the support
-    address itself, a new request), or False (anything else: refused, nothing is relayed).
+def parse_recipient(runtime: Runtime, address: str) -> ReplyTo | Literal[False] | None:
+    """What an inbound recipient is: a reply to a request (a valid reply address), None (the
+    support address itself, a new request), or False (anything else: refused, nothing is
+    relayed).
 
     A reply address whose token does not match is False as well: forged or mistyped.
     """
@@ -58,9 +76,10 @@ def parse_recipient(runtime: Runtime, address: str) -> int | bool | None:
     if found is None or found["base"].lower() != base_local.lower():
         return False
     request_id = int(found["id"])
-    if not token_matches(runtime, "reply", request_id, found["token"]):
+    staff = bool(found["staff"])
+    if not token_matches(runtime, "reply-staff" if staff else "reply", request_id, found["token"]):
         return False
-    return request_id
+    return ReplyTo(request_id, staff)
 
 
 def view_token(runtime: Runtime, request_id: int) -> str:

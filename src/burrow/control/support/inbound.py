@@ -111,7 +111,7 @@ class SupportInbox:
                     await support_service.receive_email(
                         session,
                         self.runtime,
-                        request_id=target if isinstance(target, int) else None,
+                        reply=target,
                         sender=sender,
                         subject=subject or "(no subject)",
                         body=text,

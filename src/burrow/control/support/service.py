@@ -17,7 +17,7 @@ Errors::
 
     BurrowError
     ├── NotFound:      SupportRequestNotFound
-    ├── Forbidden:     SupportLinkInvalid
+    ├── Forbidden:     SupportLinkInvalid, NotFromSupport
     ├── Conflict:      SupportRequestTaken, SupportStateChanged, CancellationAlreadyDone,
     │                  NoCancellationAsked
     └── InvalidInput:  AttachmentsRefused
@@ -56,6 +56,7 @@ from burrow.control.runtime import Runtime
 from burrow.control.security import keyed_digest
 from burrow.control.subscriptions.service import subscription as subscription_service
 from burrow.control.support.addresses import (
+    ReplyTo,
     admin_link,
     customer_link,
     reply_address,
@@ -168,6 +169,17 @@ class NotAnAdministratorToOwn(InvalidInput):
         super().__init__(
             f"Account {account_id} is not an administrator; only administrators own requests.",
             field="owner_id",
+        )
+
+
+class NotFromSupport(Forbidden):
+    title = "Not from support"
+    type_slug = "support-reply-not-from-support"
+
+    def __init__(self) -> None:
+        super().__init__(
+            "This reply address takes answers from support's own addresses only; write to the "
+            "support address instead."
         )
 
 
@@ -524,32 +536,35 @@ class SupportService:
         session: AsyncSession,
         runtime: Runtime,
         *,
-        request_id: int | None,
+        reply: ReplyTo | None,
         sender: str,
         subject: str,
         body: str,
     ) -> SupportView:
-        """An email to the support desk: a reply (``request_id`` from a valid reply address)
-        lands on its request, as support's when an administrator wrote it; a new email opens a
-        request (the sender's account when one has the address). A cancellation naming a
-        username is recognised, for an administrator to carry out in one click."""
+        """An email to the support desk: a reply (``reply``, a valid reply address) lands on
+        its request: the customer's, or support's (the staff address, from an administrator's
+        address only); a new email opens a request (the sender's account when one has the
+        address). A cancellation naming a username is recognised, for an administrator to
+        carry out in one click."""
         repository = SupportRepository(session)
         sender_account = await repository.account_by_email(sender)
-        if request_id is not None:
-            request = await repository.get(request_id)
+        if reply is not None:
+            request = await repository.get(reply.request_id)
             if request is None:
-                raise SupportRequestNotFound(request_id)
-            if sender_account is not None and sender_account.is_admin:
-                return await self.answer(
-                    session,
-                    runtime,
-                    sender_account,
-                    request.id,
-                    body,
-                    status=SupportStatus.waiting_on_customer,
-                    via=SupportVia.email,
-                )
-            return await self.customer_reply(session, runtime, request, body, SupportVia.email)
+                raise SupportRequestNotFound(reply.request_id)
+            if not reply.staff:
+                return await self.customer_reply(session, runtime, request, body, SupportVia.email)
+            if sender_account is None or not sender_account.is_admin:
+                raise NotFromSupport()
+            return await self.answer(
+                session,
+                runtime,
+                sender_account,
+                request.id,
+                body,
+                status=SupportStatus.waiting_on_customer,
+                via=SupportVia.email,
+            )
         topic = topic_of_email(subject, body)
         view = await self.open(
             session,
@@ -720,7 +735,7 @@ class SupportService:
         request = view.request
         link = admin_link(runtime, request.id)
         subject, body = self._email(runtime, "to_support.txt", view, message, link, opened=opened)
-        reply_to = reply_address(runtime, request.id)
+        reply_to = reply_address(runtime, request.id, staff=True)
         owner = view.owner_email
 
         async def send() -> None:
