@@ -229,3 +229,18 @@ async def test_a_cancellation_by_email_is_recognised_for_one_click(desk: Desk) -
         assert "already carried out" in again.json()["detail"]
     told = (await desk.inbox.arrived("someone@elsewhere.example", count=2))[-1]
     assert "cancelled" in Inbox.body(told)
+
+
+async def test_automatic_mail_is_never_filed_nor_answered(desk: Desk) -> None:
+    """A bounce, an auto-reply or the desk's own address writing to itself: accepted and
+    dropped, so no loop of notifications can start."""
+    auto_reply = _mail("holiday@example.org", SUPPORT, "Out of office", "Back on Monday.")
+    auto_reply["Auto-Submitted"] = "auto-replied"
+    await _send(desk, auto_reply)
+    await _send(desk, _mail(SUPPORT, SUPPORT, "Loop", "From ourselves."))
+    bounce = _mail("mailer-daemon@example.org", SUPPORT, "Undelivered", "No such user.")
+    await aiosmtplib.send(bounce, sender="", hostname="127.0.0.1", port=desk.smtp_port, timeout=10)
+    async with unit_of_work(desk.runtime.sessionmaker) as session:
+        assert (await session.scalars(select(SupportRequest))).all() == []
+    assert desk.inbox.to("holiday@example.org") == []
+    assert desk.inbox.to("mailer-daemon@example.org") == []
