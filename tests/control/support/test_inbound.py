@@ -106,6 +106,7 @@ async def test_a_reply_by_email_lands_on_the_request(desk: Desk) -> None:
     # Metered policy: message_in_email = true, so the text travels with the link.
     assert "Which server do you use?" in Inbox.body(notice)
     reply_to = str(notice["Reply-To"])
+    assert notice["Auto-Submitted"] == "auto-generated"
     assert re.fullmatch(rf"support\+{request_id}-[0-9a-f]{{32}}@example\.com", reply_to)
 
     reply = _mail(
