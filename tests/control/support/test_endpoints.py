@@ -329,3 +329,38 @@ async def test_a_request_is_handed_to_another_administrator(
     assert refused.status_code == 422
     assert refused.json()["field"] == "owner_id"
     assert "not an administrator" in refused.json()["detail"]
+
+
+async def test_twenty_signed_out_requests_at_once_from_one_address(
+    settings: Settings, smtp: SmtpServer
+) -> None:
+    """The per-address limit holds when twenty arrive at the same moment at a real server:
+    three are opened (and three emails sent), seventeen refused with Retry-After."""
+    async with running_runtime(settings) as runtime:
+        with serving(settings) as server:
+            async with httpx.AsyncClient(base_url=server.url, timeout=30) as client:
+                responses = await asyncio.gather(
+                    *(
+                        client.post(
+                            "/api/v1/support/requests/by-email",
+                            json={
+                                "email": "burst@example.org",
+                                "topic": "other",
+                                "subject": f"try {n}",
+                                "message": "hello",
+                            },
+                        )
+                        for n in range(20)
+                    )
+                )
+        statuses = sorted(r.status_code for r in responses)
+        assert statuses == [202] * 3 + [429] * 17
+        assert all("Retry-After" in r.headers for r in responses if r.status_code == 429)
+        async with unit_of_work(runtime.sessionmaker) as session:
+            opened = (
+                await session.scalars(
+                    select(SupportRequest).where(SupportRequest.email == "burst@example.org")
+                )
+            ).all()
+        assert len(opened) == 3
+        assert len(await smtp.inbox.arrived("burst@example.org", count=3)) == 3
