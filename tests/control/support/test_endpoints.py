@@ -11,12 +11,15 @@ from datetime import timedelta
 import httpx
 from sqlalchemy import select, update
 
+from burrow.control.audit.service import CliOperator
+from burrow.control.billing.service import billing as billing_service
 from burrow.control.config import Settings
 from burrow.control.db import unit_of_work
 from burrow.control.metrics import exposition
 from burrow.control.metrics import read as read_metrics
 from burrow.control.models import (
     AdminAction,
+    PaymentMethod,
     Subscription,
     SupportMessage,
     SupportRequest,
@@ -364,3 +367,38 @@ async def test_twenty_signed_out_requests_at_once_from_one_address(
             ).all()
         assert len(opened) == 3
         assert len(await smtp.inbox.arrived("burst@example.org", count=3)) == 3
+
+
+async def test_a_refund_asked_through_the_api_links_its_support_conversation(
+    client: httpx.AsyncClient, runtime: Runtime
+) -> None:
+    customer_id, _, customer = await _caller(runtime, plan="personal-monthly")
+    _, _, other = await _caller(runtime)
+    async with unit_of_work(runtime.sessionmaker) as session:
+        recorded = await billing_service.record_manual_payment(
+            session,
+            runtime,
+            CliOperator("test"),
+            customer_id,
+            "personal-monthly",
+            699,
+            "USD",
+            PaymentMethod.manual,
+            f"ref-{customer_id}",
+        )
+        order_id = recorded.order.id
+    talk = {"topic": "refund", "subject": "Slow", "message": "Nothing loads."}
+    mine = (await client.post("/api/v1/support/requests", json=talk, headers=customer)).json()
+    theirs = (await client.post("/api/v1/support/requests", json=talk, headers=other)).json()
+    path = f"/api/v1/billing/orders/{order_id}/refund"
+    refused = await client.post(
+        path, json={"reason": "x", "support_request_id": theirs["id"]}, headers=customer
+    )
+    assert refused.status_code == 404
+    assert (await client.get("/api/v1/refunds", headers=customer)).json() == []
+    asked = await client.post(
+        path, json={"reason": "Still slow.", "support_request_id": mine["id"]}, headers=customer
+    )
+    assert asked.status_code == 201, asked.text
+    seen = await client.get(f"/api/v1/support/requests/{mine['id']}", headers=customer)
+    assert seen.json()["refund_request_id"] == asked.json()["id"]
