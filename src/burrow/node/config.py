@@ -96,3 +96,13 @@ class NodeSettings(BaseSettings):
         description="The uplink's bandwidth in Mbit/s, for fair-use shaping, when the control "
         "plane does not name one for this node.",
     )
+
+    # OpenVPN (one openvpn process per transport, decided by the agent).
+    openvpn: bool = Field(
+        True, description="Serve OpenVPN too (when the openvpn program is installed)."
+    )
+    openvpn_program: str = Field("openvpn", description="The openvpn 2.6 program to run.")
+    openvpn_transports: list[str] = Field(
+        default_factory=lambda: ["udp:1194", "tcp:443"],
+        description='One server process each, "udp:PORT" or "tcp:PORT" (JSON list).',
+    )

@@ -24,6 +24,10 @@ Protocol = Annotated[
     str, Path(max_length=32, description="The protocol of the credentials, e.g. openvpn.")
 ]
 
+NodeId = Annotated[
+    int, Query(ge=1, le=MAX_ID, description="The server to connect to (see the server list).")
+]
+
 # Answers that carry a password must not be kept by any cache.
 NO_STORE = {"Cache-Control": "no-store"}
 
@@ -105,6 +109,26 @@ async def revoke_credential(
 ) -> Response:
     await credential_service.revoke(session, runtime, account, device_id, protocol)
     return Response(status_code=status.HTTP_204_NO_CONTENT)
+
+
+@router.get(
+    "/{device_id}/openvpn-config",
+    summary="Download the device's OpenVPN profile (.ovpn) for a server",
+    description="For OpenVPN Connect, openvpn 2.6 or Tunnelblick, unchanged: the server's CA "
+    "and tls-crypt key inline, UDP first and TCP 443 for networks that block the rest. Sign in "
+    "with the device's OpenVPN username and password.",
+    response_class=Response,
+    responses={
+        200: {"content": {"application/x-openvpn-profile": {"schema": {"type": "string"}}}},
+        **problem_responses(401, 404, 409, 422),
+    },
+)
+async def download_openvpn_config(
+    device_id: DeviceId, node_id: NodeId, session: SessionDep, account: CurrentAccount
+) -> Response:
+    config = await credential_service.openvpn_config(session, account, device_id, node_id)
+    headers = {**NO_STORE, "Content-Disposition": f'attachment; filename="{config.filename}"'}
+    return Response(config.text, media_type="application/x-openvpn-profile", headers=headers)
 
 
 ProfileKind = Literal["mobileconfig", "sswan", "windows"]
