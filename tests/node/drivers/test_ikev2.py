@@ -273,6 +273,9 @@ async def test_a_killed_charon_comes_back_with_every_device_loaded(
     assert node.pid is not None
     ike_lab[0].track(node.pid)
     assert await _connect(client, pki, "dev-alice", "alice's server-made secret")
+    # Stopped, it leaves nothing behind in its runtime directory.
+    await node.stop()
+    assert not node.runtime_dir.exists()
 
 
 @needs("unshare")
