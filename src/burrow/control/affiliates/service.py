@@ -801,16 +801,30 @@ class AffiliateService:
             raise PayoutBatchNotFound(batch_id)
         return found
 
+    async def check_unfinished(self, runtime: Runtime, *, limit: int = 50) -> int:
+        """Send again or check each unfinished batch (bounded); one failing batch (PayPal
+        down) leaves the others checked and is tried on the next run."""
+        if not paypal.configured(runtime.settings):
+            return 0
+        async with unit_of_work(runtime.sessionmaker) as session:
+            unfinished = (await AffiliateRepository(session).unfinished_batches())[:limit]
+        checked = 0
+        for batch_id in unfinished:
+            try:
+                await self.sync_batch(runtime, batch_id)
+            except ProviderUnavailable as exc:
+                log.warning("affiliate.payout_check_failed batch_id=%s: %s", batch_id, exc)
+                continue
+            checked += 1
+        return checked
+
     async def pay_out(self, runtime: Runtime, actor: Actor | None) -> PayoutBatch | None:
         """Make a batch of everyone due and send it; the admin's button and the scheduled
         job (when the policy enables it). A batch whose answer was lost earlier is sent
         again first, under its own sender_batch_id."""
         if not paypal.configured(runtime.settings):
             raise PayoutsNotSetUp()
-        async with unit_of_work(runtime.sessionmaker) as session:
-            unsent = await AffiliateRepository(session).unfinished_batches()
-        for unsent_id in unsent:
-            await self.sync_batch(runtime, unsent_id)
+        await self.check_unfinished(runtime)
         async with unit_of_work(runtime.sessionmaker) as session:
             batch = await self.create_batch(session, runtime, actor)
             batch_id = batch.id if batch is not None else None
