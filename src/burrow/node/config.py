@@ -75,6 +75,20 @@ class NodeSettings(BaseSettings):
         180.0, gt=0, description="A peer is connected while its last handshake is younger."
     )
 
+    # IKEv2 (strongSwan's charon, driven over vici).
+    ikev2_host: str | None = Field(
+        None,
+        max_length=253,
+        description="The name (or address) IKEv2 clients dial: the node's server certificate "
+        "names it. Unset: the node serves no IKEv2.",
+    )
+    charon: str = Field("/usr/lib/ipsec/charon", description="strongSwan's charon to run.")
+    ikev2_interface: str = Field(
+        "ipsec0",
+        max_length=15,
+        description="The TUN device kernel-libipsec makes in the node's namespace for IKEv2.",
+    )
+
     # Fair use.
     uplink_mbit: int | None = Field(
         None,

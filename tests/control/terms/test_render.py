@@ -237,3 +237,13 @@ def test_the_terms_name_only_the_protocols_the_fleet_serves(
         assert "PPTP and L2TP are not offered: they are no longer secure." in text
         assert "SSTP" not in text
         assert "SoftEther" not in text
+
+
+def test_the_terms_say_whether_a_complaint_can_be_traced(strict: Policy, metered: Policy) -> None:
+    strict_text = " ".join(render(strict).markdown.split())
+    assert "an abuse complaint cannot be traced to any customer" in strict_text
+    assert "fixed range of ports" not in strict_text
+    metered_text = " ".join(render(metered).markdown.split())
+    assert "its own fixed range of ports" in metered_text
+    assert "for 30 days after the device gives it up" in metered_text
+    assert "which tunnel address it held and when" in metered_text

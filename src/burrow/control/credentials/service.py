@@ -16,6 +16,7 @@ Errors::
     ├── CredentialExists (409)     the device already has credentials for the protocol
     ├── CredentialNotFound (404)
     └── NoOpenVpnHere (409)        the server does not (yet) offer OpenVPN
+    └── ProfileUnavailable (409)   the server has not published its CA (IKEv2 profiles)
 """
 
 from __future__ import annotations
@@ -30,6 +31,12 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from burrow.control.credentials.repository import CredentialRepository
 from burrow.control.credentials.schemas import USERNAME_PATTERN, CredentialCreate
 from burrow.control.desired_state.service import desired_state as desired_state_service
+from burrow.control.devices.ikev2_profiles import (
+    Ikev2ProfileValues,
+    render_mobileconfig,
+    render_sswan,
+    render_windows_settings,
+)
 from burrow.control.devices.service import NodeUnavailable
 from burrow.control.devices.service import device as device_service
 from burrow.control.errors import Conflict, InvalidInput, NotFound
@@ -39,6 +46,7 @@ from burrow.control.runtime import Runtime
 from burrow.wire import ikev2_verifier, openvpn_verifier
 
 # Protocol -> how its verifier is made from the secret (IKEv2: the NT hash EAP-MSCHAPv2 needs).
+IKEV2 = "ikev2"
 VERIFIERS: dict[str, Callable[[str], str]] = {
     "openvpn": openvpn_verifier,
     "ikev2": ikev2_verifier,
@@ -148,6 +156,33 @@ def render_ovpn(node: Node, device: Device, username: str | None) -> str:
         "</tls-crypt>",
     ]
     return "\n".join(lines) + "\n"
+
+
+class ProfileUnavailable(Conflict):
+    def __init__(self) -> None:
+        super().__init__(
+            "This server has not published its certificate authority yet, so there is no "
+            "IKEv2 profile for it; pick another server or try again in a few minutes."
+        )
+
+
+# IKEv2 profile kinds: (file extension, media type, renderer).
+IKEV2_PROFILES: dict[str, tuple[str, str, Callable[[Ikev2ProfileValues], bytes]]] = {
+    "mobileconfig": ("mobileconfig", "application/x-apple-aspen-config", render_mobileconfig),
+    "sswan": ("sswan", "application/vnd.strongswan.profile", render_sswan),
+    "windows": (
+        "ps1",
+        "text/plain; charset=utf-8",
+        lambda values: render_windows_settings(values).encode(),
+    ),
+}
+
+
+@dataclass(frozen=True)
+class Ikev2Profile:
+    filename: str
+    media_type: str
+    body: bytes
 
 
 @dataclass(frozen=True)
@@ -269,6 +304,46 @@ class CredentialService:
             filename=ovpn_filename(node, device),
             text=render_ovpn(node, device, credential.username if credential else None),
         )
+
+    async def ikev2_profile(
+        self,
+        session: AsyncSession,
+        runtime: Runtime,
+        account: Account,
+        device_id: int,
+        node_id: int,
+        kind: str,
+    ) -> Ikev2Profile:
+        """The device's IKEv2 profile for one server: its CA, host and the device's username.
+
+        Never the password: it was shown once, and the phone or laptop asks for it.
+        """
+        extension, media_type, render = IKEV2_PROFILES[kind]
+        device = await device_service.get(session, account, device_id)
+        credential = await CredentialRepository(session).get(device.id, IKEV2)
+        if credential is None:
+            raise CredentialNotFound(IKEV2)
+        node = await device_service.active_node(session, node_id)
+        # One CA per node (node.pki) signs the certificates of both OpenVPN and IKEv2.
+        if node.openvpn_ca is None:
+            raise ProfileUnavailable()
+        values = Ikev2ProfileValues(
+            provider=runtime.policy.provider.name,
+            node_name=node.name,
+            host=node.endpoint_host,
+            ca_pem=node.openvpn_ca,
+            username=credential.username,
+            device_name=device.name,
+        )
+        return Ikev2Profile(
+            filename=f"{_file_part(node.name)}-{_file_part(device.name)}-ikev2.{extension}",
+            media_type=media_type,
+            body=render(values),
+        )
+
+
+def _file_part(value: str) -> str:
+    return re.sub(r"[^A-Za-z0-9_.-]+", "-", value).strip("-.")[:24] or "vpn"
 
 
 credential = CredentialService()

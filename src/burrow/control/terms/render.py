@@ -179,6 +179,14 @@ def _storage(policy: Policy) -> Section:
                 "it when you disconnect."
             )
         )
+        if policy.network.nat == "random":
+            blocks.append(
+                Paragraph(
+                    "Every connection leaves our servers from the server's shared address with "
+                    "a random port, so nothing links an address, a port and a time to you: "
+                    "an abuse complaint cannot be traced to any customer."
+                )
+            )
     else:
         days = privacy.connection_record_retention_days
         blocks.append(
@@ -196,6 +204,18 @@ def _storage(policy: Policy) -> Section:
                 Paragraph(
                     "For your first order we also keep its total data and its number of VPN "
                     "sessions, so that the refund rules below can be checked."
+                )
+            )
+        if policy.network.nat == "deterministic":
+            history = privacy.address_history_retention_days or 0
+            blocks.append(
+                Paragraph(
+                    "Each of your devices leaves our servers from its own fixed range of ports "
+                    "on the server's shared address, and we keep which device held which tunnel "
+                    f"address, and from when to when, for {_plural(history, 'day')} after the "
+                    "device gives it up. With it an abuse complaint (an address, a port and a "
+                    "time) can be traced to the account responsible, without any record of "
+                    "your connections."
                 )
             )
     if policy.fair_use.shaping:
