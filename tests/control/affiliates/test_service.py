@@ -223,7 +223,9 @@ async def test_six_months_inactive_notice_first_then_the_end(
     assert await affiliate_service.enforce(runtime) == {"suspended": 0, "notified": 1, "ended": 0}
     [notice] = await smtp.inbox.arrived("idle@example.com")
     assert "inactive" in str(notice["Subject"])
-    assert "6 months" in smtp.inbox.body(notice)
+    assert "after 6 months without activity; yours ends in about 14 days" in (
+        smtp.inbox.body(notice)
+    )
     # Told once; the end comes only after the notice period.
     assert await affiliate_service.enforce(runtime) == {"suspended": 0, "notified": 0, "ended": 0}
     later = utcnow() + timedelta(days=15)
