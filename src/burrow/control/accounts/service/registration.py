@@ -335,5 +335,11 @@ class RegistrationService:
             )
         await self._send_verification(session, runtime, account)
 
+    async def send_verification(
+        self, session: AsyncSession, runtime: Runtime, account: Account
+    ) -> None:
+        """A new link to the account's address, the older ones expired (for operators)."""
+        await self._send_verification(session, runtime, account)
+
 
 registration_service = RegistrationService()
