@@ -578,10 +578,13 @@ class ProgramService:
         after_commit(session, lambda: mailer.send(to, subject, body))
 
     async def signed_in(self, session: AsyncSession, account_id: int) -> None:
-        """A sign-in counts as activity."""
+        """A sign-in counts as activity. Only its day is kept: inactivity is counted in
+        months, and the time of a sign-in is nothing the program needs."""
         affiliate = await AffiliateRepository(session).of_account(account_id)
         if affiliate is not None:
-            affiliate.last_active_at = utcnow()
+            today = utcnow().replace(hour=0, minute=0, second=0, microsecond=0)
+            if affiliate.last_active_at is None or affiliate.last_active_at < today:
+                affiliate.last_active_at = today
 
     # --- privacy -----------------------------------------------------------------------------
 
