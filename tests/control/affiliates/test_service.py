@@ -4,6 +4,7 @@ before payout, erasure."""
 
 from __future__ import annotations
 
+import json
 import logging
 from datetime import timedelta
 
@@ -391,3 +392,32 @@ async def test_a_click_keeps_nothing_but_its_count(
     unknown = await client.get("/r/nobody")
     assert unknown.status_code == 303
     assert "burrow_ref" not in unknown.headers.get("set-cookie", "")
+
+
+async def test_paypals_word_on_a_payout_item_flows_back(money: Money) -> None:
+    """``PAYMENT.PAYOUTS-ITEM.*`` webhooks (signed, verified with PayPal) record an item's end
+    at once: returned money is the affiliate's balance again; a repeat changes nothing."""
+    runtime = money.runtime
+    async with unit_of_work(runtime.sessionmaker) as session:
+        affiliate = await make_affiliate(session, paypal_email="bounce@example.net")
+        commission = await make_commission(session, affiliate.id, amount=700)
+    admin = await money.admin()
+    paid = await money.client.post("/api/v1/admin/affiliates/payouts", headers=admin)
+    assert paid.status_code == 202, paid.text
+    [batch] = money.paypal.payouts.values()
+    [item] = batch["items"]
+    item["transaction_status"] = "RETURNED"
+    for _ in range(2):
+        event = money.paypal.event("PAYMENT.PAYOUTS-ITEM.RETURNED", item)
+        delivered = await money.client.post(
+            "/api/v1/billing/webhooks/paypal",
+            content=json.dumps(event),
+            headers=money.paypal.sign(event),
+        )
+        assert delivered.status_code == 200, delivered.text
+    again = await _commission(runtime, commission.id)
+    assert (again.status, again.payout_item_id) == (CommissionStatus.payable, None)
+    async with unit_of_work(runtime.sessionmaker) as session:
+        [stored] = await session.scalars(select(PayoutItem))
+        assert stored.status == "credited_back"
+        assert stored.error == "PayPal: returned"

@@ -169,6 +169,24 @@ class PayoutService:
             )
             return found
 
+    async def item_reported(self, session: AsyncSession, resource: dict[str, Any]) -> bool:
+        """PayPal's webhook about one payout item (``PAYMENT.PAYOUTS-ITEM.*``): its state is
+        recorded at once, as a check of the batch would. False: not an item of ours."""
+        sent = resource.get("payout_item")
+        sender_item_id = sent.get("sender_item_id") if isinstance(sent, dict) else None
+        if not isinstance(sender_item_id, str) or not sender_item_id:
+            return False
+        repository = AffiliateRepository(session)
+        item = await repository.item_by_sender_id(sender_item_id)
+        if item is None:
+            return False
+        batch = await repository.batch_locked(item.batch_id)
+        assert batch is not None  # a foreign key
+        if batch.status == PayoutBatchStatus.created:
+            batch.status = PayoutBatchStatus.pending  # PayPal has it, whatever we were told
+        await self._apply_items(session, batch, {"items": [resource]})
+        return True
+
     async def _apply_items(
         self,
         session: AsyncSession,
@@ -302,6 +320,8 @@ _ITEM_STATES = {
     "REFUNDED": PayoutItemStatus.returned,
     "REVERSED": PayoutItemStatus.returned,
     "DENIED": PayoutItemStatus.failed,
+    "CANCELED": PayoutItemStatus.returned,  # an unclaimed item the sender took back
+    "HELD": PayoutItemStatus.pending,
     "PENDING": PayoutItemStatus.pending,
     "ONHOLD": PayoutItemStatus.pending,
 }
