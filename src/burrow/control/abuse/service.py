@@ -278,6 +278,10 @@ class AbuseService:
 
     # --- reading ------------------------------------------------------------------------------
 
+    async def naming(self, session: AsyncSession, account_id: int) -> Sequence[AbuseComplaint]:
+        """The complaints a trace tied to the account (for its data export)."""
+        return await ComplaintRepository(session).naming(account_id)
+
     async def get(self, session: AsyncSession, complaint_id: int) -> AbuseComplaint:
         complaint = await ComplaintRepository(session).get(complaint_id)
         if complaint is None:

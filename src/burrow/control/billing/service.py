@@ -20,6 +20,7 @@ from typing import Any, Protocol
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from burrow.control.affiliates.service import affiliate as affiliate_service
 from burrow.control.audit.service import Actor, admin_audit
 from burrow.control.billing.repository import BillingRepository
 from burrow.control.billing.schemas import BillingDetailsIn
@@ -36,6 +37,7 @@ from burrow.control.models import (
     Payment,
     PaymentMethod,
     Plan,
+    ReferralHow,
     WebhookEvent,
     utcnow,
 )
@@ -368,6 +370,8 @@ class BillingService:
             provider_subscription_id=provider_subscription_id,
             until=period_end,
         )
+        # A referred customer's order earns its affiliate a commission (pending or held).
+        await affiliate_service.order_paid(session, runtime, order, payment)
         log.info("order %s paid through %s for account %s", order.id, order.provider, account.id)
         message = f"Recorded the payment as order {order.id} ({order.kind}). {granted.message}"
         return PaymentRecorded(order, payment, plan.code, message)
@@ -473,6 +477,8 @@ class BillingService:
         account: Account,
         plan_code: str,
         method: PaymentMethod,
+        *,
+        referral_code: str | None = None,
     ) -> CheckoutStarted:
         """Open a pending order for ``plan_code`` and start paying it with ``method``'s
         provider (registered in ``CHECKOUT_PROVIDERS``); returns where the customer pays.
@@ -498,6 +504,11 @@ class BillingService:
             and gives_access(current)
         ):
             raise AlreadyRenewing(current.provider or provider.name, current.current_period_end)
+        if referral_code:
+            # A code typed at checkout refers the account (unless someone referred it first).
+            await affiliate_service.attach(
+                session, runtime, account.id, referral_code, ReferralHow.code
+            )
         order = await self.open_order(session, account, plan, PaymentMethod(method), provider.name)
         try:
             url = await provider.start(session, runtime, account, plan, order, recurring=recurring)
@@ -531,6 +542,7 @@ class BillingService:
         if missing <= 0:
             return 0
         await self.mark_refunded(session, order, missing)
+        await affiliate_service.order_refunded(session, runtime, order)
         if order.status == OrderStatus.refunded:
             await subscription_service.end_now(session, runtime, order.account_id)
         log.info("order %s: %s refunded at the provider", order.id, missing)

@@ -552,12 +552,25 @@ class DeviceService:
             ),
         )
 
+    async def active_node(self, session: AsyncSession, node_id: int) -> Node:
+        """A server ready for connections, for another domain's configs (IKEv2 profiles)."""
+        node = await DeviceRepository(session).get_active_node(node_id)
+        if node is None:
+            raise NodeUnavailable(node_id)
+        return node
+
     async def config_qr(self, session: AsyncSession, account: Account, device_id: int) -> NoReturn:
         """Refused: a QR code of a stored device can only carry a placeholder key."""
         await self.get(session, account, device_id)
         raise QrNeedsPrivateKey()
 
     # --- the history of tunnel addresses, for abuse complaints -------------------------------
+
+    async def address_history(
+        self, session: AsyncSession, account_id: int
+    ) -> Sequence[AddressHolding]:
+        """Which tunnel addresses the account's devices held and when (for its data export)."""
+        return await DeviceRepository(session).holdings_of(account_id)
 
     async def address_holders(
         self, session: AsyncSession, ipv4: str, at: datetime
@@ -569,12 +582,6 @@ class DeviceService:
         return await DeviceRepository(session).holdings_during(
             ipv4, start, start + timedelta(seconds=1)
         )
-
-    async def address_history_of(
-        self, session: AsyncSession, account: Account
-    ) -> Sequence[AddressHolding]:
-        """The account's own rows of the history, newest first (for its data export)."""
-        return await DeviceRepository(session).holdings_of(account.id)
 
     async def purge_address_history(
         self, session: AsyncSession, runtime: Runtime, now: datetime | None = None

@@ -23,12 +23,14 @@ PAGE_MODULES = (
     "burrow.control.web.account_pages",
     "burrow.control.web.dashboard_pages",
     "burrow.control.web.device_pages",
+    "burrow.control.web.openvpn_pages",
     "burrow.control.web.server_pages",
     "burrow.control.web.billing_pages",
     "burrow.control.web.usage_pages",
     "burrow.control.web.terms_pages",
     "burrow.control.web.privacy_pages",
     "burrow.control.web.support_pages",
+    "burrow.control.web.affiliate_pages",
     "burrow.control.web.admin_pages",
 )
 

@@ -22,6 +22,7 @@ from burrow.control.accounts.schemas import TotpCodeBody as TotpCodeForm
 from burrow.control.accounts.service import SignedIn, sign_up_answer
 from burrow.control.accounts.service import account as account_service
 from burrow.control.accounts.service.errors import ResetLinkInvalid
+from burrow.control.affiliates.service import REFERRAL_COOKIE
 from burrow.control.deps import SESSION_COOKIE, RuntimeDep, SessionDep
 from burrow.control.errors import BurrowError, NotAuthenticated
 from burrow.control.models import Account, AgeAttestation
@@ -113,7 +114,11 @@ async def signup(request: Request, session: SessionDep, runtime: RuntimeDep) -> 
         return _signup_page(request, runtime, form, 422)
     try:
         email = await account_service.sign_up(
-            session, runtime, body, client_address=client_address(request)
+            session,
+            runtime,
+            body,
+            client_address=client_address(request),
+            referral_cookie=request.cookies.get(REFERRAL_COOKIE),
         )
     except BurrowError as exc:
         await undo(session)

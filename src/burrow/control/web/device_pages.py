@@ -30,6 +30,7 @@ from burrow.control.models import Account, Device
 from burrow.control.nodes.schemas import ServerRead
 from burrow.control.nodes.service import node as node_service
 from burrow.control.params import MAX_ID
+from burrow.control.policy.schemas import PROTOCOL_NAMES
 from burrow.control.runtime import Runtime
 from burrow.control.subscriptions.service import subscription as subscription_service
 from burrow.control.web.auth import WebAccount
@@ -62,17 +63,20 @@ async def _servers(session: SessionDep, runtime: Runtime) -> list[ServerRead]:
     return [s for s in await node_service.server_list(session, runtime) if s.public_key]
 
 
-# The protocols the fleet's servers actually serve: the node agent runs WireGuard only. A
-# policy may limit other protocols too; those limits promise nothing and are not shown.
-SERVED_PROTOCOLS = frozenset({"wireguard"})
+def _per_server(
+    runtime: Runtime, plan_code: str | None, servers: list[ServerRead]
+) -> dict[str, int | None]:
+    """Per protocol the fleet's servers serve, the plan's per-server limit (None: no limit).
 
-
-def _per_server(runtime: Runtime, plan_code: str | None) -> dict[str, int]:
-    """The plan's per-server limits of the protocols served, from the policy (empty: none)."""
+    A policy may limit protocols no server serves; those limits promise nothing and are not
+    shown. Empty when the plan limits none of the served protocols.
+    """
     section = runtime.policy.plans.get(plan_code) if plan_code else None
     if section is None:
         return {}
-    return {p: n for p, n in section.connections_per_server.items() if p in SERVED_PROTOCOLS}
+    served = [p for p in PROTOCOL_NAMES if any(p in s.protocols for s in servers)]
+    limits = {p: section.connections_per_server.get(p) for p in served}
+    return limits if any(n is not None for n in limits.values()) else {}
 
 
 def _recommended(servers: list[ServerRead]) -> ServerRead | None:
@@ -105,7 +109,8 @@ async def _devices_page(
             "servers": servers,
             "connected": connected,
             "at_limit": at_limit,
-            "per_server": _per_server(runtime, plan.code if plan else None),
+            "per_server": _per_server(runtime, plan.code if plan else None, servers),
+            "protocol_names": PROTOCOL_NAMES,
             "idle_minutes": max(1, round(runtime.settings.connection_idle_seconds / 60)),
             "form": form or Form.empty(),
             "config_notices": await device_service.config_notices(session, account),

@@ -19,6 +19,7 @@ from fastapi.responses import HTMLResponse, RedirectResponse
 from jinja2 import Environment, FileSystemLoader, select_autoescape
 from markupsafe import Markup
 
+from burrow.control.policy.schemas import PROTOCOL_NAMES
 from burrow.control.refunds.engine import rule_words
 from burrow.control.terms.render import data_size
 from burrow.control.web.cookies import (
@@ -77,6 +78,7 @@ env.filters["datetime"] = _when_time
 env.filters["money"] = _money
 env.filters["bytes"] = _bytes
 env.filters["rule_words"] = rule_words
+env.filters["protocol_name"] = lambda protocol: PROTOCOL_NAMES.get(protocol, protocol)
 
 
 def _read_flashes(request: Request) -> list[dict[str, str]]:

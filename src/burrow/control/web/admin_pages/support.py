@@ -14,8 +14,8 @@ from burrow.control.deps import RuntimeDep, SessionDep
 from burrow.control.errors import BurrowError
 from burrow.control.models import SupportStatus, SupportVia, utcnow
 from burrow.control.params import id_path
-from burrow.control.support.schemas import SupportAnswerIn, SupportStatusIn
-from burrow.control.support.service import STATUS_NAMES, TOPIC_NAMES
+from burrow.control.support.schemas import SupportAnswerIn, SupportOwnerIn, SupportStatusIn
+from burrow.control.support.service import STATUS_NAMES, TOPIC_NAMES, NotAnAdministratorToOwn
 from burrow.control.support.service import support as support_service
 from burrow.control.web.admin_pages.common import PanelAdmin, time_left
 from burrow.control.web.forms import Form, undo
@@ -74,6 +74,7 @@ async def _request_page(
             "overdue": view.overdue(now),
             "time_left": time_left(view.seconds_left(now)),
             "form": form or Form.empty(status=SupportStatus.waiting_on_customer.value),
+            "administrators": await support_service.administrators(session),
         },
         status_code=status_code,
     )
@@ -128,6 +129,24 @@ async def take(
         await undo(session, admin)
         return redirect(request, f"/admin/support/{request_id}", flash=exc.message, kind="error")
     return redirect(request, f"/admin/support/{request_id}", flash="The request is yours.")
+
+
+@router.post("/support/{request_id}/owner")
+async def hand_over(
+    request: Request, session: SessionDep, admin: PanelAdmin, request_id: SupportIdPath
+) -> Response:
+    form = await Form.read(request)
+    body = form.validate(SupportOwnerIn)
+    try:
+        if body is None:
+            raise NotAnAdministratorToOwn(0)
+        view = await support_service.assign_to(session, admin, request_id, body.owner_id)
+    except BurrowError as exc:
+        await undo(session, admin)
+        return redirect(request, f"/admin/support/{request_id}", flash=exc.message, kind="error")
+    return redirect(
+        request, f"/admin/support/{request_id}", flash=f"The request is {view.owner_email}'s now."
+    )
 
 
 @router.post("/support/{request_id}/status")
