@@ -213,30 +213,6 @@ async def populate(session: AsyncSession, runtime: Runtime, account: Account) ->
     await credential_service.issue(
         session, runtime, account, devices[0].id, CredentialCreate(protocol="openvpn")
     )
-    # Under deterministic NAT: the history of the device's tunnel address, and a complaint
-    # that a trace tied to it.
-    session.add_all(
-        [
-            AddressHolding(
-                account_id=account.id,
-                device_id=devices[0].id,
-                device_name=devices[0].name,
-                ipv4=devices[0].ipv4,
-                ipv6=devices[0].ipv6,
-                held_from=now - timedelta(days=2),
-            ),
-            AbuseComplaint(
-                clause="Prohibited use",
-                source="abuse@example.net",
-                egress_ip="198.51.100.1",
-                port=20480,
-                seen_at=now - timedelta(days=1),
-                evidence="Port scan from this address.",
-                account_id=account.id,
-                device_id=devices[0].id,
-            ),
-        ]
-    )
     account.last_login_ip, account.last_login_ip_at = "203.0.113.7", now
     await session.flush()
     return Customer(account, token, account.email, devices, order, payment, refund)

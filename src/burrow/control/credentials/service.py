@@ -342,7 +342,6 @@ class CredentialService:
         )
 
 
-
 def _file_part(value: str) -> str:
     return re.sub(r"[^A-Za-z0-9_.-]+", "-", value).strip("-.")[:24] or "vpn"
 

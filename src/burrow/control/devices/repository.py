@@ -133,14 +133,6 @@ class DeviceRepository:
             .values(held_until=at)
         )
 
-    async def holdings_of(self, account_id: int) -> Sequence[AddressHolding]:
-        query = (
-            select(AddressHolding)
-            .where(AddressHolding.account_id == account_id)
-            .order_by(AddressHolding.held_from, AddressHolding.id)
-        )
-        return (await self.session.execute(query)).scalars().all()
-
     async def holdings_during(
         self, ipv4: str, start: datetime, end: datetime
     ) -> Sequence[AddressHolding]:

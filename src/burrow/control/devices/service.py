@@ -566,12 +566,6 @@ class DeviceService:
 
     # --- the history of tunnel addresses, for abuse complaints -------------------------------
 
-    async def address_history(
-        self, session: AsyncSession, account_id: int
-    ) -> Sequence[AddressHolding]:
-        """Which tunnel addresses the account's devices held and when (for its data export)."""
-        return await DeviceRepository(session).holdings_of(account_id)
-
     async def address_holders(
         self, session: AsyncSession, ipv4: str, at: datetime
     ) -> Sequence[AddressHolding]:

@@ -262,16 +262,6 @@ class DeviceCredentialExport(_Row):
     created_at: datetime
 
 
-class AddressHoldingExport(_Row):
-    id: int
-    device_id: int
-    device_name: str
-    ipv4: str
-    ipv6: str
-    held_from: datetime
-    held_until: datetime | None
-
-
 class AbuseComplaintExport(_Row):
     id: int
     clause: str
