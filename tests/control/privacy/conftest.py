@@ -122,6 +122,23 @@ async def populate(session: AsyncSession, runtime: Runtime, account: Account) ->
                 name_or_company="Jo Customer",
             ),
             UsageCounter(account_id=account.id, order_id=order.id, bytes_total=123, sessions=2),
+            AddressHolding(
+                account_id=account.id,
+                device_id=devices[0].id,
+                device_name=devices[0].name,
+                ipv4=devices[0].ipv4,
+                ipv6=devices[0].ipv6,
+                held_from=now - timedelta(days=2),
+            ),
+            AbuseComplaint(
+                clause="Prohibited activities",
+                source="abuse@victim.example",
+                egress_ip="203.0.113.6",
+                port=1500,
+                seen_at=now - timedelta(hours=3),
+                account_id=account.id,
+                device_id=devices[0].id,
+            ),
             ConnectionRecord(
                 account_id=account.id,
                 device_id=devices[0].id,

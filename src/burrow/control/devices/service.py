@@ -577,6 +577,12 @@ class DeviceService:
             ipv4, start, start + timedelta(seconds=1)
         )
 
+    async def address_history_of(
+        self, session: AsyncSession, account: Account
+    ) -> Sequence[AddressHolding]:
+        """The account's own rows of the history, newest first (for its data export)."""
+        return await DeviceRepository(session).holdings_of(account.id)
+
     async def purge_address_history(
         self, session: AsyncSession, runtime: Runtime, now: datetime | None = None
     ) -> int:
