@@ -257,14 +257,19 @@ def public_key_of(private_key: str) -> str:
     return base64.b64encode(public).decode()
 
 
-def _endpoint(node: Node) -> str:
+def device_port(settings: Settings, device: Device, node: Node) -> int:
+    """The node's port that serves this device: its interface follows from its address."""
+    return node.endpoint_port + device.address_index // settings.peers_per_interface
+
+
+def _endpoint(node: Node, port: int) -> str:
     try:
         host = ipaddress.ip_address(node.endpoint_host)
     except ValueError:
-        return f"{node.endpoint_host}:{node.endpoint_port}"
+        return f"{node.endpoint_host}:{port}"
     if host.version == 6:
-        return f"[{host}]:{node.endpoint_port}"
-    return f"{host}:{node.endpoint_port}"
+        return f"[{host}]:{port}"
+    return f"{host}:{port}"
 
 
 def filter_choice(section: DnsSection, names: Sequence[str]) -> tuple[str, ...]:
@@ -324,7 +329,7 @@ def render_config(
         "",
         "[Peer]",
         f"PublicKey = {node.wg_public_key}",
-        f"Endpoint = {_endpoint(node)}",
+        f"Endpoint = {_endpoint(node, device_port(settings, device, node))}",
         "AllowedIPs = 0.0.0.0/0, ::/0",
         f"PersistentKeepalive = {KEEPALIVE_SECONDS}",
     ]
