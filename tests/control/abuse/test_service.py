@@ -129,6 +129,33 @@ class TestMetered:
         )
         assert traced.json()["account_id"] == alice.id
 
+    async def test_a_block_used_again_traces_each_time_to_its_holder_then(
+        self,
+        client: httpx.AsyncClient,
+        runtime: Runtime,
+        admin: dict[str, str],
+        node: None,
+    ) -> None:
+        alice, alice_headers = await _customer(runtime)
+        carol, carol_headers = await _customer(runtime)
+        first = await _device(client, alice_headers, "alice-laptop")
+        before = (await _complaint(client, admin, 1500)).json()
+        await asyncio.sleep(1.1)  # complaints name whole seconds
+        removed = await client.delete(f"/api/v1/devices/{first['id']}", headers=alice_headers)
+        assert removed.status_code == 204
+        # Deterministic NAT: the freed block goes to the next device.
+        again = await _device(client, carol_headers, "carol-phone")
+        assert again["ipv4"] == first["ipv4"]
+        await asyncio.sleep(1.1)
+        after = (await _complaint(client, admin, 1500)).json()
+        traced = []
+        for complaint in (before, after):
+            answer = await client.post(
+                f"/api/v1/admin/abuse/complaints/{complaint['id']}/trace", headers=admin
+            )
+            traced.append(answer.json()["account_id"])
+        assert traced == [alice.id, carol.id]
+
     async def test_after_the_retention_the_same_trace_finds_nothing(
         self,
         client: httpx.AsyncClient,

@@ -446,7 +446,9 @@ class DeviceService:
         pool = AddressPool(pool.ipv4, pool.ipv6, runtime.policy.dns.reserved_addresses)
         device = None
         for _attempt in range(2):
-            index = await self._free_address_index(repository, pool)
+            index = await self._free_address_index(
+                repository, pool, lowest=keeps_address_history(runtime.policy)
+            )
             ipv4, ipv6 = pool.addresses(index)
             candidate = Device(
                 account_id=account.id,
@@ -618,12 +620,21 @@ class DeviceService:
         return node
 
     @staticmethod
-    async def _free_address_index(repository: DeviceRepository, pool: AddressPool) -> int:
+    async def _free_address_index(
+        repository: DeviceRepository, pool: AddressPool, *, lowest: bool = False
+    ) -> int:
         """The index after the highest in use; gaps are searched only at the pool's end.
 
         This keeps an add at 100,000 devices one index lookup, and a just-freed address
-        does not pass straight to another customer.
+        does not pass straight to another customer. Under deterministic NAT (``lowest``) the
+        lowest free index instead: each index is a port block, and a node holds only so many,
+        so freed blocks are used again (the address history tells their holders apart).
         """
+        if lowest:
+            index = await repository.lowest_free_address_index(FIRST_DEVICE_INDEX, pool.last_index)
+            if index is None:
+                raise AddressPoolExhausted()
+            return index
         highest = await repository.max_address_index()
         if highest is None:
             return FIRST_DEVICE_INDEX
