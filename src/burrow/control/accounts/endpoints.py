@@ -204,7 +204,8 @@ async def new_recovery_codes(
     responses=problem_responses(401, 403),
 )
 async def recovery_codes_left(account: CurrentAccount, session: SessionDep) -> RecoveryCodesLeft:
-    return RecoveryCodesLeft(remaining=await account_service.recovery_codes_left(session, account))
+    remaining = await account_service.recovery_codes_left(session, account.id)
+    return RecoveryCodesLeft(remaining=remaining)
 
 
 RESET_REQUESTED = (

@@ -267,6 +267,15 @@ ReturnHandler = Callable[[AsyncSession, Runtime, Order, str], Awaitable[None]]
 RETURN_HANDLERS: dict[str, ReturnHandler] = {}
 
 
+@dataclass(frozen=True)
+class MethodWithoutProvider:
+    """A payment method the policy offers that checkout cannot take (so does not show)."""
+
+    method: str
+    # The provider that would take it but is not set up; None: burrow has no provider for it.
+    provider: str | None
+
+
 class BillingService:
     # --- orders and payments -----------------------------------------------------------------
 
@@ -469,6 +478,18 @@ class BillingService:
             if provider is not None and provider.configured(runtime.settings):
                 found.append(PaymentMethod(method))
         return found
+
+    def methods_without_provider(self, runtime: Runtime) -> list[MethodWithoutProvider]:
+        """The policy's offered methods that checkout cannot take, and why: burrow has no
+        provider for the method, or its provider is not set up (for the operator to fix)."""
+        missing = []
+        for method in runtime.policy.payment_methods.offered:
+            provider = CHECKOUT_PROVIDERS.get(str(method))
+            if provider is None:
+                missing.append(MethodWithoutProvider(str(method), None))
+            elif not provider.configured(runtime.settings):
+                missing.append(MethodWithoutProvider(str(method), provider.name))
+        return missing
 
     async def start_checkout(
         self,

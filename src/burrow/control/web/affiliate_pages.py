@@ -19,7 +19,7 @@ from burrow.control.runtime import Runtime
 from burrow.control.terms.render import affiliate_rules, money
 from burrow.control.web.auth import WebAccount
 from burrow.control.web.cookies import set_cookie
-from burrow.control.web.forms import Form, undo
+from burrow.control.web.forms import Form, attempt
 from burrow.control.web.routing import page_router
 from burrow.control.web.templating import redirect, render, trusted_svg
 
@@ -128,9 +128,8 @@ async def apply(
     if body is None:
         return await _page(request, session, runtime, account, form, 422)
     try:
-        await affiliate_service.apply(session, runtime, account, body)
+        await attempt(session, lambda: affiliate_service.apply(session, runtime, account, body))
     except BurrowError as exc:
-        await undo(session, account)
         form.fail(exc, fields=("website", "paypal_email", "contact_name"))
         return await _page(request, session, runtime, account, form, exc.status)
     return redirect(

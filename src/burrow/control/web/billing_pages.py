@@ -15,6 +15,7 @@ from burrow.control.models import Account, OrderStatus, SupportTopic, SupportVia
 from burrow.control.params import MAX_ID
 from burrow.control.plans.service import plan as plan_service
 from burrow.control.refunds.schemas import RefundRequestIn
+from burrow.control.refunds.service import RefundView
 from burrow.control.refunds.service import refund as refund_service
 from burrow.control.runtime import Runtime
 from burrow.control.subscriptions.service import NoSubscription
@@ -22,7 +23,7 @@ from burrow.control.subscriptions.service import subscription as subscription_se
 from burrow.control.support.schemas import SupportMessageIn
 from burrow.control.support.service import support as support_service
 from burrow.control.web.auth import WebAccount
-from burrow.control.web.forms import Form, undo
+from burrow.control.web.forms import Form, submit
 from burrow.control.web.routing import page_router
 from burrow.control.web.templating import redirect, render
 
@@ -108,20 +109,18 @@ async def billing_page(
 async def checkout(
     request: Request, session: SessionDep, runtime: RuntimeDep, account: WebAccount
 ) -> Response:
-    form = await Form.read(request)
-    body = form.validate(CheckoutIn)
-    if body is None:
-        return await _billing_page(request, session, runtime, account, form, 422)
-    try:
-        started = await billing_service.start_checkout(
-            session, runtime, account, body.plan_code, body.method, referral_code=body.referral_code
-        )
-    except BurrowError as exc:
-        await undo(session, account)
-        form.fail(exc, fields=("plan_code", "method"))
-        return await _billing_page(request, session, runtime, account, form, exc.status)
     # The provider's own page takes the payment; its event pays the order.
-    return redirect(request, started.checkout_url)
+    return await submit(
+        request,
+        session,
+        CheckoutIn,
+        lambda body: billing_service.start_checkout(
+            session, runtime, account, body.plan_code, body.method, referral_code=body.referral_code
+        ),
+        page=lambda form, status: _billing_page(request, session, runtime, account, form, status),
+        done=lambda _body, started: redirect(request, started.checkout_url),
+        fields=("plan_code", "method"),
+    )
 
 
 def _support_id(text: str | None) -> int | None:
@@ -218,21 +217,30 @@ async def request_refund(
     runtime: RuntimeDep,
     account: WebAccount,
 ) -> Response:
-    form = await Form.read(request)
-    body = form.validate(RefundRequestIn)
-    if body is None:
-        return await _refund_page(request, session, runtime, account, order_id, form, 422)
-    try:
+    def asked(_body: RefundRequestIn, view: RefundView) -> Response:
+        message = view.message or f"Your refund request is {view.request.status.value}."
+        return redirect(request, f"/billing/refunds/{view.request.id}", flash=message)
+
+    async def ask(body: RefundRequestIn) -> RefundView:
         view = await refund_service.request(session, runtime, account, order_id, body.reason)
-        support_id = _support_id(form.raw("support"))
+        # A support conversation opened first (refunds.support_first) is linked to it.
+        posted = (await request.form()).get("support")
+        support_id = _support_id(posted if isinstance(posted, str) else None)
         if support_id is not None:
             await support_service.link_refund(session, account, support_id, view.request.id)
-    except BurrowError as exc:
-        await undo(session, account)
-        form.fail(exc, fields=("reason",))
-        return await _refund_page(request, session, runtime, account, order_id, form, exc.status)
-    message = view.message or f"Your refund request is {view.request.status.value}."
-    return redirect(request, f"/billing/refunds/{view.request.id}", flash=message)
+        return view
+
+    return await submit(
+        request,
+        session,
+        RefundRequestIn,
+        ask,
+        page=lambda form, status: _refund_page(
+            request, session, runtime, account, order_id, form, status
+        ),
+        done=asked,
+        fields=("reason",),
+    )
 
 
 @router.get("/billing/refunds/{request_id}")

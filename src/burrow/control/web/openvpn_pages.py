@@ -13,13 +13,12 @@ from burrow.control.credentials.service import IssuedCredential
 from burrow.control.credentials.service import credential as credential_service
 from burrow.control.deps import RuntimeDep, SessionDep
 from burrow.control.devices.service import device as device_service
-from burrow.control.errors import BurrowError
 from burrow.control.models import Account, Device
 from burrow.control.nodes.service import node as node_service
 from burrow.control.params import MAX_ID
 from burrow.control.runtime import Runtime
 from burrow.control.web.auth import WebAccount
-from burrow.control.web.forms import Form, undo
+from burrow.control.web.forms import Form, submit
 from burrow.control.web.routing import page_router
 from burrow.control.web.templating import redirect, render
 
@@ -83,20 +82,27 @@ async def make_credentials(
     runtime: RuntimeDep,
     account: WebAccount,
 ) -> Response:
-    device = await device_service.get(session, account, device_id)
-    form = await Form.read(request)
-    body = form.validate(CredentialCreate, protocol=OPENVPN)
-    if body is None:
-        return await _page(request, session, runtime, account, device, form=form, status_code=422)
-    try:
-        issued = await credential_service.issue(session, runtime, account, device_id, body)
-    except BurrowError as exc:
-        await undo(session, account, device)
-        form.fail(exc, fields=("username",))
+    await device_service.get(session, account, device_id)
+
+    async def page(
+        form: Form | None, status: int, issued: IssuedCredential | None = None
+    ) -> Response:
+        # Read afresh: a refused action's savepoint expires the rows it touched.
+        device = await device_service.get(session, account, device_id)
         return await _page(
-            request, session, runtime, account, device, form=form, status_code=exc.status
+            request, session, runtime, account, device, form=form, issued=issued, status_code=status
         )
-    return await _page(request, session, runtime, account, device, issued=issued)
+
+    return await submit(
+        request,
+        session,
+        CredentialCreate,
+        lambda body: credential_service.issue(session, runtime, account, device_id, body),
+        page=page,
+        done=lambda _body, issued: page(None, 200, issued),
+        fields=("username",),
+        fixed=lambda _form: {"protocol": OPENVPN},
+    )
 
 
 @router.post("/devices/{device_id}/openvpn/rotate")

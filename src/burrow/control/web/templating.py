@@ -111,7 +111,7 @@ def render(
         "request": request,
         "csrf_token": token,
         "csrf_field": _csrf_field(token),
-        "current_account": getattr(request.state, "account", None),
+        "current_account": getattr(request.state, "person", None),
         "provider_name": runtime.policy.provider.name,
         "affiliate_program": runtime.policy.affiliates is not None
         and runtime.policy.affiliates.enabled,

@@ -27,6 +27,10 @@ from burrow.control.web.admin_pages import (
 )
 from burrow.control.web.routing import page_router
 
+# Each section with pages, mounted under /admin in this order; a section missing here fails
+# start-up (``burrow.control.web.unlisted_page_modules``).
+SECTIONS = (oversight, accounts, fleet, refunds, support, abuse, affiliates)
+
 router = page_router()
-for _module in (oversight, accounts, fleet, refunds, support, abuse, affiliates):
+for _module in SECTIONS:
     router.include_router(_module.router, prefix="/admin")

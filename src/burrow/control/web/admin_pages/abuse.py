@@ -22,7 +22,7 @@ from burrow.control.params import id_path
 from burrow.control.policy.clauses import terms_clauses
 from burrow.control.runtime import Runtime
 from burrow.control.web.admin_pages.common import PAGE_SIZE, PanelAdmin
-from burrow.control.web.forms import Form, undo
+from burrow.control.web.forms import Form, attempt
 from burrow.control.web.routing import page_router
 from burrow.control.web.templating import redirect, render
 
@@ -91,9 +91,10 @@ async def record(
     if body is None:
         return await _desk(request, session, runtime, {"record": form}, 422)
     try:
-        complaint = await abuse_service.record(session, runtime, admin, body)
+        complaint = await attempt(
+            session, lambda: abuse_service.record(session, runtime, admin, body)
+        )
     except BurrowError as exc:
-        await undo(session, admin)
         form.fail(exc)
         return await _desk(request, session, runtime, {"record": form}, exc.status)
     return redirect(
@@ -110,9 +111,10 @@ async def import_notices(
     if body is None:
         return await _desk(request, session, runtime, {"import": form}, 422)
     try:
-        complaints = await abuse_service.import_csv(session, runtime, admin, body)
+        complaints = await attempt(
+            session, lambda: abuse_service.import_csv(session, runtime, admin, body)
+        )
     except BurrowError as exc:
-        await undo(session, admin)
         form.fail(exc)
         return await _desk(request, session, runtime, {"import": form}, exc.status)
     return redirect(request, "/admin/abuse", flash=f"{len(complaints)} complaints are recorded.")
@@ -160,9 +162,10 @@ async def act(
     if body is None:
         return await _complaint_page(request, session, runtime, complaint_id, form, 422)
     try:
-        done = await abuse_service.act(session, runtime, admin, complaint_id, body)
+        done = await attempt(
+            session, lambda: abuse_service.act(session, runtime, admin, complaint_id, body)
+        )
     except BurrowError as exc:
-        await undo(session, admin)
         form.fail(exc, fields=("action",))
         return await _complaint_page(request, session, runtime, complaint_id, form, exc.status)
     verbs: dict[str, str] = {

@@ -19,7 +19,7 @@ from burrow.control.models import Account
 from burrow.control.params import id_path
 from burrow.control.runtime import Runtime
 from burrow.control.web.admin_pages.common import PanelAdmin
-from burrow.control.web.forms import Form, M, undo
+from burrow.control.web.forms import Form, M, attempt
 from burrow.control.web.routing import page_router
 from burrow.control.web.templating import redirect, render
 
@@ -69,9 +69,8 @@ async def _act(
     if body is None:
         return await _page(request, session, runtime, {key: form}, 422)
     try:
-        done = await act(body)
+        done = await attempt(session, lambda: act(body))
     except BurrowError as exc:
-        await undo(session, admin)
         form.fail(exc)
         return await _page(request, session, runtime, {key: form}, exc.status)
     return redirect(request, PAGE, flash=done)
@@ -119,9 +118,10 @@ async def pay_out(
 ) -> Response:
     await Form.read(request)  # the CSRF check
     try:
-        batch = await affiliate_service.start_payout(session, runtime, admin)
+        batch = await attempt(
+            session, lambda: affiliate_service.start_payout(session, runtime, admin)
+        )
     except BurrowError as exc:
-        await undo(session, admin)
         return redirect(request, PAGE, flash=exc.message, kind="error")
     return redirect(
         request,
@@ -140,8 +140,7 @@ async def send(
 ) -> Response:
     await Form.read(request)  # the CSRF check
     try:
-        await affiliate_service.resend(session, runtime, admin, batch_id)
+        await attempt(session, lambda: affiliate_service.resend(session, runtime, admin, batch_id))
     except BurrowError as exc:
-        await undo(session, admin)
         return redirect(request, PAGE, flash=exc.message, kind="error")
     return redirect(request, PAGE, flash=f"Payout batch {batch_id} was checked with PayPal.")
