@@ -156,6 +156,28 @@ class TestMetered:
             traced.append(answer.json()["account_id"])
         assert traced == [alice.id, carol.id]
 
+    async def test_twenty_devices_added_at_once_get_twenty_blocks_and_twenty_holdings(
+        self, client: httpx.AsyncClient, runtime: Runtime, node: None
+    ) -> None:
+        customers = [await _customer(runtime) for _ in range(20)]
+        answers = await asyncio.gather(
+            *(
+                client.post(
+                    "/api/v1/devices",
+                    headers=headers,
+                    json={"name": "laptop", "public_key": new_public_key()},
+                )
+                for _account, headers in customers
+            )
+        )
+        assert [a.status_code for a in answers] == [201] * 20, [a.text for a in answers]
+        addresses = sorted(a.json()["ipv4"] for a in answers)
+        assert addresses == sorted(f"10.64.0.{n}" for n in range(2, 22))
+        async with unit_of_work(runtime.sessionmaker) as session:
+            held = (await session.scalars(select(AddressHolding))).all()
+        assert sorted(h.ipv4 for h in held) == addresses
+        assert {h.account_id for h in held} == {account.id for account, _h in customers}
+
     async def test_after_the_retention_the_same_trace_finds_nothing(
         self,
         client: httpx.AsyncClient,

@@ -137,6 +137,9 @@ class AddressAllocationRace(Conflict):
 
 # Index 0 is the pool's network address, 1 the nodes' own gateway inside the tunnel.
 FIRST_DEVICE_INDEX = 2
+# A lost race for an address waits for the winner's commit and tries the next: enough tries
+# for twenty adds at the same moment.
+ALLOCATION_ATTEMPTS = 32
 KEEPALIVE_SECONDS = 25
 # How long customers are told that a node's configurations changed.
 CONFIG_NOTICE_DAYS = 90
@@ -446,7 +449,7 @@ class DeviceService:
         pool = AddressPool.from_settings(runtime.settings)
         pool = AddressPool(pool.ipv4, pool.ipv6, runtime.policy.dns.reserved_addresses)
         device = None
-        for _attempt in range(2):
+        for _attempt in range(ALLOCATION_ATTEMPTS):
             index = await self._free_address_index(
                 repository, pool, lowest=keeps_address_history(runtime.policy)
             )
