@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 from datetime import timedelta
+from pathlib import Path
 
 import httpx
 import pytest
@@ -273,6 +274,37 @@ class TestMetered:
         text = smtp.inbox.body(notice)
         assert CLAUSE in text
         assert "Brute force from your account." in text
+
+
+class TestFewBlocks:
+    @pytest.fixture
+    def settings(self, settings: Settings, tmp_path: Path) -> Settings:
+        text = METERED_POLICY.read_text().replace(
+            "nat_devices_per_egress_ip = 64", "nat_devices_per_egress_ip = 2"
+        )
+        policy = tmp_path / "two-blocks.toml"
+        policy.write_text(text)
+        return settings.model_copy(update={"policy_path": policy})
+
+    async def test_a_device_past_every_block_is_refused_with_the_reason(
+        self, client: httpx.AsyncClient, runtime: Runtime, node: None
+    ) -> None:
+        _alice, headers = await _customer(runtime)
+        first = await _device(client, headers, "one")
+        await _device(client, headers, "two")
+        third = await client.post(
+            "/api/v1/devices",
+            headers=headers,
+            json={"name": "three", "public_key": new_public_key()},
+        )
+        assert third.status_code == 409
+        assert third.headers["content-type"].startswith("application/problem+json")
+        assert "all 2 are in use" in third.json()["detail"]
+        assert "Remove a device you no longer use" in third.json()["detail"]
+        # A freed block is taken again.
+        await client.delete(f"/api/v1/devices/{first['id']}", headers=headers)
+        again = await _device(client, headers, "three")
+        assert again["ipv4"] == first["ipv4"]
 
 
 class TestStrict:

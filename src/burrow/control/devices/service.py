@@ -130,6 +130,18 @@ class QrNeedsPrivateKey(BurrowError):
         )
 
 
+class PortBlocksFull(Conflict):
+    """Deterministic NAT: every server's shared address is divided into one block of ports per
+    device, and every block is taken."""
+
+    def __init__(self, blocks: int, contact: str) -> None:
+        super().__init__(
+            f"No device can be added right now: our servers give every device its own range of "
+            f"ports on their shared address, and all {blocks} are in use. Remove a device you "
+            f"no longer use, or write to {contact}."
+        )
+
+
 class AddressAllocationRace(Conflict):
     def __init__(self) -> None:
         super().__init__("Another device took the same tunnel address at the same moment; retry.")
@@ -453,6 +465,10 @@ class DeviceService:
             index = await self._free_address_index(
                 repository, pool, lowest=keeps_address_history(runtime.policy)
             )
+            blocks = runtime.policy.network.nat_devices_per_egress_ip
+            if keeps_address_history(runtime.policy) and index >= FIRST_DEVICE_INDEX + blocks:
+                # Past the blocks every node would drop its traffic: refuse it here, plainly.
+                raise PortBlocksFull(blocks, runtime.policy.provider.contact_email)
             ipv4, ipv6 = pool.addresses(index)
             candidate = Device(
                 account_id=account.id,
