@@ -19,6 +19,7 @@ from burrow.control import api_docs, problems
 from burrow.control.abuse.endpoints import router as abuse_router
 from burrow.control.accounts.endpoints import router as accounts_router
 from burrow.control.admin.endpoints import router as admin_router
+from burrow.control.affiliates.endpoints import router as affiliates_router
 from burrow.control.billing.endpoints import router as billing_router
 from burrow.control.config import Settings, get_settings
 from burrow.control.connections.endpoints import router as connections_router
@@ -112,6 +113,7 @@ def create_app(settings: Settings | None = None, *, runtime: Runtime | None = No
         terms_router,
         billing_router,
         refunds_router,
+        affiliates_router,
         privacy_router,
         privacy_admin_router,
         support_router,

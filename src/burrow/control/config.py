@@ -139,6 +139,14 @@ class Settings(BaseSettings):
     # every node's resolver answers.
     client_dns: str | None = None
     wireguard_port: int = 51820
+    peers_per_interface: int = Field(
+        65_536,
+        ge=2,
+        le=65_536,
+        description="Devices per WireGuard interface on a node (a power of two; wireguard-go "
+        "takes at most 65,536). A node serves more over several interfaces, the n-th on its "
+        "port + n; a device's interface follows from its tunnel address.",
+    )
     tunnel_mtu: int = Field(1320, ge=1280, le=1500)
     max_devices_per_account: int = Field(
         500,
@@ -248,6 +256,13 @@ class Settings(BaseSettings):
     embedded_node_capacity: int = Field(
         1000, ge=1, description="Devices the embedded node serves at once at most."
     )
+
+    @field_validator("peers_per_interface")
+    @classmethod
+    def _power_of_two(cls, value: int) -> int:
+        if value & (value - 1):
+            raise ValueError("must be a power of two (such as 4096 or 65536)")
+        return value
 
     @field_validator("tunnel_ipv4_pool")
     @classmethod

@@ -21,6 +21,11 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
 from burrow.control.accounts.tasks import purge_expired_sessions
+from burrow.control.affiliates.tasks import (
+    enforce_affiliate_rules,
+    release_held_commissions,
+    scheduled_payouts,
+)
 from burrow.control.billing.tasks import (
     process_webhook_events,
     reduce_handled_webhook_events,
@@ -57,6 +62,9 @@ JOBS: tuple[tuple[str, Job], ...] = (
     ("forget last-login addresses past their retention", clear_old_login_ips),
     ("purge erased accounts' invoices past their retention", purge_expired_invoices),
     ("send renewal reminders", send_renewal_reminders),
+    ("make affiliate commissions past their holding period payable", release_held_commissions),
+    ("enforce the affiliate program's refund-rate and inactivity rules", enforce_affiliate_rules),
+    ("pay affiliates out, where the policy schedules it", scheduled_payouts),
 )
 
 

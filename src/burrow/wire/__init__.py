@@ -12,6 +12,7 @@ from burrow.wire.credentials import (
 from burrow.wire.models import (
     API_PREFIX,
     CREDENTIAL_PROTOCOLS,
+    MAX_PEERS_PER_INTERFACE,
     WIREGUARD,
     BlockedConnection,
     CredentialSpec,
@@ -26,6 +27,7 @@ from burrow.wire.models import (
     NatSpec,
     NetworkSpec,
     NodeReport,
+    OpenVpnOffer,
     PeerSpec,
     PeerStatus,
     ProtocolLimit,
@@ -38,6 +40,7 @@ from burrow.wire.models import (
 __all__ = [
     "API_PREFIX",
     "CREDENTIAL_PROTOCOLS",
+    "MAX_PEERS_PER_INTERFACE",
     "WIREGUARD",
     "BlockedConnection",
     "CredentialSpec",
@@ -52,6 +55,7 @@ __all__ = [
     "NatSpec",
     "NetworkSpec",
     "NodeReport",
+    "OpenVpnOffer",
     "PeerSpec",
     "PeerStatus",
     "ProtocolLimit",

@@ -15,6 +15,8 @@ from typing import Annotated, Literal
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 API_PREFIX = "/node-api/v1"
+# wireguard-go refuses a peer beyond this many on one interface (device.MaxPeers).
+MAX_PEERS_PER_INTERFACE = 1 << 16
 
 
 def is_valid_wg_key(value: str) -> bool:
@@ -213,6 +215,37 @@ class NetworkSpec(_Wire):
     dns: DnsSpec | None = Field(
         None, description="The node's resolver; null (older control planes): none is run."
     )
+    peers_per_interface: int = Field(
+        MAX_PEERS_PER_INTERFACE,
+        ge=2,
+        le=MAX_PEERS_PER_INTERFACE,
+        description="Devices per WireGuard interface (a power of two). The device at pool "
+        "index i is served by interface i // peers_per_interface on listen_port + that number.",
+    )
+
+    @field_validator("peers_per_interface")
+    @classmethod
+    def _power_of_two(cls, value: int) -> int:
+        if value & (value - 1):
+            raise ValueError("must be a power of two")
+        return value
+
+    def interface_of(self, ipv4: str) -> int:
+        """Which of the node's interfaces serves the device with this tunnel address."""
+        pool = ipaddress.ip_network(self.tunnel_ipv4, strict=False)
+        offset = int(ipaddress.ip_address(ipv4)) - int(pool.network_address)
+        return max(0, offset) // self.peers_per_interface
+
+    def interface_slice(self, number: int) -> tuple[str, str]:
+        """The tunnel addresses interface ``number`` serves (IPv4 and IPv6 networks)."""
+        bits = self.peers_per_interface.bit_length() - 1
+        out: list[str] = []
+        for pool_text, width in ((self.tunnel_ipv4, 32), (self.tunnel_ipv6, 128)):
+            pool = ipaddress.ip_network(pool_text, strict=False)
+            first = int(pool.network_address) + number * self.peers_per_interface
+            out.append(str(ipaddress.ip_network((first, width - bits))))
+        return out[0], out[1]
+
     nat: NatSpec | None = Field(
         None,
         description="How tunnel addresses are translated; null (older control planes): the "
@@ -269,6 +302,50 @@ class EnrollResponse(_Wire):
     node_name: str
     node_token: str
     interface_name: str
+    endpoint_host: str | None = Field(
+        None,
+        max_length=253,
+        description="The name or address clients dial (the OpenVPN server certificate's SAN).",
+    )
+
+
+class OpenVpnOffer(_Wire):
+    """What a node tells the control plane about its OpenVPN, for the customers' .ovpn files.
+
+    Only what clients need: the node's CA certificate and tls-crypt key (which OpenVPN needs on
+    both ends) and the transports it serves. Its private keys never leave the node.
+    """
+
+    ca_certificate: str = Field(min_length=1, max_length=20_000)
+    tls_crypt_key: str = Field(min_length=1, max_length=2_000)
+    transports: tuple[str, ...] = Field(
+        min_length=1,
+        max_length=16,
+        description='Each "udp:PORT" or "tcp:PORT", in the order clients should try them.',
+    )
+
+    @field_validator("ca_certificate")
+    @classmethod
+    def _pem(cls, value: str) -> str:
+        if "-----BEGIN CERTIFICATE-----" not in value or "PRIVATE" in value:
+            raise ValueError("not a PEM certificate")
+        return value
+
+    @field_validator("tls_crypt_key")
+    @classmethod
+    def _static_key(cls, value: str) -> str:
+        if "-----BEGIN OpenVPN Static key V1-----" not in value:
+            raise ValueError("not an OpenVPN static key")
+        return value
+
+    @field_validator("transports")
+    @classmethod
+    def _transports(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        for item in value:
+            proto, _, port = item.partition(":")
+            if proto not in ("udp", "tcp") or not port.isdigit() or not 1 <= int(port) <= 65535:
+                raise ValueError(f'not a transport ("udp:PORT" or "tcp:PORT"): {item!r}')
+        return value
 
 
 class PeerStatus(_Wire):

@@ -207,6 +207,7 @@ class DesiredStateService:
             isolate_clients=rules.isolate_clients,
             fair_use=fair_use,
             dns=self.dns(runtime),
+            peers_per_interface=settings.peers_per_interface,
             nat=NatSpec(
                 mode=rules.nat,
                 ports_per_device=rules.nat_ports_per_device,

@@ -38,7 +38,7 @@ from burrow.control.nodes.uplink import Credit, clamp, rate_bytes, refill
 from burrow.control.runtime import Runtime
 from burrow.control.security import hash_token, new_token
 from burrow.control.wg_keys import UnusableKey, canonical_public_key
-from burrow.wire import EnrollRequest, EnrollResponse, NodeReport, ReportAck
+from burrow.wire import EnrollRequest, EnrollResponse, NodeReport, OpenVpnOffer, ReportAck
 
 log = logging.getLogger(__name__)
 
@@ -117,6 +117,7 @@ class NodeTokenInvalid(NotAuthenticated):
 # What made customers' configurations of a node out of date (Node.config_change).
 CHANGE_ENDPOINT = "endpoint"
 CHANGE_KEY = "key"
+CHANGE_OPENVPN = "openvpn"
 
 # A node that has not reported for this long counts as silent and its load as unknown.
 REPORT_FRESH_SECONDS = 60.0
@@ -204,6 +205,14 @@ def _accept_report(
 class NodeWithEnrollment:
     node: Node
     enrollment: EnrollmentIssued
+
+
+def served_protocols(node: Node) -> list[str]:
+    """The protocols ``node`` serves now: WireGuard once enrolled, OpenVPN once it offered it."""
+    protocols = ["wireguard"] if node.wg_public_key else []
+    if node.openvpn_ca and node.openvpn_tls_crypt and node.openvpn_transports:
+        protocols.append("openvpn")
+    return protocols
 
 
 class NodeService:
@@ -387,7 +396,24 @@ class NodeService:
             node_name=node.name,
             node_token=token,
             interface_name=interface_name(node),
+            endpoint_host=node.endpoint_host,
         )
+
+    async def offer_openvpn(self, session: AsyncSession, node: Node, offer: OpenVpnOffer) -> None:
+        """Keep what the node says about its OpenVPN; a new CA or key dates its .ovpn files."""
+        repository = NodeRepository(session)
+        node = await repository.get(node.id) or node
+        transports = " ".join(offer.transports)
+        changed = node.openvpn_ca is not None and (
+            node.openvpn_ca != offer.ca_certificate or node.openvpn_tls_crypt != offer.tls_crypt_key
+        )
+        if changed:
+            node.config_changed_at = utcnow()
+            node.config_change = CHANGE_OPENVPN
+        node.openvpn_ca = offer.ca_certificate
+        node.openvpn_tls_crypt = offer.tls_crypt_key
+        node.openvpn_transports = transports
+        await repository.save(node)
 
     async def authenticate(self, session: AsyncSession, token: str) -> Node:
         """The node whose token this is; refused once the node is retired."""
@@ -505,6 +531,7 @@ class NodeService:
                     public_key=node.wg_public_key,
                     load=round(load, 4),
                     recommended=False,
+                    protocols=served_protocols(node),
                 )
             )
         if ranking:

@@ -23,10 +23,18 @@ from burrow.control.accounts.service.errors import (
 from burrow.control.accounts.service.notifications import OwnerNotice, notify_owner
 from burrow.control.accounts.service.passwords import check_new_password, new_password_hash
 from burrow.control.accounts.service.signin import signin_service
+from burrow.control.affiliates.service import affiliate as affiliate_service
 from burrow.control.db import after_commit
 from burrow.control.errors import InvalidInput, TooManyRequests
 from burrow.control.live import Kind
-from burrow.control.models import Account, AccountStatus, AgeAttestation, EmailVerification, utcnow
+from burrow.control.models import (
+    Account,
+    AccountStatus,
+    AgeAttestation,
+    EmailVerification,
+    ReferralHow,
+    utcnow,
+)
 from burrow.control.policy.schemas import Policy
 from burrow.control.runtime import Runtime
 from burrow.control.security import hash_token, keyed_digest, new_token
@@ -83,6 +91,7 @@ class RegistrationService:
         data: AccountCreate,
         *,
         client_address: str | None = None,
+        referral_cookie: str | None = None,
     ) -> str:
         """A sign-up from the API or the website; returns the normalised address.
 
@@ -105,7 +114,7 @@ class RegistrationService:
         email = str(normalise_email(data.email))
         try:
             async with session.begin_nested():
-                await self.register(session, runtime, data)
+                await self.register(session, runtime, data, referral_cookie=referral_cookie)
         except EmailTaken:
             # As long as a new account takes (the password is hashed either way).
             await new_password_hash(data.password)
@@ -113,7 +122,12 @@ class RegistrationService:
         return email
 
     async def register(
-        self, session: AsyncSession, runtime: Runtime, data: AccountCreate
+        self,
+        session: AsyncSession,
+        runtime: Runtime,
+        data: AccountCreate,
+        *,
+        referral_cookie: str | None = None,
     ) -> Account:
         policy = runtime.policy
         email = str(normalise_email(data.email))
@@ -146,6 +160,16 @@ class RegistrationService:
         except IntegrityError as exc:  # the same address registered a moment ago
             raise EmailTaken() from exc
         await terms_service.record_acceptance(session, account.id, policy.terms.version, "signup")
+        # The referral sticks to the account from its first moment: a typed code wins over
+        # the referral link's cookie.
+        if data.referral_code:
+            await affiliate_service.attach(
+                session, runtime, account.id, data.referral_code, ReferralHow.code
+            )
+        elif referral_cookie:
+            await affiliate_service.attach(
+                session, runtime, account.id, referral_cookie, ReferralHow.link
+            )
         await self._send_verification(session, runtime, account)
         return account
 
@@ -309,6 +333,12 @@ class RegistrationService:
                 "seconds.",
                 retry_after=wait,
             )
+        await self._send_verification(session, runtime, account)
+
+    async def send_verification(
+        self, session: AsyncSession, runtime: Runtime, account: Account
+    ) -> None:
+        """A new link to the account's address, the older ones expired (for operators)."""
         await self._send_verification(session, runtime, account)
 
 
