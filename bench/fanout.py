@@ -279,7 +279,9 @@ async def main() -> None:
                 replicas, tokens[:1], customer, args.rounds, 0, args.poll_seconds
             )
             log(f"{args.nodes} nodes on two replicas")
-            delays, idle = await fan_out(replicas, tokens, customer, args.rounds, args.idle_seconds)
+            delays, idle = await fan_out(
+                replicas, tokens, customer, args.rounds, args.idle_seconds, args.poll_seconds
+            )
         finally:
             for replica in replicas:
                 replica.stop()
