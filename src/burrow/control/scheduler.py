@@ -72,10 +72,12 @@ JOBS: tuple[tuple[str, Job], ...] = (
 
 @dataclass(frozen=True, slots=True)
 class JobLease:
-    """Which replica runs a job, until when (live store clock)."""
+    """Which replica runs a job, since when and until when (live store clock)."""
 
     holder: str
     until: float
+    # When this run took the lease; renewals while it runs keep it.
+    taken: float = 0.0
 
 
 JOB_LEASES = Kind("scheduler:job:", JobLease)
@@ -89,9 +91,9 @@ def _take(
     def step(current: JobLease | None) -> tuple[JobLease | None, bool]:
         free = current is None or current.until <= now
         if free and not renew:
-            return JobLease(holder, now + seconds), True
+            return JobLease(holder, now + seconds, now), True
         if renew and current is not None and current.holder == holder:
-            return JobLease(holder, now + seconds), True
+            return JobLease(holder, now + seconds, current.taken), True
         return current, False
 
     return step
