@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -102,3 +103,44 @@ def test_a_bad_public_host_or_proxy_list_is_one_line(
     assert lines[0].startswith(f"error: {name}: ")
     assert message in lines[0]
     assert "Traceback" not in done.stdout + done.stderr
+
+
+def test_a_support_desk_listener_that_cannot_start_is_one_line(
+    sqlite_template: Path, tmp_path: Path, database_url: str
+) -> None:
+    """BURROW_INBOUND_SMTP on a taken port (or malformed) stops ``serve`` with one line before
+    it says it serves. (The listener itself: tests/control/support/test_inbound.py.)"""
+    if not database_url.startswith("sqlite"):
+        pytest.skip("one backend is enough for the command line")
+    database = tmp_path / "taken.db"
+    shutil.copyfile(sqlite_template, database)
+    environ = {k: v for k, v in os.environ.items() if not k.startswith("BURROW_")}
+    environ.update(
+        BURROW_DATABASE_URL=f"sqlite+aiosqlite:///{database}",
+        BURROW_POLICY_PATH=str(STRICT_POLICY),
+        BURROW_SECRET_KEY=TEST_SECRET,
+        BURROW_PORT=str(free_port()),
+    )
+    burrow = Path(sys.executable).with_name("burrow")
+    with socket.socket() as holder:
+        holder.bind(("127.0.0.1", 0))
+        holder.listen()
+        taken = holder.getsockname()[1]
+        for value, message in [
+            (f"127.0.0.1:{taken}", "cannot listen there"),
+            ("everywhere", "BURROW_INBOUND_SMTP"),
+        ]:
+            done = subprocess.run(
+                [str(burrow), "serve"],
+                env={**environ, "BURROW_INBOUND_SMTP": value},
+                capture_output=True,
+                text=True,
+                timeout=60,
+                check=False,
+            )
+            lines = done.stderr.strip().splitlines()
+            assert done.returncode == 3, done.stderr
+            assert len(lines) == 1, done.stderr
+            assert message in lines[0]
+            assert "Traceback" not in done.stdout + done.stderr
+            assert "serving on" not in done.stdout

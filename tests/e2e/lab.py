@@ -204,6 +204,8 @@ class World:
     control_extra: dict[str, str] = field(default_factory=dict)
     node_extra: dict[str, str] = field(default_factory=dict)
     policy: Any = None
+    # Nodes serve IKEv2 too, each named by its own address (its certificate's SAN).
+    ikev2: bool = False
 
     # --- processes ---------------------------------------------------------------------------
 
@@ -415,6 +417,7 @@ class NodeRun:
             "BURROW_NODE_REQUEST_TIMEOUT_SECONDS": "3",
             "BURROW_NODE_LONG_POLL_SECONDS": "20",
             "BURROW_NODE_SUPERVISE_INTERVAL_SECONDS": "0.5",
+            **({"BURROW_NODE_IKEV2_HOST": self.host.ipv4} if self.world.ikev2 else {}),
             **self.world.node_extra,
         }
 

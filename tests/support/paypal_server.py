@@ -19,6 +19,7 @@ import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from decimal import Decimal
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -56,6 +57,11 @@ class FakePayPal:
     failures: int = 0  # answer this many calls (not the token) with a 500 first
     # Make this many refunds, then answer each with a 500 all the same.
     lost_answers: int = 0
+    # Payout batches by payout_batch_id; sender_batch_id -> payout_batch_id.
+    payouts: dict[str, dict[str, Any]] = field(default_factory=dict)
+    sender_batches: dict[str, str] = field(default_factory=dict)
+    # Make this many payout batches, then answer each with a 500 all the same.
+    lost_payout_answers: int = 0
     # What each subscription's payment takes (the plan personal-monthly's price).
     subscription_price: tuple[str, str] = ("6.99", "USD")
     lock: threading.Lock = field(default_factory=threading.Lock)
@@ -143,6 +149,30 @@ class FakePayPal:
                 return order
         raise KeyError(custom_id)
 
+    def settle_payouts(self, outcomes: dict[str, str] | None = None) -> None:
+        """PayPal pays every pending payout item: SUCCESS, or the outcome named for its
+        receiver (UNCLAIMED, RETURNED, FAILED)."""
+        outcomes = outcomes or {}
+        with self.lock:
+            for batch in self.payouts.values():
+                for item in batch["items"]:
+                    if item["transaction_status"] == "PENDING":
+                        receiver = item["payout_item"]["receiver"]
+                        item["transaction_status"] = outcomes.get(receiver, "SUCCESS")
+                batch["batch_header"]["batch_status"] = "SUCCESS"
+
+    def paid_to(self, receiver: str) -> int:
+        """Cents PayPal paid ``receiver`` over all batches (successful items only)."""
+        total = 0
+        for batch in self.payouts.values():
+            for item in batch["items"]:
+                if item["payout_item"]["receiver"] == receiver and item["transaction_status"] in (
+                    "SUCCESS",
+                    "PENDING",
+                ):
+                    total += int(Decimal(item["payout_item"]["amount"]["value"]) * 100)
+        return total
+
     def made(self, method: str, prefix: str) -> list[PayPalCall]:
         return [c for c in self.calls if c.method == method and c.path.startswith(prefix)]
 
@@ -206,6 +236,13 @@ class FakePayPal:
                 return answer
         if parts[:3] == ["v2", "payments", "captures"] and parts[4:] == ["refund"]:
             return self._refund(parts[3], call)
+        if parts[:3] == ["v1", "payments", "payouts"]:
+            if len(parts) == 3 and method == "POST":
+                return self._create_payout(call)
+            batch = self.payouts.get(parts[3]) if len(parts) == 4 else None
+            if batch is None or method != "GET":
+                return 404, _error("RESOURCE_NOT_FOUND", "The specified resource does not exist.")
+            return 200, _public(batch)
         if parts[:3] == ["v1", "billing", "subscriptions"]:
             if len(parts) == 3 and method == "POST":
                 return self._create_subscription(call)
@@ -301,6 +338,52 @@ class FakePayPal:
             self.lost_answers -= 1
             return 500, _error("INTERNAL_SERVER_ERROR", "An internal server error occurred")
         return 201, dict(refund)
+
+    def _create_payout(self, call: PayPalCall) -> tuple[int, dict[str, Any]]:
+        header = call.body.get("sender_batch_header") or {}
+        sender_batch_id = header.get("sender_batch_id")
+        items = call.body.get("items") or []
+        if not sender_batch_id or not items:
+            return 400, _error("VALIDATION_ERROR", "Invalid request - see details")
+        known = self.sender_batches.get(sender_batch_id)
+        if known is not None:
+            # PayPal pays one sender_batch_id once, and links the original batch.
+            answer = _error(
+                "USER_BUSINESS_ERROR",
+                f"Batch with given sender_batch_id already exists: {sender_batch_id}",
+            )
+            answer["links"] = [_link(f"{self.url}/v1/payments/payouts/{known}", "self")]
+            return 400, answer
+        batch_id = uuid.uuid4().hex[:13].upper()
+        batch = {
+            "batch_header": {
+                "payout_batch_id": batch_id,
+                "batch_status": "PENDING",
+                "sender_batch_header": dict(header),
+            },
+            "items": [
+                {
+                    "payout_item_id": uuid.uuid4().hex[:13].upper(),
+                    "transaction_status": "PENDING",
+                    "payout_batch_id": batch_id,
+                    "payout_item": {
+                        "recipient_type": item.get("recipient_type", "EMAIL"),
+                        "amount": dict(item["amount"]),
+                        "receiver": item["receiver"],
+                        "sender_item_id": item.get("sender_item_id"),
+                    },
+                }
+                for item in items
+            ],
+            "links": [_link(f"{self.url}/v1/payments/payouts/{batch_id}", "self")],
+        }
+        self.payouts[batch_id] = batch
+        self.sender_batches[sender_batch_id] = batch_id
+        if self.lost_payout_answers:
+            self.lost_payout_answers -= 1
+            return 500, _error("INTERNAL_SERVER_ERROR", "An internal server error occurred")
+        answer = {"batch_header": batch["batch_header"], "links": batch["links"]}
+        return 201, _public(answer)
 
     def _create_subscription(self, call: PayPalCall) -> tuple[int, dict[str, Any]]:
         plan_id = call.body.get("plan_id")

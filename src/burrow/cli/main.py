@@ -136,6 +136,12 @@ def serve(
         refuse_policy(settings.policy_path, problems, "burrow will not start on it")
     # Everything that would stop the server is checked before it says it is serving.
     require_database(settings)
+    if settings.inbound_smtp and (busy := _port_taken(settings.inbound_smtp)):
+        fail(
+            f"BURROW_INBOUND_SMTP={settings.inbound_smtp}: cannot listen there ({busy}); "
+            "choose a free port or unset it",
+            EXIT_SETUP,
+        )
     if settings.secret_key.get_secret_value() == PLACEHOLDER_SECRET:
         err_console.print(
             "[bold yellow]warning:[/] BURROW_SECRET_KEY is the development placeholder: anyone "
@@ -172,6 +178,23 @@ def serve(
         # Forwarded headers are believed only from BURROW_TRUSTED_PROXIES (in the app).
         proxy_headers=False,
     )
+
+
+def _port_taken(where: str) -> str | None:
+    """Why ``host:port`` cannot be listened on now (taken, no such address), or None."""
+    import socket
+
+    host, _, port = where.rpartition(":")
+    host = host.strip("[]")
+    try:
+        infos = socket.getaddrinfo(host, int(port), type=socket.SOCK_STREAM)
+        family, kind, proto, _, address = infos[0]
+        with socket.socket(family, kind, proto) as probe:
+            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            probe.bind(address)
+    except OSError as exc:
+        return exc.strerror or str(exc)
+    return None
 
 
 def _register_subcommands() -> None:

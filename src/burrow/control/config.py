@@ -89,6 +89,11 @@ class Settings(BaseSettings):
     # Rate limits (the `limits` library's notation: "5 per 15 minutes; 100 per hour"). Each
     # attempt is counted before it is checked. Clients are keyed digests of their address,
     # held in the rate-limit store only (RAM by default, never on disk).
+    redis_url: str | None = Field(
+        None,
+        description="redis://host:6379/0: the live store (connection leases, node reports) "
+        "shared by several replicas, and their wake-ups. Unset: this process's RAM only.",
+    )
     rate_limit_storage_uri: str = Field(
         "async+memory://",
         description="Where rate limits count: async+memory:// (one process) or "
@@ -152,6 +157,13 @@ class Settings(BaseSettings):
 
     # Node API.
     long_poll_timeout_seconds: float = Field(25.0, gt=0, le=120)
+    revision_fallback_seconds: float = Field(
+        1.0,
+        gt=0,
+        le=60,
+        description="How often each replica's watcher reads the desired-state revision without "
+        "being told it moved: the most a lost wake-up (or a change by the CLI) can cost.",
+    )
     enrollment_ttl_hours: int = Field(24, ge=1)
     change_log_keep: int = Field(
         100_000,

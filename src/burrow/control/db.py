@@ -218,6 +218,25 @@ async def unit_of_work(
                 log.exception("after-commit callback failed")
 
 
+@asynccontextmanager
+async def savepoint(session: AsyncSession) -> AsyncIterator[AsyncSession]:
+    """One action inside a unit of work that may be refused without ending the unit.
+
+    On an exception the changes made inside (and the ``after_commit`` callbacks registered
+    inside) are undone, the exception goes on, and the unit of work stays usable: what the
+    request did before (a session's last-use time) still commits. Rows changed inside are
+    expired by the rollback, so a page shows frozen copies rather than those rows.
+    """
+    hooks: list[AfterCommit] = session.info.setdefault(_HOOKS, [])
+    kept = len(hooks)
+    try:
+        async with session.begin_nested():
+            yield session
+    except BaseException:
+        del hooks[kept:]
+        raise
+
+
 def locked(query: _Q) -> _Q:
     """``query`` reading rows to decide on: they stay locked until the unit of work ends.
 

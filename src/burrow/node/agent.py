@@ -17,27 +17,33 @@ Imports ``burrow.wire`` and ``burrow.node``; never ``burrow.control``.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import json
 import logging
 import os
 import shutil
-from collections.abc import Collection
+from collections.abc import Callable, Collection
 from dataclasses import replace
 from pathlib import Path
 
 import httpx
 
-from burrow.node.client import NodeApiClient, NodeTokenRejected
+from burrow.node.client import NodeApiClient, NodeApiError, NodeTokenRejected
 from burrow.node.config import NodeSettings
+from burrow.node.drivers.ikev2 import CharonDriver, IkeV2Server
 from burrow.node.drivers.interfaces import InterfaceSet
 from burrow.node.drivers.nftables import FirewallConfig, NftablesFirewall, ensure_forwarding
+from burrow.node.drivers.openvpn import OpenVpnNode, Transport
 from burrow.node.drivers.resolver import NodeResolver
 from burrow.node.drivers.tc import TcShaper
 from burrow.node.drivers.wireguard import interface_addresses
 from burrow.node.identity import NodeIdentity, new_private_key, public_key_of, save_identity
+from burrow.node.ikev2 import IkeV2Service
 from burrow.node.loop import SyncLoop
+from burrow.node.pki import ensure_pki
+from burrow.node.reconcile import DesiredPeers
 from burrow.node.status import StatusReporter
-from burrow.wire import NetworkSpec
+from burrow.wire import NetworkSpec, OpenVpnOffer
 
 log = logging.getLogger(__name__)
 
@@ -82,8 +88,10 @@ class HostNetwork:
         egress_interface: str | None = None,
         netns: str | None = None,
         resolver: NodeResolver | None = None,
+        tunnel_interfaces: tuple[str, ...] = (),
     ) -> None:
         self._resolver = resolver
+        self._tunnels = tunnel_interfaces
         self._driver = driver
         self._egress = egress_interface
         self._netns = netns
@@ -114,6 +122,10 @@ class HostNetwork:
             egress_interface=self._egress,
             more_wg_interfaces=driver.interfaces[1:],
         )
+        if self._tunnels:
+            config = dataclasses.replace(
+                config, other_tunnels=(*config.other_tunnels, *self._tunnels)
+            )
         if self._firewall is None:
             self._firewall = NftablesFirewall(config, netns=self._netns)
             await self._firewall.apply()
@@ -165,6 +177,8 @@ async def enroll(
     key = private_key or new_private_key()
     async with NodeApiClient(control_url, transport=transport) as client:
         enrolled = await client.enroll(enrollment_token, public_key_of(key))
+    # The OpenVPN PKI is made now, for the name clients dial; kept with the identity.
+    ensure_pki(state_dir, enrolled.node_name, enrolled.endpoint_host or enrolled.node_name)
     identity = NodeIdentity(
         control_url=control_url.rstrip("/"),
         node_id=enrolled.node_id,
@@ -175,6 +189,34 @@ async def enroll(
     )
     save_identity(state_dir, identity)
     return identity
+
+
+def _ikev2_driver(
+    settings: NodeSettings, identity: NodeIdentity, interface: str
+) -> tuple[CharonDriver, IkeV2Server] | None:
+    """charon and the node's side of IKEv2, when the node serves it (``ikev2_host`` set).
+
+    The server certificate comes from the node's own CA (``node.pki``, made once and kept in
+    the state directory), named for the host clients dial.
+    """
+    if settings.ikev2_host is None:
+        return None
+    if not Path(settings.charon).exists():
+        raise AgentError(
+            f"{settings.charon} is not installed (Debian: apt install strongswan-charon "
+            "strongswan-swanctl libcharon-extra-plugins libcharon-extauth-plugins "
+            "libstrongswan-standard-plugins libstrongswan-extra-plugins)"
+        )
+    pki = ensure_pki(settings.state_dir, identity.node_name, settings.ikev2_host)
+    charon = CharonDriver(
+        settings.runtime_dir / interface / "ikev2", netns=settings.netns, charon=settings.charon
+    )
+    server = IkeV2Server(
+        identity=settings.ikev2_host,
+        certificate_pem=pki.server_certificate,
+        private_key_pem=pki.server_key,
+    )
+    return charon, server
 
 
 def _quiet_http_logs() -> None:
@@ -207,11 +249,18 @@ async def run_agent(
         stub_zones=settings.resolver_stub_zones,
         supervise_interval=settings.supervise_interval_seconds,
     )
+    loop: SyncLoop | None = None
+    openvpn = _openvpn(settings, identity, interface, lambda: loop)
+    ikev2 = _ikev2_driver(settings, identity, interface)
     network = HostNetwork(
         driver,
         egress_interface=settings.egress_interface,
         netns=settings.netns,
         resolver=resolver,
+        tunnel_interfaces=(
+            *(openvpn.interfaces if openvpn is not None else ()),
+            *((settings.ikev2_interface,) if ikev2 is not None else ()),
+        ),
     )
     shaper = TcShaper(interface, netns=settings.netns)
     loop = SyncLoop(
@@ -226,11 +275,18 @@ async def run_agent(
         shaper=shaper,
         uplink_mbit=settings.uplink_mbit,
     )
+    ikev2_service = None
+    if ikev2 is not None:
+        charon, server = ikev2
+        ikev2_service = IkeV2Service(
+            charon, server, lambda: loop.desired, network=lambda: loop.network
+        )
     reporter = StatusReporter(
         client,
         loop,
         interval_seconds=settings.report_interval_seconds,
         idle_threshold_seconds=settings.idle_threshold_seconds,
+        protocols=tuple(p for p in (openvpn, ikev2_service) if p is not None),
     )
     log.info("node %s serves %s", identity.node_name, interface)
     if started is not None:
@@ -240,6 +296,11 @@ async def run_agent(
             group.create_task(loop.run(), name="burrow-node-loop")
             group.create_task(reporter.run_forever(), name="burrow-node-status")
             group.create_task(resolver.run(), name="burrow-node-resolver")
+            if openvpn is not None:
+                group.create_task(openvpn.run(), name="burrow-node-openvpn")
+                group.create_task(_offer_openvpn(client, openvpn), name="burrow-node-offer")
+            if ikev2_service is not None:
+                group.create_task(ikev2_service.run(), name="burrow-node-ikev2")
     except* NodeTokenRejected as refused:
         detail = refused.exceptions[0]
         raise AgentError(
@@ -248,6 +309,61 @@ async def run_agent(
         ) from None
     finally:
         await _shutdown(driver, network, client, shaper)
+
+
+def _openvpn(
+    settings: NodeSettings,
+    identity: NodeIdentity,
+    interface: str,
+    loop: Callable[[], SyncLoop | None],
+) -> OpenVpnNode | None:
+    """The node's OpenVPN processes, unless switched off or not installed."""
+    if not settings.openvpn:
+        return None
+    if shutil.which(settings.openvpn_program) is None:
+        log.warning("openvpn is not installed: this node serves WireGuard only")
+        return None
+    pki = ensure_pki(settings.state_dir, identity.node_name, identity.node_name)
+
+    def desired() -> DesiredPeers | None:
+        current = loop()
+        return current.desired if current is not None else None
+
+    def network() -> NetworkSpec | None:
+        current = loop()
+        return current.network if current is not None else None
+
+    return OpenVpnNode(
+        pki,
+        desired,
+        network,
+        wg_interface=interface,
+        runtime_dir=settings.runtime_dir / interface / "openvpn",
+        transports=[Transport.parse(t) for t in settings.openvpn_transports],
+        netns=settings.netns,
+        openvpn=settings.openvpn_program,
+        supervise_interval=min(settings.supervise_interval_seconds, 0.5),
+    )
+
+
+async def _offer_openvpn(client: NodeApiClient, openvpn: OpenVpnNode) -> None:
+    """Tell the control plane this node's CA, tls-crypt key and transports, until it listens."""
+    offer = OpenVpnOffer(
+        ca_certificate=openvpn.pki.ca_certificate,
+        tls_crypt_key=openvpn.pki.tls_crypt_key,
+        transports=tuple(t.label for t in openvpn.transports),
+    )
+    delay = 0.5
+    while True:
+        try:
+            await client.offer_openvpn(offer)
+            return
+        except NodeTokenRejected:
+            raise
+        except NodeApiError as exc:
+            log.warning("could not tell the control plane about OpenVPN (%s); retrying", exc)
+        await asyncio.sleep(delay)
+        delay = min(delay * 2, 30.0)
 
 
 async def _shutdown(

@@ -32,6 +32,7 @@ from burrow.wire import (
     EnrollResponse,
     FullState,
     NodeReport,
+    OpenVpnOffer,
     ReportAck,
     StateUpdate,
 )
@@ -151,7 +152,7 @@ class NodeApiClient:
             raise NodeTokenRejected(401, _detail(response))
         if 400 <= response.status_code < 500 and response.status_code not in (408, 429):
             raise NodeApiRefused(response.status_code, _detail(response))
-        if response.status_code != 200:
+        if response.status_code not in (200, 204):
             raise ControlPlaneUnavailable(f"{method} {path}: HTTP {response.status_code}")
         return response
 
@@ -195,6 +196,10 @@ class NodeApiClient:
         timeout = httpx.Timeout(self.timeout, read=max(self.timeout, 60.0))
         response = await self._call("GET", f"/dns/lists/{sha256}", limits=timeout)
         return response.content
+
+    async def offer_openvpn(self, offer: OpenVpnOffer) -> None:
+        """Tell the control plane this node's OpenVPN CA, tls-crypt key and transports."""
+        await self._call("PUT", "/openvpn", body=offer)
 
     async def report(self, report: NodeReport) -> ReportAck:
         response = await self._call("POST", "/report", body=report)

@@ -75,10 +75,34 @@ class NodeSettings(BaseSettings):
         180.0, gt=0, description="A peer is connected while its last handshake is younger."
     )
 
+    # IKEv2 (strongSwan's charon, driven over vici).
+    ikev2_host: str | None = Field(
+        None,
+        max_length=253,
+        description="The name (or address) IKEv2 clients dial: the node's server certificate "
+        "names it. Unset: the node serves no IKEv2.",
+    )
+    charon: str = Field("/usr/lib/ipsec/charon", description="strongSwan's charon to run.")
+    ikev2_interface: str = Field(
+        "ipsec0",
+        max_length=15,
+        description="The TUN device kernel-libipsec makes in the node's namespace for IKEv2.",
+    )
+
     # Fair use.
     uplink_mbit: int | None = Field(
         None,
         ge=1,
         description="The uplink's bandwidth in Mbit/s, for fair-use shaping, when the control "
         "plane does not name one for this node.",
+    )
+
+    # OpenVPN (one openvpn process per transport, decided by the agent).
+    openvpn: bool = Field(
+        True, description="Serve OpenVPN too (when the openvpn program is installed)."
+    )
+    openvpn_program: str = Field("openvpn", description="The openvpn 2.6 program to run.")
+    openvpn_transports: list[str] = Field(
+        default_factory=lambda: ["udp:1194", "tcp:443"],
+        description='One server process each, "udp:PORT" or "tcp:PORT" (JSON list).',
     )

@@ -33,7 +33,7 @@ from burrow.node.drivers.ikev2 import (
     over_limit,
 )
 from burrow.node.reconcile import DesiredPeers
-from burrow.wire import PeerSpec, ikev2_nt_hash
+from burrow.wire import NetworkSpec, PeerSpec, ikev2_nt_hash
 
 log = logging.getLogger(__name__)
 
@@ -91,11 +91,13 @@ class IkeV2Service:
         server: IkeV2Server,
         desired: Callable[[], DesiredPeers | None],
         *,
+        network: Callable[[], NetworkSpec | None] = lambda: None,
         tick_seconds: float = 0.25,
     ) -> None:
         self.driver = driver
         self.server = server
         self._desired = desired
+        self._network = network
         self._tick = tick_seconds
         self._revision: int | None = None
         self._blocked: frozenset[str] = frozenset()
@@ -121,6 +123,10 @@ class IkeV2Service:
         async with self._lock:
             if await self.driver.ensure_running():
                 log.warning("ikev2: charon restarted with %d devices", len(self.driver.applied))
+            network = self._network()
+            if network is not None:
+                # Devices ask the node's own resolver, on its gateway addresses.
+                await self.driver.set_dns((network.gateway_ipv4, network.gateway_ipv6))
             desired = self._desired()
             if desired is not None and desired.revision != self._revision:
                 loaded, unloaded = await self.driver.apply(devices_from(desired.peers.values()))

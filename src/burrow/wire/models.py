@@ -302,6 +302,50 @@ class EnrollResponse(_Wire):
     node_name: str
     node_token: str
     interface_name: str
+    endpoint_host: str | None = Field(
+        None,
+        max_length=253,
+        description="The name or address clients dial (the OpenVPN server certificate's SAN).",
+    )
+
+
+class OpenVpnOffer(_Wire):
+    """What a node tells the control plane about its OpenVPN, for the customers' .ovpn files.
+
+    Only what clients need: the node's CA certificate and tls-crypt key (which OpenVPN needs on
+    both ends) and the transports it serves. Its private keys never leave the node.
+    """
+
+    ca_certificate: str = Field(min_length=1, max_length=20_000)
+    tls_crypt_key: str = Field(min_length=1, max_length=2_000)
+    transports: tuple[str, ...] = Field(
+        min_length=1,
+        max_length=16,
+        description='Each "udp:PORT" or "tcp:PORT", in the order clients should try them.',
+    )
+
+    @field_validator("ca_certificate")
+    @classmethod
+    def _pem(cls, value: str) -> str:
+        if "-----BEGIN CERTIFICATE-----" not in value or "PRIVATE" in value:
+            raise ValueError("not a PEM certificate")
+        return value
+
+    @field_validator("tls_crypt_key")
+    @classmethod
+    def _static_key(cls, value: str) -> str:
+        if "-----BEGIN OpenVPN Static key V1-----" not in value:
+            raise ValueError("not an OpenVPN static key")
+        return value
+
+    @field_validator("transports")
+    @classmethod
+    def _transports(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        for item in value:
+            proto, _, port = item.partition(":")
+            if proto not in ("udp", "tcp") or not port.isdigit() or not 1 <= int(port) <= 65535:
+                raise ValueError(f'not a transport ("udp:PORT" or "tcp:PORT"): {item!r}')
+        return value
 
 
 class PeerStatus(_Wire):

@@ -529,3 +529,31 @@ async def test_search_and_find(session: AsyncSession) -> None:
     assert (await account_service.find(session, "ALICE_ONE@example.com")).id == first.id
     with pytest.raises(AccountNotFound):
         await account_service.find(session, "ghost@example.com")
+
+
+async def test_an_operator_resends_verification_and_the_older_link_stops_working(
+    session: AsyncSession, runtime: Runtime
+) -> None:
+    account = await create_account(session, verified=False)
+    await account_service.resend_verification_by(session, runtime, OPS, account.id, "by phone")
+    first = await session.scalar(
+        select(EmailVerification).where(EmailVerification.account_id == account.id)
+    )
+    assert first is not None
+    await account_service.resend_verification_by(session, runtime, OPS, account.id)
+    links = (
+        await session.scalars(
+            select(EmailVerification)
+            .where(EmailVerification.account_id == account.id)
+            .execution_options(populate_existing=True)
+        )
+    ).all()
+    assert len(links) == 2
+    assert sum(1 for link in links if link.expires_at > utcnow()) == 1
+
+    account.email_verified_at = utcnow()
+    with pytest.raises(Conflict, match="verified already"):
+        await account_service.resend_verification_by(session, runtime, OPS, account.id)
+    account.status = AccountStatus.terminated
+    with pytest.raises(StatusChangeRefused, match="terminated"):
+        await account_service.resend_verification_by(session, runtime, OPS, account.id)

@@ -192,3 +192,95 @@ async def test_twenty_racing_issues_for_one_username_make_one_credential(
     codes = sorted(a.status_code for a in answers)
     assert codes.count(201) == 1, codes
     assert set(codes) == {201, 409}
+
+
+# --- the .ovpn profile ---------------------------------------------------------------------------
+
+
+async def node_with_token(runtime: Runtime, make_node: MakeNode) -> tuple[Node, dict[str, str]]:
+    from burrow.control.security import hash_token, new_token
+
+    node = await make_node(endpoint_host="vpn1.example.net")
+    token = new_token("bwn_")
+    async with unit_of_work(runtime.sessionmaker) as session:
+        row = await session.get(Node, node.id)
+        assert row is not None
+        row.node_token_hash = hash_token(token)
+    return node, {"Authorization": f"Bearer {token}"}
+
+
+def offer_body() -> dict[str, Any]:
+    from burrow.node.pki import make_pki
+
+    pki = make_pki("ams-1", "vpn1.example.net")
+    return {
+        "ca_certificate": pki.ca_certificate,
+        "tls_crypt_key": pki.tls_crypt_key,
+        "transports": ["udp:1194", "tcp:443"],
+    }
+
+
+async def test_the_ovpn_carries_the_nodes_ca_tls_crypt_and_both_transports(
+    client: httpx.AsyncClient, runtime: Runtime, make_customer: MakeCustomer, make_node: MakeNode
+) -> None:
+    node, node_headers = await node_with_token(runtime, make_node)
+    customer = await make_customer()
+    device_id = await add_device(client, customer, "Work laptop")
+    url = f"{DEVICES}/{device_id}/openvpn-config"
+
+    # Before the node said anything about OpenVPN: a clear refusal.
+    early = await client.get(url, params={"node_id": node.id}, headers=customer.headers)
+    assert "does not offer OpenVPN" in assert_problem(early, 409)["detail"]
+
+    body = offer_body()
+    offered = await client.put("/node-api/v1/openvpn", json=body, headers=node_headers)
+    assert offered.status_code == 204, offered.text
+    username = (await issue(client, customer, device_id)).json()["username"]
+
+    response = await client.get(url, params={"node_id": node.id}, headers=customer.headers)
+    assert response.status_code == 200, response.text
+    assert response.headers["cache-control"] == "no-store"
+    assert response.headers["content-disposition"].endswith('.ovpn"')
+    text = response.text
+    lines = text.splitlines()
+    assert "client" in lines
+    assert "auth-user-pass" in lines
+    assert "remote-cert-tls server" in lines
+    assert "data-ciphers AES-256-GCM:CHACHA20-POLY1305" in lines
+    assert lines.index("remote vpn1.example.net 1194 udp") < lines.index(
+        "remote vpn1.example.net 443 tcp"
+    )
+    assert body["ca_certificate"].strip() in text
+    assert body["tls_crypt_key"].strip() in text
+    assert username in text
+    assert "PRIVATE KEY" not in text
+    for weak in ("BF-CBC", "DES", "comp-lzo", "cipher none"):
+        assert weak not in text
+
+
+async def test_ovpn_requests_that_cannot_be_served_get_clear_errors(
+    client: httpx.AsyncClient, runtime: Runtime, make_customer: MakeCustomer, make_node: MakeNode
+) -> None:
+    node, node_headers = await node_with_token(runtime, make_node)
+    customer, other = await make_customer(), await make_customer()
+    device_id = await add_device(client, customer)
+    url = f"{DEVICES}/{device_id}/openvpn-config"
+    for params, status in (
+        ({}, 422),
+        ({"node_id": "ams"}, 422),
+        ({"node_id": 0}, 422),
+        ({"node_id": 999_999}, 404),
+    ):
+        assert_problem(await client.get(url, params=params, headers=customer.headers), status)
+    # Another customer's device is not found.
+    foreign = await client.get(url, params={"node_id": node.id}, headers=other.headers)
+    assert_problem(foreign, 404)
+    # A node's offer is checked too: no private key, real transports, a token.
+    bad = offer_body()
+    bad["ca_certificate"] = "-----BEGIN PRIVATE KEY-----\nxx\n-----END PRIVATE KEY-----\n"
+    refused = await client.put("/node-api/v1/openvpn", json=bad, headers=node_headers)
+    assert_problem(refused, 422)
+    bad = offer_body() | {"transports": ["sctp:1"]}
+    assert_problem(await client.put("/node-api/v1/openvpn", json=bad, headers=node_headers), 422)
+    anonymous = await client.put("/node-api/v1/openvpn", json=offer_body())
+    assert_problem(anonymous, 401)

@@ -9,6 +9,7 @@ from pydantic import ValidationError
 from sqlalchemy import insert, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from burrow.control.audit.service import CliOperator, NotAnAdministrator
 from burrow.control.config import Settings
 from burrow.control.desired_state.service import desired_state as desired_state_service
 from burrow.control.devices.repository import DeviceRepository
@@ -293,3 +294,17 @@ def test_config_filenames_are_safe(
     assert config_filename(node, device) == expected
     stem = expected.removesuffix(".conf")
     assert len(stem) <= 15
+
+
+async def test_an_operator_removes_a_device_of_the_account_named_only(
+    session: AsyncSession, runtime: Runtime
+) -> None:
+    alice, bob = await customer(session), await customer(session)
+    alices = await device_service.create(session, runtime, alice, DeviceCreate(name="a"))
+    ops = CliOperator("ops")
+    with pytest.raises(DeviceNotFound, match=f"Account {bob.id} has no device"):
+        await device_service.remove_by(session, runtime, ops, bob.id, alices.device.id, "wrong")
+    with pytest.raises(NotAnAdministrator):
+        await device_service.remove_by(session, runtime, bob, alice.id, alices.device.id, "me")
+    await device_service.remove_by(session, runtime, ops, alice.id, alices.device.id, "stolen")
+    assert await device_service.list(session, alice) == []

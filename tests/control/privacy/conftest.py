@@ -12,18 +12,33 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from burrow.control.accounts.service import account as account_service
 from burrow.control.audit.service import CliOperator
+from burrow.control.credentials.schemas import CredentialCreate
+from burrow.control.credentials.service import credential as credential_service
 from burrow.control.db import unit_of_work
 from burrow.control.desired_state.service import desired_state as desired_state_service
 from burrow.control.models import (
+    AbuseComplaint,
     Account,
+    AddressHolding,
     AdminAction,
+    Affiliate,
+    AffiliateStatus,
     BillingDetails,
+    Commission,
+    CommissionKind,
+    CommissionStatus,
     ConnectionRecord,
     ConsentPurpose,
     Device,
     Order,
     Payment,
+    PayoutBatch,
+    PayoutBatchStatus,
+    PayoutItem,
+    PayoutItemStatus,
     PrivacyRequestKind,
+    Referral,
+    ReferralHow,
     RefundedPerson,
     RefundedPersonKind,
     RefundRequest,
@@ -107,6 +122,23 @@ async def populate(session: AsyncSession, runtime: Runtime, account: Account) ->
                 name_or_company="Jo Customer",
             ),
             UsageCounter(account_id=account.id, order_id=order.id, bytes_total=123, sessions=2),
+            AddressHolding(
+                account_id=account.id,
+                device_id=devices[0].id,
+                device_name=devices[0].name,
+                ipv4=devices[0].ipv4,
+                ipv6=devices[0].ipv6,
+                held_from=now - timedelta(days=2),
+            ),
+            AbuseComplaint(
+                clause="Prohibited activities",
+                source="abuse@victim.example",
+                egress_ip="203.0.113.6",
+                port=1500,
+                seen_at=now - timedelta(hours=3),
+                account_id=account.id,
+                device_id=devices[0].id,
+            ),
             ConnectionRecord(
                 account_id=account.id,
                 device_id=devices[0].id,
@@ -148,6 +180,7 @@ async def populate(session: AsyncSession, runtime: Runtime, account: Account) ->
         ]
     )
     await session.flush()
+    await _affiliate_rows(session, account)
     await terms_service.record_acceptance(
         session, account.id, runtime.policy.terms.version, "signup"
     )
@@ -193,9 +226,75 @@ async def populate(session: AsyncSession, runtime: Runtime, account: Account) ->
         body="Written signed out.",
         via=SupportVia.web,
     )
+    # OpenVPN sign-in for the first device (its secret held only as a digest).
+    await credential_service.issue(
+        session, runtime, account, devices[0].id, CredentialCreate(protocol="openvpn")
+    )
     account.last_login_ip, account.last_login_ip_at = "203.0.113.7", now
     await session.flush()
     return Customer(account, token, account.email, devices, order, payment, refund)
+
+
+async def _affiliate_rows(session: AsyncSession, account: Account) -> None:
+    """The customer came through another affiliate's link, and is an affiliate too: a
+    commission on a customer they referred, paid out in a batch."""
+    other = await factories.create_account(session)
+    referrer = Affiliate(
+        account_id=other.id, code=f"o{other.id}", status=AffiliateStatus.approved, clicks=1
+    )
+    mine = Affiliate(
+        account_id=account.id,
+        code=f"m{account.id}",
+        status=AffiliateStatus.approved,
+        contact_name="Jo Customer",
+        website="https://jo.example.org/",
+        paypal_email=account.email,
+        clicks=3,
+    )
+    session.add_all([referrer, mine])
+    await session.flush()
+    buyer = await factories.create_account(session)
+    bought = await factories.create_order(session, buyer)
+    batch = PayoutBatch(
+        sender_batch_id=f"burrow-test-{account.id}",
+        status=PayoutBatchStatus.done,
+        currency="USD",
+        total_minor=209,
+    )
+    session.add_all(
+        [
+            Referral(account_id=account.id, affiliate_id=referrer.id, how=ReferralHow.link),
+            Referral(account_id=buyer.id, affiliate_id=mine.id, how=ReferralHow.code),
+            batch,
+        ]
+    )
+    await session.flush()
+    item = PayoutItem(
+        batch_id=batch.id,
+        affiliate_id=mine.id,
+        sender_item_id=f"burrow-item-{account.id}",
+        amount_minor=209,
+        currency="USD",
+        receiver=account.email,
+        status=PayoutItemStatus.success,
+    )
+    session.add(item)
+    await session.flush()
+    session.add(
+        Commission(
+            affiliate_id=mine.id,
+            order_id=bought.id,
+            earned_order_id=bought.id,
+            kind=CommissionKind.earned,
+            status=CommissionStatus.paid,
+            amount_minor=209,
+            currency="USD",
+            payout_minor=209,
+            available_at=utcnow(),
+            payout_item_id=item.id,
+        )
+    )
+    await session.flush()
 
 
 @pytest.fixture

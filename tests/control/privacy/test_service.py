@@ -61,6 +61,8 @@ NOT_EXPORTED = {
     "purged: access secrets, nothing the person gave or did",
     "recovery_codes": "hashes of two-factor recovery codes: access secrets; the account section "
     "says whether two-factor sign-in is on",
+    "payout_batches": "a PayPal payout to many affiliates at once; the account's own items "
+    "are in payout_items",
     "refunded_persons": "keyed hashes of refunded persons' addresses and cards, kept after their "
     "erasure for the one-refund rule, linked to no account",
 }

@@ -308,3 +308,24 @@ async def test_twenty_administrators_deciding_at_once(settings: Settings) -> Non
             ).all()
             # The customer's email and the one answer saying it is cancelled.
             assert [m.author for m in messages] == ["customer", "support"]
+
+
+async def test_a_request_is_handed_to_another_administrator(
+    client: httpx.AsyncClient, runtime: Runtime
+) -> None:
+    _, _, admin = await _caller(runtime, admin=True)
+    colleague_id, colleague_email, _ = await _caller(runtime, admin=True)
+    customer_id, _, customer = await _caller(runtime)
+    opened = await client.post(
+        "/api/v1/support/requests",
+        json={"topic": "privacy", "subject": "My data", "message": "What do you keep?"},
+        headers=customer,
+    )
+    path = f"/api/v1/admin/support/{opened.json()['id']}/owner"
+    handed = await client.post(path, json={"owner_id": colleague_id}, headers=admin)
+    assert handed.status_code == 200, handed.text
+    assert handed.json()["owner_email"] == colleague_email
+    refused = await client.post(path, json={"owner_id": customer_id}, headers=admin)
+    assert refused.status_code == 422
+    assert refused.json()["field"] == "owner_id"
+    assert "not an administrator" in refused.json()["detail"]

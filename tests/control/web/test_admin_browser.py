@@ -10,7 +10,14 @@ import pytest
 
 from burrow.control.audit.service import admin_audit
 from burrow.control.db import unit_of_work
-from burrow.control.models import RefundRequest, RefundStatus
+from burrow.control.models import (
+    PrivacyRequest,
+    PrivacyRequestKind,
+    PrivacyRequestStatus,
+    RefundRequest,
+    RefundStatus,
+    utcnow,
+)
 from burrow.control.runtime import Runtime
 from tests.support import factories
 from tests.support.browser import Shooter
@@ -19,7 +26,7 @@ from .conftest import NewContext
 from .test_journeys import admin_log_in, seed_admin
 
 pytest.importorskip("playwright", reason="needs playwright (pip install -e '.[dev]')")
-from playwright.async_api import expect
+from playwright.async_api import Page, expect
 
 PHONE = {"width": 390, "height": 844}
 
@@ -50,6 +57,24 @@ async def _seed_month(runtime: Runtime) -> None:
         await factories.create_node(session, name="ams-1")
 
 
+# Tables wider than a phone, on the page that shows them: each must become labelled rows.
+WIDE_TABLES = {
+    "fleet": ("#node-list",),
+    "privacy-requests": ("#privacy-answered",),
+    "account": ("#account-orders",),
+    "audit-trail": ("#audit-trail",),
+}
+
+
+async def _is_a_labelled_list(page: Page, table: str) -> None:
+    """At phone width the table's cells stack, each led by its column's name."""
+    cell = page.locator(f"{table} tbody td").first
+    assert await cell.evaluate("c => getComputedStyle(c).display") == "block", table
+    label = await cell.evaluate("c => getComputedStyle(c, '::before').content")
+    assert label not in ("none", "normal", '""'), (table, label)
+    assert await page.locator(f"{table} thead").evaluate("h => h.offsetHeight") <= 1, table
+
+
 async def test_admin_pages_at_desktop_and_phone_width(
     new_context: NewContext, live_runtime: Runtime, shot: Shooter
 ) -> None:
@@ -69,6 +94,23 @@ async def test_admin_pages_at_desktop_and_phone_width(
             "Chargeback " * 8,
             {"clause": "Prohibited activities: spam or unsolicited bulk messaging"},
         )
+        # Rows for the other wide tables: an answered privacy request, an order, a device.
+        for status in (PrivacyRequestStatus.pending, PrivacyRequestStatus.done):
+            session.add(
+                PrivacyRequest(
+                    account_id=victim.id,
+                    kind=PrivacyRequestKind.rectification,
+                    status=status,
+                    received_at=utcnow() - timedelta(days=3),
+                    due_at=utcnow() + timedelta(days=27),
+                    completed_at=utcnow() if status is PrivacyRequestStatus.done else None,
+                    details="The name on my invoices is spelled wrongly " * 3,
+                    outcome="Corrected." if status is PrivacyRequestStatus.done else None,
+                )
+            )
+        await factories.create_subscription(session, victim)
+        await factories.create_order(session, victim)
+        await factories.create_device(session, victim, name="A laptop with a long name " * 2)
     await admin_log_in(page, admin, secret)
     await expect(page).to_have_url(re.compile("/admin$"))
     await expect(page.locator("#chart-signups svg rect.chart-bar")).to_have_count(30)
@@ -79,6 +121,10 @@ async def test_admin_pages_at_desktop_and_phone_width(
             ("/admin/accounts", "accounts"),
             ("/admin/refunds", "refund-queue"),
             ("/admin/audit", "audit-trail"),
+            ("/admin/fleet", "fleet"),
+            ("/admin/policy", "policy"),
+            ("/admin/privacy", "privacy-requests"),
+            (f"/admin/accounts/{victim.id}", "account"),
         ):
             response = await page.goto(path)
             assert response is not None
@@ -87,4 +133,6 @@ async def test_admin_pages_at_desktop_and_phone_width(
             if label == "phone":
                 width = await page.evaluate("document.documentElement.scrollWidth")
                 assert width <= PHONE["width"], (path, width)
+                for table in WIDE_TABLES.get(name, ()):
+                    await _is_a_labelled_list(page, table)
     await expect(page.locator("body")).not_to_contain_text("minor units")

@@ -66,7 +66,12 @@ async def _reporting_node(
             headers={"Authorization": f"Bearer {token}"},
         )
         assert response.status_code == 200, response.text
-        assert response.json() == {"accepted": True, "last_seq": 1, "blocked": []}
+        assert response.json() == {
+            "accepted": True,
+            "last_seq": 1,
+            "blocked": [],
+            "blocked_connections": [],
+        }
     return row
 
 

@@ -6,13 +6,24 @@ from __future__ import annotations
 
 import html
 import re
+from datetime import timedelta
 
 import httpx
 from sqlalchemy import select
 
+from burrow.control.audit.service import CliOperator
+from burrow.control.billing.service import billing as billing_service
 from burrow.control.db import unit_of_work
-from burrow.control.models import Account, AdminAction, SupportRequest
+from burrow.control.models import (
+    Account,
+    AdminAction,
+    PaymentMethod,
+    SupportRequest,
+    SupportTopic,
+    SupportVia,
+)
 from burrow.control.runtime import Runtime
+from burrow.control.support.service import support as support_service
 from tests.control.web.conftest import MakeWebCustomer
 from tests.support.factories import create_account, create_session_token
 from tests.support.smtp import Inbox, SmtpServer
@@ -54,6 +65,8 @@ async def test_a_conversation_round_trip_through_the_panels(
     assert "Connection problem" in page.text
 
     sign_in_as(client, admin_token)
+    overview = await client.get("/admin")
+    assert "1 waiting for an answer" in _text(overview)
     queue = await client.get("/admin/support")
     assert queue.status_code == 200
     row = re.search(rf'id="support-row-{request_id}".*?</tr>', queue.text, re.S)
@@ -154,3 +167,91 @@ async def test_signed_out_visitor_opens_a_request_and_follows_the_link(
     assert bare.headers["location"].startswith("/login")
     wrong = await client.get(link.group(1).split("?")[0] + "?key=" + "0" * 32)
     assert wrong.status_code == 403
+
+
+async def test_a_refund_is_offered_support_first_and_linked_to_it(
+    metered_client: httpx.AsyncClient, metered: Runtime
+) -> None:
+    """Metered policy (``refunds.support_first``): the refund page offers the conversation
+    first; a refund asked for after it links to it, and support sees the link."""
+    async with unit_of_work(metered.sessionmaker) as session:
+        account = await create_account(session)
+        token = await create_session_token(session, account)
+        admin = await create_account(session, admin=True)
+        admin_token = await create_session_token(session, admin)
+        recorded = await billing_service.record_manual_payment(
+            session,
+            metered,
+            CliOperator("test"),
+            account.id,
+            "personal-monthly",
+            699,
+            "USD",
+            PaymentMethod.card,
+            f"ref-{account.id}",
+        )
+        order_id = recorded.order.id
+    sign_in_as(metered_client, token)
+    link = f"/billing/orders/{order_id}/refund"
+    page = await metered_client.get(link)
+    assert 'id="refund-support-form"' in page.text
+    assert "Can we fix it first?" in page.text
+    asked = await post_form(
+        metered_client, f"{link}/support", {"message": "Netflix does not load."}, page=link
+    )
+    assert asked.status_code == 303
+    back = asked.headers["location"]
+    support_id = int(back.split("support=")[1])
+    offered = await metered_client.get(back)
+    assert f'href="/support/requests/{support_id}"' in offered.text
+    # The refund form carries the conversation, as a browser sends it.
+    assert f'<input type="hidden" name="support" value="{support_id}">' in offered.text
+    refund = await post_form(
+        metered_client, link, {"reason": "Still broken.", "support": str(support_id)}, page=back
+    )
+    assert refund.status_code == 303
+    refund_id = int(refund.headers["location"].rsplit("/", 1)[1])
+    async with unit_of_work(metered.sessionmaker) as session:
+        conversation = await session.get(SupportRequest, support_id)
+        assert conversation is not None
+        assert conversation.topic == "refund"
+        assert conversation.refund_request_id == refund_id
+        assert conversation.due_at - conversation.opened_at == timedelta(hours=24)
+    sign_in_as(metered_client, admin_token)
+    shown = await metered_client.get(f"/admin/support/{support_id}")
+    assert f'id="support-refund">{refund_id}</a>' in shown.text
+
+
+async def test_a_request_is_handed_over_in_the_panel(
+    client: httpx.AsyncClient, runtime: Runtime, web_customer: MakeWebCustomer
+) -> None:
+    customer = await web_customer()
+    _, admin_token = await _admin(runtime)
+    colleague, _ = await _admin(runtime)
+    async with unit_of_work(runtime.sessionmaker) as session:
+        account = await session.get(Account, customer.account.id)
+        assert account is not None
+        view = await support_service.open(
+            session,
+            runtime,
+            account=account,
+            email=None,
+            topic=SupportTopic.other,
+            subject="Hello",
+            body="Hi.",
+            via=SupportVia.web,
+        )
+    page = f"/admin/support/{view.request.id}"
+    sign_in_as(client, admin_token)
+    handed = await post_form(
+        client, f"{page}/owner", {"owner_id": str(colleague.id)}, page=page, follow=True
+    )
+    assert f"{colleague.email}'s now" in _text(handed)
+    refused = await post_form(
+        client, f"{page}/owner", {"owner_id": str(customer.account.id)}, page=page, follow=True
+    )
+    assert "not an administrator" in _text(refused)
+    async with unit_of_work(runtime.sessionmaker) as session:
+        stored = await session.get(SupportRequest, view.request.id)
+        assert stored is not None
+        assert stored.owner_id == colleague.id

@@ -268,3 +268,23 @@ async def test_a_killed_charon_comes_back_with_every_device_loaded(
     assert node.pid is not None
     ike_lab[0].track(node.pid)
     assert await _connect(client, pki, "dev-alice", "alice's server-made secret")
+
+
+@needs("unshare")
+async def test_a_device_removed_and_added_again_connects_again(
+    node: CharonDriver, client: IkeV2Client, pki: LabPki
+) -> None:
+    await node.apply([ALICE])
+    for attempt in range(3):
+        await _connect(client, pki, "dev-alice", "alice's server-made secret")
+        await node.apply([])
+        for _ in range(100):
+            if await client.sa("dev-alice") is None:
+                break
+            await asyncio.sleep(0.02)
+        assert await client.sa("dev-alice") is None, attempt
+        await node.apply([ALICE])
+    assert await _connect(client, pki, "dev-alice", "alice's server-made secret") == [
+        "10.64.0.77",
+        "fd42:b0::77",
+    ]

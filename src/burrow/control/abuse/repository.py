@@ -40,6 +40,14 @@ class ComplaintRepository:
         )
         return rows.scalars().all(), int(total)
 
+    async def naming(self, account_id: int) -> Sequence[AbuseComplaint]:
+        query = (
+            select(AbuseComplaint)
+            .where(AbuseComplaint.account_id == account_id)
+            .order_by(AbuseComplaint.created_at, AbuseComplaint.id)
+        )
+        return (await self.session.execute(query)).scalars().all()
+
     async def nodes_with_egress(self, address: str) -> Sequence[Node]:
         query = (
             select(Node)

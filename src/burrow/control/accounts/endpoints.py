@@ -26,6 +26,7 @@ from burrow.control.accounts.schemas import (
 )
 from burrow.control.accounts.service import account as account_service
 from burrow.control.accounts.service import sign_up_answer
+from burrow.control.affiliates.service import REFERRAL_COOKIE
 from burrow.control.deps import (
     SESSION_COOKIE,
     CurrentAccount,
@@ -61,7 +62,11 @@ async def register(
     The answer is the same when the address already has an account (its owner is emailed
     instead), so that it does not tell who has one."""
     email = await account_service.sign_up(
-        session, runtime, body, client_address=request.client.host if request.client else None
+        session,
+        runtime,
+        body,
+        client_address=request.client.host if request.client else None,
+        referral_cookie=request.cookies.get(REFERRAL_COOKIE),
     )
     return Message(detail=sign_up_answer(runtime, email))
 
@@ -199,7 +204,8 @@ async def new_recovery_codes(
     responses=problem_responses(401, 403),
 )
 async def recovery_codes_left(account: CurrentAccount, session: SessionDep) -> RecoveryCodesLeft:
-    return RecoveryCodesLeft(remaining=await account_service.recovery_codes_left(session, account))
+    remaining = await account_service.recovery_codes_left(session, account.id)
+    return RecoveryCodesLeft(remaining=remaining)
 
 
 RESET_REQUESTED = (

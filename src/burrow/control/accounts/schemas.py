@@ -112,6 +112,12 @@ class AccountCreate(_Body):
     accept_terms_version: str = Field(
         min_length=1, max_length=64, description="The version of the terms you accept."
     )
+    referral_code: str | None = Field(
+        None,
+        max_length=32,
+        description="An affiliate's referral code, if someone referred you (a referral link "
+        "sets it by itself).",
+    )
 
 
 class AccountRead(BaseModel):

@@ -77,7 +77,7 @@ async def checkout(
     the payment. 409: the method is not set up here; 502: the provider could not be reached
     and nothing was kept."""
     started = await billing_service.start_checkout(
-        session, runtime, account, body.plan_code, body.method
+        session, runtime, account, body.plan_code, body.method, referral_code=body.referral_code
     )
     return CheckoutOut(order_id=started.order.id, checkout_url=started.checkout_url)
 

@@ -137,6 +137,12 @@ class CheckoutIn(BaseModel):
     method: PaymentMethod = Field(
         examples=["card"], description="One of the policy's offered payment methods."
     )
+    referral_code: str | None = Field(
+        None,
+        max_length=32,
+        description="An affiliate's referral code; it counts only if no affiliate referred "
+        "you before.",
+    )
 
     _plain = field_validator("plan_code")(_printable)
 

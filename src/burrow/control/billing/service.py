@@ -20,6 +20,7 @@ from typing import Any, Protocol
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from burrow.control.affiliates.service import affiliate as affiliate_service
 from burrow.control.audit.service import Actor, admin_audit
 from burrow.control.billing.repository import BillingRepository
 from burrow.control.billing.schemas import BillingDetailsIn
@@ -36,6 +37,7 @@ from burrow.control.models import (
     Payment,
     PaymentMethod,
     Plan,
+    ReferralHow,
     WebhookEvent,
     utcnow,
 )
@@ -265,6 +267,15 @@ ReturnHandler = Callable[[AsyncSession, Runtime, Order, str], Awaitable[None]]
 RETURN_HANDLERS: dict[str, ReturnHandler] = {}
 
 
+@dataclass(frozen=True)
+class MethodWithoutProvider:
+    """A payment method the policy offers that checkout cannot take (so does not show)."""
+
+    method: str
+    # The provider that would take it but is not set up; None: burrow has no provider for it.
+    provider: str | None
+
+
 class BillingService:
     # --- orders and payments -----------------------------------------------------------------
 
@@ -368,6 +379,8 @@ class BillingService:
             provider_subscription_id=provider_subscription_id,
             until=period_end,
         )
+        # A referred customer's order earns its affiliate a commission (pending or held).
+        await affiliate_service.order_paid(session, runtime, order, payment)
         log.info("order %s paid through %s for account %s", order.id, order.provider, account.id)
         message = f"Recorded the payment as order {order.id} ({order.kind}). {granted.message}"
         return PaymentRecorded(order, payment, plan.code, message)
@@ -466,6 +479,18 @@ class BillingService:
                 found.append(PaymentMethod(method))
         return found
 
+    def methods_without_provider(self, runtime: Runtime) -> list[MethodWithoutProvider]:
+        """The policy's offered methods that checkout cannot take, and why: burrow has no
+        provider for the method, or its provider is not set up (for the operator to fix)."""
+        missing = []
+        for method in runtime.policy.payment_methods.offered:
+            provider = CHECKOUT_PROVIDERS.get(str(method))
+            if provider is None:
+                missing.append(MethodWithoutProvider(str(method), None))
+            elif not provider.configured(runtime.settings):
+                missing.append(MethodWithoutProvider(str(method), provider.name))
+        return missing
+
     async def start_checkout(
         self,
         session: AsyncSession,
@@ -473,6 +498,8 @@ class BillingService:
         account: Account,
         plan_code: str,
         method: PaymentMethod,
+        *,
+        referral_code: str | None = None,
     ) -> CheckoutStarted:
         """Open a pending order for ``plan_code`` and start paying it with ``method``'s
         provider (registered in ``CHECKOUT_PROVIDERS``); returns where the customer pays.
@@ -498,6 +525,11 @@ class BillingService:
             and gives_access(current)
         ):
             raise AlreadyRenewing(current.provider or provider.name, current.current_period_end)
+        if referral_code:
+            # A code typed at checkout refers the account (unless someone referred it first).
+            await affiliate_service.attach(
+                session, runtime, account.id, referral_code, ReferralHow.code
+            )
         order = await self.open_order(session, account, plan, PaymentMethod(method), provider.name)
         try:
             url = await provider.start(session, runtime, account, plan, order, recurring=recurring)
@@ -531,6 +563,7 @@ class BillingService:
         if missing <= 0:
             return 0
         await self.mark_refunded(session, order, missing)
+        await affiliate_service.order_refunded(session, runtime, order)
         if order.status == OrderStatus.refunded:
             await subscription_service.end_now(session, runtime, order.account_id)
         log.info("order %s: %s refunded at the provider", order.id, missing)

@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import Annotated, Literal
 
-from fastapi import APIRouter, Path, Response, status
+from fastapi import APIRouter, Path, Query, Response, status
 
 from burrow.control.credentials.schemas import (
     CredentialCreate,
@@ -22,6 +22,10 @@ router = APIRouter(prefix="/api/v1/devices", tags=["devices"])
 DeviceId = Annotated[int, Path(ge=1, le=MAX_ID, description="The device's id.")]
 Protocol = Annotated[
     str, Path(max_length=32, description="The protocol of the credentials, e.g. openvpn.")
+]
+
+NodeId = Annotated[
+    int, Query(ge=1, le=MAX_ID, description="The server to connect to (see the server list).")
 ]
 
 # Answers that carry a password must not be kept by any cache.
@@ -105,3 +109,54 @@ async def revoke_credential(
 ) -> Response:
     await credential_service.revoke(session, runtime, account, device_id, protocol)
     return Response(status_code=status.HTTP_204_NO_CONTENT)
+
+
+@router.get(
+    "/{device_id}/openvpn-config",
+    summary="Download the device's OpenVPN profile (.ovpn) for a server",
+    description="For OpenVPN Connect, openvpn 2.6 or Tunnelblick, unchanged: the server's CA "
+    "and tls-crypt key inline, UDP first and TCP 443 for networks that block the rest. Sign in "
+    "with the device's OpenVPN username and password.",
+    response_class=Response,
+    responses={
+        200: {"content": {"application/x-openvpn-profile": {"schema": {"type": "string"}}}},
+        **problem_responses(401, 404, 409, 422),
+    },
+)
+async def download_openvpn_config(
+    device_id: DeviceId, node_id: NodeId, session: SessionDep, account: CurrentAccount
+) -> Response:
+    config = await credential_service.openvpn_config(session, account, device_id, node_id)
+    headers = {**NO_STORE, "Content-Disposition": f'attachment; filename="{config.filename}"'}
+    return Response(config.text, media_type="application/x-openvpn-profile", headers=headers)
+
+
+ProfileKind = Literal["mobileconfig", "sswan", "windows"]
+
+
+@router.get(
+    "/{device_id}/ikev2-profile",
+    summary="Download the device's IKEv2 profile for one server",
+    description="kind=mobileconfig: an Apple configuration profile (iOS, macOS); kind=sswan: "
+    "a profile for the strongSwan app (Android); kind=windows: PowerShell lines for Windows' "
+    "own client. Each names the server's certificate authority and strong proposals. The "
+    "password is not in it: the device asks for it.",
+    response_class=Response,
+    responses={
+        200: {"content": {"application/octet-stream": {"schema": {"type": "string"}}}},
+        **problem_responses(401, 404, 409, 422),
+    },
+)
+async def ikev2_profile(
+    device_id: DeviceId,
+    node_id: Annotated[int, Query(ge=1, le=MAX_ID, description="The server to connect to.")],
+    kind: Annotated[ProfileKind, Query(description="mobileconfig, sswan or windows.")],
+    session: SessionDep,
+    runtime: RuntimeDep,
+    account: CurrentAccount,
+) -> Response:
+    profile = await credential_service.ikev2_profile(
+        session, runtime, account, device_id, node_id, kind
+    )
+    headers = {**NO_STORE, "Content-Disposition": f'attachment; filename="{profile.filename}"'}
+    return Response(profile.body, media_type=profile.media_type, headers=headers)

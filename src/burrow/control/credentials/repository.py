@@ -12,7 +12,7 @@ from sqlalchemy import delete, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from burrow.control.models import DeviceCredential
+from burrow.control.models import Device, DeviceCredential, Node, NodeStatus
 
 
 class CredentialRepository:
@@ -24,6 +24,15 @@ class CredentialRepository:
             select(DeviceCredential)
             .where(DeviceCredential.device_id == device_id)
             .order_by(DeviceCredential.protocol)
+        )
+        return (await self.session.execute(query)).scalars().all()
+
+    async def of_account(self, account_id: int) -> Sequence[DeviceCredential]:
+        query = (
+            select(DeviceCredential)
+            .join(Device, Device.id == DeviceCredential.device_id)
+            .where(Device.account_id == account_id)
+            .order_by(DeviceCredential.id)
         )
         return (await self.session.execute(query)).scalars().all()
 
@@ -48,6 +57,12 @@ class CredentialRepository:
         except IntegrityError:
             return False
         return True
+
+    async def get_active_node(self, node_id: int) -> Node | None:
+        query = select(Node).where(
+            Node.id == node_id, Node.status == NodeStatus.active, Node.wg_public_key.is_not(None)
+        )
+        return (await self.session.execute(query)).scalar_one_or_none()
 
     async def flush(self) -> None:
         await self.session.flush()

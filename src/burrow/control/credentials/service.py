@@ -14,7 +14,9 @@ Errors::
     ├── InvalidUsername (422)
     ├── UsernameTaken (409)
     ├── CredentialExists (409)     the device already has credentials for the protocol
-    └── CredentialNotFound (404)
+    ├── CredentialNotFound (404)
+    └── NoOpenVpnHere (409)        the server does not (yet) offer OpenVPN
+    └── ProfileUnavailable (409)   the server has not published its CA (IKEv2 profiles)
 """
 
 from __future__ import annotations
@@ -29,14 +31,22 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from burrow.control.credentials.repository import CredentialRepository
 from burrow.control.credentials.schemas import USERNAME_PATTERN, CredentialCreate
 from burrow.control.desired_state.service import desired_state as desired_state_service
+from burrow.control.devices.ikev2_profiles import (
+    Ikev2ProfileValues,
+    render_mobileconfig,
+    render_sswan,
+    render_windows_settings,
+)
+from burrow.control.devices.service import NodeUnavailable
 from burrow.control.devices.service import device as device_service
 from burrow.control.errors import Conflict, InvalidInput, NotFound
-from burrow.control.models import Account, DeviceCredential
+from burrow.control.models import Account, Device, DeviceCredential, Node
 from burrow.control.policy.schemas import PROTOCOL_NAMES
 from burrow.control.runtime import Runtime
 from burrow.wire import ikev2_verifier, openvpn_verifier
 
 # Protocol -> how its verifier is made from the secret (IKEv2: the NT hash EAP-MSCHAPv2 needs).
+IKEV2 = "ikev2"
 VERIFIERS: dict[str, Callable[[str], str]] = {
     "openvpn": openvpn_verifier,
     "ikev2": ikev2_verifier,
@@ -87,6 +97,94 @@ class CredentialNotFound(NotFound):
         super().__init__(f"This device has no {name} credentials.")
 
 
+class NoOpenVpnHere(Conflict):
+    def __init__(self, node_name: str) -> None:
+        super().__init__(
+            f"The server {node_name} does not offer OpenVPN yet; pick another one from the "
+            "server list, or use WireGuard there."
+        )
+
+
+@dataclass(frozen=True)
+class OpenVpnConfig:
+    filename: str
+    text: str
+
+
+# What every .ovpn asks of the connection: nothing weaker is accepted by either end.
+DATA_CIPHERS = "AES-256-GCM:CHACHA20-POLY1305"
+
+
+def ovpn_filename(node: Node, device: Device) -> str:
+    stem = re.sub(r"[^A-Za-z0-9_.-]+", "-", f"{node.name}-{device.name}").strip("-.")[:48]
+    return f"{stem or 'burrow'}-{device.id}.ovpn"
+
+
+def render_ovpn(node: Node, device: Device, username: str | None) -> str:
+    """A client profile the official OpenVPN apps import unchanged (CA and tls-crypt inline)."""
+    assert node.openvpn_ca is not None
+    assert node.openvpn_tls_crypt is not None
+    remotes = []
+    for transport in node.openvpn_transports.split():
+        proto, _, port = transport.partition(":")
+        remotes.append(f"remote {node.endpoint_host} {port} {proto}")
+    safe_name = "".join(c for c in device.name if c.isprintable())
+    lines = [
+        f"# OpenVPN profile of the device {safe_name!r} for the server {node.name}.",
+        f"# Sign in as {username}" + " with the password you were shown once."
+        if username
+        else "# Make OpenVPN credentials for this device to sign in.",
+        "client",
+        "dev tun",
+        "nobind",
+        *remotes,
+        "server-poll-timeout 10",
+        "resolv-retry infinite",
+        "persist-key",
+        "persist-tun",
+        "remote-cert-tls server",
+        "auth-user-pass",
+        "auth-nocache",
+        "tls-version-min 1.2",
+        f"data-ciphers {DATA_CIPHERS}",
+        "verb 3",
+        "<ca>",
+        node.openvpn_ca.strip(),
+        "</ca>",
+        "<tls-crypt>",
+        node.openvpn_tls_crypt.strip(),
+        "</tls-crypt>",
+    ]
+    return "\n".join(lines) + "\n"
+
+
+class ProfileUnavailable(Conflict):
+    def __init__(self) -> None:
+        super().__init__(
+            "This server has not published its certificate authority yet, so there is no "
+            "IKEv2 profile for it; pick another server or try again in a few minutes."
+        )
+
+
+# IKEv2 profile kinds: (file extension, media type, renderer).
+IKEV2_PROFILES: dict[str, tuple[str, str, Callable[[Ikev2ProfileValues], bytes]]] = {
+    "mobileconfig": ("mobileconfig", "application/x-apple-aspen-config", render_mobileconfig),
+    "sswan": ("sswan", "application/vnd.strongswan.profile", render_sswan),
+    "windows": (
+        "ps1",
+        "text/plain; charset=utf-8",
+        lambda values: render_windows_settings(values).encode(),
+    ),
+}
+
+
+@dataclass(frozen=True)
+class Ikev2Profile:
+    filename: str
+    media_type: str
+    body: bytes
+
+
 @dataclass(frozen=True)
 class IssuedCredential:
     credential: DeviceCredential
@@ -115,6 +213,12 @@ class CredentialService:
     ) -> Sequence[DeviceCredential]:
         device = await device_service.get(session, account, device_id)
         return await CredentialRepository(session).list_for_device(device.id)
+
+    async def of_account(
+        self, session: AsyncSession, account_id: int
+    ) -> Sequence[DeviceCredential]:
+        """Every device's protocol credentials (for the account's data export)."""
+        return await CredentialRepository(session).of_account(account_id)
 
     async def issue(
         self,
@@ -183,6 +287,63 @@ class CredentialService:
         if not await CredentialRepository(session).remove(device.id, protocol):
             raise CredentialNotFound(protocol)
         await desired_state_service.refresh_account(session, runtime, account.id)
+
+    async def openvpn_config(
+        self, session: AsyncSession, account: Account, device_id: int, node_id: int
+    ) -> OpenVpnConfig:
+        """The device's .ovpn for one server (the password is never in it)."""
+        device = await device_service.get(session, account, device_id)
+        repository = CredentialRepository(session)
+        node = await repository.get_active_node(node_id)
+        if node is None:
+            raise NodeUnavailable(node_id)
+        if not node.openvpn_ca or not node.openvpn_tls_crypt or not node.openvpn_transports:
+            raise NoOpenVpnHere(node.name)
+        credential = await repository.get(device.id, "openvpn")
+        return OpenVpnConfig(
+            filename=ovpn_filename(node, device),
+            text=render_ovpn(node, device, credential.username if credential else None),
+        )
+
+    async def ikev2_profile(
+        self,
+        session: AsyncSession,
+        runtime: Runtime,
+        account: Account,
+        device_id: int,
+        node_id: int,
+        kind: str,
+    ) -> Ikev2Profile:
+        """The device's IKEv2 profile for one server: its CA, host and the device's username.
+
+        Never the password: it was shown once, and the phone or laptop asks for it.
+        """
+        extension, media_type, render = IKEV2_PROFILES[kind]
+        device = await device_service.get(session, account, device_id)
+        credential = await CredentialRepository(session).get(device.id, IKEV2)
+        if credential is None:
+            raise CredentialNotFound(IKEV2)
+        node = await device_service.active_node(session, node_id)
+        # One CA per node (node.pki) signs the certificates of both OpenVPN and IKEv2.
+        if node.openvpn_ca is None:
+            raise ProfileUnavailable()
+        values = Ikev2ProfileValues(
+            provider=runtime.policy.provider.name,
+            node_name=node.name,
+            host=node.endpoint_host,
+            ca_pem=node.openvpn_ca,
+            username=credential.username,
+            device_name=device.name,
+        )
+        return Ikev2Profile(
+            filename=f"{_file_part(node.name)}-{_file_part(device.name)}-ikev2.{extension}",
+            media_type=media_type,
+            body=render(values),
+        )
+
+
+def _file_part(value: str) -> str:
+    return re.sub(r"[^A-Za-z0-9_.-]+", "-", value).strip("-.")[:24] or "vpn"
 
 
 credential = CredentialService()

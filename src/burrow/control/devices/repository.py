@@ -148,6 +148,14 @@ class DeviceRepository:
         )
         return (await self.session.execute(query)).scalars().all()
 
+    async def holdings_of(self, account_id: int) -> Sequence[AddressHolding]:
+        query = (
+            select(AddressHolding)
+            .where(AddressHolding.account_id == account_id)
+            .order_by(AddressHolding.held_from.desc(), AddressHolding.id.desc())
+        )
+        return (await self.session.execute(query)).scalars().all()
+
     async def delete_holdings_closed_before(self, before: datetime) -> int:
         result: CursorResult[Any] = await self.session.execute(  # type: ignore[assignment]
             delete(AddressHolding).where(

@@ -23,6 +23,7 @@ import segno
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from burrow.control.audit.service import Actor, admin_audit, require_administrator
 from burrow.control.config import Settings
 from burrow.control.desired_state.service import desired_state as desired_state_service
 from burrow.control.devices.repository import DeviceRepository
@@ -42,8 +43,8 @@ from burrow.control.wg_keys import UnusableKey, canonical_public_key
 
 
 class DeviceNotFound(NotFound):
-    def __init__(self) -> None:
-        super().__init__("You have no device with this id.")
+    def __init__(self, message: str = "You have no device with this id.") -> None:
+        super().__init__(message)
 
 
 class NodeUnavailable(NotFound):
@@ -507,6 +508,34 @@ class DeviceService:
         await repository.delete(device)
         await desired_state_service.refresh_account(session, runtime, account.id)
 
+    async def remove_by(
+        self,
+        session: AsyncSession,
+        runtime: Runtime,
+        actor: Actor,
+        account_id: int,
+        device_id: int,
+        reason: str,
+    ) -> Device:
+        """An operator removes a customer's device: its key stops working on every node."""
+        require_administrator(actor)
+        repository = DeviceRepository(session)
+        device = await repository.get_for_account(account_id, device_id, lock=True)
+        if device is None:
+            raise DeviceNotFound(f"Account {account_id} has no device {device_id}.")
+        await repository.delete(device)
+        await desired_state_service.refresh_account(session, runtime, account_id)
+        await admin_audit.record(
+            session,
+            actor,
+            "device.remove",
+            "account",
+            account_id,
+            reason,
+            {"device_id": device_id},
+        )
+        return device
+
     async def rotate(
         self,
         session: AsyncSession,
@@ -557,6 +586,13 @@ class DeviceService:
             ),
         )
 
+    async def active_node(self, session: AsyncSession, node_id: int) -> Node:
+        """A server ready for connections, for another domain's configs (IKEv2 profiles)."""
+        node = await DeviceRepository(session).get_active_node(node_id)
+        if node is None:
+            raise NodeUnavailable(node_id)
+        return node
+
     async def config_qr(self, session: AsyncSession, account: Account, device_id: int) -> NoReturn:
         """Refused: a QR code of a stored device can only carry a placeholder key."""
         await self.get(session, account, device_id)
@@ -574,6 +610,12 @@ class DeviceService:
         return await DeviceRepository(session).holdings_during(
             ipv4, start, start + timedelta(seconds=1)
         )
+
+    async def address_history_of(
+        self, session: AsyncSession, account: Account
+    ) -> Sequence[AddressHolding]:
+        """The account's own rows of the history, newest first (for its data export)."""
+        return await DeviceRepository(session).holdings_of(account.id)
 
     async def purge_address_history(
         self, session: AsyncSession, runtime: Runtime, now: datetime | None = None

@@ -9,8 +9,10 @@ from burrow.control.models.account import Account, AccountStatus, AgeAttestation
 from burrow.control.models.account_session import AccountSession
 from burrow.control.models.address_holding import AddressHolding
 from burrow.control.models.admin_action import AdminAction
+from burrow.control.models.affiliate import Affiliate, AffiliateStatus
 from burrow.control.models.base import Base, utcnow
 from burrow.control.models.billing_details import BillingDetails
+from burrow.control.models.commission import Commission, CommissionKind, CommissionStatus
 from burrow.control.models.connection_record import ConnectionRecord
 from burrow.control.models.consent import Consent, ConsentPurpose
 from burrow.control.models.device import Device
@@ -20,6 +22,12 @@ from burrow.control.models.node import Node, NodeStatus
 from burrow.control.models.order import Order, OrderKind, OrderStatus, PaymentMethod
 from burrow.control.models.password_reset import PasswordReset
 from burrow.control.models.payment import Payment
+from burrow.control.models.payout import (
+    PayoutBatch,
+    PayoutBatchStatus,
+    PayoutItem,
+    PayoutItemStatus,
+)
 from burrow.control.models.peer_change import PeerChange, PeerChangeOp
 from burrow.control.models.plan import Plan, PlanKind
 from burrow.control.models.privacy_request import (
@@ -28,6 +36,7 @@ from burrow.control.models.privacy_request import (
     PrivacyRequestStatus,
 )
 from burrow.control.models.recovery_code import RecoveryCode
+from burrow.control.models.referral import Referral, ReferralHow
 from burrow.control.models.refund_request import RefundRequest, RefundStatus
 from burrow.control.models.refund_rule_outcome import RefundRuleOutcome
 from burrow.control.models.refunded_person import RefundedPerson, RefundedPersonKind
@@ -55,9 +64,14 @@ __all__ = [
     "AccountStatus",
     "AddressHolding",
     "AdminAction",
+    "Affiliate",
+    "AffiliateStatus",
     "AgeAttestation",
     "Base",
     "BillingDetails",
+    "Commission",
+    "CommissionKind",
+    "CommissionStatus",
     "ComplaintAction",
     "ComplaintStatus",
     "ConnectionRecord",
@@ -74,6 +88,10 @@ __all__ = [
     "PasswordReset",
     "Payment",
     "PaymentMethod",
+    "PayoutBatch",
+    "PayoutBatchStatus",
+    "PayoutItem",
+    "PayoutItemStatus",
     "PeerChange",
     "PeerChangeOp",
     "Plan",
@@ -82,6 +100,8 @@ __all__ = [
     "PrivacyRequestKind",
     "PrivacyRequestStatus",
     "RecoveryCode",
+    "Referral",
+    "ReferralHow",
     "RefundRequest",
     "RefundRuleOutcome",
     "RefundStatus",

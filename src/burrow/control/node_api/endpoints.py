@@ -30,6 +30,7 @@ from burrow.wire import (
     EnrollResponse,
     FullState,
     NodeReport,
+    OpenVpnOffer,
     ReportAck,
     StateUpdate,
 )
@@ -129,6 +130,20 @@ async def filter_list(
     await desired_state_service.load_filter_lists(runtime)
     body = desired_state_service.filter_list_body(runtime, sha256)
     return Response(body, media_type="text/plain; charset=us-ascii")
+
+
+@router.put(
+    "/openvpn",
+    summary="Tell the control plane about the node's OpenVPN (CA, tls-crypt key, transports)",
+    description="What customers' .ovpn files for this node carry. The node's private keys "
+    "never leave it.",
+    status_code=204,
+    response_class=Response,
+    responses=problem_responses(401, 422),
+)
+async def offer_openvpn(body: OpenVpnOffer, node: CurrentNode, session: SessionDep) -> Response:
+    await node_service.offer_openvpn(session, node, body)
+    return Response(status_code=204)
 
 
 @router.post(

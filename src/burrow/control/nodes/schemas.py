@@ -249,3 +249,7 @@ class ServerRead(BaseModel):
     public_key: str | None
     load: float = Field(ge=0, description="Connected devices over capacity; 0 when unknown.")
     recommended: bool = Field(description="True on the least-loaded server.")
+    protocols: list[str] = Field(
+        default_factory=lambda: ["wireguard"],
+        description="The VPN protocols this server serves (wireguard, openvpn, ...).",
+    )

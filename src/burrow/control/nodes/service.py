@@ -38,7 +38,7 @@ from burrow.control.nodes.uplink import Credit, clamp, rate_bytes, refill
 from burrow.control.runtime import Runtime
 from burrow.control.security import hash_token, new_token
 from burrow.control.wg_keys import UnusableKey, canonical_public_key
-from burrow.wire import EnrollRequest, EnrollResponse, NodeReport, ReportAck
+from burrow.wire import EnrollRequest, EnrollResponse, NodeReport, OpenVpnOffer, ReportAck
 
 log = logging.getLogger(__name__)
 
@@ -117,6 +117,7 @@ class NodeTokenInvalid(NotAuthenticated):
 # What made customers' configurations of a node out of date (Node.config_change).
 CHANGE_ENDPOINT = "endpoint"
 CHANGE_KEY = "key"
+CHANGE_OPENVPN = "openvpn"
 
 # A node that has not reported for this long counts as silent and its load as unknown.
 REPORT_FRESH_SECONDS = 60.0
@@ -145,8 +146,8 @@ def _live_suffix(node_id: int) -> str:
 NODE_REPORTS = Kind("node:", NodeLive)
 
 
-def _live_key(node_id: int) -> str:
-    return NODE_REPORTS.prefix + _live_suffix(node_id)
+def _forget(_previous: NodeLive | None) -> tuple[NodeLive | None, None]:
+    return None, None
 
 
 @dataclass(frozen=True)
@@ -204,6 +205,14 @@ def _accept_report(
 class NodeWithEnrollment:
     node: Node
     enrollment: EnrollmentIssued
+
+
+def served_protocols(node: Node) -> list[str]:
+    """The protocols ``node`` serves now: WireGuard once enrolled, OpenVPN once it offered it."""
+    protocols = ["wireguard"] if node.wg_public_key else []
+    if node.openvpn_ca and node.openvpn_tls_crypt and node.openvpn_transports:
+        protocols.append("openvpn")
+    return protocols
 
 
 class NodeService:
@@ -380,13 +389,31 @@ class NodeService:
         node.status = NodeStatus.active
         if not await repository.save(node):
             raise NodeKeyInUse()  # a concurrent enrollment took the key a moment ago
-        runtime.live.delete(_live_key(node.id))  # a new agent starts a new report series
+        # A new agent starts a new report series.
+        await runtime.live.update(NODE_REPORTS, _live_suffix(node.id), _forget, ttl=None)
         return EnrollResponse(
             node_id=node.id,
             node_name=node.name,
             node_token=token,
             interface_name=interface_name(node),
+            endpoint_host=node.endpoint_host,
         )
+
+    async def offer_openvpn(self, session: AsyncSession, node: Node, offer: OpenVpnOffer) -> None:
+        """Keep what the node says about its OpenVPN; a new CA or key dates its .ovpn files."""
+        repository = NodeRepository(session)
+        node = await repository.get(node.id) or node
+        transports = " ".join(offer.transports)
+        changed = node.openvpn_ca is not None and (
+            node.openvpn_ca != offer.ca_certificate or node.openvpn_tls_crypt != offer.tls_crypt_key
+        )
+        if changed:
+            node.config_changed_at = utcnow()
+            node.config_change = CHANGE_OPENVPN
+        node.openvpn_ca = offer.ca_certificate
+        node.openvpn_tls_crypt = offer.tls_crypt_key
+        node.openvpn_transports = transports
+        await repository.save(node)
 
     async def authenticate(self, session: AsyncSession, token: str) -> Node:
         """The node whose token this is; refused once the node is retired."""
@@ -443,13 +470,8 @@ class NodeService:
 
     # --- health and the customers' server list ----------------------------------------------
 
-    @staticmethod
-    def _live(runtime: Runtime, node_id: int) -> NodeLive | None:
-        raw = runtime.live.get(_live_key(node_id))
-        return None if raw is None else NodeLive.model_validate(raw)
-
-    def health(self, runtime: Runtime, node: Node) -> NodeHealth:
-        live = self._live(runtime, node.id)
+    async def health(self, runtime: Runtime, node: Node) -> NodeHealth:
+        live = await runtime.live.read(NODE_REPORTS, _live_suffix(node.id))
         if live is None:
             return NodeHealth(state="never-reported")
         age = max(0.0, _now() - live.reported_at)
@@ -462,7 +484,7 @@ class NodeService:
             dropped_bytes=live.dropped_bytes,
         )
 
-    def read(self, runtime: Runtime, node: Node) -> NodeRead:
+    async def read(self, runtime: Runtime, node: Node) -> NodeRead:
         """The operator's view of a node, with its health from the live store."""
         return NodeRead(
             id=node.id,
@@ -482,7 +504,7 @@ class NodeService:
             enrolled_at=node.enrolled_at,
             retired_at=node.retired_at,
             enrollment_expires_at=node.enrollment_expires_at,
-            health=self.health(runtime, node),
+            health=await self.health(runtime, node),
         )
 
     async def server_list(self, session: AsyncSession, runtime: Runtime) -> list[ServerRead]:
@@ -495,7 +517,7 @@ class NodeService:
         servers: list[ServerRead] = []
         ranking: list[tuple[bool, float, int, int]] = []
         for index, node in enumerate(nodes):
-            health = self.health(runtime, node)
+            health = await self.health(runtime, node)
             fresh = health.state == "online"
             load = (health.connected_devices or 0) / node.capacity if fresh else 0.0
             ranking.append((not fresh, load, node.id, index))
@@ -509,6 +531,7 @@ class NodeService:
                     public_key=node.wg_public_key,
                     load=round(load, 4),
                     recommended=False,
+                    protocols=served_protocols(node),
                 )
             )
         if ranking:

@@ -256,6 +256,57 @@ class PayPalGateway:
             return False
         return isinstance(found, dict) and found.get("verification_status") == "SUCCESS"
 
+    # --- payouts -----------------------------------------------------------------------------
+    # Payouts (``/v1/payments/payouts``) are in neither PayPal's server SDK nor any kept SDK:
+    # httpx with the same OAuth token.
+
+    async def _payouts_call(
+        self, method: str, url: str, body: dict[str, Any] | None, request_id: str | None
+    ) -> httpx.Response:
+        token = await self._token()
+        headers = {"Authorization": f"Bearer {token}"}
+        if request_id:
+            headers["PayPal-Request-Id"] = request_id
+        try:
+            async with httpx.AsyncClient(timeout=TIMEOUT_SECONDS) as client:
+                return await client.request(method, url, json=body, headers=headers)
+        except httpx.HTTPError as exc:
+            raise ProviderUnavailable(f"PayPal payouts: {type(exc).__name__}") from exc
+
+    async def create_payout(self, body: dict[str, Any]) -> dict[str, Any]:
+        """Send a payout batch. Its ``sender_batch_id`` makes a retry safe: PayPal pays one id
+        at most once in 30 days, and answers a repeat with a link to the original batch,
+        which is then read and returned as if this call had made it."""
+        header = body.get("sender_batch_header") or {}
+        sender_batch_id = str(header.get("sender_batch_id") or "")
+        url = f"{self._base}/v1/payments/payouts"
+        response = await self._payouts_call("POST", url, body, sender_batch_id or None)
+        found = _json_object(response)
+        if response.status_code in (200, 201):
+            return found
+        original = link(found, "self") if response.status_code < 500 else None
+        if original is not None and "/v1/payments/payouts/" in original:
+            # Already sent under this sender_batch_id (an earlier answer was lost).
+            batch_id = original.rstrip("/").rsplit("/", 1)[-1]
+            return await self.get_payout(batch_id)
+        raise PayPalError("payout", response.status_code, response.text)
+
+    async def get_payout(self, payout_batch_id: str) -> dict[str, Any]:
+        """A payout batch with its items' states."""
+        url = f"{self._base}/v1/payments/payouts/{payout_batch_id}"
+        response = await self._payouts_call("GET", url, None, None)
+        if response.status_code != 200:
+            raise PayPalError("get payout", response.status_code, response.text)
+        return _json_object(response)
+
+
+def _json_object(response: httpx.Response) -> dict[str, Any]:
+    try:
+        found = response.json()
+    except ValueError:
+        return {}
+    return found if isinstance(found, dict) else {}
+
 
 class PayPalError(ProviderUnavailable):
     """PayPal answered an error status."""

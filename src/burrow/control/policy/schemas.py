@@ -14,6 +14,7 @@ from __future__ import annotations
 import ipaddress
 from dataclasses import dataclass
 from datetime import date
+from decimal import Decimal, InvalidOperation
 from typing import Annotated, Literal
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, EmailStr, Field, model_validator
@@ -355,15 +356,45 @@ class FairUseSection(_Section):
 
 
 class AffiliatesSection(_Section):
+    """The affiliate program. No [affiliates] section (or ``enabled = false``): none."""
+
     enabled: bool = True
     payout_minimum_minor: int = Field(ge=0)
     currency: Currency
     payout_method: Literal["paypal", "bank_transfer", "crypto", "account_credit"]
+    # Percent of a referred customer's first order; renewals earn ``renewal_percent`` (none:
+    # renewals earn nothing) for ``renewal_months`` after the first order (none: for ever).
     commission_percent: int | None = Field(None, ge=1, le=100)
+    renewal_percent: int | None = Field(None, ge=1, le=100)
+    renewal_months: int | None = Field(None, ge=1, le=120)
+    # How long the first-party cookie set by a referral link lasts.
+    cookie_days: int = Field(30, ge=1, le=365)
+    # A commission stays pending this long after its order was paid (none: the refund window
+    # of [refunds], so no commission is paid out on an order that can still be refunded).
+    holding_days: int | None = Field(None, ge=0, le=365)
     inactivity_termination_months: int | None = Field(None, ge=1, le=120)
+    # An inactive affiliate is emailed this many days before the account ends.
+    inactivity_notice_days: int = Field(14, ge=1, le=90)
     refund_rate_threshold_percent: int | None = Field(None, ge=1, le=100)
+    # The refund rate counts the referred orders paid in this many days, and only once there
+    # are at least ``refund_rate_min_orders`` of them.
+    refund_rate_window_days: int = Field(90, ge=1, le=3650)
+    refund_rate_min_orders: int = Field(10, ge=1, le=100_000)
     requires_website: bool = False
     forbid_self_referrals: bool = True
+    # Order currency -> payout currency rate, as a decimal string ("EUR" = "1.08"); an order
+    # in a currency not listed (and not the payout currency) earns no commission.
+    exchange_rates: dict[Currency, str] = Field(default_factory=dict, max_length=200)
+    # The scheduler pays out by itself (otherwise an administrator starts each batch).
+    scheduled_payouts: bool = False
+    # What an ended affiliate's payable balance becomes: paid out one last time, or held.
+    payable_on_termination: Literal["pay", "hold"] = "pay"
+
+    def holding(self, refunds: RefundsSection | None) -> int:
+        """Days a commission is pending: the policy's, else the refund window."""
+        if self.holding_days is not None:
+            return self.holding_days
+        return refunds.window_days if refunds is not None else 0
 
 
 class AgeSection(_Section):
@@ -617,6 +648,42 @@ def _nat_rules(parts: PolicyParts) -> list[PolicyProblem]:
     return problems
 
 
+def _affiliate_rules(
+    affiliates: AffiliatesSection, refunds: RefundsSection | None
+) -> list[PolicyProblem]:
+    problems = []
+    holding = affiliates.holding_days
+    if holding is not None and refunds is not None and holding < refunds.window_days:
+        where = "affiliates.holding_days"
+        problems.append(
+            PolicyProblem(
+                where,
+                f"{where} ({holding}) is shorter than refunds.window_days "
+                f"({refunds.window_days}): a commission would be paid out on an order that "
+                "can still be refunded",
+            )
+        )
+    for currency, rate in affiliates.exchange_rates.items():
+        try:
+            good = Decimal(rate).is_finite() and Decimal(rate) > 0
+        except InvalidOperation:
+            good = False
+        if not good:
+            where = f"affiliates.exchange_rates.{currency}"
+            problems.append(
+                PolicyProblem(where, f'{where} must be a positive decimal such as "1.08"')
+            )
+    if affiliates.renewal_months is not None and affiliates.renewal_percent is None:
+        where = "affiliates.renewal_months"
+        problems.append(
+            PolicyProblem(
+                where,
+                f"{where} is set, but affiliates.renewal_percent is not: renewals earn nothing",
+            )
+        )
+    return problems
+
+
 def cross_check(parts: PolicyParts) -> list[PolicyProblem]:
     """Every contradiction between the sections that parsed, each naming both sides."""
     problems: list[PolicyProblem] = []
@@ -637,6 +704,8 @@ def cross_check(parts: PolicyParts) -> list[PolicyProblem]:
     problems += _usage_limit_rules(parts)
     if parts.refunds is not None:
         problems += _refund_rules(parts.refunds)
+    if parts.affiliates is not None:
+        problems += _affiliate_rules(parts.affiliates, parts.refunds)
     methods = parts.payment_methods
     if methods is not None:
         for method in methods.recurring:

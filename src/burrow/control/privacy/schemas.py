@@ -239,6 +239,18 @@ class UsageCounterExport(_Row):
     updated_at: datetime
 
 
+class AddressHoldingExport(_Row):
+    """Which of your devices held which tunnel address, and when (deterministic NAT only)."""
+
+    id: int
+    device_id: int
+    device_name: str
+    ipv4: str = Field(description="A tunnel address inside our network, not where you are.")
+    ipv6: str
+    held_from: datetime
+    held_until: datetime | None
+
+
 class ConnectionRecordExport(_Row):
     id: int
     device_id: int | None
@@ -250,6 +262,77 @@ class ConnectionRecordExport(_Row):
     duration_seconds: int
     rx_bytes: int
     tx_bytes: int
+
+
+class DeviceCredentialExport(_Row):
+    """A device's sign-in name for OpenVPN or IKEv2; its secret is held only as a digest."""
+
+    id: int
+    device_id: int
+    protocol: str
+    username: str
+    created_at: datetime
+
+
+class AbuseComplaintExport(_Row):
+    id: int
+    clause: str
+    source: str
+    egress_ip: str
+    port: int
+    seen_at: datetime
+    evidence: str
+    status: str
+    finding: str | None
+    device_id: int | None
+    action: str | None
+    actioned_at: datetime | None
+    created_at: datetime
+
+
+class AffiliateExport(_Row):
+    id: int
+    code: str
+    status: str
+    status_reason: str | None
+    created_at: datetime
+    decided_at: datetime | None
+    contact_name: str | None
+    website: str | None
+    paypal_email: str | None
+    clicks: int = Field(description="How many times the referral link was followed (a count).")
+    last_active_at: datetime | None
+
+
+class ReferralExport(_Row):
+    id: int
+    affiliate_id: int
+    how: str = Field(description="'link' (the referral link) or 'code' (typed).")
+    created_at: datetime
+
+
+class CommissionExport(_Row):
+    id: int
+    affiliate_id: int
+    order_id: int | None
+    kind: str
+    status: str
+    amount_minor: int
+    currency: str
+    payout_minor: int
+    available_at: datetime
+    reason: str | None
+    created_at: datetime
+
+
+class PayoutItemExport(_Row):
+    id: int
+    batch_id: int
+    amount_minor: int
+    currency: str
+    receiver: str | None
+    status: str
+    created_at: datetime
 
 
 class PrivacyExport(BaseModel):
@@ -277,6 +360,25 @@ class PrivacyExport(BaseModel):
     support_messages: list[SupportMessageExport] = Field(default_factory=list)
     usage_counters: list[UsageCounterExport]
     connection_records: list[ConnectionRecordExport]
+    affiliates: list[AffiliateExport] = Field(
+        default_factory=list, description="Your membership of the affiliate program."
+    )
+    referrals: list[ReferralExport] = Field(
+        default_factory=list, description="The affiliate who referred you, if one did."
+    )
+    commissions: list[CommissionExport] = Field(default_factory=list)
+    device_credentials: list[DeviceCredentialExport] = Field(
+        default_factory=list, description="Your devices' OpenVPN and IKEv2 user names."
+    )
+    address_holdings: list[AddressHoldingExport] = Field(
+        default_factory=list,
+        description="Which tunnel address each of your devices held and when (kept only under "
+        "deterministic NAT, for the policy's retention).",
+    )
+    abuse_complaints: list[AbuseComplaintExport] = Field(
+        default_factory=list, description="Complaints about traffic that were traced to you."
+    )
+    payout_items: list[PayoutItemExport] = Field(default_factory=list)
 
 
 # --- rectification and erasure --------------------------------------------------------------

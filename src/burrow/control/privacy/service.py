@@ -25,12 +25,15 @@ from datetime import datetime, timedelta
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from burrow.control.abuse.service import abuse as abuse_service
 from burrow.control.accounts.repository import AccountRepository
 from burrow.control.accounts.service import account as account_service
+from burrow.control.affiliates.service import affiliate as affiliate_service
 from burrow.control.audit.service import admin_audit
 from burrow.control.billing.repository import BillingRepository
 from burrow.control.billing.service import billing as billing_service
 from burrow.control.connections.repository import ConnectionRepository
+from burrow.control.credentials.service import credential as credential_service
 from burrow.control.db import after_commit
 from burrow.control.desired_state.service import desired_state as desired_state_service
 from burrow.control.devices.service import device as device_service
@@ -49,16 +52,23 @@ from burrow.control.policy.retention import retention_statement as retention_sta
 from burrow.control.policy.schemas import Policy
 from burrow.control.privacy.repository import PrivacyRepository
 from burrow.control.privacy.schemas import (
+    AbuseComplaintExport,
     AccountExport,
+    AddressHoldingExport,
+    AffiliateExport,
     BillingDetailsExport,
+    CommissionExport,
     ConnectionRecordExport,
     ConsentExport,
+    DeviceCredentialExport,
     DeviceExport,
     EmailVerificationExport,
     OrderExport,
     PaymentExport,
+    PayoutItemExport,
     PrivacyExport,
     PrivacyRequestExport,
+    ReferralExport,
     RefundRequestExport,
     RefundRuleOutcomeExport,
     SessionExport,
@@ -182,6 +192,7 @@ class PrivacyService:
         acceptances = await TermsRepository(session).acceptances(account.id)
         privacy = PrivacyRepository(session)
         support = await support_service.export(session, account)
+        affiliate = await affiliate_service.export(session, account.id)
         return PrivacyExport(
             generated_at=now,
             provider=runtime.policy.provider.name,
@@ -262,6 +273,26 @@ class PrivacyService:
             ],
             usage_counters=[UsageCounterExport.model_validate(usage)] if usage else [],
             connection_records=[ConnectionRecordExport.model_validate(r) for r in records],
+            affiliates=[AffiliateExport.model_validate(affiliate.affiliate)]
+            if affiliate.affiliate
+            else [],
+            referrals=[ReferralExport.model_validate(affiliate.referral)]
+            if affiliate.referral
+            else [],
+            commissions=[CommissionExport.model_validate(c) for c in affiliate.commissions],
+            payout_items=[PayoutItemExport.model_validate(i) for i in affiliate.payout_items],
+            device_credentials=[
+                DeviceCredentialExport.model_validate(c)
+                for c in await credential_service.of_account(session, account.id)
+            ],
+            address_holdings=[
+                AddressHoldingExport.model_validate(h)
+                for h in await device_service.address_history_of(session, account)
+            ],
+            abuse_complaints=[
+                AbuseComplaintExport.model_validate(c)
+                for c in await abuse_service.naming(session, account.id)
+            ],
         )
 
     # --- rectification ----------------------------------------------------------------------
@@ -468,6 +499,8 @@ class PrivacyService:
         # rule still holds after an erasure. Purged with the invoices.
         await refund_service.remember_refunded_person(session, runtime, account)
         repository = PrivacyRepository(session)
+        # The affiliate program ends for it; its payouts stay, anonymised, as invoices do.
+        await affiliate_service.erase(session, runtime, account.id)
         await repository.erase_owned_rows(account.id)
         # Support conversations are the person's own words: they go, signed-out ones from the
         # same address too.

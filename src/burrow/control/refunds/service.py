@@ -17,6 +17,7 @@ from datetime import datetime, timedelta
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from burrow.control.affiliates.service import affiliate as affiliate_service
 from burrow.control.audit.service import Actor, admin_audit, require_administrator
 from burrow.control.billing.service import billing as billing_service
 from burrow.control.db import unit_of_work
@@ -129,13 +130,12 @@ def _account_id(actor: Actor) -> int | None:
     return actor.id if isinstance(actor, Account) else None
 
 
-def on_refund_executed(session: AsyncSession, order: Order, amount_minor: int) -> None:
-    """Hook for the affiliate program: reverse the commission earned on ``order``.
-
-    A no-op until affiliates exist; the affiliates domain fills it in (it runs in the unit of
-    work that executed the refund, so a reversal and the refund commit together).
-    """
-    del session, order, amount_minor
+async def on_refund_executed(session: AsyncSession, runtime: Runtime, order: Order) -> None:
+    """The affiliate program's part of a refund: the commission earned on ``order`` shrinks,
+    is cancelled, or (paid out already) comes back from the affiliate's next payout. It runs
+    in the unit of work that executed the refund, so the reversal and the refund commit
+    together."""
+    await affiliate_service.order_refunded(session, runtime, order)
 
 
 def _email_digest(runtime: Runtime, email: str) -> str:
@@ -404,7 +404,7 @@ class RefundService:
         request.executed_at = utcnow()
         await billing_service.mark_refunded(session, order, request.amount_minor)
         await subscription_service.end_now(session, runtime, order.account_id)
-        on_refund_executed(session, order, request.amount_minor)
+        await on_refund_executed(session, runtime, order)
         await session.flush()
         log.info("refund request %s executed through %s", request.id, order.provider)
         return True

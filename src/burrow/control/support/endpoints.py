@@ -17,6 +17,7 @@ from burrow.control.support.schemas import (
     SupportAnswerIn,
     SupportMessageIn,
     SupportMessageOut,
+    SupportOwnerIn,
     SupportRequestIn,
     SupportRequestOut,
     SupportStatusIn,
@@ -219,6 +220,19 @@ async def answer(
 )
 async def take(request_id: Id, session: SessionDep, admin: CurrentAdmin) -> AdminSupportRequestOut:
     return _admin_out(await support_service.take(session, admin, request_id))
+
+
+@admin_router.post(
+    "/{request_id}/owner",
+    summary="Hand a request to an administrator",
+    response_model=AdminSupportRequestOut,
+    responses=problem_responses(401, 403, 404, 422),
+)
+async def hand_over(
+    request_id: Id, body: SupportOwnerIn, session: SessionDep, admin: CurrentAdmin
+) -> AdminSupportRequestOut:
+    view = await support_service.assign_to(session, admin, request_id, body.owner_id)
+    return _admin_out(view)
 
 
 @admin_router.post(

@@ -114,6 +114,10 @@ class SupportRepository:
         query = select(Account.id, Account.email).where(Account.id.in_(set(account_ids)))
         return {int(i): str(e) for i, e in (await self.session.execute(query))}
 
+    async def admins(self) -> list[tuple[int, str]]:
+        query = select(Account.id, Account.email).where(Account.is_admin.is_(True))
+        return [(int(i), str(e)) for i, e in await self.session.execute(query.order_by(Account.id))]
+
     async def admin_emails(self) -> Sequence[str]:
         query = select(Account.email).where(Account.is_admin.is_(True)).order_by(Account.id)
         return (await self.session.scalars(query)).all()

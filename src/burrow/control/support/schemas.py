@@ -63,6 +63,10 @@ class SupportStatusIn(_Body):
     )
 
 
+class SupportOwnerIn(_Body):
+    owner_id: int = Field(ge=1, le=2**63 - 1, description="The administrator's account id.")
+
+
 class SupportMessageOut(BaseModel):
     id: int
     author: SupportAuthor

@@ -34,7 +34,9 @@ import re
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from email.utils import parseaddr
+from pathlib import Path
 
+from jinja2 import Environment, FileSystemLoader, StrictUndefined
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from burrow.control.audit.service import Actor, admin_audit, require_administrator
@@ -58,6 +60,14 @@ from burrow.control.subscriptions.service import subscription as subscription_se
 from burrow.control.support.repository import SupportRepository
 
 log = logging.getLogger(__name__)
+
+# Notification bodies, beside the domain (first line the subject); plain text, not HTML.
+_emails = Environment(
+    loader=FileSystemLoader(Path(__file__).resolve().parent / "emails"),
+    autoescape=False,  # noqa: S701 - plain-text mail
+    undefined=StrictUndefined,
+    keep_trailing_newline=True,
+)
 
 QUEUE_LIMIT = 500
 # Requests opened signed out per address: each sends that address an email, so the form
@@ -145,6 +155,17 @@ class CancellationAlreadyDone(Conflict):
             f"The cancellation asked for in support request {request.id} was already carried "
             f"out{when}.",
             support_request_id=request.id,
+        )
+
+
+class NotAnAdministratorToOwn(InvalidInput):
+    title = "Not an administrator"
+    type_slug = "support-owner-not-admin"
+
+    def __init__(self, account_id: int) -> None:
+        super().__init__(
+            f"Account {account_id} is not an administrator; only administrators own requests.",
+            field="owner_id",
         )
 
 
@@ -389,6 +410,10 @@ class SupportService:
             raise SupportRequestNotFound(request_id)
         return await self.view(session, request)
 
+    async def administrators(self, session: AsyncSession) -> list[tuple[int, str]]:
+        """Who may own a request: (account id, email) of every administrator."""
+        return await SupportRepository(session).admins()
+
     async def summary(self, session: AsyncSession) -> SupportSummary:
         by_status, overdue = await SupportRepository(session).counts(utcnow())
         return SupportSummary(by_status=by_status, overdue=overdue)
@@ -412,10 +437,11 @@ class SupportService:
         if request is None:
             raise SupportRequestNotFound(request_id)
         now = utcnow()
+        if request.owner_id is None and isinstance(actor, Account):
+            # Whoever answers first owns it: of two answering at once, one becomes the owner.
+            await repository.set_if(request, SupportRequest.owner_id.is_(None), owner_id=actor.id)
         values: dict[str, object] = {"updated_at": now, "status": status}
         values["resolved_at"] = now if status == SupportStatus.resolved else None
-        if request.owner_id is None and isinstance(actor, Account):
-            values["owner_id"] = actor.id  # whoever answers first owns it
         await repository.set_if(request, SupportRequest.id == request.id, **values)
         admin_id = actor.id if isinstance(actor, Account) else None
         message = await self._add_message(
@@ -445,12 +471,22 @@ class SupportService:
         )
         return await self.view(session, request)
 
+    async def assign_to(
+        self, session: AsyncSession, actor: Actor, request_id: int, owner_id: int
+    ) -> SupportView:
+        """``assign`` to the administrator with account id ``owner_id``."""
+        owner = await SupportRepository(session).account(owner_id)
+        if owner is None or not owner.is_admin:
+            raise NotAnAdministratorToOwn(owner_id)
+        return await self.assign(session, actor, request_id, owner)
+
     async def assign(
         self, session: AsyncSession, actor: Actor, request_id: int, owner: Account
     ) -> SupportView:
         """Give the request to ``owner`` (an administrator), whoever held it."""
         require_administrator(actor)
-        require_administrator(owner)
+        if not owner.is_admin:
+            raise NotAnAdministratorToOwn(owner.id)
         repository = SupportRepository(session)
         request = await repository.get(request_id)
         if request is None:
@@ -688,22 +724,32 @@ class SupportService:
             )
         )
 
-    def _email_text(
-        self, runtime: Runtime, view: SupportView, message: SupportMessage | None, link: str
-    ) -> str:
+    @staticmethod
+    def _email(
+        runtime: Runtime,
+        template: str,
+        view: SupportView,
+        message: SupportMessage | None,
+        link: str,
+        *,
+        opened: bool,
+    ) -> tuple[str, str]:
+        """Subject and body of a notification: the message's text only where the policy lets
+        it travel by email (``support.message_in_email``), always the link."""
         request = view.request
-        lines = [f"Support request {request.id}: {request.subject}", ""]
-        if message is None:
-            lines.append("We have your request and will answer by email.")
-        elif runtime.policy.support.message_in_email:
-            lines += ["New message:", "", message.body]
-        else:
-            # The policy keeps what was written on the server: only the way to read it.
-            lines.append("There is a new message on this request.")
-        lines += ["", f"Read and answer it here: {link}"]
-        if runtime.settings.inbound_smtp:
-            lines.append("Or reply to this email; keep the reply address as it is.")
-        return "\n".join(lines) + "\n"
+        shown = message.body if message and runtime.policy.support.message_in_email else None
+        text = _emails.get_template(template).render(
+            provider=runtime.policy.provider.name,
+            request_id=request.id,
+            subject=request.subject,
+            topic=TOPIC_NAMES[request.topic],
+            opened=opened,
+            body=shown,
+            link=link,
+            replies=bool(runtime.settings.inbound_smtp),
+        )
+        subject, _, body = text.partition("\n")
+        return subject.strip(), body.lstrip("\n")
 
     def _notify_customer(
         self,
@@ -715,9 +761,10 @@ class SupportService:
         to = view.requester_email
         if not to:
             return
-        provider = runtime.policy.provider.name
-        subject = f"[{provider} support #{view.request.id}] {view.request.subject}"
-        body = self._email_text(runtime, view, message, customer_link(runtime, view.request.id))
+        link = customer_link(runtime, view.request.id)
+        subject, body = self._email(
+            runtime, "to_customer.txt", view, message, link, opened=message is None
+        )
         reply_to = reply_address(runtime, view.request.id)
         after_commit(session, lambda: runtime.mailer.send(to, subject, body, reply_to=reply_to))
 
@@ -731,9 +778,8 @@ class SupportService:
         opened: bool,
     ) -> None:
         request = view.request
-        what = "New support request" if opened else "New message on support request"
-        subject = f"{what} #{request.id} ({TOPIC_NAMES[request.topic]}): {request.subject}"
-        body = self._email_text(runtime, view, message, admin_link(runtime, request.id))
+        link = admin_link(runtime, request.id)
+        subject, body = self._email(runtime, "to_support.txt", view, message, link, opened=opened)
         reply_to = reply_address(runtime, request.id)
         owner = view.owner_email
 

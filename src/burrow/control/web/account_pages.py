@@ -22,13 +22,20 @@ from burrow.control.accounts.schemas import TotpCodeBody as TotpCodeForm
 from burrow.control.accounts.service import SignedIn, sign_up_answer
 from burrow.control.accounts.service import account as account_service
 from burrow.control.accounts.service.errors import ResetLinkInvalid
+from burrow.control.affiliates.service import REFERRAL_COOKIE
 from burrow.control.deps import SESSION_COOKIE, RuntimeDep, SessionDep
 from burrow.control.errors import BurrowError, NotAuthenticated
-from burrow.control.models import Account, AgeAttestation
+from burrow.control.models import AgeAttestation
 from burrow.control.runtime import Runtime
-from burrow.control.web.auth import OptionalWebAccount, WebAccount, client_address
+from burrow.control.web.auth import (
+    OptionalWebAccount,
+    Person,
+    WebAccount,
+    WebPerson,
+    client_address,
+)
 from burrow.control.web.cookies import delete_cookie, set_cookie
-from burrow.control.web.forms import Form, undo
+from burrow.control.web.forms import Form, attempt, press, submit
 from burrow.control.web.routing import page_router
 from burrow.control.web.templating import redirect, render, safe_next, trusted_svg
 
@@ -101,27 +108,38 @@ async def signup_page(
 
 @router.post("/signup")
 async def signup(request: Request, session: SessionDep, runtime: RuntimeDep) -> Response:
-    form = await Form.read(request)
     version = runtime.policy.terms.version
-    ticked = form.raw("accept_terms") is not None
-    body = form.validate(AccountCreate, accept_terms_version=version if ticked else "-")
-    if not ticked:
-        form.errors["accept_terms"] = (
-            f"Read and accept the current terms, version {version}, to create an account."
-        )
-    if body is None or not ticked:
-        return _signup_page(request, runtime, form, 422)
-    try:
-        email = await account_service.sign_up(
-            session, runtime, body, client_address=client_address(request)
-        )
-    except BurrowError as exc:
-        await undo(session)
-        form.fail(exc, fields=("age_attestation",))
-        return _signup_page(request, runtime, form, exc.status)
+
+    def ticked(form: Form) -> bool:
+        return form.raw("accept_terms") is not None
+
+    def terms_box(form: Form) -> None:
+        if not ticked(form):
+            form.errors["accept_terms"] = (
+                f"Read and accept the current terms, version {version}, to create an account."
+            )
+
     # The same answer whether the address was free or taken: it must not tell who has an
     # account, so a new account is not signed in here either.
-    return redirect(request, "/login", flash=sign_up_answer(runtime, email), kind="info")
+    return await submit(
+        request,
+        session,
+        AccountCreate,
+        lambda body: account_service.sign_up(
+            session,
+            runtime,
+            body,
+            client_address=client_address(request),
+            referral_cookie=request.cookies.get(REFERRAL_COOKIE),
+        ),
+        page=lambda form, status: _signup_page(request, runtime, form, status),
+        done=lambda _body, email: redirect(
+            request, "/login", flash=sign_up_answer(runtime, email), kind="info"
+        ),
+        fields=("age_attestation",),
+        fixed=lambda form: {"accept_terms_version": version if ticked(form) else "-"},
+        check=terms_box,
+    )
 
 
 @router.get("/verify-email")
@@ -135,9 +153,10 @@ async def verify_email(
     try:
         if not token:
             raise NotAuthenticated("This link has no token; open the link from the email.")
-        verified = await account_service.verify_email(session, token, runtime)
+        verified = await attempt(
+            session, lambda: account_service.verify_email(session, token, runtime)
+        )
     except BurrowError as exc:
-        await undo(session)
         return render(
             request,
             "account/verified.html",
@@ -169,13 +188,12 @@ def _landing(is_admin: bool) -> str:
 
 @router.post("/login")
 async def login(request: Request, session: SessionDep, runtime: RuntimeDep) -> Response:
-    form = await Form.read(request)
-    body = form.validate(SessionCreate)
-    context = {"form": form, "next": form.raw("next") or ""}
-    if body is None:
-        return render(request, "account/login.html", context, status_code=422)
-    try:
-        signed_in = await account_service.sign_in_first_step(
+    def page(form: Form, status: int) -> Response:
+        context = {"form": form, "next": form.raw("next") or ""}
+        return render(request, "account/login.html", context, status_code=status)
+
+    async def sign_in(body: SessionCreate) -> SignedIn:
+        return await account_service.sign_in_first_step(
             session,
             runtime,
             email=body.email,
@@ -183,18 +201,20 @@ async def login(request: Request, session: SessionDep, runtime: RuntimeDep) -> R
             client_address=client_address(request),
             user_agent=request.headers.get("user-agent"),
         )
-    except BurrowError as exc:
-        await undo(session)
-        form.fail(exc)
-        return render(request, "account/login.html", context, status_code=exc.status)
-    # Without a page to return to, an administrator lands on the admin overview.
-    target = safe_next(form.raw("next"), _landing(signed_in.account.is_admin))
-    if signed_in.needs_second_factor:
-        response = redirect(request, f"/login/totp?next={quote(target, safe='/')}")
-    else:
-        response = redirect(request, target)
-    _set_session(request, response, signed_in)
-    return response
+
+    def signed(_body: SessionCreate, signed_in: SignedIn) -> Response:
+        # Without a page to return to, an administrator lands on the admin overview.
+        target = safe_next(next_field, _landing(signed_in.account.is_admin))
+        if signed_in.needs_second_factor:
+            response = redirect(request, f"/login/totp?next={quote(target, safe='/')}")
+        else:
+            response = redirect(request, target)
+        _set_session(request, response, signed_in)
+        return response
+
+    posted_next = (await request.form()).get("next")
+    next_field = posted_next if isinstance(posted_next, str) else None
+    return await submit(request, session, SessionCreate, sign_in, page=page, done=signed)
 
 
 @router.get("/login/totp")
@@ -216,11 +236,13 @@ async def totp_step(request: Request, session: SessionDep, runtime: RuntimeDep) 
     if not pending:
         return redirect(request, "/login", flash="Log in again.", kind="info")
     try:
-        signed_in = await account_service.complete_second_factor(
-            session, runtime, pending, code, client_address=client_address(request)
+        signed_in = await attempt(
+            session,
+            lambda: account_service.complete_second_factor(
+                session, runtime, pending, code, client_address=client_address(request)
+            ),
         )
     except NotAuthenticated as exc:
-        await undo(session)
         if exc.field == "totp_code":
             form.fail(exc, fields=("totp_code",))
             return render(request, "account/totp.html", context, status_code=exc.status)
@@ -228,7 +250,6 @@ async def totp_step(request: Request, session: SessionDep, runtime: RuntimeDep) 
         delete_cookie(request, response, SESSION_COOKIE)
         return response
     except BurrowError as exc:
-        await undo(session)
         form.fail(exc)
         return render(request, "account/totp.html", context, status_code=exc.status)
     response = redirect(request, safe_next(form.raw("next"), _landing(signed_in.account.is_admin)))
@@ -266,24 +287,29 @@ async def forgot_password_page(request: Request) -> Response:
 
 @router.post("/forgot-password")
 async def forgot_password(request: Request, session: SessionDep, runtime: RuntimeDep) -> Response:
-    form = await Form.read(request)
-    context: dict[str, object] = {"form": form, "sent": None}
-    body = form.validate(PasswordResetRequest)
-    if body is None:
-        return render(request, "account/forgot_password.html", context, status_code=422)
-    try:
-        await account_service.request_password_reset(
-            session, runtime, email=body.email, client_address=client_address(request)
+    def page(form: Form, status: int, sent: str | None = None) -> Response:
+        context = {"form": form, "sent": sent}
+        return render(request, "account/forgot_password.html", context, status_code=status)
+
+    def sent(body: PasswordResetRequest, _: None) -> Response:
+        return page(
+            Form.empty(email=body.email),
+            200,
+            f"If an account uses {body.email}, a link to set a new password is on its way to "
+            "it. The link works once, for one hour; check your spam folder if it does not "
+            "arrive.",
         )
-    except BurrowError as exc:
-        await undo(session)
-        form.fail(exc)
-        return render(request, "account/forgot_password.html", context, status_code=exc.status)
-    context["sent"] = (
-        f"If an account uses {body.email}, a link to set a new password is on its way to it. "
-        "The link works once, for one hour; check your spam folder if it does not arrive."
+
+    return await submit(
+        request,
+        session,
+        PasswordResetRequest,
+        lambda body: account_service.request_password_reset(
+            session, runtime, email=body.email, client_address=client_address(request)
+        ),
+        page=page,
+        done=sent,
     )
-    return render(request, "account/forgot_password.html", context)
 
 
 def _reset_page(
@@ -331,11 +357,13 @@ async def reset_password(request: Request, session: SessionDep, runtime: Runtime
             )
         return _reset_page(request, token=token, form=form, status_code=422)
     try:
-        await account_service.reset_password(
-            session, runtime, token=body.token, new_password=body.new_password
+        await attempt(
+            session,
+            lambda: account_service.reset_password(
+                session, runtime, token=body.token, new_password=body.new_password
+            ),
         )
     except BurrowError as exc:
-        await undo(session)
         if exc.field == "password":
             form.fail(exc, fields=("new_password",))
             form.errors["new_password"] = form.errors.pop("password", exc.message)
@@ -369,18 +397,22 @@ async def end_session(
     session: SessionDep,
     account: WebAccount,
 ) -> Response:
-    try:
-        was_current = await account_service.end_session(
+    def ended(was_current: bool) -> Response:
+        if was_current:
+            response = redirect(request, "/login", flash="You are logged out.", kind="info")
+            delete_cookie(request, response, SESSION_COOKIE)
+            return response
+        return redirect(request, "/account/sessions", flash="That session has ended.")
+
+    return await press(
+        request,
+        session,
+        lambda: account_service.end_session(
             session, account, session_id, request.cookies.get(SESSION_COOKIE)
-        )
-    except BurrowError as exc:
-        await undo(session, account)
-        return redirect(request, "/account/sessions", flash=exc.message, kind="error")
-    if was_current:
-        response = redirect(request, "/login", flash="You are logged out.", kind="info")
-        delete_cookie(request, response, SESSION_COOKIE)
-        return response
-    return redirect(request, "/account/sessions", flash="That session has ended.")
+        ),
+        back="/account/sessions",
+        done=ended,
+    )
 
 
 # The account's security page.
@@ -389,7 +421,7 @@ async def end_session(
 async def _account_page(
     request: Request,
     session: SessionDep,
-    account: Account,
+    person: Person,
     *,
     password_form: Form | None = None,
     totp_form: Form | None = None,
@@ -397,13 +429,13 @@ async def _account_page(
     status_code: int = 200,
 ) -> Response:
     left = (
-        await account_service.recovery_codes_left(session, account) if account.totp_enabled else 0
+        await account_service.recovery_codes_left(session, person.id) if person.totp_enabled else 0
     )
     return render(
         request,
         "account/account.html",
         {
-            "account": account,
+            "account": person,
             "password_form": password_form or Form.empty(),
             "totp_form": totp_form or Form.empty(),
             "recovery_form": recovery_form or Form.empty(),
@@ -414,50 +446,58 @@ async def _account_page(
 
 
 @router.get("/account")
-async def account_page(request: Request, session: SessionDep, account: WebAccount) -> Response:
-    return await _account_page(request, session, account)
+async def account_page(request: Request, session: SessionDep, person: WebPerson) -> Response:
+    return await _account_page(request, session, person)
 
 
 @router.post("/account/password")
 async def change_password(
-    request: Request, session: SessionDep, runtime: RuntimeDep, account: WebAccount
+    request: Request,
+    session: SessionDep,
+    runtime: RuntimeDep,
+    account: WebAccount,
+    person: WebPerson,
 ) -> Response:
-    form = await Form.read(request)
-    body = form.validate(PasswordChange)
-    if body is None:
-        return await _account_page(request, session, account, password_form=form, status_code=422)
-    try:
-        await account_service.change_password(
+    return await submit(
+        request,
+        session,
+        PasswordChange,
+        lambda body: account_service.change_password(
             session,
             runtime,
             account,
             current_password=body.current_password,
             new_password=body.new_password,
             current_token=request.cookies.get(SESSION_COOKIE),
-        )
-    except BurrowError as exc:
-        await undo(session, account)
-        if exc.field == "password":
-            exc.field = "new_password"
-        form.fail(exc, fields=("current_password", "new_password"))
-        return await _account_page(
-            request, session, account, password_form=form, status_code=exc.status
-        )
-    return redirect(
-        request, "/account", flash="Your password is changed; your other sessions have ended."
+        ),
+        page=lambda form, status: _account_page(
+            request, session, person, password_form=form, status_code=status
+        ),
+        done=lambda _body, _: redirect(
+            request, "/account", flash="Your password is changed; your other sessions have ended."
+        ),
+        fields=("current_password",),
+        renamed={"password": "new_password"},
     )
 
 
 @router.post("/account/verification-email")
 async def resend_verification(
-    request: Request, session: SessionDep, runtime: RuntimeDep, account: WebAccount
+    request: Request,
+    session: SessionDep,
+    runtime: RuntimeDep,
+    account: WebAccount,
+    person: WebPerson,
 ) -> Response:
-    try:
-        await account_service.resend_verification(session, runtime, account)
-    except BurrowError as exc:
-        await undo(session, account)
-        return redirect(request, "/account", flash=exc.message, kind="error")
-    return redirect(request, "/account", flash=f"A new link is on its way to {account.email}.")
+    return await press(
+        request,
+        session,
+        lambda: account_service.resend_verification(session, runtime, account),
+        back="/account",
+        done=lambda _: redirect(
+            request, "/account", flash=f"A new link is on its way to {person.email}."
+        ),
+    )
 
 
 @router.get("/account/two-factor")
@@ -476,12 +516,13 @@ async def two_factor_page(request: Request, runtime: RuntimeDep, account: WebAcc
 async def start_two_factor(
     request: Request, session: SessionDep, runtime: RuntimeDep, account: WebAccount
 ) -> Response:
-    try:
-        await account_service.start_totp(session, runtime, account)
-    except BurrowError as exc:
-        await undo(session, account)
-        return redirect(request, "/account", flash=exc.message, kind="error")
-    return redirect(request, "/account/two-factor")
+    return await press(
+        request,
+        session,
+        lambda: account_service.start_totp(session, runtime, account),
+        back="/account",
+        done=lambda _: redirect(request, "/account/two-factor"),
+    )
 
 
 @router.post("/account/two-factor/confirm")
@@ -494,9 +535,10 @@ async def confirm_two_factor(
     codes: list[str] = []
     if body is not None:
         try:
-            codes = await account_service.confirm_totp(session, runtime, account, body.code)
+            codes = await attempt(
+                session, lambda: account_service.confirm_totp(session, runtime, account, body.code)
+            )
         except BurrowError as exc:
-            await undo(session, account)
             form.fail(exc, fields=("code",))
             error = exc
     if body is None or error is not None:
@@ -523,44 +565,51 @@ def _recovery_codes_page(request: Request, codes: list[str], intro: str) -> Resp
 
 @router.post("/account/two-factor/recovery-codes")
 async def new_recovery_codes(
-    request: Request, session: SessionDep, runtime: RuntimeDep, account: WebAccount
+    request: Request,
+    session: SessionDep,
+    runtime: RuntimeDep,
+    account: WebAccount,
+    person: WebPerson,
 ) -> Response:
-    form = await Form.read(request)
-    body = form.validate(TotpCodeForm, code=form.raw("renew_code") or "")
-    if body is None:
-        form.errors["renew_code"] = form.errors.pop("code", "Enter the 6-digit code.")
-        return await _account_page(request, session, account, recovery_form=form, status_code=422)
-    try:
-        codes = await account_service.regenerate_recovery_codes(
+    def code_field(form: Form) -> None:
+        if "code" in form.errors:
+            form.errors["renew_code"] = form.errors.pop("code")
+
+    return await submit(
+        request,
+        session,
+        TotpCodeForm,
+        lambda body: account_service.regenerate_recovery_codes(
             session, runtime, account, body.code
-        )
-    except BurrowError as exc:
-        await undo(session, account)
-        if exc.field == "code":
-            exc.field = "renew_code"
-        form.fail(exc, fields=("renew_code",))
-        return await _account_page(
-            request, session, account, recovery_form=form, status_code=exc.status
-        )
-    return _recovery_codes_page(
-        request, codes, "Here are ten new recovery codes; the old ones no longer work."
+        ),
+        page=lambda form, status: _account_page(
+            request, session, person, recovery_form=form, status_code=status
+        ),
+        done=lambda _body, codes: _recovery_codes_page(
+            request, codes, "Here are ten new recovery codes; the old ones no longer work."
+        ),
+        renamed={"code": "renew_code"},
+        fixed=lambda form: {"code": form.raw("renew_code") or ""},
+        check=code_field,
     )
 
 
 @router.post("/account/two-factor/disable")
 async def disable_two_factor(
-    request: Request, session: SessionDep, runtime: RuntimeDep, account: WebAccount
+    request: Request,
+    session: SessionDep,
+    runtime: RuntimeDep,
+    account: WebAccount,
+    person: WebPerson,
 ) -> Response:
-    form = await Form.read(request)
-    body = form.validate(TotpCodeForm)
-    if body is None:
-        return await _account_page(request, session, account, totp_form=form, status_code=422)
-    try:
-        await account_service.disable_totp(session, runtime, account, body.code)
-    except BurrowError as exc:
-        await undo(session, account)
-        form.fail(exc, fields=("code",))
-        return await _account_page(
-            request, session, account, totp_form=form, status_code=exc.status
-        )
-    return redirect(request, "/account", flash="Two-factor sign-in is off.")
+    return await submit(
+        request,
+        session,
+        TotpCodeForm,
+        lambda body: account_service.disable_totp(session, runtime, account, body.code),
+        page=lambda form, status: _account_page(
+            request, session, person, totp_form=form, status_code=status
+        ),
+        done=lambda _body, _: redirect(request, "/account", flash="Two-factor sign-in is off."),
+        fields=("code",),
+    )

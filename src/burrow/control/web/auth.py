@@ -8,6 +8,7 @@ reaches nothing but the two-factor step of the login page.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Annotated
 from urllib.parse import quote
 
@@ -16,20 +17,39 @@ from fastapi import Depends, Request
 from burrow.control.accounts.service import account as account_service
 from burrow.control.deps import SESSION_COOKIE, RuntimeDep, SessionDep
 from burrow.control.errors import Forbidden, NotAuthenticated
-from burrow.control.models import Account
+from burrow.control.models import Account, AccountStatus
 
 
 @dataclass(frozen=True)
-class Viewer:
-    """What every page's header shows of the signed-in account.
+class Person:
+    """The signed-in person as pages show them: a frozen copy made at authentication.
 
-    A plain copy, so that an error page rendered after the request's transaction rolled back
-    never touches an expired database row.
+    Pages and templates read this, never the ORM row: a refused form's savepoint rollback
+    (or an error page after the request failed) expires rows, and a template must not load
+    anything from the database. Services still take the row (``WebAccount``).
     """
 
     id: int
     email: str
     is_admin: bool
+    totp_enabled: bool
+    email_verified_at: datetime | None
+    status: AccountStatus
+    status_reason: str | None
+    created_at: datetime
+
+    @classmethod
+    def of(cls, account: Account) -> Person:
+        return cls(
+            id=account.id,
+            email=account.email,
+            is_admin=account.is_admin,
+            totp_enabled=account.totp_enabled,
+            email_verified_at=account.email_verified_at,
+            status=account.status,
+            status_reason=account.status_reason,
+            created_at=account.created_at,
+        )
 
 
 class LoginRequired(Exception):
@@ -64,7 +84,7 @@ async def web_account_or_none(
         # A terminated account: signed out for every page, told why where it matters.
         request.state.auth_refusal = exc.message
         return None
-    request.state.account = Viewer(account.id, account.email, account.is_admin)
+    request.state.person = Person.of(account)
     return account
 
 
@@ -94,6 +114,16 @@ async def web_admin(account: WebAccount) -> Account:
 
 
 WebAdmin = Annotated[Account, Depends(web_admin)]
+
+
+def signed_in_person(request: Request, _account: WebAccount) -> Person:
+    """The frozen view of whoever ``WebAccount`` let in."""
+    person = request.state.person
+    assert isinstance(person, Person)
+    return person
+
+
+WebPerson = Annotated[Person, Depends(signed_in_person)]
 
 
 def client_address(request: Request) -> str | None:

@@ -11,16 +11,19 @@ from burrow.control.billing.schemas import CheckoutIn
 from burrow.control.billing.service import billing as billing_service
 from burrow.control.deps import RuntimeDep, SessionDep
 from burrow.control.errors import BurrowError
-from burrow.control.models import Account, OrderStatus
+from burrow.control.models import Account, OrderStatus, SupportTopic, SupportVia
 from burrow.control.params import MAX_ID
 from burrow.control.plans.service import plan as plan_service
 from burrow.control.refunds.schemas import RefundRequestIn
+from burrow.control.refunds.service import RefundView
 from burrow.control.refunds.service import refund as refund_service
 from burrow.control.runtime import Runtime
 from burrow.control.subscriptions.service import NoSubscription
 from burrow.control.subscriptions.service import subscription as subscription_service
+from burrow.control.support.schemas import SupportMessageIn
+from burrow.control.support.service import support as support_service
 from burrow.control.web.auth import WebAccount
-from burrow.control.web.forms import Form, undo
+from burrow.control.web.forms import Form, submit
 from burrow.control.web.routing import page_router
 from burrow.control.web.templating import redirect, render
 
@@ -106,20 +109,22 @@ async def billing_page(
 async def checkout(
     request: Request, session: SessionDep, runtime: RuntimeDep, account: WebAccount
 ) -> Response:
-    form = await Form.read(request)
-    body = form.validate(CheckoutIn)
-    if body is None:
-        return await _billing_page(request, session, runtime, account, form, 422)
-    try:
-        started = await billing_service.start_checkout(
-            session, runtime, account, body.plan_code, body.method
-        )
-    except BurrowError as exc:
-        await undo(session, account)
-        form.fail(exc, fields=("plan_code", "method"))
-        return await _billing_page(request, session, runtime, account, form, exc.status)
     # The provider's own page takes the payment; its event pays the order.
-    return redirect(request, started.checkout_url)
+    return await submit(
+        request,
+        session,
+        CheckoutIn,
+        lambda body: billing_service.start_checkout(
+            session, runtime, account, body.plan_code, body.method, referral_code=body.referral_code
+        ),
+        page=lambda form, status: _billing_page(request, session, runtime, account, form, status),
+        done=lambda _body, started: redirect(request, started.checkout_url),
+        fields=("plan_code", "method"),
+    )
+
+
+def _support_id(text: str | None) -> int | None:
+    return int(text) if text and text.isdigit() and len(text) < 19 else None
 
 
 async def _refund_page(
@@ -130,14 +135,66 @@ async def _refund_page(
     order_id: int,
     form: Form,
     status_code: int = 200,
+    support_form: Form | None = None,
 ) -> Response:
     order = await billing_service.order_of(session, account.id, order_id)
     view = await billing_service.order_view(session, order)
+    # refunds.support_first: the support conversation is offered before the refund form; a
+    # conversation already opened for this refund is linked to the request when it is made.
+    conversation = None
+    support_id = _support_id(request.query_params.get("support") or form.raw("support"))
+    if support_id is not None:
+        try:
+            conversation = await support_service.own_one(session, account, support_id)
+        except BurrowError:
+            conversation = None
+    policy = runtime.policy.refunds
     return render(
         request,
         "billing/refund.html",
-        {"view": view, "form": form, "refund_policy": runtime.policy.refunds},
+        {
+            "view": view,
+            "form": form,
+            "refund_policy": policy,
+            "support_first": policy is not None and policy.support_first,
+            "conversation": conversation,
+            "support_form": support_form or Form.empty(),
+        },
         status_code=status_code,
+    )
+
+
+@router.post("/billing/orders/{order_id}/refund/support")
+async def refund_support_first(
+    request: Request,
+    order_id: OrderId,
+    session: SessionDep,
+    runtime: RuntimeDep,
+    account: WebAccount,
+) -> Response:
+    """The support conversation offered before a refund: opened about this order, then the
+    refund page again, which links a refund request to it if the customer still asks."""
+    form = await Form.read(request)
+    body = form.validate(SupportMessageIn)
+    order = await billing_service.order_of(session, account.id, order_id)
+    if body is None:
+        return await _refund_page(
+            request, session, runtime, account, order.id, Form.empty(), 422, support_form=form
+        )
+    opened = await support_service.open(
+        session,
+        runtime,
+        account=account,
+        email=None,
+        topic=SupportTopic.refund,
+        subject=f"Before a refund of order #{order.id}",
+        body=body.message,
+        via=SupportVia.web,
+    )
+    return redirect(
+        request,
+        f"/billing/orders/{order.id}/refund?support={opened.request.id}",
+        flash=f"Support has your message (request {opened.request.id}) and answers by email.",
     )
 
 
@@ -160,18 +217,30 @@ async def request_refund(
     runtime: RuntimeDep,
     account: WebAccount,
 ) -> Response:
-    form = await Form.read(request)
-    body = form.validate(RefundRequestIn)
-    if body is None:
-        return await _refund_page(request, session, runtime, account, order_id, form, 422)
-    try:
+    def asked(_body: RefundRequestIn, view: RefundView) -> Response:
+        message = view.message or f"Your refund request is {view.request.status.value}."
+        return redirect(request, f"/billing/refunds/{view.request.id}", flash=message)
+
+    async def ask(body: RefundRequestIn) -> RefundView:
         view = await refund_service.request(session, runtime, account, order_id, body.reason)
-    except BurrowError as exc:
-        await undo(session, account)
-        form.fail(exc, fields=("reason",))
-        return await _refund_page(request, session, runtime, account, order_id, form, exc.status)
-    message = view.message or f"Your refund request is {view.request.status.value}."
-    return redirect(request, f"/billing/refunds/{view.request.id}", flash=message)
+        # A support conversation opened first (refunds.support_first) is linked to it.
+        posted = (await request.form()).get("support")
+        support_id = _support_id(posted if isinstance(posted, str) else None)
+        if support_id is not None:
+            await support_service.link_refund(session, account, support_id, view.request.id)
+        return view
+
+    return await submit(
+        request,
+        session,
+        RefundRequestIn,
+        ask,
+        page=lambda form, status: _refund_page(
+            request, session, runtime, account, order_id, form, status
+        ),
+        done=asked,
+        fields=("reason",),
+    )
 
 
 @router.get("/billing/refunds/{request_id}")

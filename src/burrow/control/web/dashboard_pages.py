@@ -9,7 +9,6 @@ from datetime import datetime
 from fastapi import Request, Response
 
 from burrow.control.deps import RuntimeDep, SessionDep
-from burrow.control.errors import BurrowError
 from burrow.control.models import Account, Subscription, SubscriptionStatus
 from burrow.control.subscriptions.service import (
     NoSubscription,
@@ -18,8 +17,8 @@ from burrow.control.subscriptions.service import (
     gives_access,
 )
 from burrow.control.subscriptions.service import subscription as subscription_service
-from burrow.control.web.auth import OptionalWebAccount, WebAccount
-from burrow.control.web.forms import undo
+from burrow.control.web.auth import OptionalWebAccount, WebAccount, WebPerson
+from burrow.control.web.forms import press
 from burrow.control.web.routing import page_router
 from burrow.control.web.templating import redirect, render
 
@@ -47,12 +46,16 @@ async def home(request: Request, account: OptionalWebAccount) -> Response:
 
 @router.get("/dashboard")
 async def dashboard(
-    request: Request, session: SessionDep, runtime: RuntimeDep, account: WebAccount
+    request: Request,
+    session: SessionDep,
+    runtime: RuntimeDep,
+    account: WebAccount,
+    person: WebPerson,
 ) -> Response:
     details = await _overview(session, account)
     trial = runtime.policy.trial
     context = {
-        "account": account,
+        "account": person,
         "details": details,
         "sub": details.subscription if details else None,
         "plan": details.plan if details else None,
@@ -84,17 +87,20 @@ async def cancel_confirm(request: Request, session: SessionDep, account: WebAcco
 async def _change(
     request: Request, session: SessionDep, account: Account, action: str, runtime: RuntimeDep
 ) -> Response:
-    try:
+    async def change() -> SubscriptionDetails:
         if action == "cancel":
-            details = await subscription_service.cancel(session, runtime, account.id)
-        elif action == "resume":
-            details = await subscription_service.resume(session, runtime, account.id)
-        else:
-            details = await subscription_service.start_trial(session, runtime, account)
-    except BurrowError as exc:
-        await undo(session, account)
-        return redirect(request, "/dashboard", flash=exc.message, kind="error")
-    return redirect(request, "/dashboard", flash=details.message)
+            return await subscription_service.cancel(session, runtime, account.id)
+        if action == "resume":
+            return await subscription_service.resume(session, runtime, account.id)
+        return await subscription_service.start_trial(session, runtime, account)
+
+    return await press(
+        request,
+        session,
+        change,
+        back="/dashboard",
+        done=lambda details: redirect(request, "/dashboard", flash=details.message),
+    )
 
 
 @router.post("/dashboard/cancel")

@@ -25,15 +25,15 @@ from burrow.control.devices.schemas import (
 )
 from burrow.control.devices.service import IssuedDevice, NoNodeAvailable, render_qr
 from burrow.control.devices.service import device as device_service
-from burrow.control.errors import BurrowError
 from burrow.control.models import Account, Device
 from burrow.control.nodes.schemas import ServerRead
 from burrow.control.nodes.service import node as node_service
 from burrow.control.params import MAX_ID
+from burrow.control.policy.schemas import PROTOCOL_NAMES
 from burrow.control.runtime import Runtime
 from burrow.control.subscriptions.service import subscription as subscription_service
 from burrow.control.web.auth import WebAccount
-from burrow.control.web.forms import Form, undo
+from burrow.control.web.forms import Form, submit
 from burrow.control.web.routing import page_router
 from burrow.control.web.templating import redirect, render, trusted_svg
 
@@ -62,17 +62,20 @@ async def _servers(session: SessionDep, runtime: Runtime) -> list[ServerRead]:
     return [s for s in await node_service.server_list(session, runtime) if s.public_key]
 
 
-# The protocols the fleet's servers actually serve: the node agent runs WireGuard only. A
-# policy may limit other protocols too; those limits promise nothing and are not shown.
-SERVED_PROTOCOLS = frozenset({"wireguard"})
+def _per_server(
+    runtime: Runtime, plan_code: str | None, servers: list[ServerRead]
+) -> dict[str, int | None]:
+    """Per protocol the fleet's servers serve, the plan's per-server limit (None: no limit).
 
-
-def _per_server(runtime: Runtime, plan_code: str | None) -> dict[str, int]:
-    """The plan's per-server limits of the protocols served, from the policy (empty: none)."""
+    A policy may limit protocols no server serves; those limits promise nothing and are not
+    shown. Empty when the plan limits none of the served protocols.
+    """
     section = runtime.policy.plans.get(plan_code) if plan_code else None
     if section is None:
         return {}
-    return {p: n for p, n in section.connections_per_server.items() if p in SERVED_PROTOCOLS}
+    served = [p for p in PROTOCOL_NAMES if any(p in s.protocols for s in servers)]
+    limits = {p: section.connections_per_server.get(p) for p in served}
+    return limits if any(n is not None for n in limits.values()) else {}
 
 
 def _recommended(servers: list[ServerRead]) -> ServerRead | None:
@@ -105,7 +108,8 @@ async def _devices_page(
             "servers": servers,
             "connected": connected,
             "at_limit": at_limit,
-            "per_server": _per_server(runtime, plan.code if plan else None),
+            "per_server": _per_server(runtime, plan.code if plan else None, servers),
+            "protocol_names": PROTOCOL_NAMES,
             "idle_minutes": max(1, round(runtime.settings.connection_idle_seconds / 60)),
             "form": form or Form.empty(),
             "config_notices": await device_service.config_notices(session, account),
@@ -159,24 +163,22 @@ async def _issued_page(
 async def add_device(
     request: Request, session: SessionDep, runtime: RuntimeDep, account: WebAccount
 ) -> Response:
-    form = await Form.read(request)
-    body = form.validate(DeviceCreate)
-    if body is None:
-        return await _devices_page(request, session, runtime, account, form, 422)
-    try:
-        issued = await device_service.create(session, runtime, account, body)
-    except BurrowError as exc:
-        await undo(session, account)
-        form.fail(exc, fields=("name", "public_key", "node_id"))
-        return await _devices_page(request, session, runtime, account, form, exc.status)
-    return await _issued_page(
+    return await submit(
         request,
         session,
-        runtime,
-        account,
-        issued,
-        rotated=False,
-        browser_key=body.public_key is not None,
+        DeviceCreate,
+        lambda body: device_service.create(session, runtime, account, body),
+        page=lambda form, status: _devices_page(request, session, runtime, account, form, status),
+        done=lambda body, issued: _issued_page(
+            request,
+            session,
+            runtime,
+            account,
+            issued,
+            rotated=False,
+            browser_key=body.public_key is not None,
+        ),
+        fields=("name", "public_key", "node_id"),
     )
 
 
@@ -215,6 +217,19 @@ async def _device_page(
         },
         status_code=status_code,
     )
+
+
+async def _device_page_again(
+    request: Request,
+    session: SessionDep,
+    runtime: Runtime,
+    account: Account,
+    device_id: int,
+    **forms: Any,
+) -> Response:
+    """The device's page read afresh: a refused change's savepoint expired the row it held."""
+    device = await device_service.get(session, account, device_id)
+    return await _device_page(request, session, runtime, account, device, **forms)
 
 
 @router.get("/devices/{device_id}")
@@ -262,22 +277,20 @@ async def rename_device(
     runtime: RuntimeDep,
     account: WebAccount,
 ) -> Response:
-    device = await device_service.get(session, account, device_id)
-    form = await Form.read(request)
-    body = form.validate(DeviceUpdate)
-    if body is None:
-        return await _device_page(
-            request, session, runtime, account, device, rename_form=form, status_code=422
-        )
-    try:
-        await device_service.rename(session, account, device_id, body)
-    except BurrowError as exc:
-        await undo(session, account, device)
-        form.fail(exc, fields=("name",))
-        return await _device_page(
-            request, session, runtime, account, device, rename_form=form, status_code=exc.status
-        )
-    return redirect(request, f"/devices/{device_id}", flash=f"Renamed to {body.name}.")
+    await device_service.get(session, account, device_id)
+    return await submit(
+        request,
+        session,
+        DeviceUpdate,
+        lambda body: device_service.rename(session, account, device_id, body),
+        page=lambda form, status: _device_page_again(
+            request, session, runtime, account, device_id, rename_form=form, status_code=status
+        ),
+        done=lambda body, _: redirect(
+            request, f"/devices/{device_id}", flash=f"Renamed to {body.name}."
+        ),
+        fields=("name",),
+    )
 
 
 @router.post("/devices/{device_id}/dns-filters")
@@ -288,23 +301,28 @@ async def set_dns_filters(
     runtime: RuntimeDep,
     account: WebAccount,
 ) -> Response:
-    device = await device_service.get(session, account, device_id)
-    form = await Form.read(request)
-    chosen = form.raw("filters") or ""
-    body = DeviceDnsFilters(filters=[name for name in chosen.split(",") if name][:16])
-    try:
-        await device_service.set_dns_filters(session, runtime, account, device_id, body)
-    except BurrowError as exc:
-        await undo(session, account, device)
-        form.fail(exc, fields=("filters",))
-        return await _device_page(
-            request, session, runtime, account, device, dns_form=form, status_code=exc.status
-        )
-    return redirect(
+    await device_service.get(session, account, device_id)
+
+    def chosen(form: Form) -> dict[str, Any]:
+        names = (form.raw("filters") or "").split(",")
+        return {"filters": [name for name in names if name][:16]}
+
+    return await submit(
         request,
-        f"/devices/{device_id}",
-        flash="DNS filters changed. Download the configuration again (or scan a new QR code): "
-        "it names the resolver of your choice.",
+        session,
+        DeviceDnsFilters,
+        lambda body: device_service.set_dns_filters(session, runtime, account, device_id, body),
+        page=lambda form, status: _device_page_again(
+            request, session, runtime, account, device_id, dns_form=form, status_code=status
+        ),
+        done=lambda _body, _: redirect(
+            request,
+            f"/devices/{device_id}",
+            flash="DNS filters changed. Download the configuration again (or scan a new QR "
+            "code): it names the resolver of your choice.",
+        ),
+        fields=("filters",),
+        fixed=chosen,
     )
 
 
@@ -316,29 +334,25 @@ async def rotate_key(
     runtime: RuntimeDep,
     account: WebAccount,
 ) -> Response:
-    device = await device_service.get(session, account, device_id)
-    form = await Form.read(request)
-    body = form.validate(DeviceRotate)
-    if body is None:
-        return await _device_page(
-            request, session, runtime, account, device, rotate_form=form, status_code=422
-        )
-    try:
-        issued = await device_service.rotate(session, runtime, account, device_id, body)
-    except BurrowError as exc:
-        await undo(session, account, device)
-        form.fail(exc, fields=("public_key", "node_id"))
-        return await _device_page(
-            request, session, runtime, account, device, rotate_form=form, status_code=exc.status
-        )
-    return await _issued_page(
+    await device_service.get(session, account, device_id)
+    return await submit(
         request,
         session,
-        runtime,
-        account,
-        issued,
-        rotated=True,
-        browser_key=body.public_key is not None,
+        DeviceRotate,
+        lambda body: device_service.rotate(session, runtime, account, device_id, body),
+        page=lambda form, status: _device_page_again(
+            request, session, runtime, account, device_id, rotate_form=form, status_code=status
+        ),
+        done=lambda body, issued: _issued_page(
+            request,
+            session,
+            runtime,
+            account,
+            issued,
+            rotated=True,
+            browser_key=body.public_key is not None,
+        ),
+        fields=("public_key", "node_id"),
     )
 
 

@@ -1,5 +1,7 @@
 """Errors on web pages are pages, never problem+json and never a traceback.
 
+The page header reads ``request.state.person``, the frozen ``auth.Person`` made at sign-in,
+so an error page after the request's transaction rolled back never touches the database.
 The API keeps its problem+json answers: these handlers wrap the ones ``problems.install``
 registered and pass every request outside the web pages on to them.
 """
@@ -12,16 +14,11 @@ from typing import cast
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
-from sqlalchemy import inspect as orm_state
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.responses import HTMLResponse, Response
 
-from burrow.control.accounts.service import account as account_service
-from burrow.control.db import unit_of_work
 from burrow.control.errors import BurrowError
-from burrow.control.models import Account
-from burrow.control.web.auth import LoginRequired, Viewer
-from burrow.control.web.cookies import runtime_of
+from burrow.control.web.auth import LoginRequired
 from burrow.control.web.csrf import CsrfRefused
 from burrow.control.web.templating import redirect, render
 
@@ -44,31 +41,7 @@ def is_web(request: Request) -> bool:
     return not request.url.path.startswith(NOT_WEB_PREFIXES)
 
 
-async def _header_account(request: Request) -> None:
-    """Make the header's account a plain copy before an error page reads it.
-
-    An error usually arrives after the request's unit of work rolled back, which expires every
-    row it loaded and closes its session: a page that left the ORM row itself in
-    ``request.state.account`` would make the error page crash while reading the email. The
-    row's id survives the rollback, so the account is read again in a fresh unit of work.
-    """
-    shown = getattr(request.state, "account", None)
-    if not isinstance(shown, Account):
-        return  # nobody signed in, or already a plain copy (Viewer, the admin pages' copy)
-    request.state.account = None  # if it cannot be read again, the header shows signed out
-    identity = orm_state(shown).identity
-    if not identity:
-        return
-    try:
-        async with unit_of_work(runtime_of(request).sessionmaker, writes=False) as session:
-            account = await account_service.get(session, int(identity[0]))
-            request.state.account = Viewer(account.id, account.email, account.is_admin)
-    except Exception:
-        log.warning("could not read the signed-in account again for an error page", exc_info=True)
-
-
 async def _error_page(request: Request, status: int, title: str, message: str) -> Response:
-    await _header_account(request)
     return render(
         request,
         "error.html",

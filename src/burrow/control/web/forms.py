@@ -5,33 +5,38 @@ so a customer reads the same message in both places. Errors are kept per field (
 the field), the typed values are kept to fill the form again, and secret fields (passwords,
 codes) are never sent back.
 
-    form = await Form.read(request, secret={"password"})
-    body = form.validate(AccountCreate)
-    if body is None:
-        return render(request, "signup.html", {"form": form}, status_code=422)
-    try:
-        await account_service.register(session, runtime, body)
-    except BurrowError as exc:
-        await undo(session)
-        form.fail(exc)
-        return render(request, "signup.html", {"form": form}, status_code=exc.status)
+The whole read -> validate -> call -> re-render-or-redirect round is ``submit``; the call runs
+in a savepoint, so a refusal undoes only the action and the request's unit of work goes on:
+
+    return await submit(
+        request, session, AccountCreate,
+        lambda body: account_service.register(session, runtime, body),
+        page=lambda form, status: render(request, "signup.html", {"form": form}, status),
+        done=lambda body, _: redirect(request, "/login"),
+    )
+
+``press`` is the same for a button without fields, ``attempt`` the savepoint alone for a page
+that reads its form its own way.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
-from fastapi import Request
+from fastapi import Request, Response
 from pydantic import BaseModel, ValidationError
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from burrow.control.db import savepoint
 from burrow.control.errors import BurrowError
 from burrow.control.plain_words import field_message
 from burrow.control.web.csrf import FIELD as CSRF_FIELD
+from burrow.control.web.templating import redirect
 
 M = TypeVar("M", bound=BaseModel)
+T = TypeVar("T")
 
 # Never written back into a page, whatever the form.
 ALWAYS_SECRET = frozenset(
@@ -133,13 +138,75 @@ class Form:
             self.message = exc.message
 
 
-async def undo(session: AsyncSession, *instances: object) -> None:
-    """Roll back a refused action before showing the page again.
+Page = Callable[[Form, int], Awaitable[Response] | Response]
 
-    The request's unit of work would otherwise commit whatever the service changed before it
-    refused. ``instances`` (the signed-in account, rows the page shows) are loaded again,
-    because a rollback expires them and a template must not trigger lazy loads.
+
+async def attempt(session: AsyncSession, call: Callable[[], Awaitable[T]]) -> T:
+    """Run one form action in a savepoint: refused, it leaves no trace and the request goes on.
+
+    A ``BurrowError`` (or any error) undoes only what ``call`` changed, and the callbacks it
+    registered to run after commit; what the request did before still commits.
     """
-    await session.rollback()
-    for instance in instances:
-        await session.refresh(instance)
+    async with savepoint(session):
+        return await call()
+
+
+async def _show(page: Page, form: Form, status: int) -> Response:
+    answer = page(form, status)
+    return answer if isinstance(answer, Response) else await answer
+
+
+async def submit(
+    request: Request,
+    session: AsyncSession,
+    schema: type[M],
+    action: Callable[[M], Awaitable[T]],
+    *,
+    page: Page,
+    done: Callable[[M, T], Response | Awaitable[Response]],
+    secret: Iterable[str] = (),
+    fields: Iterable[str] = (),
+    renamed: Mapping[str, str] | None = None,
+    fixed: Callable[[Form], dict[str, Any]] | None = None,
+    check: Callable[[Form], None] | None = None,
+) -> Response:
+    """Read, validate, call, then redirect (``done``) or show the form again (``page``).
+
+    ``page(form, status)`` draws the page with the form's errors: 422 when the form is not
+    valid, the refusal's status when ``action`` refused it. ``action`` runs in a savepoint
+    (``attempt``). ``fixed`` gives values that do not come from the typed text (checkboxes,
+    fixed values); ``check`` adds the page's own errors after validation; ``renamed`` maps a
+    service's field name to the form's (``password`` -> ``new_password``); ``fields`` names
+    fields the page shows that a post may leave out.
+    """
+    form = await Form.read(request, secret=secret)
+    body = form.validate(schema, **(fixed(form) if fixed else {}))
+    if check is not None:
+        check(form)
+    if body is None or form.errors:
+        return await _show(page, form, 422)
+    try:
+        result = await attempt(session, lambda: action(body))
+    except BurrowError as exc:
+        if renamed and exc.field is not None and exc.field in renamed:
+            exc.field = renamed[exc.field]
+        form.fail(exc, fields=[*fields, *(renamed or {}).values()])
+        return await _show(page, form, exc.status)
+    answer = done(body, result)
+    return answer if isinstance(answer, Response) else await answer
+
+
+async def press(
+    request: Request,
+    session: AsyncSession,
+    action: Callable[[], Awaitable[T]],
+    *,
+    back: str,
+    done: Callable[[T], Response],
+) -> Response:
+    """A button without fields: run ``action``; refused, back to ``back`` saying why."""
+    try:
+        result = await attempt(session, action)
+    except BurrowError as exc:
+        return redirect(request, back, flash=exc.message, kind="error")
+    return done(result)

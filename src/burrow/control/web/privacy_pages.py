@@ -16,15 +16,14 @@ from burrow.control.billing.schemas import BillingDetailsIn
 from burrow.control.billing.service import NoBillingDetails
 from burrow.control.billing.service import billing as billing_service
 from burrow.control.deps import SESSION_COOKIE, RuntimeDep, SessionDep
-from burrow.control.errors import BurrowError
 from burrow.control.models import Account, ConsentPurpose, PrivacyRequestKind
 from burrow.control.privacy.schemas import EmailChangeIn, ErasureIn, PrivacyRequestIn
+from burrow.control.privacy.service import Erased, retention_statement
 from burrow.control.privacy.service import privacy as privacy_service
-from burrow.control.privacy.service import retention_statement
 from burrow.control.runtime import Runtime
-from burrow.control.web.auth import WebAccount
+from burrow.control.web.auth import Person, WebAccount, WebPerson
 from burrow.control.web.cookies import delete_cookie
-from burrow.control.web.forms import Form, undo
+from burrow.control.web.forms import Form, submit
 from burrow.control.web.routing import page_router
 from burrow.control.web.templating import redirect, render
 
@@ -58,7 +57,7 @@ async def _overview(
         request,
         "privacy/index.html",
         {
-            "account": account,
+            "account": request.state.person,
             "consents": [(s, CONSENT_LABELS[s.purpose]) for s in consents],
             "requests": await privacy_service.own_requests(session, account),
             "request_form": request_form or Form.empty(),
@@ -109,66 +108,63 @@ async def consents(
 async def open_request(
     request: Request, session: SessionDep, runtime: RuntimeDep, account: WebAccount
 ) -> Response:
-    form = await Form.read(request)
-    body = form.validate(PrivacyRequestIn)
-    if body is None:
-        return await _overview(
-            request, session, runtime, account, request_form=form, status_code=422
-        )
-    try:
-        made = await privacy_service.open_request(
-            session, runtime, account, body.kind, body.details
-        )
-    except BurrowError as exc:
-        await undo(session, account)
-        form.fail(exc)
-        return await _overview(
-            request, session, runtime, account, request_form=form, status_code=exc.status
-        )
-    return redirect(
+    return await submit(
         request,
-        "/privacy",
-        flash=f"Request received; we answer by {made.due_at.date().isoformat()}.",
+        session,
+        PrivacyRequestIn,
+        lambda body: privacy_service.open_request(
+            session, runtime, account, body.kind, body.details
+        ),
+        page=lambda form, status: _overview(
+            request, session, runtime, account, request_form=form, status_code=status
+        ),
+        done=lambda _body, made: redirect(
+            request,
+            "/privacy",
+            flash=f"Request received; we answer by {made.due_at.date().isoformat()}.",
+        ),
     )
 
 
 # Change the email address.
 
 
-def _email_page(request: Request, account: Account, form: Form, status_code: int = 200) -> Response:
+def _email_page(request: Request, person: Person, form: Form, status_code: int = 200) -> Response:
     return render(
-        request, "privacy/email.html", {"account": account, "form": form}, status_code=status_code
+        request, "privacy/email.html", {"account": person, "form": form}, status_code=status_code
     )
 
 
 @router.get("/privacy/email")
-async def email_page(request: Request, account: WebAccount) -> Response:
-    return _email_page(request, account, Form.empty())
+async def email_page(request: Request, person: WebPerson) -> Response:
+    return _email_page(request, person, Form.empty())
 
 
 @router.post("/privacy/email")
 async def change_email(
-    request: Request, session: SessionDep, runtime: RuntimeDep, account: WebAccount
+    request: Request,
+    session: SessionDep,
+    runtime: RuntimeDep,
+    account: WebAccount,
+    person: WebPerson,
 ) -> Response:
-    form = await Form.read(request)
-    body = form.validate(EmailChangeIn)
-    if body is None:
-        return _email_page(request, account, form, 422)
-    try:
-        new_email = await privacy_service.request_email_change(
-            session, runtime, account, new_email=body.new_email, password=body.password
-        )
-    except BurrowError as exc:
-        await undo(session, account)
-        form.fail(exc, fields=("new_email", "password"))
-        if exc.field == "email":  # the address is taken: say so next to the address
-            form.errors["new_email"] = exc.message
-        return _email_page(request, account, form, exc.status)
-    return redirect(
+    return await submit(
         request,
-        "/privacy",
-        flash=f"A link is on its way to {new_email}. Your address changes when you open it.",
-        kind="info",
+        session,
+        EmailChangeIn,
+        lambda body: privacy_service.request_email_change(
+            session, runtime, account, new_email=body.new_email, password=body.password
+        ),
+        page=lambda form, status: _email_page(request, person, form, status),
+        done=lambda _body, new_email: redirect(
+            request,
+            "/privacy",
+            flash=f"A link is on its way to {new_email}. Your address changes when you open it.",
+            kind="info",
+        ),
+        fields=("password",),
+        # The address is taken: say so next to the address.
+        renamed={"email": "new_email"},
     )
 
 
@@ -205,27 +201,26 @@ async def billing_page(request: Request, session: SessionDep, account: WebAccoun
 
 @router.post("/privacy/billing")
 async def billing_details(request: Request, session: SessionDep, account: WebAccount) -> Response:
-    form = await Form.read(request)
-    body = form.validate(BillingDetailsIn)
-    if body is None:
-        return await _billing_page(request, session, account, form, 422)
-    try:
-        await billing_service.set_details(session, account.id, body)
-    except BurrowError as exc:
-        await undo(session, account)
-        form.fail(exc)
-        return await _billing_page(request, session, account, form, exc.status)
-    return redirect(request, "/privacy/billing", flash="Your billing details are saved.")
+    return await submit(
+        request,
+        session,
+        BillingDetailsIn,
+        lambda body: billing_service.set_details(session, account.id, body),
+        page=lambda form, status: _billing_page(request, session, account, form, status),
+        done=lambda _body, _: redirect(
+            request, "/privacy/billing", flash="Your billing details are saved."
+        ),
+    )
 
 
 # Delete the account.
 
 
 def _delete_page(
-    request: Request, runtime: Runtime, account: Account, form: Form, status_code: int = 200
+    request: Request, runtime: Runtime, person: Person, form: Form, status_code: int = 200
 ) -> Response:
     context: dict[str, Any] = {
-        "account": account,
+        "account": person,
         "form": form,
         "retention": retention_statement(runtime.policy),
     }
@@ -233,31 +228,39 @@ def _delete_page(
 
 
 @router.get("/privacy/delete")
-async def delete_page(request: Request, runtime: RuntimeDep, account: WebAccount) -> Response:
-    return _delete_page(request, runtime, account, Form.empty())
+async def delete_page(request: Request, runtime: RuntimeDep, person: WebPerson) -> Response:
+    return _delete_page(request, runtime, person, Form.empty())
 
 
 @router.post("/privacy/delete")
 async def delete_account(
-    request: Request, session: SessionDep, runtime: RuntimeDep, account: WebAccount
+    request: Request,
+    session: SessionDep,
+    runtime: RuntimeDep,
+    account: WebAccount,
+    person: WebPerson,
 ) -> Response:
-    form = await Form.read(request)
-    confirmed = form.checked("confirm")
-    body = form.validate(ErasureIn, confirm=True)
-    if not confirmed:
-        form.errors["confirm"] = CONFIRM_MISSING
-    if body is None or not confirmed:
-        return _delete_page(request, runtime, account, form, 422)
-    try:
-        erased = await privacy_service.erase(
+    def confirm_box(form: Form) -> None:
+        if not form.checked("confirm"):
+            form.errors["confirm"] = CONFIRM_MISSING
+
+    def deleted(_body: ErasureIn, erased: Erased) -> Response:
+        # Signed out from here on: the page must not show the account in its header.
+        request.state.person = None
+        response = render(request, "privacy/deleted.html", {"retention": erased.retention})
+        delete_cookie(request, response, SESSION_COOKIE)
+        return response
+
+    return await submit(
+        request,
+        session,
+        ErasureIn,
+        lambda body: privacy_service.erase(
             session, runtime, account, password=body.password, totp_code=body.totp_code
-        )
-    except BurrowError as exc:
-        await undo(session, account)
-        form.fail(exc, fields=("password", "totp_code"))
-        return _delete_page(request, runtime, account, form, exc.status)
-    # Signed out from here on: the page must not show the account in its header.
-    request.state.account = None
-    response = render(request, "privacy/deleted.html", {"retention": erased.retention})
-    delete_cookie(request, response, SESSION_COOKIE)
-    return response
+        ),
+        page=lambda form, status: _delete_page(request, runtime, person, form, status),
+        done=deleted,
+        fields=("password", "totp_code"),
+        fixed=lambda _form: {"confirm": True},
+        check=confirm_box,
+    )

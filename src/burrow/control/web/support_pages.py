@@ -13,7 +13,6 @@ from typing import Annotated
 from fastapi import Query, Request, Response
 
 from burrow.control.deps import RuntimeDep, SessionDep
-from burrow.control.errors import BurrowError
 from burrow.control.models import Account, SupportTopic, SupportVia, utcnow
 from burrow.control.runtime import Runtime
 from burrow.control.support.schemas import (
@@ -30,7 +29,7 @@ from burrow.control.support.service import (
 from burrow.control.support.service import support as support_service
 from burrow.control.web.admin_pages.common import time_left
 from burrow.control.web.auth import LoginRequired, OptionalWebAccount
-from burrow.control.web.forms import Form, undo
+from burrow.control.web.forms import Form, submit
 from burrow.control.web.routing import page_router
 from burrow.control.web.templating import redirect, render
 
@@ -80,32 +79,38 @@ async def support_page(
 async def open_request(
     request: Request, session: SessionDep, runtime: RuntimeDep, account: OptionalWebAccount
 ) -> Response:
-    form = await Form.read(request)
-    body = form.validate(SupportRequestIn if account is not None else SignedOutSupportRequestIn)
-    if body is None:
-        return await _index(request, session, runtime, account, form, 422)
-    email = str(body.email) if isinstance(body, SignedOutSupportRequestIn) else None
-    try:
-        view = await support_service.open(
+    schema: type[SupportRequestIn] = (
+        SupportRequestIn if account is not None else SignedOutSupportRequestIn
+    )
+
+    def email_of(body: SupportRequestIn) -> str | None:
+        return str(body.email) if isinstance(body, SignedOutSupportRequestIn) else None
+
+    def opened(body: SupportRequestIn, view: SupportView) -> Response:
+        if account is None:
+            return render(request, "support/sent.html", {"email": email_of(body)})
+        return redirect(
+            request,
+            f"/support/requests/{view.request.id}",
+            flash=f"Your request {view.request.id} is with support.",
+        )
+
+    return await submit(
+        request,
+        session,
+        schema,
+        lambda body: support_service.open(
             session,
             runtime,
             account=account,
-            email=email,
+            email=email_of(body),
             topic=SupportTopic(body.topic),
             subject=body.subject,
             body=body.message,
             via=SupportVia.web,
-        )
-    except BurrowError as exc:
-        await undo(session, *([account] if account is not None else []))
-        form.fail(exc)
-        return await _index(request, session, runtime, account, form, exc.status)
-    if account is None:
-        return render(request, "support/sent.html", {"email": email})
-    return redirect(
-        request,
-        f"/support/requests/{view.request.id}",
-        flash=f"Your request {view.request.id} is with support.",
+        ),
+        page=lambda form, status: _index(request, session, runtime, account, form, status),
+        done=opened,
     )
 
 

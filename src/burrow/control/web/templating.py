@@ -19,6 +19,7 @@ from fastapi.responses import HTMLResponse, RedirectResponse
 from jinja2 import Environment, FileSystemLoader, select_autoescape
 from markupsafe import Markup
 
+from burrow.control.policy.schemas import PROTOCOL_NAMES
 from burrow.control.refunds.engine import rule_words
 from burrow.control.terms.render import data_size
 from burrow.control.web.cookies import (
@@ -77,6 +78,7 @@ env.filters["datetime"] = _when_time
 env.filters["money"] = _money
 env.filters["bytes"] = _bytes
 env.filters["rule_words"] = rule_words
+env.filters["protocol_name"] = lambda protocol: PROTOCOL_NAMES.get(protocol, protocol)
 
 
 def _read_flashes(request: Request) -> list[dict[str, str]]:
@@ -109,8 +111,10 @@ def render(
         "request": request,
         "csrf_token": token,
         "csrf_field": _csrf_field(token),
-        "current_account": getattr(request.state, "account", None),
+        "current_account": getattr(request.state, "person", None),
         "provider_name": runtime.policy.provider.name,
+        "affiliate_program": runtime.policy.affiliates is not None
+        and runtime.policy.affiliates.enabled,
         "flashes": flashes,
         "path": request.url.path,
     }

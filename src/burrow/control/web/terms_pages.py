@@ -9,12 +9,11 @@ from fastapi import Path, Request, Response
 from markupsafe import Markup
 
 from burrow.control.deps import RuntimeDep, SessionDep
-from burrow.control.errors import BurrowError
 from burrow.control.params import MAX_ID
 from burrow.control.terms.schemas import TermsAccept
 from burrow.control.terms.service import terms as terms_service
 from burrow.control.web.auth import OptionalWebAccount, WebAccount
-from burrow.control.web.forms import Form, undo
+from burrow.control.web.forms import Form, submit
 from burrow.control.web.routing import page_router
 from burrow.control.web.templating import redirect, render
 
@@ -61,16 +60,20 @@ async def terms_page(
 async def accept_terms(
     request: Request, session: SessionDep, runtime: RuntimeDep, account: WebAccount
 ) -> Response:
-    form = await Form.read(request)
-    body = form.validate(TermsAccept)
-    if body is None:
-        return redirect(request, "/account/terms", flash=form.message or "", kind="error")
-    try:
-        await terms_service.accept(session, runtime.policy, account, body.version)
-    except BurrowError as exc:
-        await undo(session, account)
-        return redirect(request, "/account/terms", flash=exc.message, kind="error")
-    return redirect(request, "/account/terms", flash=f"You accepted version {body.version}.")
+    def refused(form: Form, _status: int) -> Response:
+        message = form.message or next(iter(form.errors.values()), "")
+        return redirect(request, "/account/terms", flash=message, kind="error")
+
+    return await submit(
+        request,
+        session,
+        TermsAccept,
+        lambda body: terms_service.accept(session, runtime.policy, account, body.version),
+        page=refused,
+        done=lambda body, _: redirect(
+            request, "/account/terms", flash=f"You accepted version {body.version}."
+        ),
+    )
 
 
 @router.get("/account/terms/versions/{version_id}")

@@ -38,7 +38,7 @@ import signal
 import socket
 import threading
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from functools import partial
 from pathlib import Path
 from typing import Any, TypeVar
@@ -562,6 +562,17 @@ class CharonDriver:
         if self._server is None or not self.running:
             raise IkeV2Error("charon is not running")
         return self._server
+
+    async def set_dns(self, dns: tuple[str, ...]) -> None:
+        """The resolver addresses devices are given; a change reloads every device (rare)."""
+        server = self._require_server()
+        if server.dns == dns:
+            return
+        self._server = replace(server, dns=dns)
+        devices = list(self._applied.values())
+        for device in devices:
+            await self._call(partial(self._unload_device, device=device))
+            await self._call(partial(self._load_device, server=self._server, device=device))
 
     async def call(self, fn: Callable[[Any], T]) -> T:
         """Run ``fn(session)`` on charon's vici session in a worker thread."""

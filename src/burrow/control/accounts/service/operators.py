@@ -26,6 +26,7 @@ from burrow.control.accounts.repository import AccountRepository
 from burrow.control.accounts.schemas import Email, normalise_email
 from burrow.control.accounts.service.errors import (
     AccountNotFound,
+    AlreadyVerified,
     EmailTaken,
     SecondAdminNeeded,
     SelfActionRefused,
@@ -34,6 +35,7 @@ from burrow.control.accounts.service.errors import (
 )
 from burrow.control.accounts.service.passwords import check_password, new_password_hash, parse_email
 from burrow.control.accounts.service.recovery import recovery_service
+from burrow.control.accounts.service.registration import registration_service
 from burrow.control.audit.service import Actor, CliOperator, admin_audit
 from burrow.control.desired_state.service import desired_state as desired_state_service
 from burrow.control.errors import Conflict, InvalidInput
@@ -214,6 +216,29 @@ class OperatorService:
         await repo.delete_recovery_codes(account.id)
         await repo.delete_sessions(account.id)
         await admin_audit.record(session, actor, "account.reset_2fa", "account", account.id, reason)
+        return account
+
+    async def resend_verification_by(
+        self,
+        session: AsyncSession,
+        runtime: Runtime,
+        actor: Actor,
+        account_id: int,
+        reason: str | None = None,
+    ) -> Account:
+        """Send the owner a new link to verify their address (the older links stop working)."""
+        account = await self.get(session, account_id)
+        self._refuse_erased(account)
+        if account.status is AccountStatus.terminated:
+            raise StatusChangeRefused(
+                f"Account {account_id} is terminated; it gets no more email from us."
+            )
+        if account.email_verified_at is not None:
+            raise AlreadyVerified(f"The email address of account {account_id} is verified already.")
+        await registration_service.send_verification(session, runtime, account)
+        await admin_audit.record(
+            session, actor, "account.resend_verification", "account", account.id, reason
+        )
         return account
 
     async def reset_password_link(

@@ -220,8 +220,8 @@ class RecoveryService:
         )
         return codes
 
-    async def recovery_codes_left(self, session: AsyncSession, account: Account) -> int:
-        return await AccountRepository(session).count_recovery_codes(account.id)
+    async def recovery_codes_left(self, session: AsyncSession, account_id: int) -> int:
+        return await AccountRepository(session).count_recovery_codes(account_id)
 
 
 recovery_service = RecoveryService()

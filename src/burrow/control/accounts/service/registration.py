@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
+from dataclasses import dataclass
 from datetime import timedelta
 
 from sqlalchemy.exc import IntegrityError
@@ -21,9 +23,18 @@ from burrow.control.accounts.service.errors import (
 from burrow.control.accounts.service.notifications import OwnerNotice, notify_owner
 from burrow.control.accounts.service.passwords import check_new_password, new_password_hash
 from burrow.control.accounts.service.signin import signin_service
+from burrow.control.affiliates.service import affiliate as affiliate_service
 from burrow.control.db import after_commit
 from burrow.control.errors import InvalidInput, TooManyRequests
-from burrow.control.models import Account, AccountStatus, AgeAttestation, EmailVerification, utcnow
+from burrow.control.live import Kind
+from burrow.control.models import (
+    Account,
+    AccountStatus,
+    AgeAttestation,
+    EmailVerification,
+    ReferralHow,
+    utcnow,
+)
 from burrow.control.policy.schemas import Policy
 from burrow.control.runtime import Runtime
 from burrow.control.security import hash_token, keyed_digest, new_token
@@ -33,6 +44,29 @@ from burrow.control.terms.service import terms as terms_service
 # page verifies through this same service; API clients keep GET/POST
 # /api/v1/accounts/verify-email with the token from the link.
 VERIFY_EMAIL_PATH = "/verify-email"
+
+
+@dataclass(frozen=True, slots=True)
+class ResendWait:
+    """A verification link was sent; another waits until ``until`` (live store clock)."""
+
+    until: float
+
+
+RESEND_WAITS = Kind("verify-resend:", ResendWait)
+
+
+def _take_resend(
+    now: float, pause: float
+) -> Callable[[ResendWait | None], tuple[ResendWait | None, float]]:
+    """The pure step: the seconds still to wait (0: sent now, and the next one waits)."""
+
+    def step(current: ResendWait | None) -> tuple[ResendWait | None, float]:
+        if current is not None and current.until > now:
+            return current, current.until - now
+        return ResendWait(now + pause), 0.0
+
+    return step
 
 
 def sign_up_answer(runtime: Runtime, email: str) -> str:
@@ -57,6 +91,7 @@ class RegistrationService:
         data: AccountCreate,
         *,
         client_address: str | None = None,
+        referral_cookie: str | None = None,
     ) -> str:
         """A sign-up from the API or the website; returns the normalised address.
 
@@ -79,7 +114,7 @@ class RegistrationService:
         email = str(normalise_email(data.email))
         try:
             async with session.begin_nested():
-                await self.register(session, runtime, data)
+                await self.register(session, runtime, data, referral_cookie=referral_cookie)
         except EmailTaken:
             # As long as a new account takes (the password is hashed either way).
             await new_password_hash(data.password)
@@ -87,7 +122,12 @@ class RegistrationService:
         return email
 
     async def register(
-        self, session: AsyncSession, runtime: Runtime, data: AccountCreate
+        self,
+        session: AsyncSession,
+        runtime: Runtime,
+        data: AccountCreate,
+        *,
+        referral_cookie: str | None = None,
     ) -> Account:
         policy = runtime.policy
         email = str(normalise_email(data.email))
@@ -120,6 +160,16 @@ class RegistrationService:
         except IntegrityError as exc:  # the same address registered a moment ago
             raise EmailTaken() from exc
         await terms_service.record_acceptance(session, account.id, policy.terms.version, "signup")
+        # The referral sticks to the account from its first moment: a typed code wins over
+        # the referral link's cookie.
+        if data.referral_code:
+            await affiliate_service.attach(
+                session, runtime, account.id, data.referral_code, ReferralHow.code
+            )
+        elif referral_cookie:
+            await affiliate_service.attach(
+                session, runtime, account.id, referral_cookie, ReferralHow.link
+            )
         await self._send_verification(session, runtime, account)
         return account
 
@@ -272,16 +322,23 @@ class RegistrationService:
     ) -> None:
         if account.email_verified_at is not None:
             raise AlreadyVerified("Your email address is already verified.")
-        key = f"verify-resend:{account.id}"
-        wait = runtime.live.ttl(key)
-        if wait is not None and wait > 0:
+        pause = runtime.settings.verification_resend_seconds
+        step = _take_resend(runtime.live.clock(), pause)
+        # One atomic step, so two clicks on two replicas cannot both send a link.
+        wait = await runtime.live.update(RESEND_WAITS, str(account.id), step, ttl=pause)
+        if wait > 0:
             seconds = max(1, math.ceil(wait))
             raise TooManyRequests(
                 f"A link was sent a moment ago; check your inbox or ask again in {seconds} "
                 "seconds.",
                 retry_after=wait,
             )
-        runtime.live.set(key, True, ttl=runtime.settings.verification_resend_seconds)
+        await self._send_verification(session, runtime, account)
+
+    async def send_verification(
+        self, session: AsyncSession, runtime: Runtime, account: Account
+    ) -> None:
+        """A new link to the account's address, the older ones expired (for operators)."""
         await self._send_verification(session, runtime, account)
 
 

@@ -35,6 +35,7 @@ from burrow.control.accounts.service.passwords import (
 from burrow.control.accounts.service.recovery import accept_recovery_code
 from burrow.control.accounts.service.throttling import LoginThrottle
 from burrow.control.accounts.service.two_factor import accept_second_factor, accept_totp
+from burrow.control.affiliates.service import affiliate as affiliate_service
 from burrow.control.errors import NotAuthenticated
 from burrow.control.models import Account, AccountSession, AccountStatus, utcnow
 from burrow.control.policy.schemas import Policy
@@ -145,6 +146,8 @@ class SignInService:
                 )
         await throttle.succeeded(email, client_address)
         self._remember_login_address(runtime.policy, account, client_address)
+        # An affiliate's sign-in keeps the affiliate account from ending for inactivity.
+        await affiliate_service.signed_in(session, account.id)
         if password_needs_rehash(account.password_hash):
             account.password_hash = await new_password_hash(password)
         token = new_token()

@@ -138,8 +138,8 @@ class TwoFactorService:
         await self._require_code(session, runtime, account, code)
         return await recovery_service.new_recovery_codes(session, account)
 
-    async def recovery_codes_left(self, session: AsyncSession, account: Account) -> int:
-        return await recovery_service.recovery_codes_left(session, account)
+    async def recovery_codes_left(self, session: AsyncSession, account_id: int) -> int:
+        return await recovery_service.recovery_codes_left(session, account_id)
 
     async def _require_code(
         self, session: AsyncSession, runtime: Runtime, account: Account, code: str

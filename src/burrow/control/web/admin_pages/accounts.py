@@ -1,5 +1,6 @@
 """The admin panel's accounts: search, view what the policy lets be seen, suspend,
-unsuspend, terminate for a named clause of the terms, grant time.
+unsuspend, terminate for a named clause of the terms, grant time, record a manual payment,
+send the verification email again, remove a device.
 """
 
 from __future__ import annotations
@@ -23,7 +24,6 @@ from burrow.control.billing.service import billing as billing_service
 from burrow.control.connections.service import connection as connection_service
 from burrow.control.deps import RuntimeDep, SessionDep
 from burrow.control.devices.service import device as device_service
-from burrow.control.errors import BurrowError
 from burrow.control.models import Account, AccountStatus, PaymentMethod
 from burrow.control.plans.service import plan as plan_service
 from burrow.control.policy.clauses import terms_clauses
@@ -32,8 +32,13 @@ from burrow.control.runtime import Runtime
 from burrow.control.subscriptions.schemas import GrantIn
 from burrow.control.subscriptions.service import NoSubscription, describe_next
 from burrow.control.subscriptions.service import subscription as subscription_service
-from burrow.control.web.admin_pages.common import PAGE_SIZE, AccountIdPath, PanelAdmin
-from burrow.control.web.forms import Form, M, undo
+from burrow.control.web.admin_pages.common import (
+    PAGE_SIZE,
+    AccountIdPath,
+    DeviceIdPath,
+    PanelAdmin,
+)
+from burrow.control.web.forms import Form, M, submit
 from burrow.control.web.routing import page_router
 from burrow.control.web.templating import redirect, render
 
@@ -153,6 +158,17 @@ async def _account_page(
             "terminate_form": forms.get("terminate") or Form.empty(),
             "grant_form": forms.get("grant") or Form.empty(months="1"),
             "payment_form": forms.get("payment") or Form.empty(),
+            "verify_form": forms.get("verify") or Form.empty(),
+            "remove_forms": {d.id: forms.get(f"remove-{d.id}") or Form.empty() for d in devices},
+            # A removal refused for a device no longer listed (removed meanwhile, say).
+            "removal_refused": next(
+                (
+                    form.message
+                    for key, form in forms.items()
+                    if key.startswith("remove-") and key not in {f"remove-{d.id}" for d in devices}
+                ),
+                None,
+            ),
         },
         status_code=status_code,
     )
@@ -183,18 +199,18 @@ async def _account_action(
 ) -> Response:
     """One of the account page's forms (``name``): valid, ``act`` runs and its message is
     flashed on the account page; refused, the page shows the form again with why, and what
-    the admin's session did is undone."""
-    form = await Form.read(request)
-    body = form.validate(model)
-    if body is None:
-        return await _account_page(request, session, runtime, account_id, {name: form}, 422)
-    try:
-        flash = await act(body)
-    except BurrowError as exc:
-        form.fail(exc, fields=fields)
-        await undo(session, admin)
-        return await _account_page(request, session, runtime, account_id, {name: form}, exc.status)
-    return redirect(request, f"/admin/accounts/{account_id}", flash=flash)
+    ``act`` did is undone (its savepoint)."""
+    return await submit(
+        request,
+        session,
+        model,
+        act,
+        page=lambda form, status: _account_page(
+            request, session, runtime, account_id, {name: form}, status
+        ),
+        done=lambda _body, flash: redirect(request, f"/admin/accounts/{account_id}", flash=flash),
+        fields=fields,
+    )
 
 
 @router.post("/accounts/{account_id}/suspend")
@@ -281,6 +297,45 @@ async def grant(
 
     return await _account_action(
         request, session, runtime, admin, account_id, "grant", GrantIn, act
+    )
+
+
+@router.post("/accounts/{account_id}/verification-email")
+async def resend_verification(
+    request: Request,
+    session: SessionDep,
+    runtime: RuntimeDep,
+    admin: PanelAdmin,
+    account_id: AccountIdPath,
+) -> Response:
+    async def act(body: StatusChange) -> str:
+        account = await account_service.resend_verification_by(
+            session, runtime, admin, account_id, body.reason
+        )
+        return f"A new verification link is on its way to {account.email}."
+
+    return await _account_action(
+        request, session, runtime, admin, account_id, "verify", StatusChange, act
+    )
+
+
+@router.post("/accounts/{account_id}/devices/{device_id}/remove")
+async def remove_device(
+    request: Request,
+    session: SessionDep,
+    runtime: RuntimeDep,
+    admin: PanelAdmin,
+    account_id: AccountIdPath,
+    device_id: DeviceIdPath,
+) -> Response:
+    async def act(body: StatusReason) -> str:
+        device = await device_service.remove_by(
+            session, runtime, admin, account_id, device_id, body.reason
+        )
+        return f"The device {device.name} is removed; its key stops working on every server."
+
+    return await _account_action(
+        request, session, runtime, admin, account_id, f"remove-{device_id}", StatusReason, act
     )
 
 

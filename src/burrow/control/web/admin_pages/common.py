@@ -1,21 +1,37 @@
-"""Shared by the admin panel's pages: who may enter, path parameters, time wording."""
+"""Shared by the admin panel's pages: who may enter, path parameters, time wording, the
+payment methods checkout cannot take."""
 
 from __future__ import annotations
 
-from types import SimpleNamespace
 from typing import Annotated
 
 from fastapi import Depends, Request
 
 from burrow.control.accounts.service import AdminSecondFactor
 from burrow.control.accounts.service import account as account_service
+from burrow.control.billing.service import billing as billing_service
 from burrow.control.deps import SESSION_COOKIE, SessionDep
 from burrow.control.errors import Forbidden
 from burrow.control.models import Account
 from burrow.control.params import id_path
+from burrow.control.runtime import Runtime
 from burrow.control.web.auth import LoginRequired, WebAccount
+from burrow.control.web.billing_pages import METHOD_NAMES
 
 PAGE_SIZE = 50
+
+PROVIDER_NAMES = {"stripe": "Stripe", "paypal": "PayPal", "coingate": "CoinGate"}
+
+
+def methods_missing(runtime: Runtime) -> list[dict[str, str | None]]:
+    """The payment methods the policy offers but checkout cannot take, in words for a page."""
+    return [
+        {
+            "method": METHOD_NAMES.get(m.method, m.method),
+            "provider": PROVIDER_NAMES.get(m.provider, m.provider) if m.provider else None,
+        }
+        for m in billing_service.methods_without_provider(runtime)
+    ]
 
 
 class TwoFactorSetupRequired(LoginRequired):
@@ -27,15 +43,7 @@ class TwoFactorSetupRequired(LoginRequired):
 
 
 async def panel_admin(request: Request, session: SessionDep, account: WebAccount) -> Account:
-    # The page header reads the signed-in account after the unit of work may have rolled back
-    # (a refused action, an error page), when the ORM row can no longer load: give it a copy.
-    request.state.account = SimpleNamespace(
-        id=account.id,
-        email=account.email,
-        is_admin=account.is_admin,
-        totp_enabled=account.totp_enabled,
-        status=account.status,
-    )
+    # The header shows ``request.state.person``: the frozen ``auth.Person`` made at sign-in.
     if not account.is_admin:
         raise Forbidden("This page is for administrators.")
     token = request.cookies.get(SESSION_COOKIE) or ""
@@ -60,6 +68,7 @@ PanelAdmin = Annotated[Account, Depends(panel_admin)]
 
 AccountIdPath = Annotated[int, id_path("The account's id.")]
 NodeIdPath = Annotated[int, id_path("The node's id.")]
+DeviceIdPath = Annotated[int, id_path("The device's id.")]
 RefundIdPath = Annotated[int, id_path("The refund request's id.")]
 RequestIdPath = Annotated[int, id_path("The privacy request's id.")]
 

@@ -9,6 +9,7 @@ from typing import Any
 from fastapi import Request, Response
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from burrow.control.abuse.service import abuse as abuse_service
 from burrow.control.deps import RuntimeDep, SessionDep
 from burrow.control.errors import BurrowError
 from burrow.control.models import NodeStatus
@@ -16,7 +17,7 @@ from burrow.control.nodes.schemas import NodeCreate, NodeUpdate
 from burrow.control.nodes.service import node as node_service
 from burrow.control.runtime import Runtime
 from burrow.control.web.admin_pages.common import NodeIdPath, PanelAdmin, duration
-from burrow.control.web.forms import Form, undo
+from burrow.control.web.forms import Form, attempt, press, submit
 from burrow.control.web.routing import page_router
 from burrow.control.web.templating import redirect, render
 
@@ -42,9 +43,10 @@ async def _fleet_page(
     enrollment: dict[str, Any] | None = None,
     edit: tuple[int, Form] | None = None,
 ) -> Response:
-    nodes = [node_service.read(runtime, n) for n in await node_service.list_all(session)]
+    stored = await node_service.list_all(session)
+    nodes = [await node_service.read(runtime, n) for n in stored]
     rows = []
-    for node in nodes:
+    for node, row_node in zip(nodes, stored, strict=True):
         connected = node.health.connected_devices
         # Like the servers list: the load of a node that stopped reporting is unknown, not its
         # last count (which stays in the Connected column, next to the report's age).
@@ -58,6 +60,8 @@ async def _fleet_page(
                 if node.health.last_report_age_seconds is not None
                 else "never",
                 "dropped": _bytes(node.health.dropped_bytes or 0),
+                # Deterministic NAT: the devices beyond the node's port blocks, refused.
+                "nat": await abuse_service.nat_capacity(session, runtime, row_node),
                 "edit_form": edit[1]
                 if edit is not None and edit[0] == node.id
                 else Form.empty(
@@ -95,24 +99,20 @@ async def fleet(
 async def create_node(
     request: Request, session: SessionDep, runtime: RuntimeDep, admin: PanelAdmin
 ) -> Response:
-    form = await Form.read(request)
-    body = form.validate(NodeCreate)
-    if body is None:
-        return await _fleet_page(request, session, runtime, form, 422)
-    try:
-        created = await node_service.create_by(session, runtime, admin, body)
-    except BurrowError as exc:
-        await undo(session, admin)
-        form.fail(exc)
-        return await _fleet_page(request, session, runtime, form, exc.status)
     # The token is shown once, on this answer: never in a redirect, a cookie or a log.
-    issued = created.enrollment
-    return await _fleet_page(
+    return await submit(
         request,
         session,
-        runtime,
-        status_code=201,
-        enrollment={"node": created.node, "issued": issued},
+        NodeCreate,
+        lambda body: node_service.create_by(session, runtime, admin, body),
+        page=lambda form, status: _fleet_page(request, session, runtime, form, status),
+        done=lambda _body, created: _fleet_page(
+            request,
+            session,
+            runtime,
+            status_code=201,
+            enrollment={"node": created.node, "issued": created.enrollment},
+        ),
     )
 
 
@@ -124,13 +124,16 @@ async def node_enrollment_token(
     admin: PanelAdmin,
     node_id: NodeIdPath,
 ) -> Response:
-    try:
+    async def issue() -> dict[str, Any]:
         node = await node_service.get(session, node_id)
         issued = await node_service.new_enrollment_token_by(session, runtime, admin, node)
+        return {"node": node, "issued": issued}
+
+    try:
+        enrollment = await attempt(session, issue)
     except BurrowError as exc:
-        await undo(session, admin)
         return redirect(request, "/admin/fleet", flash=exc.message, kind="error")
-    return await _fleet_page(request, session, runtime, enrollment={"node": node, "issued": issued})
+    return await _fleet_page(request, session, runtime, enrollment=enrollment)
 
 
 @router.post("/fleet/{node_id}/retire")
@@ -141,12 +144,13 @@ async def retire_node(
     admin: PanelAdmin,
     node_id: NodeIdPath,
 ) -> Response:
-    try:
-        node = await node_service.retire_by(session, admin, node_id)
-    except BurrowError as exc:
-        await undo(session, admin)
-        return redirect(request, "/admin/fleet", flash=exc.message, kind="error")
-    return redirect(request, "/admin/fleet", flash=f"Node {node.name} is retired.")
+    return await press(
+        request,
+        session,
+        lambda: node_service.retire_by(session, admin, node_id),
+        back="/admin/fleet",
+        done=lambda node: redirect(request, "/admin/fleet", flash=f"Node {node.name} is retired."),
+    )
 
 
 @router.post("/fleet/{node_id}/update")
@@ -158,16 +162,15 @@ async def update_node(
     node_id: NodeIdPath,
 ) -> Response:
     """Change a node's endpoint, location or capacity (empty fields stay as they are)."""
-    form = await Form.read(request)
-    body = form.validate(NodeUpdate)
-    if body is None:
-        return await _fleet_page(request, session, runtime, status_code=422, edit=(node_id, form))
-    try:
-        node = await node_service.update_by(session, admin, node_id, body)
-    except BurrowError as exc:
-        await undo(session, admin)
-        form.fail(exc)
-        return await _fleet_page(
-            request, session, runtime, status_code=exc.status, edit=(node_id, form)
-        )
-    return redirect(request, "/admin/fleet", flash=f"Node {node.name} is updated.")
+    return await submit(
+        request,
+        session,
+        NodeUpdate,
+        lambda body: node_service.update_by(session, admin, node_id, body),
+        page=lambda form, status: _fleet_page(
+            request, session, runtime, status_code=status, edit=(node_id, form)
+        ),
+        done=lambda _body, node: redirect(
+            request, "/admin/fleet", flash=f"Node {node.name} is updated."
+        ),
+    )

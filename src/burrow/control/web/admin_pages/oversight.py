@@ -18,7 +18,7 @@ from burrow.control.audit.repository import ActionFilters
 from burrow.control.audit.service import admin_audit
 from burrow.control.deps import RuntimeDep, SessionDep
 from burrow.control.errors import BurrowError, NotFound
-from burrow.control.models import PrivacyRequestStatus, utcnow
+from burrow.control.models import PrivacyRequestStatus, SupportStatus, utcnow
 from burrow.control.nodes.service import node as node_service
 from burrow.control.overview import service as overview_service
 from burrow.control.overview.schemas import RANGES
@@ -28,9 +28,16 @@ from burrow.control.policy.service import check_file, format_problems, summary
 from burrow.control.privacy.service import privacy as privacy_service
 from burrow.control.refunds.service import refund as refund_service
 from burrow.control.runtime import Runtime
+from burrow.control.support.service import support as support_service
 from burrow.control.web.admin_pages import charts as charts_module
-from burrow.control.web.admin_pages.common import PAGE_SIZE, PanelAdmin, RequestIdPath, time_left
-from burrow.control.web.forms import Form, undo
+from burrow.control.web.admin_pages.common import (
+    PAGE_SIZE,
+    PanelAdmin,
+    RequestIdPath,
+    methods_missing,
+    time_left,
+)
+from burrow.control.web.forms import Form, attempt
 from burrow.control.web.routing import page_router
 from burrow.control.web.templating import redirect, render
 
@@ -66,15 +73,19 @@ async def overview(
         charts_module.bars("chart-devices", "Devices added per day", figures.devices_added),
     ]
     queued, overdue = await refund_service.queue_summary(session)
-    nodes = [node_service.read(runtime, n) for n in await node_service.list_all(session)]
+    support = await support_service.summary(session)
+    nodes = [await node_service.read(runtime, n) for n in await node_service.list_all(session)]
     privacy_pending = len([q for q in await _privacy_queue(session) if q["pending"]])
     recent = await admin_audit.search(session, limit=5)
     return render(
         request,
         "admin/index.html",
         {
+            "methods_missing": methods_missing(runtime),
             "refunds_queued": queued,
             "refunds_overdue": overdue,
+            "support_open": support.by_status.get(SupportStatus.open, 0),
+            "support_overdue": support.overdue,
             "nodes_total": len(nodes),
             "nodes_online": len([n for n in nodes if n.health.state == "online"]),
             "privacy_pending": privacy_pending,
@@ -109,6 +120,7 @@ async def _policy_page(
         request,
         "admin/policy.html",
         {
+            "methods_missing": methods_missing(runtime),
             "path": str(path),
             "text": text,
             "summary": summary(runtime.policy),
@@ -269,16 +281,18 @@ async def resolve_privacy_request(
         )
     try:
         # The privacy service records the resolution in the admin audit trail itself.
-        await privacy_service.resolve(
+        await attempt(
             session,
-            runtime,
-            admin,
-            request_id,
-            PrivacyRequestStatus(body.decision),
-            body.outcome,
+            lambda: privacy_service.resolve(
+                session,
+                runtime,
+                admin,
+                request_id,
+                PrivacyRequestStatus(body.decision),
+                body.outcome,
+            ),
         )
     except BurrowError as exc:
-        await undo(session, admin)
         if isinstance(exc, NotFound):
             return redirect(request, "/admin/privacy", flash=exc.message, kind="error")
         form.fail(exc)

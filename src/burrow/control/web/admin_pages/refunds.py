@@ -18,12 +18,11 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from burrow.control.accounts.schemas import Reason, StatusReason
 from burrow.control.billing.service import webhook as webhook_service
 from burrow.control.deps import RuntimeDep, SessionDep
-from burrow.control.errors import BurrowError
-from burrow.control.models import Account, utcnow
+from burrow.control.models import Account, WebhookEvent, utcnow
 from burrow.control.params import id_path
 from burrow.control.refunds.service import refund as refund_service
 from burrow.control.web.admin_pages.common import PanelAdmin, RefundIdPath, time_left
-from burrow.control.web.forms import Form, M, undo
+from burrow.control.web.forms import Form, M, press, submit
 from burrow.control.web.routing import page_router
 from burrow.control.web.templating import redirect, render
 
@@ -103,20 +102,19 @@ async def _decide(
     act: Callable[[M], Awaitable[None]],
 ) -> Response:
     """The queue's ``verb`` form of one request: valid, ``act`` decides and records it in the
-    audit trail; refused, the queue shows the form again with why, and the session's work is
-    undone."""
-    form = await Form.read(request)
-    body = form.validate(model)
+    audit trail; refused, the queue shows the form again with why, and what ``act`` did is
+    undone (its savepoint)."""
     key = f"{verb}-{request_id}"
-    if body is None:
-        return await _refunds_page(request, session, {key: form}, 422)
-    try:
-        await act(body)
-    except BurrowError as exc:
-        await undo(session, admin)
-        form.fail(exc)
-        return await _refunds_page(request, session, {key: form}, exc.status)
-    return redirect(request, "/admin/refunds", flash=f"Refund request {request_id} is {done}.")
+    return await submit(
+        request,
+        session,
+        model,
+        act,
+        page=lambda form, status: _refunds_page(request, session, {key: form}, status),
+        done=lambda _body, _: redirect(
+            request, "/admin/refunds", flash=f"Refund request {request_id} is {done}."
+        ),
+    )
 
 
 @router.post("/refunds/{request_id}/approve")
@@ -160,17 +158,18 @@ async def refund_finding(
 ) -> Response:
     form = await Form.read(request)
     unsupported = form.raw("unsupported_device") == "yes"
-    try:
-        view = await refund_service.record_finding(
-            session, runtime, admin, request_id, unsupported_device=unsupported
-        )
-    except BurrowError as exc:
-        await undo(session, admin)
-        return redirect(request, "/admin/refunds", flash=exc.message, kind="error")
-    return redirect(
+    return await press(
         request,
-        "/admin/refunds",
-        flash=f"The finding is recorded; request {request_id} is now {view.request.status}.",
+        session,
+        lambda: refund_service.record_finding(
+            session, runtime, admin, request_id, unsupported_device=unsupported
+        ),
+        back="/admin/refunds",
+        done=lambda view: redirect(
+            request,
+            "/admin/refunds",
+            flash=f"The finding is recorded; request {request_id} is now {view.request.status}.",
+        ),
     )
 
 
@@ -194,12 +193,17 @@ async def retry_payment_event(
     background: BackgroundTasks,
 ) -> Response:
     await Form.read(request)  # the CSRF check
-    try:
-        retried = await webhook_service.retry(session, admin, event_row_id)
-    except BurrowError as exc:
-        await undo(session, admin)
-        return redirect(request, "/admin/payment-events", flash=exc.message, kind="error")
-    background.add_task(webhook_service.process_one, runtime, retried.id)
-    return redirect(
-        request, "/admin/payment-events", flash=f"Event {retried.event_id} is tried again."
+
+    def tried(retried: WebhookEvent) -> Response:
+        background.add_task(webhook_service.process_one, runtime, retried.id)
+        return redirect(
+            request, "/admin/payment-events", flash=f"Event {retried.event_id} is tried again."
+        )
+
+    return await press(
+        request,
+        session,
+        lambda: webhook_service.retry(session, admin, event_row_id),
+        back="/admin/payment-events",
+        done=tried,
     )

@@ -11,14 +11,18 @@ from fastapi import Request, Response
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from burrow.control.deps import RuntimeDep, SessionDep
-from burrow.control.errors import BurrowError
 from burrow.control.models import SupportStatus, SupportVia, utcnow
 from burrow.control.params import id_path
-from burrow.control.support.schemas import SupportAnswerIn, SupportStatusIn
-from burrow.control.support.service import STATUS_NAMES, TOPIC_NAMES
+from burrow.control.support.schemas import SupportAnswerIn, SupportOwnerIn, SupportStatusIn
+from burrow.control.support.service import (
+    STATUS_NAMES,
+    TOPIC_NAMES,
+    NotAnAdministratorToOwn,
+    SupportView,
+)
 from burrow.control.support.service import support as support_service
 from burrow.control.web.admin_pages.common import PanelAdmin, time_left
-from burrow.control.web.forms import Form, undo
+from burrow.control.web.forms import Form, press, submit
 from burrow.control.web.routing import page_router
 from burrow.control.web.templating import redirect, render
 
@@ -74,6 +78,7 @@ async def _request_page(
             "overdue": view.overdue(now),
             "time_left": time_left(view.seconds_left(now)),
             "form": form or Form.empty(status=SupportStatus.waiting_on_customer.value),
+            "administrators": await support_service.administrators(session),
         },
         status_code=status_code,
     )
@@ -94,12 +99,11 @@ async def answer(
     admin: PanelAdmin,
     request_id: SupportIdPath,
 ) -> Response:
-    form = await Form.read(request)
-    body = form.validate(SupportAnswerIn)
-    if body is None:
-        return await _request_page(request, session, request_id, form, 422)
-    try:
-        await support_service.answer(
+    return await submit(
+        request,
+        session,
+        SupportAnswerIn,
+        lambda body: support_service.answer(
             session,
             runtime,
             admin,
@@ -107,13 +111,11 @@ async def answer(
             body.message,
             status=body.status,
             via=SupportVia.web,
-        )
-    except BurrowError as exc:
-        await undo(session, admin)
-        form.fail(exc)
-        return await _request_page(request, session, request_id, form, exc.status)
-    return redirect(
-        request, f"/admin/support/{request_id}", flash="The answer is sent to the customer."
+        ),
+        page=lambda form, status: _request_page(request, session, request_id, form, status),
+        done=lambda _body, _: redirect(
+            request, f"/admin/support/{request_id}", flash="The answer is sent to the customer."
+        ),
     )
 
 
@@ -122,12 +124,40 @@ async def take(
     request: Request, session: SessionDep, admin: PanelAdmin, request_id: SupportIdPath
 ) -> Response:
     await Form.read(request)  # the CSRF check
-    try:
-        await support_service.take(session, admin, request_id)
-    except BurrowError as exc:
-        await undo(session, admin)
-        return redirect(request, f"/admin/support/{request_id}", flash=exc.message, kind="error")
-    return redirect(request, f"/admin/support/{request_id}", flash="The request is yours.")
+    return await press(
+        request,
+        session,
+        lambda: support_service.take(session, admin, request_id),
+        back=f"/admin/support/{request_id}",
+        done=lambda _: redirect(
+            request, f"/admin/support/{request_id}", flash="The request is yours."
+        ),
+    )
+
+
+@router.post("/support/{request_id}/owner")
+async def hand_over(
+    request: Request, session: SessionDep, admin: PanelAdmin, request_id: SupportIdPath
+) -> Response:
+    form = await Form.read(request)
+    body = form.validate(SupportOwnerIn)
+
+    async def assign() -> SupportView:
+        if body is None:
+            raise NotAnAdministratorToOwn(0)
+        return await support_service.assign_to(session, admin, request_id, body.owner_id)
+
+    return await press(
+        request,
+        session,
+        assign,
+        back=f"/admin/support/{request_id}",
+        done=lambda view: redirect(
+            request,
+            f"/admin/support/{request_id}",
+            flash=f"The request is {view.owner_email}'s now.",
+        ),
+    )
 
 
 @router.post("/support/{request_id}/status")
@@ -140,17 +170,18 @@ async def set_status(
         return redirect(
             request, f"/admin/support/{request_id}", flash="Choose a state.", kind="error"
         )
-    try:
-        view = await support_service.set_status(
-            session, admin, request_id, body.status, expected=body.expected
-        )
-    except BurrowError as exc:
-        await undo(session, admin)
-        return redirect(request, f"/admin/support/{request_id}", flash=exc.message, kind="error")
-    return redirect(
+    return await press(
         request,
-        f"/admin/support/{request_id}",
-        flash=f"The request is {STATUS_NAMES[view.request.status]}.",
+        session,
+        lambda: support_service.set_status(
+            session, admin, request_id, body.status, expected=body.expected
+        ),
+        back=f"/admin/support/{request_id}",
+        done=lambda view: redirect(
+            request,
+            f"/admin/support/{request_id}",
+            flash=f"The request is {STATUS_NAMES[view.request.status]}.",
+        ),
     )
 
 
@@ -163,14 +194,15 @@ async def cancel_subscription(
     request_id: SupportIdPath,
 ) -> Response:
     await Form.read(request)  # the CSRF check
-    try:
-        view = await support_service.carry_out_cancellation(session, runtime, admin, request_id)
-    except BurrowError as exc:
-        await undo(session, admin)
-        return redirect(request, f"/admin/support/{request_id}", flash=exc.message, kind="error")
-    return redirect(
+    return await press(
         request,
-        f"/admin/support/{request_id}",
-        flash=f"The subscription of {view.cancel_account_email} is cancelled; the customer "
-        "is told and the request is resolved.",
+        session,
+        lambda: support_service.carry_out_cancellation(session, runtime, admin, request_id),
+        back=f"/admin/support/{request_id}",
+        done=lambda view: redirect(
+            request,
+            f"/admin/support/{request_id}",
+            flash=f"The subscription of {view.cancel_account_email} is cancelled; the "
+            "customer is told and the request is resolved.",
+        ),
     )

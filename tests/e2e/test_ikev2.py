@@ -1,0 +1,241 @@
+"""IKEv2 end to end: real charon on two nodes run by the agent, a strongSwan client (a charon
+of its own, with its own /run) in a customer namespace configured from the ``.sswan`` profile's
+values, the strict example policy (one IKEv2 connection per server per subscription).
+
+One lab for the module; the scenarios run in order on it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import shutil
+import tempfile
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from burrow.control.devices.ikev2_profiles import Ikev2ProfileValues, render_sswan
+from burrow.node.drivers.ikev2 import IkeV2Error
+from burrow.node.pki import load_pki
+from tests.node.drivers.ikev2_lab import IkeV2Client, virtual_ips
+from tests.node.netns import missing_requirements
+
+from .lab import ROOT, World, build_world, fetch, prepare_world, sha256, start_nodes, wait_for
+
+pytestmark = pytest.mark.skipif(
+    not Path("/usr/lib/ipsec/charon").exists() or missing_requirements("unshare") is not None,
+    reason="needs strongSwan's charon and unshare",
+)
+
+
+@pytest.fixture(scope="module")
+def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
+    tmp = tmp_path_factory.mktemp("ikev2")
+    with build_world(tmp, customers=2) as world:
+        world.ikev2 = True
+        prepare_world(world, ROOT / "examples" / "policies" / "strict-no-logs.toml")
+        world.start_control_plane()
+        start_nodes(world)
+        yield world
+
+
+def _run(coro: Any) -> Any:
+    return asyncio.run(coro)
+
+
+class Customer:
+    """One customer namespace's strongSwan client, driven from the test's own event loops."""
+
+    def __init__(self, world: World, index: int) -> None:
+        self.dir = Path(tempfile.mkdtemp(prefix="bwt-ikc-"))
+        self.client = IkeV2Client(self.dir, world.customers[index].ns.name)
+        self.world = world
+
+    async def __aenter__(self) -> IkeV2Client:
+        await self.client.start()
+        assert self.client.charon.pid is not None
+        self.world.lab.track(self.client.charon.pid)
+        return self.client
+
+    async def __aexit__(self, *_: object) -> None:
+        await self.client.stop()
+        shutil.rmtree(self.dir, ignore_errors=True)
+
+
+def credentials(world: World, token: str, device_id: int) -> dict[str, Any]:
+    assert world.api is not None
+    body: dict[str, Any] = world.api.call(
+        "POST",
+        f"/api/v1/devices/{device_id}/credentials",
+        token=token,
+        expect=201,
+        json={"protocol": "ikev2"},
+    ).json()
+    return body
+
+
+def profile(world: World, node_index: int, username: str) -> dict[str, Any]:
+    """The .sswan profile of this node for this device, parsed as the app would."""
+    node = world.nodes[node_index]
+    pki = load_pki(node.state_dir)
+    values = Ikev2ProfileValues(
+        provider="Example",
+        node_name=f"node{node_index}",
+        host=node.host.ipv4,
+        ca_pem=pki.ca_certificate,
+        username=username,
+        device_name="phone",
+    )
+    parsed: dict[str, Any] = json.loads(render_sswan(values))
+    return parsed
+
+
+async def connect(client: IkeV2Client, sswan: dict[str, Any], password: str, name: str) -> Any:
+    import base64
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives.serialization import Encoding
+
+    ca = x509.load_der_x509_certificate(base64.b64decode(sswan["remote"]["cert"]))
+    return await client.connect(
+        name=name,
+        server_address=sswan["remote"]["addr"],
+        server_identity=sswan["remote"]["id"],
+        ca_pem=ca.public_bytes(Encoding.PEM).decode(),
+        username=sswan["local"]["eap_id"],
+        secret=password,
+        ike_proposal=sswan["ike-proposal"],
+        esp_proposal=sswan["esp-proposal"],
+    )
+
+
+def wait_loaded(world: World, node_index: int, username: str) -> None:
+    """Until the node's charon has the device's connection (the long poll brought it)."""
+    node = world.nodes[node_index]
+    socket_dir = Path("/run/burrow-node") / node.interface / "ikev2"
+
+    def loaded() -> bool:
+        from burrow.node.drivers.ikev2 import CharonDriver
+
+        driver = CharonDriver(socket_dir)
+
+        async def conns() -> list[str]:
+            try:
+                found = await driver.call(lambda s: list(s.list_conns()))
+            finally:
+                driver._close_session()
+            return [name for entry in found for name in entry]
+
+        try:
+            return f"d-{username}" in _run(conns())
+        except (IkeV2Error, OSError):
+            return False
+
+    wait_for(loaded, 20, f"node {node_index} to load {username}")
+
+
+def test_a_device_connects_from_its_profile_and_leaves_by_the_nodes_address(
+    world: World,
+) -> None:
+    token = world.new_customer()
+    node0 = world.nodes[0]
+    device = world.add_device(token, node0.node_id, name="phone")
+    issued = credentials(world, token, device["id"])
+    wait_loaded(world, 0, issued["username"])
+    sswan = profile(world, 0, issued["username"])
+
+    async def scenario() -> None:
+        async with Customer(world, 0) as client:
+            sa = await connect(client, sswan, issued["password"], "ams")
+            assert sorted(virtual_ips(sa)) == sorted([device["ipv4"], device["ipv6"]])
+            customer = world.customers[0]
+            before = len(world.web_clients())
+            got = await asyncio.to_thread(fetch, customer, f"http://{world.inet.ipv4}/file", 20.0)
+            assert got is not None
+            assert sha256(got) == sha256(world.web_file)
+            # The internet host saw only the node's egress address.
+            seen = world.web_clients()[before:]
+            assert seen
+            assert set(seen) == {node0.host.ipv4}
+
+    _run(scenario())
+
+
+def test_one_ikev2_connection_per_server_per_subscription_and_revoke_ends_it(
+    world: World,
+) -> None:
+    token = world.new_customer()
+    node0 = world.nodes[0]
+    first = world.add_device(token, node0.node_id, name="phone")
+    second = world.add_device(token, node0.node_id, name="tablet")
+    one = credentials(world, token, first["id"])
+    two = credentials(world, token, second["id"])
+    for username in (one["username"], two["username"]):
+        wait_loaded(world, 0, username)
+        wait_loaded(world, 1, username)
+
+    async def scenario() -> None:
+        async with Customer(world, 0) as phone, Customer(world, 1) as tablet:
+            await connect(phone, profile(world, 0, one["username"]), one["password"], "ams")
+            # The same subscription's second IKEv2 connection on the same node is refused: the
+            # node ends it at once, and the first one keeps working.
+            with contextlib.suppress(IkeV2Error):
+                await connect(tablet, profile(world, 0, two["username"]), two["password"], "ams")
+            deadline = time.monotonic() + 5
+            while await tablet.sa("ams") is not None:
+                assert time.monotonic() < deadline, "the second connection was not refused"
+                await asyncio.sleep(0.1)
+            assert await phone.sa("ams") is not None
+            # On another node it works.
+            sa = await connect(tablet, profile(world, 1, two["username"]), two["password"], "fra")
+            assert sorted(virtual_ips(sa)) == sorted([second["ipv4"], second["ipv6"]])
+
+            # Revoking the first device's credentials ends its SA within 5 seconds.
+            assert world.api is not None
+            started = time.monotonic()
+            world.api.call(
+                "DELETE", f"/api/v1/devices/{first['id']}/credentials/ikev2", token=token,
+                expect=204,
+            )  # fmt: skip
+            while await phone.sa("ams") is not None:
+                assert time.monotonic() - started < 5.0, "the revoked device's SA lives on"
+                await asyncio.sleep(0.05)
+            assert await tablet.sa("fra") is not None
+            # With the first one gone, the second device may use this node: the refusal above
+            # was the per-server limit, not its credentials. (One tunnel at a time on the
+            # client: a second full tunnel would carry the first one's IKE packets.)
+            await tablet.disconnect("fra")
+            await connect(tablet, profile(world, 0, two["username"]), two["password"], "ams2")
+            await asyncio.sleep(1.5)
+            assert await tablet.sa("ams2") is not None
+
+    _run(scenario())
+
+
+def test_with_the_control_plane_down_loaded_devices_keep_connecting(world: World) -> None:
+    token = world.new_customer()
+    device = world.add_device(token, world.nodes[0].node_id, name="laptop")
+    issued = credentials(world, token, device["id"])
+    wait_loaded(world, 0, issued["username"])
+    sswan = profile(world, 0, issued["username"])
+    world.stop_control_plane()
+    try:
+
+        async def scenario() -> None:
+            async with Customer(world, 1) as client:
+                sa = await connect(client, sswan, issued["password"], "offline")
+                assert sorted(virtual_ips(sa)) == sorted([device["ipv4"], device["ipv6"]])
+                got = await asyncio.to_thread(
+                    fetch, world.customers[1], f"http://{world.inet.ipv4}/file", 20.0
+                )
+                assert got is not None
+                assert sha256(got) == sha256(world.web_file)
+
+        _run(scenario())
+    finally:
+        world.start_control_plane()
