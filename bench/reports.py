@@ -273,11 +273,27 @@ async def long_poll(client: httpx.AsyncClient, node: SimNode, stop: asyncio.Even
             node.revision = int(body.get("revision", body.get("state", {}).get("revision", 0)))
 
 
+BUSY: list[int] = []  # 503 answers (the database busy): the report is sent again
+FAILED: list[int] = []  # reports never answered (connect or read timeout)
+
+
 async def report(client: httpx.AsyncClient, node: SimNode, boot: str) -> float:
+    """One report's latency, from the first send to the accepted answer (retries included)."""
     started = time.perf_counter()
-    response = await client.post(
-        f"{API_PREFIX}/report", json=node.body(boot), headers=node.headers, timeout=60
-    )
+    body = node.body(boot)
+    for _attempt in range(5):
+        try:
+            response = await client.post(
+                f"{API_PREFIX}/report", json=body, headers=node.headers, timeout=60
+            )
+        except httpx.TransportError:
+            # Not answered (an overloaded server's backlog): counted, and the next report goes.
+            FAILED.append(1)
+            return time.perf_counter() - started
+        if response.status_code != 503:
+            break
+        BUSY.append(1)
+        await asyncio.sleep(float(response.headers.get("retry-after", "1")))
     elapsed = time.perf_counter() - started
     if response.status_code != 200:
         raise SystemExit(f"report refused: {response.status_code} {response.text[:300]}")
@@ -383,6 +399,8 @@ async def main(args: argparse.Namespace) -> dict[str, object]:
         "report_10k_peers_first_ms": round(1000 * first_big, 1),
         "report_100_peers_ms": round(ms_small, 2),
         "ratio_per_peer_10k_vs_100": round((ms_big / args.big) / (ms_small / args.devices), 3),
+        "busy_answers": len(BUSY),
+        "unanswered_reports": len(FAILED),
         "load_average": round(os.getloadavg()[0], 2),
     }
 
