@@ -24,6 +24,9 @@ APT_RUN += strongswan-charon strongswan-swanctl libcharon-extra-plugins libcharo
 # port 80 at install), libnss3-tools (certutil: chromium trusts caddy's CA), curl.
 # nsd, dnsutils: the lab's authoritative DNS server and dig, for the DNS tests.
 APT_TEST := $(APT_RUN) postgresql iperf3 chromium caddy libnss3-tools curl nsd dnsutils
+# redis-server, haproxy: the cluster's live store and load balancer (deploy/cluster/); the
+# tests start their own instances.
+APT_TEST += redis-server haproxy
 
 export BURROW_POLICY_PATH ?= examples/policies/strict-no-logs.toml
 # make run is a complete VPN provider on one machine: the control plane plus a node in-process.

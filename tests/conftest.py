@@ -25,6 +25,7 @@ from burrow.control.config import Settings
 from burrow.control.db import unit_of_work
 from burrow.control.runtime import Runtime
 from tests.support import postgres
+from tests.support import redis as redis_support
 from tests.support.app import running_runtime
 from tests.support.smtp import SmtpServer, running_smtp
 
@@ -69,6 +70,24 @@ def postgres_server() -> Iterator[postgres.PostgresServer]:
         server.psql("CREATE DATABASE burrow_template")
         migrate(server.url("burrow_template"))
         yield server
+
+
+@pytest.fixture(scope="session")
+def redis_server() -> Iterator[redis_support.RedisServer]:
+    """One redis-server (persistence off) for the session; ``redis_url`` empties it per test."""
+    reason = redis_support.why_unavailable()
+    if reason:
+        if os.environ.get("CI"):
+            pytest.fail(f"Redis is required in CI: {reason}")
+        pytest.skip(reason)
+    with redis_support.running_redis() as server:
+        yield server
+
+
+@pytest.fixture
+def redis_url(redis_server: redis_support.RedisServer) -> str:
+    redis_server.reset()
+    return redis_server.url()
 
 
 @pytest.fixture(params=_backends())

@@ -1,7 +1,7 @@
 """affiliates: applications, referrals, commissions, PayPal payout batches and items
 
 Revision ID: 0011
-Revises: 0009
+Revises: 0013
 Create Date: 2026-12-07
 """
 

@@ -11,6 +11,7 @@ from typer.testing import CliRunner, Result
 
 from burrow.cli.main import app
 from tests.conftest import ROOT, STRICT_POLICY, TEST_SECRET
+from tests.support.redis import running_redis
 
 CLIENT = "192.0.2.44"
 
@@ -126,3 +127,16 @@ def test_a_log_path_that_does_not_exist_is_an_error(env: dict[str, str], tmp_pat
     assert str(missing) in lines[0]
     assert "no such file" in lines[0]
     assert "nothing breaks the policy" not in result.output
+
+
+def test_a_strict_policy_needs_redis_to_keep_nothing_on_disk(
+    env: dict[str, str], tmp_path: Path, redis_url: str
+) -> None:
+    _customer(env)
+    clean = _audit({**env, "BURROW_REDIS_URL": redis_url}, tmp_path)
+    assert clean.exit_code == 0, clean.output
+    with running_redis("--save", "60 1", "--appendonly", "yes") as careless:
+        result = _audit({**env, "BURROW_REDIS_URL": careless.url()}, tmp_path)
+    assert result.exit_code == 1, result.output
+    assert 'VIOLATION  redis: RDB snapshots are on (save "60 1")' in result.stdout
+    assert "VIOLATION  redis: the append-only file is on (appendonly yes)" in result.stdout

@@ -346,7 +346,7 @@ async def test_the_loop_speaks_the_real_node_api(
         assert ack.accepted
         async with unit_of_work(runtime.sessionmaker) as session:
             node = await node_service.get(session, node.id)
-        health = node_service.health(runtime, node)
+        health = await node_service.health(runtime, node)
         assert health.state == "online"
         assert health.applied_revision == loop.applied_revision
     finally:

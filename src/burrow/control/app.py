@@ -8,6 +8,7 @@ from __future__ import annotations
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from functools import partial
 
 from fastapi import FastAPI, Request
 from starlette.types import ASGIApp, Scope
@@ -23,6 +24,8 @@ from burrow.control.billing.endpoints import router as billing_router
 from burrow.control.config import Settings, get_settings
 from burrow.control.connections.endpoints import router as connections_router
 from burrow.control.credentials.endpoints import router as credentials_router
+from burrow.control.desired_state.notifier import RevisionWatcher
+from burrow.control.desired_state.service import desired_state as desired_state_service
 from burrow.control.devices.endpoints import router as devices_router
 from burrow.control.metrics import router as metrics_router
 from burrow.control.middleware import (
@@ -66,9 +69,18 @@ def create_app(settings: Settings | None = None, *, runtime: Runtime | None = No
             scheduler.start()
         # The support desk's email listener, only where BURROW_INBOUND_SMTP asks for it.
         inbound = await start_inbound(rt) if settings.inbound_smtp else None
+        # This replica's one reader of the revision, waking its waiting node long polls.
+        watcher = RevisionWatcher(
+            rt.notifier,
+            partial(desired_state_service.read_revision, rt),
+            redis_url=rt.settings.redis_url,
+            fallback_seconds=rt.settings.revision_fallback_seconds,
+        )
+        await watcher.start()
         try:
             yield
         finally:
+            await watcher.stop()
             if inbound is not None:
                 await stop_inbound(inbound)
             await scheduler.stop()

@@ -89,6 +89,11 @@ class Settings(BaseSettings):
     # Rate limits (the `limits` library's notation: "5 per 15 minutes; 100 per hour"). Each
     # attempt is counted before it is checked. Clients are keyed digests of their address,
     # held in the rate-limit store only (RAM by default, never on disk).
+    redis_url: str | None = Field(
+        None,
+        description="redis://host:6379/0: the live store (connection leases, node reports) "
+        "shared by several replicas, and their wake-ups. Unset: this process's RAM only.",
+    )
     rate_limit_storage_uri: str = Field(
         "async+memory://",
         description="Where rate limits count: async+memory:// (one process) or "
@@ -134,6 +139,14 @@ class Settings(BaseSettings):
     # every node's resolver answers.
     client_dns: str | None = None
     wireguard_port: int = 51820
+    peers_per_interface: int = Field(
+        65_536,
+        ge=2,
+        le=65_536,
+        description="Devices per WireGuard interface on a node (a power of two; wireguard-go "
+        "takes at most 65,536). A node serves more over several interfaces, the n-th on its "
+        "port + n; a device's interface follows from its tunnel address.",
+    )
     tunnel_mtu: int = Field(1320, ge=1280, le=1500)
     max_devices_per_account: int = Field(
         500,
@@ -144,6 +157,13 @@ class Settings(BaseSettings):
 
     # Node API.
     long_poll_timeout_seconds: float = Field(25.0, gt=0, le=120)
+    revision_fallback_seconds: float = Field(
+        1.0,
+        gt=0,
+        le=60,
+        description="How often each replica's watcher reads the desired-state revision without "
+        "being told it moved: the most a lost wake-up (or a change by the CLI) can cost.",
+    )
     enrollment_ttl_hours: int = Field(24, ge=1)
     change_log_keep: int = Field(
         100_000,
@@ -236,6 +256,13 @@ class Settings(BaseSettings):
     embedded_node_capacity: int = Field(
         1000, ge=1, description="Devices the embedded node serves at once at most."
     )
+
+    @field_validator("peers_per_interface")
+    @classmethod
+    def _power_of_two(cls, value: int) -> int:
+        if value & (value - 1):
+            raise ValueError("must be a power of two (such as 4096 or 65536)")
+        return value
 
     @field_validator("tunnel_ipv4_pool")
     @classmethod

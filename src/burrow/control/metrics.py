@@ -168,7 +168,7 @@ async def read(session: AsyncSession, runtime: Runtime, now: datetime | None = N
     privacy_pending, privacy_overdue = await repository.privacy_waiting(now)
     nodes = []
     for node in await node_service.list_all(session):
-        health = node_service.health(runtime, node)
+        health = await node_service.health(runtime, node)
         nodes.append(
             NodeReading(
                 node.name,

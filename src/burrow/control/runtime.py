@@ -13,7 +13,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 from burrow.control.config import Settings
 from burrow.control.db import create_engine, make_sessionmaker
 from burrow.control.desired_state.notifier import RevisionNotifier
-from burrow.control.live import MemoryLiveStore
+from burrow.control.live import LiveStore, MemoryLiveStore, RedisLiveStore
 from burrow.control.mail import Mailer
 from burrow.control.policy.schemas import Policy
 from burrow.control.policy.service import load_policy
@@ -26,7 +26,7 @@ class Runtime:
     engine: AsyncEngine
     sessionmaker: async_sessionmaker[AsyncSession]
     policy: Policy
-    live: MemoryLiveStore
+    live: LiveStore
     mailer: Mailer
     notifier: RevisionNotifier = field(default_factory=RevisionNotifier)
     rate_limits: RateLimits = field(default_factory=RateLimits)
@@ -39,10 +39,19 @@ class Runtime:
             engine=engine,
             sessionmaker=make_sessionmaker(engine),
             policy=policy if policy is not None else load_policy(settings.policy_path),
-            live=MemoryLiveStore(),
+            live=live_store(settings),
             mailer=Mailer(settings),
             rate_limits=RateLimits(settings.rate_limit_storage_uri),
         )
 
     async def close(self) -> None:
+        if isinstance(self.live, RedisLiveStore):
+            await self.live.close()
         await self.engine.dispose()
+
+
+def live_store(settings: Settings) -> LiveStore:
+    """Redis when ``BURROW_REDIS_URL`` names one (replicas share it), else this process's RAM."""
+    if settings.redis_url:
+        return RedisLiveStore.from_url(settings.redis_url)
+    return MemoryLiveStore()

@@ -23,6 +23,7 @@ import logging
 import os
 import shutil
 from collections.abc import Callable, Collection
+from dataclasses import replace
 from pathlib import Path
 
 import httpx
@@ -30,11 +31,12 @@ import httpx
 from burrow.node.client import NodeApiClient, NodeApiError, NodeTokenRejected
 from burrow.node.config import NodeSettings
 from burrow.node.drivers.ikev2 import CharonDriver, IkeV2Server
+from burrow.node.drivers.interfaces import InterfaceSet
 from burrow.node.drivers.nftables import FirewallConfig, NftablesFirewall, ensure_forwarding
 from burrow.node.drivers.openvpn import OpenVpnNode, Transport
 from burrow.node.drivers.resolver import NodeResolver
 from burrow.node.drivers.tc import TcShaper
-from burrow.node.drivers.wireguard import WireGuardGoDriver, interface_addresses
+from burrow.node.drivers.wireguard import interface_addresses
 from burrow.node.identity import NodeIdentity, new_private_key, public_key_of, save_identity
 from burrow.node.ikev2 import IkeV2Service
 from burrow.node.loop import SyncLoop
@@ -81,7 +83,7 @@ class HostNetwork:
 
     def __init__(
         self,
-        driver: WireGuardGoDriver,
+        driver: InterfaceSet,
         *,
         egress_interface: str | None = None,
         netns: str | None = None,
@@ -95,12 +97,14 @@ class HostNetwork:
         self._netns = netns
         self._firewall: NftablesFirewall | None = None
         self._forwarding = False
+        driver.on_change = self._interfaces_changed
 
     async def prepare(self, network: NetworkSpec, *, reload: bool = False) -> None:
         if reload or not self._forwarding:
             await ensure_forwarding(netns=self._netns)
             self._forwarding = True
         driver = self._driver
+        driver.network = network
         addresses = interface_addresses(network)
         if tuple(driver.addresses) != addresses or driver.mtu != network.mtu:
             driver.addresses = addresses
@@ -113,7 +117,10 @@ class HostNetwork:
         if self._egress is None:
             self._egress = await detect_egress_interface(self._netns)
         config = FirewallConfig.from_network(
-            network, wg_interface=driver.interface, egress_interface=self._egress
+            network,
+            wg_interface=driver.interface,
+            egress_interface=self._egress,
+            more_wg_interfaces=driver.interfaces[1:],
         )
         if self._tunnels:
             config = dataclasses.replace(
@@ -127,6 +134,13 @@ class HostNetwork:
         if self._resolver is not None:
             # The firewall is in place first; the resolver itself starts in its own task.
             self._resolver.want(network.dns)
+
+    async def _interfaces_changed(self, names: tuple[str, ...]) -> None:
+        """An interface started or stopped: the same rules cover exactly the ones there are."""
+        if self._firewall is not None:
+            config = replace(self._firewall.config, more_wg_interfaces=names[1:])
+            if config != self._firewall.config:
+                await self._firewall.apply(config)
 
     async def set_blocked(self, addresses: Collection[str]) -> None:
         if self._firewall is not None:
@@ -226,7 +240,7 @@ async def run_agent(
         timeout=settings.request_timeout_seconds,
     )
     interface = settings.interface or identity.interface_name
-    driver = WireGuardGoDriver(interface, netns=settings.netns, wireguard_go=settings.wireguard_go)
+    driver = InterfaceSet(interface, netns=settings.netns, wireguard_go=settings.wireguard_go)
     resolver = NodeResolver(
         settings.runtime_dir / interface / "dns",
         client.filter_list,
@@ -353,7 +367,7 @@ async def _offer_openvpn(client: NodeApiClient, openvpn: OpenVpnNode) -> None:
 
 
 async def _shutdown(
-    driver: WireGuardGoDriver, network: HostNetwork, client: NodeApiClient, shaper: TcShaper
+    driver: InterfaceSet, network: HostNetwork, client: NodeApiClient, shaper: TcShaper
 ) -> None:
     try:
         await shaper.close()

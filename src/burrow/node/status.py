@@ -37,6 +37,12 @@ from burrow.wire import WIREGUARD, NodeReport, PeerStatus, ReportAck
 
 log = logging.getLogger(__name__)
 
+# The status read may take at most this share of the time between reads: a node whose read
+# costs more (tens of thousands of peers on a busy machine) reads less often, up to
+# ``MAX_STRETCH`` times the configured interval (a lease lives about three intervals).
+READ_TIME_SHARE = 0.05
+MAX_STRETCH = 2.0
+
 
 class PeerSource(Protocol):
     """What the reporter needs from the sync loop."""
@@ -101,30 +107,37 @@ class Traffic:
 
 
 class ByteAccounting:
-    """Turns cumulative per-peer counters into deltas that are never negative."""
+    """Turns cumulative per-peer counters into deltas that are never negative.
+
+    It keeps the peers of the previous read. A status read that found a peer's lines
+    unchanged hands back the very same ``WgPeer`` (``uapi.PeerMemo``), which moved nothing and
+    costs one identity test here.
+    """
 
     def __init__(self) -> None:
-        self._last: dict[str, tuple[int, int]] = {}
+        self._last: dict[str, Counters] = {}
 
     def reset(self) -> None:
         """The interface restarted: its next counters start from zero."""
-        self._last.clear()
+        self._last = {}
 
     def deltas(self, peers: Iterable[Counters]) -> dict[str, Traffic]:
         """Bytes each peer moved since the previous call (a new peer: since zero)."""
         last = self._last
-        current: dict[str, tuple[int, int]] = {}
+        current = {peer.public_key: peer for peer in peers}
         out: dict[str, Traffic] = {}
-        for peer in peers:
+        for key, peer in current.items():
+            before = last.get(key)
+            if before is peer:
+                continue
             rx, tx = peer.rx_bytes, peer.tx_bytes
-            current[peer.public_key] = (rx, tx)
-            prev_rx, prev_tx = last.get(peer.public_key, (0, 0))
+            prev_rx, prev_tx = (0, 0) if before is None else (before.rx_bytes, before.tx_bytes)
             # A counter below the last reading restarted from zero: all of it is new.
             delta = Traffic(
                 rx - prev_rx if rx >= prev_rx else rx, tx - prev_tx if tx >= prev_tx else tx
             )
             if delta:
-                out[peer.public_key] = delta
+                out[key] = delta
         self._last = current
         return out
 
@@ -154,6 +167,7 @@ class StatusReporter:
         idle_threshold_seconds: float = 180.0,
         clock: Callable[[], float] = time.time,
         boot_id: str | None = None,
+        timer: Callable[[], float] = time.perf_counter,
         protocols: Sequence[ProtocolSource] = (),
     ) -> None:
         self._client = client
@@ -163,6 +177,10 @@ class StatusReporter:
         self.interval = interval_seconds
         self.idle_threshold = idle_threshold_seconds
         self._clock = clock
+        self._timer = timer
+        # How long the latest read of the interface took, and the wait before the next one.
+        self.last_read_seconds = 0.0
+        self.current_interval = interval_seconds
         self.boot_id = boot_id or secrets.token_hex(16)
         self.next_seq = 1
         self._accounting = ByteAccounting()
@@ -176,7 +194,7 @@ class StatusReporter:
 
     async def run_forever(self) -> None:
         while True:
-            await asyncio.sleep(self.interval)
+            await asyncio.sleep(self.current_interval)
             try:
                 await self.report_once()
             except NodeTokenRejected:
@@ -192,6 +210,7 @@ class StatusReporter:
         if epoch != self._epoch:
             self._epoch = epoch
             self._accounting.reset()
+        started = self._timer()
         try:
             peers = await self._source.read_peers()
         except Exception as exc:
@@ -203,15 +222,22 @@ class StatusReporter:
             self._epoch = self._source.interface_epoch
             self._accounting.reset()
         _merge(self._pending, self._accounting.deltas(peers))
-        now = self._clock()
-        connected: dict[str, bool] = {}
-        for peer in peers:
-            handshake = peer.last_handshake
-            connected[peer.public_key] = (
-                handshake is not None and now - handshake < self.idle_threshold
-            )
+        self._adapt(self._timer() - started)
+        # Connected: a handshake (sec or nsec set) younger than the idle threshold.
+        cutoff = self._clock() - self.idle_threshold
+        connected = {
+            peer.public_key: (peer.last_handshake_sec or peer.last_handshake_nsec) != 0
+            and peer.last_handshake_sec + peer.last_handshake_nsec / 1e9 > cutoff
+            for peer in peers
+        }
         connected.update(await self._read_protocols())
         return connected
+
+    def _adapt(self, read_seconds: float) -> None:
+        """Stretch the interval so that reading stays a small share of it."""
+        self.last_read_seconds = read_seconds
+        wanted = read_seconds / READ_TIME_SHARE
+        self.current_interval = min(self.interval * MAX_STRETCH, max(self.interval, wanted))
 
     async def _read_protocols(self) -> dict[str, bool]:
         """Other protocols' sessions, booked under ``protocol/key`` so they never mix."""

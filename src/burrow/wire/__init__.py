@@ -12,6 +12,7 @@ from burrow.wire.credentials import (
 from burrow.wire.models import (
     API_PREFIX,
     CREDENTIAL_PROTOCOLS,
+    MAX_PEERS_PER_INTERFACE,
     WIREGUARD,
     BlockedConnection,
     CredentialSpec,
@@ -39,6 +40,7 @@ from burrow.wire.models import (
 __all__ = [
     "API_PREFIX",
     "CREDENTIAL_PROTOCOLS",
+    "MAX_PEERS_PER_INTERFACE",
     "WIREGUARD",
     "BlockedConnection",
     "CredentialSpec",

@@ -15,6 +15,8 @@ from typing import Annotated, Literal
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 API_PREFIX = "/node-api/v1"
+# wireguard-go refuses a peer beyond this many on one interface (device.MaxPeers).
+MAX_PEERS_PER_INTERFACE = 1 << 16
 
 
 def is_valid_wg_key(value: str) -> bool:
@@ -213,6 +215,37 @@ class NetworkSpec(_Wire):
     dns: DnsSpec | None = Field(
         None, description="The node's resolver; null (older control planes): none is run."
     )
+    peers_per_interface: int = Field(
+        MAX_PEERS_PER_INTERFACE,
+        ge=2,
+        le=MAX_PEERS_PER_INTERFACE,
+        description="Devices per WireGuard interface (a power of two). The device at pool "
+        "index i is served by interface i // peers_per_interface on listen_port + that number.",
+    )
+
+    @field_validator("peers_per_interface")
+    @classmethod
+    def _power_of_two(cls, value: int) -> int:
+        if value & (value - 1):
+            raise ValueError("must be a power of two")
+        return value
+
+    def interface_of(self, ipv4: str) -> int:
+        """Which of the node's interfaces serves the device with this tunnel address."""
+        pool = ipaddress.ip_network(self.tunnel_ipv4, strict=False)
+        offset = int(ipaddress.ip_address(ipv4)) - int(pool.network_address)
+        return max(0, offset) // self.peers_per_interface
+
+    def interface_slice(self, number: int) -> tuple[str, str]:
+        """The tunnel addresses interface ``number`` serves (IPv4 and IPv6 networks)."""
+        bits = self.peers_per_interface.bit_length() - 1
+        out: list[str] = []
+        for pool_text, width in ((self.tunnel_ipv4, 32), (self.tunnel_ipv6, 128)):
+            pool = ipaddress.ip_network(pool_text, strict=False)
+            first = int(pool.network_address) + number * self.peers_per_interface
+            out.append(str(ipaddress.ip_network((first, width - bits))))
+        return out[0], out[1]
+
     nat: NatSpec | None = Field(
         None,
         description="How tunnel addresses are translated; null (older control planes): the "

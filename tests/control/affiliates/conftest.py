@@ -12,16 +12,26 @@ import httpx
 import pytest
 from pydantic import SecretStr
 from sqlalchemy import select
+from sqlalchemy.ext.asyncio import AsyncSession
 
 from burrow.control.config import Settings
 from burrow.control.db import unit_of_work
-from burrow.control.models import Account, Order, utcnow
+from burrow.control.models import (
+    Account,
+    Affiliate,
+    AffiliateStatus,
+    Commission,
+    CommissionKind,
+    CommissionStatus,
+    Order,
+    utcnow,
+)
 from burrow.control.policy.schemas import Policy
 from burrow.control.policy.service import load_policy
 from burrow.control.runtime import Runtime
 from tests.conftest import STRICT_POLICY
 from tests.support.app import app_client, running_runtime
-from tests.support.factories import create_account, create_session_token
+from tests.support.factories import create_account, create_order, create_session_token
 from tests.support.paypal_server import FakePayPal, running_paypal
 from tests.support.stripe_server import FakeStripe, event, sign, stripe_server, with_stripe
 
@@ -150,3 +160,56 @@ async def money(
         app_client(runtime) as client,
     ):
         yield Money(runtime, client, fake_stripe, fake_paypal)
+
+
+async def make_affiliate(
+    session: AsyncSession,
+    *,
+    status: str = "approved",
+    paypal_email: str = "aff@example.net",
+    email: str | None = None,
+    last_active_days_ago: int = 0,
+) -> Affiliate:
+    """An affiliate the way an approved application leaves it."""
+    account = await create_account(session, email=email)
+    affiliate = Affiliate(
+        account_id=account.id,
+        code=f"c{account.id}x",
+        status=AffiliateStatus(status),
+        contact_name="A. Affiliate",
+        website="https://site.example.org/",
+        paypal_email=paypal_email,
+        clicks=0,
+        last_active_at=utcnow() - timedelta(days=last_active_days_ago),
+    )
+    session.add(affiliate)
+    await session.flush()
+    return affiliate
+
+
+async def make_commission(
+    session: AsyncSession,
+    affiliate_id: int,
+    *,
+    amount: int,
+    status: str = "payable",
+    order_id: int | None = None,
+) -> Commission:
+    if order_id is None:
+        buyer = await create_account(session)
+        order_id = (await create_order(session, buyer)).id
+    commission = Commission(
+        affiliate_id=affiliate_id,
+        order_id=order_id,
+        earned_order_id=order_id,
+        kind=CommissionKind.earned,
+        status=CommissionStatus(status),
+        amount_minor=amount,
+        currency="USD",
+        payout_minor=amount,
+        reversed_minor=0,
+        available_at=utcnow() - timedelta(days=1),
+    )
+    session.add(commission)
+    await session.flush()
+    return commission

@@ -1,5 +1,7 @@
 """Fixtures of the connections tests: customers with served devices, nodes with tokens, a
-fake clock on the live store, and a helper that sends node reports through the node API."""
+fake clock on the live store, and a helper that sends node reports through the node API.
+
+Every test here runs on both live stores: this process's RAM and Redis (``live`` param)."""
 
 from __future__ import annotations
 
@@ -10,9 +12,11 @@ from datetime import datetime, timedelta
 import httpx
 import pytest
 
+from burrow.control.config import Settings
 from burrow.control.connections import service as connections_module
 from burrow.control.db import unit_of_work
 from burrow.control.desired_state.service import desired_state as desired_state_service
+from burrow.control.live import MemoryLiveStore, RedisLiveStore
 from burrow.control.models import Account, Device, Node, utcnow
 from burrow.control.refunds.usage import service as usage_module
 from burrow.control.runtime import Runtime
@@ -27,6 +31,23 @@ from tests.support.factories import (
 )
 
 REPORT = f"{API_PREFIX}/report"
+
+
+@pytest.fixture(params=["memory", "redis"])
+def settings(request: pytest.FixtureRequest, settings: Settings) -> Settings:
+    if request.param == "memory":
+        return settings
+    url: str = request.getfixturevalue("redis_url")
+    return settings.model_copy(update={"redis_url": url})
+
+
+async def forget_live(runtime: Runtime) -> None:
+    """Empty the live store, as a restart of every replica (and of Redis) would."""
+    if isinstance(runtime.live, RedisLiveStore):
+        await runtime.live.clear()
+    else:
+        assert isinstance(runtime.live, MemoryLiveStore)
+        runtime.live._data.clear()
 
 
 class FakeClock:

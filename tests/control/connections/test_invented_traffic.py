@@ -53,7 +53,7 @@ async def test_invented_traffic_is_cut_to_the_uplink_and_the_refund_still_passes
         )
         assert counter is not None
         assert 0 < counter.bytes_total <= bound
-        health = node_service.health(runtime, await node_service.get(session, evil.row.id))
+        health = await node_service.health(runtime, await node_service.get(session, evil.row.id))
     # The operator sees what was dropped (a node-wide count, nothing per customer).
     assert health.dropped_bytes is not None
     assert health.dropped_bytes >= 4 * SIXTY_TB // 2 - bound

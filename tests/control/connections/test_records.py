@@ -14,7 +14,7 @@ from burrow.control.db import unit_of_work
 from burrow.control.models import ConnectionRecord, UsageCounter, utcnow
 from burrow.control.runtime import Runtime
 from tests.conftest import ROOT
-from tests.control.connections.conftest import MakeCustomer, MakeNode, Wall
+from tests.control.connections.conftest import MakeCustomer, MakeNode, Wall, forget_live
 
 METERED_POLICY = ROOT / "examples" / "policies" / "metered.toml"
 TWO_REASON = "Your plan allows 2 simultaneous connections; disconnect another device."
@@ -120,7 +120,7 @@ async def test_an_open_record_is_brought_up_to_date_and_a_crash_leaves_it_closed
     assert (row.duration_seconds, row.rx_bytes, row.tx_bytes) == (20, 50, 100)
 
     # The control plane restarts: the leases are gone, the row is still open.
-    runtime.live._data.clear()
+    await forget_live(runtime)
     wall.advance(10)
     await end_lapsed_leases(runtime)
     assert (await records(runtime))[0].ended_at is None  # too recent to call stale

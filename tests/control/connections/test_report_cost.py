@@ -12,16 +12,11 @@ report doubles. The figures in seconds live in ``bench/reports.py``.
 from __future__ import annotations
 
 import base64
-import sys
 from datetime import timedelta
-from pathlib import Path
-from types import FrameType
-from typing import Any
 
 import pytest
 from sqlalchemy import insert, select
 
-import burrow
 from burrow.control.connections.service import connection as connection_service
 from burrow.control.db import unit_of_work
 from burrow.control.models import Account, Node, Plan, ServedPeer, Subscription, utcnow
@@ -30,10 +25,10 @@ from burrow.control.runtime import Runtime
 from burrow.wire import NodeReport, PeerStatus
 from tests.control.connections.conftest import FakeClock
 from tests.support.factories import create_node
+from tests.support.work import LineCounter
 
 pytestmark = pytest.mark.usefixtures("clock")
 
-SOURCE = str(Path(burrow.__file__).resolve().parent)
 DEVICES_PER_ACCOUNT = 2
 
 
@@ -89,27 +84,6 @@ async def _serve(runtime: Runtime, devices: int, first: int) -> list[str]:
             ],
         )
     return keys
-
-
-class LineCounter:
-    """Counts the lines of burrow's own source run while it is on."""
-
-    def __init__(self) -> None:
-        self.lines = 0
-
-    def _trace(self, frame: FrameType, event: str, _arg: Any) -> Any:
-        if not frame.f_code.co_filename.startswith(SOURCE):
-            return None
-        if event == "line":
-            self.lines += 1
-        return self._trace
-
-    def __enter__(self) -> LineCounter:
-        sys.settrace(self._trace)
-        return self
-
-    def __exit__(self, *_exc: object) -> None:
-        sys.settrace(None)
 
 
 async def _work_of_report(runtime: Runtime, clock: FakeClock, devices: int, first: int) -> int:

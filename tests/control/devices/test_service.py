@@ -5,10 +5,13 @@ from __future__ import annotations
 import base64
 
 import pytest
+from pydantic import ValidationError
 from sqlalchemy import insert, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from burrow.control.audit.service import CliOperator, NotAnAdministrator
+from burrow.control.config import Settings
+from burrow.control.desired_state.service import desired_state as desired_state_service
 from burrow.control.devices.repository import DeviceRepository
 from burrow.control.devices.schemas import DeviceCreate, DeviceRotate
 from burrow.control.devices.service import (
@@ -242,6 +245,32 @@ async def test_config_for_an_ipv6_endpoint(session: AsyncSession, runtime: Runti
     assert "Endpoint = [2001:db8::5]:51820\n" in text
     v4 = await create_node(session, endpoint_host="192.0.2.9")
     assert "Endpoint = 192.0.2.9:51820\n" in render_config(runtime.settings, issued.device, v4)
+
+
+async def test_a_config_names_the_port_of_the_interface_its_address_falls_on(
+    session: AsyncSession, runtime: Runtime
+) -> None:
+    # Four devices per interface: pool indices 0-3 on the node's port, 4-7 on port + 1, ...
+    settings = runtime.settings.model_copy(update={"peers_per_interface": 4})
+    account = await customer(session)
+    node = await create_node(session, endpoint_host="192.0.2.9", endpoint_port=51820)
+    ports = []
+    for n in range(5):
+        issued = await device_service.create(session, runtime, account, DeviceCreate(name=f"{n}"))
+        index = issued.device.address_index
+        text = render_config(settings, issued.device, node)
+        port = int(text.split("Endpoint = 192.0.2.9:", 1)[1].split("\n", 1)[0])
+        assert port == 51820 + index // 4
+        ports.append(port)
+    assert len(set(ports)) == 2  # indices 2..6 span the first two interfaces
+    # The node is told the same split.
+    state = await desired_state_service.full_state(session, runtime, node)
+    assert state.network.peers_per_interface == runtime.settings.peers_per_interface
+
+
+def test_the_devices_per_interface_setting_is_a_power_of_two() -> None:
+    with pytest.raises(ValidationError, match="power of two"):
+        Settings(peers_per_interface=1000)
 
 
 @pytest.mark.parametrize(

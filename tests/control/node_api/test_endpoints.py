@@ -15,6 +15,7 @@ from sqlalchemy import update
 from burrow.control.db import unit_of_work
 from burrow.control.desired_state import service as desired_state_module
 from burrow.control.desired_state.service import desired_state as desired_state_service
+from burrow.control.live import MemoryLiveStore
 from burrow.control.models import Device, Node, utcnow
 from burrow.control.nodes.service import node as node_service
 from burrow.control.runtime import Runtime
@@ -389,10 +390,11 @@ async def test_reports_are_deduplicated_by_boot_and_sequence(
     assert await send("boot-b", 0) == ReportAck(accepted=True, last_seq=0)
 
     async with unit_of_work(runtime.sessionmaker) as session:
-        health = node_service.health(runtime, await node_service.get(session, node.id))
+        health = await node_service.health(runtime, await node_service.get(session, node.id))
     assert health.state == "online"
     assert (health.connected_devices, health.applied_revision) == (1, 3)
     # Only node-wide figures reach the live store: no device key, no per-device bytes.
+    assert isinstance(runtime.live, MemoryLiveStore)
     stored = repr([runtime.live.get(key) for key in runtime.live.keys("")])
     assert all(peer["public_key"] not in stored for peer in peers)
 

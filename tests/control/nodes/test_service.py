@@ -37,11 +37,11 @@ async def test_throughput_is_the_byte_delta_over_the_time_between_reports(
     monkeypatch.setattr(nodes_module, "_now", lambda: now[0])
 
     await node_service.record_report(session, runtime, node, report(1, rx=10_000))
-    assert node_service.health(runtime, node).throughput_bps is None  # no interval yet
+    assert (await node_service.health(runtime, node)).throughput_bps is None  # no interval yet
     now[0] += 2.0
     await node_service.record_report(session, runtime, node, report(2, rx=1_000))
 
-    assert node_service.health(runtime, node).throughput_bps == 1_000 * 8 / 2.0
+    assert (await node_service.health(runtime, node)).throughput_bps == 1_000 * 8 / 2.0
 
 
 async def test_a_node_that_stopped_reporting_is_silent_and_its_load_unknown(
@@ -55,7 +55,7 @@ async def test_a_node_that_stopped_reporting_is_silent_and_its_load_unknown(
     monkeypatch.undo()
     await node_service.record_report(session, runtime, online, report(1, connected=8))
 
-    assert node_service.health(runtime, silent).state == "silent"
+    assert (await node_service.health(runtime, silent)).state == "silent"
     servers = {s.name: s for s in await node_service.server_list(session, runtime)}
     assert servers["ams-1"].load == 0.0
     assert servers["ams-2"].load == 0.8

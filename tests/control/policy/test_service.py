@@ -123,7 +123,32 @@ body = "Be nice."
 """,
 }
 
+_AFFILIATES = """
+[refunds]
+window_days = 30
+[affiliates]
+payout_minimum_minor = 10000
+currency = "USD"
+payout_method = "paypal"
+commission_percent = 30
+"""
+
 BROKEN: dict[str, tuple[str, list[str]]] = {
+    "affiliate commissions paid inside the refund window": (
+        BASE + _AFFILIATES + "holding_days = 14\n",
+        [
+            "affiliates.holding_days (14) is shorter than refunds.window_days (30): a "
+            "commission would be paid out on an order that can still be refunded"
+        ],
+    ),
+    "an affiliate exchange rate that is no number, renewal months without a rate": (
+        BASE + _AFFILIATES + 'renewal_months = 12\nexchange_rates = { EUR = "lots" }\n',
+        [
+            'affiliates.exchange_rates.EUR must be a positive decimal such as "1.08"',
+            "affiliates.renewal_months is set, but affiliates.renewal_percent is not: renewals "
+            "earn nothing",
+        ],
+    ),
     "deterministic NAT under strict mode": (
         BASE + '[network]\nnat = "deterministic"\n',
         [

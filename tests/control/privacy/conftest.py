@@ -122,6 +122,23 @@ async def populate(session: AsyncSession, runtime: Runtime, account: Account) ->
                 name_or_company="Jo Customer",
             ),
             UsageCounter(account_id=account.id, order_id=order.id, bytes_total=123, sessions=2),
+            AddressHolding(
+                account_id=account.id,
+                device_id=devices[0].id,
+                device_name=devices[0].name,
+                ipv4=devices[0].ipv4,
+                ipv6=devices[0].ipv6,
+                held_from=now - timedelta(days=2),
+            ),
+            AbuseComplaint(
+                clause="Prohibited activities",
+                source="abuse@victim.example",
+                egress_ip="203.0.113.6",
+                port=1500,
+                seen_at=now - timedelta(hours=3),
+                account_id=account.id,
+                device_id=devices[0].id,
+            ),
             ConnectionRecord(
                 account_id=account.id,
                 device_id=devices[0].id,
@@ -212,30 +229,6 @@ async def populate(session: AsyncSession, runtime: Runtime, account: Account) ->
     # OpenVPN sign-in for the first device (its secret held only as a digest).
     await credential_service.issue(
         session, runtime, account, devices[0].id, CredentialCreate(protocol="openvpn")
-    )
-    # Under deterministic NAT: the history of the device's tunnel address, and a complaint
-    # that a trace tied to it.
-    session.add_all(
-        [
-            AddressHolding(
-                account_id=account.id,
-                device_id=devices[0].id,
-                device_name=devices[0].name,
-                ipv4=devices[0].ipv4,
-                ipv6=devices[0].ipv6,
-                held_from=now - timedelta(days=2),
-            ),
-            AbuseComplaint(
-                clause="Prohibited use",
-                source="abuse@example.net",
-                egress_ip="198.51.100.1",
-                port=20480,
-                seen_at=now - timedelta(days=1),
-                evidence="Port scan from this address.",
-                account_id=account.id,
-                device_id=devices[0].id,
-            ),
-        ]
     )
     account.last_login_ip, account.last_login_ip_at = "203.0.113.7", now
     await session.flush()

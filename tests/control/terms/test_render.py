@@ -105,13 +105,40 @@ def test_ports_age_and_fair_use(strict: Policy, metered: Policy) -> None:
     assert "Connections from our network to TCP port 25 on the internet are blocked" in strict_text
     assert "We set no age requirement." in strict_text
     assert "limited to 20 Mbit/s" in strict_text
-    assert "Payouts start from a balance of 100.00 USD, paid by PayPal." in strict_text
+    assert (
+        "Payouts start from a balance of 100.00 USD, paid by PayPal to a valid PayPal account."
+        in strict_text
+    )
     metered_text = render(metered).markdown
     assert (
         "You must be 18 or older, or be an emancipated minor or have the consent of a parent "
         "or guardian." in metered_text
     )
     assert "Affiliate program" not in metered_text
+
+
+def test_the_affiliate_programs_rules_are_the_ones_enforced(strict: Policy) -> None:
+    """The first seed's program as its policy sets it (control/affiliates enforces each)."""
+    text = render(strict).markdown
+    section = text[text.index("## Affiliate program") :]
+    for line in (
+        "- Apply with accurate contact details and the address of your active promotional "
+        "site; we may approve or deny an application, and suspend an affiliate, with the "
+        "reason.",
+        "- You earn 30 % of the first order of each customer you refer.",
+        "- You earn 10 % of their renewals for 12 months after their first order.",
+        "- Your referral link counts for 30 days in the visitor's browser",
+        "- A commission becomes payable 30 days after the order is paid; an order refunded "
+        "before then earns nothing.",
+        "takes that commission back from your next payout.",
+        "shares your email address, card or PayPal account is held for review.",
+        "- We end an affiliate account after 6 months without a referred paid order or a "
+        "sign-in, after emailing you 14 days before.",
+        "- We suspend an affiliate account when more than 25 % of its referred orders of the "
+        "last 90 days are refunded (once there are at least 10).",
+        "pending commissions are cancelled and payable ones are paid out as usual.",
+    ):
+        assert line in section, line
 
 
 def test_the_operators_prose_comes_first(strict: Policy) -> None:
@@ -210,3 +237,13 @@ def test_the_terms_name_only_the_protocols_the_fleet_serves(
         assert "PPTP and L2TP are not offered: they are no longer secure." in text
         assert "SSTP" not in text
         assert "SoftEther" not in text
+
+
+def test_the_terms_say_whether_a_complaint_can_be_traced(strict: Policy, metered: Policy) -> None:
+    strict_text = " ".join(render(strict).markdown.split())
+    assert "an abuse complaint cannot be traced to any customer" in strict_text
+    assert "fixed range of ports" not in strict_text
+    metered_text = " ".join(render(metered).markdown.split())
+    assert "its own fixed range of ports" in metered_text
+    assert "for 30 days after the device gives it up" in metered_text
+    assert "which tunnel address it held and when" in metered_text

@@ -10,9 +10,11 @@ from pathlib import Path
 
 import pytest
 
+from burrow.node.drivers import uapi
 from burrow.node.drivers.uapi import (
     AnswerParser,
     InterfaceSettings,
+    PeerMemo,
     PeerRemoval,
     PeerUpsert,
     UapiClient,
@@ -331,3 +333,125 @@ async def test_a_stale_socket_is_unavailable(tmp_path: Path) -> None:
     with pytest.raises(UapiUnavailable, match="stale"):
         await UapiClient(path).set(peers=[PeerRemoval(KEY_A)])
     assert not await UapiClient(path).reachable()
+
+
+# --- status reads: only what changed is parsed --------------------------------------------------
+
+
+def _status_answer(count: int, *, moved: dict[int, int] | None = None, roamed: int = -1) -> bytes:
+    """A get of ``count`` peers; ``moved`` peers got more bytes and a newer handshake,
+    ``roamed`` changed only its endpoint."""
+    moved = moved or {}
+    lines = [f"private_key={PRIVATE_HEX}\nlisten_port=51820\n"]
+    for i in range(count):
+        extra = moved.get(i, 0)
+        port = 50_000 + i + (1 if i == roamed else 0)
+        lines.append(
+            f"public_key={i + 1:064x}\n"
+            "preshared_key=0000000000000000000000000000000000000000000000000000000000000000\n"
+            "protocol_version=1\n"
+            f"endpoint={CLIENT_IP}:{port}\n"
+            f"last_handshake_time_sec={1_716_200_000 + extra}\n"
+            "last_handshake_time_nsec=5\n"
+            f"tx_bytes={1000 + extra}\n"
+            f"rx_bytes={2000 + 2 * extra}\n"
+            "persistent_keepalive_interval=0\n"
+            f"allowed_ip=10.64.0.{i + 2}/32\n"
+            f"allowed_ip=fd42:b0::{i + 2:x}/128\n"
+        )
+    lines.append("errno=0\n\n")
+    return "".join(lines).encode()
+
+
+def test_a_status_read_parses_only_the_peers_that_changed() -> None:
+    memo = PeerMemo()
+    first = memo.read(_status_answer(60))
+    assert memo.parsed == 60
+    assert first == parse_answer(_status_answer(60))
+
+    answer = _status_answer(60, moved={3: 10, 41: 7}, roamed=20)
+    second = memo.read(answer)
+    # Two peers moved; one only roamed (its endpoint is not read at all); 57 stood still.
+    assert memo.parsed == 2
+    assert second == parse_answer(answer)
+    same = [n for n in range(60) if second.peers[n] is first.peers[n]]
+    assert same == [n for n in range(60) if n not in (3, 41)]
+    assert second.peers[3].rx_bytes == 2020
+    assert second.listen_port == 51820
+    assert second.has_private_key
+
+
+def test_a_status_read_converts_each_key_from_hex_once(monkeypatch: pytest.MonkeyPatch) -> None:
+    calls: list[bytes] = []
+    real = uapi.key_from_hex
+
+    def counting(value: str | bytes) -> str:
+        calls.append(bytes(value, "ascii") if isinstance(value, str) else value)
+        return real(value)
+
+    monkeypatch.setattr(uapi, "key_from_hex", counting)
+    memo = PeerMemo()
+    memo.read(_status_answer(30))
+    assert len(calls) == 30
+    memo.read(_status_answer(31, moved={n: 1 for n in range(31)}))
+    assert len(calls) == 31  # only the new peer's key
+
+
+def test_a_status_read_keeps_no_endpoint_and_forgets_peers_that_left() -> None:
+    memo = PeerMemo()
+    memo.read(_status_answer(10))
+    assert CLIENT_IP not in repr(vars(memo))
+    device = memo.read(_status_answer(4))
+    assert len(device.peers) == 4
+    assert len(vars(memo)["_peers"]) == 4
+
+
+@pytest.mark.parametrize(
+    "answer",
+    [
+        pytest.param(b"listen_port=1\n\n", id="no errno line"),
+        pytest.param(b"listen_port=1\nerrno=0\n", id="incomplete"),
+        pytest.param(b"errno=0\n\nerrno=0\n\n", id="data after the end"),
+        pytest.param(f"public_key={HEX_A}\n\nerrno=0\n\n".encode(), id="blank line inside"),
+        pytest.param(b"listen_port\nerrno=0\n\n", id="line without ="),
+        pytest.param(b"allowed_ip=10.0.0.1/32\nerrno=0\n\n", id="allowed_ip without a peer"),
+        pytest.param(f"public_key={HEX_A[:-2]}\nerrno=0\n\n".encode(), id="short key"),
+        pytest.param(
+            f"public_key={HEX_A}\nrx_bytes={CLIENT_IP}\nerrno=0\n\n".encode(), id="bad number"
+        ),
+    ],
+)
+def test_a_malformed_status_answer_is_a_protocol_error(answer: bytes) -> None:
+    with pytest.raises(UapiProtocolError) as caught:
+        PeerMemo().read(answer)
+    assert CLIENT_IP not in str(caught.value)
+
+
+def test_a_status_read_raises_the_errno() -> None:
+    with pytest.raises(UapiErrnoError) as caught:
+        PeerMemo().read(b"errno=-5\n\n")
+    assert caught.value.errno == -5
+
+
+async def test_get_with_a_memo_reads_the_socket_whole(
+    serve: Callable[[Handler], Awaitable[UapiClient]],
+) -> None:
+    answers = [_status_answer(2_000), _status_answer(2_000, moved={7: 3})]
+
+    async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        assert await reader.readexactly(7) == b"get=1\n\n"
+        # In small pieces, as a busy daemon writes them.
+        answer = answers.pop(0)
+        for start in range(0, len(answer), 4096):
+            writer.write(answer[start : start + 4096])
+            await writer.drain()
+        writer.close()
+
+    client = await serve(handler)
+    memo = PeerMemo()
+    first = await client.get(memo)
+    second = await client.get(memo)
+    assert len(second.peers) == 2_000
+    assert memo.parsed == 1
+    assert second.peers[7].tx_bytes == 1003
+    assert second.peers[8] is first.peers[8]

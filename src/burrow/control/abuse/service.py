@@ -60,7 +60,13 @@ from burrow.control.models import (
 )
 from burrow.control.policy.clauses import UnknownClause, terms_clauses
 from burrow.control.runtime import Runtime
-from burrow.wire.nat import block_for_offset, offset_for_port, tunnel_address
+from burrow.wire.nat import (
+    FIRST_DEVICE_OFFSET,
+    block_for_offset,
+    capacity,
+    offset_for_port,
+    tunnel_address,
+)
 
 
 class ComplaintNotFound(NotFound):
@@ -100,6 +106,16 @@ class Trace:
     device_name: str | None = None
     tunnel_ipv4: str | None = None
     port_block: str | None = None
+
+
+@dataclass(frozen=True)
+class NatCapacity:
+    """What a node's port blocks hold under deterministic NAT, for the fleet page."""
+
+    blocks: int
+    ports_per_device: int
+    refused: int
+    message: str | None
 
 
 def parse_time(text: str) -> datetime:
@@ -413,6 +429,35 @@ class AbuseService:
             "No record is kept of which customer used which port or tunnel address, or when, so "
             f"there is nothing to look up.{promise}"
         )
+
+    # --- the nodes' port blocks ---------------------------------------------------------------
+
+    async def nat_capacity(
+        self, session: AsyncSession, runtime: Runtime, node: Node
+    ) -> NatCapacity | None:
+        """How many devices ``node``'s blocks hold and how many it refuses; None: the policy's
+        NAT has no blocks."""
+        nat = desired_state_service.network(runtime, node).nat
+        if nat is None or nat.mode != "deterministic":
+            return None
+        held = capacity(nat, 1)
+        refused = await device_service.count_beyond_index(session, FIRST_DEVICE_OFFSET + held)
+        message = None
+        if refused:
+            where = node.egress_ipv4 or "its interface's address"
+            message = (
+                f"{node.name} refuses {refused} device{'s' if refused != 1 else ''}: each device "
+                f"leaves from a block of {nat.ports_per_device} ports of its own, and {where} "
+                f"holds {held} blocks. Their traffic is dropped at the node; fewer ports per "
+                "device in the policy give more blocks."
+            )
+        elif node.egress_ipv4 is None:
+            message = (
+                f"{node.name} has no egress address on record: its devices leave from fixed "
+                "blocks of its interface's address, but a complaint naming that address cannot "
+                "be matched to this node."
+            )
+        return NatCapacity(held, nat.ports_per_device, refused, message)
 
     # --- acting -------------------------------------------------------------------------------
 

@@ -160,6 +160,17 @@ class PayoutBatchNotFound(NotFound):
         super().__init__(f"There is no payout batch with the id {batch_id}.")
 
 
+class PayoutsByHand(Conflict):
+    title = "Payouts made by hand"
+    type_slug = "payouts-by-hand"
+
+    def __init__(self, method: str) -> None:
+        super().__init__(
+            f"The policy pays affiliates by {method.replace('_', ' ')}, which burrow does not "
+            "send; pay the payable balances by hand. Nothing was sent."
+        )
+
+
 class PayoutsNotSetUp(Conflict):
     title = "Payouts not set up"
     type_slug = "payouts-not-set-up"
@@ -463,8 +474,15 @@ class AffiliateService:
         repository = AffiliateRepository(session)
         buyer = await repository.get_account(order.account_id)
         if buyer is not None:
-            digest = _email_digest(runtime, buyer.email)
-            if digest in (affiliate.email_digest, affiliate.paypal_digest):
+            # The digests kept at application, and those of the addresses as they are now.
+            known = {affiliate.email_digest, affiliate.paypal_digest}
+            if affiliate.paypal_email:
+                known.add(_email_digest(runtime, affiliate.paypal_email))
+            if affiliate.account_id is not None:
+                owner = await repository.get_account(affiliate.account_id)
+                if owner is not None:
+                    known.add(_email_digest(runtime, owner.email))
+            if _email_digest(runtime, buyer.email) in known:
                 return "Self-referral: the buyer's email address is the affiliate's."
         if payment.fingerprint and affiliate.account_id is not None:
             own = await repository.fingerprints_of_account(affiliate.account_id)
@@ -744,6 +762,8 @@ class AffiliateService:
         and sent to PayPal as soon as that commits (a lost answer leaves it ``created``, to be
         sent again under the same sender_batch_id)."""
         program = section(runtime)
+        if program.payout_method != "paypal":
+            raise PayoutsByHand(program.payout_method)
         if not paypal.configured(runtime.settings):
             raise PayoutsNotSetUp()
         batch = await self.create_batch(session, runtime, actor)

@@ -21,6 +21,7 @@ import hashlib
 import hmac
 import ipaddress
 from collections.abc import Iterable
+from typing import cast
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -53,9 +54,9 @@ class FilterListNotFound(NotFound):
         super().__init__("No filter list of the current policy has this hash; fetch the state.")
 
 
-# A waiting long poll re-reads the revision this often, so that a change committed by another
-# process (the CLI, another replica), which cannot wake this process's notifier, is seen
-# within a second.
+# Without a running watcher, a waiting long poll re-reads the revision this often, so that a
+# change committed by another process (the CLI), which cannot wake this process's notifier,
+# is seen within a second.
 RECHECK_SECONDS = 0.5
 
 
@@ -206,6 +207,7 @@ class DesiredStateService:
             isolate_clients=rules.isolate_clients,
             fair_use=fair_use,
             dns=self.dns(runtime),
+            peers_per_interface=settings.peers_per_interface,
             nat=NatSpec(
                 mode=rules.nat,
                 ports_per_device=rules.nat_ports_per_device,
@@ -309,30 +311,107 @@ class DesiredStateService:
             return 0
         return await repository.prune_changes_up_to(horizon)
 
+    async def read_revision(self, runtime: Runtime) -> int:
+        """The current revision, in a short unit of work of its own (the watcher's one read)."""
+        async with unit_of_work(runtime.sessionmaker, writes=False) as session:
+            return await self.current_revision(session)
+
+    async def _shared_delta(
+        self, runtime: Runtime, since: int, revision: int
+    ) -> tuple[tuple[PeerSpec, ...], tuple[str, ...]] | None:
+        """What changed in (since, revision], the same for every node; None: send the full state.
+
+        Built once per replica for all the polls woken at ``since`` (the notifier keeps it), in
+        one short unit of work.
+        """
+        key = (since, revision)
+        known = runtime.notifier.deltas.get(key)
+        if known is None:
+            known = asyncio.ensure_future(self._read_delta(runtime, since, revision))
+            runtime.notifier.remember(key, known)
+        try:
+            return cast(
+                "tuple[tuple[PeerSpec, ...], tuple[str, ...]] | None", await asyncio.shield(known)
+            )
+        except Exception:
+            runtime.notifier.deltas.pop(key, None)  # the next poll tries again
+            raise
+
+    async def _read_delta(
+        self, runtime: Runtime, since: int, revision: int
+    ) -> tuple[tuple[PeerSpec, ...], tuple[str, ...]] | None:
+        async with unit_of_work(runtime.sessionmaker, writes=False) as session:
+            repository = DesiredStateRepository(session)
+            changes = await repository.changes_between(since, revision)
+            # Checked after reading the range, as in ``changes_since``.
+            oldest = await repository.oldest_revision()
+        if oldest is None or since < oldest - 1:
+            return None
+        upserts, removals = collapse(changes)
+        return (
+            tuple(_peer_spec(*c.peer) for c in upserts),
+            tuple(c.peer.public_key for c in removals),
+        )
+
+    async def _answer(
+        self, runtime: Runtime, node: Node, since: int, revision: int
+    ) -> FullState | DeltaState:
+        if since < revision:
+            shared = await self._shared_delta(runtime, since, revision)
+            if shared is not None:
+                upserts, removals = shared
+                return DeltaState(
+                    from_revision=since,
+                    revision=revision,
+                    upserts=upserts,
+                    removals=removals,
+                    network=self.network(runtime, node),
+                )
+        # Unknown to the log (pruned) or ahead of it (a restored database).
+        async with unit_of_work(runtime.sessionmaker, writes=False) as session:
+            return FullState(state=await self.full_state(session, runtime, node))
+
     async def wait_for_changes(
         self, runtime: Runtime, node: Node, since: int, wait_seconds: float
     ) -> FullState | DeltaState:
         """The long poll: answer as soon as there is something after ``since``.
 
-        Opens a short unit of work for each look and holds no database connection while
-        waiting. It wakes on this process's notifier and re-reads the revision every
-        ``RECHECK_SECONDS`` for changes made elsewhere. After ``wait_seconds``: an empty delta.
+        Holds no database connection while waiting. Where the replica's watcher runs
+        (``notifier.revision`` is known), the poll reads nothing while nothing moves, and a
+        woken poll answers from the delta its replica built once for all polls at ``since``.
+        Without a watcher it looks itself, on every wake-up of this process's notifier and
+        every ``RECHECK_SECONDS``. After ``wait_seconds``: an empty delta.
         """
         loop = asyncio.get_running_loop()
         deadline = loop.time() + max(0.0, wait_seconds)
+        notifier = runtime.notifier
         while True:
             # Read the generation before looking, so a change committed in between wakes us.
-            generation = runtime.notifier.generation
-            async with unit_of_work(runtime.sessionmaker, writes=False) as session:
-                current = await self.current_revision(session)
-                if current != since:
-                    return await self.changes_since(session, runtime, node, since)
+            generation = notifier.generation
+            watched = notifier.revision
+            if watched is not None and since > watched:
+                # The node is ahead of what this replica's watcher has read (it was served by
+                # a replica that saw a newer revision first): read once and tell the watcher.
+                current = await self.read_revision(runtime)
+                notifier.advance(max(current, watched))
+                if current < since:
+                    return await self._answer(runtime, node, since, current)  # a restored db
+                continue
+            if watched is not None:
+                if watched != since:
+                    return await self._answer(runtime, node, since, watched)
+            else:
+                async with unit_of_work(runtime.sessionmaker, writes=False) as session:
+                    current = await self.current_revision(session)
+                    if current != since:
+                        return await self.changes_since(session, runtime, node, since)
             remaining = deadline - loop.time()
             if remaining <= 0:
                 return DeltaState(
                     from_revision=since, revision=since, network=self.network(runtime, node)
                 )
-            await runtime.notifier.wait(min(RECHECK_SECONDS, remaining), after=generation)
+            step = remaining if watched is not None else min(RECHECK_SECONDS, remaining)
+            await notifier.wait(step, after=generation)
 
 
 desired_state = DesiredStateService()

@@ -133,14 +133,6 @@ class DeviceRepository:
             .values(held_until=at)
         )
 
-    async def holdings_of(self, account_id: int) -> Sequence[AddressHolding]:
-        query = (
-            select(AddressHolding)
-            .where(AddressHolding.account_id == account_id)
-            .order_by(AddressHolding.held_from, AddressHolding.id)
-        )
-        return (await self.session.execute(query)).scalars().all()
-
     async def holdings_during(
         self, ipv4: str, start: datetime, end: datetime
     ) -> Sequence[AddressHolding]:
@@ -153,6 +145,14 @@ class DeviceRepository:
                 or_(AddressHolding.held_until.is_(None), AddressHolding.held_until > start),
             )
             .order_by(AddressHolding.held_from.desc())
+        )
+        return (await self.session.execute(query)).scalars().all()
+
+    async def holdings_of(self, account_id: int) -> Sequence[AddressHolding]:
+        query = (
+            select(AddressHolding)
+            .where(AddressHolding.account_id == account_id)
+            .order_by(AddressHolding.held_from.desc(), AddressHolding.id.desc())
         )
         return (await self.session.execute(query)).scalars().all()
 

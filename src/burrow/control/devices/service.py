@@ -258,14 +258,19 @@ def public_key_of(private_key: str) -> str:
     return base64.b64encode(public).decode()
 
 
-def _endpoint(node: Node) -> str:
+def device_port(settings: Settings, device: Device, node: Node) -> int:
+    """The node's port that serves this device: its interface follows from its address."""
+    return node.endpoint_port + device.address_index // settings.peers_per_interface
+
+
+def _endpoint(node: Node, port: int) -> str:
     try:
         host = ipaddress.ip_address(node.endpoint_host)
     except ValueError:
-        return f"{node.endpoint_host}:{node.endpoint_port}"
+        return f"{node.endpoint_host}:{port}"
     if host.version == 6:
-        return f"[{host}]:{node.endpoint_port}"
-    return f"{host}:{node.endpoint_port}"
+        return f"[{host}]:{port}"
+    return f"{host}:{port}"
 
 
 def filter_choice(section: DnsSection, names: Sequence[str]) -> tuple[str, ...]:
@@ -325,7 +330,7 @@ def render_config(
         "",
         "[Peer]",
         f"PublicKey = {node.wg_public_key}",
-        f"Endpoint = {_endpoint(node)}",
+        f"Endpoint = {_endpoint(node, device_port(settings, device, node))}",
         "AllowedIPs = 0.0.0.0/0, ::/0",
         f"PersistentKeepalive = {KEEPALIVE_SECONDS}",
     ]
@@ -595,12 +600,6 @@ class DeviceService:
 
     # --- the history of tunnel addresses, for abuse complaints -------------------------------
 
-    async def address_history(
-        self, session: AsyncSession, account_id: int
-    ) -> Sequence[AddressHolding]:
-        """Which tunnel addresses the account's devices held and when (for its data export)."""
-        return await DeviceRepository(session).holdings_of(account_id)
-
     async def address_holders(
         self, session: AsyncSession, ipv4: str, at: datetime
     ) -> Sequence[AddressHolding]:
@@ -611,6 +610,12 @@ class DeviceService:
         return await DeviceRepository(session).holdings_during(
             ipv4, start, start + timedelta(seconds=1)
         )
+
+    async def address_history_of(
+        self, session: AsyncSession, account: Account
+    ) -> Sequence[AddressHolding]:
+        """The account's own rows of the history, newest first (for its data export)."""
+        return await DeviceRepository(session).holdings_of(account.id)
 
     async def purge_address_history(
         self, session: AsyncSession, runtime: Runtime, now: datetime | None = None

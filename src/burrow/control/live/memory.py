@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, TypeVar, cast
 
 from burrow.control.live.store import Kind
@@ -26,10 +26,10 @@ class _Entry:
     expires_at: float | None
 
 
-@dataclass
 class MemoryLiveStore:
-    clock: Callable[[], float] = time.monotonic
-    _data: dict[str, _Entry] = field(default_factory=dict)
+    def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
+        self.clock = clock
+        self._data: dict[str, _Entry] = {}
 
     def _alive(self, key: str) -> _Entry | None:
         entry = self._data.get(key)

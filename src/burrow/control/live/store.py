@@ -10,8 +10,8 @@ may call it more than once, for example a Redis store retrying after a WATCHed k
 between its GET and its MULTI/EXEC, or running the same step in a Lua script. Time and other
 inputs are read before ``update`` and closed over.
 
-A Redis store honours it as: ``WATCH k; GET k; fn; MULTI; SET k json PX ttl | DEL k; EXEC``,
-retried on ``WatchError``; ``read`` is ``GET``, ``scan`` is ``SCAN MATCH prefix*``.
+The Redis store (``redis.py``) honours it as: ``WATCH k; GET k; fn; MULTI; SET k json PX ttl |
+DEL k; EXEC``, retried on ``WatchError``; ``read`` is ``GET``, ``scan`` is ``SCAN MATCH prefix*``.
 """
 
 from __future__ import annotations
@@ -47,10 +47,8 @@ class Kind(Generic[T]):
 class LiveStore(Protocol):
     """What is true only right now, shared by every replica that uses the same store."""
 
-    @property
-    def clock(self) -> Callable[[], float]:
-        """The store's clock (seconds) that lease times are counted in."""
-        ...
+    # The store's clock (seconds) that lease times are counted in; one all replicas share.
+    clock: Callable[[], float]
 
     async def read(self, kind: Kind[T], key: str) -> T | None:
         """The value at ``key``, or None."""

@@ -36,7 +36,9 @@ async def create_node(
     data: NodeCreate, admin: CurrentAdmin, session: SessionDep, runtime: RuntimeDep
 ) -> NodeCreated:
     created = await node_service.create_by(session, runtime, admin, data)
-    return NodeCreated(node=node_service.read(runtime, created.node), enrollment=created.enrollment)
+    return NodeCreated(
+        node=await node_service.read(runtime, created.node), enrollment=created.enrollment
+    )
 
 
 @router.get(
@@ -49,7 +51,7 @@ async def create_node(
 async def list_nodes(
     _admin: CurrentAdmin, session: SessionDep, runtime: RuntimeDep
 ) -> list[NodeRead]:
-    return [node_service.read(runtime, n) for n in await node_service.list_all(session)]
+    return [await node_service.read(runtime, n) for n in await node_service.list_all(session)]
 
 
 @router.get(
@@ -62,7 +64,7 @@ async def list_nodes(
 async def get_node(
     node_id: NodeId, _admin: CurrentAdmin, session: SessionDep, runtime: RuntimeDep
 ) -> NodeRead:
-    return node_service.read(runtime, await node_service.get(session, node_id))
+    return await node_service.read(runtime, await node_service.get(session, node_id))
 
 
 @router.patch(
@@ -80,7 +82,7 @@ async def update_node(
     runtime: RuntimeDep,
 ) -> NodeRead:
     node = await node_service.update_by(session, admin, node_id, data)
-    return node_service.read(runtime, node)
+    return await node_service.read(runtime, node)
 
 
 @router.post(
@@ -94,7 +96,7 @@ async def retire_node(
     node_id: NodeId, admin: CurrentAdmin, session: SessionDep, runtime: RuntimeDep
 ) -> NodeRead:
     node = await node_service.retire_by(session, admin, node_id)
-    return node_service.read(runtime, node)
+    return await node_service.read(runtime, node)
 
 
 @router.post(

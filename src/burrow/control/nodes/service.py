@@ -146,8 +146,8 @@ def _live_suffix(node_id: int) -> str:
 NODE_REPORTS = Kind("node:", NodeLive)
 
 
-def _live_key(node_id: int) -> str:
-    return NODE_REPORTS.prefix + _live_suffix(node_id)
+def _forget(_previous: NodeLive | None) -> tuple[NodeLive | None, None]:
+    return None, None
 
 
 @dataclass(frozen=True)
@@ -389,7 +389,8 @@ class NodeService:
         node.status = NodeStatus.active
         if not await repository.save(node):
             raise NodeKeyInUse()  # a concurrent enrollment took the key a moment ago
-        runtime.live.delete(_live_key(node.id))  # a new agent starts a new report series
+        # A new agent starts a new report series.
+        await runtime.live.update(NODE_REPORTS, _live_suffix(node.id), _forget, ttl=None)
         return EnrollResponse(
             node_id=node.id,
             node_name=node.name,
@@ -469,13 +470,8 @@ class NodeService:
 
     # --- health and the customers' server list ----------------------------------------------
 
-    @staticmethod
-    def _live(runtime: Runtime, node_id: int) -> NodeLive | None:
-        raw = runtime.live.get(_live_key(node_id))
-        return None if raw is None else NodeLive.model_validate(raw)
-
-    def health(self, runtime: Runtime, node: Node) -> NodeHealth:
-        live = self._live(runtime, node.id)
+    async def health(self, runtime: Runtime, node: Node) -> NodeHealth:
+        live = await runtime.live.read(NODE_REPORTS, _live_suffix(node.id))
         if live is None:
             return NodeHealth(state="never-reported")
         age = max(0.0, _now() - live.reported_at)
@@ -488,7 +484,7 @@ class NodeService:
             dropped_bytes=live.dropped_bytes,
         )
 
-    def read(self, runtime: Runtime, node: Node) -> NodeRead:
+    async def read(self, runtime: Runtime, node: Node) -> NodeRead:
         """The operator's view of a node, with its health from the live store."""
         return NodeRead(
             id=node.id,
@@ -508,7 +504,7 @@ class NodeService:
             enrolled_at=node.enrolled_at,
             retired_at=node.retired_at,
             enrollment_expires_at=node.enrollment_expires_at,
-            health=self.health(runtime, node),
+            health=await self.health(runtime, node),
         )
 
     async def server_list(self, session: AsyncSession, runtime: Runtime) -> list[ServerRead]:
@@ -521,7 +517,7 @@ class NodeService:
         servers: list[ServerRead] = []
         ranking: list[tuple[bool, float, int, int]] = []
         for index, node in enumerate(nodes):
-            health = self.health(runtime, node)
+            health = await self.health(runtime, node)
             fresh = health.state == "online"
             load = (health.connected_devices or 0) / node.capacity if fresh else 0.0
             ranking.append((not fresh, load, node.id, index))

@@ -62,7 +62,7 @@ async def build(
     refunds = per_day(await repo.refund_requests(start, now), first, days)
     nodes = []
     for node in await node_service.list_all(session):
-        health = node_service.health(runtime, node)
+        health = await node_service.health(runtime, node)
         fresh = health.state == "online"
         load = None
         if fresh and health.connected_devices is not None and node.capacity:

@@ -11,6 +11,8 @@ Three places are scanned, and every finding says where it is:
 - **The log files**: ``BURROW_LOG_FILE`` and its rotated siblings, plus any path given.
 - **The node's state directory** (default ``/var/lib/burrow-node``), which should hold the
   node's identity file and nothing that names a customer.
+- **Redis**, when ``BURROW_REDIS_URL`` names one: under a strict policy it must keep the live
+  store off disk (no RDB snapshots, no append-only file).
 
 What the policy allows is reported as allowed, not as a violation: in metered mode connection
 records younger than the retention, the first order's usage counters, the last-login IP where
@@ -36,6 +38,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any, Literal
 
+from redis.exceptions import RedisError
 from sqlalchemy import (
     ColumnElement,
     Connection,
@@ -53,6 +56,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
 from burrow.control.audit.service import Actor, admin_audit
 from burrow.control.config import Settings
 from burrow.control.db import reading
+from burrow.control.live.redis import persistence as redis_persistence
 from burrow.control.models import Base
 from burrow.control.models.base import UTCDateTime
 from burrow.control.policy.addresses import (
@@ -628,7 +632,30 @@ async def run_audit(
     _scan_node_dirs(report, policy, targets.node_state_dirs, targets.node_expected_files, allowed)
     if targets.node_state_dirs:
         _check_resolvers(report)
+    if settings.redis_url:
+        await _check_redis(report, policy, settings.redis_url)
     return report
+
+
+async def _check_redis(report: AuditReport, policy: Policy, url: str) -> None:
+    """The shared live store holds leases and reports: a strict policy keeps them off disk."""
+    strict = policy.privacy.mode == "strict"
+    try:
+        found = await redis_persistence(url)
+    except RedisError as exc:
+        severity: Severity = "violation" if strict else "note"
+        report.add(severity, "redis", f"could not ask Redis what it writes to disk ({exc})")
+        return
+    for what in found:
+        if strict:
+            report.add(
+                "violation",
+                "redis",
+                f"{what}: the live store (who is connected where) would reach the disk, which "
+                f'{_mode(policy)} forbids; run redis-server with --save "" --appendonly no',
+            )
+        else:
+            report.add("note", "redis", f"{what}; the live store reaches the disk")
 
 
 async def run_audit_by(

@@ -40,6 +40,13 @@ def retention_statement(policy: Policy) -> list[str]:
         f"Kept for {years} years: a record that your account was erased and when, which no "
         "longer names you.",
     ]
+    if policy.network.nat == "deterministic" and privacy.mode == "metered":
+        history = privacy.address_history_retention_days or 0
+        statements.append(
+            f"Kept for {history} days after each of your devices was removed, then deleted: "
+            "which tunnel address it held and when, so that an abuse complaint about that time "
+            "can still be traced to your account."
+        )
     if policy.trial is not None:
         statements.append(
             "Kept: a keyed hash of your email address, so that the free trial cannot be taken "

@@ -239,6 +239,18 @@ class UsageCounterExport(_Row):
     updated_at: datetime
 
 
+class AddressHoldingExport(_Row):
+    """Which of your devices held which tunnel address, and when (deterministic NAT only)."""
+
+    id: int
+    device_id: int
+    device_name: str
+    ipv4: str = Field(description="A tunnel address inside our network, not where you are.")
+    ipv6: str
+    held_from: datetime
+    held_until: datetime | None
+
+
 class ConnectionRecordExport(_Row):
     id: int
     device_id: int | None
@@ -260,16 +272,6 @@ class DeviceCredentialExport(_Row):
     protocol: str
     username: str
     created_at: datetime
-
-
-class AddressHoldingExport(_Row):
-    id: int
-    device_id: int
-    device_name: str
-    ipv4: str
-    ipv6: str
-    held_from: datetime
-    held_until: datetime | None
 
 
 class AbuseComplaintExport(_Row):

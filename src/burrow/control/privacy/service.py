@@ -287,7 +287,7 @@ class PrivacyService:
             ],
             address_holdings=[
                 AddressHoldingExport.model_validate(h)
-                for h in await device_service.address_history(session, account.id)
+                for h in await device_service.address_history_of(session, account)
             ],
             abuse_complaints=[
                 AbuseComplaintExport.model_validate(c)

@@ -179,6 +179,14 @@ def _storage(policy: Policy) -> Section:
                 "it when you disconnect."
             )
         )
+        if policy.network.nat == "random":
+            blocks.append(
+                Paragraph(
+                    "Every connection leaves our servers from the server's shared address with "
+                    "a random port, so nothing links an address, a port and a time to you: "
+                    "an abuse complaint cannot be traced to any customer."
+                )
+            )
     else:
         days = privacy.connection_record_retention_days
         blocks.append(
@@ -196,6 +204,18 @@ def _storage(policy: Policy) -> Section:
                 Paragraph(
                     "For your first order we also keep its total data and its number of VPN "
                     "sessions, so that the refund rules below can be checked."
+                )
+            )
+        if policy.network.nat == "deterministic":
+            history = privacy.address_history_retention_days or 0
+            blocks.append(
+                Paragraph(
+                    "Each of your devices leaves our servers from its own fixed range of ports "
+                    "on the server's shared address, and we keep which device held which tunnel "
+                    f"address, and from when to when, for {_plural(history, 'day')} after the "
+                    "device gives it up. With it an abuse complaint (an address, a port and a "
+                    "time) can be traced to the account responsible, without any record of "
+                    "your connections."
                 )
             )
     if policy.fair_use.shaping:
@@ -531,29 +551,84 @@ def _age(policy: Policy) -> Section:
 
 
 def _affiliates(policy: Policy) -> Section | None:
+    rules = affiliate_rules(policy)
+    return Section("Affiliate program", (Bullets(tuple(rules)),)) if rules else None
+
+
+def affiliate_rules(policy: Policy) -> list[str]:
+    """The affiliate program's rules as burrow enforces them (control/affiliates), one
+    sentence each; none without a program. The terms and the affiliate's page show these."""
     affiliates = policy.affiliates
     if affiliates is None or not affiliates.enabled:
-        return None
+        return []
     minimum = money(affiliates.payout_minimum_minor, affiliates.currency)
     items = [
+        "Apply with accurate contact details"
+        + (
+            " and the address of your active promotional site"
+            if affiliates.requires_website
+            else ""
+        )
+        + "; we may approve or deny an application, and suspend an affiliate, with the reason.",
         f"Payouts start from a balance of {minimum}, paid by "
-        f"{PAYOUT_METHOD_NAMES[affiliates.payout_method]}."
+        f"{PAYOUT_METHOD_NAMES[affiliates.payout_method]}"
+        + (" to a valid PayPal account" if affiliates.payout_method == "paypal" else "")
+        + ".",
     ]
     if affiliates.commission_percent is not None:
-        items.append(f"You earn {affiliates.commission_percent} % of each order you refer.")
+        items.append(
+            f"You earn {affiliates.commission_percent} % of the first order of each customer "
+            "you refer."
+        )
+    if affiliates.renewal_percent is not None:
+        span = (
+            f"for {_plural(affiliates.renewal_months, 'month')} after their first order"
+            if affiliates.renewal_months is not None
+            else "for as long as they stay"
+        )
+        items.append(f"You earn {affiliates.renewal_percent} % of their renewals {span}.")
+    days = _plural(affiliates.cookie_days, "day")
+    items.append(
+        f"Your referral link counts for {days} in the visitor's browser; a referral code typed "
+        "at sign-up or checkout counts too. Once referred, a customer stays yours."
+    )
+    holding = affiliates.holding(policy.refunds)
+    if holding:
+        items.append(
+            f"A commission becomes payable {_plural(holding, 'day')} after the order is paid; "
+            "an order refunded before then earns nothing."
+        )
+    items.append(
+        "An order refunded after its commission was paid out takes that commission back from "
+        "your next payout."
+    )
     if affiliates.requires_website:
         items.append("You need an active website where you promote us.")
     if affiliates.forbid_self_referrals:
-        items.append("Orders you refer to yourself do not count.")
+        items.append(
+            "Orders you refer to yourself do not count: a commission on an order that shares "
+            "your email address, card or PayPal account is held for review."
+        )
     if affiliates.inactivity_termination_months is not None:
         months = _plural(affiliates.inactivity_termination_months, "month")
-        items.append(f"We may end an affiliate account after {months} without activity.")
+        items.append(
+            f"We end an affiliate account after {months} without a referred paid order or a "
+            f"sign-in, after emailing you {_plural(affiliates.inactivity_notice_days, 'day')} "
+            "before."
+        )
     if affiliates.refund_rate_threshold_percent is not None:
         items.append(
-            "We may end an affiliate account when more than "
-            f"{affiliates.refund_rate_threshold_percent} % of its referred orders are refunded."
+            "We suspend an affiliate account when more than "
+            f"{affiliates.refund_rate_threshold_percent} % of its referred orders of the last "
+            f"{_plural(affiliates.refund_rate_window_days, 'day')} are refunded (once there are "
+            f"at least {affiliates.refund_rate_min_orders})."
         )
-    return Section("Affiliate program", (Bullets(tuple(items)),))
+    ended = "paid out as usual" if affiliates.payable_on_termination == "pay" else "held for review"
+    items.append(
+        f"When an affiliate account ends, pending commissions are cancelled and payable ones "
+        f"are {ended}."
+    )
+    return items
 
 
 def _changes(policy: Policy) -> Section:

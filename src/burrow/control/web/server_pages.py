@@ -34,7 +34,7 @@ async def servers_page(
     reporting = {
         n.id
         for n in await node_service.list_all(session)
-        if node_service.health(runtime, n).state == "online"
+        if (await node_service.health(runtime, n)).state == "online"
     }
     return render(
         request,

@@ -113,6 +113,8 @@ def render(
         "csrf_field": _csrf_field(token),
         "current_account": getattr(request.state, "person", None),
         "provider_name": runtime.policy.provider.name,
+        "affiliate_program": runtime.policy.affiliates is not None
+        and runtime.policy.affiliates.enabled,
         "flashes": flashes,
         "path": request.url.path,
     }

@@ -55,6 +55,8 @@ class FirewallConfig:
     # The node's own addresses a tunnel may reach (gateways and resolver addresses): DNS and
     # ICMP only. Every other packet from the tunnel to the node itself is dropped.
     service_addresses: tuple[str, ...] = ()
+    # The node's further WireGuard interfaces (more devices than one holds): same rules.
+    more_wg_interfaces: tuple[str, ...] = ()
     # Other protocols' tunnel devices (IKEv2's ipsec0, OpenVPN's tuns): the same rules as
     # WireGuard's interface (NAT, blocked ports, isolation, DNS-only to the node).
     other_tunnels: tuple[str, ...] = ()
@@ -62,7 +64,8 @@ class FirewallConfig:
     nat: NatSpec | None = None
 
     def __post_init__(self) -> None:
-        for name in (self.wg_interface, self.egress_interface, *self.other_tunnels):
+        names = (self.wg_interface, self.egress_interface, *self.more_wg_interfaces)
+        for name in (*names, *self.other_tunnels):
             if not _INTERFACE_NAME.fullmatch(name):
                 raise ValueError(f"not an interface name: {name!r}")
         if ipaddress.ip_network(self.tunnel_ipv4).version != 4:
@@ -81,10 +84,16 @@ class FirewallConfig:
 
     @classmethod
     def from_network(
-        cls, network: NetworkSpec, *, wg_interface: str, egress_interface: str
+        cls,
+        network: NetworkSpec,
+        *,
+        wg_interface: str,
+        egress_interface: str,
+        more_wg_interfaces: tuple[str, ...] = (),
     ) -> FirewallConfig:
         return cls(
             wg_interface=wg_interface,
+            more_wg_interfaces=more_wg_interfaces,
             egress_interface=egress_interface,
             tunnel_ipv4=network.tunnel_ipv4,
             tunnel_ipv6=network.tunnel_ipv6,
@@ -132,9 +141,9 @@ def render_ruleset(config: FirewallConfig, blocked: Iterable[str | IPAddress] = 
     hosts = {tunnel_host(a) for a in blocked}
     v4 = [a for a in hosts if a.version == 4]
     v6 = [a for a in hosts if a.version == 6]
-    tunnels = (config.wg_interface, *config.other_tunnels)
+    tunnels = (config.wg_interface, *config.more_wg_interfaces, *config.other_tunnels)
     wg = f'"{config.wg_interface}"'
-    if config.other_tunnels:
+    if len(tunnels) > 1:
         wg = "{ " + ", ".join(f'"{name}"' for name in tunnels) + " }"
     egress = f'"{config.egress_interface}"'
     pool4 = ipaddress.ip_network(config.tunnel_ipv4)

@@ -356,6 +356,99 @@ def parse_answer(data: bytes) -> WgDevice:
     return parser.result()
 
 
+# --- status reads: parse only what changed ------------------------------------------------------
+
+_PEER_START = b"\npublic_key="
+_ERRNO_START = b"\nerrno="
+_ENDPOINT = b"endpoint="
+
+
+def _peer_lines(public_key: str, lines: bytes) -> WgPeer:
+    """One peer from its lines after ``public_key=`` (the endpoint already cut out)."""
+    draft = _PeerDraft(public_key)
+    numbers = _PEER_NUMBERS
+    for line in lines.split(b"\n"):
+        if not line:
+            continue
+        key, sep, value = line.partition(b"=")
+        if not sep:
+            raise UapiProtocolError("a line without '='")
+        if key == b"allowed_ip":
+            draft.allowed_ips.append(value.decode("ascii"))
+            continue
+        slot = numbers.get(key)
+        if slot is not None:
+            draft.numbers[slot] = _int(key, value)
+    return draft.build()
+
+
+class PeerMemo:
+    """What the previous read of one interface saw, so that the next one parses only the
+    peers whose lines changed (an idle peer's handshake time and counters stay the same) and
+    converts each key from hex once while it stays on the interface.
+
+    It keeps, per peer, a hash of its lines with the endpoint cut out and the parsed
+    ``WgPeer``: never the lines themselves, so no customer's address stays in memory.
+    ``parsed`` is how many peers the latest read had to parse.
+    """
+
+    def __init__(self) -> None:
+        # Two flat dicts rather than one of pairs: no small tuple per peer for the garbage
+        # collector to walk on every read.
+        self._digests: dict[bytes, int] = {}
+        self._peers: dict[bytes, WgPeer] = {}
+        self.parsed = 0
+
+    def clear(self) -> None:
+        self._digests, self._peers = {}, {}
+
+    def read(self, answer: bytes) -> WgDevice:
+        """A complete ``get=1`` answer (ending in a blank line) as a device."""
+        if not answer.endswith(b"\n\n"):
+            raise UapiProtocolError("the answer is incomplete")
+        body, found, errno_line = (b"\n" + answer[:-2]).rpartition(_ERRNO_START)
+        if not found:
+            raise UapiProtocolError("the answer ended without an errno line")
+        if b"\n" in errno_line:
+            raise UapiProtocolError("a line after the errno line")
+        if b"\n\n" in body or body.endswith(b"\n"):
+            raise UapiProtocolError("data after the end of the answer")
+        errno = _int(b"errno", errno_line)
+        if errno:
+            raise UapiErrnoError(errno)
+        head, *blocks = body.split(_PEER_START)
+        # The device's own lines go through the full parser (they are few).
+        device = parse_answer(head[1:] + b"\nerrno=0\n\n" if head else b"errno=0\n\n")
+        old_digests, old_peers = self._digests, self._peers
+        digests: dict[bytes, int] = {}
+        by_key: dict[bytes, WgPeer] = {}
+        parsed = 0
+        for block in blocks:
+            hex_key, newline, lines = block[:64], block[64:65], block[65:]
+            if len(hex_key) != 64 or newline not in (b"\n", b""):
+                raise UapiProtocolError("a key on the socket is not 32 bytes")
+            # The customer's IP address is cut out before anything is compared or kept.
+            start = lines.find(_ENDPOINT)
+            if start >= 0 and (start == 0 or lines[start - 1] == 0x0A):
+                end = lines.find(b"\n", start)
+                lines = lines[:start] + (lines[end + 1 :] if end >= 0 else b"")
+            digest = digests[hex_key] = hash(lines)
+            known = old_peers.get(hex_key)
+            if known is None or old_digests[hex_key] != digest:
+                public_key = known.public_key if known is not None else key_from_hex(hex_key)
+                known = _peer_lines(public_key, lines)
+                parsed += 1
+            by_key[hex_key] = known
+        self._digests, self._peers = digests, by_key
+        self.parsed = parsed
+        return WgDevice(
+            has_private_key=device.has_private_key,
+            listen_port=device.listen_port,
+            fwmark=device.fwmark,
+            peers=tuple(by_key.values()),
+        )
+
+
 # --- the client ---------------------------------------------------------------------------------
 
 
@@ -396,9 +489,40 @@ class UapiClient:
             sock.close()
         return True
 
-    async def get(self) -> WgDevice:
-        """``get=1``: the device and all its peers, parsed as the answer streams in."""
-        return await self._exchange([b"get=1\n\n"])
+    async def get(self, memo: PeerMemo | None = None) -> WgDevice:
+        """``get=1``: the device and all its peers, parsed as the answer streams in.
+
+        With a ``memo`` (a status read, repeated every few seconds) the answer is read whole
+        and only the peers that changed since the memo's last read are parsed.
+        """
+        if memo is None:
+            return await self._exchange([b"get=1\n\n"])
+        return memo.read(await self._exchange_raw(b"get=1\n\n"))
+
+    async def _exchange_raw(self, request: bytes) -> bytes:
+        loop = asyncio.get_running_loop()
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        sock.setblocking(False)
+        answer = bytearray()
+        try:
+            async with asyncio.timeout(self.io_timeout) as deadline:
+                await self._connect(loop, sock)
+                await loop.sock_sendall(sock, request)
+                # A blank line ends an answer and can appear nowhere else in it.
+                while not answer.endswith(b"\n\n"):
+                    try:
+                        data = await loop.sock_recv(sock, _READ_SIZE)
+                    except ConnectionResetError:
+                        data = b""
+                    if not data:
+                        raise UapiUnavailable(f"{self.path} hung up before the answer ended")
+                    answer += data
+                    deadline.reschedule(loop.time() + self.io_timeout)
+                return bytes(answer)
+        except TimeoutError:
+            raise UapiUnavailable(f"{self.path} gave no answer in {self.io_timeout} s") from None
+        finally:
+            sock.close()
 
     async def set(
         self, interface: InterfaceSettings | None = None, peers: Iterable[PeerChange] = ()

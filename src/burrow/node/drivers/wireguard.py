@@ -37,6 +37,7 @@ from burrow.node.drivers.uapi import (
     SOCKET_DIR,
     InterfaceSettings,
     PeerChange,
+    PeerMemo,
     PeerRemoval,
     PeerUpsert,
     UapiClient,
@@ -164,6 +165,7 @@ class WireGuardGoDriver:
         start_timeout: float = 5.0,
         io_timeout: float = 10.0,
         max_peers: int = MAX_PEERS,
+        routes: Sequence[str] = (),
     ) -> None:
         if not _INTERFACE_NAME.fullmatch(interface):
             raise ValueError("interface names are 1-15 characters of A-Z a-z 0-9 _ . -")
@@ -171,6 +173,8 @@ class WireGuardGoDriver:
             ipaddress.ip_interface(address)
         self.interface = interface
         self.addresses = tuple(addresses)
+        # Networks routed into this interface besides its addresses' own (``InterfaceSet``).
+        self.routes = tuple(str(ipaddress.ip_network(r)) for r in routes)
         self.mtu = mtu
         self.netns = netns
         self.socket_path = socket_path(interface, socket_dir)
@@ -179,6 +183,8 @@ class WireGuardGoDriver:
         self._start_timeout = start_timeout
         self.max_peers = max_peers
         self._client = UapiClient(self.socket_path, io_timeout=io_timeout)
+        # Status reads every few seconds parse only the peers that changed since the last.
+        self._memo = PeerMemo()
         self._proc: asyncio.subprocess.Process | None = None
         self._output: asyncio.Task[None] | None = None
         self._startup_lines: deque[str] | None = None
@@ -234,6 +240,7 @@ class WireGuardGoDriver:
             preexec_fn=_set_parent_death_signal,
         )
         self._output = asyncio.create_task(self._drain_output(self._proc))
+        self._memo.clear()
         self._applied = {}
         self._needs_resync = True
         try:
@@ -337,6 +344,7 @@ class WireGuardGoDriver:
     async def _setup_link(self) -> None:
         commands = [f"address replace {address} dev {self.interface}" for address in self.addresses]
         commands.append(f"link set dev {self.interface} mtu {self.mtu} up")
+        commands += [f"route replace {route} dev {self.interface}" for route in self.routes]
         argv = [self._ip]
         if self.netns is not None:
             argv += ["-n", self.netns]
@@ -388,7 +396,7 @@ class WireGuardGoDriver:
     async def get_state(self) -> list[WgPeer]:
         self._check_running()
         async with self._lock:
-            device = await self._client.get()
+            device = await self._client.get(self._memo)
             self._applied = {peer.public_key: peer.allowed_ips for peer in device.peers}
             self._needs_resync = False
         return list(device.peers)

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
+from dataclasses import dataclass
 from datetime import timedelta
 
 from sqlalchemy.exc import IntegrityError
@@ -24,6 +26,7 @@ from burrow.control.accounts.service.signin import signin_service
 from burrow.control.affiliates.service import affiliate as affiliate_service
 from burrow.control.db import after_commit
 from burrow.control.errors import InvalidInput, TooManyRequests
+from burrow.control.live import Kind
 from burrow.control.models import (
     Account,
     AccountStatus,
@@ -41,6 +44,29 @@ from burrow.control.terms.service import terms as terms_service
 # page verifies through this same service; API clients keep GET/POST
 # /api/v1/accounts/verify-email with the token from the link.
 VERIFY_EMAIL_PATH = "/verify-email"
+
+
+@dataclass(frozen=True, slots=True)
+class ResendWait:
+    """A verification link was sent; another waits until ``until`` (live store clock)."""
+
+    until: float
+
+
+RESEND_WAITS = Kind("verify-resend:", ResendWait)
+
+
+def _take_resend(
+    now: float, pause: float
+) -> Callable[[ResendWait | None], tuple[ResendWait | None, float]]:
+    """The pure step: the seconds still to wait (0: sent now, and the next one waits)."""
+
+    def step(current: ResendWait | None) -> tuple[ResendWait | None, float]:
+        if current is not None and current.until > now:
+            return current, current.until - now
+        return ResendWait(now + pause), 0.0
+
+    return step
 
 
 def sign_up_answer(runtime: Runtime, email: str) -> str:
@@ -296,16 +322,17 @@ class RegistrationService:
     ) -> None:
         if account.email_verified_at is not None:
             raise AlreadyVerified("Your email address is already verified.")
-        key = f"verify-resend:{account.id}"
-        wait = runtime.live.ttl(key)
-        if wait is not None and wait > 0:
+        pause = runtime.settings.verification_resend_seconds
+        step = _take_resend(runtime.live.clock(), pause)
+        # One atomic step, so two clicks on two replicas cannot both send a link.
+        wait = await runtime.live.update(RESEND_WAITS, str(account.id), step, ttl=pause)
+        if wait > 0:
             seconds = max(1, math.ceil(wait))
             raise TooManyRequests(
                 f"A link was sent a moment ago; check your inbox or ask again in {seconds} "
                 "seconds.",
                 retry_after=wait,
             )
-        runtime.live.set(key, True, ttl=runtime.settings.verification_resend_seconds)
         await self._send_verification(session, runtime, account)
 
     async def send_verification(

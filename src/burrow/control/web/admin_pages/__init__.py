@@ -10,17 +10,26 @@ lets be kept: the last-login address only where ``privacy.store_last_login_ip`` 
 connection records only in metered mode (counts otherwise).
 
 ``common`` holds the gate; ``oversight`` the overview, policy and audit, the audit trail and
-privacy requests; ``accounts``, ``fleet``, ``refunds`` and ``support`` their pages.
+privacy requests; ``accounts``, ``fleet``, ``refunds``, ``support``, ``abuse`` and
+``affiliates`` their pages.
 """
 
 from __future__ import annotations
 
-from burrow.control.web.admin_pages import accounts, fleet, oversight, refunds, support
+from burrow.control.web.admin_pages import (
+    abuse,
+    accounts,
+    affiliates,
+    fleet,
+    oversight,
+    refunds,
+    support,
+)
 from burrow.control.web.routing import page_router
 
 # Each section with pages, mounted under /admin in this order; a section missing here fails
 # start-up (``burrow.control.web.unlisted_page_modules``).
-SECTIONS = (oversight, accounts, fleet, refunds, support)
+SECTIONS = (oversight, accounts, fleet, refunds, support, abuse, affiliates)
 
 router = page_router()
 for _module in SECTIONS:

@@ -9,6 +9,7 @@ from typing import Any
 from fastapi import Request, Response
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from burrow.control.abuse.service import abuse as abuse_service
 from burrow.control.deps import RuntimeDep, SessionDep
 from burrow.control.errors import BurrowError
 from burrow.control.models import NodeStatus
@@ -42,9 +43,10 @@ async def _fleet_page(
     enrollment: dict[str, Any] | None = None,
     edit: tuple[int, Form] | None = None,
 ) -> Response:
-    nodes = [node_service.read(runtime, n) for n in await node_service.list_all(session)]
+    stored = await node_service.list_all(session)
+    nodes = [await node_service.read(runtime, n) for n in stored]
     rows = []
-    for node in nodes:
+    for node, row_node in zip(nodes, stored, strict=True):
         connected = node.health.connected_devices
         # Like the servers list: the load of a node that stopped reporting is unknown, not its
         # last count (which stays in the Connected column, next to the report's age).
@@ -58,6 +60,8 @@ async def _fleet_page(
                 if node.health.last_report_age_seconds is not None
                 else "never",
                 "dropped": _bytes(node.health.dropped_bytes or 0),
+                # Deterministic NAT: the devices beyond the node's port blocks, refused.
+                "nat": await abuse_service.nat_capacity(session, runtime, row_node),
                 "edit_form": edit[1]
                 if edit is not None and edit[0] == node.id
                 else Form.empty(

@@ -74,7 +74,7 @@ async def overview(
     ]
     queued, overdue = await refund_service.queue_summary(session)
     support = await support_service.summary(session)
-    nodes = [node_service.read(runtime, n) for n in await node_service.list_all(session)]
+    nodes = [await node_service.read(runtime, n) for n in await node_service.list_all(session)]
     privacy_pending = len([q for q in await _privacy_queue(session) if q["pending"]])
     recent = await admin_audit.search(session, limit=5)
     return render(

@@ -1,0 +1,403 @@
+"""Benchmark: what node status reports cost a real control plane while nodes long-poll.
+
+A real ``burrow serve`` (uvicorn, SQLite in a temporary directory, loopback only) with
+``--nodes`` nodes (default 1,000) and ``--devices`` devices per node (default 100: 100,000
+devices in all, seeded with bulk inserts). Lightweight async clients speak the real node API:
+
+  idle      every node holds a long poll open (``/state/changes``) and nothing changes: the
+            server's CPU over ``--window`` seconds is the baseline of this run;
+  reports   the same long polls, and every node also reports its own devices connected every
+            ``--interval`` seconds (5), spread evenly, for ``--rounds`` rounds: each report's
+            latency (p50, p99) and the server's CPU per 1,000 reports (gross, and net of the
+            idle baseline);
+  one node  a node reporting 10,000 connected devices (``--big``), after the load: its first
+            report (every lease new) and the median of the next ones (leases renewed), and the
+            same for a 100-device report, so that the per-peer ratio shows the cost is linear.
+
+Goals (issue 19): ``report_p99_ms`` < 250 and ``report_10k_peers_ms`` < 1,000. Every loop is
+bounded in count and time; all traffic stays on 127.0.0.1.
+
+    .venv/bin/python bench/reports.py [--nodes 1000] [--devices 100] [--rounds 3]
+
+Progress goes to stderr; the last line on stdout is one line of JSON.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import base64
+import ipaddress
+import json
+import os
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass, field
+from datetime import timedelta
+from pathlib import Path
+
+import httpx
+from alembic import command
+from alembic.config import Config
+from sqlalchemy import insert, select
+
+from burrow.control.config import Settings
+from burrow.control.models import (
+    Account,
+    Device,
+    Node,
+    NodeStatus,
+    Plan,
+    ServedPeer,
+    Subscription,
+    SubscriptionStatus,
+    utcnow,
+)
+from burrow.control.runtime import Runtime
+from burrow.control.security import hash_token, new_token
+from burrow.control.startup import prepare
+from burrow.wire import API_PREFIX
+
+ROOT = Path(__file__).resolve().parents[1]
+POLICY = ROOT / "examples" / "policies" / "strict-no-logs.toml"
+BURROW = ROOT / ".venv" / "bin" / "burrow"
+SECRET = "bench-" + "x" * 48  # a throwaway server's: nothing signed with it outlives the run
+CHUNK = 20_000
+TICK = os.sysconf("SC_CLK_TCK")
+
+
+def log(message: str) -> None:
+    print(message, file=sys.stderr, flush=True)
+
+
+def key_of(index: int) -> str:
+    return base64.b64encode(index.to_bytes(32, "big")).decode()
+
+
+def cpu_seconds(pid: int) -> float:
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / TICK
+
+
+def percentile(values: list[float], share: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(share * len(ordered)))]
+
+
+@dataclass
+class SimNode:
+    node_id: int
+    token: str
+    keys: list[str]
+    seq: int = 0
+    revision: int = 0
+    latencies: list[float] = field(default_factory=list)
+
+    @property
+    def headers(self) -> dict[str, str]:
+        return {"Authorization": f"Bearer {self.token}"}
+
+    def body(self, boot: str) -> dict[str, object]:
+        self.seq += 1
+        peers = [
+            {"public_key": k, "connected": True, "rx_bytes": 1500, "tx_bytes": 900}
+            for k in self.keys
+        ]
+        return {"boot_id": boot, "seq": self.seq, "revision": self.revision, "peers": peers}
+
+
+def migrate(url: str) -> None:
+    cfg = Config(str(ROOT / "alembic.ini"))
+    cfg.attributes["database_url"] = url
+    cfg.attributes["skip_logging"] = True
+    command.upgrade(cfg, "heads")
+
+
+async def seed(url: str, nodes: int, per_node: int, big: int) -> list[SimNode]:
+    """Accounts (two devices each), served peers, and the nodes with their tokens. Devices
+    0..nodes*per_node-1 are the small nodes' (per_node each); the big node reports the first
+    ``big`` of them too (a device counts once however many nodes show it)."""
+    settings = Settings(
+        database_url=url, policy_path=POLICY, environment="development", scheduler_enabled=False
+    )
+    runtime = Runtime.build(settings)
+    await prepare(runtime)  # the plans, from the policy
+    engine = runtime.engine
+    devices = nodes * per_node
+    accounts = max(1, devices // 2)
+    pool4 = ipaddress.ip_network("10.64.0.0/10")
+    pool6 = ipaddress.ip_network("fd42:b0::/48")
+    now = utcnow()
+    sims: list[SimNode] = []
+    async with engine.begin() as conn:
+        plan_id = (
+            await conn.execute(select(Plan.id).where(Plan.code == "business-monthly"))
+        ).scalar_one()
+        for start in range(0, accounts, CHUNK):
+            batch = range(start, min(accounts, start + CHUNK))
+            await conn.execute(
+                insert(Account),
+                [{"id": a + 1, "email": f"c{a}@example.com", "password_hash": "-"} for a in batch],
+            )
+            await conn.execute(
+                insert(Subscription),
+                [
+                    {
+                        "account_id": a + 1,
+                        "plan_id": plan_id,
+                        "status": SubscriptionStatus.active,
+                        "current_period_start": now,
+                        "current_period_end": now + timedelta(days=30),
+                    }
+                    for a in batch
+                ],
+            )
+        for start in range(0, devices, CHUNK):
+            rows = [
+                {
+                    "id": i + 1,
+                    "account_id": i // 2 + 1,
+                    "name": "Laptop",
+                    "public_key": key_of(i + 1),
+                    "ipv4": str(pool4.network_address + 2 + i),
+                    "ipv6": str(pool6.network_address + 2 + i),
+                    "address_index": i + 2,
+                }
+                for i in range(start, min(devices, start + CHUNK))
+            ]
+            await conn.execute(insert(Device), rows)
+            await conn.execute(
+                insert(ServedPeer),
+                [
+                    {
+                        "device_id": r["id"],
+                        "account_id": r["account_id"],
+                        "public_key": r["public_key"],
+                        "ipv4": r["ipv4"],
+                        "ipv6": r["ipv6"],
+                        "revision": 1,
+                    }
+                    for r in rows
+                ],
+            )
+        tokens = [new_token("bwn_") for _ in range(nodes + 1)]
+        await conn.execute(
+            insert(Node),
+            [
+                {
+                    "id": n + 1,
+                    "name": f"bench-{n}",
+                    "country": "NL",
+                    "city": "Amsterdam",
+                    "endpoint_host": "vpn.example.net",
+                    "endpoint_port": 51820,
+                    "capacity": 100_000,
+                    "status": NodeStatus.active,
+                    "wg_public_key": key_of(10**9 + n),
+                    "node_token_hash": hash_token(tokens[n]),
+                }
+                for n in range(nodes + 1)
+            ],
+        )
+    await runtime.close()
+    # A node's devices are consecutive pairs (one account each): with one WireGuard connection
+    # per server, each report admits one device per account and blocks the other, as a
+    # household on one server would see.
+    for n in range(nodes):
+        keys = [key_of(n * per_node + i + 1) for i in range(per_node)]
+        sims.append(SimNode(n + 1, tokens[n], keys))
+    sims.append(SimNode(nodes + 1, tokens[nodes], [key_of(i + 1) for i in range(big)]))
+    return sims
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def start_server(url: str, port: int, workdir: Path) -> subprocess.Popen[bytes]:
+    env = {
+        **os.environ,
+        "BURROW_ENVIRONMENT": "development",
+        "BURROW_DATABASE_URL": url,
+        "BURROW_POLICY_PATH": str(POLICY),
+        "BURROW_SECRET_KEY": SECRET,
+        "BURROW_EMAIL_ENABLED": "false",
+        "BURROW_SCHEDULER_ENABLED": "false",
+        "BURROW_LONG_POLL_TIMEOUT_SECONDS": "25",
+    }
+    out = (workdir / "serve.log").open("wb")
+    return subprocess.Popen(
+        [str(BURROW), "serve", "--host", "127.0.0.1", "--port", str(port)],
+        stdin=subprocess.DEVNULL,
+        stdout=out,
+        stderr=subprocess.STDOUT,
+        env=env,
+    )
+
+
+async def wait_up(client: httpx.AsyncClient, server: subprocess.Popen[bytes]) -> None:
+    for _ in range(600):
+        if server.poll() is not None:
+            raise SystemExit("burrow serve exited; see serve.log")
+        try:
+            if (await client.get("/healthz")).status_code == 200:
+                return
+        except httpx.TransportError:
+            pass
+        await asyncio.sleep(0.1)
+    raise SystemExit("burrow serve did not answer within 60 s")
+
+
+async def long_poll(client: httpx.AsyncClient, node: SimNode, stop: asyncio.Event) -> None:
+    """Hold a long poll open until ``stop``; answer changes like an agent would."""
+    while not stop.is_set():
+        try:
+            response = await client.get(
+                f"{API_PREFIX}/state/changes",
+                params={"since": node.revision, "wait_seconds": 20},
+                headers=node.headers,
+                timeout=30,
+            )
+        except httpx.TransportError:
+            await asyncio.sleep(1)
+            continue
+        if response.status_code == 200:
+            body = response.json()
+            node.revision = int(body.get("revision", body.get("state", {}).get("revision", 0)))
+
+
+async def report(client: httpx.AsyncClient, node: SimNode, boot: str) -> float:
+    started = time.perf_counter()
+    response = await client.post(
+        f"{API_PREFIX}/report", json=node.body(boot), headers=node.headers, timeout=60
+    )
+    elapsed = time.perf_counter() - started
+    if response.status_code != 200:
+        raise SystemExit(f"report refused: {response.status_code} {response.text[:300]}")
+    return elapsed
+
+
+async def reporting(
+    client: httpx.AsyncClient, node: SimNode, offset: float, interval: float, rounds: int
+) -> None:
+    await asyncio.sleep(offset)
+    for _ in range(rounds):
+        started = time.perf_counter()
+        node.latencies.append(await report(client, node, "bench"))
+        await asyncio.sleep(max(0.0, interval - (time.perf_counter() - started)))
+
+
+async def main(args: argparse.Namespace) -> dict[str, object]:
+    with tempfile.TemporaryDirectory(prefix="burrow-bench-reports-") as tmp:
+        workdir = Path(tmp)
+        url = f"sqlite+aiosqlite:///{workdir / 'burrow.db'}"
+        t = time.perf_counter()
+        await asyncio.to_thread(migrate, url)
+        sims = await seed(url, args.nodes, args.devices, args.big)
+        log(f"seeded {args.nodes * args.devices:,} devices, {args.nodes + 1} nodes "
+            f"in {time.perf_counter() - t:.1f} s")  # fmt: skip
+        nodes, big = sims[:-1], sims[-1]
+        port = free_port()
+        server = start_server(url, port, workdir)
+        limits = httpx.Limits(max_connections=3 * args.nodes + 10, max_keepalive_connections=None)
+        try:
+            async with httpx.AsyncClient(
+                base_url=f"http://127.0.0.1:{port}", limits=limits, timeout=60
+            ) as client:
+                await wait_up(client, server)
+                stop = asyncio.Event()
+                polls = [asyncio.create_task(long_poll(client, n, stop)) for n in nodes]
+                await asyncio.sleep(min(10.0, 2 + args.nodes / 200))  # all polls are waiting
+                before = cpu_seconds(server.pid)
+                await asyncio.sleep(args.window)
+                idle_cpu = cpu_seconds(server.pid) - before
+                log(f"idle: {args.nodes} long polls waiting, server CPU "
+                    f"{100 * idle_cpu / args.window:.1f} % of a core")  # fmt: skip
+
+                # Warm-up round (every lease starts), not measured.
+                spread = args.interval / max(1, len(nodes))
+                await asyncio.gather(
+                    *(reporting(client, n, i * spread, args.interval, 1) for i, n in
+                      enumerate(nodes))
+                )  # fmt: skip
+                for n in nodes:
+                    n.latencies.clear()
+                before, t = cpu_seconds(server.pid), time.perf_counter()
+                await asyncio.gather(
+                    *(reporting(client, n, i * spread, args.interval, args.rounds)
+                      for i, n in enumerate(nodes))
+                )  # fmt: skip
+                wall = time.perf_counter() - t
+                load_cpu = cpu_seconds(server.pid) - before
+                latencies = [x for n in nodes for x in n.latencies]
+                count = len(latencies)
+                net_cpu = max(0.0, load_cpu - idle_cpu * wall / args.window)
+                log(f"reports: {count} in {wall:.1f} s, p50 "
+                    f"{1000 * statistics.median(latencies):.1f} ms, p99 "
+                    f"{1000 * percentile(latencies, 0.99):.1f} ms; server CPU {load_cpu:.1f} s "
+                    f"({1000 * load_cpu / count:.2f} s per 1,000 reports; "
+                    f"{1000 * net_cpu / count:.2f} s net of idle)")  # fmt: skip
+                stop.set()
+                for task in polls:
+                    task.cancel()
+                await asyncio.gather(*polls, return_exceptions=True)
+
+                # One node with many devices, then the same node with 100, on a quiet server.
+                first_big = await report(client, big, "big")
+                again_big = [await report(client, big, "big") for _ in range(args.repeat)]
+                small = SimNode(big.node_id, big.token, big.keys[: args.devices], seq=big.seq)
+                small_times = [await report(client, small, "big") for _ in range(args.repeat)]
+                ms_big = 1000 * statistics.median(again_big)
+                ms_small = 1000 * statistics.median(small_times)
+                per_big, per_small = ms_big / args.big, ms_small / args.devices
+                log(
+                    f"one node: {args.big:,} devices: first report {1000 * first_big:.0f} ms, "
+                    f"then {ms_big:.0f} ms; {args.devices} devices: {ms_small:.1f} ms; "
+                    f"per peer {per_big:.4f} vs {per_small:.4f} ms"
+                )
+        finally:
+            server.send_signal(signal.SIGTERM)
+            try:
+                server.wait(10)
+            except subprocess.TimeoutExpired:
+                server.kill()
+                server.wait()
+    return {
+        "benchmark": "reports",
+        "nodes": args.nodes,
+        "devices_per_node": args.devices,
+        "reports": count,
+        "report_p50_ms": round(1000 * statistics.median(latencies), 2),
+        "report_p99_ms": round(1000 * percentile(latencies, 0.99), 2),
+        "cpu_s_per_1000_reports": round(1000 * load_cpu / count, 3),
+        "cpu_s_per_1000_reports_net_of_idle": round(1000 * net_cpu / count, 3),
+        "idle_long_poll_cpu_percent": round(100 * idle_cpu / args.window, 2),
+        "report_10k_peers_ms": round(ms_big, 1),
+        "report_10k_peers_first_ms": round(1000 * first_big, 1),
+        "report_100_peers_ms": round(ms_small, 2),
+        "ratio_per_peer_10k_vs_100": round((ms_big / args.big) / (ms_small / args.devices), 3),
+        "load_average": round(os.getloadavg()[0], 2),
+    }
+
+
+def parse_args(argv: list[str]) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
+    parser.add_argument("--nodes", type=int, default=1000)
+    parser.add_argument("--devices", type=int, default=100, help="connected devices per node")
+    parser.add_argument("--interval", type=float, default=5.0, help="seconds between reports")
+    parser.add_argument("--rounds", type=int, default=3, help="measured rounds of reports")
+    parser.add_argument("--window", type=float, default=5.0, help="idle CPU window, seconds")
+    parser.add_argument("--big", type=int, default=10_000, help="devices of the one big node")
+    parser.add_argument("--repeat", type=int, default=5, help="big-node reports after the first")
+    return parser.parse_args(argv)
+
+
+if __name__ == "__main__":
+    print(json.dumps(asyncio.run(main(parse_args(sys.argv[1:])))))

@@ -1,0 +1,146 @@
+"""The live store in Redis, shared by every replica that names the same ``BURROW_REDIS_URL``.
+
+It implements ``LiveStore``. Each ``update`` is one optimistic transaction:
+``WATCH k; GET k; fn; MULTI; SET k PX ttl | DEL k; EXEC``, retried when another replica wrote
+``k`` between the GET and the EXEC, so two reports on two replicas can never both take the
+last slot of an account. ``fn`` is pure, so running it again on a retry is harmless.
+
+A value is stored as ``<expires_at>\\n<json>``: ``expires_at`` is counted in the store's clock
+(wall time, the one clock replicas share; ``-`` for none), so a value is gone at the same
+moment for every reader, and tests can move the clock as they do for the in-process store.
+Redis's own expiry (``PX``) frees the memory of values nobody reads again.
+
+Redis here must keep nothing on disk under a strict policy (``--save "" --appendonly no``);
+``persistence`` tells what a server does, for ``burrow audit``.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable
+from typing import Any, TypeVar, cast
+
+from redis.asyncio import Redis
+from redis.exceptions import WatchError
+
+from burrow.control.live.store import Kind
+
+T = TypeVar("T")
+R = TypeVar("R")
+
+# Redis's own expiry follows the logical one by this much, so a reader whose clock runs a
+# little behind another replica's never finds a value gone that it still counts as alive.
+_EXPIRY_SLACK_SECONDS = 5.0
+_SCAN_BATCH = 500
+
+
+class RedisLiveStore:
+    def __init__(self, client: Redis, *, clock: Callable[[], float] = time.time) -> None:
+        self.client = client
+        self.clock = clock
+
+    @classmethod
+    def from_url(cls, url: str) -> RedisLiveStore:
+        return cls(Redis.from_url(url))
+
+    async def close(self) -> None:
+        await self.client.aclose()
+
+    # --- the envelope ----------------------------------------------------------------------
+
+    def _encode(self, kind: Kind[T], value: T, ttl: float | None) -> bytes:
+        expires = "-" if ttl is None else repr(self.clock() + ttl)
+        return expires.encode() + b"\n" + kind.dump(value)
+
+    def _decode(self, kind: Kind[T], raw: bytes | None) -> T | None:
+        if raw is None:
+            return None
+        head, _, body = raw.partition(b"\n")
+        if head != b"-" and float(head) <= self.clock():
+            return None
+        return kind.load(body)
+
+    @staticmethod
+    def _expiry_ms(ttl: float) -> int:
+        return max(1, math.ceil((ttl + _EXPIRY_SLACK_SECONDS) * 1000))
+
+    # --- the typed interface (LiveStore) ---------------------------------------------------
+
+    async def read(self, kind: Kind[T], key: str) -> T | None:
+        raw = cast("bytes | None", await self.client.get(kind.prefix + key))
+        return self._decode(kind, raw)
+
+    async def update(
+        self,
+        kind: Kind[T],
+        key: str,
+        fn: Callable[[T | None], tuple[T | None, R]],
+        *,
+        ttl: float | None,
+    ) -> R:
+        full = kind.prefix + key
+        async with self.client.pipeline(transaction=True) as pipe:
+            while True:
+                try:
+                    await pipe.watch(full)
+                    raw = cast("bytes | None", await pipe.get(full))
+                    value, result = fn(self._decode(kind, raw))
+                    pipe.multi()  # type: ignore[no-untyped-call]
+                    if value is None:
+                        pipe.delete(full)
+                    elif ttl is None:
+                        pipe.set(full, self._encode(kind, value, None))
+                    else:
+                        pipe.set(full, self._encode(kind, value, ttl), px=self._expiry_ms(ttl))
+                    await pipe.execute()
+                    return result
+                except WatchError:
+                    continue  # another writer came between our read and our write: again
+
+    async def scan(self, kind: Kind[Any]) -> list[str]:
+        pattern = _glob_escape(kind.prefix) + "*"
+        keys: list[bytes] = [k async for k in self.client.scan_iter(pattern, count=_SCAN_BATCH)]
+        found: list[str] = []
+        size = len(kind.prefix)
+        for start in range(0, len(keys), _SCAN_BATCH):
+            batch = keys[start : start + _SCAN_BATCH]
+            values = cast("list[bytes | None]", await self.client.mget(batch))
+            now = self.clock()
+            for name, raw in zip(batch, values, strict=True):
+                if raw is None:
+                    continue
+                head = raw.partition(b"\n")[0]
+                if head == b"-" or float(head) > now:
+                    found.append(name.decode()[size:])
+        return found
+
+    async def clear(self) -> None:
+        """Forget everything in this store's database (tests, between cases)."""
+        await self.client.flushdb()
+
+
+def _glob_escape(text: str) -> str:
+    return "".join("\\" + c if c in "*?[]\\" else c for c in text)
+
+
+async def persistence(url: str) -> list[str]:
+    """What the Redis server at ``url`` writes to disk: empty when it keeps nothing there."""
+    client: Redis = Redis.from_url(url)
+    try:
+        config = dict(cast("dict[Any, Any]", await client.config_get("save")))
+        config.update(cast("dict[Any, Any]", await client.config_get("appendonly")))
+    finally:
+        await client.aclose()
+    found = []
+    config = {_text(k): _text(v) for k, v in config.items()}
+    save = config.get("save", "")
+    if save.strip():
+        found.append(f'RDB snapshots are on (save "{save}")')
+    if config.get("appendonly", "no").lower() == "yes":
+        found.append("the append-only file is on (appendonly yes)")
+    return found
+
+
+def _text(value: Any) -> str:
+    return value.decode() if isinstance(value, bytes) else str(value)
