@@ -167,6 +167,7 @@ CUSTOMER_PAGES = [
     ("/dashboard/cancel", "cancel"),
     ("/devices", "devices"),
     ("/devices/{device}", "device"),
+    ("/devices/{device}/openvpn", "device-openvpn"),
     ("/servers", "servers"),
     ("/billing", "billing"),
     ("/billing/orders/{order}/refund", "refund-request"),
@@ -179,6 +180,7 @@ CUSTOMER_PAGES = [
     ("/privacy/billing", "privacy-billing"),
     ("/privacy/delete", "privacy-delete"),
     ("/support", "support"),
+    ("/affiliate", "affiliate"),
     ("/terms", "terms"),
 ]
 SIGNED_OUT_PAGES = [
