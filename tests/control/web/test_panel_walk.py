@@ -200,6 +200,8 @@ ADMIN_PAGES = [
     ("/admin/privacy", "privacy-requests"),
     ("/admin/payment-events", "payment-events"),
     ("/admin/support", "support"),
+    ("/admin/abuse", "abuse"),
+    ("/admin/affiliates", "affiliates"),
 ]
 # Forms whose action ends the session or the account are sent last (or not at all): the
 # deletion form needs the password, which the walk never has, so it only ever refuses.
