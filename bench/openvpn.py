@@ -428,6 +428,7 @@ async def measure_decisions(lab: Lab, tmp: Path, count: int, decisions: int) -> 
         assert text.startswith(f"client-auth {cid} 1"), text
         o_writer.write(f">CLIENT:DISCONNECT,{cid}\n>CLIENT:ENV,END\n".encode())
         await o_writer.drain()
+    await node.routes_settled()
     loop_task.cancel()
     with suppress(asyncio.CancelledError):
         await loop_task
