@@ -120,8 +120,11 @@ class Replica:
 class SimulatedNode:
     """Long-polls from ``revision``; records when it first sees a delta past it."""
 
-    def __init__(self, client: httpx.AsyncClient, token: str, revision: int) -> None:
+    def __init__(
+        self, client: httpx.AsyncClient, token: str, revision: int, poll_seconds: float
+    ) -> None:
         self.client = client
+        self.poll_seconds = poll_seconds
         self.headers = {"Authorization": f"Bearer {token}"}
         self.revision = revision
         self.waiting = asyncio.Event()
@@ -134,7 +137,7 @@ class SimulatedNode:
             try:
                 response = await self.client.get(
                     f"{API_PREFIX}/state/changes",
-                    params={"since": self.revision, "timeout": 25},
+                    params={"since": self.revision, "timeout": self.poll_seconds},
                     headers=self.headers,
                 )
             except httpx.TransportError:
@@ -157,18 +160,23 @@ async def current_revision(client: httpx.AsyncClient, token: str) -> int:
 
 
 async def fan_out(
-    replicas: list[Replica], tokens: list[str], customer: str, rounds: int, idle_seconds: float
+    replicas: list[Replica],
+    tokens: list[str],
+    customer: str,
+    rounds: int,
+    idle_seconds: float,
+    poll_seconds: float,
 ) -> tuple[list[float], float | None]:
     """Per round, the delay of each node; and the idle CPU % (when ``idle_seconds``)."""
     limits = httpx.Limits(max_connections=len(tokens) + 10, max_keepalive_connections=None)
     clients = [
-        httpx.AsyncClient(base_url=r.url, limits=limits, timeout=httpx.Timeout(40.0))
+        httpx.AsyncClient(base_url=r.url, limits=limits, timeout=httpx.Timeout(poll_seconds + 30))
         for r in replicas
     ]
     try:
         revision = await current_revision(clients[0], tokens[0])
         nodes = [
-            SimulatedNode(clients[n % len(clients)], token, revision)
+            SimulatedNode(clients[n % len(clients)], token, revision, poll_seconds)
             for n, token in enumerate(tokens)
         ]
         stop = asyncio.Event()
@@ -230,6 +238,12 @@ async def main() -> None:
     parser.add_argument("--nodes", type=int, default=1000)
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--idle-seconds", type=float, default=10.0)
+    parser.add_argument(
+        "--poll-seconds",
+        type=float,
+        default=25.0,
+        help="each long poll's wait (the agent's default is 25 s; the server caps it at 120 s)",
+    )
     args = parser.parse_args()
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     resource.setrlimit(resource.RLIMIT_NOFILE, (max(soft, min(hard, 65536)), hard))
@@ -254,16 +268,20 @@ async def main() -> None:
             "BURROW_SECRET_KEY": TEST_SECRET,
             "BURROW_EMAIL_ENABLED": "false",
             "BURROW_REDIS_URL": redis.url(),
-            "BURROW_LONG_POLL_TIMEOUT_SECONDS": "25",
+            "BURROW_LONG_POLL_TIMEOUT_SECONDS": str(args.poll_seconds),
         }
         replicas = [Replica(env, tmp / f"replica{n}.log") for n in range(2)]
         try:
             for replica in replicas:
                 await replica.wait_up()
             log("baseline: one node")
-            baseline, _ = await fan_out(replicas, tokens[:1], customer, args.rounds, 0)
+            baseline, _ = await fan_out(
+                replicas, tokens[:1], customer, args.rounds, 0, args.poll_seconds
+            )
             log(f"{args.nodes} nodes on two replicas")
-            delays, idle = await fan_out(replicas, tokens, customer, args.rounds, args.idle_seconds)
+            delays, idle = await fan_out(
+                replicas, tokens, customer, args.rounds, args.idle_seconds, args.poll_seconds
+            )
         finally:
             for replica in replicas:
                 replica.stop()
@@ -282,6 +300,7 @@ async def main() -> None:
                 "baseline_one_node_s": round(one, 4),
                 "ratio_p99_vs_one_node": round(p99 / one, 2),
                 "idle_cpu_percent": round(idle or 0.0, 2),
+                "poll_seconds": args.poll_seconds,
             }
         )
     )

@@ -22,6 +22,7 @@ from dataclasses import dataclass
 
 from burrow.control.accounts.tasks import purge_expired_sessions
 from burrow.control.affiliates.tasks import (
+    check_payout_batches,
     enforce_affiliate_rules,
     release_held_commissions,
     scheduled_payouts,
@@ -65,15 +66,18 @@ JOBS: tuple[tuple[str, Job], ...] = (
     ("make affiliate commissions past their holding period payable", release_held_commissions),
     ("enforce the affiliate program's refund-rate and inactivity rules", enforce_affiliate_rules),
     ("pay affiliates out, where the policy schedules it", scheduled_payouts),
+    ("check unfinished affiliate payout batches with PayPal", check_payout_batches),
 )
 
 
 @dataclass(frozen=True, slots=True)
 class JobLease:
-    """Which replica runs a job, until when (live store clock)."""
+    """Which replica runs a job, since when and until when (live store clock)."""
 
     holder: str
     until: float
+    # When this run took the lease; renewals while it runs keep it.
+    taken: float = 0.0
 
 
 JOB_LEASES = Kind("scheduler:job:", JobLease)
@@ -87,9 +91,9 @@ def _take(
     def step(current: JobLease | None) -> tuple[JobLease | None, bool]:
         free = current is None or current.until <= now
         if free and not renew:
-            return JobLease(holder, now + seconds), True
+            return JobLease(holder, now + seconds, now), True
         if renew and current is not None and current.holder == holder:
-            return JobLease(holder, now + seconds), True
+            return JobLease(holder, now + seconds, current.taken), True
         return current, False
 
     return step
