@@ -221,6 +221,11 @@ def test_one_ikev2_connection_per_server_per_subscription_and_revoke_ends_it(
             # was the per-server limit, not its credentials. (One tunnel at a time on the
             # client: a second full tunnel would carry the first one's IKE packets.)
             await tablet.disconnect("fra")
+            # The node said the revoked device's session ended: its lease is free at once.
+            await asyncio.to_thread(
+                wait_for, lambda: connection_state(world, token, first["id"]) != "connected",
+                5, "the revoked device's lease to end",
+            )  # fmt: skip
             await connect(tablet, profile(world, 0, two["username"]), two["password"], "ams2")
             await asyncio.sleep(1.5)
             assert await tablet.sa("ams2") is not None
