@@ -488,6 +488,8 @@ def test_format_problems_is_one_line_per_problem() -> None:
 def test_summary_says_what_the_policy_decides() -> None:
     policy = load_policy(EXAMPLES / "metered.toml")
     assert summary(policy) == (
-        "Example Metered VPN, metered privacy (connection records kept 30 days), 2 plans, "
-        "no trial, refunds within 7 days, age 18+ attested, terms 2026-11 effective 2026-11-01"
+        "Example Metered VPN, metered privacy (connection records kept 30 days), "
+        "deterministic NAT (64 blocks of 1000 ports per address, address history kept 30 days), "
+        "2 plans, no trial, refunds within 7 days, age 18+ attested, terms 2026-11 effective "
+        "2026-11-01"
     )

@@ -263,6 +263,15 @@ def summary(policy: Policy) -> str:
             f"metered privacy (connection records kept "
             f"{privacy.connection_record_retention_days} days)"
         )
+    network = policy.network
+    if network.nat == "deterministic":
+        parts.append(
+            f"deterministic NAT ({network.nat_devices_per_egress_ip} blocks of "
+            f"{network.nat_ports_per_device} ports per address, address history kept "
+            f"{privacy.address_history_retention_days} days)"
+        )
+    else:
+        parts.append("random NAT (no complaint can be traced)")
     parts.append(f"{len(policy.plans)} plan{'s' if len(policy.plans) != 1 else ''}")
     trial = policy.trial
     if trial is not None and trial.enabled:
