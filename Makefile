@@ -20,6 +20,8 @@ APT_RUN := wireguard-go wireguard-tools nftables iproute2 ca-certificates unboun
 # own charon with its own /run; Debian's strongswan-starter service is not used.
 APT_RUN += strongswan-charon strongswan-swanctl libcharon-extra-plugins libcharon-extauth-plugins \
 	libstrongswan-standard-plugins libstrongswan-extra-plugins
+# OpenVPN 2.6: the agent runs one server process per transport itself (no Debian unit is used).
+APT_RUN += openvpn
 # The HTTPS end-to-end test: caddy (deploy/'s proxy; not in APT_RUN, as Debian starts it on
 # port 80 at install), libnss3-tools (certutil: chromium trusts caddy's CA), curl.
 # nsd, dnsutils: the lab's authoritative DNS server and dig, for the DNS tests.

@@ -195,7 +195,8 @@ async def one_round(runtime: Runtime, seeded: Seeded) -> tuple[float, float]:
     added = await desired_state_service.wait_for_changes(runtime, seeded.node, before, 0)
     polling += time.perf_counter() - t
     assert isinstance(added, DeltaState), "expected a delta"
-    assert [p.public_key for p in added.upserts] == [key_of(index)], added
+    # The account's other devices may come along (their per-account fields moved with it).
+    assert key_of(index) in [p.public_key for p in added.upserts], added
 
     async with unit_of_work(runtime.sessionmaker) as session:
         await session.execute(delete(Device).where(Device.id == device.id))
@@ -204,7 +205,7 @@ async def one_round(runtime: Runtime, seeded: Seeded) -> tuple[float, float]:
     removed = await desired_state_service.wait_for_changes(runtime, seeded.node, added.revision, 0)
     polling += time.perf_counter() - t
     assert isinstance(removed, DeltaState), "expected a delta"
-    assert removed.removals == (key_of(index),), removed
+    assert key_of(index) in removed.removals, removed
 
     return time.perf_counter() - started, polling
 

@@ -54,9 +54,10 @@ async def test_enroll_keeps_one_private_file_and_enrolling_again_keeps_the_key(
         )  # fmt: skip
         assert result.exit_code == 0, result.output
         assert "enrolled" in result.output
-        files = list(state.iterdir())
-        assert [f.name for f in files] == ["identity.json"]
-        assert stat.S_IMODE(files[0].stat().st_mode) == 0o600
+        # The identity and the OpenVPN/IKEv2 PKI made with it, both readable by root only.
+        files = sorted(state.iterdir())
+        assert [f.name for f in files] == ["identity.json", "openvpn-pki.json"]
+        assert {stat.S_IMODE(f.stat().st_mode) for f in files} == {0o600}
         first = load_identity(state)
         assert first.node_id == node_id
         assert first.interface_name == f"bw{node_id}"

@@ -114,6 +114,12 @@ async def connect(client: IkeV2Client, sswan: dict[str, Any], password: str, nam
     )
 
 
+def connection_state(world: World, token: str, device_id: int) -> str:
+    assert world.api is not None
+    devices = world.api.call("GET", "/api/v1/devices", token=token).json()
+    return str(next(d for d in devices if d["id"] == device_id)["connection"]["state"])
+
+
 def wait_loaded(world: World, node_index: int, username: str) -> None:
     """Until the node's charon has the device's connection (the long poll brought it)."""
     node = world.nodes[node_index]
@@ -162,6 +168,11 @@ def test_a_device_connects_from_its_profile_and_leaves_by_the_nodes_address(
             seen = world.web_clients()[before:]
             assert seen
             assert set(seen) == {node0.host.ipv4}
+            # The node's reports carry the IKEv2 connection: the customer sees it connected.
+            await asyncio.to_thread(
+                wait_for, lambda: connection_state(world, token, device["id"]) == "connected",
+                15, "the IKEv2 connection to show on the devices list",
+            )  # fmt: skip
 
     _run(scenario())
 

@@ -10,6 +10,7 @@ device, downloads the node's ``.ovpn`` from the API and runs ``openvpn --config 
 from __future__ import annotations
 
 import contextlib
+import json
 import re
 import time
 from collections.abc import Iterator
@@ -20,17 +21,21 @@ from typing import Any
 import pytest
 
 from tests.node.netns import missing_requirements, unique_name
+from tests.support.nsd import write_nsd
 
 from .conftest import POLICIES
 from .lab import (
+    SHORT_IDLE_SECONDS,
     Host,
     NodeRun,
     Proc,
     Tunnel,
     World,
+    build_world,
     fetch,
-    policy_world,
+    prepare_world,
     sha256,
+    start_nodes,
     tcp_open,
     wait_for,
 )
@@ -44,9 +49,26 @@ KILL_SECONDS = 5.0
 
 @pytest.fixture(scope="module")
 def ovpn_world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
-    with policy_world(
-        tmp_path_factory.mktemp("openvpn"), POLICIES / "strict-no-logs.toml", customers=4
-    ) as world:
+    """``policy_world``'s strict lab, plus NSD for ``lab.test`` on the internet host, which
+    the nodes' resolvers ask for that zone (as in ``test_dns``)."""
+    tmp = tmp_path_factory.mktemp("openvpn")
+    with build_world(tmp, customers=4) as world:
+        world.control_extra = {
+            "BURROW_LOG_FILE": str(tmp / "logs" / "control.log"),
+            "BURROW_CONNECTION_IDLE_SECONDS": str(SHORT_IDLE_SECONDS),
+            "BURROW_CONNECTION_LEASE_TTL_SECONDS": "5",
+        }
+        world.node_extra = {
+            "BURROW_NODE_IDLE_THRESHOLD_SECONDS": str(SHORT_IDLE_SECONDS),
+            "BURROW_NODE_RESOLVER_STUB_ZONES": json.dumps({"lab.test.": [world.inet.ipv4]}),
+            "BURROW_NODE_RUNTIME_DIR": str(tmp / "run"),
+        }
+        prepare_world(world, POLICIES / "strict-no-logs.toml")
+        world.spawn(
+            world.inet.ns, "nsd", *write_nsd(tmp / "nsd", [world.inet.ipv4, world.inet.ipv6])
+        )
+        world.start_control_plane()
+        start_nodes(world)
         for node in world.nodes:
             wait_for(lambda node=node: offered(world, node), 30, "the node to offer OpenVPN")  # type: ignore[misc]
         yield world
@@ -132,6 +154,23 @@ def new_device(world: World, token: str, node: NodeRun, name: str) -> Device:
     return Device(token, device)
 
 
+def node_caught_up(world: World, node: NodeRun) -> None:
+    """Wait until ``node``'s agent applied the control plane's newest revision."""
+    assert world.api is not None
+    token = json.loads((node.state_dir / "identity.json").read_text())["node_token"]
+    revision = world.api.call("GET", "/node-api/v1/state", token=token).json()["state"]["revision"]
+    wait_for(
+        lambda: (
+            re.search(rf"revision {revision} applied", agent_log(node)) is not None
+            or any(
+                int(m) >= revision for m in re.findall(r"revision (\d+) applied", agent_log(node))
+            )
+        ),
+        10,
+        f"{node.host.ns.name} to apply revision {revision}",
+    )
+
+
 def credentials(world: World, device: Device, username: str | None = None) -> Device:
     assert world.api is not None
     body: dict[str, Any] = {"protocol": "openvpn"}
@@ -172,6 +211,7 @@ def client_for(
     *,
     password: str | None = None,
 ) -> OpenVpnClient:
+    node_caught_up(world, node)
     profile, _ = download_profile(world, device, node)
     creds = world.tmp / f"{unique_name('c')}.txt"
     creds.write_text(
@@ -248,6 +288,37 @@ def test_the_downloaded_profile_carries_traffic_over_udp_and_tcp_443(
     assert seen == {node.host.ipv4}, seen
     # The agent logged nothing of the client's address.
     assert host.ipv4 not in agent_log(node)
+
+
+def dig(host: Host, server: str, name: str) -> str:
+    out = host.ns.run(
+        "dig", "+time=2", "+tries=1", "+noall", "+answer", "+comments", f"@{server}", name,
+        check=False,
+    ).stdout  # fmt: skip
+    status = re.search(r"status: (\w+)", out)
+    answers = [line.split()[-1] for line in out.splitlines() if line and not line.startswith(";")]
+    return " ".join([status.group(1) if status else "NO-ANSWER", *answers])
+
+
+def test_names_resolve_through_the_nodes_resolver_over_openvpn(
+    ovpn_world: World, clients: list[OpenVpnClient]
+) -> None:
+    world = ovpn_world
+    node = world.nodes[0]
+    host = world.customers[3]
+    token = world.new_customer()
+    device = credentials(world, new_device(world, token, node, "dns"))
+    client = client_for(world, clients, host, device, node)
+    client.up()
+    # The profile's server pushes the node's resolver; the lab's zone resolves through it.
+    assert "dhcp-option DNS 10.64.0.1" in client.output()
+    wait_for(
+        lambda: dig(host, "10.64.0.1", "www.lab.test") == "NOERROR 192.0.2.80",
+        20,
+        "the node's resolver to answer through OpenVPN",
+    )
+    # Nothing else of the node itself is reachable through the tunnel.
+    assert not tcp_open(host, "10.64.0.1", 22, timeout=1.0)
 
 
 # --- 2. strict policy: OpenVPN may be used twice on one server, WireGuard once -------------------
@@ -347,7 +418,7 @@ def test_with_the_control_plane_stopped_a_valid_device_connects_and_a_revoked_on
     world.api.call(
         "DELETE", f"/api/v1/devices/{revoked.id}/credentials/openvpn", token=token, expect=204
     )
-    time.sleep(2)  # the node's long poll brings the revocation
+    node_caught_up(world, node)  # the node's long poll brought the revocation
     world.stop_control_plane()
     try:
         good = OpenVpnClient(

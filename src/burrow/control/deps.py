@@ -21,6 +21,7 @@ from burrow.control.models import Account, Node
 from burrow.control.nodes.service import node as node_service
 from burrow.control.runtime import Runtime
 from burrow.control.security import SAFE_METHODS, from_origin
+from burrow.wire import API_PREFIX
 
 SESSION_COOKIE = "burrow_session"
 
@@ -37,10 +38,16 @@ RuntimeDep = Annotated[Runtime, Depends(get_runtime)]
 
 # Requests that only read by their method take no write lock until they write (db.py).
 READING_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
+# POSTs that mostly read, likewise: a node's status report decides leases in the live store and
+# writes the database only for a metered policy's connection records (the lock is taken at
+# that first write), so a thousand nodes' reports do not queue behind one another.
+MOSTLY_READING_PATHS = frozenset({f"{API_PREFIX}/report"})
 
 
 async def get_session(request: Request, runtime: RuntimeDep) -> AsyncIterator[AsyncSession]:
-    writes = request.method not in READING_METHODS
+    writes = request.method not in READING_METHODS and (
+        request.url.path not in MOSTLY_READING_PATHS
+    )
     async with unit_of_work(runtime.sessionmaker, writes=writes) as session:
         yield session
 

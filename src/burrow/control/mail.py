@@ -37,6 +37,9 @@ class Mailer:
         message["Subject"] = subject
         if reply_to:
             message["Reply-To"] = reply_to
+            # RFC 3834: a notification, so vacation responders do not answer it (the support
+            # desk's listener drops such answers too).
+            message["Auto-Submitted"] = "auto-generated"
         message.set_content(body)
         try:
             await aiosmtplib.send(

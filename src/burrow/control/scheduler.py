@@ -22,6 +22,7 @@ from dataclasses import dataclass
 
 from burrow.control.accounts.tasks import purge_expired_sessions
 from burrow.control.affiliates.tasks import (
+    check_payout_batches,
     enforce_affiliate_rules,
     release_held_commissions,
     scheduled_payouts,
@@ -65,6 +66,7 @@ JOBS: tuple[tuple[str, Job], ...] = (
     ("make affiliate commissions past their holding period payable", release_held_commissions),
     ("enforce the affiliate program's refund-rate and inactivity rules", enforce_affiliate_rules),
     ("pay affiliates out, where the policy schedules it", scheduled_payouts),
+    ("check unfinished affiliate payout batches with PayPal", check_payout_batches),
 )
 
 

@@ -101,6 +101,7 @@ class IkeV2Service:
         self._tick = tick_seconds
         self._revision: int | None = None
         self._blocked: frozenset[str] = frozenset()
+        self._was_connected: frozenset[str] = frozenset()
         self._lock = asyncio.Lock()
         self.started = asyncio.Event()
         self.refused = 0
@@ -159,7 +160,11 @@ class IkeV2Service:
             log.info("ikev2: %d connections refused (limits)", len(cut))
 
     async def read_sessions(self) -> list[SessionCounters]:
-        """Each device's established SAs, bytes summed (never a client's address)."""
+        """Each device's established SAs, bytes summed (never a client's address).
+
+        A device whose SA ended since the last read is listed once as not connected, so the
+        control plane frees its lease now rather than when it would lapse.
+        """
         applied = self.driver.applied
         totals: dict[str, SessionCounters] = {}
         for session in await self.driver.sessions():
@@ -173,6 +178,11 @@ class IkeV2Service:
                 rx_bytes=session.rx_bytes + (old.rx_bytes if old else 0),
                 tx_bytes=session.tx_bytes + (old.tx_bytes if old else 0),
             )
+        connected = frozenset(key for key, c in totals.items() if c.connected)
+        for key in self._was_connected - connected:
+            if key not in totals:
+                totals[key] = SessionCounters(key, connected=False, rx_bytes=0, tx_bytes=0)
+        self._was_connected = connected
         return list(totals.values())
 
     async def cut(self, keys: Collection[str]) -> None:

@@ -174,6 +174,8 @@ class StatusReporter:
         self._source = source
         self._protocols = tuple(protocols)
         self._protocol_accounting = {p.protocol: ByteAccounting() for p in self._protocols}
+        # Other protocols' sessions that ended since the last delivered report.
+        self._ended: set[str] = set()
         self.interval = interval_seconds
         self.idle_threshold = idle_threshold_seconds
         self._clock = clock
@@ -252,8 +254,12 @@ class StatusReporter:
             deltas = accounting.deltas(sessions)
             _merge(self._pending, {_tagged(source.protocol, k): t for k, t in deltas.items()})
             for session in sessions:
+                tag = _tagged(source.protocol, session.public_key)
                 if session.connected:
-                    connected[_tagged(source.protocol, session.public_key)] = True
+                    connected[tag] = True
+                else:
+                    # Ended since the last read: said once, so its lease ends now.
+                    self._ended.add(tag)
         return connected
 
     def _build(
@@ -261,6 +267,8 @@ class StatusReporter:
     ) -> NodeReport:
         keys = [key for key, up in connected.items() if up]
         keys += [key for key in traffic if not connected.get(key, False)]
+        listed = set(keys)
+        keys += [key for key in self._ended if key not in listed and not connected.get(key)]
         peers = tuple(self._status(key, traffic, connected) for key in keys)
         return NodeReport(
             boot_id=self.boot_id, seq=seq, revision=self._source.applied_revision, peers=peers
@@ -301,6 +309,7 @@ class StatusReporter:
                 ack = await self._send(self._inflight_seq, self._inflight, connected)
         self._inflight_seq = None
         self._inflight = {}
+        self._ended.clear()
         self.last_ack = ack
         await self._source.set_blocked_keys(ack.blocked)
         for source in self._protocols:

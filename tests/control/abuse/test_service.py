@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 from datetime import timedelta
+from pathlib import Path
 
 import httpx
 import pytest
@@ -129,6 +130,55 @@ class TestMetered:
         )
         assert traced.json()["account_id"] == alice.id
 
+    async def test_a_block_used_again_traces_each_time_to_its_holder_then(
+        self,
+        client: httpx.AsyncClient,
+        runtime: Runtime,
+        admin: dict[str, str],
+        node: None,
+    ) -> None:
+        alice, alice_headers = await _customer(runtime)
+        carol, carol_headers = await _customer(runtime)
+        first = await _device(client, alice_headers, "alice-laptop")
+        before = (await _complaint(client, admin, 1500)).json()
+        await asyncio.sleep(1.1)  # complaints name whole seconds
+        removed = await client.delete(f"/api/v1/devices/{first['id']}", headers=alice_headers)
+        assert removed.status_code == 204
+        # Deterministic NAT: the freed block goes to the next device.
+        again = await _device(client, carol_headers, "carol-phone")
+        assert again["ipv4"] == first["ipv4"]
+        await asyncio.sleep(1.1)
+        after = (await _complaint(client, admin, 1500)).json()
+        traced = []
+        for complaint in (before, after):
+            answer = await client.post(
+                f"/api/v1/admin/abuse/complaints/{complaint['id']}/trace", headers=admin
+            )
+            traced.append(answer.json()["account_id"])
+        assert traced == [alice.id, carol.id]
+
+    async def test_twenty_devices_added_at_once_get_twenty_blocks_and_twenty_holdings(
+        self, client: httpx.AsyncClient, runtime: Runtime, node: None
+    ) -> None:
+        customers = [await _customer(runtime) for _ in range(20)]
+        answers = await asyncio.gather(
+            *(
+                client.post(
+                    "/api/v1/devices",
+                    headers=headers,
+                    json={"name": "laptop", "public_key": new_public_key()},
+                )
+                for _account, headers in customers
+            )
+        )
+        assert [a.status_code for a in answers] == [201] * 20, [a.text for a in answers]
+        addresses = sorted(a.json()["ipv4"] for a in answers)
+        assert addresses == sorted(f"10.64.0.{n}" for n in range(2, 22))
+        async with unit_of_work(runtime.sessionmaker) as session:
+            held = (await session.scalars(select(AddressHolding))).all()
+        assert sorted(h.ipv4 for h in held) == addresses
+        assert {h.account_id for h in held} == {account.id for account, _h in customers}
+
     async def test_after_the_retention_the_same_trace_finds_nothing(
         self,
         client: httpx.AsyncClient,
@@ -224,6 +274,37 @@ class TestMetered:
         text = smtp.inbox.body(notice)
         assert CLAUSE in text
         assert "Brute force from your account." in text
+
+
+class TestFewBlocks:
+    @pytest.fixture
+    def settings(self, settings: Settings, tmp_path: Path) -> Settings:
+        text = METERED_POLICY.read_text().replace(
+            "nat_devices_per_egress_ip = 64", "nat_devices_per_egress_ip = 2"
+        )
+        policy = tmp_path / "two-blocks.toml"
+        policy.write_text(text)
+        return settings.model_copy(update={"policy_path": policy})
+
+    async def test_a_device_past_every_block_is_refused_with_the_reason(
+        self, client: httpx.AsyncClient, runtime: Runtime, node: None
+    ) -> None:
+        _alice, headers = await _customer(runtime)
+        first = await _device(client, headers, "one")
+        await _device(client, headers, "two")
+        third = await client.post(
+            "/api/v1/devices",
+            headers=headers,
+            json={"name": "three", "public_key": new_public_key()},
+        )
+        assert third.status_code == 409
+        assert third.headers["content-type"].startswith("application/problem+json")
+        assert "all 2 are in use" in third.json()["detail"]
+        assert "Remove a device you no longer use" in third.json()["detail"]
+        # A freed block is taken again.
+        await client.delete(f"/api/v1/devices/{first['id']}", headers=headers)
+        again = await _device(client, headers, "three")
+        assert again["ipv4"] == first["ipv4"]
 
 
 class TestStrict:

@@ -11,6 +11,7 @@ report doubles. The figures in seconds live in ``bench/reports.py``.
 
 from __future__ import annotations
 
+import asyncio
 import base64
 from datetime import timedelta
 
@@ -23,8 +24,8 @@ from burrow.control.models import Account, Node, Plan, ServedPeer, Subscription,
 from burrow.control.models.subscription import SubscriptionStatus
 from burrow.control.runtime import Runtime
 from burrow.wire import NodeReport, PeerStatus
-from tests.control.connections.conftest import FakeClock
-from tests.support.factories import create_node
+from tests.control.connections.conftest import FakeClock, MakeCustomer, MakeNode
+from tests.support.factories import create_account, create_node
 from tests.support.work import LineCounter
 
 pytestmark = pytest.mark.usefixtures("clock")
@@ -118,3 +119,18 @@ async def test_a_report_costs_in_proportion_to_its_peers(
     per_peer_at_400 = (large - middle) / 200
     # Linear: equal (a little noise from dict resizing); quadratic: double.
     assert per_peer_at_400 <= 1.1 * per_peer_at_200, (small, middle, large)
+
+
+async def test_a_report_does_not_wait_for_the_database_write_lock(
+    runtime: Runtime, customer: MakeCustomer, node: MakeNode
+) -> None:
+    """Leases are decided in the live store; a strict policy's report writes nothing to the
+    database, so it must not queue behind SQLite's one write lock (a thousand nodes' reports
+    would otherwise run one at a time)."""
+    alice = await customer("business-monthly", devices=1)
+    ams = await node("ams-1")
+    async with unit_of_work(runtime.sessionmaker) as holding:
+        # Another request is in the middle of a write and holds the lock.
+        await create_account(holding)
+        blocked = await asyncio.wait_for(ams.report(alice.key(0)), timeout=5)
+    assert blocked == []

@@ -353,3 +353,45 @@ async def test_an_operators_audit_records_itself_and_refuses_a_customer(
             await run_audit_by(
                 session, runtime.engine, runtime.policy, runtime.settings, customer, targets
             )
+
+
+async def test_the_tunnel_address_history_is_checked_against_the_nat_and_its_retention(
+    runtime: Runtime, session: AsyncSession, deployment: AuditTargets
+) -> None:
+    from burrow.control.models import AddressHolding
+
+    account = await factories.create_account(session)
+    device = await factories.create_device(session, account)
+    now = utcnow()
+    for held_until in (None, now - timedelta(days=5), now - timedelta(days=40)):
+        session.add(
+            AddressHolding(
+                account_id=account.id,
+                device_id=device.id,
+                device_name=device.name,
+                ipv4=device.ipv4,
+                ipv6=device.ipv6,
+                held_from=now - timedelta(days=60),
+                held_until=held_until,
+            )
+        )
+    await session.commit()
+    metered = load_policy(ROOT / "examples" / "policies" / "metered.toml")
+    report = await _audit(runtime, deployment, metered)
+    assert _violations(report) == [
+        (
+            "address_holdings",
+            "1 rows of the tunnel address history ended more than 30 days ago, past "
+            "privacy.address_history_retention_days",
+        )
+    ]
+    assert any(f.where == "address_holdings" and f.severity == "allowed" for f in report.findings)
+
+    strict = await _audit(runtime, deployment)
+    assert _violations(strict) == [
+        (
+            "address_holdings",
+            '3 rows of which device held which tunnel address, which network.nat = "random" '
+            'under privacy.mode = "strict" does not keep',
+        )
+    ]

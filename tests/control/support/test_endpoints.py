@@ -11,12 +11,15 @@ from datetime import timedelta
 import httpx
 from sqlalchemy import select, update
 
+from burrow.control.audit.service import CliOperator
+from burrow.control.billing.service import billing as billing_service
 from burrow.control.config import Settings
 from burrow.control.db import unit_of_work
 from burrow.control.metrics import exposition
 from burrow.control.metrics import read as read_metrics
 from burrow.control.models import (
     AdminAction,
+    PaymentMethod,
     Subscription,
     SupportMessage,
     SupportRequest,
@@ -257,7 +260,7 @@ async def test_twenty_administrators_deciding_at_once(settings: Settings) -> Non
             view = await support_service.receive_email(
                 session,
                 runtime,
-                request_id=None,
+                reply=None,
                 sender=customer_email,
                 subject="Please cancel",
                 body=f"Cancel my subscription. My VPN username: {customer_email}",
@@ -329,3 +332,73 @@ async def test_a_request_is_handed_to_another_administrator(
     assert refused.status_code == 422
     assert refused.json()["field"] == "owner_id"
     assert "not an administrator" in refused.json()["detail"]
+
+
+async def test_twenty_signed_out_requests_at_once_from_one_address(
+    settings: Settings, smtp: SmtpServer
+) -> None:
+    """The per-address limit holds when twenty arrive at the same moment at a real server:
+    three are opened (and three emails sent), seventeen refused with Retry-After."""
+    async with running_runtime(settings) as runtime:
+        with serving(settings) as server:
+            async with httpx.AsyncClient(base_url=server.url, timeout=30) as client:
+                responses = await asyncio.gather(
+                    *(
+                        client.post(
+                            "/api/v1/support/requests/by-email",
+                            json={
+                                "email": "burst@example.org",
+                                "topic": "other",
+                                "subject": f"try {n}",
+                                "message": "hello",
+                            },
+                        )
+                        for n in range(20)
+                    )
+                )
+        statuses = sorted(r.status_code for r in responses)
+        assert statuses == [202] * 3 + [429] * 17
+        assert all("Retry-After" in r.headers for r in responses if r.status_code == 429)
+        async with unit_of_work(runtime.sessionmaker) as session:
+            opened = (
+                await session.scalars(
+                    select(SupportRequest).where(SupportRequest.email == "burst@example.org")
+                )
+            ).all()
+        assert len(opened) == 3
+        assert len(await smtp.inbox.arrived("burst@example.org", count=3)) == 3
+
+
+async def test_a_refund_asked_through_the_api_links_its_support_conversation(
+    client: httpx.AsyncClient, runtime: Runtime
+) -> None:
+    customer_id, _, customer = await _caller(runtime, plan="personal-monthly")
+    _, _, other = await _caller(runtime)
+    async with unit_of_work(runtime.sessionmaker) as session:
+        recorded = await billing_service.record_manual_payment(
+            session,
+            runtime,
+            CliOperator("test"),
+            customer_id,
+            "personal-monthly",
+            699,
+            "USD",
+            PaymentMethod.manual,
+            f"ref-{customer_id}",
+        )
+        order_id = recorded.order.id
+    talk = {"topic": "refund", "subject": "Slow", "message": "Nothing loads."}
+    mine = (await client.post("/api/v1/support/requests", json=talk, headers=customer)).json()
+    theirs = (await client.post("/api/v1/support/requests", json=talk, headers=other)).json()
+    path = f"/api/v1/billing/orders/{order_id}/refund"
+    refused = await client.post(
+        path, json={"reason": "x", "support_request_id": theirs["id"]}, headers=customer
+    )
+    assert refused.status_code == 404
+    assert (await client.get("/api/v1/refunds", headers=customer)).json() == []
+    asked = await client.post(
+        path, json={"reason": "Still slow.", "support_request_id": mine["id"]}, headers=customer
+    )
+    assert asked.status_code == 201, asked.text
+    seen = await client.get(f"/api/v1/support/requests/{mine['id']}", headers=customer)
+    assert seen.json()["refund_request_id"] == asked.json()["id"]

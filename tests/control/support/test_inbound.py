@@ -106,6 +106,7 @@ async def test_a_reply_by_email_lands_on_the_request(desk: Desk) -> None:
     # Metered policy: message_in_email = true, so the text travels with the link.
     assert "Which server do you use?" in Inbox.body(notice)
     reply_to = str(notice["Reply-To"])
+    assert notice["Auto-Submitted"] == "auto-generated"
     assert re.fullmatch(rf"support\+{request_id}-[0-9a-f]{{32}}@example\.com", reply_to)
 
     reply = _mail(
@@ -126,11 +127,21 @@ async def test_a_reply_by_email_lands_on_the_request(desk: Desk) -> None:
     # Support is told (the owner: whoever answered first).
     to_admin = await desk.inbox.arrived(admin_email, count=2)
     assert "Amsterdam" in Inbox.body(to_admin[-1])
-    # And support can answer by email too: the admin's reply lands as support's.
-    await _send(desk, _mail(admin_email, reply_to, "Re: Slow", "Try Rotterdam, please."))
+    # Support answers by email through its own notification's reply address.
+    staff_reply_to = str(to_admin[-1]["Reply-To"])
+    assert re.fullmatch(rf"support\+{request_id}-s[0-9a-f]{{32}}@example\.com", staff_reply_to)
+    await _send(desk, _mail(admin_email, staff_reply_to, "Re: Slow", "Try Rotterdam, please."))
     messages = await _messages(desk.runtime, request_id)
     assert messages[-1].author == "support"
     assert messages[-1].body == "Try Rotterdam, please."
+    # The customer's own reply address cannot write as support, whatever its From line says;
+    # and support's address takes nothing from anyone but an administrator.
+    await _send(desk, _mail(admin_email, reply_to, "Re: Slow", "Refund approved! (forged)"))
+    assert (await _messages(desk.runtime, request_id))[-1].author == "customer"
+    with pytest.raises(aiosmtplib.SMTPDataError) as refused:
+        await _send(desk, _mail(customer_email, staff_reply_to, "Re", "I am support now."))
+    assert "support's own addresses only" in refused.value.message
+    assert "I am support now." not in [m.body for m in await _messages(desk.runtime, request_id)]
 
 
 async def test_a_forged_reply_token_and_relaying_are_refused(desk: Desk) -> None:
@@ -219,3 +230,18 @@ async def test_a_cancellation_by_email_is_recognised_for_one_click(desk: Desk) -
         assert "already carried out" in again.json()["detail"]
     told = (await desk.inbox.arrived("someone@elsewhere.example", count=2))[-1]
     assert "cancelled" in Inbox.body(told)
+
+
+async def test_automatic_mail_is_never_filed_nor_answered(desk: Desk) -> None:
+    """A bounce, an auto-reply or the desk's own address writing to itself: accepted and
+    dropped, so no loop of notifications can start."""
+    auto_reply = _mail("holiday@example.org", SUPPORT, "Out of office", "Back on Monday.")
+    auto_reply["Auto-Submitted"] = "auto-replied"
+    await _send(desk, auto_reply)
+    await _send(desk, _mail(SUPPORT, SUPPORT, "Loop", "From ourselves."))
+    bounce = _mail("mailer-daemon@example.org", SUPPORT, "Undelivered", "No such user.")
+    await aiosmtplib.send(bounce, sender="", hostname="127.0.0.1", port=desk.smtp_port, timeout=10)
+    async with unit_of_work(desk.runtime.sessionmaker) as session:
+        assert (await session.scalars(select(SupportRequest))).all() == []
+    assert desk.inbox.to("holiday@example.org") == []
+    assert desk.inbox.to("mailer-daemon@example.org") == []

@@ -10,6 +10,7 @@ from burrow.control.db import unit_of_work
 from burrow.control.models import SupportAuthor, SupportMessage, SupportTopic, SupportVia
 from burrow.control.policy.audit import AuditTargets, run_audit
 from burrow.control.runtime import Runtime
+from burrow.control.support.addresses import ReplyTo
 from burrow.control.support.service import NotAnAdministratorToOwn, topic_of_email, usernames_in
 from burrow.control.support.service import support as support_service
 from tests.support.factories import create_account
@@ -32,7 +33,7 @@ async def test_the_audit_finds_no_client_address_in_support_requests(runtime: Ru
         await support_service.receive_email(
             session,
             runtime,
-            request_id=view.request.id,
+            reply=ReplyTo(view.request.id, staff=False),
             sender=account.email,
             subject="Re",
             body="Also from 198.51.100.9 now.",

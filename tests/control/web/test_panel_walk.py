@@ -167,6 +167,7 @@ CUSTOMER_PAGES = [
     ("/dashboard/cancel", "cancel"),
     ("/devices", "devices"),
     ("/devices/{device}", "device"),
+    ("/devices/{device}/openvpn", "device-openvpn"),
     ("/servers", "servers"),
     ("/billing", "billing"),
     ("/billing/orders/{order}/refund", "refund-request"),
@@ -179,6 +180,7 @@ CUSTOMER_PAGES = [
     ("/privacy/billing", "privacy-billing"),
     ("/privacy/delete", "privacy-delete"),
     ("/support", "support"),
+    ("/affiliate", "affiliate"),
     ("/terms", "terms"),
 ]
 SIGNED_OUT_PAGES = [
@@ -198,6 +200,8 @@ ADMIN_PAGES = [
     ("/admin/privacy", "privacy-requests"),
     ("/admin/payment-events", "payment-events"),
     ("/admin/support", "support"),
+    ("/admin/abuse", "abuse"),
+    ("/admin/affiliates", "affiliates"),
 ]
 # Forms whose action ends the session or the account are sent last (or not at all): the
 # deletion form needs the password, which the walk never has, so it only ever refuses.

@@ -18,6 +18,7 @@ from burrow.control.models import (
     Account,
     AdminAction,
     PaymentMethod,
+    Subscription,
     SupportRequest,
     SupportTopic,
     SupportVia,
@@ -255,3 +256,37 @@ async def test_a_request_is_handed_over_in_the_panel(
         stored = await session.get(SupportRequest, view.request.id)
         assert stored is not None
         assert stored.owner_id == colleague.id
+
+
+async def test_an_emailed_cancellation_is_carried_out_in_one_click(
+    client: httpx.AsyncClient, runtime: Runtime, web_customer: MakeWebCustomer, smtp: SmtpServer
+) -> None:
+    customer = await web_customer(sign_in=False)
+    _, admin_token = await _admin(runtime)
+    async with unit_of_work(runtime.sessionmaker) as session:
+        view = await support_service.receive_email(
+            session,
+            runtime,
+            reply=None,
+            sender=customer.account.email,
+            subject="Cancellation",
+            body="Please cancel my subscription.",
+        )
+    page = f"/admin/support/{view.request.id}"
+    sign_in_as(client, admin_token)
+    shown = await client.get(page)
+    assert 'id="support-cancel-subscription"' in shown.text
+    assert customer.account.email in _text(shown)
+    done = await post_form(client, f"{page}/cancel-subscription", page=page, follow=True)
+    assert "is cancelled" in _text(done)
+    assert 'id="support-cancelled"' in done.text
+    assert 'id="support-cancel-subscription"' not in done.text
+    # Strict policy: the customer is told there is an answer, with the link to read it.
+    told = (await smtp.inbox.arrived(customer.account.email))[-1]
+    assert f"/support/requests/{view.request.id}?key=" in Inbox.body(told)
+    async with unit_of_work(runtime.sessionmaker) as session:
+        subscription = await session.scalar(
+            select(Subscription).where(Subscription.account_id == customer.account.id)
+        )
+        assert subscription is not None
+        assert subscription.cancel_at_period_end

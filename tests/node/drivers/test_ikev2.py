@@ -7,14 +7,17 @@ client charon, each with its own /run.
 from __future__ import annotations
 
 import asyncio
+import base64
 import os
 import shutil
+import socket
 import tempfile
 import time
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import pytest
+import vici
 
 from burrow.node.drivers.ikev2 import (
     CharonDriver,
@@ -26,7 +29,9 @@ from burrow.node.drivers.ikev2 import (
     over_limit,
     render_strongswan_conf,
 )
-from burrow.wire import ikev2_nt_hash, ikev2_verifier
+from burrow.node.ikev2 import IkeV2Service
+from burrow.node.reconcile import DesiredPeers
+from burrow.wire import CredentialSpec, PeerSpec, ProtocolLimit, ikev2_nt_hash, ikev2_verifier
 from tests.node.drivers.ikev2_lab import IkeV2Client, LabPki, make_pki, virtual_ips
 from tests.node.netns import Lab, Namespace, needs
 
@@ -268,6 +273,9 @@ async def test_a_killed_charon_comes_back_with_every_device_loaded(
     assert node.pid is not None
     ike_lab[0].track(node.pid)
     assert await _connect(client, pki, "dev-alice", "alice's server-made secret")
+    # Stopped, it leaves nothing behind in its runtime directory.
+    await node.stop()
+    assert not node.runtime_dir.exists()
 
 
 @needs("unshare")
@@ -288,3 +296,93 @@ async def test_a_device_removed_and_added_again_connects_again(
         "10.64.0.77",
         "fd42:b0::77",
     ]
+
+
+@needs("unshare")
+async def test_twenty_connections_of_one_subscription_at_once_leave_exactly_one(
+    node: CharonDriver, client: IkeV2Client, pki: LabPki
+) -> None:
+    """The per-server limit is decided on the node; 20 racing connections leave one up."""
+    devices = [
+        IkeV2Device(
+            key=f"{n:043d}=",
+            username=f"dev-{n}",
+            nt_hash=nt_hash(f"secret {n}"),
+            addresses=(f"10.64.1.{n + 10}/32", f"fd42:b0::1:{n + 10:x}/128"),
+            subscription="sub-race",
+            per_server=1,
+        )
+        for n in range(20)
+    ]
+    desired = DesiredPeers(
+        1,
+        [
+            PeerSpec(
+                public_key=base64.b64encode(n.to_bytes(32, "big")).decode(),
+                allowed_ips=d.addresses,
+                credentials=(
+                    CredentialSpec(
+                        protocol="ikev2", username=d.username, verifier=f"nt${d.nt_hash}"
+                    ),
+                ),
+                subscription="sub-race",
+                per_server=(ProtocolLimit(protocol="ikev2", per_server=1),),
+            )
+            for n, d in enumerate(devices)
+        ],
+    )
+    server = node._require_server()
+    service = IkeV2Service(node, server, lambda: desired, tick_seconds=0.1)
+    await service.step()
+    assert len(node.applied) == 20
+
+    def initiate(n: int) -> bool:
+        session = vici.Session(_unix(client.charon.socket_path))
+        try:
+            conn = f"race{n}"
+            session.load_conn(
+                {
+                    conn: {
+                        "version": "2",
+                        "remote_addrs": [NODE_ADDRESS],
+                        "vips": ["0.0.0.0"],
+                        "proposals": ["aes256gcm16-prfsha384-ecp384"],
+                        "local": {"auth": "eap-mschapv2", "id": f"dev-{n}", "eap_id": f"dev-{n}"},
+                        "remote": {"auth": "pubkey", "id": HOST, "cacerts": [pki.ca_pem]},
+                        "children": {conn: {"remote_ts": ["0.0.0.0/0"]}},
+                    }
+                }
+            )
+            session.load_shared(
+                {"id": conn, "type": "EAP", "data": f"secret {n}", "owners": [f"dev-{n}"]}
+            )
+            try:
+                for _ in session.initiate({"child": conn, "timeout": "15000"}):
+                    pass
+            except vici.exception.CommandException:
+                return False
+            return True
+        finally:
+            session.transport.socket.close()
+
+    async def enforce() -> None:
+        for _ in range(60):
+            await service.step()
+            await asyncio.sleep(0.1)
+
+    results, _ = await asyncio.gather(
+        asyncio.gather(*(asyncio.to_thread(initiate, n) for n in range(20))), enforce()
+    )
+    assert any(results)
+    for _ in range(30):
+        await service.step()
+        await asyncio.sleep(0.1)
+    established = [s for s in await node.sessions() if s.established]
+    assert len(established) == 1
+    assert service.refused >= sum(results) - 1
+
+
+def _unix(path: Path) -> socket.socket:
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    sock.connect(str(path))
+    return sock

@@ -169,6 +169,10 @@ class AffiliateRepository:
         )
         return list((await self.session.scalars(query)).all())
 
+    async def item_by_sender_id(self, sender_item_id: str) -> PayoutItem | None:
+        query = select(PayoutItem).where(PayoutItem.sender_item_id == sender_item_id)
+        return await self.session.scalar(query)
+
     async def items_of(self, batch_id: int) -> list[PayoutItem]:
         query = select(PayoutItem).where(PayoutItem.batch_id == batch_id).order_by(PayoutItem.id)
         return list((await self.session.scalars(query)).all())

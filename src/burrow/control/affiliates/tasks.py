@@ -29,3 +29,11 @@ async def scheduled_payouts(runtime: Runtime) -> int:
         return 0
     batch = await affiliate_service.pay_out(runtime, None)
     return 0 if batch is None else 1
+
+
+async def check_payout_batches(runtime: Runtime) -> int:
+    """Batches not finished yet: sent again if PayPal's answer was lost, otherwise asked how
+    their items ended (returned money goes back to the balance). Returns how many."""
+    if runtime.policy.affiliates is None or not runtime.policy.affiliates.enabled:
+        return 0
+    return await affiliate_service.check_unfinished(runtime)

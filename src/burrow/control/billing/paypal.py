@@ -42,6 +42,7 @@ from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from burrow.control.affiliates.service import affiliate as affiliate_service
 from burrow.control.billing.service import (
     CHECKOUT_PROVIDERS,
     RETURN_HANDLERS,
@@ -542,6 +543,15 @@ async def _capture_refunded(
     await billing_service.provider_refunded(session, runtime, order, total)
 
 
+async def _payout_item(
+    session: AsyncSession, runtime: Runtime, event: WebhookEvent, obj: dict[str, Any], at: datetime
+) -> None:
+    """An affiliate payout item succeeded, was returned, failed or is unclaimed: the affiliate
+    program records it (returned money goes back to the affiliate's balance)."""
+    if not await affiliate_service.item_reported(session, obj):
+        log.info("paypal event %s: not a payout item of ours; nothing to do", event.event_id)
+
+
 EventHandler = Callable[
     [AsyncSession, Runtime, WebhookEvent, dict[str, Any], datetime], Awaitable[None]
 ]
@@ -555,6 +565,20 @@ HANDLERS: dict[str, EventHandler] = {
     "BILLING.SUBSCRIPTION.CANCELLED": _subscription_state,
     "BILLING.SUBSCRIPTION.SUSPENDED": _subscription_state,
     "BILLING.SUBSCRIPTION.PAYMENT.FAILED": _subscription_payment_failed,
+    **{
+        f"PAYMENT.PAYOUTS-ITEM.{state}": _payout_item
+        for state in (
+            "SUCCEEDED",
+            "UNCLAIMED",
+            "RETURNED",
+            "FAILED",
+            "BLOCKED",
+            "DENIED",
+            "REFUNDED",
+            "CANCELED",
+            "HELD",
+        )
+    },
 }
 
 

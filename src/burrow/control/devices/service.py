@@ -130,6 +130,18 @@ class QrNeedsPrivateKey(BurrowError):
         )
 
 
+class PortBlocksFull(Conflict):
+    """Deterministic NAT: every server's shared address is divided into one block of ports per
+    device, and every block is taken."""
+
+    def __init__(self, blocks: int, contact: str) -> None:
+        super().__init__(
+            f"No device can be added right now: our servers give every device its own range of "
+            f"ports on their shared address, and all {blocks} are in use. Remove a device you "
+            f"no longer use, or write to {contact}."
+        )
+
+
 class AddressAllocationRace(Conflict):
     def __init__(self) -> None:
         super().__init__("Another device took the same tunnel address at the same moment; retry.")
@@ -137,6 +149,9 @@ class AddressAllocationRace(Conflict):
 
 # Index 0 is the pool's network address, 1 the nodes' own gateway inside the tunnel.
 FIRST_DEVICE_INDEX = 2
+# A lost race for an address waits for the winner's commit and tries the next: enough tries
+# for twenty adds at the same moment.
+ALLOCATION_ATTEMPTS = 32
 KEEPALIVE_SECONDS = 25
 # How long customers are told that a node's configurations changed.
 CONFIG_NOTICE_DAYS = 90
@@ -446,8 +461,14 @@ class DeviceService:
         pool = AddressPool.from_settings(runtime.settings)
         pool = AddressPool(pool.ipv4, pool.ipv6, runtime.policy.dns.reserved_addresses)
         device = None
-        for _attempt in range(2):
-            index = await self._free_address_index(repository, pool)
+        for _attempt in range(ALLOCATION_ATTEMPTS):
+            index = await self._free_address_index(
+                repository, pool, lowest=keeps_address_history(runtime.policy)
+            )
+            blocks = runtime.policy.network.nat_devices_per_egress_ip
+            if keeps_address_history(runtime.policy) and index >= FIRST_DEVICE_INDEX + blocks:
+                # Past the blocks every node would drop its traffic: refuse it here, plainly.
+                raise PortBlocksFull(blocks, runtime.policy.provider.contact_email)
             ipv4, ipv6 = pool.addresses(index)
             candidate = Device(
                 account_id=account.id,
@@ -647,12 +668,21 @@ class DeviceService:
         return node
 
     @staticmethod
-    async def _free_address_index(repository: DeviceRepository, pool: AddressPool) -> int:
+    async def _free_address_index(
+        repository: DeviceRepository, pool: AddressPool, *, lowest: bool = False
+    ) -> int:
         """The index after the highest in use; gaps are searched only at the pool's end.
 
         This keeps an add at 100,000 devices one index lookup, and a just-freed address
-        does not pass straight to another customer.
+        does not pass straight to another customer. Under deterministic NAT (``lowest``) the
+        lowest free index instead: each index is a port block, and a node holds only so many,
+        so freed blocks are used again (the address history tells their holders apart).
         """
+        if lowest:
+            index = await repository.lowest_free_address_index(FIRST_DEVICE_INDEX, pool.last_index)
+            if index is None:
+                raise AddressPoolExhausted()
+            return index
         highest = await repository.max_address_index()
         if highest is None:
             return FIRST_DEVICE_INDEX

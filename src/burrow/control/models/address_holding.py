@@ -19,7 +19,10 @@ class AddressHolding(IdMixin, Base):
     """
 
     __tablename__ = "address_holdings"
-    __table_args__ = (Index("ix_address_holdings_ipv4_held_from", "ipv4", "held_from"),)
+    __table_args__ = (
+        Index("ix_address_holdings_ipv4_held_from", "ipv4", "held_from"),
+        {"info": {"privacy": "address_history"}},
+    )
 
     account_id: Mapped[int] = mapped_column(
         BigId, ForeignKey("accounts.id", ondelete="CASCADE"), index=True

@@ -75,6 +75,7 @@ Severity = Literal["violation", "allowed", "note"]
 CONNECTION_RECORDS = "connection_records"
 USAGE_COUNTERS = "usage_counters"
 LOGIN_IP = "login_ip"
+ADDRESS_HISTORY = "address_history"
 
 CONNECTION_RECORDS_TABLE = "connection_records"
 _RECORD_TIME_COLUMNS = ("started_at", "start", "connected_at", "created_at")
@@ -92,6 +93,8 @@ TUNNEL_ADDRESS_COLUMNS = frozenset(
         ("served_peers", "ipv6"),
         ("peer_changes", "ipv4"),
         ("peer_changes", "ipv6"),
+        ("address_holdings", "ipv4"),
+        ("address_holdings", "ipv6"),
     }
 )
 SKIPPED_TABLES = frozenset({"alembic_version"})
@@ -272,6 +275,8 @@ class _DatabaseAudit:
             table_class = _privacy_class(name)
             if table_class == CONNECTION_RECORDS:
                 self.connection_records(table)
+            if table_class == ADDRESS_HISTORY:
+                self.address_history(table)
             for column in table.c:
                 self.report.columns += 1
                 self.column(table, column.name, pk, tied, table_class, allowed_anywhere)
@@ -284,6 +289,47 @@ class _DatabaseAudit:
                 "records to check against privacy.connection_record_retention_days",
             )
         return self.operator
+
+    def address_history(self, table: Table) -> None:
+        """Which device held which tunnel address: kept only under deterministic NAT, and then
+        only until the retention after the device gave the address up."""
+        policy = self.policy
+        where = table.name
+        rows = int(self.conn.execute(select(func.count()).select_from(table)).scalar_one())
+        keeps = policy.network.nat == "deterministic" and policy.privacy.mode == "metered"
+        if not keeps:
+            if rows:
+                self.report.add(
+                    "violation",
+                    where,
+                    f"{rows} rows of which device held which tunnel address, which "
+                    f'network.nat = "{policy.network.nat}" under {_mode(policy)} does not keep',
+                )
+            return
+        days = policy.privacy.address_history_retention_days or 0
+        cutoff = self.now - timedelta(days=days)
+        stale = 0
+        if "held_until" in table.c:
+            for (value,) in self.conn.execute(
+                select(_raw(table, "held_until")).where(table.c.held_until.is_not(None))
+            ):
+                ended = _aware(value)
+                if ended is not None and ended < cutoff:
+                    stale += 1
+        if stale:
+            self.report.add(
+                "violation",
+                where,
+                f"{stale} rows of the tunnel address history ended more than {days} days ago, "
+                "past privacy.address_history_retention_days",
+            )
+        if rows - stale:
+            self.report.add(
+                "allowed",
+                where,
+                f"{rows - stale} rows of the tunnel address history, allowed by "
+                'network.nat = "deterministic" for privacy.address_history_retention_days',
+            )
 
     def _count_values(self, table: Table, column: str) -> int:
         query = select(func.count()).select_from(table).where(table.c[column].is_not(None))

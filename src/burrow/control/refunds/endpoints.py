@@ -24,6 +24,7 @@ from burrow.control.refunds.schemas import (
 )
 from burrow.control.refunds.service import RefundView
 from burrow.control.refunds.service import refund as refund_service
+from burrow.control.support.service import support as support_service
 
 customer_router = APIRouter(tags=["refunds"])
 admin_router = APIRouter(prefix="/api/v1/admin/refunds", tags=["admin"])
@@ -92,7 +93,14 @@ async def request_refund(
     """Every rule of the provider's refund policy is checked and shown with what it found:
     the request is approved at once, refused (naming the rules it fails), or queued for a
     person, who acts before ``due_at``."""
+    if body.support_request_id is not None:
+        # Checked before anything is decided: an unknown conversation changes nothing.
+        await support_service.own_one(session, account, body.support_request_id)
     view = await refund_service.request(session, runtime, account, order_id, body.reason)
+    if body.support_request_id is not None:
+        await support_service.link_refund(
+            session, account, body.support_request_id, view.request.id
+        )
     return _out(view)
 
 

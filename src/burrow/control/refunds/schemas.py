@@ -22,6 +22,14 @@ class RefundRequestIn(BaseModel):
     reason: str = Field(
         "", max_length=2000, description="Why you ask for your money back, in your words."
     )
+    support_request_id: int | None = Field(
+        None,
+        ge=1,
+        le=2**63 - 1,
+        description="Your support conversation about the problem, if you had one first "
+        "(offered before a refund where the provider's policy says so); the request links to "
+        "it.",
+    )
 
     _plain = field_validator("reason")(_printable)
 

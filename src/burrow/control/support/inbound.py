@@ -29,7 +29,7 @@ from aiosmtpd.smtp import SMTP
 from burrow.control.db import unit_of_work
 from burrow.control.errors import BurrowError
 from burrow.control.runtime import Runtime
-from burrow.control.support.service import parse_recipient, support_address
+from burrow.control.support.addresses import parse_recipient, support_address
 from burrow.control.support.service import support as support_service
 
 log = logging.getLogger(__name__)
@@ -86,6 +86,22 @@ class SupportInbox:
         envelope.rcpt_tos.append(address)
         return "250 OK"
 
+    def _automatic(self, envelope: Any, message: EmailMessage, sender: str) -> bool:
+        if not envelope.mail_from or envelope.mail_from == "<>":
+            return True  # a delivery status notification (RFC 5321 null reverse-path)
+        auto = str(message.get("Auto-Submitted", "no")).strip().lower()
+        if auto != "no":
+            return True  # RFC 3834
+        ours = {
+            support_address(self.runtime).lower(),
+            parseaddr(self.runtime.settings.smtp_from)[1].lower(),
+        }
+        local = sender.lower()
+        base_local, _, base_domain = support_address(self.runtime).lower().partition("@")
+        return local in ours or (
+            local.endswith(f"@{base_domain}") and local.startswith(f"{base_local}+")
+        )
+
     async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:
         del server, session
         message = email.message_from_bytes(envelope.content, policy=email.policy.default)
@@ -98,6 +114,10 @@ class SupportInbox:
         sender = parseaddr(str(message.get("From", "")))[1] or str(envelope.mail_from or "")
         if "@" not in sender:
             return "550 5.1.7 The message has no sender address to answer"
+        if self._automatic(envelope, message, sender):
+            # Bounces, auto-replies and our own mail: never filed, never answered, so two
+            # robots (or the desk and itself) cannot write to each other forever.
+            return "250 OK: an automatic message, not filed"
         subject = str(message.get("Subject", "") or "").strip()
         text = plain_text(message)
         if not text:
@@ -111,7 +131,7 @@ class SupportInbox:
                     await support_service.receive_email(
                         session,
                         self.runtime,
-                        request_id=target if isinstance(target, int) else None,
+                        reply=target,
                         sender=sender,
                         subject=subject or "(no subject)",
                         body=text,

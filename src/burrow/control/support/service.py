@@ -17,7 +17,7 @@ Errors::
 
     BurrowError
     ├── NotFound:      SupportRequestNotFound
-    ├── Forbidden:     SupportLinkInvalid
+    ├── Forbidden:     SupportLinkInvalid, NotFromSupport
     ├── Conflict:      SupportRequestTaken, SupportStateChanged, CancellationAlreadyDone,
     │                  NoCancellationAsked
     └── InvalidInput:  AttachmentsRefused
@@ -28,12 +28,10 @@ accounts-independent domains it acts through (subscriptions for a cancellation).
 
 from __future__ import annotations
 
-import hmac
 import logging
 import re
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from email.utils import parseaddr
 from pathlib import Path
 
 from jinja2 import Environment, FileSystemLoader, StrictUndefined
@@ -57,6 +55,13 @@ from burrow.control.ratelimit import RateLimits
 from burrow.control.runtime import Runtime
 from burrow.control.security import keyed_digest
 from burrow.control.subscriptions.service import subscription as subscription_service
+from burrow.control.support.addresses import (
+    ReplyTo,
+    admin_link,
+    customer_link,
+    reply_address,
+    token_matches,
+)
 from burrow.control.support.repository import SupportRepository
 
 log = logging.getLogger(__name__)
@@ -73,8 +78,6 @@ QUEUE_LIMIT = 500
 # Requests opened signed out per address: each sends that address an email, so the form
 # must not become a way to flood someone's inbox.
 SIGNED_OUT_LIMITS = RateLimits.parse("3/hour;10/day")
-# Characters of the signed token in reply addresses and links (hex of an HMAC-SHA256).
-TOKEN_LENGTH = 32
 TOPIC_NAMES = {
     SupportTopic.connection: "Connection problem",
     SupportTopic.billing: "Billing",
@@ -169,6 +172,17 @@ class NotAnAdministratorToOwn(InvalidInput):
         )
 
 
+class NotFromSupport(Forbidden):
+    title = "Not from support"
+    type_slug = "support-reply-not-from-support"
+
+    def __init__(self) -> None:
+        super().__init__(
+            "This reply address takes answers from support's own addresses only; write to the "
+            "support address instead."
+        )
+
+
 class AttachmentsRefused(InvalidInput):
     title = "Attachments not accepted"
     type_slug = "attachments-refused"
@@ -201,68 +215,6 @@ class SupportView:
 class SupportSummary:
     by_status: dict[SupportStatus, int]
     overdue: int
-
-
-# --- tokens: reply addresses and links ------------------------------------------------------
-
-
-def _token(runtime: Runtime, purpose: str, request_id: int) -> str:
-    secret = runtime.settings.secret_key.get_secret_value()
-    return keyed_digest(secret, f"support-{purpose}:{request_id}")[:TOKEN_LENGTH]
-
-
-def _token_matches(runtime: Runtime, purpose: str, request_id: int, token: str) -> bool:
-    return hmac.compare_digest(_token(runtime, purpose, request_id), token.lower())
-
-
-def support_address(runtime: Runtime) -> str:
-    policy = runtime.policy
-    return str(policy.support.address or policy.provider.contact_email)
-
-
-def reply_address(runtime: Runtime, request_id: int) -> str:
-    """``support+<id>-<token>@<domain>``: a reply to it lands on request ``id``."""
-    local, _, domain = support_address(runtime).partition("@")
-    return f"{local}+{request_id}-{_token(runtime, 'reply', request_id)}@{domain}"
-
-
-_REPLY_LOCAL = re.compile(r"^(?P<base>[^+]+)\+(?P<id>\d{1,18})-(?P<token>[0-9a-fA-F]+)$")
-
-
-def parse_recipient(runtime: Runtime, address: str) -> int | bool | None:
-    """What an inbound recipient is: a request id (a valid reply address), None (the support
-    address itself, a new request), or False (anything else: refused, nothing is relayed).
-
-    A reply address whose token does not match is False as well: forged or mistyped.
-    """
-    _, addr = parseaddr(address)
-    local, _, domain = addr.partition("@")
-    base_local, _, base_domain = support_address(runtime).partition("@")
-    if domain.lower() != base_domain.lower():
-        return False
-    if local.lower() == base_local.lower():
-        return None
-    found = _REPLY_LOCAL.match(local)
-    if found is None or found["base"].lower() != base_local.lower():
-        return False
-    request_id = int(found["id"])
-    if not _token_matches(runtime, "reply", request_id, found["token"]):
-        return False
-    return request_id
-
-
-def view_token(runtime: Runtime, request_id: int) -> str:
-    return _token(runtime, "view", request_id)
-
-
-def customer_link(runtime: Runtime, request_id: int) -> str:
-    """The request's page for its customer, signed in or not (the key is the proof)."""
-    key = view_token(runtime, request_id)
-    return runtime.settings.public_link(f"/support/requests/{request_id}?key={key}")
-
-
-def admin_link(runtime: Runtime, request_id: int) -> str:
-    return runtime.settings.public_link(f"/admin/support/{request_id}")
 
 
 def clean_text(text: str) -> str:
@@ -363,7 +315,7 @@ class SupportService:
         self, session: AsyncSession, runtime: Runtime, request_id: int, key: str
     ) -> SupportView:
         """A request opened through the link in its emails (signed out)."""
-        if not _token_matches(runtime, "view", request_id, key):
+        if not token_matches(runtime, "view", request_id, key):
             raise SupportLinkInvalid()
         request = await SupportRepository(session).get(request_id)
         if request is None:
@@ -584,32 +536,35 @@ class SupportService:
         session: AsyncSession,
         runtime: Runtime,
         *,
-        request_id: int | None,
+        reply: ReplyTo | None,
         sender: str,
         subject: str,
         body: str,
     ) -> SupportView:
-        """An email to the support desk: a reply (``request_id`` from a valid reply address)
-        lands on its request, as support's when an administrator wrote it; a new email opens a
-        request (the sender's account when one has the address). A cancellation naming a
-        username is recognised, for an administrator to carry out in one click."""
+        """An email to the support desk: a reply (``reply``, a valid reply address) lands on
+        its request: the customer's, or support's (the staff address, from an administrator's
+        address only); a new email opens a request (the sender's account when one has the
+        address). A cancellation naming a username is recognised, for an administrator to
+        carry out in one click."""
         repository = SupportRepository(session)
         sender_account = await repository.account_by_email(sender)
-        if request_id is not None:
-            request = await repository.get(request_id)
+        if reply is not None:
+            request = await repository.get(reply.request_id)
             if request is None:
-                raise SupportRequestNotFound(request_id)
-            if sender_account is not None and sender_account.is_admin:
-                return await self.answer(
-                    session,
-                    runtime,
-                    sender_account,
-                    request.id,
-                    body,
-                    status=SupportStatus.waiting_on_customer,
-                    via=SupportVia.email,
-                )
-            return await self.customer_reply(session, runtime, request, body, SupportVia.email)
+                raise SupportRequestNotFound(reply.request_id)
+            if not reply.staff:
+                return await self.customer_reply(session, runtime, request, body, SupportVia.email)
+            if sender_account is None or not sender_account.is_admin:
+                raise NotFromSupport()
+            return await self.answer(
+                session,
+                runtime,
+                sender_account,
+                request.id,
+                body,
+                status=SupportStatus.waiting_on_customer,
+                via=SupportVia.email,
+            )
         topic = topic_of_email(subject, body)
         view = await self.open(
             session,
@@ -780,7 +735,7 @@ class SupportService:
         request = view.request
         link = admin_link(runtime, request.id)
         subject, body = self._email(runtime, "to_support.txt", view, message, link, opened=opened)
-        reply_to = reply_address(runtime, request.id)
+        reply_to = reply_address(runtime, request.id, staff=True)
         owner = view.owner_email
 
         async def send() -> None:

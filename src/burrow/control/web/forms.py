@@ -8,15 +8,19 @@ codes) are never sent back.
 The whole read -> validate -> call -> re-render-or-redirect round is ``submit``; the call runs
 in a savepoint, so a refusal undoes only the action and the request's unit of work goes on:
 
+    def page(form: Form, status: int) -> Response:
+        return render(request, "signup.html", {"form": form}, status_code=status)
+
     return await submit(
         request, session, AccountCreate,
-        lambda body: account_service.register(session, runtime, body),
-        page=lambda form, status: render(request, "signup.html", {"form": form}, status),
-        done=lambda body, _: redirect(request, "/login"),
+        lambda body: account_service.sign_up(session, runtime, body),
+        page=page,                                      # invalid (422) or refused: again
+        done=lambda body, _: redirect(request, "/login"),  # accepted: on to the next page
     )
 
 ``press`` is the same for a button without fields, ``attempt`` the savepoint alone for a page
-that reads its form its own way.
+that reads its form its own way. Pages show the signed-in person from ``auth.Person`` (frozen
+at sign-in), never from a row the savepoint's rollback may have expired.
 """
 
 from __future__ import annotations

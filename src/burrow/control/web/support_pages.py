@@ -15,17 +15,13 @@ from fastapi import Query, Request, Response
 from burrow.control.deps import RuntimeDep, SessionDep
 from burrow.control.models import Account, SupportTopic, SupportVia, utcnow
 from burrow.control.runtime import Runtime
+from burrow.control.support.addresses import view_token
 from burrow.control.support.schemas import (
     SignedOutSupportRequestIn,
     SupportMessageIn,
     SupportRequestIn,
 )
-from burrow.control.support.service import (
-    STATUS_NAMES,
-    TOPIC_NAMES,
-    SupportView,
-    view_token,
-)
+from burrow.control.support.service import STATUS_NAMES, TOPIC_NAMES, SupportView
 from burrow.control.support.service import support as support_service
 from burrow.control.web.admin_pages.common import time_left
 from burrow.control.web.auth import LoginRequired, OptionalWebAccount

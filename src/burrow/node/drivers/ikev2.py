@@ -410,6 +410,12 @@ class CharonDriver:
                 await proc.wait()
         self._proc = None
         self._applied = {}
+        # A stopped charon leaves nothing behind: its socket, pid file and configuration.
+        for leftover in ("charon.pid", SOCKET_NAME, "charon.ctl", CONFIG_NAME):
+            with contextlib.suppress(FileNotFoundError):
+                (self.runtime_dir / leftover).unlink()
+        with contextlib.suppress(OSError):
+            self.runtime_dir.rmdir()
 
     async def _wait_for_socket(self) -> None:
         loop = asyncio.get_running_loop()

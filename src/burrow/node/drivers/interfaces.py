@@ -11,7 +11,8 @@ Interface 0 carries the gateway addresses (with the pool's prefix, so the whole 
 into it); interface n > 0 gets no address, only a route for its slice of the pool
 (``NetworkSpec.interface_slice``), which is more specific and wins. An interface is started
 the first time a peer of its slice is applied and stopped once its last peer is removed;
-interface 0 always runs.
+interface 0 always runs. The firewall covers every interface (``on_change``, before a new
+one gets a peer); fair-use shaping (tc) is set up on interface 0 only, so far.
 
 Imports the WireGuard driver, ``reconcile`` and ``burrow.wire``.
 """

@@ -36,6 +36,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
+from burrow.node.drivers.wireguard import _set_parent_death_signal
 from burrow.node.openvpn_auth import (
     BAD_CREDENTIALS,
     OPENVPN,
@@ -268,6 +269,8 @@ class OpenVpnProcess:
             stdin=asyncio.subprocess.DEVNULL,
             stdout=asyncio.subprocess.PIPE,
             stderr=asyncio.subprocess.STDOUT,
+            # An agent that dies takes its openvpn processes along (they would hold the ports).
+            preexec_fn=_set_parent_death_signal,
         )
         self._output_task = asyncio.create_task(self._drain(self._proc))
         try:
@@ -449,6 +452,8 @@ class OpenVpnNode:
         self._ended: dict[str, list[int]] = {}
         self._started_network: NetworkSpec | None = None
         self._pki_files: PkiFiles | None = None
+        self._route_queue: asyncio.Queue[str] = asyncio.Queue()
+        self._route_worker: asyncio.Task[None] | None = None
         self.decisions = 0
 
     @property
@@ -580,8 +585,10 @@ class OpenVpnNode:
             ipv4=account.ipv4,
             ipv6=account.ipv6,
         )
-        await self.route(process.interface, session, add=True)
+        # Answer first: the client sends nothing through the tunnel before its push reply,
+        # which comes a round trip later; its host routes are in place well before that.
         await process.admit(cid, kid, session, network)
+        await self.route(process.interface, session, add=True)
 
     async def enforce(self) -> None:
         """Cut every session whose credentials are no longer desired, or that is blocked."""
@@ -618,11 +625,34 @@ class OpenVpnNode:
             await asyncio.sleep(0.05)
 
     async def route(self, interface: str, session: Session, *, add: bool) -> None:
+        """The device's host routes to this tun (one ``ip -batch`` for both families)."""
         verb = "replace" if add else "delete"
+        commands = []
         if session.ipv4:
-            await self._ip("route", verb, f"{session.ipv4}/32", "dev", interface)
+            commands.append(f"route {verb} {session.ipv4}/32 dev {interface}")
         if session.ipv6:
-            await self._ip("-6", "route", verb, f"{session.ipv6}/128", "dev", interface)
+            commands.append(f"route {verb} {session.ipv6}/128 dev {interface}")
+        if not commands:
+            return
+        # One worker applies route changes in order, so that a decision never waits for the
+        # previous client's routes (each is an `ip` process).
+        self._route_queue.put_nowait("\n".join(commands) + "\n")
+        if self._route_worker is None or self._route_worker.done():
+            self._route_worker = asyncio.create_task(self._apply_routes())
+
+    async def _apply_routes(self) -> None:
+        while not self._route_queue.empty():
+            batch = [self._route_queue.get_nowait()]
+            while not self._route_queue.empty() and len(batch) < 256:
+                batch.append(self._route_queue.get_nowait())
+            if not await self._ip("-force", "-batch", "-", stdin="".join(batch)):
+                log.warning("openvpn: a client route could not be changed")
+
+    async def routes_settled(self) -> None:
+        """Wait until every queued route change is applied (tests and benchmarks)."""
+        worker = self._route_worker
+        if worker is not None:
+            await asyncio.shield(worker)
 
     async def session_ended(self, process: OpenVpnProcess, session: Session) -> None:
         totals = self._ended.setdefault(session.public_key, [0, 0])
@@ -655,14 +685,19 @@ class OpenVpnNode:
             del self._ended[key]
         return [DeviceCounters(key, rx, tx, key in connected) for key, (rx, tx) in totals.items()]
 
-    async def _ip(self, *args: str) -> bool:
+    async def _ip(self, *args: str, stdin: str | None = None) -> bool:
         argv = ["ip"]
         if self.netns is not None:
             argv += ["-n", self.netns]
         proc = await asyncio.create_subprocess_exec(
-            *argv, *args, stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.DEVNULL
+            *argv,
+            *args,
+            stdin=asyncio.subprocess.PIPE if stdin is not None else asyncio.subprocess.DEVNULL,
+            stdout=asyncio.subprocess.DEVNULL,
+            stderr=asyncio.subprocess.DEVNULL,
         )
-        return await proc.wait() == 0
+        await proc.communicate(stdin.encode() if stdin is not None else None)
+        return proc.returncode == 0
 
 
 def _v6_prefix(pool: ipaddress.IPv4Network | ipaddress.IPv6Network) -> int:

@@ -1,40 +1,42 @@
-"""The affiliate program: applications and decisions, referral attribution, commissions that
-follow orders and refunds, PayPal payout batches, and the program's own rules (self-referral,
-refund rate, inactivity).
+"""The program itself: applications and decisions, attribution, commissions that follow
+orders and refunds, the program's rules on a schedule, the pages' readings, and privacy.
 
-The rules themselves are pure (``rules``); this service applies them. Billing calls
-``order_paid`` when a referred order is paid and ``order_refunded`` when the provider reports
-a refund; the refunds domain's ``on_refund_executed`` calls ``order_refunded`` for refunds it
-executed. So the affiliates domain imports neither billing nor refunds (no circle).
-
-Errors::
-
-    BurrowError
-    +-- NotFound: AffiliateNotFound, CommissionNotFound
-    +-- Forbidden: ProgramClosed, NotAnAffiliate
-    +-- InvalidInput: WebsiteRequired
-    +-- Conflict: AlreadyApplied, DecisionNotAllowed, ReviewNotAllowed, PayoutsNotSetUp
+The inactivity notice's text is ``emails/inactive.txt`` (first line the subject).
 """
 
 from __future__ import annotations
 
 import logging
 import secrets
-import uuid
 from collections import defaultdict
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Any
+from pathlib import Path
 
+from jinja2 import Environment, FileSystemLoader, StrictUndefined
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from burrow.control.affiliates import rules
 from burrow.control.affiliates.repository import AffiliateRepository
 from burrow.control.affiliates.schemas import AffiliateApply
+from burrow.control.affiliates.service.common import (
+    REFERRAL_PATH,
+    _email_digest,
+    _section_or_none,
+    section,
+)
+from burrow.control.affiliates.service.errors import (
+    AffiliateNotFound,
+    AlreadyApplied,
+    CommissionNotFound,
+    DecisionNotAllowed,
+    NotAnAffiliate,
+    ReviewNotAllowed,
+    WebsiteRequired,
+)
 from burrow.control.audit.service import Actor, admin_audit
 from burrow.control.db import after_commit, compare_and_set, lock_row, unit_of_work
-from burrow.control.errors import Conflict, Forbidden, InvalidInput, NotFound
 from burrow.control.models import (
     Account,
     Affiliate,
@@ -46,139 +48,15 @@ from burrow.control.models import (
     OrderStatus,
     Payment,
     PayoutBatch,
-    PayoutBatchStatus,
     PayoutItem,
-    PayoutItemStatus,
     Referral,
     ReferralHow,
     utcnow,
 )
-from burrow.control.payments import paypal
-from burrow.control.payments.providers import ProviderNotConfigured, ProviderUnavailable
 from burrow.control.policy.schemas import AffiliatesSection
 from burrow.control.runtime import Runtime
-from burrow.control.security import keyed_digest
-from burrow.control.terms.render import money
 
 log = logging.getLogger(__name__)
-
-REFERRAL_COOKIE = "burrow_ref"
-REFERRAL_PATH = "/r/"
-
-
-class ProgramClosed(Forbidden):
-    title = "No affiliate program"
-    type_slug = "no-affiliate-program"
-
-    def __init__(self) -> None:
-        super().__init__("This provider runs no affiliate program.")
-
-
-class NotAnAffiliate(Forbidden):
-    title = "Not an affiliate"
-    type_slug = "not-an-affiliate"
-
-    def __init__(self) -> None:
-        super().__init__(
-            "You have not applied to the affiliate program; apply first to get a link."
-        )
-
-
-class AffiliateNotFound(NotFound):
-    title = "Unknown affiliate"
-    type_slug = "unknown-affiliate"
-
-    def __init__(self, affiliate_id: int) -> None:
-        super().__init__(f"There is no affiliate with the id {affiliate_id}.")
-
-
-class CommissionNotFound(NotFound):
-    title = "Unknown commission"
-    type_slug = "unknown-commission"
-
-    def __init__(self, commission_id: int) -> None:
-        super().__init__(f"There is no commission with the id {commission_id}.")
-
-
-class WebsiteRequired(InvalidInput):
-    title = "Promotional site required"
-    type_slug = "affiliate-website-required"
-
-    def __init__(self) -> None:
-        super().__init__(
-            "The affiliate program needs the address of your active promotional site.",
-            field="website",
-        )
-
-
-class AlreadyApplied(Conflict):
-    title = "Already applied"
-    type_slug = "affiliate-already-applied"
-
-    def __init__(self, status: str) -> None:
-        super().__init__(f"You have already applied to the affiliate program; it is {status}.")
-
-
-class DecisionNotAllowed(Conflict):
-    title = "Decision not possible"
-    type_slug = "affiliate-decision-not-allowed"
-
-    def __init__(self, affiliate_id: int, status: str, decision: str) -> None:
-        super().__init__(
-            f"Affiliate {affiliate_id} is {status}; it cannot be given '{decision}'. "
-            "Nothing changed.",
-            affiliate_status=status,
-        )
-
-
-class ReviewNotAllowed(Conflict):
-    title = "Not held for review"
-    type_slug = "commission-not-held"
-
-    def __init__(self, commission_id: int, status: str) -> None:
-        super().__init__(
-            f"Commission {commission_id} is {status}, not held for review; nothing changed."
-        )
-
-
-class NothingToPayOut(Conflict):
-    title = "Nothing to pay out"
-    type_slug = "nothing-to-pay-out"
-
-    def __init__(self, minimum: str) -> None:
-        super().__init__(
-            f"No affiliate's payable balance reaches the minimum payout of {minimum}; "
-            "nothing was sent."
-        )
-
-
-class PayoutBatchNotFound(NotFound):
-    title = "Unknown payout batch"
-    type_slug = "unknown-payout-batch"
-
-    def __init__(self, batch_id: int) -> None:
-        super().__init__(f"There is no payout batch with the id {batch_id}.")
-
-
-class PayoutsByHand(Conflict):
-    title = "Payouts made by hand"
-    type_slug = "payouts-by-hand"
-
-    def __init__(self, method: str) -> None:
-        super().__init__(
-            f"The policy pays affiliates by {method.replace('_', ' ')}, which burrow does not "
-            "send; pay the payable balances by hand. Nothing was sent."
-        )
-
-
-class PayoutsNotSetUp(Conflict):
-    title = "Payouts not set up"
-    type_slug = "payouts-not-set-up"
-
-    def __init__(self) -> None:
-        super().__init__(
-            "PayPal is not set up on this server, so no payout can be sent; nothing changed."
-        )
 
 
 # Which status a decision moves from, and to.
@@ -236,28 +114,7 @@ class AffiliateRow:
     refund_rate: rules.RefundRate
 
 
-def section(runtime: Runtime) -> AffiliatesSection:
-    found = runtime.policy.affiliates
-    if found is None or not found.enabled:
-        raise ProgramClosed()
-    return found
-
-
-def _section_or_none(runtime: Runtime) -> AffiliatesSection | None:
-    found = runtime.policy.affiliates
-    return found if found is not None and found.enabled else None
-
-
-def _digest(runtime: Runtime, purpose: str, value: str) -> str:
-    secret = runtime.settings.secret_key.get_secret_value()
-    return keyed_digest(secret, f"affiliate-{purpose}:{value}")
-
-
-def _email_digest(runtime: Runtime, email: str) -> str:
-    return _digest(runtime, "email", rules.mailbox(email))
-
-
-class AffiliateService:
+class ProgramService:
     # --- applying and deciding ---------------------------------------------------------------
 
     async def apply(
@@ -582,244 +439,6 @@ class AffiliateService:
 
     # --- payouts -----------------------------------------------------------------------------
 
-    async def create_batch(
-        self, session: AsyncSession, runtime: Runtime, actor: Actor | None
-    ) -> PayoutBatch | None:
-        """One batch paying every affiliate whose payable balance (clawbacks included)
-        reaches the minimum; None when nobody does. The payable commissions are locked, so
-        two payouts started at once put each commission in one batch only."""
-        program = section(runtime)
-        if program.payout_method != "paypal":
-            return None
-        repository = AffiliateRepository(session)
-        by_affiliate: dict[int, list[Commission]] = defaultdict(list)
-        for commission in await repository.payable_locked():
-            by_affiliate[commission.affiliate_id].append(commission)
-        paying: list[tuple[Affiliate, list[Commission], int]] = []
-        for affiliate_id, commissions in by_affiliate.items():
-            total = sum(c.payout_minor for c in commissions)
-            affiliate = await repository.get(affiliate_id)
-            if affiliate is None or not affiliate.paypal_email:
-                continue
-            if total >= max(program.payout_minimum_minor, 1):
-                paying.append((affiliate, commissions, total))
-        if not paying:
-            return None
-        batch = PayoutBatch(
-            sender_batch_id=f"burrow-{uuid.uuid4().hex}",
-            status=PayoutBatchStatus.created,
-            currency=program.currency,
-            total_minor=sum(total for _, _, total in paying),
-            attempts=0,
-        )
-        await repository.add(batch)
-        for affiliate, commissions, total in paying:
-            item = PayoutItem(
-                batch_id=batch.id,
-                affiliate_id=affiliate.id,
-                sender_item_id=f"burrow-item-{uuid.uuid4().hex}",
-                amount_minor=total,
-                currency=program.currency,
-                receiver=affiliate.paypal_email,
-                status=PayoutItemStatus.pending,
-            )
-            await repository.add(item)
-            for commission in commissions:
-                commission.status = rules.next_status(
-                    commission.status, rules.CommissionEvent.paid_out
-                )
-                commission.payout_item_id = item.id
-        await session.flush()
-        if actor is not None:
-            await admin_audit.record(
-                session,
-                actor,
-                "payout.create",
-                "payout_batch",
-                batch.id,
-                None,
-                {"total_minor": batch.total_minor, "items": len(paying)},
-            )
-        log.info("affiliate.payout_batch batch_id=%s items=%s", batch.id, len(paying))
-        return batch
-
-    async def send_batch(self, runtime: Runtime, batch_id: int) -> PayoutBatch:
-        """Send a made batch to PayPal (again, after a lost answer: the same sender_batch_id
-        is paid at most once), then record what PayPal says about its items."""
-        if not paypal.configured(runtime.settings):
-            raise PayoutsNotSetUp()
-        async with unit_of_work(runtime.sessionmaker) as session:
-            repository = AffiliateRepository(session)
-            batch = await repository.batch(batch_id)
-            if batch is None:
-                raise PayoutBatchNotFound(batch_id)
-            if batch.status != PayoutBatchStatus.created:
-                return batch
-            body = _payout_body(batch, await repository.items_of(batch.id))
-            batch.attempts += 1
-        gateway = paypal.PayPalGateway(runtime.settings)
-        error: str | None = None
-        answer: dict[str, Any] = {}
-        try:
-            answer = await gateway.create_payout(body)
-        except (ProviderUnavailable, ProviderNotConfigured) as exc:
-            error = str(exc)[:2000]
-            log.warning("affiliate.payout_unanswered batch_id=%s", batch_id)
-        async with unit_of_work(runtime.sessionmaker) as session:
-            repository = AffiliateRepository(session)
-            found = await repository.batch_locked(batch_id)
-            assert found is not None
-            found.attempts = max(found.attempts, 1)
-            if error is not None:
-                found.error = error
-                return found
-            header = answer.get("batch_header") or {}
-            found.provider_batch_id = str(header.get("payout_batch_id") or "") or None
-            found.error = None
-            found.sent_at = found.sent_at or utcnow()
-            if found.status == PayoutBatchStatus.created:
-                found.status = PayoutBatchStatus.pending
-            if header.get("batch_status") == "DENIED":
-                await self._apply_items(session, found, {"items": []}, denied=True)
-            elif answer.get("items"):
-                await self._apply_items(session, found, answer)
-            return found
-
-    async def sync_batch(self, runtime: Runtime, batch_id: int) -> PayoutBatch:
-        """Ask PayPal how a sent batch's items ended (success, unclaimed, returned, failed);
-        money that did not reach the affiliate goes back to their balance."""
-        async with unit_of_work(runtime.sessionmaker) as session:
-            batch = await AffiliateRepository(session).batch(batch_id)
-            if batch is None:
-                raise PayoutBatchNotFound(batch_id)
-            provider_id = batch.provider_batch_id
-            status = batch.status
-        if status == PayoutBatchStatus.created:
-            return await self.send_batch(runtime, batch_id)
-        if provider_id is None or status != PayoutBatchStatus.pending:
-            async with unit_of_work(runtime.sessionmaker) as session:
-                found = await AffiliateRepository(session).batch(batch_id)
-                assert found is not None
-                return found
-        answer = await paypal.PayPalGateway(runtime.settings).get_payout(provider_id)
-        async with unit_of_work(runtime.sessionmaker) as session:
-            found = await AffiliateRepository(session).batch_locked(batch_id)
-            assert found is not None
-            header = answer.get("batch_header") or {}
-            await self._apply_items(
-                session, found, answer, denied=header.get("batch_status") == "DENIED"
-            )
-            return found
-
-    async def _apply_items(
-        self,
-        session: AsyncSession,
-        batch: PayoutBatch,
-        answer: dict[str, Any],
-        *,
-        denied: bool = False,
-    ) -> None:
-        repository = AffiliateRepository(session)
-        items = await repository.items_of(batch.id)
-        reported: dict[str, dict[str, Any]] = {}
-        for entry in answer.get("items") or []:
-            if not isinstance(entry, dict):
-                continue
-            sent = entry.get("payout_item") or {}
-            reported[str(sent.get("sender_item_id") or "")] = entry
-        for item in items:
-            entry = reported.get(item.sender_item_id)
-            if denied:
-                new = PayoutItemStatus.failed
-            elif entry is None:
-                continue
-            else:
-                item.provider_item_id = str(entry.get("payout_item_id") or "") or None
-                new = _ITEM_STATES.get(str(entry.get("transaction_status")), item.status)
-            if item.status in (PayoutItemStatus.credited_back, new):
-                continue
-            item.status = new
-            if new in (PayoutItemStatus.returned, PayoutItemStatus.failed):
-                for commission in await repository.commissions_in_item(item.id):
-                    commission.status = rules.next_status(
-                        commission.status, rules.CommissionEvent.returned
-                    )
-                    commission.payout_item_id = None
-                item.status = PayoutItemStatus.credited_back
-                item.error = f"PayPal: {new}"
-        if denied:
-            batch.status = PayoutBatchStatus.denied
-        elif all(
-            i.status in (PayoutItemStatus.success, PayoutItemStatus.credited_back) for i in items
-        ):
-            batch.status = PayoutBatchStatus.done
-        await session.flush()
-
-    async def start_payout(
-        self, session: AsyncSession, runtime: Runtime, actor: Actor
-    ) -> PayoutBatch:
-        """The administrator's "pay out now": the batch is made in the caller's unit of work
-        and sent to PayPal as soon as that commits (a lost answer leaves it ``created``, to be
-        sent again under the same sender_batch_id)."""
-        program = section(runtime)
-        if program.payout_method != "paypal":
-            raise PayoutsByHand(program.payout_method)
-        if not paypal.configured(runtime.settings):
-            raise PayoutsNotSetUp()
-        batch = await self.create_batch(session, runtime, actor)
-        if batch is None:
-            raise NothingToPayOut(money(program.payout_minimum_minor, program.currency))
-        batch_id = batch.id
-
-        async def send() -> None:
-            await self.send_batch(runtime, batch_id)
-
-        after_commit(session, send)
-        return batch
-
-    async def resend(
-        self, session: AsyncSession, runtime: Runtime, actor: Actor, batch_id: int
-    ) -> PayoutBatch:
-        """The administrator's retry of a batch: recorded, then (after commit) sent again
-        under its own sender_batch_id, or asked for its items' results."""
-        if not paypal.configured(runtime.settings):
-            raise PayoutsNotSetUp()
-        batch = await self.get_batch(session, batch_id)
-        await admin_audit.record(
-            session, actor, "payout.resend", "payout_batch", batch.id, None, None
-        )
-
-        async def sync() -> None:
-            await self.sync_batch(runtime, batch_id)
-
-        after_commit(session, sync)
-        return batch
-
-    async def get_batch(self, session: AsyncSession, batch_id: int) -> PayoutBatch:
-        found = await AffiliateRepository(session).batch(batch_id)
-        if found is None:
-            raise PayoutBatchNotFound(batch_id)
-        return found
-
-    async def pay_out(self, runtime: Runtime, actor: Actor | None) -> PayoutBatch | None:
-        """Make a batch of everyone due and send it; the admin's button and the scheduled
-        job (when the policy enables it). A batch whose answer was lost earlier is sent
-        again first, under its own sender_batch_id."""
-        if not paypal.configured(runtime.settings):
-            raise PayoutsNotSetUp()
-        async with unit_of_work(runtime.sessionmaker) as session:
-            unsent = await AffiliateRepository(session).unfinished_batches()
-        for unsent_id in unsent:
-            await self.sync_batch(runtime, unsent_id)
-        async with unit_of_work(runtime.sessionmaker) as session:
-            batch = await self.create_batch(session, runtime, actor)
-            batch_id = batch.id if batch is not None else None
-        if batch_id is None:
-            return None
-        return await self.send_batch(runtime, batch_id)
-
-    # --- reading -----------------------------------------------------------------------------
-
     async def mine(self, session: AsyncSession, account_id: int) -> Affiliate:
         found = await AffiliateRepository(session).of_account(account_id)
         if found is None:
@@ -954,19 +573,18 @@ class AffiliateService:
         account = await AffiliateRepository(session).get_account(affiliate.account_id)
         if account is None:
             return
-        body = (
-            "Your affiliate account has had no referred paid order and no sign-in for a while. "
-            f"It ends after {program.inactivity_termination_months} months without activity, "
-            f"in about {program.inactivity_notice_days} days. Sign in to keep it."
-        )
+        subject, body = _inactive_notice(runtime, program)
         mailer, to = runtime.mailer, account.email
-        after_commit(session, lambda: mailer.send(to, "Your affiliate account is inactive", body))
+        after_commit(session, lambda: mailer.send(to, subject, body))
 
     async def signed_in(self, session: AsyncSession, account_id: int) -> None:
-        """A sign-in counts as activity."""
+        """A sign-in counts as activity. Only its day is kept: inactivity is counted in
+        months, and the time of a sign-in is nothing the program needs."""
         affiliate = await AffiliateRepository(session).of_account(account_id)
         if affiliate is not None:
-            affiliate.last_active_at = utcnow()
+            today = utcnow().replace(hour=0, minute=0, second=0, microsecond=0)
+            if affiliate.last_active_at is None or affiliate.last_active_at < today:
+                affiliate.last_active_at = today
 
     # --- privacy -----------------------------------------------------------------------------
 
@@ -1007,42 +625,21 @@ class AffiliateService:
         await session.flush()
 
 
-_ITEM_STATES = {
-    "SUCCESS": PayoutItemStatus.success,
-    "UNCLAIMED": PayoutItemStatus.unclaimed,
-    "RETURNED": PayoutItemStatus.returned,
-    "FAILED": PayoutItemStatus.failed,
-    "BLOCKED": PayoutItemStatus.failed,
-    "REFUNDED": PayoutItemStatus.returned,
-    "REVERSED": PayoutItemStatus.returned,
-    "DENIED": PayoutItemStatus.failed,
-    "PENDING": PayoutItemStatus.pending,
-    "ONHOLD": PayoutItemStatus.pending,
-}
+_emails = Environment(
+    loader=FileSystemLoader(Path(__file__).resolve().parent.parent / "emails"),
+    autoescape=False,  # plain-text mail  # noqa: S701
+    undefined=StrictUndefined,
+    keep_trailing_newline=True,
+)
 
 
-def _payout_body(batch: PayoutBatch, items: list[PayoutItem]) -> dict[str, Any]:
-    return {
-        "sender_batch_header": {
-            "sender_batch_id": batch.sender_batch_id,
-            "recipient_type": "EMAIL",
-            "email_subject": "Your affiliate payout",
-            "email_message": "Thank you for referring customers to us.",
-        },
-        "items": [
-            {
-                "recipient_type": "EMAIL",
-                "amount": {
-                    "value": paypal.money_text(item.amount_minor, item.currency),
-                    "currency": item.currency,
-                },
-                "receiver": item.receiver or "",
-                "sender_item_id": item.sender_item_id,
-                "note": "Affiliate commission",
-            }
-            for item in items
-        ],
-    }
-
-
-affiliate = AffiliateService()
+def _inactive_notice(runtime: Runtime, program: AffiliatesSection) -> tuple[str, str]:
+    """The subject and body of the inactivity notice (``emails/inactive.txt``)."""
+    text = _emails.get_template("inactive.txt").render(
+        provider=runtime.policy.provider.name,
+        months=program.inactivity_termination_months,
+        days=program.inactivity_notice_days,
+        login_link=runtime.settings.public_link("/login"),
+    )
+    subject, _, body = text.partition("\n")
+    return subject.strip(), body
