@@ -213,6 +213,11 @@ async def fan_out(
             if missing:
                 raise RuntimeError(f"{missing} nodes never got the change")
             round_delays = [node.moved_at - started for node in nodes if node.moved_at]
+            own = resource.getrusage(resource.RUSAGE_SELF)
+            log(
+                f"  round {n + 1}: this process (the simulated nodes) has used "
+                f"{own.ru_utime + own.ru_stime:.1f} s of CPU so far"
+            )
             delays.extend(round_delays)
             log(f"  round {n + 1}: last node after {max(round_delays):.3f} s")
             # The device leaves again (another change), so the plan's device limit never binds.
