@@ -206,6 +206,11 @@ class NetworkSpec(_Wire):
     gateway_ipv6: str
     egress_ipv4: str | None = None
     egress_ipv6: str | None = None
+    egress_ipv4_extra: tuple[str, ...] = Field(
+        (),
+        description="Further IPv4 egress addresses after egress_ipv4: under deterministic NAT "
+        "each holds its own devices' blocks, in this order.",
+    )
     blocked_egress_tcp_ports: tuple[int, ...] = (25,)
     blocked_egress_udp_ports: tuple[int, ...] = ()
     isolate_clients: bool = True

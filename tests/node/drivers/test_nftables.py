@@ -510,13 +510,56 @@ def test_deterministic_nat_gives_each_tunnel_address_its_own_block() -> None:
     assert lines.index(drop) < lines.index('iifname "bwg0" accept')
 
 
+def test_deterministic_nat_spreads_blocks_over_several_egress_addresses() -> None:
+    config = nat_config(BLOCKS, egress_ipv4_extra=("192.0.2.11",))
+    lines = rules(render_ruleset(config))
+    assert (
+        'oifname "eth0" ip saddr 10.64.0.2-10.64.0.9 meta l4proto { tcp, udp } snat ip to ip '
+        "saddr map { 10.64.0.2 : 192.0.2.10 . 1024-1123, 10.64.0.3 : 192.0.2.10 . 1124-1223, "
+        "10.64.0.4 : 192.0.2.10 . 1224-1323, 10.64.0.5 : 192.0.2.10 . 1324-1423, "
+        "10.64.0.6 : 192.0.2.11 . 1024-1123, 10.64.0.7 : 192.0.2.11 . 1124-1223, "
+        "10.64.0.8 : 192.0.2.11 . 1224-1323, 10.64.0.9 : 192.0.2.11 . 1324-1423 }"
+    ) in lines
+    assert (
+        'iifname "bwg0" oifname "eth0" ip saddr 10.64.0.0/10 '
+        "ip saddr != 10.64.0.2-10.64.0.9 counter drop"
+    ) in lines
+    # One IPv6 egress address holds one address's blocks; past them IPv6 is dropped.
+    assert (
+        'iifname "bwg0" oifname "eth0" ip6 saddr fd42:b0::/48 '
+        "ip6 saddr != fd42:b0::2-fd42:b0::5 counter drop"
+    ) in lines
+
+
+def test_the_further_egress_addresses_come_from_the_network_spec() -> None:
+    network = NetworkSpec(
+        tunnel_ipv4="10.64.0.0/10",
+        tunnel_ipv6="fd42:b0::/48",
+        gateway_ipv4="10.64.0.1",
+        gateway_ipv6="fd42:b0::1",
+        egress_ipv4="192.0.2.10",
+        egress_ipv4_extra=("192.0.2.11", "192.0.2.12"),
+        nat=BLOCKS,
+    )
+    config = FirewallConfig.from_network(network, wg_interface="bwg0", egress_interface="eth0")
+    assert config.egress_ipv4_extra == ("192.0.2.11", "192.0.2.12")
+    with pytest.raises(ValueError, match="IPv4"):
+        nat_config(BLOCKS, egress_ipv4_extra=("2001:db8::1",))
+
+
 @needs("nft")
 async def test_deterministic_nat_loads_into_nft_for_both_families(lab: Lab) -> None:
     ns = lab.namespace()
-    for config in (nat_config(BLOCKS), nat_config(BLOCKS, egress_ipv4=None, egress_ipv6=None)):
+    configs = (
+        nat_config(BLOCKS),
+        nat_config(BLOCKS, egress_ipv4=None, egress_ipv6=None),
+        nat_config(BLOCKS, egress_ipv4_extra=("192.0.2.11",)),
+    )
+    for config in configs:
         await NftablesFirewall(config, netns=ns.name).apply()
         listed = await nft_table(ns)
         assert any("fd42:b0::5" in line for line in listed)
+    assert any("10.64.0.9 : 192.0.2.11 . 1324-1423" in line for line in listed)
 
 
 def test_deterministic_nat_without_an_egress_address_masquerades_per_block() -> None:

@@ -49,6 +49,8 @@ class FirewallConfig:
     tunnel_ipv6: str
     egress_ipv4: str | None = None
     egress_ipv6: str | None = None
+    # Further IPv4 egress addresses: deterministic NAT puts the next devices' blocks on them.
+    egress_ipv4_extra: tuple[str, ...] = ()
     blocked_tcp_ports: tuple[int, ...] = (25,)
     blocked_udp_ports: tuple[int, ...] = ()
     isolate_clients: bool = True
@@ -76,6 +78,9 @@ class FirewallConfig:
             raise ValueError("egress_ipv4 must be an IPv4 address")
         if self.egress_ipv6 is not None and ipaddress.ip_address(self.egress_ipv6).version != 6:
             raise ValueError("egress_ipv6 must be an IPv6 address")
+        for extra in self.egress_ipv4_extra:
+            if ipaddress.ip_address(extra).version != 4:
+                raise ValueError(f"egress_ipv4_extra must hold IPv4 addresses, not {extra}")
         for port in (*self.blocked_tcp_ports, *self.blocked_udp_ports):
             if not 1 <= port <= 65535:
                 raise ValueError(f"not a port: {port}")
@@ -99,6 +104,7 @@ class FirewallConfig:
             tunnel_ipv6=network.tunnel_ipv6,
             egress_ipv4=network.egress_ipv4,
             egress_ipv6=network.egress_ipv6,
+            egress_ipv4_extra=network.egress_ipv4_extra,
             blocked_tcp_ports=network.blocked_egress_tcp_ports,
             blocked_udp_ports=network.blocked_egress_udp_ports,
             isolate_clients=network.isolate_clients,
@@ -260,25 +266,29 @@ def _port_blocks(
     """
     forward: list[str] = []
     postrouting: list[str] = []
-    held = capacity(nat, 1)
-    for pool, egress_address, family, kind in (
-        (pool4, config.egress_ipv4, "ip", "ip"),
-        (pool6, config.egress_ipv6, "ip6", "ip6"),
+    # Only IPv4 has further egress addresses; with none recorded, the interface's address.
+    v4 = (config.egress_ipv4, *config.egress_ipv4_extra) if config.egress_ipv4 else (None,)
+    for pool, addresses, family, kind in (
+        (pool4, v4, "ip", "ip"),
+        (pool6, (config.egress_ipv6,), "ip6", "ip6"),
     ):
+        held = capacity(nat, len(addresses))
         last = min(FIRST_DEVICE_OFFSET + held, pool.num_addresses - 1) - 1
         first_host = pool.network_address + FIRST_DEVICE_OFFSET
         covered = f"{first_host}-{pool.network_address + last}"
         blocks = []
         for offset in range(FIRST_DEVICE_OFFSET, last + 1):
-            block = block_for_offset(nat, offset, 1)
+            block = block_for_offset(nat, offset, len(addresses))
             assert block is not None
-            blocks.append((pool.network_address + offset, block.ports))
+            address = addresses[block.egress_index]
+            blocks.append((pool.network_address + offset, address, block.ports))
+        egress_address = addresses[0]
         if egress_address is None:
             # The interface's own address, whatever it is: one rule per block.
             postrouting += [
                 f"oifname {egress} {family} saddr {host} meta l4proto {{ tcp, udp }} "
                 f"masquerade to :{ports}"
-                for host, ports in blocks
+                for host, _, ports in blocks
             ]
         elif family == "ip6":
             # This kernel refuses an IPv6 address-and-ports map ("No data available"): one
@@ -286,10 +296,10 @@ def _port_blocks(
             postrouting += [
                 f"oifname {egress} ip6 saddr {host} meta l4proto {{ tcp, udp }} "
                 f"snat ip6 to [{egress_address}]:{ports}"
-                for host, ports in blocks
+                for host, _, ports in blocks
             ]
         else:
-            entries = ", ".join(f"{host} : {egress_address} . {ports}" for host, ports in blocks)
+            entries = ", ".join(f"{host} : {address} . {ports}" for host, address, ports in blocks)
             postrouting.append(
                 f"oifname {egress} {family} saddr {covered} meta l4proto {{ tcp, udp }} "
                 f"snat {kind} to {family} saddr map {{ {entries} }}"
