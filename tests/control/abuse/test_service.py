@@ -29,6 +29,7 @@ from burrow.control.models import (
     AdminAction,
     utcnow,
 )
+from burrow.control.nodes.service import node as node_service
 from burrow.control.runtime import Runtime
 from tests.conftest import METERED_POLICY
 from tests.support.factories import (
@@ -305,6 +306,70 @@ class TestFewBlocks:
         await client.delete(f"/api/v1/devices/{first['id']}", headers=headers)
         again = await _device(client, headers, "three")
         assert again["ipv4"] == first["ipv4"]
+
+
+class TestSeveralEgressAddresses:
+    """Two blocks per address and two addresses: four devices, the last two on the second."""
+
+    SECOND = "203.0.113.7"
+
+    @pytest.fixture
+    def settings(self, settings: Settings, tmp_path: Path) -> Settings:
+        text = METERED_POLICY.read_text().replace(
+            "nat_devices_per_egress_ip = 64", "nat_devices_per_egress_ip = 2"
+        )
+        policy = tmp_path / "two-blocks.toml"
+        policy.write_text(text)
+        return settings.model_copy(update={"policy_path": policy})
+
+    @pytest.fixture
+    async def node(self, runtime: Runtime) -> None:
+        async with unit_of_work(runtime.sessionmaker) as session:
+            made = await create_node(session, name="ams-1")
+            made.egress_ipv4 = EGRESS
+            made.egress_ipv4_extra = self.SECOND
+
+    async def test_a_device_on_the_second_address_is_traced_and_the_fifth_refused(
+        self, client: httpx.AsyncClient, runtime: Runtime, admin: dict[str, str], node: None
+    ) -> None:
+        customers = [await _customer(runtime) for _ in range(4)]
+        devices = [
+            await _device(client, headers, f"dev-{n}") for n, (_a, headers) in enumerate(customers)
+        ]
+        assert [d["ipv4"] for d in devices] == [f"10.64.0.{n}" for n in range(2, 6)]
+        fifth = await client.post(
+            "/api/v1/devices",
+            headers=customers[0][1],
+            json={"name": "five", "public_key": new_public_key()},
+        )
+        assert fifth.status_code == 409
+        assert "all 4 are in use" in fifth.json()["detail"]
+
+        # The third device holds the first block of the second address; the fourth its second.
+        for address, port, holder, block in (
+            (self.SECOND, 1500, 2, "1024-2023"),
+            (self.SECOND, 2024, 3, "2024-3023"),
+            (EGRESS, 1500, 0, "1024-2023"),
+        ):
+            complaint = (await _complaint(client, admin, port, egress_ip=address)).json()
+            trace = (
+                await client.post(
+                    f"/api/v1/admin/abuse/complaints/{complaint['id']}/trace", headers=admin
+                )
+            ).json()
+            assert trace["outcome"] == "traced", trace["reason"]
+            assert trace["account_id"] == customers[holder][0].id
+            assert trace["tunnel_ipv4"] == devices[holder]["ipv4"]
+            assert trace["port_block"] == f"{address}:{block}"
+
+    async def test_the_capacity_is_addresses_times_blocks(
+        self, runtime: Runtime, node: None
+    ) -> None:
+        async with unit_of_work(runtime.sessionmaker) as session:
+            (made,) = await node_service.list_all(session)
+            held = await abuse_service.nat_capacity(session, runtime, made)
+        assert held is not None
+        assert (held.blocks, held.refused) == (4, 0)
 
 
 class TestStrict:

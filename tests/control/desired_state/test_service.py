@@ -341,6 +341,7 @@ async def test_the_full_state_has_every_served_peer_and_the_nodes_network(
 ) -> None:
     node = await create_node(session, endpoint_port=51999)
     node.egress_ipv4 = "203.0.113.7"
+    node.egress_ipv4_extra = "203.0.113.8 203.0.113.9"
     account, devices = await paying_customer(session, devices=3)
     lapsed = await create_account(session, status=AccountStatus.suspended)
     await create_subscription(session, lapsed)
@@ -359,6 +360,7 @@ async def test_the_full_state_has_every_served_peer_and_the_nodes_network(
     assert (network.tunnel_ipv4, network.gateway_ipv4) == ("10.64.0.0/10", "10.64.0.1")
     assert (network.tunnel_ipv6, network.gateway_ipv6) == ("fd42:b0::/48", "fd42:b0::1")
     assert (network.egress_ipv4, network.egress_ipv6) == ("203.0.113.7", None)
+    assert network.egress_ipv4_extra == ("203.0.113.8", "203.0.113.9")
     assert network.blocked_egress_tcp_ports == (25,)
     assert network.isolate_clients is True
     # What goes over the wire validates as the agent will read it.

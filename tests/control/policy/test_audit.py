@@ -37,6 +37,7 @@ async def deployment(session: AsyncSession, tmp_path: Path) -> AuditTargets:
     node = await factories.create_node(session, endpoint_host="198.51.100.20")
     node.egress_ipv4 = "203.0.113.10"
     node.egress_ipv6 = "2001:db8:ffff::10"
+    node.egress_ipv4_extra = "203.0.113.11 203.0.113.12"
     await session.commit()
     log = tmp_path / "burrow.log"
     log.write_text(

@@ -51,10 +51,18 @@ class ComplaintRepository:
     async def nodes_with_egress(self, address: str) -> Sequence[Node]:
         query = (
             select(Node)
-            .where(or_(Node.egress_ipv4 == address, Node.egress_ipv6 == address))
+            .where(
+                or_(
+                    Node.egress_ipv4 == address,
+                    Node.egress_ipv6 == address,
+                    Node.egress_ipv4_extra.contains(address),
+                )
+            )
             .order_by(Node.id)
         )
-        return (await self.session.execute(query)).scalars().all()
+        nodes = (await self.session.execute(query)).scalars().all()
+        # ``contains`` matches 192.0.2.1 inside 192.0.2.10 too: keep whole addresses only.
+        return [n for n in nodes if address in (*n.egress_ipv4_addresses, n.egress_ipv6)]
 
     async def flush(self) -> None:
         await self.session.flush()

@@ -376,10 +376,14 @@ class AbuseService:
         nat = network.nat
         if nat is None or nat.mode != "deterministic":
             return None
-        offset = offset_for_port(nat, 0, complaint.port)
+        # Which of the node's addresses the complaint names: its blocks follow the earlier ones'.
+        addresses = node.egress_ipv4_addresses
+        named = complaint.egress_ip
+        egress_index = addresses.index(named) if named in addresses else 0  # 0: IPv6's one
+        offset = offset_for_port(nat, egress_index, complaint.port)
         if offset is None:
             return None
-        block = block_for_offset(nat, offset, 1)
+        block = block_for_offset(nat, offset, max(1, len(addresses)))
         if block is None:
             return None
         ipv4 = tunnel_address(network.tunnel_ipv4, offset)
@@ -440,16 +444,22 @@ class AbuseService:
         nat = desired_state_service.network(runtime, node).nat
         if nat is None or nat.mode != "deterministic":
             return None
-        held = capacity(nat, 1)
+        addresses = node.egress_ipv4_addresses
+        held = capacity(nat, max(1, len(addresses)))
         refused = await device_service.count_beyond_index(session, FIRST_DEVICE_OFFSET + held)
         message = None
         if refused:
-            where = node.egress_ipv4 or "its interface's address"
+            if len(addresses) > 1:
+                where = f"its {len(addresses)} egress addresses ({', '.join(addresses)}) hold"
+            elif addresses:
+                where = f"{addresses[0]} holds"
+            else:
+                where = "its interface's address holds"
             message = (
                 f"{node.name} refuses {refused} device{'s' if refused != 1 else ''}: each device "
                 f"leaves from a block of {nat.ports_per_device} ports of its own, and {where} "
-                f"holds {held} blocks. Their traffic is dropped at the node; fewer ports per "
-                "device in the policy give more blocks."
+                f"{held} blocks. Their traffic is dropped at the node; another egress address "
+                "for it, or fewer ports per device in the policy, give more blocks."
             )
         elif node.egress_ipv4 is None:
             message = (

@@ -202,6 +202,7 @@ class DesiredStateService:
             gateway_ipv6=str(pool6.network_address + 1),
             egress_ipv4=node.egress_ipv4,
             egress_ipv6=node.egress_ipv6,
+            egress_ipv4_extra=node.egress_ipv4_addresses[1:],
             blocked_egress_tcp_ports=tuple(rules.blocked_egress_tcp_ports),
             blocked_egress_udp_ports=tuple(rules.blocked_egress_udp_ports),
             isolate_clients=rules.isolate_clients,

@@ -175,6 +175,15 @@ class DeviceRepository:
         query = select(func.count()).select_from(Device).where(Device.address_index >= index)
         return int((await self.session.execute(query)).scalar_one())
 
+    async def most_egress_ipv4(self) -> int:
+        """The most IPv4 egress addresses any node not retired has (at least 1: a node without
+        one on record leaves from its interface's address)."""
+        query = select(Node.egress_ipv4, Node.egress_ipv4_extra).where(
+            Node.status != NodeStatus.retired, Node.egress_ipv4.is_not(None)
+        )
+        rows = (await self.session.execute(query)).all()
+        return max((1 + len(extra.split()) for _first, extra in rows), default=1)
+
     # --- nodes a config can be written for -------------------------------------------------
 
     @staticmethod

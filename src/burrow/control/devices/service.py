@@ -466,6 +466,9 @@ class DeviceService:
                 repository, pool, lowest=keeps_address_history(runtime.policy)
             )
             blocks = runtime.policy.network.nat_devices_per_egress_ip
+            if keeps_address_history(runtime.policy):
+                # Each of a node's egress addresses holds its own blocks.
+                blocks *= await repository.most_egress_ipv4()
             if keeps_address_history(runtime.policy) and index >= FIRST_DEVICE_INDEX + blocks:
                 # Past the blocks every node would drop its traffic: refuse it here, plainly.
                 raise PortBlocksFull(blocks, runtime.policy.provider.contact_email)

@@ -27,6 +27,9 @@ class Node(IdMixin, CreatedMixin, Base):
     endpoint_port: Mapped[int] = mapped_column(Integer)
     egress_ipv4: Mapped[str | None] = mapped_column(String(15), default=None)
     egress_ipv6: Mapped[str | None] = mapped_column(String(39), default=None)
+    # Further IPv4 egress addresses after egress_ipv4, space-separated, in order: under
+    # deterministic NAT each holds the next devices' port blocks.
+    egress_ipv4_extra: Mapped[str] = mapped_column(Text, default="", server_default="")
     capacity: Mapped[int] = mapped_column(Integer, default=1000)
     # The uplink's bandwidth in Mbit/s, for fair-use shaping (a node shapes its heaviest users
     # when its traffic nears this). None: the node agent's own setting, or no shaping.
@@ -49,3 +52,10 @@ class Node(IdMixin, CreatedMixin, Base):
     openvpn_ca: Mapped[str | None] = mapped_column(Text, default=None)
     openvpn_tls_crypt: Mapped[str | None] = mapped_column(Text, default=None)
     openvpn_transports: Mapped[str] = mapped_column(String(100), default="", server_default="")
+
+    @property
+    def egress_ipv4_addresses(self) -> tuple[str, ...]:
+        """The node's IPv4 egress addresses in block order; empty: none on record."""
+        if self.egress_ipv4 is None:
+            return ()
+        return (self.egress_ipv4, *self.egress_ipv4_extra.split())

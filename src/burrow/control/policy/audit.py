@@ -82,7 +82,12 @@ _RECORD_TIME_COLUMNS = ("started_at", "start", "connected_at", "created_at")
 
 # (table, column) holding the operator's own addresses: never a customer's.
 OPERATOR_ADDRESS_COLUMNS = frozenset(
-    {("nodes", "endpoint_host"), ("nodes", "egress_ipv4"), ("nodes", "egress_ipv6")}
+    {
+        ("nodes", "endpoint_host"),
+        ("nodes", "egress_ipv4"),
+        ("nodes", "egress_ipv6"),
+        ("nodes", "egress_ipv4_extra"),  # space-separated
+    }
 )
 # (table, column) holding devices' tunnel addresses: must lie inside the tunnel pools.
 TUNNEL_ADDRESS_COLUMNS = frozenset(
@@ -251,9 +256,10 @@ class _DatabaseAudit:
                 continue
             query = select(table.c[column]).where(table.c[column].is_not(None))
             for (value,) in self.conn.execute(query):
-                network = _as_network(str(value))
-                if network is not None:
-                    found.append(network)
+                for part in str(value).split():
+                    network = _as_network(part)
+                    if network is not None:
+                        found.append(network)
         return found
 
     def run(self) -> list[IPNetwork]:
