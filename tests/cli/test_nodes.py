@@ -165,6 +165,27 @@ def test_list_without_nodes(burrow: Burrow) -> None:
     assert "no nodes yet" in result.output
 
 
+def test_update_sets_several_egress_addresses(burrow: Burrow, cli_env: dict[str, str]) -> None:
+    created = burrow(
+        "node", "create", "ams-1", "--country", "NL", "--city", "Amsterdam",
+        "--endpoint", "127.0.0.1:51820", "--egress-ipv4", "203.0.113.7",
+    )  # fmt: skip
+    assert created.exit_code == 0, created.output
+    result = burrow(
+        "node", "update", "ams-1", "--egress-ipv4", "203.0.113.7, 203.0.113.8,203.0.113.9"
+    )
+    assert result.exit_code == 0, result.output
+    database = cli_env["BURROW_DATABASE_URL"].removeprefix("sqlite+aiosqlite:///")
+    with sqlite3.connect(database) as db:
+        row = db.execute("SELECT egress_ipv4, egress_ipv4_extra FROM nodes").fetchone()
+    assert row == ("203.0.113.7", "203.0.113.8 203.0.113.9")
+    bad = burrow("node", "update", "ams-1", "--egress-ipv4", "203.0.113.7,nope")
+    assert bad.exit_code != 0
+    assert "--egress-ipv4" in bad.output
+    assert "not an IPv4 address" in bad.output
+    assert "Traceback" not in bad.output
+
+
 def test_update_changes_endpoint_location_and_capacity(
     burrow: Burrow, cli_env: dict[str, str]
 ) -> None:

@@ -7,7 +7,7 @@ module, so ``burrow node --help`` lists both sides.
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 from pydantic import ValidationError
@@ -53,7 +53,11 @@ def create(
     city: Annotated[str, typer.Option(help="The city the node is in.")],
     endpoint: Annotated[str, typer.Option(help="Where devices reach it: HOST:PORT ([IPv6]:PORT).")],
     egress_ipv4: Annotated[
-        str | None, typer.Option(help="The shared IPv4 address clients leave by.")
+        str | None,
+        typer.Option(
+            help="The shared IPv4 address clients leave by; A,B,... for several (deterministic "
+            "NAT gives each its own devices' port blocks)."
+        ),
     ] = None,
     egress_ipv6: Annotated[
         str | None, typer.Option(help="The shared IPv6 address clients leave by.")
@@ -75,17 +79,13 @@ def create(
             city=city,
             endpoint_host=host,
             endpoint_port=port,
-            egress_ipv4=egress_ipv4,
+            **_egress_ipv4(egress_ipv4),
             egress_ipv6=egress_ipv6,
             capacity=capacity,
             uplink_mbit=uplink_mbit,
         )
     except ValidationError as exc:
-        first = exc.errors()[0]
-        where = str(first["loc"][0]).replace("_", "-") if first["loc"] else "input"
-        if where in ("endpoint-host", "endpoint-port"):
-            where = "endpoint"
-        fail(f"--{where}: {first['msg'].removeprefix('Value error, ')}")
+        fail(_input_error(exc))
 
     async def work(session: AsyncSession, runtime: Runtime) -> NodeWithEnrollment:
         return await node_service.create_by(session, runtime, operator(), data)
@@ -95,11 +95,21 @@ def create(
     _print_enrollment(created.node.name, created.enrollment)
 
 
+def _egress_ipv4(text: str | None) -> dict[str, Any]:
+    """``--egress-ipv4 A,B,...``: the first address and the further ones."""
+    if text is None:
+        return {}
+    first, *more = [part.strip() for part in text.split(",")] or [""]
+    return {"egress_ipv4": first, "egress_ipv4_extra": more}
+
+
 def _input_error(exc: ValidationError) -> str:
     first = exc.errors()[0]
     where = str(first["loc"][0]).replace("_", "-") if first["loc"] else "input"
     if where in ("endpoint-host", "endpoint-port"):
         where = "endpoint"
+    if where == "egress-ipv4-extra":
+        where = "egress-ipv4"
     return f"--{where}: {first['msg'].removeprefix('Value error, ')}"
 
 
@@ -112,9 +122,17 @@ def update(
     country: Annotated[str | None, typer.Option(help="ISO 3166 two-letter country code.")] = None,
     city: Annotated[str | None, typer.Option(help="The city the node is in.")] = None,
     capacity: Annotated[int | None, typer.Option(help="Devices it serves at once at most.")] = None,
+    egress_ipv4: Annotated[
+        str | None,
+        typer.Option(
+            help="Its shared IPv4 egress addresses, A,B,... in order (replaces the ones on "
+            "record); deterministic NAT gives each its own devices' port blocks."
+        ),
+    ] = None,
 ) -> None:
-    """Change a node's endpoint, location or capacity. Customers whose configurations name the
-    old endpoint are told on their devices page to download them again."""
+    """Change a node's endpoint, location, capacity or egress addresses. Customers whose
+    configurations name the old endpoint are told on their devices page to download them
+    again."""
     changes: dict[str, object] = {}
     if endpoint is not None:
         try:
@@ -124,8 +142,9 @@ def update(
     for field, value in (("country", country), ("city", city), ("capacity", capacity)):
         if value is not None:
             changes[field] = value
+    changes.update(_egress_ipv4(egress_ipv4))
     if not changes:
-        fail("nothing to change: give --endpoint, --country, --city or --capacity")
+        fail("nothing to change: give --endpoint, --country, --city, --capacity or --egress-ipv4")
     try:
         data = NodeUpdate.model_validate(changes)
     except ValidationError as exc:

@@ -147,6 +147,41 @@ async def test_list_show_and_update_a_node(
     assert_problem(await client.patch(url, json={"capacity": -5}, headers=admin), 422)
 
 
+async def test_a_node_has_several_egress_addresses(
+    client: httpx.AsyncClient, admin: dict[str, str]
+) -> None:
+    created = await client.post(
+        NODES, json={**AMS, "egress_ipv4_extra": ["203.0.113.8", "203.0.113.9"]}, headers=admin
+    )
+    assert created.status_code == 201, created.text
+    node = created.json()["node"]
+    assert (node["egress_ipv4"], node["egress_ipv4_extra"]) == (
+        "203.0.113.7",
+        ["203.0.113.8", "203.0.113.9"],
+    )
+    url = f"{NODES}/{node['id']}"
+    patched = await client.patch(url, json={"egress_ipv4_extra": "203.0.113.10"}, headers=admin)
+    assert patched.status_code == 200, patched.text
+    assert patched.json()["egress_ipv4_extra"] == ["203.0.113.10"]
+    for body, words in (
+        ({"egress_ipv4_extra": ["203.0.113.7"]}, "more than once"),
+        ({"egress_ipv4_extra": ["2001:db8::1"]}, "not an IPv4 address"),
+        ({"egress_ipv4": None}, "first egress address"),
+    ):
+        refused = await client.patch(url, json=body, headers=admin)
+        assert_problem(refused, 422)
+        assert words in refused.text, refused.text
+    cleared = await client.patch(url, json={"egress_ipv4_extra": []}, headers=admin)
+    assert cleared.json()["egress_ipv4_extra"] == []
+    lone = await client.post(
+        NODES,
+        json={**AMS, "name": "fra-1", "egress_ipv4": None, "egress_ipv4_extra": ["192.0.2.1"]},
+        headers=admin,
+    )
+    assert_problem(lone, 422)
+    assert "first egress address" in lone.text
+
+
 @pytest.mark.parametrize("node_id", ["0", "999999", str(2**63), "abc"])
 async def test_an_unknown_node_is_not_found_or_invalid(
     client: httpx.AsyncClient, admin: dict[str, str], node_id: str

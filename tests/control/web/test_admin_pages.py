@@ -821,6 +821,38 @@ async def test_a_support_finding_evaluates_the_request_again(
     assert '"unsupported_device": true' in rows[0].detail
 
 
+async def test_set_a_nodes_egress_addresses_from_the_fleet_page(
+    client: httpx.AsyncClient, admin: Account, runtime: Runtime
+) -> None:
+    async with unit_of_work(runtime.sessionmaker) as session:
+        node = await create_node(session, name="ams-1", endpoint_host="127.0.0.1")
+    url = f"/admin/fleet/{node.id}/update"
+    lone = await post_form(client, url, {"egress_ipv4_extra": "203.0.113.8"}, page="/admin/fleet")
+    assert lone.status_code == 422
+    assert "first egress address" in (by_id(lone, f"node-{node.id}-egress-ipv4-extra-error") or "")
+
+    done = await post_form(
+        client,
+        url,
+        {"egress_ipv4": "203.0.113.7", "egress_ipv4_extra": "203.0.113.8, 203.0.113.9"},
+        page="/admin/fleet",
+    )
+    assert done.status_code == 303, done.text
+    async with unit_of_work(runtime.sessionmaker) as session:
+        row = await session.get(Node, node.id)
+        assert row is not None
+        assert row.egress_ipv4_addresses == ("203.0.113.7", "203.0.113.8", "203.0.113.9")
+    page = await client.get("/admin/fleet")
+    assert 'value="203.0.113.8 203.0.113.9"' in page.text
+    # Emptied, the further addresses are gone.
+    cleared = await post_form(client, url, {"egress_ipv4_extra": ""}, page="/admin/fleet")
+    assert cleared.status_code == 303, cleared.text
+    async with unit_of_work(runtime.sessionmaker) as session:
+        row = await session.get(Node, node.id)
+        assert row is not None
+        assert row.egress_ipv4_addresses == ("203.0.113.7",)
+
+
 async def test_change_a_nodes_endpoint_location_and_capacity(
     client: httpx.AsyncClient,
     admin: Account,

@@ -10,7 +10,15 @@ import re
 from datetime import datetime
 from typing import Annotated, Literal
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    field_serializer,
+    model_validator,
+)
 
 from burrow.control.models import NodeStatus
 
@@ -112,6 +120,46 @@ EgressIPv4 = Annotated[
     AfterValidator(_ipv4),
 ]
 EgressIPv6 = Annotated[str, Field(max_length=39), AfterValidator(_ipv6)]
+
+
+def _address_list(value: object) -> object:
+    """A list, or one text of addresses separated by commas or spaces (CLI, forms)."""
+    if isinstance(value, str):
+        return [part for part in re.split(r"[\s,]+", value) if part]
+    return value
+
+
+def _distinct(value: list[str]) -> list[str]:
+    repeated = sorted({a for a in value if value.count(a) > 1})
+    if repeated:
+        raise ValueError(f"{', '.join(repeated)} is named more than once")
+    return value
+
+
+MoreEgressIPv4 = Annotated[
+    list[EgressIPv4],
+    BeforeValidator(_address_list),
+    Field(
+        max_length=64,
+        description="Further shared IPv4 addresses after egress_ipv4, in order. Under "
+        "deterministic NAT each holds its own devices' port blocks, so the node holds "
+        "(1 + these) x the policy's blocks per address.",
+        examples=[["203.0.113.8", "203.0.113.9"]],
+    ),
+    AfterValidator(_distinct),
+]
+
+
+def check_egress(first: str | None, more: list[str]) -> None:
+    """Further egress addresses need a first one, and none of them may repeat it."""
+    if more and first is None:
+        raise ValueError(
+            "further egress IPv4 addresses need the first egress address (egress_ipv4) too"
+        )
+    if first is not None and first in more:
+        raise ValueError(f"{first} is named more than once")
+
+
 Capacity = Annotated[
     int, Field(ge=1, le=1_000_000, description="How many devices it serves at once at most.")
 ]
@@ -153,8 +201,18 @@ class NodeCreate(_Request):
     endpoint_port: Port = 51820
     egress_ipv4: EgressIPv4 | None = None
     egress_ipv6: EgressIPv6 | None = None
+    egress_ipv4_extra: MoreEgressIPv4 = Field(default_factory=list)
     capacity: Capacity = 1000
     uplink_mbit: UplinkMbit | None = None
+
+    @model_validator(mode="after")
+    def _egress(self) -> NodeCreate:
+        check_egress(self.egress_ipv4, self.egress_ipv4_extra)
+        return self
+
+    @field_serializer("egress_ipv4_extra")
+    def _stored(self, value: list[str]) -> str:
+        return " ".join(value)  # as the nodes table keeps them
 
 
 class NodeUpdate(_Request):
@@ -167,8 +225,13 @@ class NodeUpdate(_Request):
     endpoint_port: Port | None = None
     egress_ipv4: EgressIPv4 | None = None
     egress_ipv6: EgressIPv6 | None = None
+    egress_ipv4_extra: MoreEgressIPv4 | None = None
     capacity: Capacity | None = None
     uplink_mbit: UplinkMbit | None = None
+
+    @field_serializer("egress_ipv4_extra")
+    def _stored(self, value: list[str] | None) -> str:
+        return " ".join(value or ())  # as the nodes table keeps them; null clears them
 
 
 class NodeLive(BaseModel):
@@ -214,6 +277,9 @@ class NodeRead(BaseModel):
     endpoint: str
     egress_ipv4: str | None
     egress_ipv6: str | None
+    egress_ipv4_extra: list[str] = Field(
+        default_factory=list, description="Further IPv4 egress addresses, in block order."
+    )
     capacity: int
     uplink_mbit: int | None = None
     status: NodeStatus

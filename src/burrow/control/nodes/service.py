@@ -32,6 +32,7 @@ from burrow.control.nodes.schemas import (
     NodeRead,
     NodeUpdate,
     ServerRead,
+    check_egress,
     endpoint_text,
 )
 from burrow.control.nodes.uplink import Credit, clamp, rate_bytes, refill
@@ -52,6 +53,13 @@ class NodeNameTaken(Conflict):
     def __init__(self, name: str) -> None:
         super().__init__(
             f"A node named '{name}' exists already; choose another name.", field="name"
+        )
+
+
+class EgressAddressesInvalid(InvalidInput):
+    def __init__(self, reason: str) -> None:
+        super().__init__(
+            f"The egress addresses do not fit together: {reason}.", field="egress_ipv4_extra"
         )
 
 
@@ -267,6 +275,12 @@ class NodeService:
             if other is not None:
                 raise NodeNameTaken(name)
         before = (node.endpoint_host, node.endpoint_port)
+        first = changes.get("egress_ipv4", node.egress_ipv4)
+        more = changes.get("egress_ipv4_extra", node.egress_ipv4_extra).split()
+        try:
+            check_egress(first, more)
+        except ValueError as exc:
+            raise EgressAddressesInvalid(str(exc)) from None
         for field, value in changes.items():
             setattr(node, field, value)
         if (node.endpoint_host, node.endpoint_port) != before and node.wg_public_key:
@@ -496,6 +510,7 @@ class NodeService:
             endpoint=endpoint_text(node.endpoint_host, node.endpoint_port),
             egress_ipv4=node.egress_ipv4,
             egress_ipv6=node.egress_ipv6,
+            egress_ipv4_extra=list(node.egress_ipv4_addresses[1:]),
             capacity=node.capacity,
             uplink_mbit=node.uplink_mbit,
             status=node.status,

@@ -70,6 +70,8 @@ async def _fleet_page(
                     country=node.country,
                     city=node.city,
                     capacity=str(node.capacity),
+                    egress_ipv4=node.egress_ipv4 or "",
+                    egress_ipv4_extra=" ".join(node.egress_ipv4_extra),
                 ),
             }
         )
@@ -161,12 +163,18 @@ async def update_node(
     admin: PanelAdmin,
     node_id: NodeIdPath,
 ) -> Response:
-    """Change a node's endpoint, location or capacity (empty fields stay as they are)."""
+    """Change a node's endpoint, location, capacity or egress addresses (empty fields stay as
+    they are, but for the further egress addresses: emptied, they are gone)."""
     return await submit(
         request,
         session,
         NodeUpdate,
         lambda body: node_service.update_by(session, admin, node_id, body),
+        fixed=lambda form: (
+            {"egress_ipv4_extra": form.values["egress_ipv4_extra"]}
+            if "egress_ipv4_extra" in form.values
+            else {}
+        ),
         page=lambda form, status: _fleet_page(
             request, session, runtime, status_code=status, edit=(node_id, form)
         ),
