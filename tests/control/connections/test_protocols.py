@@ -123,7 +123,8 @@ async def test_a_refusal_the_node_made_shows_on_the_device_until_it_expires(
 
     refusal = {"public_key": alice.key(1), "protocol": "openvpn", "reason": NODE_REASON}
     # Device 0 is connected; device 1 was refused by the node itself at connect time; a key
-    # the control plane does not know is ignored.
+    # the control plane does not know, and a WireGuard "refusal" (WireGuard refuses nothing
+    # at connect time), are ignored.
     ack = await report(
         ams,
         ("openvpn", alice.key(0)),
@@ -131,6 +132,7 @@ async def test_a_refusal_the_node_made_shows_on_the_device_until_it_expires(
             refusal,
             {"public_key": "A" * 43 + "=", "protocol": "openvpn", "reason": "x"},
             {"public_key": alice.key(0), "protocol": "openvpn", "reason": "older try"},
+            {"public_key": alice.key(2), "protocol": "wireguard", "reason": "made up"},
         ),
     )
     # A refusal is no lease: nothing to block or cut for it.

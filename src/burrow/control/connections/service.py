@@ -232,8 +232,10 @@ class ConnectionService:
         fresh: dict[int, dict[str, Refusal]] = {}
         for refused in report.refused:
             owner = owners.get(refused.public_key)
-            if owner is None:
-                continue  # not a device the control plane serves: nothing to show
+            if owner is None or refused.protocol == WIREGUARD:
+                # Not a device the control plane serves, or a protocol that refuses nothing
+                # at connect time (a WireGuard block is the control plane's own): ignored.
+                continue
             lid = lease_id(node.id, refused.public_key, refused.protocol)
             fresh.setdefault(owner.account_id, {})[lid] = Refusal(
                 owner.device_id, node.name, refused.protocol, refused.reason, at.now + at.ttl
