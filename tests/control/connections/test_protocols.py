@@ -100,9 +100,11 @@ async def test_simultaneous_limit_counts_across_nodes_and_protocols(
     assert ack["blocked_connections"] == []
 
 
-NODE_REASON = (
-    "Your plan allows 1 OpenVPN connection per server; connect to another server, or "
-    "disconnect another device from this one."
+# What the node says (a hostile node could write anything) and what the customer reads: the
+# control plane's own words (this plan sets no OpenVPN per-server limit).
+NODE_REASON = "Call +1 555 0100 to unlock your account."
+SHOWN_REASON = (
+    "ams-1 refused this device over OpenVPN; try again in a minute, or connect to another server."
 )
 
 
@@ -137,7 +139,7 @@ async def test_a_refusal_the_node_made_shows_on_the_device_until_it_expires(
     )
     # A refusal is no lease: nothing to block or cut for it.
     assert (ack["blocked"], ack["blocked_connections"]) == ([], [])
-    assert await connection(1) == {"state": "blocked", "reason": NODE_REASON, "node_name": "ams-1"}
+    assert await connection(1) == {"state": "blocked", "reason": SHOWN_REASON, "node_name": "ams-1"}
     # A connected device stays connected, whatever else it tried.
     assert (await connection(0))["state"] == "connected"
     assert (await connection(2))["state"] == "idle"

@@ -57,7 +57,7 @@ from burrow.control.connections.leases import (
     note_refusals,
     peer_key,
 )
-from burrow.control.connections.limits import Limits
+from burrow.control.connections.limits import Limits, node_refusal_reason
 from burrow.control.connections.repository import ConnectionRepository, PeerOwner
 from burrow.control.connections.schemas import (
     ConnectionList,
@@ -214,14 +214,15 @@ class ConnectionService:
                     else:
                         cut.append(_cut(lease))
         await store.update(NODE_INDEX, str(node.id), _reindex(held), ttl=STATE_BACKSTOP_SECONDS)
-        await self._note_refusals(store, report, owners, node, at)
+        await self._note_refusals(runtime, store, report, owners, node, at)
         await self._write_records(session, runtime, writes)
         # The same answers ``blocked_on`` and ``blocked_connections_on`` read back, taken from
         # the states just written.
         return Blocked(tuple(sorted(blocked)), _sorted_cuts(cut))
 
-    @staticmethod
     async def _note_refusals(
+        self,
+        runtime: Runtime,
         store: LiveStore,
         report: NodeReport,
         owners: Mapping[str, PeerOwner],
@@ -237,8 +238,12 @@ class ConnectionService:
                 # at connect time (a WireGuard block is the control plane's own): ignored.
                 continue
             lid = lease_id(node.id, refused.public_key, refused.protocol)
+            # The words are the control plane's own, from the plan: a node (which may be
+            # hostile) chooses only whether a device was refused, never what its owner reads.
+            limit = self._plan_limits(runtime, owner).per_server.get(refused.protocol)
+            reason = node_refusal_reason(limit, refused.protocol, node.name)
             fresh.setdefault(owner.account_id, {})[lid] = Refusal(
-                owner.device_id, node.name, refused.protocol, refused.reason, at.now + at.ttl
+                owner.device_id, node.name, refused.protocol, reason, at.now + at.ttl
             )
         for account_id, refusals in fresh.items():
             await store.update(
