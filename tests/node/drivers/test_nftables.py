@@ -673,6 +673,53 @@ async def test_real_connections_leave_from_their_own_block_or_from_random_ports(
     assert len({(p - 1024) // 100 for p in ports}) > 1, ports
 
 
+@needs("nft", "sysctl")
+async def test_real_connections_leave_from_the_second_egress_address_past_the_first(
+    lab: Lab,
+) -> None:
+    client, node, far = lab.namespace(), lab.namespace(), lab.namespace()
+    inside, tunnel = lab.link(client, node, ["10.64.0.2/10"], ["10.64.0.1/10"])
+    for extra in ("10.64.0.6/10", "10.64.0.9/10", "10.64.0.10/10"):
+        client.ip("addr", "add", extra, "dev", inside)
+    egress, _far = lab.link(node, far, ["192.0.2.1/24"], ["192.0.2.2/24"])
+    node.ip("addr", "add", "192.0.2.3/24", "dev", egress)
+    client.ip("route", "add", "default", "via", "10.64.0.1")
+    await ensure_forwarding(netns=node.name)
+    config = nat_config(
+        BLOCKS,
+        wg_interface=tunnel,
+        egress_interface=egress,
+        egress_ipv4="192.0.2.1",
+        egress_ipv4_extra=("192.0.2.3",),
+        egress_ipv6=None,
+    )
+    await NftablesFirewall(config, netns=node.name).apply()
+    server = far.spawn(sys.executable, "-c", ECHO_PORT_SOURCE)
+    assert server.stdout is not None
+    assert server.stdout.readline().strip() == "ready"
+
+    def seen(source: str, count: int) -> list[tuple[str, int]]:
+        out = client.run(sys.executable, "-c", CONNECT_MANY, source, "192.0.2.2", str(count))
+        found = []
+        for line in out.stdout.split("\n"):
+            if line.strip():
+                address, port = line.split()
+                found.append((address, int(port)) if address != "failed" else (address, -1))
+        return found
+
+    first = seen("10.64.0.2", 6)
+    assert len(first) == 6
+    assert all(a == "192.0.2.1" and 1024 <= p <= 1123 for a, p in first), first
+    # Offset 6 is the fifth device: the first block of the second address; offset 9 its last.
+    fifth = seen("10.64.0.6", 6)
+    assert len(fifth) == 6
+    assert all(a == "192.0.2.3" and 1024 <= p <= 1123 for a, p in fifth), fifth
+    eighth = seen("10.64.0.9", 6)
+    assert all(a == "192.0.2.3" and 1324 <= p <= 1423 for a, p in eighth), eighth
+    # Past both addresses' eight blocks: refused.
+    assert seen("10.64.0.10", 1) == [("failed", -1)]
+
+
 # --- a WireGuard block is for WireGuard only -------------------------------------------------
 
 
