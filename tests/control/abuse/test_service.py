@@ -34,6 +34,7 @@ from burrow.control.runtime import Runtime
 from tests.conftest import METERED_POLICY
 from tests.support.factories import (
     create_account,
+    create_device,
     create_node,
     create_session_token,
     create_subscription,
@@ -370,6 +371,17 @@ class TestSeveralEgressAddresses:
             held = await abuse_service.nat_capacity(session, runtime, made)
         assert held is not None
         assert (held.blocks, held.refused) == (4, 0)
+        async with unit_of_work(runtime.sessionmaker) as session:
+            # A factory device sits far up the pool, past both addresses' blocks.
+            await create_device(session, await create_account(session))
+        async with unit_of_work(runtime.sessionmaker) as session:
+            held = await abuse_service.nat_capacity(session, runtime, made)
+        assert held is not None
+        assert held.refused == 1
+        assert (
+            f"ams-1 refuses 1 device: each device leaves from a block of 1000 ports of its own, "
+            f"and its 2 egress addresses ({EGRESS}, {self.SECOND}) hold 4 blocks."
+        ) in (held.message or "")
 
 
 class TestStrict:
