@@ -305,6 +305,10 @@ class CredentialService:
             text=render_ovpn(node, device, credential.username if credential else None),
         )
 
+    async def ikev2_node_ids(self, session: AsyncSession) -> set[int]:
+        """The servers an IKEv2 profile can be made for now: those whose CA is published."""
+        return await CredentialRepository(session).node_ids_with_ca()
+
     async def ikev2_profile(
         self,
         session: AsyncSession,
