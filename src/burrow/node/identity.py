@@ -67,12 +67,12 @@ def _private_dir(state_dir: Path) -> None:
     os.chmod(state_dir, 0o700)
 
 
-def save_identity(state_dir: Path, identity: NodeIdentity) -> Path:
-    """Write the identity file atomically, readable by its owner only; returns its path."""
+def write_private_file(state_dir: Path, name: str, data: bytes) -> Path:
+    """Write ``state_dir/name`` atomically (temporary file, fsync, rename, fsync of the
+    directory), readable by its owner only, in a directory only its owner may enter."""
     _private_dir(state_dir)
-    path = identity_path(state_dir)
-    tmp = path.with_name(f".{IDENTITY_FILE}.{os.getpid()}.tmp")
-    data = json.dumps(asdict(identity), indent=2).encode() + b"\n"
+    path = state_dir / name
+    tmp = path.with_name(f".{name}.{os.getpid()}.tmp")
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     try:
         with os.fdopen(fd, "wb") as out:
@@ -90,6 +90,12 @@ def save_identity(state_dir: Path, identity: NodeIdentity) -> Path:
     finally:
         os.close(dir_fd)
     return path
+
+
+def save_identity(state_dir: Path, identity: NodeIdentity) -> Path:
+    """Write the identity file atomically, readable by its owner only; returns its path."""
+    data = json.dumps(asdict(identity), indent=2).encode() + b"\n"
+    return write_private_file(state_dir, IDENTITY_FILE, data)
 
 
 def load_identity(state_dir: Path) -> NodeIdentity:

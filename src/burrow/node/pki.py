@@ -15,11 +15,9 @@ Imports the standard library and ``cryptography``.
 
 from __future__ import annotations
 
-import contextlib
 import datetime as dt
 import ipaddress
 import json
-import os
 import secrets
 import stat
 from dataclasses import asdict, dataclass, field
@@ -29,6 +27,8 @@ from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+
+from burrow.node.identity import write_private_file
 
 PKI_FILE = "openvpn-pki.json"
 TLS_CRYPT_HEADER = "-----BEGIN OpenVPN Static key V1-----"
@@ -174,23 +174,8 @@ def pki_path(state_dir: Path) -> Path:
 
 def save_pki(state_dir: Path, pki: NodePki) -> Path:
     """Write the PKI file atomically, readable by its owner only; returns its path."""
-    state_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
-    os.chmod(state_dir, 0o700)
-    path = pki_path(state_dir)
-    tmp = path.with_name(f".{PKI_FILE}.{os.getpid()}.tmp")
     data = json.dumps(asdict(pki), indent=2).encode() + b"\n"
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    try:
-        with os.fdopen(fd, "wb") as out:
-            out.write(data)
-            out.flush()
-            os.fsync(out.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            tmp.unlink()
-        raise
-    return path
+    return write_private_file(state_dir, PKI_FILE, data)
 
 
 def load_pki(state_dir: Path) -> NodePki:
