@@ -219,6 +219,33 @@ def _ikev2_driver(
     return charon, server
 
 
+def fair_use_shaper(
+    settings: NodeSettings,
+    interface: str,
+    openvpn: OpenVpnNode | None,
+    charon: CharonDriver | None,
+) -> TcShaper | ShaperSet:
+    """Fair use slows a device on every tunnel it may come through: the WireGuard interface,
+    OpenVPN's tuns and IKEv2's TUN device (kernel-libipsec's ``ipsec0``), all by the device's
+    fleet-wide addresses. A tunnel made anew (its openvpn or charon restarted) is bare, so the
+    restarts are the generation that has the shaping put back."""
+    main = TcShaper(interface, netns=settings.netns)
+    others = [
+        *(openvpn.interfaces if openvpn is not None else ()),
+        *((settings.ikev2_interface,) if charon is not None else ()),
+    ]
+    if not others:
+        return main
+
+    def generation() -> int:
+        restarts = sum(p.restarts for p in openvpn.processes) if openvpn is not None else 0
+        return restarts + (charon.restarts if charon is not None else 0)
+
+    return ShaperSet(
+        main, [TcShaper(dev, netns=settings.netns) for dev in others], generation=generation
+    )
+
+
 def _quiet_http_logs() -> None:
     # httpx logs every request at INFO; a long poll every 25 s and a report every 5 s say nothing.
     logging.getLogger("httpx").setLevel(logging.WARNING)
@@ -262,16 +289,7 @@ async def run_agent(
             *((settings.ikev2_interface,) if ikev2 is not None else ()),
         ),
     )
-    wg_shaper = TcShaper(interface, netns=settings.netns)
-    shaper: TcShaper | ShaperSet = wg_shaper
-    if openvpn is not None:
-        # Fair use slows a device on its OpenVPN tuns too, counting its OpenVPN bytes.
-        vpn = openvpn
-        shaper = ShaperSet(
-            wg_shaper,
-            [TcShaper(tun, netns=settings.netns) for tun in vpn.interfaces],
-            generation=lambda: sum(p.restarts for p in vpn.processes),
-        )
+    shaper = fair_use_shaper(settings, interface, openvpn, ikev2[0] if ikev2 is not None else None)
     loop = SyncLoop(
         client,
         driver,
