@@ -20,7 +20,7 @@ from pathlib import Path
 import pytest
 import vici
 
-from burrow.node.agent import fair_use_shaper
+from burrow.node.agent import fair_use_shaper, fair_use_traffic
 from burrow.node.config import NodeSettings
 from burrow.node.drivers.ikev2 import (
     CharonDriver,
@@ -429,13 +429,16 @@ def _class_bytes(node_ns: Namespace, dev: str) -> dict[str, int]:
 
 
 @needs("unshare", "tc")
-async def test_fair_use_slows_a_device_on_the_ikev2_tunnel_and_again_after_charon_restarts(
+async def test_fair_use_counts_and_slows_a_device_on_the_ikev2_tunnel_across_charon_restarts(
     node: CharonDriver,
     client: IkeV2Client,
     pki: LabPki,
     ike_lab: tuple[Lab, Namespace, Namespace],
 ) -> None:
     lab, node_ns, client_ns = ike_lab
+    service = IkeV2Service(
+        node, IkeV2Server(HOST, pki.certificate_pem, pki.private_key_pem), lambda: None
+    )
     await node.apply([ALICE])
     await _connect(client, pki, "dev-alice", "alice's server-made secret")
     # The agent's shapers, as it makes them for a node serving IKEv2 (the WireGuard interface
@@ -454,6 +457,11 @@ async def test_fair_use_slows_a_device_on_the_ikev2_tunnel_and_again_after_charo
         assert seconds > 1.0, f"{size} bytes in {seconds:.2f} s: not shaped to 1 Mbit/s"
         # The device's own class carried them, not the unshaped direct queue.
         assert max(_class_bytes(node_ns, "ipsec0").values()) >= size
+        # And they count toward its use, as its WireGuard bytes would.
+        await service.step()
+        (counted,) = fair_use_traffic(None, service)
+        assert counted.public_key == ALICE.key
+        assert counted.tx_bytes >= size
 
         # charon dies; restarted, its ipsec0 is new and bare: the next round shapes it again.
         old = node.pid
@@ -463,9 +471,13 @@ async def test_fair_use_slows_a_device_on_the_ikev2_tunnel_and_again_after_charo
             if not node.running:
                 break
             await asyncio.sleep(0.02)
-        assert await node.ensure_running()
+        await service.step()  # restarts charon, as the agent's service does every tick
+        assert node.restarts == 1
         assert node.pid is not None
         lab.track(node.pid)
+        # The SA is gone with the old charon; what it moved stays counted.
+        (after,) = fair_use_traffic(None, service)
+        assert after.tx_bytes >= counted.tx_bytes
         assert "rate 1Mbit" not in node_ns.run("tc", "class", "show", "dev", "ipsec0").stdout
         await shaper.apply(peers, 1)
         assert "rate 1Mbit" in node_ns.run("tc", "class", "show", "dev", "ipsec0").stdout
