@@ -9,6 +9,7 @@ import plistlib
 import re
 
 import httpx
+from cryptography import x509
 
 from burrow.control.credentials.repository import CredentialRepository
 from burrow.control.credentials.schemas import CredentialCreate
@@ -95,6 +96,17 @@ async def test_make_download_rotate_and_revoke_in_the_panel(
     assert "-TunnelType Ikev2" in windows.text
     for answer in (mobileconfig, sswan, windows):
         assert secret.encode() not in answer.content
+    # The CA file the Windows lines import, under the name they give it.
+    ca_link = f"{url}/{ready.id}/ca.cer"
+    assert f'href="{ca_link}"' in again.text
+    ca = await client.get(ca_link)
+    assert ca.status_code == 200
+    assert ca.headers["content-type"] == "application/pkix-cert"
+    assert 'filename="ams-1-ca.cer"' in ca.headers["content-disposition"]
+    assert "-FilePath 'ams-1-ca.cer'" in windows.text
+    assert ready.openvpn_ca is not None
+    expected = x509.load_pem_x509_certificate(ready.openvpn_ca.encode())
+    assert x509.load_der_x509_certificate(ca.content) == expected
 
     # A server without its CA and an unknown kind are refused in words, never a 500.
     missing = await client.get(f"{url}/{ready.id}/pdf")
@@ -168,4 +180,5 @@ async def test_another_customers_device_is_not_found(
     assert (await client.get(f"/devices/{theirs.id}/ikev2")).status_code == 404
     download = await client.get(f"/devices/{theirs.id}/ikev2/{node.id}/sswan")
     assert download.status_code == 404
+    assert (await client.get(f"/devices/{theirs.id}/ikev2/{node.id}/ca.cer")).status_code == 404
     assert b"eap_id" not in download.content

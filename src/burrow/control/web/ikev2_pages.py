@@ -9,7 +9,7 @@ from typing import Annotated, Literal
 from fastapi import Path, Request, Response
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from burrow.control.credentials.service import IKEV2
+from burrow.control.credentials.service import IKEV2, Ikev2Profile
 from burrow.control.credentials.service import credential as credential_service
 from burrow.control.deps import RuntimeDep, SessionDep
 from burrow.control.nodes.schemas import ServerRead
@@ -84,6 +84,25 @@ async def revoke_credentials(
     return await pages.revoke(request, session, runtime, account, device_id)
 
 
+def _attachment(profile: Ikev2Profile) -> Response:
+    return Response(
+        profile.body,
+        media_type=profile.media_type,
+        headers={
+            "Content-Disposition": f'attachment; filename="{profile.filename}"',
+            "Cache-Control": "no-store",
+        },
+    )
+
+
+# Before the profiles' route, which would take "ca.cer" for a kind.
+@router.get("/devices/{device_id}/ikev2/{node_id}/ca.cer")
+async def download_ca(
+    device_id: DeviceId, node_id: NodeId, session: SessionDep, account: WebAccount
+) -> Response:
+    return _attachment(await credential_service.ikev2_ca(session, account, device_id, node_id))
+
+
 @router.get("/devices/{device_id}/ikev2/{node_id}/{kind}")
 async def download_profile(
     device_id: DeviceId,
@@ -93,14 +112,6 @@ async def download_profile(
     runtime: RuntimeDep,
     account: WebAccount,
 ) -> Response:
-    profile = await credential_service.ikev2_profile(
-        session, runtime, account, device_id, node_id, kind
-    )
-    return Response(
-        profile.body,
-        media_type=profile.media_type,
-        headers={
-            "Content-Disposition": f'attachment; filename="{profile.filename}"',
-            "Cache-Control": "no-store",
-        },
+    return _attachment(
+        await credential_service.ikev2_profile(session, runtime, account, device_id, node_id, kind)
     )
