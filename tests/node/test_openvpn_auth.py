@@ -85,7 +85,7 @@ def test_per_server_limit_counts_other_devices_of_the_subscription_on_this_node(
         LiveSession("udp/2", stranger.public_key, "sub-b"),
     ]
     assert decide(index, "dev4", SECRET, sessions) == Refuse(
-        per_server_reason(2), "per-server limit"
+        per_server_reason(2), "per-server limit", three.public_key
     )
     # The same device again replaces its own session: not counted against itself.
     assert isinstance(decide(index, "dev2", SECRET, sessions), Admit)
@@ -105,4 +105,4 @@ def test_a_device_the_control_plane_blocks_here_is_refused_with_its_reason() -> 
     decision = decide(
         CredentialIndex([laptop]), "laptop", SECRET, [], blocked={laptop.public_key: "Over."}
     )
-    assert decision == Refuse("Over.", "limit")
+    assert decision == Refuse("Over.", "limit", laptop.public_key)

@@ -12,7 +12,7 @@ import pytest
 from burrow.node.client import ControlPlaneUnavailable, NodeApiClient
 from burrow.node.drivers.uapi import PeerMemo, WgPeer, parse_answer
 from burrow.node.status import ByteAccounting, StatusReporter, Traffic
-from burrow.wire import BlockedConnection
+from burrow.wire import BlockedConnection, ConnectionRefusal
 from tests.support.work import LineCounter
 
 from .fakes import NODE_TOKEN, FakeControlPlane, random_key
@@ -268,6 +268,37 @@ async def test_other_protocols_report_beside_wireguard_and_get_their_cuts() -> N
         (p.protocol, p.rx_bytes, p.tx_bytes) for p in second.peers if p.protocol == "ikev2"
     ] == [("ikev2", 500, 100)]
     assert ikev2.cuts[:2] == [[A], [A]]
+
+
+class FakeOpenVpn(FakeIkev2):
+    """A protocol whose node refuses connections by itself (OpenVPN's per-server limit)."""
+
+    protocol = "openvpn"
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.refused: list[ConnectionRefusal] = []
+
+    def refusals(self) -> list[ConnectionRefusal]:
+        return list(self.refused)
+
+
+async def test_refusals_the_node_made_go_up_while_it_holds_them() -> None:
+    cp = FakeControlPlane()
+    source, openvpn = FakeSource(), FakeOpenVpn()
+    async with NodeApiClient("http://c", NODE_TOKEN, transport=cp.transport()) as client:
+        reporter = StatusReporter(client, source, clock=lambda: NOW, protocols=[openvpn])
+        refusal = ConnectionRefusal(public_key=B, protocol="openvpn", reason="Over the limit.")
+        openvpn.refused = [refusal]
+        await reporter.report_once()
+        await reporter.report_once()
+        openvpn.refused = []
+        await reporter.report_once()
+    first, second, third = cp.reports
+    assert first.refused == second.refused == (refusal,)
+    assert third.refused == ()
+    # A refusal is no connection: nothing is counted or listed for it.
+    assert [p for p in first.peers if p.public_key == B] == []
 
 
 # --- what a status read costs --------------------------------------------------------------------

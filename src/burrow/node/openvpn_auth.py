@@ -45,6 +45,8 @@ class Admit:
 class Refuse:
     reason: str  # shown to the client
     log_reason: str  # a word for the node's log: never a name, key or address
+    # The device refused over a limit (its credentials were good); None for bad credentials.
+    public_key: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -127,7 +129,8 @@ def decide(
     if account is None or not check_openvpn_secret(account.verifier, password):
         return Refuse(BAD_CREDENTIALS, "credentials")
     if blocked and account.public_key in blocked:
-        return Refuse(blocked[account.public_key] or "Over a limit of your plan.", "limit")
+        reason = blocked[account.public_key] or "Over a limit of your plan."
+        return Refuse(reason, "limit", account.public_key)
     if account.per_server is not None and account.subscription is not None:
         others = {
             s.public_key
@@ -135,5 +138,6 @@ def decide(
             if s.subscription == account.subscription and s.public_key != account.public_key
         }
         if len(others) >= account.per_server:
-            return Refuse(per_server_reason(account.per_server), "per-server limit")
+            reason = per_server_reason(account.per_server)
+            return Refuse(reason, "per-server limit", account.public_key)
     return Admit(account)

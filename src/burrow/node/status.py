@@ -29,11 +29,11 @@ import secrets
 import time
 from collections.abc import Callable, Collection, Iterable, Sequence
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Protocol, runtime_checkable
 
 from burrow.node.client import NodeApiClient, NodeApiError, NodeTokenRejected
 from burrow.node.drivers.uapi import WgPeer
-from burrow.wire import WIREGUARD, NodeReport, PeerStatus, ReportAck
+from burrow.wire import WIREGUARD, ConnectionRefusal, NodeReport, PeerStatus, ReportAck
 
 log = logging.getLogger(__name__)
 
@@ -91,6 +91,14 @@ class ProtocolSource(Protocol):
     async def read_sessions(self) -> Sequence[SessionCounters]: ...
 
     async def cut(self, keys: Collection[str]) -> None: ...
+
+
+@runtime_checkable
+class RefusalSource(Protocol):
+    """A protocol whose node refuses some connections by itself (OpenVPN over a per-server
+    limit): the refusals it holds go up in every report, so the panel can say why."""
+
+    def refusals(self) -> Sequence[ConnectionRefusal]: ...
 
 
 @dataclass
@@ -271,8 +279,22 @@ class StatusReporter:
         keys += [key for key in self._ended if key not in listed and not connected.get(key)]
         peers = tuple(self._status(key, traffic, connected) for key in keys)
         return NodeReport(
-            boot_id=self.boot_id, seq=seq, revision=self._source.applied_revision, peers=peers
+            boot_id=self.boot_id,
+            seq=seq,
+            revision=self._source.applied_revision,
+            peers=peers,
+            refused=self._refusals(),
         )
+
+    def _refusals(self) -> tuple[ConnectionRefusal, ...]:
+        refused: list[ConnectionRefusal] = []
+        for source in self._protocols:
+            if isinstance(source, RefusalSource):
+                try:
+                    refused += source.refusals()
+                except Exception as exc:
+                    log.info("could not read %s refusals (%s)", source.protocol, exc)
+        return tuple(refused)
 
     @staticmethod
     def _status(key: str, traffic: dict[str, Traffic], connected: dict[str, bool]) -> PeerStatus:

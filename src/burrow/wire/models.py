@@ -362,6 +362,16 @@ class PeerStatus(_Wire):
     tx_bytes: int = Field(0, ge=0, description="Bytes sent to the peer since the last report.")
 
 
+class ConnectionRefusal(_Wire):
+    """A connection the node itself refused at connect time (an OpenVPN client over its
+    per-server limit): the device, the protocol and the reason the client was shown. Never an
+    address or a time; the node lists it while it holds it (a minute or so)."""
+
+    public_key: str
+    protocol: ProtocolField
+    reason: str = Field(min_length=1, max_length=300, description="What the client was shown.")
+
+
 class NodeReport(_Wire):
     """Live status, sent every few seconds.
 
@@ -373,6 +383,11 @@ class NodeReport(_Wire):
     seq: int = Field(ge=0)
     revision: int = Field(ge=0, description="The desired-state revision the node has applied.")
     peers: tuple[PeerStatus, ...] = ()
+    refused: tuple[ConnectionRefusal, ...] = Field(
+        (),
+        max_length=10_000,
+        description="Connections the node refused by itself lately, so the panel can say why.",
+    )
 
 
 class BlockedConnection(_Wire):

@@ -145,6 +145,40 @@ async def test_a_blocked_device_says_why(
     assert reason.group(1).strip()
 
 
+async def test_a_device_the_node_refused_over_openvpn_says_why(
+    client: httpx.AsyncClient, runtime: Runtime, web_customer: MakeWebCustomer, node: ReportingNode
+) -> None:
+    customer = await web_customer()
+    async with unit_of_work(runtime.sessionmaker) as session:
+        device = await create_device(session, customer.account, name="Laptop")
+        await desired_state_service.refresh_account(session, runtime, customer.account.id)
+    # The node's text is never shown (a hostile node could write anything): the control
+    # plane's own words are.
+    said = "Call +1 555 0100 to unlock your account."
+    reason = (
+        "ams-1 refused this device over OpenVPN; try again in a minute, or connect to another "
+        "server."
+    )
+    body = {
+        "boot_id": "boot-1",
+        "seq": 1,
+        "revision": 0,
+        "refused": [{"public_key": device.public_key, "protocol": "openvpn", "reason": said}],
+    }
+    response = await client.post(
+        f"{API_PREFIX}/report", json=body, headers={"Authorization": f"Bearer {node.token}"}
+    )
+    assert response.status_code == 200, response.text
+    listing = await client.get("/devices")
+    assert reason in listing.text
+    assert said not in listing.text
+    detail = await client.get(f"/devices/{device.id}")
+    assert "Blocked</span> on ams-1" in detail.text
+    shown = re.search(r'id="blocked-reason">(.*?)<', detail.text, re.S)
+    assert shown is not None
+    assert shown.group(1).strip() == reason
+
+
 async def test_config_download_rename_rotate_remove(
     client: httpx.AsyncClient, runtime: Runtime, web_customer: MakeWebCustomer, node: ReportingNode
 ) -> None:

@@ -126,7 +126,7 @@ def test_drops_come_before_the_tunnel_is_accepted() -> None:
     drops = [i for i, line in enumerate(lines) if line.endswith(" drop")]
     assert len(drops) == 7
     assert max(drops) < accept
-    assert lines.index("ip saddr @blocked_peers_v4 counter drop") == min(drops)
+    assert lines.index('iifname "bwg0" ip saddr @blocked_peers_v4 counter drop') == min(drops)
 
 
 def test_blocked_peers_are_written_into_their_sets() -> None:
@@ -218,7 +218,7 @@ async def test_the_table_loads_and_reloads_keeping_blocks(lab: Lab) -> None:
     listed = await nft_table(ns)
     assert 'oifname "eth0" ip saddr 10.64.0.0/10 masquerade' in listed
     assert 'iifname "bwg0" tcp dport 25 counter packets 0 bytes 0 drop' in listed
-    assert "ip saddr @blocked_peers_v4 counter packets 0 bytes 0 drop" in listed
+    assert 'iifname "bwg0" ip saddr @blocked_peers_v4 counter packets 0 bytes 0 drop' in listed
 
     await firewall.update_blocked(block=["10.64.0.2/32", "fd42:b0::2/128", "10.64.0.3"])
     await firewall.apply(
@@ -628,3 +628,48 @@ async def test_real_connections_leave_from_their_own_block_or_from_random_ports(
     assert all(p > 0 for p in ports)
     # Twelve random ports from 64,000 never all land in one 100-port block.
     assert len({(p - 1024) // 100 for p in ports}) > 1, ports
+
+
+# --- a WireGuard block is for WireGuard only -------------------------------------------------
+
+
+def test_a_wireguard_block_matches_only_wireguard_interfaces() -> None:
+    config = dataclasses.replace(CONFIG, more_wg_interfaces=("bwg1",), other_tunnels=("bovpn0",))
+    lines = chain(render_ruleset(config), "forward")
+    wg = '{ "bwg0", "bwg1" }'
+    assert f"iifname {wg} ip saddr @blocked_peers_v4 counter drop" in lines
+    assert f"oifname {wg} ip daddr @blocked_peers_v4 counter drop" in lines
+    assert f"iifname {wg} ip6 saddr @blocked_peers_v6 counter drop" in lines
+    assert f"oifname {wg} ip6 daddr @blocked_peers_v6 counter drop" in lines
+    assert not [line for line in lines if "@blocked_peers" in line and "bovpn0" in line]
+    tunnel_input = chain(render_ruleset(config), "input")
+    assert f"iifname {wg} ip saddr @blocked_peers_v4 counter drop" in tunnel_input
+
+
+@needs("nft", "sysctl")
+async def test_a_blocked_wireguard_key_leaves_the_same_devices_openvpn_session_alone(
+    lab: Lab,
+) -> None:
+    # The client's link stands in for an OpenVPN tun: the device's address is the same as
+    # its WireGuard peer's, and WireGuard (bwg0, absent here) is the one that is blocked.
+    client, node, far = lab.namespace(), lab.namespace(), lab.namespace()
+    _, tun = lab.link(client, node, ["10.64.0.2/10"], ["10.64.0.1/10"])
+    egress, _ = lab.link(node, far, ["192.0.2.1/24"], ["192.0.2.2/24"])
+    client.ip("route", "add", "default", "via", "10.64.0.1")
+    await ensure_forwarding(netns=node.name)
+    firewall = NftablesFirewall(
+        dataclasses.replace(CONFIG, egress_interface=egress, other_tunnels=(tun,)),
+        netns=node.name,
+    )
+    await firewall.apply()
+    server = far.spawn(sys.executable, "-c", ECHO_SOURCE)
+    assert server.stdout is not None
+    assert server.stdout.readline().strip() == "ready"
+
+    def connect(timeout: float = 1.0) -> str:
+        argv = (sys.executable, "-c", CONNECT, "192.0.2.2", "8080", str(timeout))
+        return client.run(*argv).stdout.strip()
+
+    assert connect(timeout=5) == "192.0.2.1"
+    await firewall.update_blocked(block=["10.64.0.2"])
+    assert connect() == "192.0.2.1"

@@ -228,3 +228,29 @@ def test_server_config_and_log_redaction(tmp_path: Path) -> None:
         assert needed in lines, needed
     assert "198.51.100.7" not in redact("198.51.100.7:4431 TLS: Initial packet")
     assert "2001:db8::7" not in redact("[2001:db8::7]:1194 Peer Connection Initiated")
+
+
+@needs("ip")
+async def test_a_per_server_refusal_is_kept_for_the_report_without_the_clients_address(
+    rig: Rig,
+) -> None:
+    from burrow.wire import ConnectionRefusal, DesiredState
+
+    laptop, phone = device(2, "laptop", limit=1), device(3, "phone", limit=1)
+    rig.desired.replace(DesiredState(revision=2, network=NETWORK, peers=(laptop, phone)))
+    assert (await rig.connect("1", "laptop")).startswith("client-auth 1 1")
+    refused = await rig.connect("2", "phone")
+    assert refused.startswith('client-deny 2 1 "refused" "Your plan allows 1 OpenVPN connection')
+    # Wrong credentials are not the device's doing: never reported against it.
+    await rig.connect("3", "laptop", "wrong")
+    (refusal,) = rig.node.refusals()
+    assert refusal == ConnectionRefusal(
+        public_key=phone.public_key, protocol="openvpn", reason=refusal.reason
+    )
+    assert refusal.reason in refused
+    assert "198.51.100.77" not in repr(rig.node.refusals())
+    # Once the device gets in, its refusal is over.
+    await rig.say(">CLIENT:DISCONNECT,1", ">CLIENT:ENV,END")
+    await asyncio.sleep(0.05)
+    assert (await rig.connect("4", "phone")).startswith("client-auth 4 1")
+    assert rig.node.refusals() == []

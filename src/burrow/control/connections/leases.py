@@ -146,6 +146,40 @@ class RecordWrite:
 Outcome = tuple[AccountLeases | None, list[RecordWrite]]
 
 
+@dataclass(frozen=True, slots=True)
+class Refusal:
+    """A connection a node refused by itself at connect time (OpenVPN over its per-server
+    limit): no lease, only what the customer is shown, until ``expires`` (live-store clock)."""
+
+    device_id: int
+    node_name: str
+    protocol: str
+    reason: str
+    expires: float
+
+
+@dataclass(frozen=True, slots=True)
+class AccountRefusals:
+    """One account's refusals, by ``lease_id`` (node, protocol, key)."""
+
+    refusals: Mapping[str, Refusal] = field(default_factory=dict)
+
+
+def note_refusals(
+    state: AccountRefusals | None, fresh: Mapping[str, Refusal], now: float
+) -> AccountRefusals | None:
+    """The account's refusals with ``fresh`` added or renewed and the lapsed ones gone."""
+    kept = {k: r for k, r in (state.refusals if state else {}).items() if r.expires > now}
+    kept.update(fresh)
+    return AccountRefusals(kept) if kept else None
+
+
+def live_refusals(state: AccountRefusals | None, now: float) -> list[Refusal]:
+    """The refusals not lapsed yet, the newest last."""
+    alive = [r for r in (state.refusals.values() if state else ()) if r.expires > now]
+    return sorted(alive, key=lambda r: r.expires)
+
+
 # --- the steps ---------------------------------------------------------------------------
 
 

@@ -84,6 +84,18 @@ def per_server_reason(limit: int, protocol: str, node_name: str) -> str:
     )
 
 
+def node_refusal_reason(limit: int | None, protocol: str, node_name: str) -> str:
+    """What a customer reads of a connection a node refused by itself: the plan's per-server
+    rule when it has one for the protocol, otherwise a neutral way out."""
+    if limit is not None:
+        return per_server_reason(limit, protocol, node_name)
+    name = PROTOCOL_NAMES.get(protocol, protocol)
+    return (
+        f"{node_name} refused this device over {name}; try again in a minute, or connect "
+        "to another server."
+    )
+
+
 def decide(leases: Iterable[LeaseView], limits: Limits) -> Decision:
     """Admit or refuse each of one account's leases under its plan's limits."""
     ordered = sorted(leases, key=lambda lease: (not lease.admitted_before, lease.order))

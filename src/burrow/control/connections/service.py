@@ -20,6 +20,9 @@ per-customer rate ever needs to reach the control plane for it.
 Live store (``LiveStore``, typed and frozen values; ``leases.py`` holds the types):
 ``connections:account:{id}`` -> ``AccountLeases``: its leases by lease id and its limits
 ``connections:node:{id}``    -> ``NodeIndex``: public key -> account id of the node's leases
+``connections:refused:{id}`` -> ``AccountRefusals``: connections nodes refused by themselves
+(an OpenVPN client over its per-server limit), shown on the device until no report renews
+them for ``connection_lease_ttl_seconds``; a device key, protocol, node and reason, no more
 
 Every change to an account's leases is one ``LiveStore.update`` whose step is pure
 (``leases.apply_report`` / ``lapse`` / ``attach_record``), so two reports touching one account
@@ -37,19 +40,24 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from burrow.control.connections.leases import (
     AccountLeases,
+    AccountRefusals,
     Lease,
     Moment,
     NodePlace,
     RecordOp,
     RecordWrite,
+    Refusal,
     Seen,
     apply_report,
     attach_record,
     lapse,
+    lease_id,
     live_leases,
+    live_refusals,
+    note_refusals,
     peer_key,
 )
-from burrow.control.connections.limits import Limits
+from burrow.control.connections.limits import Limits, node_refusal_reason
 from burrow.control.connections.repository import ConnectionRepository, PeerOwner
 from burrow.control.connections.schemas import (
     ConnectionList,
@@ -81,6 +89,7 @@ class NodeIndex:
 
 ACCOUNT_LEASES = Kind("connections:account:", AccountLeases)
 NODE_INDEX = Kind("connections:node:", NodeIndex)
+ACCOUNT_REFUSALS = Kind("connections:refused:", AccountRefusals)
 
 
 def _utcnow() -> datetime:
@@ -135,10 +144,11 @@ class ConnectionService:
         store = _store(runtime)
         # One entry per connection: a device may be on WireGuard and OpenVPN at once.
         peers = {peer_key(peer.public_key, peer.protocol): peer for peer in report.peers}
-        connected = sorted({peer.public_key for peer in peers.values() if peer.connected})
+        connected = {peer.public_key for peer in peers.values() if peer.connected}
+        wanted = sorted(connected | {refusal.public_key for refusal in report.refused})
         owners: dict[str, PeerOwner] = {}
-        if connected:
-            owners = await ConnectionRepository(session).peer_owners(connected, _utcnow())
+        if wanted:
+            owners = await ConnectionRepository(session).peer_owners(wanted, _utcnow())
         at = self._moment(runtime)
         place = NodePlace(node.id, node.name, node.country, node.city)
         index = await store.read(NODE_INDEX, str(node.id)) or NodeIndex()
@@ -204,10 +214,44 @@ class ConnectionService:
                     else:
                         cut.append(_cut(lease))
         await store.update(NODE_INDEX, str(node.id), _reindex(held), ttl=STATE_BACKSTOP_SECONDS)
+        await self._note_refusals(runtime, store, report, owners, node, at)
         await self._write_records(session, runtime, writes)
         # The same answers ``blocked_on`` and ``blocked_connections_on`` read back, taken from
         # the states just written.
         return Blocked(tuple(sorted(blocked)), _sorted_cuts(cut))
+
+    async def _note_refusals(
+        self,
+        runtime: Runtime,
+        store: LiveStore,
+        report: NodeReport,
+        owners: Mapping[str, PeerOwner],
+        node: Node,
+        at: Moment,
+    ) -> None:
+        """Keep what the node refused by itself, for the device's panel (no lease, no limit)."""
+        fresh: dict[int, dict[str, Refusal]] = {}
+        for refused in report.refused:
+            owner = owners.get(refused.public_key)
+            if owner is None or refused.protocol == WIREGUARD:
+                # Not a device the control plane serves, or a protocol that refuses nothing
+                # at connect time (a WireGuard block is the control plane's own): ignored.
+                continue
+            lid = lease_id(node.id, refused.public_key, refused.protocol)
+            # The words are the control plane's own, from the plan: a node (which may be
+            # hostile) chooses only whether a device was refused, never what its owner reads.
+            limit = self._plan_limits(runtime, owner).per_server.get(refused.protocol)
+            reason = node_refusal_reason(limit, refused.protocol, node.name)
+            fresh.setdefault(owner.account_id, {})[lid] = Refusal(
+                owner.device_id, node.name, refused.protocol, reason, at.now + at.ttl
+            )
+        for account_id, refusals in fresh.items():
+            await store.update(
+                ACCOUNT_REFUSALS,
+                str(account_id),
+                _refusal_step(refusals, at.now),
+                ttl=at.ttl,
+            )
 
     @staticmethod
     def _plan_limits(runtime: Runtime, owner: PeerOwner) -> Limits:
@@ -318,7 +362,10 @@ class ConnectionService:
     # --- what the customer sees --------------------------------------------------------------
 
     async def device_statuses(self, runtime: Runtime, account_id: int) -> dict[int, DeviceStatus]:
-        """Each connected or blocked device of the account; a device not named is idle."""
+        """Each connected or blocked device of the account; a device not named is idle.
+
+        Connected wins over blocked; a lease the control plane blocked over a refusal the node
+        made by itself (the newest of those)."""
         statuses: dict[int, DeviceStatus] = {}
         for _lid, lease in await self._live(runtime, account_id):
             device_id = lease.device_id
@@ -328,6 +375,13 @@ class ConnectionService:
                     statuses[device_id] = DeviceStatus("connected", None, lease.node.name)
             elif device_id not in statuses:
                 statuses[device_id] = DeviceStatus("blocked", lease.reason, lease.node.name)
+        store = _store(runtime)
+        refused: dict[int, DeviceStatus] = {}
+        state = await store.read(ACCOUNT_REFUSALS, str(account_id))
+        for refusal in live_refusals(state, store.clock()):
+            refused[refusal.device_id] = DeviceStatus("blocked", refusal.reason, refusal.node_name)
+        for device_id, status in refused.items():
+            statuses.setdefault(device_id, status)
         return statuses
 
     async def device_status(
@@ -520,6 +574,15 @@ def _attach_step(
 ) -> Callable[[AccountLeases | None], tuple[AccountLeases | None, None]]:
     def step(state: AccountLeases | None) -> tuple[AccountLeases | None, None]:
         return attach_record(state, lid, record_id), None
+
+    return step
+
+
+def _refusal_step(
+    fresh: Mapping[str, Refusal], now: float
+) -> Callable[[AccountRefusals | None], tuple[AccountRefusals | None, None]]:
+    def step(state: AccountRefusals | None) -> tuple[AccountRefusals | None, None]:
+        return note_refusals(state, fresh, now), None
 
     return step
 

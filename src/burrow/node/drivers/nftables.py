@@ -7,10 +7,11 @@ sure the table exists, deletes it and builds it anew, and nft runs a file as
 one transaction, so the old rules stay in force until the new ones are in.
 
 Two sets, ``blocked_peers_v4`` and ``blocked_peers_v6``, hold tunnel
-addresses whose forwarded traffic is dropped (the control plane blocks peers
-that exceed their limits). They change one element at a time with ``nft add
-element`` / ``delete element``; a full reload writes their current members
-back, so blocks survive a reload.
+addresses whose traffic through a WireGuard interface is dropped (the control
+plane blocks peers that exceed their limits; the same address on another
+protocol's tunnel is that protocol's business). They change one element at a
+time with ``nft add element`` / ``delete element``; a full reload writes their
+current members back, so blocks survive a reload.
 
 Imports ``burrow.wire`` only.
 """
@@ -142,9 +143,10 @@ def render_ruleset(config: FirewallConfig, blocked: Iterable[str | IPAddress] = 
     v4 = [a for a in hosts if a.version == 4]
     v6 = [a for a in hosts if a.version == 6]
     tunnels = (config.wg_interface, *config.more_wg_interfaces, *config.other_tunnels)
-    wg = f'"{config.wg_interface}"'
-    if len(tunnels) > 1:
-        wg = "{ " + ", ".join(f'"{name}"' for name in tunnels) + " }"
+    wg = _names(tunnels)
+    # A blocked peer is blocked on WireGuard only: the same device's address on another
+    # protocol's tunnel (OpenVPN, IKEv2) is that protocol's business (it cuts its own).
+    wg_only = _names((config.wg_interface, *config.more_wg_interfaces))
     egress = f'"{config.egress_interface}"'
     pool4 = ipaddress.ip_network(config.tunnel_ipv4)
     pool6 = ipaddress.ip_network(config.tunnel_ipv6)
@@ -165,10 +167,10 @@ def render_ruleset(config: FirewallConfig, blocked: Iterable[str | IPAddress] = 
     forward = [
         "type filter hook forward priority filter; policy accept;",
         # Blocked peers first: nothing after may let their packets through.
-        f"ip saddr @{SET_V4} counter drop",
-        f"ip daddr @{SET_V4} counter drop",
-        f"ip6 saddr @{SET_V6} counter drop",
-        f"ip6 daddr @{SET_V6} counter drop",
+        f"iifname {wg_only} ip saddr @{SET_V4} counter drop",
+        f"oifname {wg_only} ip daddr @{SET_V4} counter drop",
+        f"iifname {wg_only} ip6 saddr @{SET_V6} counter drop",
+        f"oifname {wg_only} ip6 daddr @{SET_V6} counter drop",
     ]
     if config.isolate_clients:
         forward += [
@@ -193,8 +195,8 @@ def render_ruleset(config: FirewallConfig, blocked: Iterable[str | IPAddress] = 
     own6 = _elements(a for a in own if a.version == 6)
     tunnel_input = [
         "type filter hook input priority filter; policy accept;",
-        f"iifname {wg} ip saddr @{SET_V4} counter drop",
-        f"iifname {wg} ip6 saddr @{SET_V6} counter drop",
+        f"iifname {wg_only} ip saddr @{SET_V4} counter drop",
+        f"iifname {wg_only} ip6 saddr @{SET_V6} counter drop",
     ]
     # From a tunnel, the node answers DNS and ICMP on its own tunnel addresses; nothing else.
     if own4:
@@ -237,6 +239,13 @@ def render_ruleset(config: FirewallConfig, blocked: Iterable[str | IPAddress] = 
         lines.append("\t}")
     lines.append("}")
     return "\n".join(lines) + "\n"
+
+
+def _names(interfaces: tuple[str, ...]) -> str:
+    """One interface name for nft, or an anonymous set of several."""
+    if len(interfaces) == 1:
+        return f'"{interfaces[0]}"'
+    return "{ " + ", ".join(f'"{name}"' for name in interfaces) + " }"
 
 
 @dataclass(frozen=True, slots=True)

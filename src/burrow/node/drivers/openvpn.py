@@ -44,17 +44,21 @@ from burrow.node.openvpn_auth import (
     Admit,
     CredentialIndex,
     LiveSession,
+    Refuse,
     decide,
 )
 from burrow.node.pki import NodePki
 from burrow.node.reconcile import DesiredPeers
-from burrow.wire import NetworkSpec
+from burrow.wire import ConnectionRefusal, NetworkSpec
 
 log = logging.getLogger(__name__)
 
 REVOKED_REASON = "Your credentials for this device were revoked or your access ended."
 OVER_LIMIT_REASON = "Over a connection limit of your plan; disconnect another device."
 REPLACED_REASON = "This device connected again; the older connection was closed."
+# How long a refusal over a limit is held in RAM and listed in every status report (so the
+# panel can show the device why); a later admission of the device ends it sooner.
+REFUSAL_SECONDS = 60.0
 _ADDRESS = re.compile(r"\b(?:\d{1,3}\.){3}\d{1,3}\b|\b[0-9A-Fa-f]{0,4}(?::[0-9A-Fa-f]{0,4}){2,7}\b")
 _INTERFACE_NAME = re.compile(r"[A-Za-z0-9_.-]{1,15}")
 
@@ -449,6 +453,9 @@ class OpenVpnNode:
         self._index_revision: int | None = None
         self._index_source: object = None
         self._blocked: dict[str, str] = {}
+        # Per device refused over a limit: the reason it was shown, and until when (monotonic)
+        # to report it. Never the client's address or the time of the attempt.
+        self._refused: dict[str, tuple[str, float]] = {}
         # Per device: bytes of ended sessions plus the live ones' last counts (never decreases).
         self._ended: dict[str, list[int]] = {}
         self._started_network: NetworkSpec | None = None
@@ -569,9 +576,12 @@ class OpenVpnNode:
         if not isinstance(decision, Admit) or network is None:
             reason = decision.reason if not isinstance(decision, Admit) else BAD_CREDENTIALS
             log.info("openvpn: a connection was refused (%s)", getattr(decision, "log_reason", "-"))
+            if isinstance(decision, Refuse) and decision.public_key is not None:
+                self._refused[decision.public_key] = (reason, time.monotonic() + REFUSAL_SECONDS)
             await process.deny(cid, kid, reason)
             return
         account = decision.account
+        self._refused.pop(account.public_key, None)
         # A device holds one address: its older session (on any transport) makes way.
         for other in self.processes:
             for other_cid, session in list(other.sessions.items()):
@@ -678,6 +688,17 @@ class OpenVpnNode:
                 entry[0] += session.rx
                 entry[1] += session.tx
         return [WgPeer(public_key=k, rx_bytes=rx, tx_bytes=tx) for k, (rx, tx) in totals.items()]
+
+    def refusals(self) -> list[ConnectionRefusal]:
+        """The devices refused over a limit lately, for the status report (and what they were
+        shown); the lapsed ones are forgotten here."""
+        now = time.monotonic()
+        for key in [k for k, (_reason, until) in self._refused.items() if until <= now]:
+            del self._refused[key]
+        return [
+            ConnectionRefusal(public_key=key, protocol=OPENVPN, reason=reason[:300])
+            for key, (reason, _until) in sorted(self._refused.items())
+        ]
 
     async def read_sessions(self) -> list[DeviceCounters]:
         """Each device's OpenVPN traffic on this node, as cumulative counters (never lower)."""
