@@ -36,6 +36,7 @@ from burrow.node.drivers.nftables import FirewallConfig, NftablesFirewall, ensur
 from burrow.node.drivers.openvpn import OpenVpnNode, Transport
 from burrow.node.drivers.resolver import NodeResolver
 from burrow.node.drivers.tc import ShaperSet, TcShaper
+from burrow.node.drivers.uapi import WgPeer
 from burrow.node.drivers.wireguard import interface_addresses
 from burrow.node.identity import NodeIdentity, new_private_key, public_key_of, save_identity
 from burrow.node.ikev2 import IkeV2Service
@@ -219,6 +220,44 @@ def _ikev2_driver(
     return charon, server
 
 
+def fair_use_shaper(
+    settings: NodeSettings,
+    interface: str,
+    openvpn: OpenVpnNode | None,
+    charon: CharonDriver | None,
+) -> TcShaper | ShaperSet:
+    """Fair use slows a device on every tunnel it may come through: the WireGuard interface,
+    OpenVPN's tuns and IKEv2's TUN device (kernel-libipsec's ``ipsec0``), all by the device's
+    fleet-wide addresses. A tunnel made anew (its openvpn or charon restarted) is bare, so the
+    restarts are the generation that has the shaping put back."""
+    main = TcShaper(interface, netns=settings.netns)
+    others = [
+        *(openvpn.interfaces if openvpn is not None else ()),
+        *((settings.ikev2_interface,) if charon is not None else ()),
+    ]
+    if not others:
+        return main
+
+    def generation() -> int:
+        restarts = sum(p.restarts for p in openvpn.processes) if openvpn is not None else 0
+        return restarts + (charon.restarts if charon is not None else 0)
+
+    return ShaperSet(
+        main, [TcShaper(dev, netns=settings.netns) for dev in others], generation=generation
+    )
+
+
+def fair_use_traffic(openvpn: OpenVpnNode | None, ikev2: IkeV2Service | None) -> list[WgPeer]:
+    """Each device's OpenVPN and IKEv2 bytes together, which fair use adds to its WireGuard
+    bytes."""
+    totals: dict[str, tuple[int, int]] = {}
+    for source in (openvpn, ikev2):
+        for peer in source.traffic() if source is not None else ():
+            rx, tx = totals.get(peer.public_key, (0, 0))
+            totals[peer.public_key] = (rx + peer.rx_bytes, tx + peer.tx_bytes)
+    return [WgPeer(public_key=k, rx_bytes=rx, tx_bytes=tx) for k, (rx, tx) in totals.items()]
+
+
 def _quiet_http_logs() -> None:
     # httpx logs every request at INFO; a long poll every 25 s and a report every 5 s say nothing.
     logging.getLogger("httpx").setLevel(logging.WARNING)
@@ -262,16 +301,8 @@ async def run_agent(
             *((settings.ikev2_interface,) if ikev2 is not None else ()),
         ),
     )
-    wg_shaper = TcShaper(interface, netns=settings.netns)
-    shaper: TcShaper | ShaperSet = wg_shaper
-    if openvpn is not None:
-        # Fair use slows a device on its OpenVPN tuns too, counting its OpenVPN bytes.
-        vpn = openvpn
-        shaper = ShaperSet(
-            wg_shaper,
-            [TcShaper(tun, netns=settings.netns) for tun in vpn.interfaces],
-            generation=lambda: sum(p.restarts for p in vpn.processes),
-        )
+    shaper = fair_use_shaper(settings, interface, openvpn, ikev2[0] if ikev2 is not None else None)
+    ikev2_service: IkeV2Service | None = None  # made after the loop, whose desired state it reads
     loop = SyncLoop(
         client,
         driver,
@@ -283,9 +314,8 @@ async def run_agent(
         supervise_interval_seconds=settings.supervise_interval_seconds,
         shaper=shaper,
         uplink_mbit=settings.uplink_mbit,
-        extra_traffic=openvpn.traffic if openvpn is not None else None,
+        extra_traffic=lambda: fair_use_traffic(openvpn, ikev2_service),
     )
-    ikev2_service = None
     if ikev2 is not None:
         charon, server = ikev2
         ikev2_service = IkeV2Service(

@@ -10,7 +10,9 @@ per-server limit decided here, sessions reported, connections cut when the contr
   (only the differences reach charon; a device that lost its credential is unloaded and its
   SA terminated at once, so a revocation ends the SA within a tick);
 - refuses connections beyond a subscription's per-server limit for IKEv2 (the newest SA is
-  terminated, the older ones keep working), and connections the control plane blocked.
+  terminated, the older ones keep working), and connections the control plane blocked;
+- keeps each device's cumulative IKEv2 bytes (``traffic``), which fair use adds to its
+  WireGuard bytes, so a device is slowed whichever protocol it moves them over.
 
 Nothing of a client is logged: counts only. Byte counts live in memory until reported.
 
@@ -32,6 +34,7 @@ from burrow.node.drivers.ikev2 import (
     IkeV2Session,
     over_limit,
 )
+from burrow.node.drivers.uapi import WgPeer
 from burrow.node.reconcile import DesiredPeers
 from burrow.wire import NetworkSpec, PeerSpec, ikev2_nt_hash
 
@@ -105,6 +108,10 @@ class IkeV2Service:
         self._lock = asyncio.Lock()
         self.started = asyncio.Event()
         self.refused = 0
+        # Fair use's counters, in RAM only: each live IKE SA's last reading (device key, rx,
+        # tx) by its id, and what ended SAs (or counters that started again) moved, by device.
+        self._sa_bytes: dict[int, tuple[str, int, int]] = {}
+        self._ended_bytes: dict[str, tuple[int, int]] = {}
 
     async def run(self) -> None:
         """Serve until cancelled; charon stops with it."""
@@ -141,8 +148,42 @@ class IkeV2Service:
                     )
             await self._enforce()
 
+    def traffic(self) -> list[WgPeer]:
+        """Each device's cumulative IKEv2 bytes on this node, for fair use (never lower)."""
+        totals = dict(self._ended_bytes)
+        for key, rx, tx in self._sa_bytes.values():
+            old_rx, old_tx = totals.get(key, (0, 0))
+            totals[key] = (old_rx + rx, old_tx + tx)
+        return [WgPeer(public_key=k, rx_bytes=rx, tx_bytes=tx) for k, (rx, tx) in totals.items()]
+
+    def _book(self, key: str, rx: int, tx: int) -> None:
+        old_rx, old_tx = self._ended_bytes.get(key, (0, 0))
+        self._ended_bytes[key] = (old_rx + rx, old_tx + tx)
+
+    def _count(self, sessions: Iterable[IkeV2Session]) -> None:
+        """Fold a reading of the SAs into the cumulative counters."""
+        applied = self.driver.applied
+        live: dict[int, tuple[str, int, int]] = {}
+        for session in sessions:
+            device = applied.get(session.username)
+            if device is None:
+                continue
+            last = self._sa_bytes.get(session.ike_id)
+            if last is not None and (
+                last[0] != device.key or session.rx_bytes < last[1] or session.tx_bytes < last[2]
+            ):
+                # Its child SA was rekeyed (counters from zero) or the id is another's now.
+                self._book(*last)
+            live[session.ike_id] = (device.key, session.rx_bytes, session.tx_bytes)
+        for ike_id, last in self._sa_bytes.items():
+            if ike_id not in live:
+                self._book(*last)  # the SA ended: what it moved stays counted
+        self._sa_bytes = live
+
     async def _enforce(self) -> None:
-        sessions = [s for s in await self.driver.sessions() if s.established]
+        read = await self.driver.sessions()
+        self._count(read)
+        sessions = [s for s in read if s.established]
         if not sessions:
             return
         applied = self.driver.applied

@@ -168,6 +168,7 @@ CUSTOMER_PAGES = [
     ("/devices", "devices"),
     ("/devices/{device}", "device"),
     ("/devices/{device}/openvpn", "device-openvpn"),
+    ("/devices/{device}/ikev2", "device-ikev2"),
     ("/servers", "servers"),
     ("/billing", "billing"),
     ("/billing/orders/{order}/refund", "refund-request"),

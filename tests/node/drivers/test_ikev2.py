@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import os
+import re
 import shutil
 import socket
 import tempfile
@@ -19,6 +20,8 @@ from pathlib import Path
 import pytest
 import vici
 
+from burrow.node.agent import fair_use_shaper, fair_use_traffic
+from burrow.node.config import NodeSettings
 from burrow.node.drivers.ikev2 import (
     CharonDriver,
     IkeV2Device,
@@ -29,6 +32,7 @@ from burrow.node.drivers.ikev2 import (
     over_limit,
     render_strongswan_conf,
 )
+from burrow.node.drivers.tc import ShaperSet
 from burrow.node.ikev2 import IkeV2Service
 from burrow.node.reconcile import DesiredPeers
 from burrow.wire import CredentialSpec, PeerSpec, ProtocolLimit, ikev2_nt_hash, ikev2_verifier
@@ -386,3 +390,101 @@ def _unix(path: Path) -> socket.socket:
     sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     sock.connect(str(path))
     return sock
+
+
+def _download(node_ns: Namespace, client_ns: Namespace, size: int) -> float:
+    """Seconds the client takes to receive ``size`` bytes from the node, through the tunnel."""
+    listener = node_ns.spawn(
+        "python3", "-c",
+        "import socket; s=socket.socket(); s.bind(('10.64.0.1', 7778)); s.listen();"
+        f"c,_=s.accept(); c.sendall(b'x'*{size}); c.close()",
+    )  # fmt: skip
+    try:
+        for _ in range(50):
+            got = client_ns.run(
+                "python3", "-c",
+                "import socket, time; c=socket.create_connection(('10.64.0.1', 7778), timeout=5);"
+                "t=time.monotonic(); n=0\nwhile (b:=c.recv(65536)): n+=len(b)\n"
+                "print(n, time.monotonic()-t)",
+                check=False, timeout=20,
+            )  # fmt: skip
+            if got.returncode == 0:
+                break
+            time.sleep(0.1)
+        received, seconds = got.stdout.split()
+        assert int(received) == size
+        return float(seconds)
+    finally:
+        listener.kill()
+        listener.wait()
+
+
+def _class_bytes(node_ns: Namespace, dev: str) -> dict[str, int]:
+    """Bytes sent by each of burrow's HTB classes on ``dev``."""
+    shown = node_ns.run("tc", "-s", "class", "show", "dev", dev, check=False).stdout
+    return {
+        m.group(1): int(m.group(2))
+        for m in re.finditer(r"class htb (\S+) .*?\n\s*Sent (\d+) bytes", shown)
+    }
+
+
+@needs("unshare", "tc")
+async def test_fair_use_counts_and_slows_a_device_on_the_ikev2_tunnel_across_charon_restarts(
+    node: CharonDriver,
+    client: IkeV2Client,
+    pki: LabPki,
+    ike_lab: tuple[Lab, Namespace, Namespace],
+) -> None:
+    lab, node_ns, client_ns = ike_lab
+    service = IkeV2Service(
+        node, IkeV2Server(HOST, pki.certificate_pem, pki.private_key_pem), lambda: None
+    )
+    await node.apply([ALICE])
+    await _connect(client, pki, "dev-alice", "alice's server-made secret")
+    # The agent's shapers, as it makes them for a node serving IKEv2 (the WireGuard interface
+    # is not under test here: a bare TUN device stands in for it).
+    node_ns.ip("tuntap", "add", "dev", "bwsike", "mode", "tun")
+    node_ns.ip("link", "set", "bwsike", "up")
+    shaper = fair_use_shaper(NodeSettings(netns=node_ns.name), "bwsike", None, node)
+    assert isinstance(shaper, ShaperSet)
+    peers = {ALICE.key: ALICE.addresses}
+    size = 200_000  # 1.6 Mbit: at least 1.6 s at 1 Mbit/s
+    try:
+        assert await shaper.apply(peers, 1)
+        assert shaper.failures == 0
+        assert "rate 1Mbit" in node_ns.run("tc", "class", "show", "dev", "ipsec0").stdout
+        seconds = await asyncio.to_thread(_download, node_ns, client_ns, size)
+        assert seconds > 1.0, f"{size} bytes in {seconds:.2f} s: not shaped to 1 Mbit/s"
+        # The device's own class carried them, not the unshaped direct queue.
+        assert max(_class_bytes(node_ns, "ipsec0").values()) >= size
+        # And they count toward its use, as its WireGuard bytes would.
+        await service.step()
+        (counted,) = fair_use_traffic(None, service)
+        assert counted.public_key == ALICE.key
+        assert counted.tx_bytes >= size
+
+        # charon dies; restarted, its ipsec0 is new and bare: the next round shapes it again.
+        old = node.pid
+        assert old is not None
+        os.kill(old, 9)
+        for _ in range(100):
+            if not node.running:
+                break
+            await asyncio.sleep(0.02)
+        await service.step()  # restarts charon, as the agent's service does every tick
+        assert node.restarts == 1
+        assert node.pid is not None
+        lab.track(node.pid)
+        # The SA is gone with the old charon; what it moved stays counted.
+        (after,) = fair_use_traffic(None, service)
+        assert after.tx_bytes >= counted.tx_bytes
+        assert "rate 1Mbit" not in node_ns.run("tc", "class", "show", "dev", "ipsec0").stdout
+        await shaper.apply(peers, 1)
+        assert "rate 1Mbit" in node_ns.run("tc", "class", "show", "dev", "ipsec0").stdout
+
+        # Nobody shaped: nothing of burrow's stays on the tunnel.
+        await shaper.apply({}, 1)
+        assert "rate 1Mbit" not in node_ns.run("tc", "class", "show", "dev", "ipsec0").stdout
+    finally:
+        await shaper.close()
+        node_ns.ip("link", "del", "bwsike", check=False)

@@ -26,6 +26,8 @@ import secrets
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
+from cryptography import x509
+from cryptography.hazmat.primitives.serialization import Encoding
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from burrow.control.credentials.repository import CredentialRepository
@@ -305,6 +307,25 @@ class CredentialService:
             text=render_ovpn(node, device, credential.username if credential else None),
         )
 
+    async def ikev2_node_ids(self, session: AsyncSession) -> set[int]:
+        """The servers an IKEv2 profile can be made for now: those whose CA is published."""
+        return await CredentialRepository(session).node_ids_with_ca()
+
+    async def ikev2_ca(
+        self, session: AsyncSession, account: Account, device_id: int, node_id: int
+    ) -> Ikev2Profile:
+        """One server's CA certificate (DER), the file the Windows settings import."""
+        await device_service.get(session, account, device_id)
+        node = await device_service.active_node(session, node_id)
+        if node.openvpn_ca is None:
+            raise ProfileUnavailable()
+        certificate = x509.load_pem_x509_certificate(node.openvpn_ca.encode())
+        return Ikev2Profile(
+            filename=ikev2_ca_filename(node.name),
+            media_type="application/pkix-cert",
+            body=certificate.public_bytes(Encoding.DER),
+        )
+
     async def ikev2_profile(
         self,
         session: AsyncSession,
@@ -340,6 +361,11 @@ class CredentialService:
             media_type=media_type,
             body=render(values),
         )
+
+
+def ikev2_ca_filename(node_name: str) -> str:
+    """The CA's file name, as the Windows settings' ``Import-Certificate`` line names it."""
+    return f"{node_name}-ca.cer"
 
 
 def _file_part(value: str) -> str:

@@ -27,6 +27,7 @@ PAGE_MODULES = (
     "burrow.control.web.dashboard_pages",
     "burrow.control.web.device_pages",
     "burrow.control.web.openvpn_pages",
+    "burrow.control.web.ikev2_pages",
     "burrow.control.web.server_pages",
     "burrow.control.web.billing_pages",
     "burrow.control.web.usage_pages",

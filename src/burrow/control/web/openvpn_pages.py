@@ -7,20 +7,17 @@ from __future__ import annotations
 from typing import Annotated
 
 from fastapi import Path, Request, Response
+from sqlalchemy.ext.asyncio import AsyncSession
 
-from burrow.control.credentials.schemas import CredentialCreate
-from burrow.control.credentials.service import IssuedCredential
 from burrow.control.credentials.service import credential as credential_service
 from burrow.control.deps import RuntimeDep, SessionDep
-from burrow.control.devices.service import device as device_service
-from burrow.control.models import Account, Device
+from burrow.control.nodes.schemas import ServerRead
 from burrow.control.nodes.service import node as node_service
 from burrow.control.params import MAX_ID
 from burrow.control.runtime import Runtime
 from burrow.control.web.auth import WebAccount
-from burrow.control.web.forms import Form, submit
+from burrow.control.web.device_credentials import CredentialPages
 from burrow.control.web.routing import page_router
-from burrow.control.web.templating import redirect, render
 
 router = page_router()
 
@@ -29,37 +26,16 @@ NodeId = Annotated[int, Path(ge=1, le=MAX_ID)]
 OPENVPN = "openvpn"
 
 
-async def _page(
-    request: Request,
-    session: SessionDep,
-    runtime: Runtime,
-    account: Account,
-    device: Device,
-    *,
-    issued: IssuedCredential | None = None,
-    form: Form | None = None,
-    status_code: int = 200,
-) -> Response:
-    credentials = await credential_service.list(session, account, device.id)
-    credential = next((c for c in credentials if c.protocol == OPENVPN), None)
-    servers = [
-        s for s in await node_service.server_list(session, runtime) if OPENVPN in s.protocols
-    ]
-    response = render(
-        request,
-        "devices/openvpn.html",
-        {
-            "device": device,
-            "credential": credential,
-            "issued": issued,
-            "servers": servers,
-            "form": form or Form.empty(),
-        },
-        status_code=status_code,
-    )
-    if issued is not None:
-        response.headers["Cache-Control"] = "no-store"
-    return response
+async def _servers(session: AsyncSession, runtime: Runtime) -> list[ServerRead]:
+    return [s for s in await node_service.server_list(session, runtime) if OPENVPN in s.protocols]
+
+
+pages = CredentialPages(
+    protocol=OPENVPN,
+    template="devices/openvpn.html",
+    servers=_servers,
+    revoked="OpenVPN credentials revoked; their connections are cut on every server.",
+)
 
 
 @router.get("/devices/{device_id}/openvpn")
@@ -70,8 +46,7 @@ async def openvpn_page(
     runtime: RuntimeDep,
     account: WebAccount,
 ) -> Response:
-    device = await device_service.get(session, account, device_id)
-    return await _page(request, session, runtime, account, device)
+    return await pages.show(request, session, runtime, account, device_id)
 
 
 @router.post("/devices/{device_id}/openvpn")
@@ -82,27 +57,7 @@ async def make_credentials(
     runtime: RuntimeDep,
     account: WebAccount,
 ) -> Response:
-    await device_service.get(session, account, device_id)
-
-    async def page(
-        form: Form | None, status: int, issued: IssuedCredential | None = None
-    ) -> Response:
-        # Read afresh: a refused action's savepoint expires the rows it touched.
-        device = await device_service.get(session, account, device_id)
-        return await _page(
-            request, session, runtime, account, device, form=form, issued=issued, status_code=status
-        )
-
-    return await submit(
-        request,
-        session,
-        CredentialCreate,
-        lambda body: credential_service.issue(session, runtime, account, device_id, body),
-        page=page,
-        done=lambda _body, issued: page(None, 200, issued),
-        fields=("username",),
-        fixed=lambda _form: {"protocol": OPENVPN},
-    )
+    return await pages.make(request, session, runtime, account, device_id)
 
 
 @router.post("/devices/{device_id}/openvpn/rotate")
@@ -113,9 +68,7 @@ async def rotate_credentials(
     runtime: RuntimeDep,
     account: WebAccount,
 ) -> Response:
-    device = await device_service.get(session, account, device_id)
-    issued = await credential_service.rotate(session, runtime, account, device_id, OPENVPN)
-    return await _page(request, session, runtime, account, device, issued=issued)
+    return await pages.rotate(request, session, runtime, account, device_id)
 
 
 @router.post("/devices/{device_id}/openvpn/revoke")
@@ -126,12 +79,7 @@ async def revoke_credentials(
     runtime: RuntimeDep,
     account: WebAccount,
 ) -> Response:
-    await credential_service.revoke(session, runtime, account, device_id, OPENVPN)
-    return redirect(
-        request,
-        f"/devices/{device_id}/openvpn",
-        flash="OpenVPN credentials revoked; their connections are cut on every server.",
-    )
+    return await pages.revoke(request, session, runtime, account, device_id)
 
 
 @router.get("/devices/{device_id}/openvpn/{node_id}.ovpn")
