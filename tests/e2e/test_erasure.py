@@ -18,7 +18,13 @@ from pathlib import Path
 import pytest
 
 from tests.node.netns import unique_name
-from tests.support.browser import STEP_TIMEOUT_MS, Shooter, launch, why_no_browser
+from tests.support.browser import (
+    NAVIGATION_TIMEOUT_MS,
+    STEP_TIMEOUT_MS,
+    Shooter,
+    launch,
+    why_no_browser,
+)
 
 from .lab import API_PORT, NODES, Tunnel, World, build_world, prepare_world, wait_for
 from .test_tunnels import REVOKE_SECONDS, device_on, reaches_internet, serves, works_within
@@ -77,6 +83,7 @@ async def test_deleting_the_account_in_the_browser_stops_its_tunnel_within_secon
         try:
             context = await browser.new_context(base_url=f"http://127.0.0.1:{API_PORT}")
             context.set_default_timeout(STEP_TIMEOUT_MS)
+            context.set_default_navigation_timeout(NAVIGATION_TIMEOUT_MS)
             page = await context.new_page()
             try:
                 await page.goto("/login")

@@ -40,6 +40,10 @@ CHROMIUM_ARGS = [
 
 # A step that waits longer than this is a bug, not a slow machine: fail fast, with a picture.
 STEP_TIMEOUT_MS = 10_000
+# A navigation waits for the app (in a thread of the test's own process, sharing its two cores
+# with chromium) to render a page and for every asset to load: CI saw a first /login take over
+# ten seconds on a loaded machine. Still a bound, never a wait without end.
+NAVIGATION_TIMEOUT_MS = 30_000
 
 
 def why_no_browser() -> str | None:

@@ -18,7 +18,13 @@ from burrow.control.db import unit_of_work
 from burrow.control.models import Account, AccountStatus
 from burrow.control.runtime import Runtime
 from tests.conftest import STRICT_POLICY, TEST_SECRET
-from tests.support.browser import STEP_TIMEOUT_MS, Shooter, launch, why_no_browser
+from tests.support.browser import (
+    NAVIGATION_TIMEOUT_MS,
+    STEP_TIMEOUT_MS,
+    Shooter,
+    launch,
+    why_no_browser,
+)
 from tests.support.factories import create_account, create_session_token, create_subscription
 from tests.support.server import RunningServer, free_port, serving
 from tests.support.smtp import SmtpServer
@@ -119,6 +125,10 @@ def live_server(web_settings: tuple[Settings, int]) -> Iterator[RunningServer]:
     """The real app in uvicorn on loopback, with its scheduler off."""
     settings, port = web_settings
     with serving(settings, port=port) as running:
+        # The first page a server renders loads its templates and opens its database pool; on a
+        # busy machine that took longer than a browser step may. Render one before the browser
+        # comes, so a step's timeout measures the page, not the server's warming up.
+        httpx.get(f"{running.url}/login", timeout=60).raise_for_status()
         yield running
 
 
@@ -166,6 +176,7 @@ async def new_context(
             accept_downloads=True,
         )
         context.set_default_timeout(STEP_TIMEOUT_MS)
+        context.set_default_navigation_timeout(NAVIGATION_TIMEOUT_MS)
         made.append(context)
         return context
 
