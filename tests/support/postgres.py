@@ -18,6 +18,8 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+from tests.support.memory import memory_backed_dir
+
 
 def pg_bindir() -> Path | None:
     found = sorted(glob.glob("/usr/lib/postgresql/*/bin/initdb"))
@@ -35,6 +37,12 @@ def why_unavailable() -> str | None:
         except KeyError:
             return "no postgres system user to run the server as"
     return None
+
+
+# A test database is a copy of the migrated template, and PostgreSQL 15 copies it through its
+# write-ahead log (about 10 MB a copy, most of it the system catalogs). On disk a copy grew from
+# 0.07 s to 0.4 s over a session of 700 copies; in memory it stays near 0.02 s. The server's
+# files go to memory where there is room, and its log is held to a bound (max_wal_size).
 
 
 def _free_port() -> int:
@@ -86,7 +94,7 @@ def _as_postgres(cmd: list[str]) -> list[str]:
 def running_postgres() -> Iterator[PostgresServer]:
     bindir = pg_bindir()
     assert bindir is not None
-    root = Path(tempfile.mkdtemp(prefix="burrow-pg-"))
+    root = Path(tempfile.mkdtemp(prefix="burrow-pg-", dir=memory_backed_dir(2 * 1024**3)))
     datadir = root / "data"
     if os.geteuid() == 0:
         shutil.chown(root, "postgres", "postgres")
@@ -111,7 +119,8 @@ def running_postgres() -> Iterator[PostgresServer]:
     )
     options = (
         f"-c listen_addresses=127.0.0.1 -c port={port} -c unix_socket_directories={root} "
-        "-c fsync=off -c synchronous_commit=off -c full_page_writes=off -c max_connections=200"
+        "-c fsync=off -c synchronous_commit=off -c full_page_writes=off -c max_connections=200 "
+        "-c max_wal_size=256MB -c min_wal_size=32MB"
     )
     subprocess.run(
         _as_postgres(
