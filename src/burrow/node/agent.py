@@ -22,7 +22,7 @@ import json
 import logging
 import os
 import shutil
-from collections.abc import Callable, Collection
+from collections.abc import Awaitable, Callable, Collection
 from dataclasses import replace
 from pathlib import Path
 
@@ -41,10 +41,10 @@ from burrow.node.drivers.wireguard import interface_addresses
 from burrow.node.identity import NodeIdentity, new_private_key, public_key_of, save_identity
 from burrow.node.ikev2 import IkeV2Service
 from burrow.node.loop import SyncLoop
-from burrow.node.pki import ensure_pki
+from burrow.node.pki import ensure_pki, ensure_server_for
 from burrow.node.reconcile import DesiredPeers
 from burrow.node.status import StatusReporter
-from burrow.wire import NetworkSpec, OpenVpnOffer
+from burrow.wire import IkeV2Offer, NetworkSpec, OpenVpnOffer
 
 log = logging.getLogger(__name__)
 
@@ -194,11 +194,13 @@ async def enroll(
 
 def _ikev2_driver(
     settings: NodeSettings, identity: NodeIdentity, interface: str
-) -> tuple[CharonDriver, IkeV2Server] | None:
-    """charon and the node's side of IKEv2, when the node serves it (``ikev2_host`` set).
+) -> tuple[CharonDriver, IkeV2Server, IkeV2Offer] | None:
+    """charon, the node's side of IKEv2 and what to tell the control plane about it, when the
+    node serves it (``ikev2_host`` set).
 
     The server certificate comes from the node's own CA (``node.pki``, made once and kept in
-    the state directory), named for the host clients dial.
+    the state directory) and names the host clients dial: the PKI may have been made for
+    another name (the endpoint, at enrollment), in which case the CA signs one for this name.
     """
     if settings.ikev2_host is None:
         return None
@@ -209,6 +211,7 @@ def _ikev2_driver(
             "libstrongswan-standard-plugins libstrongswan-extra-plugins)"
         )
     pki = ensure_pki(settings.state_dir, identity.node_name, settings.ikev2_host)
+    pki = ensure_server_for(settings.state_dir, pki, settings.ikev2_host)
     charon = CharonDriver(
         settings.runtime_dir / interface / "ikev2", netns=settings.netns, charon=settings.charon
     )
@@ -217,7 +220,7 @@ def _ikev2_driver(
         certificate_pem=pki.server_certificate,
         private_key_pem=pki.server_key,
     )
-    return charon, server
+    return charon, server, IkeV2Offer(host=settings.ikev2_host, ca_certificate=pki.ca_certificate)
 
 
 def fair_use_shaper(
@@ -317,7 +320,7 @@ async def run_agent(
         extra_traffic=lambda: fair_use_traffic(openvpn, ikev2_service),
     )
     if ikev2 is not None:
-        charon, server = ikev2
+        charon, server, _ = ikev2
         ikev2_service = IkeV2Service(
             charon, server, lambda: loop.desired, network=lambda: loop.network
         )
@@ -339,8 +342,9 @@ async def run_agent(
             if openvpn is not None:
                 group.create_task(openvpn.run(), name="burrow-node-openvpn")
                 group.create_task(_offer_openvpn(client, openvpn), name="burrow-node-offer")
-            if ikev2_service is not None:
+            if ikev2 is not None and ikev2_service is not None:
                 group.create_task(ikev2_service.run(), name="burrow-node-ikev2")
+                group.create_task(_offer_ikev2(client, ikev2[2]), name="burrow-node-offer-ikev2")
     except* NodeTokenRejected as refused:
         detail = refused.exceptions[0]
         raise AgentError(
@@ -393,15 +397,27 @@ async def _offer_openvpn(client: NodeApiClient, openvpn: OpenVpnNode) -> None:
         tls_crypt_key=openvpn.pki.tls_crypt_key,
         transports=tuple(t.label for t in openvpn.transports),
     )
+    await _keep_offering("OpenVPN", lambda: client.offer_openvpn(offer))
+
+
+async def _offer_ikev2(client: NodeApiClient, offer: IkeV2Offer) -> None:
+    """Tell the control plane the host IKEv2 clients dial and the CA, until it listens: until
+    then it makes no IKEv2 profile for this node."""
+    await _keep_offering("IKEv2", lambda: client.offer_ikev2(offer))
+
+
+async def _keep_offering(protocol: str, send: Callable[[], Awaitable[None]]) -> None:
+    """Send an offer until the control plane takes it, waiting longer after each failure; a
+    refused node token ends the agent instead."""
     delay = 0.5
     while True:
         try:
-            await client.offer_openvpn(offer)
+            await send()
             return
         except NodeTokenRejected:
             raise
         except NodeApiError as exc:
-            log.warning("could not tell the control plane about OpenVPN (%s); retrying", exc)
+            log.warning("could not tell the control plane about %s (%s); retrying", protocol, exc)
         await asyncio.sleep(delay)
         delay = min(delay * 2, 30.0)
 

@@ -31,6 +31,7 @@ from burrow.wire import (
     EnrollRequest,
     EnrollResponse,
     FullState,
+    IkeV2Offer,
     NodeReport,
     OpenVpnOffer,
     ReportAck,
@@ -200,6 +201,11 @@ class NodeApiClient:
     async def offer_openvpn(self, offer: OpenVpnOffer) -> None:
         """Tell the control plane this node's OpenVPN CA, tls-crypt key and transports."""
         await self._call("PUT", "/openvpn", body=offer)
+
+    async def offer_ikev2(self, offer: IkeV2Offer) -> None:
+        """Tell the control plane the host IKEv2 clients dial and the CA its certificate
+        chains to."""
+        await self._call("PUT", "/ikev2", body=offer)
 
     async def report(self, report: NodeReport) -> ReportAck:
         response = await self._call("POST", "/report", body=report)

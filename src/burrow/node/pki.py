@@ -7,6 +7,10 @@ writes them into every ``.ovpn`` for this node; the keys never leave the node (t
 key excepted: OpenVPN needs it on both ends). Each node has its own CA, so a client configured
 for one node cannot be pointed at another node's certificate.
 
+IKEv2 uses the same CA. Its server certificate must name the host IKEv2 clients dial
+(``ikev2_host``), which may not be the name the PKI was first made for; ``ensure_server_for``
+then has the CA sign one for that name, kept beside the PKI in ``ikev2-server.json``.
+
 Clients connect with username and password (checked by the agent); they present no
 certificate of their own (``verify-client-cert none`` on the server).
 
@@ -20,10 +24,11 @@ import ipaddress
 import json
 import secrets
 import stat
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 from cryptography import x509
+from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
@@ -55,11 +60,16 @@ class NodePki:
     @property
     def server_names(self) -> list[str]:
         """The DNS names and addresses of the server certificate's SAN."""
-        cert = x509.load_pem_x509_certificate(self.server_certificate.encode())
-        san = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
-        names: list[str] = list(san.get_values_for_type(x509.DNSName))
-        names += [str(a) for a in san.get_values_for_type(x509.IPAddress)]
-        return names
+        return certificate_names(self.server_certificate)
+
+
+def certificate_names(certificate_pem: str) -> list[str]:
+    """The DNS names and addresses of a certificate's SAN."""
+    cert = x509.load_pem_x509_certificate(certificate_pem.encode())
+    san = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+    names: list[str] = list(san.get_values_for_type(x509.DNSName))
+    names += [str(a) for a in san.get_values_for_type(x509.IPAddress)]
+    return names
 
 
 def new_tls_crypt_key() -> str:
@@ -91,6 +101,47 @@ def _san(server_name: str) -> x509.GeneralName:
         return x509.IPAddress(ipaddress.ip_address(server_name))
     except ValueError:
         return x509.DNSName(server_name)
+
+
+def _server_certificate(
+    ca_key: ec.EllipticCurvePrivateKey,
+    ca_name: x509.Name,
+    server_key: ec.EllipticCurvePrivateKey,
+    server_name: str,
+    start: dt.datetime,
+    now: dt.datetime,
+) -> x509.Certificate:
+    return (
+        x509.CertificateBuilder()
+        .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, server_name)]))
+        .issuer_name(ca_name)
+        .public_key(server_key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(start)
+        .not_valid_after(now + dt.timedelta(days=SERVER_DAYS))
+        .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
+        .add_extension(
+            x509.KeyUsage(
+                digital_signature=True,
+                content_commitment=False,
+                key_encipherment=True,
+                data_encipherment=False,
+                key_agreement=True,
+                key_cert_sign=False,
+                crl_sign=False,
+                encipher_only=False,
+                decipher_only=False,
+            ),
+            critical=True,
+        )
+        # What `remote-cert-tls server` checks on the client.
+        .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH]), critical=False)
+        .add_extension(x509.SubjectAlternativeName([_san(server_name)]), critical=False)
+        .add_extension(
+            x509.AuthorityKeyIdentifier.from_issuer_public_key(ca_key.public_key()), False
+        )
+        .sign(ca_key, hashes.SHA256())
+    )
 
 
 def make_pki(node_name: str, server_name: str, *, now: dt.datetime | None = None) -> NodePki:
@@ -127,37 +178,7 @@ def make_pki(node_name: str, server_name: str, *, now: dt.datetime | None = None
         .sign(ca_key, hashes.SHA256())
     )
     server_key = ec.generate_private_key(ec.SECP256R1())
-    server_cert = (
-        x509.CertificateBuilder()
-        .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, server_name)]))
-        .issuer_name(ca_name)
-        .public_key(server_key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(start)
-        .not_valid_after(now + dt.timedelta(days=SERVER_DAYS))
-        .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
-        .add_extension(
-            x509.KeyUsage(
-                digital_signature=True,
-                content_commitment=False,
-                key_encipherment=True,
-                data_encipherment=False,
-                key_agreement=True,
-                key_cert_sign=False,
-                crl_sign=False,
-                encipher_only=False,
-                decipher_only=False,
-            ),
-            critical=True,
-        )
-        # What `remote-cert-tls server` checks on the client.
-        .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH]), critical=False)
-        .add_extension(x509.SubjectAlternativeName([_san(server_name)]), critical=False)
-        .add_extension(
-            x509.AuthorityKeyIdentifier.from_issuer_public_key(ca_key.public_key()), False
-        )
-        .sign(ca_key, hashes.SHA256())
-    )
+    server_cert = _server_certificate(ca_key, ca_name, server_key, server_name, start, now)
     pem = serialization.Encoding.PEM
     return NodePki(
         ca_certificate=ca_cert.public_bytes(pem).decode(),
@@ -206,3 +227,66 @@ def ensure_pki(state_dir: Path, node_name: str, server_name: str) -> NodePki:
     pki = make_pki(node_name, server_name)
     save_pki(state_dir, pki)
     return pki
+
+
+SERVER_FILE = "ikev2-server.json"
+
+
+def _same_name(name: str) -> str:
+    """A name as certificates compare it: DNS names without case, addresses in one spelling."""
+    try:
+        return str(ipaddress.ip_address(name))
+    except ValueError:
+        return name.lower().removesuffix(".")
+
+
+def _names(certificate_pem: str) -> set[str]:
+    return {_same_name(name) for name in certificate_names(certificate_pem)}
+
+
+def _issued_by(certificate_pem: str, pki: NodePki) -> bool:
+    ca = x509.load_pem_x509_certificate(pki.ca_certificate.encode())
+    certificate = x509.load_pem_x509_certificate(certificate_pem.encode())
+    try:
+        certificate.verify_directly_issued_by(ca)
+    except (ValueError, TypeError, InvalidSignature):
+        return False
+    return True
+
+
+def ensure_server_for(state_dir: Path, pki: NodePki, server_name: str) -> NodePki:
+    """``pki`` with a server certificate that names ``server_name``, signed by the same CA.
+
+    The PKI is made once, for the name known at enrollment (the node's endpoint); a node that
+    serves IKEv2 under another name needs a certificate with that name, since IKEv2 clients
+    check the server's identity against it. Such a certificate is kept in ``ikev2-server.json``
+    beside the PKI and made again only when the name changes. The CA stays, so the profiles
+    customers installed keep working.
+    """
+    wanted = _same_name(server_name)
+    if wanted in _names(pki.server_certificate):
+        return pki
+    try:
+        raw = json.loads((state_dir / SERVER_FILE).read_text())
+        kept = replace(pki, server_certificate=str(raw["certificate"]), server_key=str(raw["key"]))
+        if wanted in _names(kept.server_certificate) and _issued_by(kept.server_certificate, pki):
+            return kept
+    except (OSError, ValueError, KeyError, TypeError):
+        pass  # none yet, or unusable: make one
+    ca_key = serialization.load_pem_private_key(pki.ca_key.encode(), password=None)
+    if not isinstance(ca_key, ec.EllipticCurvePrivateKey):
+        raise PkiError(f"{pki_path(state_dir)} holds a CA key of an unexpected kind")
+    ca_name = x509.load_pem_x509_certificate(pki.ca_certificate.encode()).subject
+    now = dt.datetime.now(dt.UTC)
+    server_key = ec.generate_private_key(ec.SECP256R1())
+    certificate = _server_certificate(
+        ca_key, ca_name, server_key, server_name, now - dt.timedelta(minutes=5), now
+    )
+    made = replace(
+        pki,
+        server_certificate=certificate.public_bytes(serialization.Encoding.PEM).decode(),
+        server_key=_pem_key(server_key),
+    )
+    body = {"certificate": made.server_certificate, "key": made.server_key}
+    write_private_file(state_dir, SERVER_FILE, json.dumps(body, indent=2).encode() + b"\n")
+    return made

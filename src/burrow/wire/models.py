@@ -10,8 +10,10 @@ from __future__ import annotations
 import base64
 import binascii
 import ipaddress
+import re
 from typing import Annotated, Literal
 
+from cryptography import x509
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 API_PREFIX = "/node-api/v1"
@@ -350,6 +352,55 @@ class OpenVpnOffer(_Wire):
             proto, _, port = item.partition(":")
             if proto not in ("udp", "tcp") or not port.isdigit() or not 1 <= int(port) <= 65535:
                 raise ValueError(f'not a transport ("udp:PORT" or "tcp:PORT"): {item!r}')
+        return value
+
+
+_HOST_LABEL = re.compile(r"(?!-)[A-Za-z0-9-]{1,63}(?<!-)")
+
+
+def is_host(value: str) -> bool:
+    """A DNS name or an IP address, as a client dials it and a certificate names it."""
+    try:
+        ipaddress.ip_address(value)
+        return True
+    except ValueError:
+        pass
+    labels = value.removesuffix(".").split(".")
+    return len(value) <= 253 and all(_HOST_LABEL.fullmatch(label) for label in labels)
+
+
+class IkeV2Offer(_Wire):
+    """What a node tells the control plane about its IKEv2, for the customers' profiles.
+
+    ``host`` is the name clients dial, which the node's server certificate carries (IKEv2
+    clients check the server's identity against it); ``ca_certificate`` is the CA that
+    certificate chains to, which every profile installs. A node that never sends this serves
+    no IKEv2, and no profile is made for it.
+    """
+
+    host: str = Field(min_length=1, max_length=253)
+    ca_certificate: str = Field(min_length=1, max_length=20_000)
+
+    @field_validator("host")
+    @classmethod
+    def _host(cls, value: str) -> str:
+        if not is_host(value):
+            raise ValueError("not a DNS name or an IP address")
+        return value
+
+    @field_validator("ca_certificate")
+    @classmethod
+    def _ca(cls, value: str) -> str:
+        # Parsed here, so a profile never carries a CA a phone would refuse to import.
+        if "PRIVATE" in value:
+            raise ValueError("a CA certificate, never a private key")
+        try:
+            certificate = x509.load_pem_x509_certificate(value.encode())
+            constraints = certificate.extensions.get_extension_for_class(x509.BasicConstraints)
+        except (ValueError, x509.ExtensionNotFound):
+            raise ValueError("not a PEM X.509 CA certificate") from None
+        if not constraints.value.ca:
+            raise ValueError("a server's certificate, not its CA's")
         return value
 
 

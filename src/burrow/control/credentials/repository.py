@@ -64,15 +64,6 @@ class CredentialRepository:
         )
         return (await self.session.execute(query)).scalar_one_or_none()
 
-    async def node_ids_with_ca(self) -> set[int]:
-        """Active servers that have published their certificate authority."""
-        query = select(Node.id).where(
-            Node.status == NodeStatus.active,
-            Node.wg_public_key.is_not(None),
-            Node.openvpn_ca.is_not(None),
-        )
-        return set((await self.session.execute(query)).scalars().all())
-
     async def flush(self) -> None:
         await self.session.flush()
 

@@ -15,8 +15,8 @@ Errors::
     ├── UsernameTaken (409)
     ├── CredentialExists (409)     the device already has credentials for the protocol
     ├── CredentialNotFound (404)
-    └── NoOpenVpnHere (409)        the server does not (yet) offer OpenVPN
-    └── ProfileUnavailable (409)   the server has not published its CA (IKEv2 profiles)
+    ├── NoOpenVpnHere (409)        the server does not (yet) offer OpenVPN
+    └── NoIkeV2Here (409)          the server does not (yet) offer IKEv2 (profiles, its CA)
 """
 
 from __future__ import annotations
@@ -43,6 +43,7 @@ from burrow.control.devices.service import NodeUnavailable
 from burrow.control.devices.service import device as device_service
 from burrow.control.errors import Conflict, InvalidInput, NotFound
 from burrow.control.models import Account, Device, DeviceCredential, Node
+from burrow.control.nodes.service import serves_ikev2
 from burrow.control.policy.schemas import PROTOCOL_NAMES
 from burrow.control.runtime import Runtime
 from burrow.wire import ikev2_verifier, openvpn_verifier
@@ -160,11 +161,11 @@ def render_ovpn(node: Node, device: Device, username: str | None) -> str:
     return "\n".join(lines) + "\n"
 
 
-class ProfileUnavailable(Conflict):
-    def __init__(self) -> None:
+class NoIkeV2Here(Conflict):
+    def __init__(self, node_name: str) -> None:
         super().__init__(
-            "This server has not published its certificate authority yet, so there is no "
-            "IKEv2 profile for it; pick another server or try again in a few minutes."
+            f"The server {node_name} does not offer IKEv2, so there is no IKEv2 profile for "
+            "it; pick another server from the list, or use WireGuard there."
         )
 
 
@@ -307,19 +308,15 @@ class CredentialService:
             text=render_ovpn(node, device, credential.username if credential else None),
         )
 
-    async def ikev2_node_ids(self, session: AsyncSession) -> set[int]:
-        """The servers an IKEv2 profile can be made for now: those whose CA is published."""
-        return await CredentialRepository(session).node_ids_with_ca()
-
     async def ikev2_ca(
         self, session: AsyncSession, account: Account, device_id: int, node_id: int
     ) -> Ikev2Profile:
         """One server's CA certificate (DER), the file the Windows settings import."""
         await device_service.get(session, account, device_id)
         node = await device_service.active_node(session, node_id)
-        if node.openvpn_ca is None:
-            raise ProfileUnavailable()
-        certificate = x509.load_pem_x509_certificate(node.openvpn_ca.encode())
+        if not serves_ikev2(node) or node.ikev2_ca is None:
+            raise NoIkeV2Here(node.name)
+        certificate = x509.load_pem_x509_certificate(node.ikev2_ca.encode())
         return Ikev2Profile(
             filename=ikev2_ca_filename(node.name),
             media_type="application/pkix-cert",
@@ -345,14 +342,15 @@ class CredentialService:
         if credential is None:
             raise CredentialNotFound(IKEV2)
         node = await device_service.active_node(session, node_id)
-        # One CA per node (node.pki) signs the certificates of both OpenVPN and IKEv2.
-        if node.openvpn_ca is None:
-            raise ProfileUnavailable()
+        # What the node announced (nodes.service.offer_ikev2): the host its server certificate
+        # names, which need not be the WireGuard endpoint, and the CA that certificate chains to.
+        if not serves_ikev2(node) or node.ikev2_host is None or node.ikev2_ca is None:
+            raise NoIkeV2Here(node.name)
         values = Ikev2ProfileValues(
             provider=runtime.policy.provider.name,
             node_name=node.name,
-            host=node.endpoint_host,
-            ca_pem=node.openvpn_ca,
+            host=node.ikev2_host,
+            ca_pem=node.ikev2_ca,
             username=credential.username,
             device_name=device.name,
         )

@@ -224,12 +224,21 @@ class ConfigNotice:
 
     node_name: str
     changed_at: datetime
-    change: str  # nodes.service.CHANGE_ENDPOINT or CHANGE_KEY
+    change: str  # nodes.service.CHANGE_ENDPOINT, CHANGE_KEY, CHANGE_OPENVPN or CHANGE_IKEV2
 
     @property
     def message(self) -> str:
-        what = "server key" if self.change == "key" else "server address"
         day = self.changed_at.strftime("%Y-%m-%d")
+        # OpenVPN's and IKEv2's profiles carry the server's certificate authority (and IKEv2's
+        # its host), not the device's key: only those profiles need downloading again.
+        protocol = {"openvpn": "OpenVPN", "ikev2": "IKEv2"}.get(self.change)
+        if protocol is not None:
+            return (
+                f"The {protocol} settings of server {self.node_name} changed on {day}: "
+                f"download the {protocol} profile for {self.node_name} again on each device "
+                "that uses it."
+            )
+        what = "server key" if self.change == "key" else "server address"
         return (
             f"The {what} of server {self.node_name} changed on {day}: download the "
             f"configuration for {self.node_name} again (and put your private key in it) on each "

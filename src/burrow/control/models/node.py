@@ -52,6 +52,11 @@ class Node(IdMixin, CreatedMixin, Base):
     openvpn_ca: Mapped[str | None] = mapped_column(Text, default=None)
     openvpn_tls_crypt: Mapped[str | None] = mapped_column(Text, default=None)
     openvpn_transports: Mapped[str] = mapped_column(String(100), default="", server_default="")
+    # IKEv2, as the node announced it: the host clients dial (its server certificate names
+    # it) and the CA that certificate chains to. Kept apart from OpenVPN's, which a node may
+    # not serve. None: no IKEv2 here.
+    ikev2_host: Mapped[str | None] = mapped_column(String(253), default=None)
+    ikev2_ca: Mapped[str | None] = mapped_column(Text, default=None)
 
     @property
     def egress_ipv4_addresses(self) -> tuple[str, ...]:

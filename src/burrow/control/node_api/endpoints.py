@@ -1,7 +1,8 @@
 """The node API: what node agents call, with their node token as a bearer token.
 
 Enrollment (one-time enrollment token in the body), the full desired state, the long poll for
-changes since a revision, and the status report. Served under ``burrow.wire.API_PREFIX``;
+changes since a revision, what the node serves OpenVPN and IKEv2 with (its offers), and the
+status report. Served under ``burrow.wire.API_PREFIX``;
 request and response bodies are the ``burrow.wire`` models the agent shares.
 
 The long poll holds no database connection while it waits, so a thousand waiting nodes
@@ -29,6 +30,7 @@ from burrow.wire import (
     EnrollRequest,
     EnrollResponse,
     FullState,
+    IkeV2Offer,
     NodeReport,
     OpenVpnOffer,
     ReportAck,
@@ -143,6 +145,20 @@ async def filter_list(
 )
 async def offer_openvpn(body: OpenVpnOffer, node: CurrentNode, session: SessionDep) -> Response:
     await node_service.offer_openvpn(session, node, body)
+    return Response(status_code=204)
+
+
+@router.put(
+    "/ikev2",
+    summary="Tell the control plane about the node's IKEv2 (the host clients dial, its CA)",
+    description="What customers' IKEv2 profiles for this node carry. Until a node sends this, "
+    "it is not listed as serving IKEv2 and no profile is made for it.",
+    status_code=204,
+    response_class=Response,
+    responses=problem_responses(401, 422),
+)
+async def offer_ikev2(body: IkeV2Offer, node: CurrentNode, session: SessionDep) -> Response:
+    await node_service.offer_ikev2(session, node, body)
     return Response(status_code=204)
 
 

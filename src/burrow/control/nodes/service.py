@@ -39,7 +39,14 @@ from burrow.control.nodes.uplink import Credit, clamp, rate_bytes, refill
 from burrow.control.runtime import Runtime
 from burrow.control.security import hash_token, new_token
 from burrow.control.wg_keys import UnusableKey, canonical_public_key
-from burrow.wire import EnrollRequest, EnrollResponse, NodeReport, OpenVpnOffer, ReportAck
+from burrow.wire import (
+    EnrollRequest,
+    EnrollResponse,
+    IkeV2Offer,
+    NodeReport,
+    OpenVpnOffer,
+    ReportAck,
+)
 
 log = logging.getLogger(__name__)
 
@@ -126,6 +133,7 @@ class NodeTokenInvalid(NotAuthenticated):
 CHANGE_ENDPOINT = "endpoint"
 CHANGE_KEY = "key"
 CHANGE_OPENVPN = "openvpn"
+CHANGE_IKEV2 = "ikev2"
 
 # A node that has not reported for this long counts as silent and its load as unknown.
 REPORT_FRESH_SECONDS = 60.0
@@ -215,11 +223,19 @@ class NodeWithEnrollment:
     enrollment: EnrollmentIssued
 
 
+def serves_ikev2(node: Node) -> bool:
+    """Whether the node announced IKEv2: without its host and CA no profile can be made."""
+    return bool(node.ikev2_host and node.ikev2_ca)
+
+
 def served_protocols(node: Node) -> list[str]:
-    """The protocols ``node`` serves now: WireGuard once enrolled, OpenVPN once it offered it."""
+    """The protocols ``node`` serves now: WireGuard once enrolled, OpenVPN and IKEv2 once it
+    offered them."""
     protocols = ["wireguard"] if node.wg_public_key else []
     if node.openvpn_ca and node.openvpn_tls_crypt and node.openvpn_transports:
         protocols.append("openvpn")
+    if serves_ikev2(node):
+        protocols.append("ikev2")
     return protocols
 
 
@@ -427,6 +443,24 @@ class NodeService:
         node.openvpn_ca = offer.ca_certificate
         node.openvpn_tls_crypt = offer.tls_crypt_key
         node.openvpn_transports = transports
+        await repository.save(node)
+
+    async def offer_ikev2(self, session: AsyncSession, node: Node, offer: IkeV2Offer) -> None:
+        """Keep the host and CA the node serves IKEv2 with; a new one dates its profiles.
+
+        Profiles installed on phones and laptops name the host and trust the CA, so a change
+        of either means downloading them again, as for the other configurations.
+        """
+        repository = NodeRepository(session)
+        node = await repository.get(node.id) or node
+        changed = node.ikev2_ca is not None and (
+            node.ikev2_ca != offer.ca_certificate or node.ikev2_host != offer.host
+        )
+        if changed:
+            node.config_changed_at = utcnow()
+            node.config_change = CHANGE_IKEV2
+        node.ikev2_host = offer.host
+        node.ikev2_ca = offer.ca_certificate
         await repository.save(node)
 
     async def authenticate(self, session: AsyncSession, token: str) -> Node:

@@ -28,8 +28,8 @@ ProfileKind = Literal["mobileconfig", "sswan", "windows"]
 
 
 async def _servers(session: AsyncSession, runtime: Runtime) -> list[ServerRead]:
-    ready = await credential_service.ikev2_node_ids(session)
-    return [s for s in await node_service.server_list(session, runtime) if s.id in ready]
+    """The servers that announced IKEv2: only for them can a profile be made."""
+    return [s for s in await node_service.server_list(session, runtime) if IKEV2 in s.protocols]
 
 
 pages = CredentialPages(
