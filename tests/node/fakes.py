@@ -22,8 +22,10 @@ from burrow.wire import (
     DeltaState,
     DesiredState,
     FullState,
+    IkeV2Offer,
     NetworkSpec,
     NodeReport,
+    OpenVpnOffer,
     PeerSpec,
     ReportAck,
 )
@@ -72,6 +74,8 @@ class FakeControlPlane:
     lose_answer: int = 0
     requests: list[str] = field(default_factory=list)
     enrolled_key: str | None = None
+    # What the node announced about its other protocols, by path ("/openvpn", "/ikev2").
+    offers: dict[str, OpenVpnOffer | IkeV2Offer] = field(default_factory=dict)
 
     # --- what the test does ----------------------------------------------------------------
 
@@ -128,6 +132,12 @@ class FakeControlPlane:
             return self._json(self.changes_since(since))
         if path == "/report":
             return self._report(NodeReport.model_validate_json(request.content), request)
+        if request.method == "PUT" and path in ("/openvpn", "/ikev2"):
+            offer = (OpenVpnOffer if path == "/openvpn" else IkeV2Offer).model_validate_json(
+                request.content
+            )
+            self.offers[path] = offer
+            return httpx.Response(204)
         return self._problem(404, "no such endpoint")
 
     def changes_since(self, since: int) -> FullState | DeltaState:

@@ -12,8 +12,11 @@ from cryptography import x509
 from cryptography.x509.oid import ExtendedKeyUsageOID
 
 from burrow.node.pki import (
+    SERVER_FILE,
     PkiError,
+    certificate_names,
     ensure_pki,
+    ensure_server_for,
     is_tls_crypt_key,
     load_pki,
     make_pki,
@@ -80,3 +83,29 @@ def test_a_damaged_file_is_refused_with_its_path(tmp_path: Path) -> None:
     path.write_text('{"ca_certificate": "nonsense"}')
     with pytest.raises(PkiError, match=str(path)):
         load_pki(tmp_path)
+
+
+def test_a_server_certificate_for_another_name_comes_from_the_same_ca(tmp_path: Path) -> None:
+    """IKEv2 may be served under a name the PKI was not made for (it was made at enrollment,
+    for the endpoint): the node's CA signs one for that name, kept, and made again only when
+    the name changes."""
+    pki = ensure_pki(tmp_path, "ams-1", "vpn.example.net")
+    assert ensure_server_for(tmp_path, pki, "VPN.example.net.") == pki  # the same name
+    ike = ensure_server_for(tmp_path, pki, "ike.example.net")
+    assert certificate_names(ike.server_certificate) == ["ike.example.net"]
+    assert ike.ca_certificate == pki.ca_certificate
+    ca = x509.load_pem_x509_certificate(pki.ca_certificate.encode())
+    x509.load_pem_x509_certificate(ike.server_certificate.encode()).verify_directly_issued_by(ca)
+    assert stat.S_IMODE((tmp_path / SERVER_FILE).stat().st_mode) == 0o600
+    assert load_pki(tmp_path) == pki  # OpenVPN's certificate and the CA are untouched
+    assert ensure_server_for(tmp_path, pki, "ike.example.net") == ike
+
+    moved = ensure_server_for(tmp_path, pki, "2001:db8::7")
+    assert certificate_names(moved.server_certificate) == ["2001:db8::7"]
+    # A kept certificate another CA signed (a PKI made again) is not served.
+    other = make_pki("ams-1", "x.example.net")
+    remade = ensure_server_for(tmp_path, other, "2001:db8::7")
+    assert remade.server_certificate != moved.server_certificate
+    new_ca = x509.load_pem_x509_certificate(other.ca_certificate.encode())
+    served = x509.load_pem_x509_certificate(remade.server_certificate.encode())
+    served.verify_directly_issued_by(new_ca)

@@ -192,8 +192,13 @@ async def create_node(
     status: NodeStatus = NodeStatus.active,
     wg_public_key: str | None = "",
     capacity: int = 1000,
+    ikev2_host: str | None = None,
+    ikev2_ca: str | None = None,
 ) -> Node:
-    """A node as it is after enrollment (``wg_public_key=""`` makes a fresh key; None: none)."""
+    """A node as it is after enrollment (``wg_public_key=""`` makes a fresh key; None: none).
+
+    ``ikev2_host`` and ``ikev2_ca``: as if its agent had announced IKEv2 (both, or neither).
+    """
     if wg_public_key == "":
         raw = X25519PrivateKey.generate().public_key().public_bytes_raw()
         wg_public_key = base64.b64encode(raw).decode()
@@ -209,6 +214,8 @@ async def create_node(
         wg_public_key=wg_public_key,
         enrolled_at=now if wg_public_key else None,
         retired_at=now if status == NodeStatus.retired else None,
+        ikev2_host=ikev2_host,
+        ikev2_ca=ikev2_ca,
     )
     session.add(node)
     await session.flush()

@@ -64,11 +64,13 @@ async def test_ikev2_credentials_reach_nodes_as_an_nt_hash_only(
     assert peer.per_server_limit("ikev2") == 1
 
 
-async def _node_with_ca(runtime: Runtime, node: Node, ca_pem: str) -> None:
+async def _node_with_ikev2(runtime: Runtime, node: Node, host: str, ca_pem: str) -> None:
+    """As if the node's agent had announced IKEv2 (``PUT /node-api/v1/ikev2``)."""
     async with unit_of_work(runtime.sessionmaker) as session:
         row = await session.get(Node, node.id)
         assert row is not None
-        row.openvpn_ca = ca_pem
+        row.ikev2_host = host
+        row.ikev2_ca = ca_pem
 
 
 async def test_profiles_per_node_carry_its_ca_and_the_devices_username(
@@ -77,9 +79,10 @@ async def test_profiles_per_node_carry_its_ca_and_the_devices_username(
     make_customer: MakeCustomer,
     make_node: MakeNode,
 ) -> None:
+    # IKEv2 is served under a name of its own: the profiles name it, not the endpoint.
     node = await make_node(endpoint_host="vpn7.example.net")
-    pki = make_pki("vpn7.example.net")
-    await _node_with_ca(runtime, node, pki.ca_pem)
+    pki = make_pki("ike7.example.net")
+    await _node_with_ikev2(runtime, node, "ike7.example.net", pki.ca_pem)
     customer = await make_customer()
     device_id = await add_device(client, customer)
     issued = await client.post(
@@ -96,7 +99,7 @@ async def test_profiles_per_node_carry_its_ca_and_the_devices_username(
     assert apple.headers["content-disposition"].endswith('.mobileconfig"')
     assert apple.headers["cache-control"] == "no-store"
     vpn = plistlib.loads(apple.content)["PayloadContent"][1]["IKEv2"]
-    assert vpn["RemoteAddress"] == "vpn7.example.net"
+    assert vpn["RemoteAddress"] == "ike7.example.net"
     assert vpn["LocalIdentifier"] == username
 
     android = await client.get(
@@ -114,7 +117,7 @@ async def test_profiles_per_node_carry_its_ca_and_the_devices_username(
         url, params={"node_id": node.id, "kind": "windows"}, headers=customer.headers
     )
     assert windows.status_code == 200, windows.text
-    assert "-ServerAddress 'vpn7.example.net'" in windows.text
+    assert "-ServerAddress 'ike7.example.net'" in windows.text
 
 
 async def test_profiles_say_what_is_missing(
@@ -123,7 +126,7 @@ async def test_profiles_say_what_is_missing(
     make_customer: MakeCustomer,
     make_node: MakeNode,
 ) -> None:
-    node = await make_node()
+    node = await make_node(name="ams-4")
     customer = await make_customer()
     device_id = await add_device(client, customer)
     url = f"{DEVICES}/{device_id}/ikev2-profile"
@@ -133,11 +136,16 @@ async def test_profiles_say_what_is_missing(
     await client.post(
         f"{DEVICES}/{device_id}/credentials", json={"protocol": "ikev2"}, headers=customer.headers
     )
-    # The server has not published its CA.
+    # The server has not announced IKEv2 (its OpenVPN CA alone is not enough).
+    async with unit_of_work(runtime.sessionmaker) as session:
+        row = await session.get(Node, node.id)
+        assert row is not None
+        row.openvpn_ca = make_pki("vpn.example.net").ca_pem
     body = assert_problem(await client.get(url, params=params, headers=customer.headers), 409)
-    assert "certificate" in body["detail"]
+    assert "ams-4 does not offer IKEv2" in body["detail"]
+    assert "pick another server" in body["detail"]
     # A kind nobody imports.
-    await _node_with_ca(runtime, node, make_pki("vpn.example.net").ca_pem)
+    await _node_with_ikev2(runtime, node, "vpn.example.net", make_pki("vpn.example.net").ca_pem)
     bad = {"node_id": node.id, "kind": "pdf"}
     assert_problem(await client.get(url, params=bad, headers=customer.headers), 422)
     # Someone else's device.

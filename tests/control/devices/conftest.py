@@ -59,6 +59,8 @@ def make_node(runtime: Runtime) -> MakeNode:
         status: NodeStatus = NodeStatus.active,
         wg_public_key: str | None = "",
         capacity: int = 1000,
+        ikev2_host: str | None = None,
+        ikev2_ca: str | None = None,
     ) -> Node:
         async with unit_of_work(runtime.sessionmaker) as session:
             return await create_node(
@@ -68,6 +70,8 @@ def make_node(runtime: Runtime) -> MakeNode:
                 status=status,
                 wg_public_key=wg_public_key,
                 capacity=capacity,
+                ikev2_host=ikev2_host,
+                ikev2_ca=ikev2_ca,
             )
 
     return make

@@ -19,6 +19,7 @@ from burrow.control.live import MemoryLiveStore
 from burrow.control.models import Device, Node, utcnow
 from burrow.control.nodes.service import node as node_service
 from burrow.control.runtime import Runtime
+from burrow.node.pki import make_pki
 from burrow.wire import API_PREFIX, DeltaState, FullState, ReportAck
 from tests.control.node_api.conftest import Enroll, new_enrollment_token
 from tests.support.factories import (
@@ -33,6 +34,7 @@ STATE = f"{API_PREFIX}/state"
 CHANGES = f"{API_PREFIX}/state/changes"
 REPORT = f"{API_PREFIX}/report"
 ENROLL = f"{API_PREFIX}/enroll"
+IKEV2 = f"{API_PREFIX}/ikev2"
 
 
 def assert_problem(response: httpx.Response, status: int) -> dict[str, Any]:
@@ -403,3 +405,63 @@ async def test_a_malformed_report_is_a_problem(client: httpx.AsyncClient, enroll
     node = await enroll()
     body = {"boot_id": "", "seq": -1, "revision": 0, "peers": [{"connected": "maybe"}]}
     assert_problem(await client.post(REPORT, json=body, headers=node.headers), 422)
+
+
+# --- what a node serves IKEv2 with ------------------------------------------------------------
+
+
+async def test_a_node_announces_ikev2_and_the_server_list_says_so(
+    client: httpx.AsyncClient, runtime: Runtime, enroll: Enroll
+) -> None:
+    node = await enroll()
+    servers = (await client.get("/api/v1/servers")).json()
+    assert [s["protocols"] for s in servers] == [["wireguard"]]
+
+    pki = make_pki(node.name, "ike.example.net")
+    body = {"host": "ike.example.net", "ca_certificate": pki.ca_certificate}
+    offered = await client.put(IKEV2, json=body, headers=node.headers)
+    assert offered.status_code == 204, offered.text
+    async with unit_of_work(runtime.sessionmaker, writes=False) as session:
+        row = await session.get(Node, node.id)
+        assert row is not None
+        assert (row.ikev2_host, row.ikev2_ca) == ("ike.example.net", pki.ca_certificate)
+        assert row.config_changed_at is None  # nobody has a profile for it yet
+    servers = (await client.get("/api/v1/servers")).json()
+    assert [s["protocols"] for s in servers] == [["wireguard", "ikev2"]]
+
+    # A new CA (the node's state directory made again) dates the profiles customers have.
+    again = {"host": "ike.example.net", "ca_certificate": make_pki("x", "y").ca_certificate}
+    assert (await client.put(IKEV2, json=again, headers=node.headers)).status_code == 204
+    async with unit_of_work(runtime.sessionmaker, writes=False) as session:
+        row = await session.get(Node, node.id)
+        assert row is not None
+        assert row.config_change == "ikev2"
+        assert row.config_changed_at is not None
+
+
+async def test_a_bad_ikev2_offer_is_refused_with_a_problem(
+    client: httpx.AsyncClient, runtime: Runtime, enroll: Enroll
+) -> None:
+    node = await enroll()
+    pki = make_pki(node.name, "ike.example.net")
+    good = {"host": "ike.example.net", "ca_certificate": pki.ca_certificate}
+    for bad in (
+        good | {"host": "ike example.net"},
+        good | {"host": "-ike.example.net"},
+        good | {"host": ""},
+        good | {"ca_certificate": "not a certificate"},
+        # The server's own certificate is not a CA: phones would not trust the chain.
+        good | {"ca_certificate": pki.server_certificate},
+        good | {"ca_certificate": pki.ca_certificate + pki.ca_key},
+        good | {"transports": ["udp:500"]},
+        {"host": "ike.example.net"},
+    ):
+        assert_problem(await client.put(IKEV2, json=bad, headers=node.headers), 422)
+    assert_problem(await client.put(IKEV2, json=good), 401)
+    async with unit_of_work(runtime.sessionmaker, writes=False) as session:
+        row = await session.get(Node, node.id)
+        assert row is not None
+        assert (row.ikev2_host, row.ikev2_ca) == (None, None)
+    # An address is a host too.
+    good["host"] = "2001:db8::7"
+    assert (await client.put(IKEV2, json=good, headers=node.headers)).status_code == 204

@@ -15,11 +15,12 @@ from burrow.control.errors import NotAuthenticated
 from burrow.control.models import NodeStatus, utcnow
 from burrow.control.nodes import service as nodes_module
 from burrow.control.nodes.schemas import NodeCreate, NodeUpdate, endpoint_text, parse_endpoint
-from burrow.control.nodes.service import NodeNameTaken, NodeNotFound
+from burrow.control.nodes.service import NodeNameTaken, NodeNotFound, served_protocols
 from burrow.control.nodes.service import node as node_service
 from burrow.control.nodes.tasks import void_expired_enrollments
 from burrow.control.runtime import Runtime
-from burrow.wire import EnrollRequest, NodeReport, PeerStatus
+from burrow.node.pki import make_pki
+from burrow.wire import EnrollRequest, IkeV2Offer, NodeReport, PeerStatus
 from tests.support.factories import create_account, create_node, new_public_key
 
 
@@ -171,6 +172,52 @@ async def test_a_new_endpoint_or_key_marks_the_configs_out_of_date(
         session, runtime, EnrollRequest(token=token, public_key=new_public_key())
     )
     assert node.config_change == nodes_module.CHANGE_KEY
+
+
+def ikev2_offer(host: str = "ike.example.net", ca: str | None = None) -> IkeV2Offer:
+    return IkeV2Offer(host=host, ca_certificate=ca or make_pki("ams-1", host).ca_certificate)
+
+
+async def test_a_nodes_ikev2_offer_is_kept_and_a_new_host_or_ca_dates_its_profiles(
+    session: AsyncSession,
+) -> None:
+    node = await create_node(session)
+    assert served_protocols(node) == ["wireguard"]
+    first = ikev2_offer()
+    await node_service.offer_ikev2(session, node, first)
+    assert (node.ikev2_host, node.ikev2_ca) == ("ike.example.net", first.ca_certificate)
+    assert served_protocols(node) == ["wireguard", "ikev2"]
+    # The first offer, and the same one again at each start of the agent, date nothing.
+    await node_service.offer_ikev2(session, node, first)
+    assert node.config_changed_at is None
+
+    await node_service.offer_ikev2(
+        session, node, ikev2_offer("ike2.example.net", first.ca_certificate)
+    )
+    assert node.config_change == nodes_module.CHANGE_IKEV2
+    assert node.config_changed_at is not None
+    node.config_changed_at, node.config_change = None, None
+    await node_service.offer_ikev2(session, node, ikev2_offer("ike2.example.net"))
+    assert node.config_change == nodes_module.CHANGE_IKEV2
+    assert node.ikev2_host == "ike2.example.net"
+    assert node.ikev2_ca != first.ca_certificate
+
+
+async def test_served_protocols_name_what_each_node_announced(session: AsyncSession) -> None:
+    pki = make_pki("ams-1", "vpn.example.net")
+    pending = await create_node(session, wg_public_key=None)
+    wireguard = await create_node(session)
+    both = await create_node(session, ikev2_host="vpn.example.net", ikev2_ca=pki.ca_certificate)
+    both.openvpn_ca, both.openvpn_tls_crypt = pki.ca_certificate, pki.tls_crypt_key
+    both.openvpn_transports = "udp:1194"
+    openvpn_only = await create_node(session)
+    openvpn_only.openvpn_ca, openvpn_only.openvpn_tls_crypt = pki.ca_certificate, pki.tls_crypt_key
+    openvpn_only.openvpn_transports = "udp:1194"
+    assert served_protocols(pending) == []
+    assert served_protocols(wireguard) == ["wireguard"]
+    assert served_protocols(both) == ["wireguard", "openvpn", "ikev2"]
+    # OpenVPN's CA is the same CA, but without the offer there is no host to name: no IKEv2.
+    assert served_protocols(openvpn_only) == ["wireguard", "openvpn"]
 
 
 async def test_an_operators_node_actions_record_themselves_in_their_unit_of_work(

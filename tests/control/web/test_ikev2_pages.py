@@ -1,5 +1,5 @@
 """IKEv2 in the panel: make a sign-in (the secret shown once, the row keeps only its NT hash),
-rotate, revoke, and per server that published its CA the .mobileconfig, .sswan and Windows
+rotate, revoke, and per server that announced IKEv2 the .mobileconfig, .sswan and Windows
 settings, none of them with the secret in it."""
 
 from __future__ import annotations
@@ -26,11 +26,20 @@ from tests.support.web import post_form
 PASSWORD = re.compile(r'id="ikev2-password">([^<]+)<')
 
 
-async def ikev2_node(runtime: Runtime, name: str, *, ca: bool = True) -> Node:
+async def ikev2_node(runtime: Runtime, name: str, *, ikev2: bool = True) -> Node:
+    """A server whose IKEv2 host is not its WireGuard endpoint; ``ikev2=False``: one that
+    serves OpenVPN only (its CA alone makes no IKEv2 profile)."""
+    host = f"ike.{name}.example.net"
+    pki = make_pki(name, host)
     async with unit_of_work(runtime.sessionmaker) as session:
-        node = await create_node(session, name=name, endpoint_host=f"{name}.example.net")
-        if ca:
-            node.openvpn_ca = make_pki(name, f"{name}.example.net").ca_certificate
+        node = await create_node(
+            session,
+            name=name,
+            endpoint_host=f"{name}.example.net",
+            ikev2_host=host if ikev2 else None,
+            ikev2_ca=pki.ca_certificate if ikev2 else None,
+        )
+        node.openvpn_ca = pki.ca_certificate
     return node
 
 
@@ -39,7 +48,7 @@ async def test_make_download_rotate_and_revoke_in_the_panel(
 ) -> None:
     customer = await web_customer()
     ready = await ikev2_node(runtime, "ams-1")
-    await ikev2_node(runtime, "fra-1", ca=False)
+    other = await ikev2_node(runtime, "fra-1", ikev2=False)
     async with unit_of_work(runtime.sessionmaker) as session:
         device = await create_device(session, customer.account, name="Phone")
     url = f"/devices/{device.id}/ikev2"
@@ -71,7 +80,7 @@ async def test_make_download_rotate_and_revoke_in_the_panel(
     again = await client.get(url)
     assert secret not in again.text
     assert 'id="ikev2-credential"' in again.text
-    # Only the server that published its CA has profiles.
+    # Only the server that announced IKEv2 has profiles.
     for link in downloads.values():
         assert f'href="{link}"' in again.text
     assert "fra-1" not in again.text
@@ -83,12 +92,12 @@ async def test_make_download_rotate_and_revoke_in_the_panel(
     assert ".mobileconfig" in mobileconfig.headers["content-disposition"]
     plist = plistlib.loads(mobileconfig.content)
     vpn = plist["PayloadContent"][1]["IKEv2"]
-    assert vpn["RemoteAddress"] == "ams-1.example.net"
+    assert vpn["RemoteAddress"] == "ike.ams-1.example.net"
     assert vpn["AuthName"] == "phone-ike"
     sswan = await client.get(downloads["sswan"])
     assert sswan.status_code == 200
     profile = json.loads(sswan.content)
-    assert profile["remote"]["addr"] == "ams-1.example.net"
+    assert profile["remote"]["addr"] == "ike.ams-1.example.net"
     assert profile["local"]["eap_id"] == "phone-ike"
     windows = await client.get(downloads["windows"])
     assert windows.status_code == 200
@@ -104,13 +113,17 @@ async def test_make_download_rotate_and_revoke_in_the_panel(
     assert ca.headers["content-type"] == "application/pkix-cert"
     assert 'filename="ams-1-ca.cer"' in ca.headers["content-disposition"]
     assert "-FilePath 'ams-1-ca.cer'" in windows.text
-    assert ready.openvpn_ca is not None
-    expected = x509.load_pem_x509_certificate(ready.openvpn_ca.encode())
+    assert ready.ikev2_ca is not None
+    expected = x509.load_pem_x509_certificate(ready.ikev2_ca.encode())
     assert x509.load_der_x509_certificate(ca.content) == expected
 
-    # A server without its CA and an unknown kind are refused in words, never a 500.
+    # A server without IKEv2 and an unknown kind are refused in words, never a 500.
     missing = await client.get(f"{url}/{ready.id}/pdf")
     assert missing.status_code in (404, 422)
+    for kind in ("sswan", "ca.cer"):
+        elsewhere = await client.get(f"{url}/{other.id}/{kind}")
+        assert elsewhere.status_code == 409
+        assert "fra-1 does not offer IKEv2" in elsewhere.text
 
     rotated = await post_form(client, f"{url}/rotate", {}, page=url)
     assert rotated.status_code == 200

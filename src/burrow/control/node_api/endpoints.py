@@ -2,8 +2,8 @@
 
 Enrollment (one-time enrollment token in the body), the full desired state, the long poll for
 changes since a revision, what the node serves OpenVPN and IKEv2 with (its offers), and the
-status report. Served under ``burrow.wire.API_PREFIX``;
-request and response bodies are the ``burrow.wire`` models the agent shares.
+status report. Served under ``burrow.wire.API_PREFIX``; request and response bodies are the
+``burrow.wire`` models the agent shares.
 
 The long poll holds no database connection while it waits, so a thousand waiting nodes
 cost a thousand sleeping tasks, not a thousand connections.
