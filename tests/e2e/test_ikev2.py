@@ -1,6 +1,7 @@
-"""IKEv2 end to end: real charon on two nodes run by the agent, a strongSwan client (a charon
-of its own, with its own /run) in a customer namespace configured from the ``.sswan`` profile's
-values, the strict example policy (one IKEv2 connection per server per subscription).
+"""IKEv2 end to end: real charon on two nodes run by the agent, which announces its IKEv2 host
+and CA to the control plane, a strongSwan client (a charon of its own, with its own /run) in a
+customer namespace configured from the ``.sswan`` profile the control plane serves, the strict
+example policy (one IKEv2 connection per server per subscription).
 
 One lab for the module; the scenarios run in order on it.
 """
@@ -8,6 +9,7 @@ One lab for the module; the scenarios run in order on it.
 from __future__ import annotations
 
 import asyncio
+import base64
 import contextlib
 import json
 import shutil
@@ -18,14 +20,25 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from cryptography import x509
+from cryptography.hazmat.primitives.serialization import Encoding
 
-from burrow.control.devices.ikev2_profiles import Ikev2ProfileValues, render_sswan
 from burrow.node.drivers.ikev2 import IkeV2Error
 from burrow.node.pki import load_pki
 from tests.node.drivers.ikev2_lab import IkeV2Client, virtual_ips
 from tests.node.netns import missing_requirements
 
-from .lab import ROOT, World, build_world, fetch, prepare_world, sha256, start_nodes, wait_for
+from .lab import (
+    ROOT,
+    World,
+    build_world,
+    fetch,
+    prepare_world,
+    run_db,
+    sha256,
+    start_nodes,
+    wait_for,
+)
 
 pytestmark = pytest.mark.skipif(
     not Path("/usr/lib/ipsec/charon").exists() or missing_requirements("unshare") is not None,
@@ -41,7 +54,24 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
         prepare_world(world, ROOT / "examples" / "policies" / "strict-no-logs.toml")
         world.start_control_plane()
         start_nodes(world)
+        for index in range(len(world.nodes)):
+            wait_for(lambda i=index: offered(world, i), 30, "the node to announce IKEv2")  # type: ignore[misc]
         yield world
+
+
+def offered(world: World, node_index: int) -> bool:
+    """Whether the node's agent told the control plane its IKEv2 host and CA."""
+    from sqlalchemy import select
+
+    from burrow.control.models import Node
+
+    node = world.nodes[node_index]
+
+    async def look(session: Any, _runtime: Any) -> bool:
+        row = (await session.execute(select(Node).where(Node.id == node.node_id))).scalar_one()
+        return bool(row.ikev2_host and row.ikev2_ca)
+
+    return run_db(world.settings, look)
 
 
 def _run(coro: Any) -> Any:
@@ -79,28 +109,27 @@ def credentials(world: World, token: str, device_id: int) -> dict[str, Any]:
     return body
 
 
-def profile(world: World, node_index: int, username: str) -> dict[str, Any]:
-    """The .sswan profile of this node for this device, parsed as the app would."""
+def profile(world: World, token: str, device_id: int, node_index: int) -> dict[str, Any]:
+    """The .sswan profile of this node for this device, as the customer downloads it, parsed
+    as the app would. It names the host and CA the node's agent announced."""
+    assert world.api is not None
     node = world.nodes[node_index]
-    pki = load_pki(node.state_dir)
-    values = Ikev2ProfileValues(
-        provider="Example",
-        node_name=f"node{node_index}",
-        host=node.host.ipv4,
-        ca_pem=pki.ca_certificate,
-        username=username,
-        device_name="phone",
+    answer = world.api.call(
+        "GET",
+        f"/api/v1/devices/{device_id}/ikev2-profile",
+        token=token,
+        params={"node_id": node.node_id, "kind": "sswan"},
     )
-    parsed: dict[str, Any] = json.loads(render_sswan(values))
+    parsed: dict[str, Any] = json.loads(answer.content)
+    assert parsed["remote"]["addr"] == node.host.ipv4
+    ca = base64.b64decode(parsed["remote"]["cert"])
+    assert x509.load_der_x509_certificate(ca) == x509.load_pem_x509_certificate(
+        load_pki(node.state_dir).ca_certificate.encode()
+    )
     return parsed
 
 
 async def connect(client: IkeV2Client, sswan: dict[str, Any], password: str, name: str) -> Any:
-    import base64
-
-    from cryptography import x509
-    from cryptography.hazmat.primitives.serialization import Encoding
-
     ca = x509.load_der_x509_certificate(base64.b64decode(sswan["remote"]["cert"]))
     return await client.connect(
         name=name,
@@ -153,7 +182,8 @@ def test_a_device_connects_from_its_profile_and_leaves_by_the_nodes_address(
     device = world.add_device(token, node0.node_id, name="phone")
     issued = credentials(world, token, device["id"])
     wait_loaded(world, 0, issued["username"])
-    sswan = profile(world, 0, issued["username"])
+    sswan = profile(world, token, device["id"], 0)
+    assert sswan["local"]["eap_id"] == issued["username"]
 
     async def scenario() -> None:
         async with Customer(world, 0) as client:
@@ -192,18 +222,22 @@ def test_one_ikev2_connection_per_server_per_subscription_and_revoke_ends_it(
 
     async def scenario() -> None:
         async with Customer(world, 0) as phone, Customer(world, 1) as tablet:
-            await connect(phone, profile(world, 0, one["username"]), one["password"], "ams")
+            await connect(phone, profile(world, token, first["id"], 0), one["password"], "ams")
             # The same subscription's second IKEv2 connection on the same node is refused: the
             # node ends it at once, and the first one keeps working.
             with contextlib.suppress(IkeV2Error):
-                await connect(tablet, profile(world, 0, two["username"]), two["password"], "ams")
+                await connect(
+                    tablet, profile(world, token, second["id"], 0), two["password"], "ams"
+                )
             deadline = time.monotonic() + 5
             while await tablet.sa("ams") is not None:
                 assert time.monotonic() < deadline, "the second connection was not refused"
                 await asyncio.sleep(0.1)
             assert await phone.sa("ams") is not None
             # On another node it works.
-            sa = await connect(tablet, profile(world, 1, two["username"]), two["password"], "fra")
+            sa = await connect(
+                tablet, profile(world, token, second["id"], 1), two["password"], "fra"
+            )
             assert sorted(virtual_ips(sa)) == sorted([second["ipv4"], second["ipv6"]])
 
             # Revoking the first device's credentials ends its SA within 5 seconds.
@@ -226,7 +260,7 @@ def test_one_ikev2_connection_per_server_per_subscription_and_revoke_ends_it(
                 wait_for, lambda: connection_state(world, token, first["id"]) != "connected",
                 5, "the revoked device's lease to end",
             )  # fmt: skip
-            await connect(tablet, profile(world, 0, two["username"]), two["password"], "ams2")
+            await connect(tablet, profile(world, token, second["id"], 0), two["password"], "ams2")
             await asyncio.sleep(1.5)
             assert await tablet.sa("ams2") is not None
 
@@ -238,7 +272,7 @@ def test_with_the_control_plane_down_loaded_devices_keep_connecting(world: World
     device = world.add_device(token, world.nodes[0].node_id, name="laptop")
     issued = credentials(world, token, device["id"])
     wait_loaded(world, 0, issued["username"])
-    sswan = profile(world, 0, issued["username"])
+    sswan = profile(world, token, device["id"], 0)
     world.stop_control_plane()
     try:
 
