@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+from datetime import UTC, datetime
 
 import pytest
 from pydantic import ValidationError
@@ -17,6 +18,7 @@ from burrow.control.devices.schemas import DeviceCreate, DeviceRotate
 from burrow.control.devices.service import (
     AddressPool,
     AddressPoolExhausted,
+    ConfigNotice,
     DeviceNotFound,
     InvalidPublicKey,
     PublicKeyInUse,
@@ -308,3 +310,16 @@ async def test_an_operator_removes_a_device_of_the_account_named_only(
         await device_service.remove_by(session, runtime, bob, alice.id, alices.device.id, "me")
     await device_service.remove_by(session, runtime, ops, alice.id, alices.device.id, "stolen")
     assert await device_service.list(session, alice) == []
+
+
+def test_a_notice_names_what_customers_download_again() -> None:
+    """A new CA or IKEv2 host dates only that protocol's profiles, which carry no private key;
+    a new endpoint or key dates the WireGuard configuration."""
+    day = datetime(2026, 12, 7, tzinfo=UTC)
+    ikev2 = ConfigNotice("ams-1", day, "ikev2").message
+    assert ikev2.startswith("The IKEv2 settings of server ams-1 changed on 2026-12-07")
+    assert "download the IKEv2 profile for ams-1 again" in ikev2
+    assert "private key" not in ikev2
+    assert "OpenVPN profile" in ConfigNotice("ams-1", day, "openvpn").message
+    assert "server key" in ConfigNotice("ams-1", day, "key").message
+    assert "server address" in ConfigNotice("ams-1", day, "endpoint").message
