@@ -139,8 +139,9 @@ ProfileKind = Literal["mobileconfig", "sswan", "windows"]
     summary="Download the device's IKEv2 profile for one server",
     description="kind=mobileconfig: an Apple configuration profile (iOS, macOS); kind=sswan: "
     "a profile for the strongSwan app (Android); kind=windows: PowerShell lines for Windows' "
-    "own client. Each names the server's certificate authority and strong proposals. The "
-    "password is not in it: the device asks for it.",
+    "own client. Each names the server's IKEv2 host, its certificate authority and strong "
+    "proposals. The password is not in it: the device asks for it. Only for servers whose "
+    "`protocols` in the server list include ikev2 (409 for the others).",
     response_class=Response,
     responses={
         200: {"content": {"application/octet-stream": {"schema": {"type": "string"}}}},
