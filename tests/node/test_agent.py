@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 from cryptography import x509
 
-from burrow.node.agent import _ikev2_driver, _offer_ikev2
+from burrow.node.agent import AgentError, _ikev2_driver, _offer_ikev2
 from burrow.node.client import NodeApiClient, NodeTokenRejected
 from burrow.node.config import NodeSettings
 from burrow.node.identity import NodeIdentity, new_private_key
@@ -45,6 +45,11 @@ def settings(state_dir: Path, ikev2_host: str | None) -> NodeSettings:
 
 def test_a_node_without_ikev2_host_serves_and_offers_no_ikev2(tmp_path: Path) -> None:
     assert _ikev2_driver(settings(tmp_path, None), identity(), "bw7") is None
+
+
+def test_an_ikev2_host_clients_cannot_dial_stops_the_agent_with_a_reason(tmp_path: Path) -> None:
+    with pytest.raises(AgentError, match="not a DNS name or an IP address"):
+        _ikev2_driver(settings(tmp_path, "vpn host.example.net"), identity(), "bw7")
 
 
 def test_ikev2_gets_a_certificate_for_its_own_host_from_the_ca_made_at_enrollment(

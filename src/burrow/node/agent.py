@@ -44,7 +44,7 @@ from burrow.node.loop import SyncLoop
 from burrow.node.pki import ensure_pki, ensure_server_for
 from burrow.node.reconcile import DesiredPeers
 from burrow.node.status import StatusReporter
-from burrow.wire import IkeV2Offer, NetworkSpec, OpenVpnOffer
+from burrow.wire import IkeV2Offer, NetworkSpec, OpenVpnOffer, is_host
 
 log = logging.getLogger(__name__)
 
@@ -204,6 +204,12 @@ def _ikev2_driver(
     """
     if settings.ikev2_host is None:
         return None
+    if not is_host(settings.ikev2_host):
+        # The control plane would refuse the offer, and clients could not dial it.
+        raise AgentError(
+            f"BURROW_NODE_IKEV2_HOST ({settings.ikev2_host!r}) is not a DNS name or an IP "
+            "address; give the name IKEv2 clients dial"
+        )
     if not Path(settings.charon).exists():
         raise AgentError(
             f"{settings.charon} is not installed (Debian: apt install strongswan-charon "

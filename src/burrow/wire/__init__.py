@@ -36,6 +36,7 @@ from burrow.wire.models import (
     ReportAck,
     ResolverSpec,
     StateUpdate,
+    is_host,
     is_valid_wg_key,
 )
 
@@ -69,6 +70,7 @@ __all__ = [
     "check_openvpn_secret",
     "ikev2_nt_hash",
     "ikev2_verifier",
+    "is_host",
     "is_valid_wg_key",
     "openvpn_verifier",
 ]
