@@ -11,6 +11,7 @@ from burrow.control.desired_state.service import desired_state as desired_state_
 from burrow.control.models import Node
 from burrow.control.runtime import Runtime
 from burrow.control.security import hash_token, new_token
+from burrow.node.pki import make_pki
 from burrow.wire import API_PREFIX
 from tests.support.factories import (
     create_account,
@@ -41,6 +42,20 @@ async def test_servers_are_grouped_with_a_recommended_one(
     assert f'id="server-{ams.id}"' in page.text
     # Neither has reported: their load is unknown, not zero.
     assert page.text.count('<span class="server-load" title="No recent report') == 2
+
+
+async def test_a_server_lists_ikev2_once_its_agent_announced_it(
+    client: httpx.AsyncClient, runtime: Runtime
+) -> None:
+    ca = make_pki("ams-1", "ike.example.net").ca_certificate
+    async with unit_of_work(runtime.sessionmaker) as session:
+        ams = await create_node(session, name="ams-1", ikev2_host="ike.example.net", ikev2_ca=ca)
+        fra = await create_node(session, name="fra-1")
+    page = await client.get("/servers")
+    protocols = dict(
+        re.findall(r'<tr id="server-(\d+)">.*?class="server-protocols">([^<]*)<', page.text, re.S)
+    )
+    assert protocols == {str(ams.id): "WireGuard, IKEv2", str(fra.id): "WireGuard"}
 
 
 async def _reporting_node(
