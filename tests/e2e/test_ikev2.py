@@ -143,10 +143,15 @@ async def connect(client: IkeV2Client, sswan: dict[str, Any], password: str, nam
     )
 
 
-def connection_state(world: World, token: str, device_id: int) -> str:
+def connection(world: World, token: str, device_id: int) -> dict[str, Any]:
+    """What the API says of the device's connection: its state, and why when blocked."""
     assert world.api is not None
     devices = world.api.call("GET", "/api/v1/devices", token=token).json()
-    return str(next(d for d in devices if d["id"] == device_id)["connection"]["state"])
+    return dict(next(d for d in devices if d["id"] == device_id)["connection"])
+
+
+def connection_state(world: World, token: str, device_id: int) -> str:
+    return str(connection(world, token, device_id)["state"])
 
 
 def wait_loaded(world: World, node_index: int, username: str) -> None:
@@ -234,6 +239,12 @@ def test_one_ikev2_connection_per_server_per_subscription_and_revoke_ends_it(
                 assert time.monotonic() < deadline, "the second connection was not refused"
                 await asyncio.sleep(0.1)
             assert await phone.sa("ams") is not None
+            # The tablet's owner reads why, in the plan's words.
+            await asyncio.to_thread(
+                wait_for, lambda: connection_state(world, token, second["id"]) == "blocked",
+                10, "the refused device to say why",
+            )  # fmt: skip
+            assert "per server" in connection(world, token, second["id"])["reason"]
             # On another node it works.
             sa = await connect(
                 tablet, profile(world, token, second["id"], 1), two["password"], "fra"

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import Callable, Collection, Iterable
 from dataclasses import dataclass
 
@@ -36,11 +37,15 @@ from burrow.node.drivers.ikev2 import (
 )
 from burrow.node.drivers.uapi import WgPeer
 from burrow.node.reconcile import DesiredPeers
-from burrow.wire import NetworkSpec, PeerSpec, ikev2_nt_hash
+from burrow.wire import ConnectionRefusal, NetworkSpec, PeerSpec, ikev2_nt_hash
 
 log = logging.getLogger(__name__)
 
 IKEV2 = "ikev2"
+# How long a device refused over its per-server limit is listed in the reports, for its panel.
+REFUSAL_SECONDS = 60.0
+# What the node says of such a device; the control plane shows its owner its own words.
+OVER_LIMIT = "over the subscription's IKEv2 connections on this server"
 
 
 def devices_from(peers: Iterable[PeerSpec]) -> list[IkeV2Device]:
@@ -112,6 +117,8 @@ class IkeV2Service:
         # tx) by its id, and what ended SAs (or counters that started again) moved, by device.
         self._sa_bytes: dict[int, tuple[str, int, int]] = {}
         self._ended_bytes: dict[str, tuple[int, int]] = {}
+        # Devices refused over the per-server limit lately: device key -> until (monotonic).
+        self._refused: dict[str, float] = {}
 
     async def run(self) -> None:
         """Serve until cancelled; charon stops with it."""
@@ -188,6 +195,7 @@ class IkeV2Service:
             return
         applied = self.driver.applied
         cut: list[IkeV2Session] = list(over_limit(sessions, applied))
+        self._note_refused({s.ike_id for s in cut}, sessions)
         if self._blocked:
             cut += [
                 s
@@ -201,21 +209,32 @@ class IkeV2Service:
             log.info("ikev2: %d connections refused (limits)", len(cut))
 
     async def read_sessions(self) -> list[SessionCounters]:
-        """Each device's established SAs, bytes summed (never a client's address).
+        """Each device's established SAs, bytes summed (never a client's address), oldest
+        connection first.
 
         A device whose SA ended since the last read is listed once as not connected, so the
-        control plane frees its lease now rather than when it would lapse.
+        control plane frees its lease now rather than when it would lapse. An SA this node
+        refuses over its per-server limit does not make its device connected: the report may
+        be read before the tick that ends it, and a control plane told of two connections of
+        one subscription at once would keep whichever the report lists first, so the node and
+        the control plane could each end a different one and leave the customer none. The
+        order of the list is the order of the connections (the lower ``ike_id``, the older),
+        which is the order the control plane admits new connections in.
         """
         applied = self.driver.applied
+        read = await self.driver.sessions()
+        refusing = {s.ike_id for s in over_limit([s for s in read if s.established], applied)}
+        self._note_refused(refusing, read)
         totals: dict[str, SessionCounters] = {}
-        for session in await self.driver.sessions():
+        for session in sorted(read, key=lambda s: s.ike_id):
             device = applied.get(session.username)
             if device is None:
                 continue
             old = totals.get(device.key)
+            up = session.established and session.ike_id not in refusing
             totals[device.key] = SessionCounters(
                 public_key=device.key,
-                connected=session.established or (old is not None and old.connected),
+                connected=up or (old is not None and old.connected),
                 rx_bytes=session.rx_bytes + (old.rx_bytes if old else 0),
                 tx_bytes=session.tx_bytes + (old.tx_bytes if old else 0),
             )
@@ -225,6 +244,29 @@ class IkeV2Service:
                 totals[key] = SessionCounters(key, connected=False, rx_bytes=0, tx_bytes=0)
         self._was_connected = connected
         return list(totals.values())
+
+    def _note_refused(self, ike_ids: Collection[int], sessions: Iterable[IkeV2Session]) -> None:
+        """Remember the devices of these SAs as refused; a device up within its limit is not."""
+        applied = self.driver.applied
+        mine = [(s, applied[s.username]) for s in sessions if s.username in applied]
+        up = {d.key for s, d in mine if s.established and s.ike_id not in ike_ids}
+        until = time.monotonic() + REFUSAL_SECONDS
+        for session, device in mine:
+            if session.ike_id in ike_ids and device.key not in up:
+                self._refused[device.key] = until
+        for key in up:
+            self._refused.pop(key, None)
+
+    def refusals(self) -> list[ConnectionRefusal]:
+        """The devices this node refused over their per-server limit lately (the control plane
+        shows their owners why); the lapsed ones are forgotten here."""
+        now = time.monotonic()
+        for key in [k for k, until in self._refused.items() if until <= now]:
+            del self._refused[key]
+        return [
+            ConnectionRefusal(public_key=key, protocol=IKEV2, reason=OVER_LIMIT)
+            for key in sorted(self._refused)
+        ]
 
     async def cut(self, keys: Collection[str]) -> None:
         """Keep exactly these devices off (the control plane's limits), cutting them now."""
