@@ -223,7 +223,7 @@ async def test_the_webhook_answers_before_a_slow_stripe_is_asked(
         await _wait_for(paid, 15)
 
 
-async def test_a_new_event_is_handled_within_the_interval_behind_600_failing_ones(
+async def test_a_new_event_is_handled_ahead_of_600_failing_ones(
     seeded: Runtime, live_settings: Settings, handled: list[Any]
 ) -> None:
     async with unit_of_work(seeded.sessionmaker) as session:
@@ -237,8 +237,13 @@ async def test_a_new_event_is_handled_within_the_interval_behind_600_failing_one
             )
 
     async def untried() -> int:
+        """Poison events never tried yet."""
         async with unit_of_work(seeded.sessionmaker) as session:
-            query = select(func.count()).select_from(WebhookEvent).where(WebhookEvent.attempts == 0)
+            query = (
+                select(func.count())
+                .select_from(WebhookEvent)
+                .where(WebhookEvent.attempts == 0, WebhookEvent.event_id != "evt_valid")
+            )
             return int(await session.scalar(query) or 0)
 
     with serving(live_settings):
@@ -251,12 +256,16 @@ async def test_a_new_event_is_handled_within_the_interval_behind_600_failing_one
         # is left to handle it.
         async with unit_of_work(seeded.sessionmaker) as session:
             await webhook_service.store(session, "testpay", "evt_valid", "paid", {"n": "valid"})
+        waiting = await untried()
 
         async def done() -> bool:
             return (await _event(seeded, "evt_valid")).processed_at is not None
 
-        took = await _wait_for(done, 3 * INTERVAL)
-        assert took <= INTERVAL, took
-        # The queue was still jammed when it went through.
-        assert await untried() > 0
+        # Handled within the interval as a rule (0.02-0.6 s alone; 2.8 s once in a loaded full
+        # run), so the time is only bounded loosely here. What cannot depend on the machine's
+        # load is the order: behind the backlog, every one of the waiting events (about 9 s of
+        # failing handlers) would go first; ahead of it, at most the few claimed meanwhile.
+        await _wait_for(done, 3 * INTERVAL)
+        went_before = waiting - await untried()
+        assert went_before <= waiting // 10, f"{went_before} of {waiting} old events went first"
     assert "valid" in handled
