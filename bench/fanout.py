@@ -3,7 +3,8 @@
 A PostgreSQL and a Redis (Debian's, started here on loopback, persistence off), two real
 ``burrow serve`` replicas sharing them, and ``--nodes`` simulated nodes: lightweight async
 clients in this process speaking the real node API (their own node tokens, ``GET
-/node-api/v1/state/changes?since=R``), half on each replica.
+/node-api/v1/state/changes?since=R`` over a keep-alive HTTP/1.1 connection each, written by
+hand so that the clients' own CPU stays small beside the replicas'), half on each replica.
 
 - idle: with every node waiting and nothing changing, the replicas' CPU (user + system, from
   /proc) over ``--idle-seconds``, as a percentage of one core for both together (goal < 5 %);
@@ -35,6 +36,7 @@ import httpx
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from bench.nodeclient import NodeConnection  # noqa: E402
 from tests.conftest import STRICT_POLICY, TEST_SECRET, migrate  # noqa: E402
 from tests.support import postgres  # noqa: E402
 from tests.support.factories import (  # noqa: E402
@@ -120,37 +122,36 @@ class Replica:
 class SimulatedNode:
     """Long-polls from ``revision``; records when it first sees a delta past it."""
 
-    def __init__(
-        self, client: httpx.AsyncClient, token: str, revision: int, poll_seconds: float
-    ) -> None:
-        self.client = client
+    def __init__(self, url: str, token: str, revision: int, poll_seconds: float) -> None:
+        self.connection = NodeConnection(url, token)
         self.poll_seconds = poll_seconds
-        self.headers = {"Authorization": f"Bearer {token}"}
         self.revision = revision
         self.waiting = asyncio.Event()
         self.moved_at: float | None = None
         self.got: set[str] = set()
 
     async def run(self, stop: asyncio.Event) -> None:
-        while not stop.is_set():
-            self.waiting.set()
-            try:
-                response = await self.client.get(
-                    f"{API_PREFIX}/state/changes",
-                    params={"since": self.revision, "timeout": self.poll_seconds},
-                    headers=self.headers,
+        try:
+            while not stop.is_set():
+                self.waiting.set()
+                target = (
+                    f"{API_PREFIX}/state/changes?since={self.revision}&timeout={self.poll_seconds}"
                 )
-            except httpx.TransportError:
-                await asyncio.sleep(0.2)
-                continue
-            body = response.json()
-            if response.status_code != 200:
-                raise RuntimeError(f"node API answered {response.status_code}: {body}")
-            state = body.get("state") or body
-            if state["revision"] != self.revision:
-                self.moved_at = time.monotonic()
-                self.got |= {p["public_key"] for p in state.get("upserts", state.get("peers", []))}
-                self.revision = state["revision"]
+                try:
+                    status, _headers, body = await self.connection.request("GET", target)
+                except ConnectionError:
+                    await asyncio.sleep(0.2)
+                    continue
+                if status != 200:
+                    raise RuntimeError(f"node API answered {status}: {body}")
+                state = body.get("state") or body
+                if state["revision"] != self.revision:
+                    self.moved_at = time.monotonic()
+                    peers = state.get("upserts", state.get("peers", []))
+                    self.got |= {p["public_key"] for p in peers}
+                    self.revision = state["revision"]
+        finally:
+            self.connection.close()
 
 
 async def current_revision(client: httpx.AsyncClient, token: str) -> int:
@@ -168,15 +169,12 @@ async def fan_out(
     poll_seconds: float,
 ) -> tuple[list[float], float | None]:
     """Per round, the delay of each node; and the idle CPU % (when ``idle_seconds``)."""
-    limits = httpx.Limits(max_connections=len(tokens) + 10, max_keepalive_connections=None)
-    clients = [
-        httpx.AsyncClient(base_url=r.url, limits=limits, timeout=httpx.Timeout(poll_seconds + 30))
-        for r in replicas
-    ]
+    # httpx for the customer's requests; the nodes speak over their own connections.
+    clients = [httpx.AsyncClient(base_url=r.url, timeout=httpx.Timeout(30)) for r in replicas]
     try:
         revision = await current_revision(clients[0], tokens[0])
         nodes = [
-            SimulatedNode(clients[n % len(clients)], token, revision, poll_seconds)
+            SimulatedNode(replicas[n % len(replicas)].url, token, revision, poll_seconds)
             for n, token in enumerate(tokens)
         ]
         stop = asyncio.Event()

@@ -64,6 +64,10 @@ from burrow.control.startup import prepare
 from burrow.wire import API_PREFIX
 
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from bench.nodeclient import NodeConnection  # noqa: E402
+
 POLICY = ROOT / "examples" / "policies" / "strict-no-logs.toml"
 BURROW = ROOT / ".venv" / "bin" / "burrow"
 SECRET = "bench-" + "x" * 48  # a throwaway server's: nothing signed with it outlives the run
@@ -255,59 +259,61 @@ async def wait_up(client: httpx.AsyncClient, server: subprocess.Popen[bytes]) ->
     raise SystemExit("burrow serve did not answer within 60 s")
 
 
-async def long_poll(client: httpx.AsyncClient, node: SimNode, stop: asyncio.Event) -> None:
+async def long_poll(url: str, node: SimNode, stop: asyncio.Event) -> None:
     """Hold a long poll open until ``stop``; answer changes like an agent would."""
-    while not stop.is_set():
-        try:
-            response = await client.get(
-                f"{API_PREFIX}/state/changes",
-                params={"since": node.revision, "wait_seconds": 20},
-                headers=node.headers,
-                timeout=30,
-            )
-        except httpx.TransportError:
-            await asyncio.sleep(1)
-            continue
-        if response.status_code == 200:
-            body = response.json()
-            node.revision = int(body.get("revision", body.get("state", {}).get("revision", 0)))
+    connection = NodeConnection(url, node.token)
+    try:
+        while not stop.is_set():
+            target = f"{API_PREFIX}/state/changes?since={node.revision}&timeout=20"
+            try:
+                status, _headers, body = await connection.request("GET", target)
+            except ConnectionError:
+                await asyncio.sleep(1)
+                continue
+            if status == 200:
+                node.revision = int(body.get("revision", body.get("state", {}).get("revision", 0)))
+    finally:
+        connection.close()
 
 
 BUSY: list[int] = []  # 503 answers (the database busy): the report is sent again
 FAILED: list[int] = []  # reports never answered (connect or read timeout)
 
 
-async def report(client: httpx.AsyncClient, node: SimNode, boot: str) -> float:
+async def report(connection: NodeConnection, node: SimNode, boot: str) -> float:
     """One report's latency, from the first send to the accepted answer (retries included)."""
     started = time.perf_counter()
     body = node.body(boot)
     for _attempt in range(5):
         try:
-            response = await client.post(
-                f"{API_PREFIX}/report", json=body, headers=node.headers, timeout=60
+            status, headers, answer = await asyncio.wait_for(
+                connection.request("POST", f"{API_PREFIX}/report", body), 60
             )
-        except httpx.TransportError:
+        except (ConnectionError, TimeoutError):
             # Not answered (an overloaded server's backlog): counted, and the next report goes.
+            connection.close()
             FAILED.append(1)
             return time.perf_counter() - started
-        if response.status_code != 503:
+        if status != 503:
             break
         BUSY.append(1)
-        await asyncio.sleep(float(response.headers.get("retry-after", "1")))
+        await asyncio.sleep(float(headers.get("retry-after", "1")))
     elapsed = time.perf_counter() - started
-    if response.status_code != 200:
-        raise SystemExit(f"report refused: {response.status_code} {response.text[:300]}")
+    if status != 200:
+        raise SystemExit(f"report refused: {status} {str(answer)[:300]}")
     return elapsed
 
 
-async def reporting(
-    client: httpx.AsyncClient, node: SimNode, offset: float, interval: float, rounds: int
-) -> None:
+async def reporting(url: str, node: SimNode, offset: float, interval: float, rounds: int) -> None:
     await asyncio.sleep(offset)
-    for _ in range(rounds):
-        started = time.perf_counter()
-        node.latencies.append(await report(client, node, "bench"))
-        await asyncio.sleep(max(0.0, interval - (time.perf_counter() - started)))
+    connection = NodeConnection(url, node.token)
+    try:
+        for _ in range(rounds):
+            started = time.perf_counter()
+            node.latencies.append(await report(connection, node, "bench"))
+            await asyncio.sleep(max(0.0, interval - (time.perf_counter() - started)))
+    finally:
+        connection.close()
 
 
 async def main(args: argparse.Namespace) -> dict[str, object]:
@@ -322,14 +328,12 @@ async def main(args: argparse.Namespace) -> dict[str, object]:
         nodes, big = sims[:-1], sims[-1]
         port = free_port()
         server = start_server(url, port, workdir)
-        limits = httpx.Limits(max_connections=3 * args.nodes + 10, max_keepalive_connections=None)
+        base = f"http://127.0.0.1:{port}"
         try:
-            async with httpx.AsyncClient(
-                base_url=f"http://127.0.0.1:{port}", limits=limits, timeout=60
-            ) as client:
+            async with httpx.AsyncClient(base_url=base, timeout=60) as client:
                 await wait_up(client, server)
                 stop = asyncio.Event()
-                polls = [asyncio.create_task(long_poll(client, n, stop)) for n in nodes]
+                polls = [asyncio.create_task(long_poll(base, n, stop)) for n in nodes]
                 await asyncio.sleep(min(10.0, 2 + args.nodes / 200))  # all polls are waiting
                 before = cpu_seconds(server.pid)
                 await asyncio.sleep(args.window)
@@ -340,14 +344,14 @@ async def main(args: argparse.Namespace) -> dict[str, object]:
                 # Warm-up round (every lease starts), not measured.
                 spread = args.interval / max(1, len(nodes))
                 await asyncio.gather(
-                    *(reporting(client, n, i * spread, args.interval, 1) for i, n in
+                    *(reporting(base, n, i * spread, args.interval, 1) for i, n in
                       enumerate(nodes))
                 )  # fmt: skip
                 for n in nodes:
                     n.latencies.clear()
                 before, t = cpu_seconds(server.pid), time.perf_counter()
                 await asyncio.gather(
-                    *(reporting(client, n, i * spread, args.interval, args.rounds)
+                    *(reporting(base, n, i * spread, args.interval, args.rounds)
                       for i, n in enumerate(nodes))
                 )  # fmt: skip
                 wall = time.perf_counter() - t
@@ -368,9 +372,11 @@ async def main(args: argparse.Namespace) -> dict[str, object]:
                 # One node with many devices, then the same node with 100, on a quiet server.
                 # Besides the wall time, the server's CPU for each report: on a machine shared
                 # with other work that is what the report itself costs.
+                one = NodeConnection(base, big.token)
+
                 async def timed_report(node: SimNode) -> tuple[float, float]:
                     cpu = cpu_seconds(server.pid)
-                    wall = await report(client, node, "big")
+                    wall = await report(one, node, "big")
                     return wall, cpu_seconds(server.pid) - cpu
 
                 first_big, _ = await timed_report(big)
