@@ -204,8 +204,16 @@ def iperf(client: Namespace, server_address: str, seconds: int) -> float:
 
 
 class Bench:
-    def __init__(self, lab: Lab, tmp: Path, others: int, report_interval: float = 5.0) -> None:
+    def __init__(
+        self,
+        lab: Lab,
+        tmp: Path,
+        others: int,
+        report_interval: float = 5.0,
+        hand_others: int = 0,
+    ) -> None:
         self.report_interval = report_interval
+        self.hand_others = hand_others
         self.lab = lab
         self.tmp = tmp
         self.others = others
@@ -262,6 +270,15 @@ class Bench:
             "peer", self.client_pub, "allowed-ips", "10.64.0.2/32",
             private_key=server_key,
         )  # fmt: skip
+        if self.hand_others:
+            # The same crowd of idle peers the node serves, set by hand: what wireguard-go
+            # itself pays for them, apart from anything burrow does.
+            specs = (peer_spec(i) for i in range(3, self.hand_others + 3))
+            conf = "".join(
+                f"[Peer]\nPublicKey = {s.public_key}\nAllowedIPs = {', '.join(s.allowed_ips)}\n"
+                for s in specs
+            )
+            router.run("wg", "addconf", interface, "/dev/stdin", input=conf)
         router.ip("address", "add", "10.64.0.1/10", "dev", interface)
         router.ip("link", "set", interface, "mtu", str(MTU), "up")
         egress = self.egress["hand"]
@@ -387,6 +404,12 @@ def main() -> None:
     parser.add_argument("--seconds", type=int, default=5)
     parser.add_argument("--others", type=int, default=10_000)
     parser.add_argument(
+        "--hand-others",
+        type=int,
+        default=0,
+        help="idle peers the hand-configured tunnel serves too (0: the client alone)",
+    )
+    parser.add_argument(
         "--rss", action="store_true", help="also the agent's memory and idle CPU at 65k/100k"
     )
     parser.add_argument("--cpu-window", type=float, default=30.0, help="seconds, with --rss")
@@ -398,7 +421,7 @@ def main() -> None:
 
     figures: dict[str, object] = {}
     with tempfile.TemporaryDirectory(prefix="burrow-bench-") as tmp, Lab(prefix="bwb") as lab:
-        bench = Bench(lab, Path(tmp), args.others, args.report_interval)
+        bench = Bench(lab, Path(tmp), args.others, args.report_interval, args.hand_others)
         try:
             bench.setup_hand()
             log(f"starting the agent with {args.others + 1} peers")
@@ -435,6 +458,7 @@ def main() -> None:
                     statistics.median(n / h for n, h in zip(node, hand, strict=True)), 3
                 ),
                 "other_peers": args.others,
+                "hand_other_peers": args.hand_others,
                 "agent_cpu_percent": round(100 * agent_cpu / (args.rounds * args.seconds), 2),
                 "report_interval_s": args.report_interval,
                 "agent_rss_mb": rss_10k,
