@@ -312,6 +312,7 @@ async def run_agent(
     )
     shaper = fair_use_shaper(settings, interface, openvpn, ikev2[0] if ikev2 is not None else None)
     ikev2_service: IkeV2Service | None = None  # made after the loop, whose desired state it reads
+    ikev2_offer: IkeV2Offer | None = None
     loop = SyncLoop(
         client,
         driver,
@@ -326,7 +327,7 @@ async def run_agent(
         extra_traffic=lambda: fair_use_traffic(openvpn, ikev2_service),
     )
     if ikev2 is not None:
-        charon, server, _ = ikev2
+        charon, server, ikev2_offer = ikev2
         ikev2_service = IkeV2Service(
             charon, server, lambda: loop.desired, network=lambda: loop.network
         )
@@ -348,9 +349,9 @@ async def run_agent(
             if openvpn is not None:
                 group.create_task(openvpn.run(), name="burrow-node-openvpn")
                 group.create_task(_offer_openvpn(client, openvpn), name="burrow-node-offer")
-            if ikev2 is not None and ikev2_service is not None:
+            if ikev2_service is not None and ikev2_offer is not None:
                 group.create_task(ikev2_service.run(), name="burrow-node-ikev2")
-                group.create_task(_offer_ikev2(client, ikev2[2]), name="burrow-node-offer-ikev2")
+                group.create_task(_offer_ikev2(client, ikev2_offer), name="burrow-node-offer-ikev2")
     except* NodeTokenRejected as refused:
         detail = refused.exceptions[0]
         raise AgentError(

@@ -223,6 +223,12 @@ class NodeWithEnrollment:
     enrollment: EnrollmentIssued
 
 
+def _date_change(node: Node, change: str) -> None:
+    """Customers' devices pages tell them what changed on ``node`` and when (``CHANGE_*``)."""
+    node.config_changed_at = utcnow()
+    node.config_change = change
+
+
 def serves_ikev2(node: Node) -> bool:
     """Whether the node announced IKEv2: without its host and CA no profile can be made."""
     return bool(node.ikev2_host and node.ikev2_ca)
@@ -301,8 +307,7 @@ class NodeService:
             setattr(node, field, value)
         if (node.endpoint_host, node.endpoint_port) != before and node.wg_public_key:
             # Configurations customers downloaded name the old endpoint: tell them.
-            node.config_changed_at = utcnow()
-            node.config_change = CHANGE_ENDPOINT
+            _date_change(node, CHANGE_ENDPOINT)
         if not await repository.save(node):
             raise NodeNameTaken(node.name)
         return node
@@ -409,8 +414,7 @@ class NodeService:
             raise NodeKeyOfADevice()
         token = new_token(NODE_TOKEN_PREFIX)
         if node.wg_public_key is not None and node.wg_public_key != public_key:
-            node.config_changed_at = utcnow()
-            node.config_change = CHANGE_KEY
+            _date_change(node, CHANGE_KEY)
         node.wg_public_key = public_key
         node.node_token_hash = hash_token(token)
         node.enrollment_token_hash = None
@@ -438,8 +442,7 @@ class NodeService:
             node.openvpn_ca != offer.ca_certificate or node.openvpn_tls_crypt != offer.tls_crypt_key
         )
         if changed:
-            node.config_changed_at = utcnow()
-            node.config_change = CHANGE_OPENVPN
+            _date_change(node, CHANGE_OPENVPN)
         node.openvpn_ca = offer.ca_certificate
         node.openvpn_tls_crypt = offer.tls_crypt_key
         node.openvpn_transports = transports
@@ -457,8 +460,7 @@ class NodeService:
             node.ikev2_ca != offer.ca_certificate or node.ikev2_host != offer.host
         )
         if changed:
-            node.config_changed_at = utcnow()
-            node.config_change = CHANGE_IKEV2
+            _date_change(node, CHANGE_IKEV2)
         node.ikev2_host = offer.host
         node.ikev2_ca = offer.ca_certificate
         await repository.save(node)
