@@ -13,13 +13,17 @@ from __future__ import annotations
 
 import asyncio
 import base64
+from collections import Counter
+from collections.abc import Awaitable, Callable
 from datetime import timedelta
+from typing import Any
 
 import pytest
-from sqlalchemy import insert, select
+from sqlalchemy import event, insert, select
 
 from burrow.control.connections.service import connection as connection_service
 from burrow.control.db import unit_of_work
+from burrow.control.live import RedisLiveStore
 from burrow.control.models import Account, Node, Plan, ServedPeer, Subscription, utcnow
 from burrow.control.models.subscription import SubscriptionStatus
 from burrow.control.runtime import Runtime
@@ -134,3 +138,70 @@ async def test_a_report_does_not_wait_for_the_database_write_lock(
         await create_account(holding)
         blocked = await asyncio.wait_for(ams.report(alice.key(0)), timeout=5)
     assert blocked == []
+
+
+def _count_store_calls(runtime: Runtime, monkeypatch: pytest.MonkeyPatch) -> Counter[str]:
+    """Count each call the app makes to the live store's typed interface from now on."""
+    calls: Counter[str] = Counter()
+    store = runtime.live
+    for name in ("read", "update", "update_many", "read_many", "scan"):
+        method = getattr(store, name, None)
+        if method is None:
+            continue
+
+        def counted(
+            method: Callable[..., Awaitable[Any]] = method, name: str = name
+        ) -> Callable[..., Awaitable[Any]]:
+            async def call(*args: Any, **kwargs: Any) -> Any:
+                calls[name] += 1
+                return await method(*args, **kwargs)
+
+            return call
+
+        monkeypatch.setattr(store, name, counted())
+    return calls
+
+
+async def _redis_commands(runtime: Runtime) -> Counter[str]:
+    """Commands the Redis server has run so far, by name (none for the in-process store)."""
+    if not isinstance(runtime.live, RedisLiveStore):
+        return Counter()
+    stats = await runtime.live.client.info("commandstats")
+    return Counter({name.removeprefix("cmdstat_"): int(e["calls"]) for name, e in stats.items()})
+
+
+async def test_a_report_talks_to_the_live_store_a_fixed_number_of_times(
+    runtime: Runtime, node: MakeNode, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A report of 100 connected devices of 50 accounts: a handful of live-store steps (and,
+    with Redis, of commands), not one transaction per account. Two SQL statements: the node's
+    token and the keys' owners."""
+    keys = await _serve(runtime, 100, 3_000)
+    ams = await node("ams-1")
+    assert len(await ams.report(*keys)) == 50  # every lease starts; one device of each waits
+    calls = _count_store_calls(runtime, monkeypatch)
+    statements: list[str] = []
+
+    def note(_conn: Any, _cursor: Any, statement: str, *_args: Any) -> None:
+        statements.append(statement)
+
+    engine = runtime.engine.sync_engine
+    event.listen(engine, "before_cursor_execute", note)
+    try:
+        commands = await _redis_commands(runtime)
+        blocked = await ams.report(*keys)
+        commands = await _redis_commands(runtime) - commands
+        commands["info"] -= 1  # our own
+    finally:
+        event.remove(engine, "before_cursor_execute", note)
+    assert len(blocked) == 50
+    # The node's report record, the node's lease index (read, then written), every account's
+    # leases in one step.
+    assert sum(calls.values()) <= 4, calls
+    assert len(statements) <= 2, statements
+    if isinstance(runtime.live, RedisLiveStore):
+        # Each step one WATCH .. MULTI .. EXEC of its keys (three round trips), never one per
+        # account; every value written once (the several writes of a step in one script).
+        writes = commands["set"] + commands["del"]
+        assert commands.total() - writes <= 20, commands
+        assert writes <= 50 + 2, commands

@@ -6,7 +6,7 @@ Every test runs on the in-process store and on Redis (``redis-server`` from the 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass
 
 import pytest
@@ -67,6 +67,64 @@ async def test_none_deletes_and_ttl_expires_and_scan_lists_live_keys(store: Live
     assert await store.update(TALLY, "a", _add, ttl=10) == 1
     assert await store.update(TALLY, "b", lambda _state: (None, "gone"), ttl=None) == "gone"
     assert await store.read(TALLY, "b") is None
+
+
+def _add_each(
+    states: Mapping[str, Tally | None],
+) -> tuple[dict[str, Tally | None], dict[str, int]]:
+    new = {key: Tally((state.count if state else 0) + 1) for key, state in states.items()}
+    return dict(new), {key: tally.count for key, tally in new.items()}
+
+
+async def test_update_many_is_one_atomic_step_over_its_keys(store: LiveStore) -> None:
+    keys = ["a", "b", "c"]
+    results = await asyncio.gather(
+        *(store.update_many(TALLY, keys, _add_each, ttl=None) for _ in range(30))
+    )
+    # Every caller saw all three keys at the same count: no step interleaved with another.
+    assert sorted(r["a"] for r in results) == list(range(1, 31))
+    assert all(r["a"] == r["b"] == r["c"] for r in results)
+    for key in keys:
+        assert await store.read(TALLY, key) == Tally(30)
+
+
+async def test_update_many_deletes_keeps_and_expires(store: LiveStore) -> None:
+    clock = Clock()
+    store.clock = clock
+    await store.update(TALLY, "gone", _add, ttl=None)
+    await store.update(TALLY, "kept", _add, ttl=None)
+
+    def step(states: Mapping[str, Tally | None]) -> tuple[dict[str, Tally | None], str]:
+        assert states == {"gone": Tally(1), "kept": Tally(1), "new": None}
+        return {"gone": None, "new": Tally(7)}, "done"
+
+    assert await store.update_many(TALLY, ["gone", "kept", "new"], step, ttl=10) == "done"
+    assert await store.read(TALLY, "gone") is None
+    assert await store.read(TALLY, "kept") == Tally(1)  # left out: untouched, no expiry
+    assert await store.read(TALLY, "new") == Tally(7)
+    clock.now += 10
+    assert await store.read(TALLY, "new") is None
+    assert await store.read(TALLY, "kept") == Tally(1)
+
+    def stray(_states: Mapping[str, Tally | None]) -> tuple[dict[str, Tally | None], None]:
+        return {"elsewhere": Tally(1)}, None
+
+    with pytest.raises(KeyError):
+        await store.update_many(TALLY, ["kept"], stray, ttl=None)
+    assert await store.read(TALLY, "elsewhere") is None
+
+
+async def test_update_many_on_two_redis_replicas_never_loses_an_update(redis_url: str) -> None:
+    stores = [RedisLiveStore.from_url(redis_url) for _ in range(5)]
+    try:
+        await asyncio.gather(
+            *(s.update_many(TALLY, ["x", "y"], _add_each, ttl=60) for s in stores for _ in range(6))
+        )
+        assert await stores[0].read(TALLY, "x") == Tally(30)
+        assert await stores[0].read(TALLY, "y") == Tally(30)
+    finally:
+        for s in stores:
+            await s.close()
 
 
 async def test_replicas_sharing_redis_never_lose_an_update(redis_url: str) -> None:

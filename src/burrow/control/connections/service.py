@@ -180,26 +180,21 @@ class ConnectionService:
         limits: dict[tuple[str | None, int | None], Limits] = {}
         counters = usage_service.counters_on(runtime)
         # Each account once, and each of its leases a bounded number of times: the report
-        # costs O(its peers + the node's leases), never a scan of the node per account.
-        for account_id in sorted(set(index.keys.values()) | set(by_account)):
+        # costs O(its peers + the node's leases), never a scan of the node per account. All the
+        # accounts' leases change in one step of the live store (one transaction in Redis).
+        accounts = sorted(set(index.keys.values()) | set(by_account))
+        for account_id in accounts:
             plan = plans.get(account_id)
-            plan_limits = None
             if plan is not None:
                 known = (plan.plan_code, plan.connection_limit)
                 if known not in limits:
                     limits[known] = self._plan_limits(runtime, plan)
-                plan_limits = limits[known]
-            step = _report_step(
-                account_id,
-                place,
-                by_account.get(account_id, []),
-                idle_bytes,
-                plan_limits,
-                at,
-            )
-            state, more = await store.update(
-                ACCOUNT_LEASES, str(account_id), step, ttl=STATE_BACKSTOP_SECONDS
-            )
+        step = _report_step(accounts, place, by_account, plans, limits, idle_bytes, at)
+        results = await store.update_many(
+            ACCOUNT_LEASES, [str(a) for a in accounts], step, ttl=STATE_BACKSTOP_SECONDS
+        )
+        for account_id in accounts:
+            state, more = results[account_id]
             writes += more
             if counters:
                 await usage_service.note_open(runtime, account_id, _open_bytes(state))
@@ -533,24 +528,39 @@ def _open_bytes(state: AccountLeases | None) -> dict[str, OpenBytes]:
 
 
 def _report_step(
-    account_id: int,
+    accounts: list[int],
     place: NodePlace,
-    seen: list[Seen],
+    by_account: Mapping[int, list[Seen]],
+    plans: Mapping[int, PeerOwner],
+    limits: Mapping[tuple[str | None, int | None], Limits],
     idle_bytes: Mapping[str, tuple[int, int]],
-    limits: Limits | None,
     at: Moment,
-) -> Callable[[AccountLeases | None], tuple[AccountLeases | None, ReportResult]]:
-    def step(state: AccountLeases | None) -> tuple[AccountLeases | None, ReportResult]:
-        new, writes = apply_report(
-            state,
-            account_id=account_id,
-            node=place,
-            seen=seen,
-            idle_bytes=idle_bytes,
-            limits=limits,
-            at=at,
-        )
-        return new, (new, writes)
+) -> Callable[
+    [Mapping[str, AccountLeases | None]],
+    tuple[dict[str, AccountLeases | None], dict[int, ReportResult]],
+]:
+    """One report's step over every account it concerns (``LiveStore.update_many``)."""
+
+    def step(
+        states: Mapping[str, AccountLeases | None],
+    ) -> tuple[dict[str, AccountLeases | None], dict[int, ReportResult]]:
+        values: dict[str, AccountLeases | None] = {}
+        results: dict[int, ReportResult] = {}
+        for account_id in accounts:
+            key = str(account_id)
+            plan = plans.get(account_id)
+            new, writes = apply_report(
+                states[key],
+                account_id=account_id,
+                node=place,
+                seen=by_account.get(account_id, ()),
+                idle_bytes=idle_bytes,
+                limits=None if plan is None else limits[(plan.plan_code, plan.connection_limit)],
+                at=at,
+            )
+            values[key] = new
+            results[account_id] = (new, writes)
+        return values, results
 
     return step
 

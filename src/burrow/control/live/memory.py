@@ -10,7 +10,7 @@ nodes' last reports until those move onto typed keys too.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, TypeVar, cast
 
@@ -61,6 +61,28 @@ class MemoryLiveStore:
             self._data.pop(full, None)
         else:
             self.set(full, value, ttl)
+        return result
+
+    async def update_many(
+        self,
+        kind: Kind[T],
+        keys: Sequence[str],
+        fn: Callable[[Mapping[str, T | None]], tuple[Mapping[str, T | None], R]],
+        *,
+        ttl: float | None,
+    ) -> R:
+        current: dict[str, T | None] = {}
+        for key in keys:
+            entry = self._alive(kind.prefix + key)
+            current[key] = None if entry is None else cast("T", entry.value)
+        values, result = fn(current)
+        for key, value in values.items():
+            if key not in current:
+                raise KeyError(f"update_many may only write the keys it read: {key!r}")
+            if value is None:
+                self._data.pop(kind.prefix + key, None)
+            else:
+                self.set(kind.prefix + key, value, ttl)
         return result
 
     async def scan(self, kind: Kind[Any]) -> list[str]:

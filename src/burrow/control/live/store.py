@@ -10,13 +10,20 @@ may call it more than once, for example a Redis store retrying after a WATCHed k
 between its GET and its MULTI/EXEC, or running the same step in a Lua script. Time and other
 inputs are read before ``update`` and closed over.
 
+``update_many(kind, keys, fn)`` is the same for several keys of one kind at once: ``fn`` gets
+every key's value and returns the new values of the keys it changes, all applied in one atomic
+step (a node report renews the leases of every account it names in one step, not one per
+account).
+
 The Redis store (``redis.py``) honours it as: ``WATCH k; GET k; fn; MULTI; SET k json PX ttl |
-DEL k; EXEC``, retried on ``WatchError``; ``read`` is ``GET``, ``scan`` is ``SCAN MATCH prefix*``.
+DEL k; EXEC``, retried on ``WatchError`` (``update_many``: ``WATCH k1 k2 ..; MGET``, then every
+``SET``/``DEL`` in one ``MULTI``/``EXEC``); ``read`` is ``GET``, ``scan`` is ``SCAN MATCH
+prefix*``.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Generic, Protocol, TypeVar
 
@@ -65,6 +72,22 @@ class LiveStore(Protocol):
         """Atomically replace the value by ``fn``'s (None deletes it); returns its result.
 
         ``ttl`` (seconds) is the new value's lifetime, None for no expiry.
+        """
+        ...
+
+    async def update_many(
+        self,
+        kind: Kind[T],
+        keys: Sequence[str],
+        fn: Callable[[Mapping[str, T | None]], tuple[Mapping[str, T | None], R]],
+        *,
+        ttl: float | None,
+    ) -> R:
+        """``update`` of several keys in one atomic step.
+
+        ``fn`` gets every key of ``keys`` with its value (None when there is none) and returns
+        the new values of the keys it changes (None deletes; a key left out stays as it is;
+        only keys of ``keys`` may be written) and its result.
         """
         ...
 
