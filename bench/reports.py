@@ -14,10 +14,14 @@ devices in all, seeded with bulk inserts). Lightweight async clients speak the r
             report (every lease new) and the median of the next ones (leases renewed), and the
             same for a 100-device report, so that the per-peer ratio shows the cost is linear.
 
+With ``--cluster`` the same runs against what the issue names: PostgreSQL and Redis (started
+here on loopback, persistence off) and two ``burrow serve`` replicas sharing them (the
+replicas of ``bench/fanout.py``), the nodes spread over both; the CPU is both replicas'.
+
 Goals (issue 19): ``report_p99_ms`` < 250 and ``report_10k_peers_ms`` < 1,000. Every loop is
 bounded in count and time; all traffic stays on 127.0.0.1.
 
-    .venv/bin/python bench/reports.py [--nodes 1000] [--devices 100] [--rounds 3]
+    .venv/bin/python bench/reports.py [--nodes 1000] [--devices 100] [--rounds 3] [--cluster]
 
 Progress goes to stderr; the last line on stdout is one line of JSON.
 """
@@ -66,7 +70,10 @@ from burrow.wire import API_PREFIX
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from bench.fanout import Replica  # noqa: E402
 from bench.nodeclient import NodeConnection  # noqa: E402
+from tests.support import postgres  # noqa: E402
+from tests.support.redis import running_redis  # noqa: E402
 
 POLICY = ROOT / "examples" / "policies" / "strict-no-logs.toml"
 BURROW = ROOT / ".venv" / "bin" / "burrow"
@@ -225,9 +232,8 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-def start_server(url: str, port: int, workdir: Path) -> subprocess.Popen[bytes]:
-    env = {
-        **os.environ,
+def server_env(url: str) -> dict[str, str]:
+    return {
         "BURROW_ENVIRONMENT": "development",
         "BURROW_DATABASE_URL": url,
         "BURROW_POLICY_PATH": str(POLICY),
@@ -236,6 +242,10 @@ def start_server(url: str, port: int, workdir: Path) -> subprocess.Popen[bytes]:
         "BURROW_SCHEDULER_ENABLED": "false",
         "BURROW_LONG_POLL_TIMEOUT_SECONDS": "25",
     }
+
+
+def start_server(url: str, port: int, workdir: Path) -> subprocess.Popen[bytes]:
+    env = {**os.environ, **server_env(url)}
     out = (workdir / "serve.log").open("wb")
     return subprocess.Popen(
         [str(BURROW), "serve", "--host", "127.0.0.1", "--port", str(port)],
@@ -316,93 +326,82 @@ async def reporting(url: str, node: SimNode, offset: float, interval: float, rou
         connection.close()
 
 
-async def main(args: argparse.Namespace) -> dict[str, object]:
-    with tempfile.TemporaryDirectory(prefix="burrow-bench-reports-") as tmp:
-        workdir = Path(tmp)
-        url = f"sqlite+aiosqlite:///{workdir / 'burrow.db'}"
-        t = time.perf_counter()
-        await asyncio.to_thread(migrate, url)
-        sims = await seed(url, args.nodes, args.devices, args.big)
-        log(f"seeded {args.nodes * args.devices:,} devices, {args.nodes + 1} nodes "
-            f"in {time.perf_counter() - t:.1f} s")  # fmt: skip
-        nodes, big = sims[:-1], sims[-1]
-        port = free_port()
-        server = start_server(url, port, workdir)
-        base = f"http://127.0.0.1:{port}"
-        try:
-            async with httpx.AsyncClient(base_url=base, timeout=60) as client:
-                await wait_up(client, server)
-                stop = asyncio.Event()
-                polls = [asyncio.create_task(long_poll(base, n, stop)) for n in nodes]
-                await asyncio.sleep(min(10.0, 2 + args.nodes / 200))  # all polls are waiting
-                before = cpu_seconds(server.pid)
-                await asyncio.sleep(args.window)
-                idle_cpu = cpu_seconds(server.pid) - before
-                log(f"idle: {args.nodes} long polls waiting, server CPU "
-                    f"{100 * idle_cpu / args.window:.1f} % of a core")  # fmt: skip
+async def load(
+    urls: list[str], pids: list[int], sims: list[SimNode], args: argparse.Namespace
+) -> dict[str, object]:
+    """The measurement against running servers (``pids``, serving ``urls``): nodes spread over
+    them in turn; the CPU is theirs together."""
 
-                # Warm-up round (every lease starts), not measured.
-                spread = args.interval / max(1, len(nodes))
-                await asyncio.gather(
-                    *(reporting(base, n, i * spread, args.interval, 1) for i, n in
-                      enumerate(nodes))
-                )  # fmt: skip
-                for n in nodes:
-                    n.latencies.clear()
-                before, t = cpu_seconds(server.pid), time.perf_counter()
-                await asyncio.gather(
-                    *(reporting(base, n, i * spread, args.interval, args.rounds)
-                      for i, n in enumerate(nodes))
-                )  # fmt: skip
-                wall = time.perf_counter() - t
-                load_cpu = cpu_seconds(server.pid) - before
-                latencies = [x for n in nodes for x in n.latencies]
-                count = len(latencies)
-                net_cpu = max(0.0, load_cpu - idle_cpu * wall / args.window)
-                log(f"reports: {count} in {wall:.1f} s, p50 "
-                    f"{1000 * statistics.median(latencies):.1f} ms, p99 "
-                    f"{1000 * percentile(latencies, 0.99):.1f} ms; server CPU {load_cpu:.1f} s "
-                    f"({1000 * load_cpu / count:.2f} s per 1,000 reports; "
-                    f"{1000 * net_cpu / count:.2f} s net of idle)")  # fmt: skip
-                stop.set()
-                for task in polls:
-                    task.cancel()
-                await asyncio.gather(*polls, return_exceptions=True)
+    def server_cpu() -> float:
+        return sum(cpu_seconds(pid) for pid in pids)
 
-                # One node with many devices, then the same node with 100, on a quiet server.
-                # Besides the wall time, the server's CPU for each report: on a machine shared
-                # with other work that is what the report itself costs.
-                one = NodeConnection(base, big.token)
+    nodes, big = sims[:-1], sims[-1]
+    stop = asyncio.Event()
+    polls = [
+        asyncio.create_task(long_poll(urls[i % len(urls)], n, stop)) for i, n in enumerate(nodes)
+    ]
+    await asyncio.sleep(min(10.0, 2 + args.nodes / 200))  # all polls are waiting
+    before = server_cpu()
+    await asyncio.sleep(args.window)
+    idle_cpu = server_cpu() - before
+    log(f"idle: {args.nodes} long polls waiting, server CPU "
+        f"{100 * idle_cpu / args.window:.1f} % of a core")  # fmt: skip
 
-                async def timed_report(node: SimNode) -> tuple[float, float]:
-                    cpu = cpu_seconds(server.pid)
-                    wall = await report(one, node, "big")
-                    return wall, cpu_seconds(server.pid) - cpu
+    # Warm-up round (every lease starts), not measured.
+    spread = args.interval / max(1, len(nodes))
+    await asyncio.gather(
+        *(reporting(urls[i % len(urls)], n, i * spread, args.interval, 1)
+          for i, n in enumerate(nodes))
+    )  # fmt: skip
+    for n in nodes:
+        n.latencies.clear()
+    before, t = server_cpu(), time.perf_counter()
+    await asyncio.gather(
+        *(reporting(urls[i % len(urls)], n, i * spread, args.interval, args.rounds)
+          for i, n in enumerate(nodes))
+    )  # fmt: skip
+    wall = time.perf_counter() - t
+    load_cpu = server_cpu() - before
+    latencies = [x for n in nodes for x in n.latencies]
+    count = len(latencies)
+    net_cpu = max(0.0, load_cpu - idle_cpu * wall / args.window)
+    log(f"reports: {count} in {wall:.1f} s, p50 "
+        f"{1000 * statistics.median(latencies):.1f} ms, p99 "
+        f"{1000 * percentile(latencies, 0.99):.1f} ms; server CPU {load_cpu:.1f} s "
+        f"({1000 * load_cpu / count:.2f} s per 1,000 reports; "
+        f"{1000 * net_cpu / count:.2f} s net of idle)")  # fmt: skip
+    stop.set()
+    for task in polls:
+        task.cancel()
+    await asyncio.gather(*polls, return_exceptions=True)
 
-                first_big, _ = await timed_report(big)
-                big_runs = [await timed_report(big) for _ in range(args.repeat)]
-                small = SimNode(big.node_id, big.token, big.keys[: args.devices], seq=big.seq)
-                small_runs = [await timed_report(small) for _ in range(args.repeat)]
-                again_big = [w for w, _c in big_runs]
-                ms_big = 1000 * statistics.median(again_big)
-                ms_small = 1000 * statistics.median(w for w, _c in small_runs)
-                cpu_ms_big = 1000 * statistics.median(c for _w, c in big_runs)
-                cpu_ms_small = 1000 * statistics.median(c for _w, c in small_runs)
-                log(f"server CPU per report: {cpu_ms_big:.0f} ms at {args.big:,} devices, "
-                    f"{cpu_ms_small:.1f} ms at {args.devices}")  # fmt: skip
-                per_big, per_small = ms_big / args.big, ms_small / args.devices
-                log(
-                    f"one node: {args.big:,} devices: first report {1000 * first_big:.0f} ms, "
-                    f"then {ms_big:.0f} ms; {args.devices} devices: {ms_small:.1f} ms; "
-                    f"per peer {per_big:.4f} vs {per_small:.4f} ms"
-                )
-        finally:
-            server.send_signal(signal.SIGTERM)
-            try:
-                server.wait(10)
-            except subprocess.TimeoutExpired:
-                server.kill()
-                server.wait()
+    # One node with many devices, then the same node with 100, on a quiet server.
+    # Besides the wall time, the server's CPU for each report: on a machine shared
+    # with other work that is what the report itself costs.
+    one = NodeConnection(urls[0], big.token)
+
+    async def timed_report(node: SimNode) -> tuple[float, float]:
+        cpu = server_cpu()
+        wall = await report(one, node, "big")
+        return wall, server_cpu() - cpu
+
+    first_big, _ = await timed_report(big)
+    big_runs = [await timed_report(big) for _ in range(args.repeat)]
+    small = SimNode(big.node_id, big.token, big.keys[: args.devices], seq=big.seq)
+    small_runs = [await timed_report(small) for _ in range(args.repeat)]
+    again_big = [w for w, _c in big_runs]
+    ms_big = 1000 * statistics.median(again_big)
+    ms_small = 1000 * statistics.median(w for w, _c in small_runs)
+    cpu_ms_big = 1000 * statistics.median(c for _w, c in big_runs)
+    cpu_ms_small = 1000 * statistics.median(c for _w, c in small_runs)
+    log(f"server CPU per report: {cpu_ms_big:.0f} ms at {args.big:,} devices, "
+        f"{cpu_ms_small:.1f} ms at {args.devices}")  # fmt: skip
+    per_big, per_small = ms_big / args.big, ms_small / args.devices
+    log(
+        f"one node: {args.big:,} devices: first report {1000 * first_big:.0f} ms, "
+        f"then {ms_big:.0f} ms; {args.devices} devices: {ms_small:.1f} ms; "
+        f"per peer {per_big:.4f} vs {per_small:.4f} ms"
+    )
     return {
         "benchmark": "reports",
         "nodes": args.nodes,
@@ -421,8 +420,93 @@ async def main(args: argparse.Namespace) -> dict[str, object]:
         "ratio_per_peer_10k_vs_100": round((ms_big / args.big) / (ms_small / args.devices), 3),
         "busy_answers": len(BUSY),
         "unanswered_reports": len(FAILED),
-        "load_average": round(os.getloadavg()[0], 2),
     }
+
+
+async def on_sqlite(args: argparse.Namespace) -> dict[str, object]:
+    """One ``burrow serve`` on SQLite and the in-process live store."""
+    with tempfile.TemporaryDirectory(prefix="burrow-bench-reports-") as tmp:
+        workdir = Path(tmp)
+        url = f"sqlite+aiosqlite:///{workdir / 'burrow.db'}"
+        t = time.perf_counter()
+        await asyncio.to_thread(migrate, url)
+        sims = await seed(url, args.nodes, args.devices, args.big)
+        log(f"seeded {args.nodes * args.devices:,} devices, {args.nodes + 1} nodes "
+            f"in {time.perf_counter() - t:.1f} s")  # fmt: skip
+        port = free_port()
+        server = start_server(url, port, workdir)
+        base = f"http://127.0.0.1:{port}"
+        try:
+            async with httpx.AsyncClient(base_url=base, timeout=60) as client:
+                await wait_up(client, server)
+            return {"setup": "sqlite, one replica", **await load([base], [server.pid], sims, args)}
+        finally:
+            server.send_signal(signal.SIGTERM)
+            try:
+                server.wait(10)
+            except subprocess.TimeoutExpired:
+                server.kill()
+                server.wait()
+
+
+def postgres_cpu(datadir: Path) -> float:
+    """CPU seconds of a PostgreSQL server: its postmaster and every backend it started."""
+    postmaster = int((datadir / "postmaster.pid").read_text().split()[0])
+    total = 0.0
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue  # ended meanwhile
+        if int(entry.name) == postmaster or int(fields[1]) == postmaster:
+            total += (int(fields[11]) + int(fields[12])) / TICK
+    return total
+
+
+async def on_cluster(args: argparse.Namespace) -> dict[str, object]:
+    """The cluster the issue names: PostgreSQL and Redis (started here, persistence off) and
+    ``--replicas`` ``burrow serve`` sharing them (``bench/fanout.py``'s replicas), nodes spread
+    over the replicas in turn. The CPU figures are the replicas' together; PostgreSQL's and
+    Redis's own are reported beside them."""
+    workdir = Path(tempfile.mkdtemp(prefix="burrow-bench-reports-"))
+    with postgres.running_postgres() as pg, running_redis() as redis:
+        pg.psql("CREATE DATABASE reports")
+        url = pg.url("reports")
+        t = time.perf_counter()
+        await asyncio.to_thread(migrate, url)
+        sims = await seed(url, args.nodes, args.devices, args.big)
+        log(f"seeded {args.nodes * args.devices:,} devices, {args.nodes + 1} nodes "
+            f"in {time.perf_counter() - t:.1f} s")  # fmt: skip
+        env = {**server_env(url), "BURROW_REDIS_URL": redis.url()}
+        replicas = [Replica(env, workdir / f"replica{n}.log") for n in range(args.replicas)]
+        try:
+            for replica in replicas:
+                await replica.wait_up()
+
+            def stores_cpu() -> float:
+                return postgres_cpu(pg.datadir) + cpu_seconds(redis.process.pid)
+
+            before = stores_cpu()
+            figures = await load(
+                [r.url for r in replicas], [r.proc.pid for r in replicas], sims, args
+            )
+            stores = stores_cpu() - before
+        finally:
+            for replica in replicas:
+                replica.stop()
+    return {
+        "setup": f"postgresql + redis, {args.replicas} replicas",
+        **figures,
+        # PostgreSQL's and Redis's CPU over the whole run (idle, reports, one node).
+        "postgres_redis_cpu_s": round(stores, 1),
+    }
+
+
+async def main(args: argparse.Namespace) -> dict[str, object]:
+    figures = await (on_cluster(args) if args.cluster else on_sqlite(args))
+    return {**figures, "load_average": round(os.getloadavg()[0], 2)}
 
 
 def parse_args(argv: list[str]) -> argparse.Namespace:
@@ -434,6 +518,12 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("--window", type=float, default=5.0, help="idle CPU window, seconds")
     parser.add_argument("--big", type=int, default=10_000, help="devices of the one big node")
     parser.add_argument("--repeat", type=int, default=5, help="big-node reports after the first")
+    parser.add_argument(
+        "--cluster",
+        action="store_true",
+        help="PostgreSQL + Redis + --replicas `burrow serve` (default: one, on SQLite)",
+    )
+    parser.add_argument("--replicas", type=int, default=2, help="replicas with --cluster")
     return parser.parse_args(argv)
 
 

@@ -99,7 +99,10 @@ def create_app(settings: Settings | None = None, *, runtime: Runtime | None = No
     if runtime is not None:
         app.state.runtime = runtime
     problems.install(app)
+    # The node API first: routes are matched in order, and a thousand nodes' reports and polls
+    # are most of the requests, so they should not be tried against every other route first.
     for router in (
+        node_api_router,
         accounts_router,
         plans_router,
         subscriptions_router,
@@ -109,7 +112,6 @@ def create_app(settings: Settings | None = None, *, runtime: Runtime | None = No
         nodes_router,
         admin_router,
         abuse_router,
-        node_api_router,
         terms_router,
         billing_router,
         refunds_router,

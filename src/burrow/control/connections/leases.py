@@ -235,7 +235,7 @@ def apply_report(
         subscription = known.subscription_id
         if owner.subscription_id is not None:
             subscription = owner.subscription_id
-        leases[lid] = replace(known, expires=at.now + at.ttl, subscription_id=subscription)
+        leases[lid] = _renewed(known, at.now + at.ttl, subscription)
     new_limits = state.limits if limits is None or not mine else limits
     writes += _decide(account_id, leases, new_limits, at)
     # This report's traffic counts for the connections admitted now: a new one was not
@@ -289,6 +289,26 @@ def live_leases(state: AccountLeases | None, now: float) -> list[tuple[str, Leas
 
 def _state(leases: dict[str, Lease], limits: Limits, next_seq: int) -> AccountLeases | None:
     return AccountLeases(leases, limits, next_seq) if leases else None
+
+
+def _renewed(lease: Lease, expires: float, subscription_id: int | None) -> Lease:
+    """``replace(lease, expires=..., subscription_id=...)``, which every report does to every
+    lease it shows: spelled out, it costs a fifth of ``dataclasses.replace``."""
+    return Lease(
+        node=lease.node,
+        protocol=lease.protocol,
+        public_key=lease.public_key,
+        device_id=lease.device_id,
+        account_id=lease.account_id,
+        subscription_id=subscription_id,
+        started=lease.started,
+        seq=lease.seq,
+        expires=expires,
+        since=lease.since,
+        admitted=lease.admitted,
+        reason=lease.reason,
+        record=lease.record,
+    )
 
 
 def _view(lid: str, lease: Lease) -> LeaseView:

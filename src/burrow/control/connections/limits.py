@@ -21,6 +21,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
+from functools import cache, lru_cache
 from typing import Literal
 
 from burrow.control.policy.schemas import PROTOCOL_NAMES
@@ -70,12 +71,14 @@ def _plural(count: int, word: str) -> str:
     return f"{count} {word}" if count == 1 else f"{count} {word}s"
 
 
+@cache
 def simultaneous_reason(limit: int) -> str:
     return (
         f"Your plan allows {_plural(limit, 'simultaneous connection')}; disconnect another device."
     )
 
 
+@lru_cache(maxsize=4096)
 def per_server_reason(limit: int, protocol: str, node_name: str) -> str:
     name = PROTOCOL_NAMES.get(protocol, protocol)
     return (

@@ -11,7 +11,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 
-from sqlalchemy import Select, and_, delete, select, update
+from sqlalchemy import Select, and_, bindparam, delete, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from burrow.control.models import (
@@ -20,11 +20,31 @@ from burrow.control.models import (
     Plan,
     ServedPeer,
     Subscription,
-    gives_access_clause,
+    access_parameters,
+    gives_access_bound,
 )
 
 # Keys per query: far below SQLite's and asyncpg's bound-parameter limits.
 KEYS_PER_QUERY = 10_000
+
+
+# Built once: a report runs it with new keys and a new "now", never building it again.
+_PEER_OWNERS = (
+    select(
+        ServedPeer.public_key,
+        ServedPeer.device_id,
+        ServedPeer.account_id,
+        Subscription.id,
+        Plan.code,
+        Plan.connection_limit,
+    )
+    .outerjoin(
+        Subscription,
+        and_(Subscription.account_id == ServedPeer.account_id, gives_access_bound()),
+    )
+    .outerjoin(Plan, Plan.id == Subscription.plan_id)
+    .where(ServedPeer.public_key.in_(bindparam("keys", expanding=True)))
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -53,29 +73,11 @@ class ConnectionRepository:
         """
         owners: dict[str, PeerOwner] = {}
         for start in range(0, len(public_keys), KEYS_PER_QUERY):
-            chunk = public_keys[start : start + KEYS_PER_QUERY]
-            query = (
-                select(
-                    ServedPeer.public_key,
-                    ServedPeer.device_id,
-                    ServedPeer.account_id,
-                    Subscription.id,
-                    Plan.code,
-                    Plan.connection_limit,
-                )
-                .outerjoin(
-                    Subscription,
-                    and_(
-                        Subscription.account_id == ServedPeer.account_id,
-                        gives_access_clause(now),
-                    ),
-                )
-                .outerjoin(Plan, Plan.id == Subscription.plan_id)
-                .where(ServedPeer.public_key.in_(chunk))
+            chunk = list(public_keys[start : start + KEYS_PER_QUERY])
+            rows = await self.session.execute(
+                _PEER_OWNERS, {"keys": chunk, **access_parameters(now)}
             )
-            for key, device_id, account_id, sub_id, code, limit in await self.session.execute(
-                query
-            ):
+            for key, device_id, account_id, sub_id, code, limit in rows:
                 known = owners.get(key)
                 newer = known is None or (
                     sub_id is not None

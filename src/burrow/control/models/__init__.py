@@ -45,7 +45,9 @@ from burrow.control.models.subscription import (
     ACCESS_STATUSES,
     Subscription,
     SubscriptionStatus,
+    access_parameters,
     access_until,
+    gives_access_bound,
     gives_access_clause,
 )
 from burrow.control.models.support_message import SupportAuthor, SupportMessage, SupportVia
@@ -122,7 +124,9 @@ __all__ = [
     "TrialClaim",
     "UsageCounter",
     "WebhookEvent",
+    "access_parameters",
     "access_until",
+    "gives_access_bound",
     "gives_access_clause",
     "utcnow",
 ]

@@ -3,7 +3,7 @@ from __future__ import annotations
 from datetime import datetime, timedelta
 from enum import StrEnum
 
-from sqlalchemy import Boolean, ColumnElement, Enum, ForeignKey, String, and_, or_
+from sqlalchemy import Boolean, ColumnElement, Enum, ForeignKey, String, and_, bindparam, or_
 from sqlalchemy.orm import Mapped, mapped_column
 
 from burrow.control.models.base import Base, BigId, CreatedMixin, IdMixin
@@ -80,13 +80,33 @@ def gives_access_clause(now: datetime) -> ColumnElement[bool]:
     """SQL for "this subscription gives access at ``now``": trialing or active until the
     period end (a provider-renewed one until the renewal margin after it), or past_due (a
     failed renewal) until the policy's grace ends."""
+    return _gives_access(now, now - PROVIDER_RENEWAL_MARGIN)
+
+
+def gives_access_bound() -> ColumnElement[bool]:
+    """``gives_access_clause`` with "now" left as bound parameters (``access_parameters``), so
+    a statement built once can be run at any time without being built again."""
+    moment = Subscription.current_period_end.type
+    return _gives_access(
+        bindparam("access_now", type_=moment), bindparam("access_renewed_after", type_=moment)
+    )
+
+
+def access_parameters(now: datetime) -> dict[str, datetime]:
+    """The values of ``gives_access_bound``'s parameters at ``now``."""
+    return {"access_now": now, "access_renewed_after": now - PROVIDER_RENEWAL_MARGIN}
+
+
+def _gives_access(
+    now: datetime | ColumnElement[datetime], renewed_after: datetime | ColumnElement[datetime]
+) -> ColumnElement[bool]:
     return or_(
         and_(Subscription.status.in_(ACCESS_STATUSES), Subscription.current_period_end > now),
         and_(
             Subscription.status == SubscriptionStatus.active,
             Subscription.provider_subscription_id.is_not(None),
             Subscription.cancel_at_period_end.is_(False),
-            Subscription.current_period_end > now - PROVIDER_RENEWAL_MARGIN,
+            Subscription.current_period_end > renewed_after,
         ),
         and_(
             Subscription.status == SubscriptionStatus.past_due,

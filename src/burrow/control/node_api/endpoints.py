@@ -173,5 +173,5 @@ async def offer_ikev2(body: IkeV2Offer, node: CurrentNode, session: SessionDep) 
 )
 async def report(
     body: NodeReport, node: CurrentNode, session: SessionDep, runtime: RuntimeDep
-) -> ReportAck:
-    return await node_service.record_report(session, runtime, node, body)
+) -> Response:
+    return _json(await node_service.record_report(session, runtime, node, body))

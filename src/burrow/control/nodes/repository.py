@@ -5,11 +5,14 @@ from __future__ import annotations
 from collections.abc import Sequence
 from datetime import datetime
 
-from sqlalchemy import ColumnElement, exists, select, update
+from sqlalchemy import ColumnElement, bindparam, exists, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from burrow.control.models import Device, Node, NodeStatus
+
+# Built once: every node request (a thousand nodes' reports and polls) runs it.
+_BY_NODE_TOKEN_HASH = select(Node).where(Node.node_token_hash == bindparam("token_hash"))
 
 
 class NodeRepository:
@@ -27,7 +30,8 @@ class NodeRepository:
         return await self._one(Node.name == name)
 
     async def get_by_node_token_hash(self, token_hash: str) -> Node | None:
-        return await self._one(Node.node_token_hash == token_hash)
+        found = await self.session.execute(_BY_NODE_TOKEN_HASH, {"token_hash": token_hash})
+        return found.scalar_one_or_none()
 
     async def get_by_enrollment_hash(self, token_hash: str) -> Node | None:
         return await self._one(Node.enrollment_token_hash == token_hash)
