@@ -103,15 +103,25 @@ class IkeV2Client:
         ike_proposal: str = "aes256gcm16-prfsha384-ecp384",
         esp_proposal: str = "aes256gcm16",
         wait_seconds: float = 15.0,
+        identity: str | None = None,
     ) -> dict[str, Any]:
-        """Load the connection and initiate it; raises IkeV2Error when the node refuses."""
+        """Load the connection and initiate it; raises IkeV2Error when the node refuses.
+
+        The IKE identity is the username (Apple, the strongSwan app) unless ``identity`` is
+        given: Windows' built-in client sends its own IP address and the username only when
+        the server asks for the EAP identity, as charon does here with ``eap_id`` set.
+        """
         conn = {
             name: {
                 "version": "2",
                 "remote_addrs": [server_address],
                 "vips": ["0.0.0.0", "::"],
                 "proposals": [ike_proposal],
-                "local": {"auth": "eap-mschapv2", "id": username, "eap_id": username},
+                "local": {
+                    "auth": "eap-mschapv2",
+                    "id": identity or username,
+                    "eap_id": username,
+                },
                 "remote": {"auth": "pubkey", "id": server_identity, "cacerts": [ca_pem]},
                 "children": {
                     name: {

@@ -23,12 +23,14 @@ import vici
 from burrow.node.agent import fair_use_shaper, fair_use_traffic
 from burrow.node.config import NodeSettings
 from burrow.node.drivers.ikev2 import (
+    GATE,
     CharonDriver,
     IkeV2Device,
     IkeV2Error,
     IkeV2Server,
     IkeV2Session,
     conn_message,
+    gate_message,
     over_limit,
     render_strongswan_conf,
 )
@@ -75,14 +77,27 @@ def test_the_config_loads_only_named_plugins_and_logs_nothing() -> None:
     assert text.count("default = -1") == 2
 
 
-def test_a_device_conn_binds_identity_eap_name_and_its_own_pools() -> None:
+def test_a_device_conn_binds_its_eap_name_any_ike_identity_and_its_own_pools() -> None:
     server = IkeV2Server(HOST, "cert", "key", dns=("10.64.0.1", "fd42:b0::1"))
     conn = conn_message(server, ALICE)["d-dev-alice"]
-    assert conn["remote"] == {"auth": "eap-mschapv2", "id": "dev-alice", "eap_id": "dev-alice"}
+    assert conn["remote"] == {"auth": "eap-mschapv2", "id": "%any", "eap_id": "dev-alice"}
     assert conn["pools"] == ["d4-dev-alice", "d6-dev-alice"]
     proposals = " ".join(conn["proposals"] + conn["children"]["net"]["esp_proposals"])
     assert "3des" not in proposals
     assert "modp1024" not in proposals
+
+
+def test_the_gate_asks_for_the_eap_name_and_cannot_be_an_sas_last_connection() -> None:
+    server = IkeV2Server(HOST, "cert", "key")
+    gate = gate_message(server)[GATE]
+    conn = conn_message(server, ALICE)["d-dev-alice"]
+    assert gate["remote"]["id"] == gate["remote"]["eap_id"] == "%any"
+    assert gate["remote"]["groups"]
+    # Nothing to hand out: no pools, no children; the IKE side is the devices' own.
+    assert "pools" not in gate
+    assert "children" not in gate
+    for key in ("proposals", "local", "send_cert", "fragmentation", "mobike", "version"):
+        assert gate[key] == conn[key], key
 
 
 def test_over_limit_refuses_the_newest_of_a_subscription() -> None:
@@ -160,14 +175,23 @@ async def client(
         await customer.stop()
 
 
-async def _connect(client: IkeV2Client, pki: LabPki, username: str, secret: str) -> list[str]:
+async def _connect(
+    client: IkeV2Client,
+    pki: LabPki,
+    username: str,
+    secret: str,
+    *,
+    identity: str | None = None,
+    name: str | None = None,
+) -> list[str]:
     sa = await client.connect(
-        name=username,
+        name=name or username,
         server_address=NODE_ADDRESS,
         server_identity=HOST,
         ca_pem=pki.ca_pem,
         username=username,
         secret=secret,
+        identity=identity,
     )
     return virtual_ips(sa)
 
@@ -189,6 +213,46 @@ async def test_a_device_connects_with_its_secret_and_gets_its_fleet_addresses(
         "d-dev-alice",
         "d-dev-bob",
     }
+
+
+@needs("unshare")
+async def test_a_client_sending_its_ip_address_as_ike_identity_gets_its_devices_connection(
+    node: CharonDriver, client: IkeV2Client, pki: LabPki
+) -> None:
+    """Windows' built-in client: its own address as IKE identity, the username only in EAP."""
+    await node.apply([ALICE, BOB])
+    got = await _connect(
+        client, pki, "dev-bob", "bob's server-made secret", identity="192.0.2.2", name="win"
+    )
+    assert got == ["10.64.0.88", "fd42:b0::88"]
+    # The SA is the device's own connection: reported under its name, ended by its removal.
+    assert [(s.username, s.established) for s in await node.sessions()] == [("dev-bob", True)]
+    started = time.monotonic()
+    await node.apply([ALICE])
+    while await client.sa("win") is not None:
+        assert time.monotonic() - started < 5.0, "the removed device's SA lives on"
+        await asyncio.sleep(0.05)
+    assert await node.sessions() == []
+
+
+@needs("unshare")
+async def test_an_eap_name_other_than_the_ike_identity_gets_only_its_own_device(
+    node: CharonDriver, client: IkeV2Client, pki: LabPki
+) -> None:
+    """Alice's name as IKE identity opens nothing of Alice's without Alice's secret."""
+    await node.apply([ALICE, BOB])
+    # Alice's name, inside EAP too, with Bob's secret: refused.
+    with pytest.raises(IkeV2Error):
+        await _connect(
+            client, pki, "dev-alice", "bob's server-made secret", identity="dev-alice", name="a"
+        )
+    assert [s for s in await node.sessions() if s.established] == []
+    # Alice's name as IKE identity, Bob's EAP name and secret: Bob's connection and addresses.
+    got = await _connect(
+        client, pki, "dev-bob", "bob's server-made secret", identity="dev-alice", name="b"
+    )
+    assert got == ["10.64.0.88", "fd42:b0::88"]
+    assert [(s.username, s.established) for s in await node.sessions()] == [("dev-bob", True)]
 
 
 @needs("unshare")
