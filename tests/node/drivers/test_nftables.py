@@ -35,6 +35,13 @@ def rules(text: str) -> list[str]:
     return [line.strip() for line in text.splitlines()]
 
 
+def chain(text: str, name: str) -> list[str]:
+    """A chain's lines after its opening line (its hook line first, for a hooked chain)."""
+    lines = rules(text)
+    start = lines.index(f"chain {name} {{")
+    return lines[start + 1 : lines.index("}", start)]
+
+
 def test_the_ruleset_replaces_burrows_table_atomically() -> None:
     lines = rules(render_ruleset(CONFIG))
     assert lines[:3] == ["table inet burrow {}", "delete table inet burrow", "table inet burrow {"]
@@ -66,13 +73,13 @@ def test_an_egress_ip_gets_snat_instead() -> None:
 @pytest.mark.parametrize(
     ("tcp", "udp", "expected", "absent"),
     [
-        ((25,), (), ['iifname "bwg0" tcp dport { 25 } counter drop'], "udp dport"),
+        ((25,), (), ["tcp dport { 25 } counter drop"], "udp dport"),
         (
             (465, 25, 25),
             (137,),
             [
-                'iifname "bwg0" tcp dport { 25, 465 } counter drop',
-                'iifname "bwg0" udp dport { 137 } counter drop',
+                "tcp dport { 25, 465 } counter drop",
+                "udp dport { 137 } counter drop",
             ],
             None,
         ),
@@ -92,7 +99,7 @@ def test_blocked_egress_ports(
     )
     text = render_ruleset(config)
     for rule in expected:
-        assert rule in rules(text)
+        assert rule in chain(text, "from_tunnel")
     if absent is not None:
         assert absent not in text
 
@@ -114,19 +121,37 @@ def test_client_isolation_follows_the_config(isolate: bool) -> None:
     assert all((rule in lines) is isolate for rule in isolation)
 
 
-def chain(text: str, name: str) -> list[str]:
-    lines = rules(text)
-    start = lines.index(f"chain {name} {{")
-    return lines[start : lines.index("}", start)]
-
-
-def test_drops_come_before_the_tunnel_is_accepted() -> None:
-    lines = chain(render_ruleset(CONFIG), "forward")
-    accept = lines.index('iifname "bwg0" accept')
-    drops = [i for i, line in enumerate(lines) if line.endswith(" drop")]
-    assert len(drops) == 7
-    assert max(drops) < accept
-    assert lines.index('iifname "bwg0" ip saddr @blocked_peers_v4 counter drop') == min(drops)
+def test_a_packet_meets_only_its_own_directions_rules() -> None:
+    text = render_ruleset(CONFIG)
+    # The hooked chains look a packet's interface up once and jump; nothing else is in them.
+    assert chain(text, "forward") == [
+        "type filter hook forward priority filter; policy accept;",
+        'iifname vmap { "bwg0" : jump from_wireguard }',
+        'oifname vmap { "bwg0" : jump to_wireguard }',
+    ]
+    assert chain(text, "input") == [
+        "type filter hook input priority filter; policy accept;",
+        'iifname vmap { "bwg0" : goto wireguard_input }',
+    ]
+    # Blocked peers first, then the rules of any tunnel; nothing in them accepts.
+    assert chain(text, "from_wireguard") == [
+        "ip saddr @blocked_peers_v4 counter drop",
+        "ip6 saddr @blocked_peers_v6 counter drop",
+        "goto from_tunnel",
+    ]
+    assert chain(text, "from_tunnel") == [
+        "ip saddr 10.64.0.0/10 ip daddr 10.64.0.0/10 counter drop",
+        "ip6 saddr fd42:b0::/48 ip6 daddr fd42:b0::/48 counter drop",
+        "tcp dport { 25 } counter drop",
+    ]
+    assert chain(text, "to_wireguard") == [
+        "ip daddr @blocked_peers_v4 counter drop",
+        "ip6 daddr @blocked_peers_v6 counter drop",
+        "goto to_tunnel",
+    ]
+    assert all(
+        "accept" not in line for name in ("from_tunnel", "to_tunnel") for line in chain(text, name)
+    )
 
 
 def test_blocked_peers_are_written_into_their_sets() -> None:
@@ -217,8 +242,9 @@ async def test_the_table_loads_and_reloads_keeping_blocks(lab: Lab) -> None:
     await firewall.apply()
     listed = await nft_table(ns)
     assert 'oifname "eth0" ip saddr 10.64.0.0/10 masquerade' in listed
-    assert 'iifname "bwg0" tcp dport 25 counter packets 0 bytes 0 drop' in listed
-    assert 'iifname "bwg0" ip saddr @blocked_peers_v4 counter packets 0 bytes 0 drop' in listed
+    assert "tcp dport 25 counter packets 0 bytes 0 drop" in listed
+    assert "ip saddr @blocked_peers_v4 counter packets 0 bytes 0 drop" in listed
+    assert 'iifname vmap { "bwg0" : jump from_wireguard }' in listed
 
     await firewall.update_blocked(block=["10.64.0.2/32", "fd42:b0::2/128", "10.64.0.3"])
     await firewall.apply(
@@ -371,19 +397,18 @@ def test_from_the_tunnel_only_dns_and_icmp_reach_the_node() -> None:
         "10.127.255.254",
         "fd42:b0::fffe",
     )
-    lines = chain(render_ruleset(config), "input")
-    assert lines[1] == "type filter hook input priority filter; policy accept;"
+    text = render_ruleset(config)
+    # Only the tunnel's packets leave the input hook's chain; other interfaces are untouched.
+    assert chain(text, "input")[1:] == ['iifname vmap { "bwg0" : goto wireguard_input }']
+    assert chain(text, "wireguard_input")[-1] == "goto tunnel_input"
+    lines = chain(text, "tunnel_input")
     assert (
-        'iifname "bwg0" ip daddr { 10.64.0.1, 10.127.255.254 } '
-        "meta l4proto { tcp, udp } th dport 53 accept" in lines
-    )
-    assert (
-        'iifname "bwg0" ip6 daddr { fd42:b0::1, fd42:b0::fffe } meta l4proto ipv6-icmp accept'
+        "ip daddr { 10.64.0.1, 10.127.255.254 } meta l4proto { tcp, udp } th dport 53 accept"
         in lines
     )
-    # Everything else from the tunnel to the node ends here; other interfaces are untouched.
-    assert lines[-1] == 'iifname "bwg0" counter drop'
-    assert all(line.startswith('iifname "bwg0"') for line in lines[2:])
+    assert "ip6 daddr { fd42:b0::1, fd42:b0::fffe } meta l4proto ipv6-icmp accept" in lines
+    # Everything else from the tunnel to the node ends here.
+    assert lines[-1] == "counter drop"
 
 
 TCP_LISTEN = """
@@ -459,16 +484,19 @@ async def test_other_tunnels_get_the_same_rules_as_wireguards(lab: Lab) -> None:
         service_addresses=("10.64.0.1",),
         other_tunnels=("ipsec0",),
     )
-    lines = rules(render_ruleset(config))
-    both = '{ "bwg0", "ipsec0" }'
-    assert f"iifname {both} tcp dport {{ 25 }} counter drop" in lines
-    assert f"iifname {both} accept" in lines
-    assert f"oifname {both} ct state established,related accept" in lines
-    assert f"iifname {both} counter drop" in lines
+    text = render_ruleset(config)
+    assert chain(text, "forward")[1:] == [
+        'iifname vmap { "bwg0" : jump from_wireguard, "ipsec0" : jump from_tunnel }',
+        'oifname vmap { "bwg0" : jump to_wireguard, "ipsec0" : jump to_tunnel }',
+    ]
+    assert chain(text, "input")[1:] == [
+        'iifname vmap { "bwg0" : goto wireguard_input, "ipsec0" : goto tunnel_input }'
+    ]
     firewall = NftablesFirewall(config, netns=ns.name)
     await firewall.apply()
     listed = " ".join(await nft_table(ns))
-    assert 'iifname { "bwg0", "ipsec0" } tcp dport 25' in listed
+    assert '"ipsec0" : jump from_tunnel' in listed
+    assert "tcp dport 25 counter packets 0 bytes 0 drop" in listed
     with pytest.raises(ValueError, match="interface"):
         dataclasses.replace(config, other_tunnels=("bad name",))
 
@@ -502,12 +530,10 @@ def test_deterministic_nat_gives_each_tunnel_address_its_own_block() -> None:
         'oifname "eth0" ip6 saddr fd42:b0::3 meta l4proto { tcp, udp } '
         "snat ip6 to [2001:db8::10]:1124-1223"
     ) in lines
-    # Beyond the blocks nobody leaves; the drop comes before the tunnel is accepted.
-    drop = (
-        'iifname "bwg0" oifname "eth0" ip saddr 10.64.0.0/10 '
-        "ip saddr != 10.64.0.2-10.64.0.5 counter drop"
-    )
-    assert lines.index(drop) < lines.index('iifname "bwg0" accept')
+    # Beyond the blocks nobody leaves a tunnel.
+    assert (
+        'oifname "eth0" ip saddr 10.64.0.0/10 ip saddr != 10.64.0.2-10.64.0.5 counter drop'
+    ) in chain(render_ruleset(nat_config(BLOCKS)), "from_tunnel")
 
 
 def test_deterministic_nat_spreads_blocks_over_several_egress_addresses() -> None:
@@ -520,15 +546,14 @@ def test_deterministic_nat_spreads_blocks_over_several_egress_addresses() -> Non
         "10.64.0.6 : 192.0.2.11 . 1024-1123, 10.64.0.7 : 192.0.2.11 . 1124-1223, "
         "10.64.0.8 : 192.0.2.11 . 1224-1323, 10.64.0.9 : 192.0.2.11 . 1324-1423 }"
     ) in lines
+    from_tunnel = chain(render_ruleset(config), "from_tunnel")
     assert (
-        'iifname "bwg0" oifname "eth0" ip saddr 10.64.0.0/10 '
-        "ip saddr != 10.64.0.2-10.64.0.9 counter drop"
-    ) in lines
+        'oifname "eth0" ip saddr 10.64.0.0/10 ip saddr != 10.64.0.2-10.64.0.9 counter drop'
+    ) in from_tunnel
     # One IPv6 egress address holds one address's blocks; past them IPv6 is dropped.
     assert (
-        'iifname "bwg0" oifname "eth0" ip6 saddr fd42:b0::/48 '
-        "ip6 saddr != fd42:b0::2-fd42:b0::5 counter drop"
-    ) in lines
+        'oifname "eth0" ip6 saddr fd42:b0::/48 ip6 saddr != fd42:b0::2-fd42:b0::5 counter drop'
+    ) in from_tunnel
 
 
 def test_the_further_egress_addresses_come_from_the_network_spec() -> None:
@@ -725,15 +750,21 @@ async def test_real_connections_leave_from_the_second_egress_address_past_the_fi
 
 def test_a_wireguard_block_matches_only_wireguard_interfaces() -> None:
     config = dataclasses.replace(CONFIG, more_wg_interfaces=("bwg1",), other_tunnels=("bovpn0",))
-    lines = chain(render_ruleset(config), "forward")
-    wg = '{ "bwg0", "bwg1" }'
-    assert f"iifname {wg} ip saddr @blocked_peers_v4 counter drop" in lines
-    assert f"oifname {wg} ip daddr @blocked_peers_v4 counter drop" in lines
-    assert f"iifname {wg} ip6 saddr @blocked_peers_v6 counter drop" in lines
-    assert f"oifname {wg} ip6 daddr @blocked_peers_v6 counter drop" in lines
-    assert not [line for line in lines if "@blocked_peers" in line and "bovpn0" in line]
-    tunnel_input = chain(render_ruleset(config), "input")
-    assert f"iifname {wg} ip saddr @blocked_peers_v4 counter drop" in tunnel_input
+    text = render_ruleset(config)
+    assert chain(text, "forward")[1:] == [
+        'iifname vmap { "bwg0" : jump from_wireguard, "bwg1" : jump from_wireguard, '
+        '"bovpn0" : jump from_tunnel }',
+        'oifname vmap { "bwg0" : jump to_wireguard, "bwg1" : jump to_wireguard, '
+        '"bovpn0" : jump to_tunnel }',
+    ]
+    # The blocked sets are read in WireGuard's chains only.
+    readers = {
+        name
+        for name in ("from_tunnel", "to_tunnel", "tunnel_input")
+        if any("@blocked_peers" in line for line in chain(text, name))
+    }
+    assert readers == set()
+    assert "ip saddr @blocked_peers_v4 counter drop" in chain(text, "wireguard_input")
 
 
 @needs("nft", "sysctl")
