@@ -14,7 +14,7 @@ import shutil
 import socket
 import tempfile
 import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -38,7 +38,7 @@ from burrow.node.drivers.tc import ShaperSet
 from burrow.node.ikev2 import IkeV2Service
 from burrow.node.reconcile import DesiredPeers
 from burrow.wire import CredentialSpec, PeerSpec, ProtocolLimit, ikev2_nt_hash, ikev2_verifier
-from tests.node.drivers.ikev2_lab import IkeV2Client, LabPki, make_pki, virtual_ips
+from tests.node.drivers.ikev2_lab import CharonCmd, IkeV2Client, LabPki, make_pki, virtual_ips
 from tests.node.netns import Lab, Namespace, needs
 
 
@@ -175,23 +175,14 @@ async def client(
         await customer.stop()
 
 
-async def _connect(
-    client: IkeV2Client,
-    pki: LabPki,
-    username: str,
-    secret: str,
-    *,
-    identity: str | None = None,
-    name: str | None = None,
-) -> list[str]:
+async def _connect(client: IkeV2Client, pki: LabPki, username: str, secret: str) -> list[str]:
     sa = await client.connect(
-        name=name or username,
+        name=username,
         server_address=NODE_ADDRESS,
         server_identity=HOST,
         ca_pem=pki.ca_pem,
         username=username,
         secret=secret,
-        identity=identity,
     )
     return virtual_ips(sa)
 
@@ -215,43 +206,64 @@ async def test_a_device_connects_with_its_secret_and_gets_its_fleet_addresses(
     }
 
 
-@needs("unshare")
+@pytest.fixture
+async def windows(
+    ike_lab: tuple[Lab, Namespace, Namespace], short_dir: Path, pki: LabPki
+) -> AsyncIterator[Callable[..., Awaitable[CharonCmd]]]:
+    """charon-cmd as Windows' built-in client: its own address (or any name) as IKE identity,
+    no IDr, the EAP name only when asked. Each call connects a new charon-cmd (``address``:
+    the virtual IPv4 the node assigned, None when refused)."""
+    lab, _, client_ns = ike_lab
+    running: list[CharonCmd] = []
+
+    async def connect(identity: str, username: str, secret: str) -> CharonCmd:
+        cmd = CharonCmd(short_dir / f"cmd{len(running)}", client_ns.name, track=lab.track)
+        running.append(cmd)
+        await cmd.connect(
+            server_address=NODE_ADDRESS,
+            server_identity=HOST,
+            ca_pem=pki.ca_pem,
+            identity=identity,
+            eap_identity=username,
+            secret=secret,
+        )
+        return cmd
+
+    try:
+        yield connect
+    finally:
+        for cmd in running:
+            await cmd.stop()
+
+
+@needs("unshare", "charon-cmd", "script")
 async def test_a_client_sending_its_ip_address_as_ike_identity_gets_its_devices_connection(
-    node: CharonDriver, client: IkeV2Client, pki: LabPki
+    node: CharonDriver, windows: Callable[..., Awaitable[CharonCmd]]
 ) -> None:
     """Windows' built-in client: its own address as IKE identity, the username only in EAP."""
     await node.apply([ALICE, BOB])
-    got = await _connect(
-        client, pki, "dev-bob", "bob's server-made secret", identity="192.0.2.2", name="win"
-    )
-    assert got == ["10.64.0.88", "fd42:b0::88"]
+    bob = await windows("192.0.2.2", "dev-bob", "bob's server-made secret")
+    assert bob.address == "10.64.0.88"
     # The SA is the device's own connection: reported under its name, ended by its removal.
     assert [(s.username, s.established) for s in await node.sessions()] == [("dev-bob", True)]
-    started = time.monotonic()
     await node.apply([ALICE])
-    while await client.sa("win") is not None:
-        assert time.monotonic() - started < 5.0, "the removed device's SA lives on"
-        await asyncio.sleep(0.05)
     assert await node.sessions() == []
+    assert await bob.closed(5.0), "the removed device's client still has its SA"
 
 
-@needs("unshare")
+@needs("unshare", "charon-cmd", "script")
 async def test_an_eap_name_other_than_the_ike_identity_gets_only_its_own_device(
-    node: CharonDriver, client: IkeV2Client, pki: LabPki
+    node: CharonDriver, windows: Callable[..., Awaitable[CharonCmd]]
 ) -> None:
     """Alice's name as IKE identity opens nothing of Alice's without Alice's secret."""
     await node.apply([ALICE, BOB])
     # Alice's name, inside EAP too, with Bob's secret: refused.
-    with pytest.raises(IkeV2Error):
-        await _connect(
-            client, pki, "dev-alice", "bob's server-made secret", identity="dev-alice", name="a"
-        )
+    refused = await windows("dev-alice", "dev-alice", "bob's server-made secret")
+    assert refused.address is None
     assert [s for s in await node.sessions() if s.established] == []
-    # Alice's name as IKE identity, Bob's EAP name and secret: Bob's connection and addresses.
-    got = await _connect(
-        client, pki, "dev-bob", "bob's server-made secret", identity="dev-alice", name="b"
-    )
-    assert got == ["10.64.0.88", "fd42:b0::88"]
+    # Alice's name as IKE identity, Bob's EAP name and secret: Bob's connection and address.
+    bob = await windows("dev-alice", "dev-bob", "bob's server-made secret")
+    assert bob.address == "10.64.0.88"
     assert [(s.username, s.established) for s in await node.sessions()] == [("dev-bob", True)]
 
 
