@@ -28,7 +28,11 @@ What runs, and why:
   ``eap_id`` equals the name whose secret verified (strongSwan 5.9.8: "switching to peer
   config 'd-<name>'"); that device's connection, pools and children are the SA's. charon
   records the name inside the MSCHAPv2 response as the EAP identity, so a client announcing
-  one name and proving another's secret gets only the other's connection.
+  one name and proving another's secret gets only the other's connection. The price: every
+  device connection is a candidate for every IKE_AUTH, and charon sorts them one insertion
+  at a time (a connect took 35 ms with 1,000 devices, 0.65-0.85 s with 8,000, against 0.38 s
+  when the IKE identity picked one); and any identity now reaches EAP, where a wrong secret
+  holds one of charon's threads for EAP-MSCHAPv2's 2-second retry delay.
 
 Imports ``burrow.wire`` only (its models, when the agent builds ``IkeV2Device`` values).
 """
