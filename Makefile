@@ -29,6 +29,9 @@ APT_TEST := $(APT_RUN) postgresql iperf3 chromium caddy libnss3-tools curl nsd d
 # redis-server, haproxy: the cluster's live store and load balancer (deploy/cluster/); the
 # tests start their own instances.
 APT_TEST += redis-server haproxy
+# charon-cmd: the IKEv2 client closest to Windows' built-in one (driver tests; bsdutils'
+# `script` gives it the terminal it reads the EAP password from).
+APT_TEST += charon-cmd bsdutils
 
 export BURROW_POLICY_PATH ?= examples/policies/strict-no-logs.toml
 # make run is a complete VPN provider on one machine: the control plane plus a node in-process.

@@ -12,6 +12,7 @@ import asyncio
 import base64
 import contextlib
 import json
+import re
 import shutil
 import tempfile
 import time
@@ -207,6 +208,65 @@ def test_a_device_connects_from_its_profile_and_leaves_by_the_nodes_address(
             await asyncio.to_thread(
                 wait_for, lambda: connection_state(world, token, device["id"]) == "connected",
                 15, "the IKEv2 connection to show on the devices list",
+            )  # fmt: skip
+
+    _run(scenario())
+
+
+def windows_settings(world: World, token: str, device_id: int, node_index: int) -> dict[str, str]:
+    """What the Windows settings the API serves tell the customer to type: the server address,
+    the username, and the proposals (Set-VpnConnectionIPsecConfiguration's names)."""
+    assert world.api is not None
+    text = world.api.call(
+        "GET",
+        f"/api/v1/devices/{device_id}/ikev2-profile",
+        token=token,
+        params={"node_id": world.nodes[node_index].node_id, "kind": "windows"},
+    ).text
+    values = dict(re.findall(r"(?<= )-(\w+) '?([^' ]+)'?", text))
+    (username,) = re.findall(r"Username: (\S+)", text)
+    return {**values, "Username": username}
+
+
+# Set-VpnConnectionIPsecConfiguration's names -> strongSwan's, for the client imitating Windows.
+WINDOWS_TO_STRONGSWAN = {"GCMAES256": "aes256gcm16", "SHA384": "prfsha384", "ECP384": "ecp384"}
+
+
+def test_windows_sends_its_address_as_identity_and_gets_the_devices_addresses(
+    world: World,
+) -> None:
+    """Windows' built-in client, configured from the Windows settings: its own IP address as
+    IKE identity, the username only inside EAP-MSCHAPv2."""
+    token = world.new_customer()
+    device = world.add_device(token, world.nodes[0].node_id, name="laptop")
+    issued = credentials(world, token, device["id"])
+    wait_loaded(world, 0, issued["username"])
+    windows = windows_settings(world, token, device["id"], 0)
+    assert windows["Username"] == issued["username"]
+    ike = "-".join(
+        WINDOWS_TO_STRONGSWAN[windows[key]]
+        for key in ("EncryptionMethod", "IntegrityCheckMethod", "DHGroup")
+    )
+    customer = world.customers[0]
+
+    async def scenario() -> None:
+        async with Customer(world, 0) as client:
+            sa = await client.connect(
+                name="windows",
+                server_address=windows["ServerAddress"],
+                # Windows checks that the server's certificate names the address typed.
+                server_identity=windows["ServerAddress"],
+                ca_pem=load_pki(world.nodes[0].state_dir).ca_certificate,
+                username=windows["Username"],
+                secret=issued["password"],
+                ike_proposal=ike,
+                esp_proposal=WINDOWS_TO_STRONGSWAN[windows["CipherTransformConstants"]],
+                identity=customer.ipv4,
+            )
+            assert sorted(virtual_ips(sa)) == sorted([device["ipv4"], device["ipv6"]])
+            await asyncio.to_thread(
+                wait_for, lambda: connection_state(world, token, device["id"]) == "connected",
+                15, "the Windows connection to show on the devices list",
             )  # fmt: skip
 
     _run(scenario())

@@ -14,7 +14,7 @@ import shutil
 import socket
 import tempfile
 import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -23,12 +23,14 @@ import vici
 from burrow.node.agent import fair_use_shaper, fair_use_traffic
 from burrow.node.config import NodeSettings
 from burrow.node.drivers.ikev2 import (
+    GATE,
     CharonDriver,
     IkeV2Device,
     IkeV2Error,
     IkeV2Server,
     IkeV2Session,
     conn_message,
+    gate_message,
     over_limit,
     render_strongswan_conf,
 )
@@ -36,7 +38,7 @@ from burrow.node.drivers.tc import ShaperSet
 from burrow.node.ikev2 import IkeV2Service
 from burrow.node.reconcile import DesiredPeers
 from burrow.wire import CredentialSpec, PeerSpec, ProtocolLimit, ikev2_nt_hash, ikev2_verifier
-from tests.node.drivers.ikev2_lab import IkeV2Client, LabPki, make_pki, virtual_ips
+from tests.node.drivers.ikev2_lab import CharonCmd, IkeV2Client, LabPki, make_pki, virtual_ips
 from tests.node.netns import Lab, Namespace, needs
 
 
@@ -75,14 +77,27 @@ def test_the_config_loads_only_named_plugins_and_logs_nothing() -> None:
     assert text.count("default = -1") == 2
 
 
-def test_a_device_conn_binds_identity_eap_name_and_its_own_pools() -> None:
+def test_a_device_conn_binds_its_eap_name_any_ike_identity_and_its_own_pools() -> None:
     server = IkeV2Server(HOST, "cert", "key", dns=("10.64.0.1", "fd42:b0::1"))
     conn = conn_message(server, ALICE)["d-dev-alice"]
-    assert conn["remote"] == {"auth": "eap-mschapv2", "id": "dev-alice", "eap_id": "dev-alice"}
+    assert conn["remote"] == {"auth": "eap-mschapv2", "id": "%any", "eap_id": "dev-alice"}
     assert conn["pools"] == ["d4-dev-alice", "d6-dev-alice"]
     proposals = " ".join(conn["proposals"] + conn["children"]["net"]["esp_proposals"])
     assert "3des" not in proposals
     assert "modp1024" not in proposals
+
+
+def test_the_gate_asks_for_the_eap_name_and_cannot_be_an_sas_last_connection() -> None:
+    server = IkeV2Server(HOST, "cert", "key")
+    gate = gate_message(server)[GATE]
+    conn = conn_message(server, ALICE)["d-dev-alice"]
+    assert gate["remote"]["id"] == gate["remote"]["eap_id"] == "%any"
+    assert gate["remote"]["groups"]
+    # Nothing to hand out: no pools, no children; the IKE side is the devices' own.
+    assert "pools" not in gate
+    assert "children" not in gate
+    for key in ("proposals", "local", "send_cert", "fragmentation", "mobike", "version"):
+        assert gate[key] == conn[key], key
 
 
 def test_over_limit_refuses_the_newest_of_a_subscription() -> None:
@@ -189,6 +204,67 @@ async def test_a_device_connects_with_its_secret_and_gets_its_fleet_addresses(
         "d-dev-alice",
         "d-dev-bob",
     }
+
+
+@pytest.fixture
+async def windows(
+    ike_lab: tuple[Lab, Namespace, Namespace], short_dir: Path, pki: LabPki
+) -> AsyncIterator[Callable[..., Awaitable[CharonCmd]]]:
+    """charon-cmd as Windows' built-in client: its own address (or any name) as IKE identity,
+    no IDr, the EAP name only when asked. Each call connects a new charon-cmd (``address``:
+    the virtual IPv4 the node assigned, None when refused)."""
+    lab, _, client_ns = ike_lab
+    running: list[CharonCmd] = []
+
+    async def connect(identity: str, username: str, secret: str) -> CharonCmd:
+        cmd = CharonCmd(short_dir / f"cmd{len(running)}", client_ns.name, track=lab.track)
+        running.append(cmd)
+        await cmd.connect(
+            server_address=NODE_ADDRESS,
+            server_identity=HOST,
+            ca_pem=pki.ca_pem,
+            identity=identity,
+            eap_identity=username,
+            secret=secret,
+        )
+        return cmd
+
+    try:
+        yield connect
+    finally:
+        for cmd in running:
+            await cmd.stop()
+
+
+@needs("unshare", "charon-cmd", "script")
+async def test_a_client_sending_its_ip_address_as_ike_identity_gets_its_devices_connection(
+    node: CharonDriver, windows: Callable[..., Awaitable[CharonCmd]]
+) -> None:
+    """Windows' built-in client: its own address as IKE identity, the username only in EAP."""
+    await node.apply([ALICE, BOB])
+    bob = await windows("192.0.2.2", "dev-bob", "bob's server-made secret")
+    assert bob.address == "10.64.0.88"
+    # The SA is the device's own connection: reported under its name, ended by its removal.
+    assert [(s.username, s.established) for s in await node.sessions()] == [("dev-bob", True)]
+    await node.apply([ALICE])
+    assert await node.sessions() == []
+    assert await bob.closed(5.0), "the removed device's client still has its SA"
+
+
+@needs("unshare", "charon-cmd", "script")
+async def test_an_eap_name_other_than_the_ike_identity_gets_only_its_own_device(
+    node: CharonDriver, windows: Callable[..., Awaitable[CharonCmd]]
+) -> None:
+    """Alice's name as IKE identity opens nothing of Alice's without Alice's secret."""
+    await node.apply([ALICE, BOB])
+    # Alice's name, inside EAP too, with Bob's secret: refused.
+    refused = await windows("dev-alice", "dev-alice", "bob's server-made secret")
+    assert refused.address is None
+    assert [s for s in await node.sessions() if s.established] == []
+    # Alice's name as IKE identity, Bob's EAP name and secret: Bob's connection and address.
+    bob = await windows("dev-alice", "dev-bob", "bob's server-made secret")
+    assert bob.address == "10.64.0.88"
+    assert [(s.username, s.established) for s in await node.sessions()] == [("dev-bob", True)]
 
 
 @needs("unshare")

@@ -7,9 +7,10 @@ client's defaults. The proposals match the node's (``node.drivers.ikev2``); both
 kept equal by ``tests/control/devices/test_ikev2_profiles.py``.
 
 No profile carries the device's secret: it is shown once when it is made, and the phone or
-laptop asks for it when the profile is installed. The IKE identity a client sends is the
-device's username (Apple ``LocalIdentifier``, strongSwan's default for EAP): the node picks
-the device's connection by it.
+laptop asks for it when the profile is installed. The node picks the device's connection by
+the EAP-MSCHAPv2 username, whatever the IKE identity: Apple and the strongSwan app send the
+username (Apple ``LocalIdentifier``), Windows' built-in client its own IP address
+(``node.drivers.ikev2``'s gate).
 
 Pure functions, no I/O; imports ``cryptography`` for the CA's DER form and names.
 """
