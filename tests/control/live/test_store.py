@@ -69,56 +69,97 @@ async def test_none_deletes_and_ttl_expires_and_scan_lists_live_keys(store: Live
     assert await store.read(TALLY, "b") is None
 
 
+@dataclass(frozen=True)
+class Names:
+    keys: tuple[str, ...]
+
+
+NAMES = Kind("test:names:", Names)
+
+
+def _named(index: Names | None) -> list[str]:
+    return list(index.keys) if index else []
+
+
 def _add_each(
-    states: Mapping[str, Tally | None],
-) -> tuple[dict[str, Tally | None], dict[str, int]]:
+    index: Names | None, states: Mapping[str, Tally | None]
+) -> tuple[Names | None, dict[str, Tally | None], dict[str, int]]:
     new = {key: Tally((state.count if state else 0) + 1) for key, state in states.items()}
-    return dict(new), {key: tally.count for key, tally in new.items()}
+    return index, dict(new), {key: tally.count for key, tally in new.items()}
 
 
-async def test_update_many_is_one_atomic_step_over_its_keys(store: LiveStore) -> None:
-    keys = ["a", "b", "c"]
+async def _index(store: LiveStore, *keys: str) -> None:
+    await store.update(NAMES, "i", lambda _old: (Names(keys), None), ttl=None)
+
+
+async def test_update_indexed_is_one_atomic_step_over_its_keys(store: LiveStore) -> None:
+    await _index(store, "a", "b", "c")
     results = await asyncio.gather(
-        *(store.update_many(TALLY, keys, _add_each, ttl=None) for _ in range(30))
+        *(store.update_indexed(NAMES, "i", TALLY, _named, _add_each, ttl=None) for _ in range(30))
     )
     # Every caller saw all three keys at the same count: no step interleaved with another.
     assert sorted(r["a"] for r in results) == list(range(1, 31))
     assert all(r["a"] == r["b"] == r["c"] for r in results)
-    for key in keys:
+    for key in "abc":
         assert await store.read(TALLY, key) == Tally(30)
 
 
-async def test_update_many_deletes_keeps_and_expires(store: LiveStore) -> None:
+async def test_update_indexed_reads_what_the_index_names_and_writes_both(
+    store: LiveStore,
+) -> None:
     clock = Clock()
     store.clock = clock
     await store.update(TALLY, "gone", _add, ttl=None)
     await store.update(TALLY, "kept", _add, ttl=None)
+    await store.update(TALLY, "unnamed", _add, ttl=None)
+    await _index(store, "gone", "kept", "new")
 
-    def step(states: Mapping[str, Tally | None]) -> tuple[dict[str, Tally | None], str]:
+    def step(
+        index: Names | None, states: Mapping[str, Tally | None]
+    ) -> tuple[Names | None, dict[str, Tally | None], str]:
+        assert index == Names(("gone", "kept", "new"))
         assert states == {"gone": Tally(1), "kept": Tally(1), "new": None}
-        return {"gone": None, "new": Tally(7)}, "done"
+        return Names(("kept", "new")), {"gone": None, "new": Tally(7)}, "done"
 
-    assert await store.update_many(TALLY, ["gone", "kept", "new"], step, ttl=10) == "done"
+    assert await store.update_indexed(NAMES, "i", TALLY, _named, step, ttl=10) == "done"
+    assert await store.read(NAMES, "i") == Names(("kept", "new"))
     assert await store.read(TALLY, "gone") is None
     assert await store.read(TALLY, "kept") == Tally(1)  # left out: untouched, no expiry
     assert await store.read(TALLY, "new") == Tally(7)
     clock.now += 10
     assert await store.read(TALLY, "new") is None
+    assert await store.read(NAMES, "i") is None  # the index has the step's lifetime too
     assert await store.read(TALLY, "kept") == Tally(1)
 
-    def stray(_states: Mapping[str, Tally | None]) -> tuple[dict[str, Tally | None], None]:
-        return {"elsewhere": Tally(1)}, None
+    def stray(
+        index: Names | None, _states: Mapping[str, Tally | None]
+    ) -> tuple[Names | None, dict[str, Tally | None], None]:
+        return index, {"unnamed": Tally(5)}, None
 
     with pytest.raises(KeyError):
-        await store.update_many(TALLY, ["kept"], stray, ttl=None)
-    assert await store.read(TALLY, "elsewhere") is None
+        await store.update_indexed(NAMES, "i", TALLY, _named, stray, ttl=None)
+    assert await store.read(TALLY, "unnamed") == Tally(1)
+
+    def drop(
+        _index: Names | None, _states: Mapping[str, Tally | None]
+    ) -> tuple[Names | None, dict[str, Tally | None], None]:
+        return None, {}, None
+
+    await _index(store, "kept")
+    await store.update_indexed(NAMES, "i", TALLY, _named, drop, ttl=None)
+    assert await store.read(NAMES, "i") is None
 
 
-async def test_update_many_on_two_redis_replicas_never_loses_an_update(redis_url: str) -> None:
+async def test_update_indexed_on_redis_replicas_never_loses_an_update(redis_url: str) -> None:
     stores = [RedisLiveStore.from_url(redis_url) for _ in range(5)]
     try:
+        await _index(stores[0], "x", "y")
         await asyncio.gather(
-            *(s.update_many(TALLY, ["x", "y"], _add_each, ttl=60) for s in stores for _ in range(6))
+            *(
+                s.update_indexed(NAMES, "i", TALLY, _named, _add_each, ttl=60)
+                for s in stores
+                for _ in range(6)
+            )
         )
         assert await stores[0].read(TALLY, "x") == Tally(30)
         assert await stores[0].read(TALLY, "y") == Tally(30)

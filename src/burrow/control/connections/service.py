@@ -34,6 +34,7 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
+from functools import partial
 
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -151,7 +152,6 @@ class ConnectionService:
             owners = await ConnectionRepository(session).peer_owners(wanted, _utcnow())
         at = self._moment(runtime)
         place = NodePlace(node.id, node.name, node.country, node.city)
-        index = await store.read(NODE_INDEX, str(node.id)) or NodeIndex()
         by_account: dict[int, list[Seen]] = {}
         plans: dict[int, PeerOwner] = {}
         # In the report's order: connections new in the same report start in that order.
@@ -174,41 +174,38 @@ class ConnectionService:
             key: (peer.rx_bytes, peer.tx_bytes) for key, peer in peers.items() if not peer.connected
         }
         writes: list[RecordWrite] = []
-        held: dict[int, set[str]] = {}
         blocked: list[str] = []
         cut: list[BlockedConnection] = []
         limits: dict[tuple[str | None, int | None], Limits] = {}
         counters = usage_service.counters_on(runtime)
         # Each account once, and each of its leases a bounded number of times: the report
-        # costs O(its peers + the node's leases), never a scan of the node per account. All the
-        # accounts' leases change in one step of the live store (one transaction in Redis).
-        accounts = sorted(set(index.keys.values()) | set(by_account))
-        for account_id in accounts:
-            plan = plans.get(account_id)
-            if plan is not None:
-                known = (plan.plan_code, plan.connection_limit)
-                if known not in limits:
-                    limits[known] = self._plan_limits(runtime, plan)
-        step = _report_step(accounts, place, by_account, plans, limits, idle_bytes, at)
-        results = await store.update_many(
-            ACCOUNT_LEASES, [str(a) for a in accounts], step, ttl=STATE_BACKSTOP_SECONDS
+        # costs O(its peers + the node's leases), never a scan of the node per account. The
+        # node's lease index and all the accounts' leases change in one step of the live store
+        # (one transaction in Redis).
+        for plan in plans.values():
+            known = (plan.plan_code, plan.connection_limit)
+            if known not in limits:
+                limits[known] = self._plan_limits(runtime, plan)
+        step = _report_step(node.id, place, by_account, plans, limits, idle_bytes, at)
+        results = await store.update_indexed(
+            NODE_INDEX,
+            str(node.id),
+            ACCOUNT_LEASES,
+            partial(_accounts_of, by_account),
+            step,
+            ttl=STATE_BACKSTOP_SECONDS,
         )
-        for account_id in accounts:
-            state, more = results[account_id]
+        for account_id, (state, more) in results.items():
             writes += more
             if counters:
                 await usage_service.note_open(runtime, account_id, _open_bytes(state))
-            mine = held[account_id] = set()
             for lease in state.leases.values() if state else ():
-                if lease.node.id == node.id:
-                    mine.add(lease.public_key)
-                    if lease.admitted or lease.expires <= at.now:
-                        continue
-                    if lease.protocol == WIREGUARD:
-                        blocked.append(lease.public_key)
-                    else:
-                        cut.append(_cut(lease))
-        await store.update(NODE_INDEX, str(node.id), _reindex(held), ttl=STATE_BACKSTOP_SECONDS)
+                if lease.node.id != node.id or lease.admitted or lease.expires <= at.now:
+                    continue
+                if lease.protocol == WIREGUARD:
+                    blocked.append(lease.public_key)
+                else:
+                    cut.append(_cut(lease))
         await self._note_refusals(runtime, store, report, owners, node, at)
         await self._write_records(session, runtime, writes)
         # The same answers ``blocked_on`` and ``blocked_connections_on`` read back, taken from
@@ -527,8 +524,15 @@ def _open_bytes(state: AccountLeases | None) -> dict[str, OpenBytes]:
     return found
 
 
+def _accounts_of(by_account: Mapping[int, list[Seen]], index: NodeIndex | None) -> list[str]:
+    """The accounts a report concerns: those it shows connected and those holding a lease on
+    the node (which may end now), each once, in order."""
+    accounts = set(by_account) | set(index.keys.values() if index else ())
+    return [str(account_id) for account_id in sorted(accounts)]
+
+
 def _report_step(
-    accounts: list[int],
+    node_id: int,
     place: NodePlace,
     by_account: Mapping[int, list[Seen]],
     plans: Mapping[int, PeerOwner],
@@ -536,21 +540,23 @@ def _report_step(
     idle_bytes: Mapping[str, tuple[int, int]],
     at: Moment,
 ) -> Callable[
-    [Mapping[str, AccountLeases | None]],
-    tuple[dict[str, AccountLeases | None], dict[int, ReportResult]],
+    [NodeIndex | None, Mapping[str, AccountLeases | None]],
+    tuple[NodeIndex | None, dict[str, AccountLeases | None], dict[int, ReportResult]],
 ]:
-    """One report's step over every account it concerns (``LiveStore.update_many``)."""
+    """One report's step over the node's lease index and every account it names
+    (``LiveStore.update_indexed``): the accounts' leases, and the index made anew from them."""
 
     def step(
-        states: Mapping[str, AccountLeases | None],
-    ) -> tuple[dict[str, AccountLeases | None], dict[int, ReportResult]]:
+        _index: NodeIndex | None, states: Mapping[str, AccountLeases | None]
+    ) -> tuple[NodeIndex | None, dict[str, AccountLeases | None], dict[int, ReportResult]]:
         values: dict[str, AccountLeases | None] = {}
         results: dict[int, ReportResult] = {}
-        for account_id in accounts:
-            key = str(account_id)
+        keys: dict[str, int] = {}
+        for key, state in states.items():
+            account_id = int(key)
             plan = plans.get(account_id)
             new, writes = apply_report(
-                states[key],
+                state,
                 account_id=account_id,
                 node=place,
                 seen=by_account.get(account_id, ()),
@@ -560,7 +566,10 @@ def _report_step(
             )
             values[key] = new
             results[account_id] = (new, writes)
-        return values, results
+            for lease in new.leases.values() if new else ():
+                if lease.node.id == node_id:
+                    keys[lease.public_key] = account_id
+        return (NodeIndex(keys) if keys else None), values, results
 
     return step
 
@@ -593,21 +602,6 @@ def _refusal_step(
 ) -> Callable[[AccountRefusals | None], tuple[AccountRefusals | None, None]]:
     def step(state: AccountRefusals | None) -> tuple[AccountRefusals | None, None]:
         return note_refusals(state, fresh, now), None
-
-    return step
-
-
-def _reindex(
-    held: Mapping[int, set[str]],
-) -> Callable[[NodeIndex | None], tuple[NodeIndex | None, None]]:
-    """The node index with the accounts just updated brought in line with their leases."""
-
-    def step(index: NodeIndex | None) -> tuple[NodeIndex | None, None]:
-        keys = {k: a for k, a in (index.keys if index else {}).items() if a not in held}
-        for account_id, public_keys in held.items():
-            for key in public_keys:
-                keys[key] = account_id
-        return (NodeIndex(keys) if keys else None), None
 
     return step
 

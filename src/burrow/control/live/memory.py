@@ -17,6 +17,7 @@ from typing import Any, TypeVar, cast
 from burrow.control.live.store import Kind
 
 T = TypeVar("T")
+IndexT = TypeVar("IndexT")
 R = TypeVar("R")
 
 
@@ -63,27 +64,38 @@ class MemoryLiveStore:
             self.set(full, value, ttl)
         return result
 
-    async def update_many(
+    async def update_indexed(
         self,
+        index: Kind[IndexT],
+        index_key: str,
         kind: Kind[T],
-        keys: Sequence[str],
-        fn: Callable[[Mapping[str, T | None]], tuple[Mapping[str, T | None], R]],
+        keys: Callable[[IndexT | None], Sequence[str]],
+        fn: Callable[
+            [IndexT | None, Mapping[str, T | None]], tuple[IndexT | None, Mapping[str, T | None], R]
+        ],
         *,
         ttl: float | None,
     ) -> R:
+        entry = self._alive(index.prefix + index_key)
+        found = None if entry is None else cast("IndexT", entry.value)
         current: dict[str, T | None] = {}
-        for key in keys:
+        for key in keys(found):
             entry = self._alive(kind.prefix + key)
             current[key] = None if entry is None else cast("T", entry.value)
-        values, result = fn(current)
-        for key, value in values.items():
+        new_index, values, result = fn(found, current)
+        for key in values:
             if key not in current:
-                raise KeyError(f"update_many may only write the keys it read: {key!r}")
-            if value is None:
-                self._data.pop(kind.prefix + key, None)
-            else:
-                self.set(kind.prefix + key, value, ttl)
+                raise KeyError(f"update_indexed wrote a key it did not read: {key!r}")
+        for key, value in values.items():
+            self._put(kind.prefix + key, value, ttl)
+        self._put(index.prefix + index_key, new_index, ttl)
         return result
+
+    def _put(self, key: str, value: Any, ttl: float | None) -> None:
+        if value is None:
+            self._data.pop(key, None)
+        else:
+            self.set(key, value, ttl)
 
     async def scan(self, kind: Kind[Any]) -> list[str]:
         size = len(kind.prefix)

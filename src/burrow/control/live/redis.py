@@ -4,9 +4,9 @@ It implements ``LiveStore``. Each ``update`` is one optimistic transaction:
 ``WATCH k; GET k; fn; MULTI; SET k PX ttl | DEL k; EXEC``, retried when another replica wrote
 ``k`` between the GET and the EXEC, so two reports on two replicas can never both take the
 last slot of an account. ``fn`` is pure, so running it again on a retry is harmless.
-``update_many`` is one such transaction over several keys (``WATCH`` them all, one ``MGET``,
-then ``MULTI; EVAL <write them all>; EXEC``): three round trips and five commands however many
-keys, so a report that renews the leases of fifty accounts costs what one account did.
+``update_indexed`` is one such transaction over an index and the keys it names (``WATCH i; GET
+i; WATCH k1 k2 ..; MGET k1 k2 ..; MULTI; EVAL <write them all>; EXEC``): five round trips
+however many keys, so a report that renews the leases of fifty accounts costs what one did.
 
 A value is stored as ``<expires_at>\\n<json>``: ``expires_at`` is counted in the store's clock
 (wall time, the one clock replicas share; ``-`` for none), so a value is gone at the same
@@ -30,6 +30,7 @@ from redis.exceptions import WatchError
 from burrow.control.live.store import Kind
 
 T = TypeVar("T")
+IndexT = TypeVar("IndexT")
 R = TypeVar("R")
 
 # Redis's own expiry follows the logical one by this much, so a reader whose clock runs a
@@ -118,44 +119,54 @@ class RedisLiveStore:
                 except WatchError:
                     continue  # another writer came between our read and our write: again
 
-    async def update_many(
+    async def update_indexed(
         self,
+        index: Kind[IndexT],
+        index_key: str,
         kind: Kind[T],
-        keys: Sequence[str],
-        fn: Callable[[Mapping[str, T | None]], tuple[Mapping[str, T | None], R]],
+        keys: Callable[[IndexT | None], Sequence[str]],
+        fn: Callable[
+            [IndexT | None, Mapping[str, T | None]], tuple[IndexT | None, Mapping[str, T | None], R]
+        ],
         *,
         ttl: float | None,
     ) -> R:
-        if not keys:
-            return fn({})[1]
-        fulls = [kind.prefix + key for key in keys]
+        index_full = index.prefix + index_key
+        expiry = 0 if ttl is None else self._expiry_ms(ttl)
         async with self.client.pipeline(transaction=True) as pipe:
             while True:
                 try:
-                    await pipe.watch(*fulls)
-                    raws = cast("list[bytes | None]", await pipe.mget(fulls))
+                    await pipe.watch(index_full)
+                    found = self._decode(index, cast("bytes | None", await pipe.get(index_full)))
+                    names = list(keys(found))
+                    fulls = [kind.prefix + key for key in names]
+                    raws: list[bytes | None] = []
+                    if fulls:
+                        await pipe.watch(*fulls)
+                        raws = cast("list[bytes | None]", await pipe.mget(fulls))
                     current = {
-                        key: self._decode(kind, raw) for key, raw in zip(keys, raws, strict=True)
+                        key: self._decode(kind, raw) for key, raw in zip(names, raws, strict=True)
                     }
-                    values, result = fn(current)
-                    names: list[str] = []
-                    args: list[bytes | int] = []
-                    expiry = 0 if ttl is None else self._expiry_ms(ttl)
+                    new_index, values, result = fn(found, current)
+                    written = [index_full]
+                    args: list[bytes | int] = [self._blob(index, new_index, ttl), expiry]
                     for key, value in values.items():
                         if key not in current:
-                            raise KeyError(f"update_many may only write the keys it read: {key!r}")
-                        names.append(kind.prefix + key)
-                        args.append(b"" if value is None else self._encode(kind, value, ttl))
-                        args.append(expiry)
-                    if not names:
-                        await pipe.reset()  # type: ignore[no-untyped-call]
-                        return result
+                            raise KeyError(
+                                f"update_indexed may only write the keys it read: {key!r}"
+                            )
+                        written.append(kind.prefix + key)
+                        args += [self._blob(kind, value, ttl), expiry]
                     pipe.multi()  # type: ignore[no-untyped-call]
-                    pipe.eval(_WRITE_MANY, len(names), *names, *args)
+                    pipe.eval(_WRITE_MANY, len(written), *written, *args)
                     await pipe.execute()
                     return result
                 except WatchError:
-                    continue  # another writer came between our read and our write: again
+                    continue  # another writer came between our reads and our writes: again
+
+    def _blob(self, kind: Kind[T], value: T | None, ttl: float | None) -> bytes:
+        """What ``_WRITE_MANY`` stores: the envelope, or nothing to delete."""
+        return b"" if value is None else self._encode(kind, value, ttl)
 
     async def scan(self, kind: Kind[Any]) -> list[str]:
         pattern = _glob_escape(kind.prefix) + "*"

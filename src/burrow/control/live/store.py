@@ -10,15 +10,14 @@ may call it more than once, for example a Redis store retrying after a WATCHed k
 between its GET and its MULTI/EXEC, or running the same step in a Lua script. Time and other
 inputs are read before ``update`` and closed over.
 
-``update_many(kind, keys, fn)`` is the same for several keys of one kind at once: ``fn`` gets
-every key's value and returns the new values of the keys it changes, all applied in one atomic
-step (a node report renews the leases of every account it names in one step, not one per
-account).
+``update_indexed(index, key, kind, keys, fn)`` is the same for an index and the several values
+it names, in one atomic step: a node report renews its lease index and the leases of every
+account it names at once, not one step per account.
 
 The Redis store (``redis.py``) honours it as: ``WATCH k; GET k; fn; MULTI; SET k json PX ttl |
-DEL k; EXEC``, retried on ``WatchError`` (``update_many``: ``WATCH k1 k2 ..; MGET``, then every
-``SET``/``DEL`` in one ``MULTI``/``EXEC``); ``read`` is ``GET``, ``scan`` is ``SCAN MATCH
-prefix*``.
+DEL k; EXEC``, retried on ``WatchError`` (``update_indexed``: ``WATCH i; GET i; WATCH k1 k2 ..;
+MGET``, then every write in one ``MULTI``/``EXEC``); ``read`` is ``GET``, ``scan`` is ``SCAN
+MATCH prefix*``.
 """
 
 from __future__ import annotations
@@ -30,7 +29,15 @@ from typing import Any, Generic, Protocol, TypeVar
 from pydantic import TypeAdapter
 
 T = TypeVar("T")
+IndexT = TypeVar("IndexT")
 R = TypeVar("R")
+
+
+# What ``update_indexed`` runs: (the index, the values it names) -> (the new index, the values
+# written, the result).
+IndexedStep = Callable[
+    [IndexT | None, Mapping[str, T | None]], tuple[IndexT | None, Mapping[str, T | None], R]
+]
 
 
 @dataclass(frozen=True)
@@ -75,19 +82,25 @@ class LiveStore(Protocol):
         """
         ...
 
-    async def update_many(
+    async def update_indexed(
         self,
+        index: Kind[IndexT],
+        index_key: str,
         kind: Kind[T],
-        keys: Sequence[str],
-        fn: Callable[[Mapping[str, T | None]], tuple[Mapping[str, T | None], R]],
+        keys: Callable[[IndexT | None], Sequence[str]],
+        fn: Callable[
+            [IndexT | None, Mapping[str, T | None]], tuple[IndexT | None, Mapping[str, T | None], R]
+        ],
         *,
         ttl: float | None,
     ) -> R:
-        """``update`` of several keys in one atomic step.
+        """One atomic step over an index and the values of ``kind`` it names.
 
-        ``fn`` gets every key of ``keys`` with its value (None when there is none) and returns
-        the new values of the keys it changes (None deletes; a key left out stays as it is;
-        only keys of ``keys`` may be written) and its result.
+        ``keys`` (pure) names the keys of ``kind`` the step needs, from the index's value;
+        ``fn`` gets the index's value and those keys' values (None when there is none) and
+        returns the index's new value (None deletes it), the new values of the keys it changes
+        (None deletes; a key left out stays as it is; only keys it was given may be written)
+        and its result. The index and every value written get ``ttl``.
         """
         ...
 
