@@ -24,9 +24,11 @@ Live store (``LiveStore``, typed and frozen values; ``leases.py`` holds the type
 (an OpenVPN client over its per-server limit), shown on the device until no report renews
 them for ``connection_lease_ttl_seconds``; a device key, protocol, node and reason, no more
 
-Every change to an account's leases is one ``LiveStore.update`` whose step is pure
+Every change to an account's leases is one atomic live-store step whose function is pure
 (``leases.apply_report`` / ``lapse`` / ``attach_record``), so two reports touching one account
-never lose each other's changes, in process or, later, across replicas.
+never lose each other's changes, in process or across replicas. A node report is one such
+step for all it touches (``LiveStore.update_indexed``: the node's index and every account it
+names, one Redis transaction), so its cost in round trips does not grow with its accounts.
 """
 
 from __future__ import annotations
