@@ -216,10 +216,11 @@ def apply_report(
         if lease.expires <= at.now:
             writes += _end(leases, lid, lease, at)
     next_seq = state.next_seq
+    expires = at.now + at.ttl
     for lid, owner in mine.items():
         known = leases.get(lid)
         if known is None:
-            known = Lease(
+            leases[lid] = Lease(
                 node=node,
                 protocol=owner.protocol,
                 public_key=owner.public_key,
@@ -228,14 +229,15 @@ def apply_report(
                 subscription_id=owner.subscription_id,
                 started=at.now,
                 seq=next_seq,
-                expires=at.now,
+                expires=expires,
                 since=at.wall,
             )
             next_seq += 1
+            continue
         subscription = known.subscription_id
         if owner.subscription_id is not None:
             subscription = owner.subscription_id
-        leases[lid] = _renewed(known, at.now + at.ttl, subscription)
+        leases[lid] = _renewed(known, expires, subscription)
     new_limits = state.limits if limits is None or not mine else limits
     writes += _decide(account_id, leases, new_limits, at)
     # This report's traffic counts for the connections admitted now: a new one was not
