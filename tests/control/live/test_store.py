@@ -209,3 +209,78 @@ def test_kinds_serialise_their_values_as_json() -> None:
     raw = TALLY.dump(Tally(3))
     assert raw == b'{"count":3}'
     assert TALLY.load(raw) == Tally(3)
+
+
+STAMPED = Kind("test:stamped:", Tally, versioned=True)
+
+
+def _same(state: Tally | None) -> tuple[Tally | None, None]:
+    return state, None
+
+
+async def test_a_step_returning_the_value_it_was_given_writes_nothing(store: LiveStore) -> None:
+    clock = Clock()
+    store.clock = clock
+    await store.update(STAMPED, "a", _add, ttl=10)
+    [before] = await store.stamps(STAMPED, ["a"])
+    clock.now += 6
+    await store.update(STAMPED, "a", _same, ttl=10)
+    assert await store.stamps(STAMPED, ["a"]) == [before]
+    clock.now += 6
+    # The unchanged value kept its first expiry: the step did not renew it.
+    assert await store.read(STAMPED, "a") is None
+
+
+async def test_every_write_gives_a_versioned_key_a_stamp_never_given_before(
+    store: LiveStore,
+) -> None:
+    assert await store.stamps(STAMPED, ["a", "b"]) == [0, 0]
+    await store.update(STAMPED, "a", _add, ttl=None)
+    [first, none] = await store.stamps(STAMPED, ["a", "b"])
+    assert first > 0
+    assert none == 0
+    await store.update(STAMPED, "a", _add, ttl=None)
+    [second] = await store.stamps(STAMPED, ["a"])
+    assert second > first
+    await store.update(STAMPED, "a", lambda _s: (None, None), ttl=None)
+    assert await store.stamps(STAMPED, ["a"]) == [0]
+    await store.update(STAMPED, "a", _add, ttl=None)
+    [again] = await store.stamps(STAMPED, ["a"])
+    assert again not in (0, first, second)
+    # A touch changes the stamp, not the value; a key with no value can be touched too.
+    await store.touch(STAMPED, ["a", "b"], ttl=None)
+    [touched, b] = await store.stamps(STAMPED, ["a", "b"])
+    assert touched not in (0, again)
+    assert b not in (0, touched)
+    assert await store.read(STAMPED, "a") == Tally(1)
+    # Kinds that are not versioned have no stamps.
+    await store.update(TALLY, "a", _add, ttl=None)
+    assert await store.stamps(TALLY, ["a"]) == [0]
+
+
+async def test_update_indexed_tells_the_stamps_it_left(store: LiveStore) -> None:
+    await store.update(STAMPED, "kept", _add, ttl=None)
+    await _index(store, "kept", "new")
+
+    def step(
+        index: Names | None, states: Mapping[str, Tally | None]
+    ) -> tuple[Names | None, dict[str, Tally | None], None]:
+        return index, {"new": Tally(1)}, None
+
+    stamps: dict[str, int] = {}
+    await store.update_indexed(NAMES, "i", STAMPED, _named, step, ttl=None, stamps=stamps)
+    now = await store.stamps(STAMPED, ["kept", "new"])
+    assert stamps == dict(zip(["kept", "new"], now, strict=True))
+    assert stamps["new"] > stamps["kept"] > 0
+
+
+async def test_put_and_read_many(store: LiveStore) -> None:
+    clock = Clock()
+    store.clock = clock
+    await store.put(TALLY, "x", Tally(4), ttl=5)
+    await store.put(STAMPED, "y", Tally(5), ttl=None)
+    assert await store.read_many(TALLY, ["x", "nothing"]) == [Tally(4), None]
+    assert (await store.stamps(STAMPED, ["y"]))[0] > 0
+    clock.now += 5
+    assert await store.read_many(TALLY, ["x"]) == [None]
+    assert await store.read_many(TALLY, []) == []

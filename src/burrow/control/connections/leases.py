@@ -109,13 +109,33 @@ class Seen:
 
 @dataclass(frozen=True, slots=True)
 class Moment:
-    """Time and the settings a step needs."""
+    """Time and the settings a step needs.
+
+    ``alive``: until when (live-store clock) nodes' reports keep their leases alive. A node
+    whose report changes nothing renews only that (its steady report), not each lease's own
+    ``expires``, so a lease lives until the later of the two. ``others_may_live``: a node
+    missing from ``alive`` may still be renewing its leases that way (a report's step knows
+    only some nodes): keep its leases; otherwise (the sweep, which reads every node) its
+    leases live by their own ``expires``.
+    """
 
     now: float  # live-store clock
     wall: datetime
     ttl: float
     records: bool  # the policy keeps connection records
     flush_seconds: float
+    alive: Mapping[int, float] = field(default_factory=dict)
+    others_may_live: bool = False
+
+
+def lapsed(lease: Lease, at: Moment) -> bool:
+    """No report renewed the lease in time: neither its own node's nor the lease itself."""
+    if lease.expires > at.now:
+        return False
+    until = at.alive.get(lease.node.id)
+    if until is None:
+        return not at.others_may_live
+    return until <= at.now
 
 
 class RecordOp(StrEnum):
@@ -213,7 +233,7 @@ def apply_report(
             writes += _end(leases, lid, lease, at)
     # Leases anywhere that no report renewed in time end too.
     for lid, lease in list(leases.items()):
-        if lease.expires <= at.now:
+        if lapsed(lease, at):
             writes += _end(leases, lid, lease, at)
     next_seq = state.next_seq
     expires = at.now + at.ttl
@@ -256,11 +276,11 @@ def lapse(state: AccountLeases | None, *, account_id: int, at: Moment) -> Outcom
     if state is None:
         return None, []
     leases = dict(state.leases)
-    lapsed = [lid for lid, lease in leases.items() if lease.expires <= at.now]
-    if not lapsed:
+    ended = [lid for lid, lease in leases.items() if lapsed(lease, at)]
+    if not ended:
         return state, []
     writes: list[RecordWrite] = []
-    for lid in lapsed:
+    for lid in ended:
         writes += _end(leases, lid, leases[lid], at)
     writes += _decide(account_id, leases, state.limits, at)
     return _state(leases, state.limits, state.next_seq), writes
@@ -278,12 +298,19 @@ def attach_record(state: AccountLeases | None, lid: str, record_id: int) -> Acco
     return replace(state, leases=leases)
 
 
-def live_leases(state: AccountLeases | None, now: float) -> list[tuple[str, Lease]]:
-    """The leases not lapsed yet, oldest first."""
+def live_leases(
+    state: AccountLeases | None, now: float, alive: Mapping[int, float] | None = None
+) -> list[tuple[str, Lease]]:
+    """The leases not lapsed yet, oldest first; ``alive`` as in ``Moment``."""
     if state is None:
         return []
-    alive = [(lid, lease) for lid, lease in state.leases.items() if lease.expires > now]
-    return sorted(alive, key=lambda item: item[1].seq)
+    nodes = alive or {}
+    found = [
+        (lid, lease)
+        for lid, lease in state.leases.items()
+        if max(lease.expires, nodes.get(lease.node.id, 0.0)) > now
+    ]
+    return sorted(found, key=lambda item: item[1].seq)
 
 
 # --- the parts ---------------------------------------------------------------------------

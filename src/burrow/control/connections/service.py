@@ -23,18 +23,32 @@ Live store (``LiveStore``, typed and frozen values; ``leases.py`` holds the type
 ``connections:refused:{id}`` -> ``AccountRefusals``: connections nodes refused by themselves
 (an OpenVPN client over its per-server limit), shown on the device until no report renews
 them for ``connection_lease_ttl_seconds``; a device key, protocol, node and reason, no more
+``connections:alive:{id}``   -> until when the node's reports keep its leases alive
+``connections:steady:{id}``  -> ``Steady``: what the node's last full report found and answered
 
 Every change to an account's leases is one atomic live-store step whose function is pure
 (``leases.apply_report`` / ``lapse`` / ``attach_record``), so two reports touching one account
 never lose each other's changes, in process or across replicas. A node report is one such
 step for all it touches (``LiveStore.update_indexed``: the node's index and every account it
 names, one Redis transaction), so its cost in round trips does not grow with its accounts.
+
+Steady reports. Almost every report shows the same devices connected as the node's last one.
+Such a report (same connected set and plans, no connection records kept) skips the owners'
+query and the lease step when nothing it relied on changed since the last full report: the
+accounts' lease values (their stamps: ``LiveStore.stamps``; every write of one gives it a new
+stamp), their access (``ACCESS_STAMPS``, renewed by ``desired_state.refresh_account`` after
+each commit that changes what the account's devices are served) and the liveness of the
+other nodes their leases are on. It renews only the node's liveness and repeats the last
+answer. A lease therefore lives until the later of its own ``expires`` and its node's
+liveness (``leases.lapsed``). At least every ``STEADY_MAX_AGE_SECONDS`` a report is a full one.
 """
 
 from __future__ import annotations
 
+import hashlib
+import json
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from functools import partial
 
@@ -69,6 +83,7 @@ from burrow.control.connections.schemas import (
     ConnectionRecordRead,
     ConnectionState,
 )
+from burrow.control.desired_state.service import ACCESS_STAMPS
 from burrow.control.live import Kind, LiveStore
 from burrow.control.models import Account, ConnectionRecord, Node, utcnow
 from burrow.control.refunds.usage.service import OpenBytes
@@ -83,6 +98,12 @@ STATE_BACKSTOP_SECONDS = 3600.0
 STALE_FLUSHES = 2
 
 
+# A node's steady reports skip the work for at most this long: then one report does it all
+# again (renewing each lease's own expiry and its state's backstop, and bounding how long a
+# change missed by a race between a commit and its stamp can go unseen).
+STEADY_MAX_AGE_SECONDS = 60.0
+
+
 @dataclass(frozen=True, slots=True)
 class NodeIndex:
     """The leases a node holds: public key -> account id."""
@@ -90,9 +111,32 @@ class NodeIndex:
     keys: Mapping[str, int] = field(default_factory=dict)
 
 
-ACCOUNT_LEASES = Kind("connections:account:", AccountLeases)
+@dataclass(frozen=True, slots=True)
+class Steady:
+    """What a node's last full report found, to answer the next ones that change nothing.
+
+    ``digest``: of its connected set (and the plans' limits); empty when the next report
+    must be a full one. ``leases`` and ``access``: the stamps of the accounts holding its
+    leases, of their leases and of their access (``ACCESS_STAMPS``), as that report left them.
+    ``blocked`` and ``cuts``: its answer. ``checked``: when (live-store clock). ``elsewhere``:
+    the other nodes those accounts hold leases on, whose liveness its next full report reads.
+    """
+
+    digest: str
+    leases: Mapping[str, int]
+    access: Mapping[str, int]
+    blocked: tuple[str, ...]
+    cuts: tuple[BlockedConnection, ...]
+    checked: float
+    elsewhere: tuple[int, ...] = ()
+
+
+ACCOUNT_LEASES = Kind("connections:account:", AccountLeases, versioned=True)
 NODE_INDEX = Kind("connections:node:", NodeIndex)
 ACCOUNT_REFUSALS = Kind("connections:refused:", AccountRefusals)
+# Until when a node's reports keep its leases alive (live-store clock).
+NODE_ALIVE = Kind("connections:alive:", float)
+NODE_STEADY = Kind("connections:steady:", Steady)
 
 
 def _utcnow() -> datetime:
@@ -141,9 +185,32 @@ class ConnectionService:
     ) -> Blocked:
         """Renew, start and end this node's leases, apply the limits; what to block or cut.
 
-        One query maps the connected keys to devices, accounts and plans; then each account
-        the report concerns gets one atomic update of its leases.
+        A steady report (the same connected set as the node's last full report, whose
+        accounts' leases and access have not changed since, no connection records kept) only
+        renews the node's liveness and repeats that report's answer: three small reads and a
+        write of the live store, no SQL. Any other report is a full one: one query maps the
+        connected keys to devices, accounts and plans; then every account the report concerns
+        changes in one atomic step of the live store.
         """
+        store = _store(runtime)
+        at = self._moment(runtime)
+        digest = "" if at.records or report.refused else _digest(runtime, report)
+        steady = await store.read(NODE_STEADY, str(node.id))
+        if digest and steady is not None and await _still_steady(store, steady, digest, at):
+            await store.put(NODE_ALIVE, str(node.id), at.now + at.ttl, ttl=at.ttl)
+            return Blocked(steady.blocked, steady.cuts)
+        return await self._full_report(session, runtime, node, report, digest, steady, at)
+
+    async def _full_report(
+        self,
+        session: AsyncSession,
+        runtime: Runtime,
+        node: Node,
+        report: NodeReport,
+        digest: str,
+        steady: Steady | None,
+        at: Moment,
+    ) -> Blocked:
         store = _store(runtime)
         # One entry per connection: a device may be on WireGuard and OpenVPN at once.
         peers = {peer_key(peer.public_key, peer.protocol): peer for peer in report.peers}
@@ -152,7 +219,12 @@ class ConnectionService:
         owners: dict[str, PeerOwner] = {}
         if wanted:
             owners = await ConnectionRepository(session).peer_owners(wanted, _utcnow())
-        at = self._moment(runtime)
+        # The nodes its accounts held leases on last time: whether they still report (perhaps
+        # only steadily) decides whether those leases still count.
+        others = [n for n in (steady.elsewhere if steady else ()) if n != node.id]
+        found = await store.read_many(NODE_ALIVE, [str(n) for n in others])
+        alive = {n: until or 0.0 for n, until in zip(others, found, strict=True)}
+        at = replace(at, alive=alive, others_may_live=True)
         place = NodePlace(node.id, node.name, node.country, node.city)
         by_account: dict[int, list[Seen]] = {}
         plans: dict[int, PeerOwner] = {}
@@ -189,6 +261,7 @@ class ConnectionService:
             if known not in limits:
                 limits[known] = self._plan_limits(runtime, plan)
         step = _report_step(node.id, place, by_account, plans, limits, idle_bytes, at)
+        stamps: dict[str, int] = {}
         results = await store.update_indexed(
             NODE_INDEX,
             str(node.id),
@@ -196,23 +269,54 @@ class ConnectionService:
             partial(_accounts_of, by_account),
             step,
             ttl=STATE_BACKSTOP_SECONDS,
+            stamps=stamps,
         )
+        holding: list[str] = []
+        elsewhere: set[int] = set()
         for account_id, (state, more) in results.items():
             writes += more
             if counters:
                 await usage_service.note_open(runtime, account_id, _open_bytes(state))
+            here = False
             for lease in state.leases.values() if state else ():
-                if lease.node.id != node.id or lease.admitted or lease.expires <= at.now:
+                if lease.node.id != node.id:
+                    elsewhere.add(lease.node.id)
+                    continue
+                here = True
+                if lease.admitted or lease.expires <= at.now:
                     continue
                 if lease.protocol == WIREGUARD:
                     blocked.append(lease.public_key)
                 else:
                     cut.append(_cut(lease))
+            if here:
+                holding.append(str(account_id))
+        await store.put(NODE_ALIVE, str(node.id), at.now + at.ttl, ttl=at.ttl)
         await self._note_refusals(runtime, store, report, owners, node, at)
         await self._write_records(session, runtime, writes)
+        answer = Blocked(tuple(sorted(blocked)), _sorted_cuts(cut))
+        if digest:
+            # Leases on a node this step knew nothing of may have lapsed unseen: the next
+            # report is a full one again, which reads that node's liveness.
+            unknown = elsewhere - set(alive)
+            access = await store.stamps(ACCESS_STAMPS, holding)
+            await store.put(
+                NODE_STEADY,
+                str(node.id),
+                Steady(
+                    digest="" if unknown else digest,
+                    leases={key: stamps.get(key, 0) for key in holding},
+                    access=dict(zip(holding, access, strict=True)),
+                    blocked=answer.keys,
+                    cuts=answer.connections,
+                    checked=at.now,
+                    elsewhere=tuple(sorted(elsewhere)),
+                ),
+                ttl=STEADY_MAX_AGE_SECONDS,
+            )
         # The same answers ``blocked_on`` and ``blocked_connections_on`` read back, taken from
         # the states just written.
-        return Blocked(tuple(sorted(blocked)), _sorted_cuts(cut))
+        return answer
 
     async def _note_refusals(
         self,
@@ -328,8 +432,14 @@ class ConnectionService:
 
     @staticmethod
     async def _live(runtime: Runtime, account_id: int) -> list[tuple[str, Lease]]:
-        state = await _store(runtime).read(ACCOUNT_LEASES, str(account_id))
-        return live_leases(state, runtime.live.clock())
+        store = _store(runtime)
+        state = await store.read(ACCOUNT_LEASES, str(account_id))
+        if state is None:
+            return []
+        nodes = sorted({lease.node.id for lease in state.leases.values()})
+        found = await store.read_many(NODE_ALIVE, [str(n) for n in nodes])
+        alive = {n: until for n, until in zip(nodes, found, strict=True) if until is not None}
+        return live_leases(state, store.clock(), alive)
 
     async def blocked_on(self, runtime: Runtime, node_id: int) -> tuple[str, ...]:
         """Public keys this node must keep blocked on WireGuard now, sorted."""
@@ -445,7 +555,12 @@ class ConnectionService:
         Returns how many leases ended.
         """
         store = _store(runtime)
-        at = self._moment(runtime)
+        # Every node's liveness, once: a lease whose node still reports (perhaps steadily,
+        # renewing only that) lives on; a node with none left lets its leases lapse.
+        nodes = await store.scan(NODE_ALIVE)
+        found = await store.read_many(NODE_ALIVE, nodes)
+        alive = {int(n): until for n, until in zip(nodes, found, strict=True) if until is not None}
+        at = replace(self._moment(runtime), alive=alive)
         writes: list[RecordWrite] = []
         ended = 0
         for key in await store.scan(ACCOUNT_LEASES):
@@ -524,6 +639,47 @@ def _open_bytes(state: AccountLeases | None) -> dict[str, OpenBytes]:
             uncounted = record.rx + record.tx - record.counted_bytes
             found[lid] = OpenBytes(max(0, uncounted), lease.expires)
     return found
+
+
+def _digest(runtime: Runtime, report: NodeReport) -> str:
+    """What must stay the same for a report to be steady: its connected set and the limits."""
+    connected = sorted(peer_key(p.public_key, p.protocol) for p in report.peers if p.connected)
+    digest = hashlib.blake2b(_plans_fingerprint(runtime), digest_size=16)
+    digest.update("\n".join(connected).encode())
+    return digest.hexdigest()
+
+
+_FINGERPRINTS: dict[int, tuple[object, bytes]] = {}
+
+
+def _plans_fingerprint(runtime: Runtime) -> bytes:
+    """The policy's plans (their limits), the same on every replica that runs that policy."""
+    policy = runtime.policy
+    known = _FINGERPRINTS.get(id(policy))
+    if known is not None and known[0] is policy:
+        return known[1]
+    plans = {code: plan.model_dump(mode="json") for code, plan in policy.plans.items()}
+    fingerprint = hashlib.blake2b(
+        json.dumps(plans, sort_keys=True).encode(), digest_size=16
+    ).digest()
+    _FINGERPRINTS.clear()  # one policy at a time
+    _FINGERPRINTS[id(policy)] = (policy, fingerprint)
+    return fingerprint
+
+
+async def _still_steady(store: LiveStore, steady: Steady, digest: str, at: Moment) -> bool:
+    """Whether a report with this digest changes nothing the node's last full one found."""
+    if steady.digest != digest or at.now - steady.checked >= STEADY_MAX_AGE_SECONDS:
+        return False
+    accounts = list(steady.leases)
+    if await store.stamps(ACCOUNT_LEASES, accounts) != list(steady.leases.values()):
+        return False
+    if await store.stamps(ACCESS_STAMPS, accounts) != [steady.access[a] for a in accounts]:
+        return False
+    # A lease of those accounts on a node that has stopped reporting lapses now, which may
+    # admit one of this node's.
+    alive = await store.read_many(NODE_ALIVE, [str(n) for n in steady.elsewhere])
+    return all(until is not None and until > at.now for until in alive)
 
 
 def _accounts_of(by_account: Mapping[int, list[Seen]], index: NodeIndex | None) -> list[str]:

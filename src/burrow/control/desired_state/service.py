@@ -21,6 +21,7 @@ import hashlib
 import hmac
 import ipaddress
 from collections.abc import Iterable
+from functools import partial
 from typing import cast
 
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -29,6 +30,7 @@ from burrow.control.db import after_commit, unit_of_work
 from burrow.control.desired_state.repository import DesiredStateRepository
 from burrow.control.desired_state.schemas import Change, PeerAccess, PeerAddresses
 from burrow.control.errors import NotFound
+from burrow.control.live import Kind
 from burrow.control.models import Node, PeerChangeOp, utcnow
 from burrow.control.policy.dns import filter_lists, resolver_addresses
 from burrow.control.policy.schemas import NAT_FIRST_PORT
@@ -53,6 +55,12 @@ class FilterListNotFound(NotFound):
     def __init__(self) -> None:
         super().__init__("No filter list of the current policy has this hash; fetch the state.")
 
+
+# Stamps only (no value): each account's is renewed after every commit that changed what
+# its devices are served, so that whoever computed something from the account's access (the
+# connections' steady reports) can tell, with one small read, that it must compute it again.
+ACCESS_STAMPS = Kind("access:account:", int, versioned=True)
+ACCESS_STAMP_SECONDS = 3600.0
 
 # Without a running watcher, a waiting long poll re-reads the revision this often, so that a
 # change committed by another process (the CLI), which cannot wake this process's notifier,
@@ -147,6 +155,10 @@ class DesiredStateService:
             [(c.device_id, c.peer, rev) for c, rev in zip(upserts, upsert_revisions, strict=True)],
         )
         after_commit(session, runtime.notifier.notify)
+        after_commit(
+            session,
+            partial(runtime.live.touch, ACCESS_STAMPS, [str(account_id)], ttl=ACCESS_STAMP_SECONDS),
+        )
         return len(removals) + len(upserts)
 
     @staticmethod

@@ -31,6 +31,10 @@ class MemoryLiveStore:
     def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
         self.clock = clock
         self._data: dict[str, _Entry] = {}
+        # Versioned kinds' stamps by full key (and whether a value holds it: then the stamp
+        # goes with the value), and the last stamp given.
+        self._stamps: dict[str, tuple[int, bool]] = {}
+        self._last_stamp = 0
 
     def _alive(self, key: str) -> _Entry | None:
         entry = self._data.get(key)
@@ -38,6 +42,8 @@ class MemoryLiveStore:
             return None
         if entry.expires_at is not None and entry.expires_at <= self.clock():
             del self._data[key]
+            if self._stamps.get(key, (0, False))[1]:
+                del self._stamps[key]  # a value's stamp goes with it
             return None
         return entry
 
@@ -46,6 +52,47 @@ class MemoryLiveStore:
     async def read(self, kind: Kind[T], key: str) -> T | None:
         entry = self._alive(kind.prefix + key)
         return None if entry is None else cast("T", entry.value)
+
+    async def read_many(self, kind: Kind[T], keys: Sequence[str]) -> list[T | None]:
+        found: list[T | None] = []
+        for key in keys:
+            entry = self._alive(kind.prefix + key)
+            found.append(None if entry is None else cast("T", entry.value))
+        return found
+
+    async def put(self, kind: Kind[T], key: str, value: T, *, ttl: float | None) -> None:
+        self._write(kind, kind.prefix + key, value, ttl)
+
+    async def stamps(self, kind: Kind[Any], keys: Sequence[str]) -> list[int]:
+        return [self._stamp(kind.prefix + key) for key in keys]
+
+    def _stamp(self, full: str) -> int:
+        stamp, held = self._stamps.get(full, (0, False))
+        if held and self._alive(full) is None:
+            return 0  # its value is gone (expired, or removed by hand)
+        return stamp
+
+    async def touch(self, kind: Kind[Any], keys: Sequence[str], *, ttl: float | None) -> None:
+        # In process a stamp lives as long as the store (or until its value expires).
+        for key in keys:
+            full = kind.prefix + key
+            self._stamps[full] = (self._new_stamp(), self._alive(full) is not None)
+
+    def _new_stamp(self) -> int:
+        self._last_stamp += 1
+        return self._last_stamp
+
+    def _write(self, kind: Kind[Any], full: str, value: Any, ttl: float | None) -> int:
+        """Store (None: delete) a value of ``kind``; its new stamp (0: not versioned)."""
+        self._put(full, value, ttl)
+        if not kind.versioned:
+            return 0
+        if value is None:
+            self._stamps.pop(full, None)
+            return 0
+        stamp = self._new_stamp()
+        self._stamps[full] = (stamp, True)
+        return stamp
 
     async def update(
         self,
@@ -57,11 +104,10 @@ class MemoryLiveStore:
     ) -> R:
         full = kind.prefix + key
         entry = self._alive(full)
-        value, result = fn(None if entry is None else cast("T", entry.value))
-        if value is None:
-            self._data.pop(full, None)
-        else:
-            self.set(full, value, ttl)
+        current = None if entry is None else cast("T", entry.value)
+        value, result = fn(current)
+        if value is not current:
+            self._write(kind, full, value, ttl)
         return result
 
     async def update_indexed(
@@ -75,6 +121,7 @@ class MemoryLiveStore:
         ],
         *,
         ttl: float | None,
+        stamps: dict[str, int] | None = None,
     ) -> R:
         entry = self._alive(index.prefix + index_key)
         found = None if entry is None else cast("IndexT", entry.value)
@@ -86,9 +133,11 @@ class MemoryLiveStore:
         for key in values:
             if key not in current:
                 raise KeyError(f"update_indexed wrote a key it did not read: {key!r}")
-        for key, value in values.items():
-            self._put(kind.prefix + key, value, ttl)
+        written = {key: self._write(kind, kind.prefix + key, v, ttl) for key, v in values.items()}
         self._put(index.prefix + index_key, new_index, ttl)
+        if stamps is not None:
+            stamps.update({key: self._stamp(kind.prefix + key) for key in current})
+            stamps.update(written)
         return result
 
     def _put(self, key: str, value: Any, ttl: float | None) -> None:

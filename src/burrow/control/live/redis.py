@@ -38,21 +38,57 @@ R = TypeVar("R")
 _EXPIRY_SLACK_SECONDS = 5.0
 _SCAN_BATCH = 500
 
-# Writes several keys in one command (inside MULTI/EXEC, after WATCH): KEYS are the keys, ARGV
-# a value and an expiry in milliseconds for each (an empty value deletes, expiry 0: none).
+# A versioned kind's stamp of key k lives at STAMP_PREFIX + k; stamps are drawn from one
+# counter, so a stamp is never given twice (a value deleted and written again never shows an
+# old stamp). One Redis server, as everything here assumes, not Redis Cluster.
+STAMP_PREFIX = "stamp:"
+_STAMP_COUNTER = "stamp:counter"
+
+# Writes several keys in one command (inside MULTI/EXEC, after WATCH). KEYS: n value keys, their
+# n stamp keys, the stamp counter. ARGV, three per key: the value (empty: delete), its expiry
+# in milliseconds (0: none), "1" if it is versioned. Returns each key's new stamp (0: none).
 _WRITE_MANY = """
-for i, key in ipairs(KEYS) do
-  local value = ARGV[2 * i - 1]
-  local px = tonumber(ARGV[2 * i])
+local n = (#KEYS - 1) / 2
+local stamps = {}
+for i = 1, n do
+  local key, value = KEYS[i], ARGV[3 * i - 2]
+  local px, versioned = tonumber(ARGV[3 * i - 1]), ARGV[3 * i] == '1'
+  stamps[i] = 0
   if value == '' then
     redis.call('DEL', key)
-  elseif px > 0 then
-    redis.call('SET', key, value, 'PX', px)
+    if versioned then redis.call('DEL', KEYS[n + i]) end
   else
-    redis.call('SET', key, value)
+    if px > 0 then
+      redis.call('SET', key, value, 'PX', px)
+    else
+      redis.call('SET', key, value)
+    end
+    if versioned then
+      stamps[i] = redis.call('INCR', KEYS[#KEYS])
+      if px > 0 then
+        redis.call('SET', KEYS[n + i], stamps[i], 'PX', px)
+      else
+        redis.call('SET', KEYS[n + i], stamps[i])
+      end
+    end
   end
 end
-return #KEYS
+return stamps
+"""
+
+# Gives each of KEYS (but the last, the counter) a new stamp; ARGV[1]: its expiry in
+# milliseconds (0: none).
+_TOUCH = """
+local px = tonumber(ARGV[1])
+for i = 1, #KEYS - 1 do
+  local stamp = redis.call('INCR', KEYS[#KEYS])
+  if px > 0 then
+    redis.call('SET', KEYS[i], stamp, 'PX', px)
+  else
+    redis.call('SET', KEYS[i], stamp)
+  end
+end
+return #KEYS - 1
 """
 
 
@@ -92,6 +128,59 @@ class RedisLiveStore:
         raw = cast("bytes | None", await self.client.get(kind.prefix + key))
         return self._decode(kind, raw)
 
+    async def read_many(self, kind: Kind[T], keys: Sequence[str]) -> list[T | None]:
+        if not keys:
+            return []
+        raws = cast("list[bytes | None]", await self.client.mget([kind.prefix + k for k in keys]))
+        return [self._decode(kind, raw) for raw in raws]
+
+    async def put(self, kind: Kind[T], key: str, value: T, *, ttl: float | None) -> None:
+        full = kind.prefix + key
+        if kind.versioned:
+            await self._write_many([(kind, full, value)], ttl)
+        elif ttl is None:
+            await self.client.set(full, self._encode(kind, value, None))
+        else:
+            await self.client.set(full, self._encode(kind, value, ttl), px=self._expiry_ms(ttl))
+
+    async def stamps(self, kind: Kind[Any], keys: Sequence[str]) -> list[int]:
+        if not keys:
+            return []
+        raws = cast(
+            "list[bytes | None]",
+            await self.client.mget([STAMP_PREFIX + kind.prefix + k for k in keys]),
+        )
+        return [0 if raw is None else int(raw) for raw in raws]
+
+    async def touch(self, kind: Kind[Any], keys: Sequence[str], *, ttl: float | None) -> None:
+        if not keys:
+            return
+        names = [STAMP_PREFIX + kind.prefix + k for k in keys]
+        expiry = 0 if ttl is None else self._expiry_ms(ttl)
+        await self.client.eval(_TOUCH, len(names) + 1, *names, _STAMP_COUNTER, expiry)
+
+    async def _write_many(
+        self, writes: Sequence[tuple[Kind[Any], str, Any]], ttl: float | None, pipe: Any = None
+    ) -> None:
+        """Queue (in ``pipe``, a MULTI) or send the one script that writes ``writes``."""
+        keys, args = self._script_args(writes, ttl)
+        target = self.client if pipe is None else pipe
+        result = target.eval(_WRITE_MANY, len(keys), *keys, *args)
+        if pipe is None:
+            await result
+
+    def _script_args(
+        self, writes: Sequence[tuple[Kind[Any], str, Any]], ttl: float | None
+    ) -> tuple[list[str], list[bytes | int | str]]:
+        expiry = 0 if ttl is None else self._expiry_ms(ttl)
+        keys = [full for _kind, full, _value in writes]
+        keys += [STAMP_PREFIX + full for full in keys]
+        keys.append(_STAMP_COUNTER)
+        args: list[bytes | int | str] = []
+        for kind, _full, value in writes:
+            args += [self._blob(kind, value, ttl), expiry, "1" if kind.versioned else "0"]
+        return keys, args
+
     async def update(
         self,
         kind: Kind[T],
@@ -106,9 +195,15 @@ class RedisLiveStore:
                 try:
                     await pipe.watch(full)
                     raw = cast("bytes | None", await pipe.get(full))
-                    value, result = fn(self._decode(kind, raw))
+                    current = self._decode(kind, raw)
+                    value, result = fn(current)
+                    if value is current:
+                        await pipe.reset()  # type: ignore[no-untyped-call]  # nothing to write: UNWATCH
+                        return result
                     pipe.multi()  # type: ignore[no-untyped-call]
-                    if value is None:
+                    if kind.versioned:
+                        await self._write_many([(kind, full, value)], ttl, pipe)
+                    elif value is None:
                         pipe.delete(full)
                     elif ttl is None:
                         pipe.set(full, self._encode(kind, value, None))
@@ -130,9 +225,10 @@ class RedisLiveStore:
         ],
         *,
         ttl: float | None,
+        stamps: dict[str, int] | None = None,
     ) -> R:
         index_full = index.prefix + index_key
-        expiry = 0 if ttl is None else self._expiry_ms(ttl)
+        want_stamps = stamps is not None and kind.versioned
         async with self.client.pipeline(transaction=True) as pipe:
             while True:
                 try:
@@ -141,25 +237,32 @@ class RedisLiveStore:
                     names = list(keys(found))
                     fulls = [kind.prefix + key for key in names]
                     raws: list[bytes | None] = []
+                    read_stamps: list[bytes | None] = []
                     if fulls:
                         await pipe.watch(*fulls)
-                        raws = cast("list[bytes | None]", await pipe.mget(fulls))
+                        stamp_keys = [STAMP_PREFIX + full for full in fulls] if want_stamps else []
+                        both = cast("list[bytes | None]", await pipe.mget(fulls + stamp_keys))
+                        raws, read_stamps = both[: len(fulls)], both[len(fulls) :]
                     current = {
                         key: self._decode(kind, raw) for key, raw in zip(names, raws, strict=True)
                     }
                     new_index, values, result = fn(found, current)
-                    written = [index_full]
-                    args: list[bytes | int] = [self._blob(index, new_index, ttl), expiry]
+                    writes: list[tuple[Kind[Any], str, Any]] = [(index, index_full, new_index)]
                     for key, value in values.items():
                         if key not in current:
                             raise KeyError(
                                 f"update_indexed may only write the keys it read: {key!r}"
                             )
-                        written.append(kind.prefix + key)
-                        args += [self._blob(kind, value, ttl), expiry]
+                        writes.append((kind, kind.prefix + key, value))
                     pipe.multi()  # type: ignore[no-untyped-call]
-                    pipe.eval(_WRITE_MANY, len(written), *written, *args)
-                    await pipe.execute()
+                    await self._write_many(writes, ttl, pipe)
+                    new_stamps = cast("list[int]", (await pipe.execute())[0])
+                    if stamps is not None and want_stamps:
+                        stamps.update(
+                            (key, 0 if raw is None else int(raw))
+                            for key, raw in zip(names, read_stamps, strict=True)
+                        )
+                        stamps.update(zip(values, new_stamps[1:], strict=True))
                     return result
                 except WatchError:
                     continue  # another writer came between our reads and our writes: again

@@ -14,6 +14,16 @@ inputs are read before ``update`` and closed over.
 it names, in one atomic step: a node report renews its lease index and the leases of every
 account it names at once, not one step per account.
 
+A step that returns the very value it was given (``is``) writes nothing: the value keeps its
+expiry and its stamp. ``put`` writes a value no step decides (last writer wins); ``read_many``
+reads several at once.
+
+Stamps: a ``versioned`` kind gives a key a new stamp, a number never given before, each time
+its value is written or deleted, and ``touch`` gives one without writing the value (to say
+"what this value was computed from changed"). ``stamps`` reads them (0: none), so a caller
+can tell that nothing it relied on changed without reading, let alone decoding, the values:
+a node's steady report checks a hundred accounts in one small read.
+
 The Redis store (``redis.py``) honours it as: ``WATCH k; GET k; fn; MULTI; SET k json PX ttl |
 DEL k; EXEC``, retried on ``WatchError`` (``update_indexed``: ``WATCH i; GET i; WATCH k1 k2 ..;
 MGET``, then every write in one ``MULTI``/``EXEC``); ``read`` is ``GET``, ``scan`` is ``SCAN
@@ -46,6 +56,8 @@ class Kind(Generic[T]):
 
     prefix: str
     type: type[T]
+    # Every write gives the key a new stamp (``LiveStore.stamps``).
+    versioned: bool = False
     adapter: TypeAdapter[T] = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
@@ -66,6 +78,23 @@ class LiveStore(Protocol):
 
     async def read(self, kind: Kind[T], key: str) -> T | None:
         """The value at ``key``, or None."""
+        ...
+
+    async def read_many(self, kind: Kind[T], keys: Sequence[str]) -> list[T | None]:
+        """The values at ``keys``, in order (None where there is none)."""
+        ...
+
+    async def put(self, kind: Kind[T], key: str, value: T, *, ttl: float | None) -> None:
+        """Write ``value`` whatever was there (for values no step decides: last writer wins)."""
+        ...
+
+    async def stamps(self, kind: Kind[Any], keys: Sequence[str]) -> list[int]:
+        """Each key's stamp, in order: it changes whenever the value is written, deleted or
+        touched; 0 for none (never written, deleted, or expired)."""
+        ...
+
+    async def touch(self, kind: Kind[Any], keys: Sequence[str], *, ttl: float | None) -> None:
+        """Give each key a new stamp, its value unchanged; the stamp lives ``ttl`` seconds."""
         ...
 
     async def update(
@@ -93,6 +122,7 @@ class LiveStore(Protocol):
         ],
         *,
         ttl: float | None,
+        stamps: dict[str, int] | None = None,
     ) -> R:
         """One atomic step over an index and the values of ``kind`` it names.
 
@@ -101,6 +131,9 @@ class LiveStore(Protocol):
         returns the index's new value (None deletes it), the new values of the keys it changes
         (None deletes; a key left out stays as it is; only keys it was given may be written)
         and its result. The index and every value written get ``ttl``.
+
+        ``stamps`` (a versioned ``kind``): filled with each named key's stamp as this step
+        left it, the new stamp of a key it wrote, the one it read of the others.
         """
         ...
 
