@@ -11,8 +11,14 @@ devices in all, seeded with bulk inserts). Lightweight async clients speak the r
             latency (p50, p99) and the server's CPU per 1,000 reports (gross, and net of the
             idle baseline);
   one node  a node reporting 10,000 connected devices (``--big``), after the load: its first
-            report (every lease new) and the median of the next ones (leases renewed), and the
-            same for a 100-device report, so that the per-peer ratio shows the cost is linear.
+            report (every lease new), the median of the next full ones (one device changed
+            each time: every lease renewed and decided) and of steady ones (nothing changed),
+            and the same for a 100-device report, so that the per-peer ratio shows the cost
+            is linear.
+
+In the reports phase, ``--churn`` (0.15) of the reports change the node's connected set (one
+device connects or disconnects): those are full reports; the rest are steady, as most of a
+real node's are.
 
 With ``--cluster`` the same runs against what the issue names: PostgreSQL and Redis (started
 here on loopback, persistence off) and two ``burrow serve`` replicas sharing them (the
@@ -34,6 +40,7 @@ import base64
 import ipaddress
 import json
 import os
+import random
 import signal
 import socket
 import statistics
@@ -108,6 +115,13 @@ class SimNode:
     seq: int = 0
     revision: int = 0
     latencies: list[float] = field(default_factory=list)
+    # The share of reports in which one device connects or disconnects (a report that
+    # changes nothing is a steady one, which the server answers without the lease work);
+    # ``vary``: every report.
+    churn: float = 0.0
+    vary: bool = False
+    idle: set[int] = field(default_factory=set)
+    rng: random.Random = field(default_factory=random.Random)
 
     @property
     def headers(self) -> dict[str, str]:
@@ -115,9 +129,11 @@ class SimNode:
 
     def body(self, boot: str) -> dict[str, object]:
         self.seq += 1
+        if self.vary or (self.churn and self.rng.random() < self.churn):
+            self.idle ^= {self.rng.randrange(len(self.keys))}
         peers = [
-            {"public_key": k, "connected": True, "rx_bytes": 1500, "tx_bytes": 900}
-            for k in self.keys
+            {"public_key": k, "connected": i not in self.idle, "rx_bytes": 1500, "tx_bytes": 900}
+            for i, k in enumerate(self.keys)
         ]
         return {"boot_id": boot, "seq": self.seq, "revision": self.revision, "peers": peers}
 
@@ -347,6 +363,8 @@ async def load(
     log(f"idle: {args.nodes} long polls waiting, server CPU "
         f"{100 * idle_cpu / args.window:.1f} % of a core")  # fmt: skip
 
+    for n in nodes:
+        n.churn, n.rng = args.churn, random.Random(n.node_id)
     # Warm-up round (every lease starts), not measured.
     spread = args.interval / max(1, len(nodes))
     await asyncio.gather(
@@ -386,23 +404,38 @@ async def load(
         return wall, server_cpu() - cpu
 
     first_big, _ = await timed_report(big)
+    # Full reports: one device connects or disconnects each time, so every lease is renewed
+    # and decided. Then steady ones (nothing changed), which renew only the node.
+    big.vary = True
     big_runs = [await timed_report(big) for _ in range(args.repeat)]
-    small = SimNode(big.node_id, big.token, big.keys[: args.devices], seq=big.seq)
+    big.vary = False
+    await timed_report(big)  # the first with this set is full still
+    big_steady = [await timed_report(big) for _ in range(args.repeat)]
+    small = SimNode(big.node_id, big.token, big.keys[: args.devices], seq=big.seq, vary=True)
     # The kernel counts CPU in ticks of 10 ms: a 100-device report's share is measured over
     # many of them in a row (``--small-repeat``), not one at a time.
     cpu = server_cpu()
     small_runs = [await timed_report(small) for _ in range(args.small_repeat)]
     cpu_ms_small = 1000 * (server_cpu() - cpu) / args.small_repeat
-    again_big = [w for w, _c in big_runs]
-    ms_big = 1000 * statistics.median(again_big)
+    small.vary = False
+    await timed_report(small)
+    cpu = server_cpu()
+    small_steady = [await timed_report(small) for _ in range(args.small_repeat)]
+    cpu_ms_small_steady = 1000 * (server_cpu() - cpu) / args.small_repeat
+    ms_big = 1000 * statistics.median(w for w, _c in big_runs)
+    ms_big_steady = 1000 * statistics.median(w for w, _c in big_steady)
     ms_small = 1000 * statistics.median(w for w, _c in small_runs)
+    ms_small_steady = 1000 * statistics.median(w for w, _c in small_steady)
     cpu_ms_big = 1000 * statistics.median(c for _w, c in big_runs)
-    log(f"server CPU per report: {cpu_ms_big:.0f} ms at {args.big:,} devices, "
-        f"{cpu_ms_small:.1f} ms at {args.devices}")  # fmt: skip
+    log(
+        f"server CPU per full report: {cpu_ms_big:.0f} ms at {args.big:,} devices, "
+        f"{cpu_ms_small:.1f} ms at {args.devices} (steady: {cpu_ms_small_steady:.1f} ms)"
+    )
     per_big, per_small = ms_big / args.big, ms_small / args.devices
     log(
         f"one node: {args.big:,} devices: first report {1000 * first_big:.0f} ms, "
-        f"then {ms_big:.0f} ms; {args.devices} devices: {ms_small:.1f} ms; "
+        f"then {ms_big:.0f} ms full, {ms_big_steady:.0f} ms steady; {args.devices} devices: "
+        f"{ms_small:.1f} ms full, {ms_small_steady:.1f} ms steady; "
         f"per peer {per_big:.4f} vs {per_small:.4f} ms"
     )
     return {
@@ -417,9 +450,12 @@ async def load(
         "idle_long_poll_cpu_percent": round(100 * idle_cpu / args.window, 2),
         "report_10k_peers_ms": round(ms_big, 1),
         "report_10k_peers_first_ms": round(1000 * first_big, 1),
+        "report_10k_peers_steady_ms": round(ms_big_steady, 1),
         "report_10k_peers_server_cpu_ms": round(cpu_ms_big, 1),
         "report_100_peers_server_cpu_ms": round(cpu_ms_small, 2),
+        "report_100_peers_steady_server_cpu_ms": round(cpu_ms_small_steady, 2),
         "report_100_peers_ms": round(ms_small, 2),
+        "churn": args.churn,
         "ratio_per_peer_10k_vs_100": round((ms_big / args.big) / (ms_small / args.devices), 3),
         "busy_answers": len(BUSY),
         "unanswered_reports": len(FAILED),
@@ -518,6 +554,12 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("--devices", type=int, default=100, help="connected devices per node")
     parser.add_argument("--interval", type=float, default=5.0, help="seconds between reports")
     parser.add_argument("--rounds", type=int, default=3, help="measured rounds of reports")
+    parser.add_argument(
+        "--churn",
+        type=float,
+        default=0.15,
+        help="share of reports in which one of the node's devices connects or disconnects",
+    )
     parser.add_argument("--window", type=float, default=5.0, help="idle CPU window, seconds")
     parser.add_argument("--big", type=int, default=10_000, help="devices of the one big node")
     parser.add_argument("--repeat", type=int, default=5, help="big-node reports after the first")

@@ -10,11 +10,15 @@ does not. Every test runs on the in-process store and on Redis.
 
 from __future__ import annotations
 
+import base64
+from collections.abc import Sequence
+from datetime import datetime
 from typing import Any
 
 import pytest
 from sqlalchemy import event, select
 
+from burrow.control.connections.repository import ConnectionRepository
 from burrow.control.connections.service import STEADY_MAX_AGE_SECONDS
 from burrow.control.connections.service import connection as connection_service
 from burrow.control.db import unit_of_work
@@ -167,3 +171,60 @@ async def test_a_steady_node_makes_a_full_report_within_the_maximum_age(
         full = _owner_queries(seen)
     # Whatever a race between a commit and its stamp let slip is seen within that age.
     assert full == 1
+
+
+@pytest.fixture
+def asked(monkeypatch: pytest.MonkeyPatch) -> list[list[str]]:
+    """The keys each owners' query of the app asks for."""
+    calls: list[list[str]] = []
+    original = ConnectionRepository.peer_owners
+
+    async def spy(self: ConnectionRepository, keys: Sequence[str], now: datetime) -> Any:
+        calls.append(sorted(keys))
+        return await original(self, keys, now)
+
+    monkeypatch.setattr(ConnectionRepository, "peer_owners", spy)
+    return calls
+
+
+async def test_a_report_works_only_on_the_accounts_whose_connections_changed(
+    customer: MakeCustomer, node: MakeNode, clock: FakeClock, asked: list[list[str]]
+) -> None:
+    people = [await customer("personal-monthly", devices=2) for _ in range(5)]
+    ams = await node("ams-1")
+    everyone = [c.key(i) for c in people for i in (0, 1)]
+    second = sorted(c.key(1) for c in people)
+    assert await ams.report(*everyone) == second
+    assert asked == [sorted(everyone)]
+    # One customer's blocked device disconnects: only that customer is looked up and decided
+    # again; everyone else's answer is the one the node had.
+    clock.advance(5)
+    asked.clear()
+    leaving = people[2].key(1)
+    assert await ams.report(*(k for k in everyone if k != leaving)) == [
+        k for k in second if k != leaving
+    ]
+    assert asked == [[people[2].key(0)]]
+    # It connects again: a new key of a customer with a connection here, so both of that
+    # customer's keys are looked up, and the limit blocks it again.
+    clock.advance(5)
+    asked.clear()
+    assert await ams.report(*everyone) == second
+    assert sorted(k for keys in asked for k in keys) == sorted(people[2].key(i) for i in (0, 1))
+
+
+async def test_keys_no_account_owns_are_looked_up_once(
+    customer: MakeCustomer, node: MakeNode, clock: FakeClock, asked: list[list[str]]
+) -> None:
+    fay = await customer("personal-monthly", devices=1)
+    ams = await node("ams-1")
+    stranger = base64.b64encode(b"s" * 32).decode()
+    assert await ams.report(fay.key(0), stranger) == []
+    clock.advance(5)
+    asked.clear()
+    assert await ams.report(fay.key(0), stranger) == []
+    assert asked == []
+    other = base64.b64encode(b"t" * 32).decode()
+    clock.advance(5)
+    assert await ams.report(fay.key(0), stranger, other) == []
+    assert asked == [sorted([stranger, other])]

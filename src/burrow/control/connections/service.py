@@ -89,7 +89,7 @@ from burrow.control.models import Account, ConnectionRecord, Node, utcnow
 from burrow.control.refunds.usage.service import OpenBytes
 from burrow.control.refunds.usage.service import usage as usage_service
 from burrow.control.runtime import Runtime
-from burrow.wire import WIREGUARD, BlockedConnection, NodeReport
+from burrow.wire import WIREGUARD, BlockedConnection, NodeReport, PeerStatus
 
 # A backstop only: the sweep job and the reports end leases on time; this frees the RAM of an
 # account no report mentions any more even when the scheduler is off.
@@ -112,23 +112,49 @@ class NodeIndex:
 
 
 @dataclass(frozen=True, slots=True)
-class Steady:
-    """What a node's last full report found, to answer the next ones that change nothing.
+class Mark:
+    """One account as the node's last report that worked on it left it.
 
-    ``digest``: of its connected set (and the plans' limits); empty when the next report
-    must be a full one. ``leases`` and ``access``: the stamps of the accounts holding its
-    leases, of their leases and of their access (``ACCESS_STAMPS``), as that report left them.
-    ``blocked`` and ``cuts``: its answer. ``checked``: when (live-store clock). ``elsewhere``:
-    the other nodes those accounts hold leases on, whose liveness its next full report reads.
+    ``keys``: its connections on this node (``peer_key``), sorted. ``leases`` and ``access``:
+    the stamps of its leases and of its access (``ACCESS_STAMPS``) then. ``blocked`` and
+    ``cuts``: its share of the node's answer. ``elsewhere``: the other nodes it holds leases
+    on, whose liveness the next report reads (one of them falling silent may admit one here).
     """
 
-    digest: str
-    leases: Mapping[str, int]
-    access: Mapping[str, int]
-    blocked: tuple[str, ...]
-    cuts: tuple[BlockedConnection, ...]
-    checked: float
+    keys: tuple[str, ...]
+    leases: int
+    access: int
+    blocked: tuple[str, ...] = ()
+    cuts: tuple[BlockedConnection, ...] = ()
     elsewhere: tuple[int, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class Steady:
+    """What a node's reports found, by account, so that the next one works only on what
+    changed. ``plans``: the fingerprint of the plans' limits they were decided under.
+    ``checked``: when the last report that worked on every account ran (live-store clock).
+    ``strangers``: a digest of the connected keys no account owns (not served, or not any
+    more): only whether that set changed matters, and no key of it is kept."""
+
+    plans: str
+    checked: float
+    accounts: Mapping[str, Mark]
+    strangers: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class Changes:
+    """What a report changes against the node's ``Steady``: accounts to work on again, and
+    connected keys nobody has looked up yet; the liveness of the nodes it read."""
+
+    accounts: set[str]
+    new_keys: list[str]
+    alive: dict[int, float]
+
+    @property
+    def none(self) -> bool:
+        return not self.accounts and not self.new_keys
 
 
 ACCOUNT_LEASES = Kind("connections:account:", AccountLeases, versioned=True)
@@ -185,45 +211,66 @@ class ConnectionService:
     ) -> Blocked:
         """Renew, start and end this node's leases, apply the limits; what to block or cut.
 
-        A steady report (the same connected set as the node's last full report, whose
-        accounts' leases and access have not changed since, no connection records kept) only
-        renews the node's liveness and repeats that report's answer: three small reads and a
-        write of the live store, no SQL. Any other report is a full one: one query maps the
-        connected keys to devices, accounts and plans; then every account the report concerns
-        changes in one atomic step of the live store.
+        The report is compared with what the node's earlier reports found (``Steady``): only
+        the accounts whose connections here, leases, access or other nodes changed since are
+        worked on again. One query maps their keys to devices, accounts and plans; then they
+        all change in one atomic step of the live store. A report that changes nothing (most
+        of them) renews only the node's liveness and repeats the answer: a few small reads
+        of the live store, no SQL. With connection records kept, every report works on every
+        account (their bytes count); and every ``STEADY_MAX_AGE_SECONDS`` one does anyway.
         """
         store = _store(runtime)
         at = self._moment(runtime)
-        digest = "" if at.records or report.refused else _digest(runtime, report)
-        steady = await store.read(NODE_STEADY, str(node.id))
-        if digest and steady is not None and await _still_steady(store, steady, digest, at):
-            await store.put(NODE_ALIVE, str(node.id), at.now + at.ttl, ttl=at.ttl)
-            return Blocked(steady.blocked, steady.cuts)
-        return await self._full_report(session, runtime, node, report, digest, steady, at)
+        # One entry per connection: a device may be on WireGuard and OpenVPN at once.
+        peers = {peer_key(peer.public_key, peer.protocol): peer for peer in report.peers}
+        plans = _plans_fingerprint(runtime)
+        steady: Steady | None = None
+        changes: Changes | None = None
+        if not at.records:
+            steady = await store.read(NODE_STEADY, str(node.id))
+            if steady is not None and (
+                steady.plans != plans or at.now - steady.checked >= STEADY_MAX_AGE_SECONDS
+            ):
+                steady = None
+        if steady is not None:
+            changes = await _changes(store, steady, peers, at)
+            if changes.none and not report.refused:
+                await store.put(NODE_ALIVE, str(node.id), at.now + at.ttl, ttl=at.ttl)
+                return _answer(steady.accounts)
+        return await self._work(session, runtime, node, report, peers, at, steady, changes)
 
-    async def _full_report(
+    async def _work(
         self,
         session: AsyncSession,
         runtime: Runtime,
         node: Node,
         report: NodeReport,
-        digest: str,
-        steady: Steady | None,
+        peers: Mapping[str, PeerStatus],
         at: Moment,
+        steady: Steady | None,
+        changes: Changes | None,
     ) -> Blocked:
+        """Work on the accounts ``changes`` names (all of them without a ``steady``)."""
         store = _store(runtime)
-        # One entry per connection: a device may be on WireGuard and OpenVPN at once.
-        peers = {peer_key(peer.public_key, peer.protocol): peer for peer in report.peers}
-        connected = {peer.public_key for peer in peers.values() if peer.connected}
-        wanted = sorted(connected | {refusal.public_key for refusal in report.refused})
-        owners: dict[str, PeerOwner] = {}
-        if wanted:
-            owners = await ConnectionRepository(session).peer_owners(wanted, _utcnow())
-        # The nodes its accounts held leases on last time: whether they still report (perhaps
-        # only steadily) decides whether those leases still count.
-        others = [n for n in (steady.elsewhere if steady else ()) if n != node.id]
-        found = await store.read_many(NODE_ALIVE, [str(n) for n in others])
-        alive = {n: until or 0.0 for n, until in zip(others, found, strict=True)}
+        repository = ConnectionRepository(session)
+        marks: dict[str, Mark] = dict(steady.accounts) if steady else {}
+        scope: set[str] | None = None if changes is None else set(changes.accounts)
+        if changes is None:
+            wanted = {peer.public_key for peer in peers.values() if peer.connected}
+        else:
+            wanted = {peers[k].public_key for k in changes.new_keys}
+            for account in changes.accounts:
+                wanted |= {peers[k].public_key for k in _here(peers, account, marks)}
+        wanted |= {refusal.public_key for refusal in report.refused}
+        owners = await repository.peer_owners(sorted(wanted), _utcnow()) if wanted else {}
+        if scope is not None:
+            # A new key of an account that has other connections here: those count too.
+            more = {str(o.account_id) for o in owners.values()} & set(marks) - scope
+            scope |= {str(o.account_id) for o in owners.values()}
+            extra = {peers[k].public_key for a in more for k in _here(peers, a, marks)} - wanted
+            if extra:
+                owners.update(await repository.peer_owners(sorted(extra), _utcnow()))
+        alive = dict(changes.alive) if changes else {}
         at = replace(at, alive=alive, others_may_live=True)
         place = NodePlace(node.id, node.name, node.country, node.city)
         by_account: dict[int, list[Seen]] = {}
@@ -248,75 +295,62 @@ class ConnectionService:
             key: (peer.rx_bytes, peer.tx_bytes) for key, peer in peers.items() if not peer.connected
         }
         writes: list[RecordWrite] = []
-        blocked: list[str] = []
-        cut: list[BlockedConnection] = []
         limits: dict[tuple[str | None, int | None], Limits] = {}
         counters = usage_service.counters_on(runtime)
         # Each account once, and each of its leases a bounded number of times: the report
-        # costs O(its peers + the node's leases), never a scan of the node per account. The
-        # node's lease index and all the accounts' leases change in one step of the live store
-        # (one transaction in Redis).
+        # costs O(the connections it works on), never a scan of the node per account. The
+        # node's lease index and all those accounts' leases change in one step of the live
+        # store (one transaction in Redis).
         for plan in plans.values():
             known = (plan.plan_code, plan.connection_limit)
             if known not in limits:
                 limits[known] = self._plan_limits(runtime, plan)
-        step = _report_step(node.id, place, by_account, plans, limits, idle_bytes, at)
+        step = _report_step(node.id, place, by_account, plans, limits, idle_bytes, at, scope)
         stamps: dict[str, int] = {}
         results = await store.update_indexed(
             NODE_INDEX,
             str(node.id),
             ACCOUNT_LEASES,
-            partial(_accounts_of, by_account),
+            partial(_accounts_of, by_account, scope),
             step,
             ttl=STATE_BACKSTOP_SECONDS,
             stamps=stamps,
         )
-        holding: list[str] = []
-        elsewhere: set[int] = set()
-        for account_id, (state, more) in results.items():
-            writes += more
+        if scope is None:
+            marks = {}
+        fresh: dict[str, Mark] = {}
+        for account_id, (state, more_writes) in results.items():
+            writes += more_writes
             if counters:
                 await usage_service.note_open(runtime, account_id, _open_bytes(state))
-            here = False
-            for lease in state.leases.values() if state else ():
-                if lease.node.id != node.id:
-                    elsewhere.add(lease.node.id)
-                    continue
-                here = True
-                if lease.admitted or lease.expires <= at.now:
-                    continue
-                if lease.protocol == WIREGUARD:
-                    blocked.append(lease.public_key)
-                else:
-                    cut.append(_cut(lease))
-            if here:
-                holding.append(str(account_id))
+            key = str(account_id)
+            marks.pop(key, None)
+            mark = _mark(state, node.id, stamps.get(key, 0), at)
+            if mark is not None:
+                fresh[key] = mark
         await store.put(NODE_ALIVE, str(node.id), at.now + at.ttl, ttl=at.ttl)
         await self._note_refusals(runtime, store, report, owners, node, at)
         await self._write_records(session, runtime, writes)
-        answer = Blocked(tuple(sorted(blocked)), _sorted_cuts(cut))
-        if digest:
-            # Leases on a node this step knew nothing of may have lapsed unseen: the next
-            # report is a full one again, which reads that node's liveness.
-            unknown = elsewhere - set(alive)
-            access = await store.stamps(ACCESS_STAMPS, holding)
+        access = await store.stamps(ACCESS_STAMPS, list(fresh))
+        for (key, mark), stamp in zip(fresh.items(), access, strict=True):
+            marks[key] = replace(mark, access=stamp)
+        if not at.records:
+            # The connected keys no account owns now: none of them is kept, only a digest.
+            owned = {k for mark in marks.values() for k in mark.keys}
+            strangers = [k for k, p in peers.items() if p.connected and k not in owned]
             await store.put(
                 NODE_STEADY,
                 str(node.id),
                 Steady(
-                    digest="" if unknown else digest,
-                    leases={key: stamps.get(key, 0) for key in holding},
-                    access=dict(zip(holding, access, strict=True)),
-                    blocked=answer.keys,
-                    cuts=answer.connections,
-                    checked=at.now,
-                    elsewhere=tuple(sorted(elsewhere)),
+                    plans=_plans_fingerprint(runtime),
+                    checked=at.now if scope is None else steady.checked if steady else at.now,
+                    accounts=marks,
+                    strangers=_digest_of(strangers),
                 ),
                 ttl=STEADY_MAX_AGE_SECONDS,
             )
-        # The same answers ``blocked_on`` and ``blocked_connections_on`` read back, taken from
-        # the states just written.
-        return answer
+        # The same answer ``blocked_on`` and ``blocked_connections_on`` read back.
+        return _answer(marks)
 
     async def _note_refusals(
         self,
@@ -641,18 +675,10 @@ def _open_bytes(state: AccountLeases | None) -> dict[str, OpenBytes]:
     return found
 
 
-def _digest(runtime: Runtime, report: NodeReport) -> str:
-    """What must stay the same for a report to be steady: its connected set and the limits."""
-    connected = sorted(peer_key(p.public_key, p.protocol) for p in report.peers if p.connected)
-    digest = hashlib.blake2b(_plans_fingerprint(runtime), digest_size=16)
-    digest.update("\n".join(connected).encode())
-    return digest.hexdigest()
+_FINGERPRINTS: dict[int, tuple[object, str]] = {}
 
 
-_FINGERPRINTS: dict[int, tuple[object, bytes]] = {}
-
-
-def _plans_fingerprint(runtime: Runtime) -> bytes:
+def _plans_fingerprint(runtime: Runtime) -> str:
     """The policy's plans (their limits), the same on every replica that runs that policy."""
     policy = runtime.policy
     known = _FINGERPRINTS.get(id(policy))
@@ -661,32 +687,108 @@ def _plans_fingerprint(runtime: Runtime) -> bytes:
     plans = {code: plan.model_dump(mode="json") for code, plan in policy.plans.items()}
     fingerprint = hashlib.blake2b(
         json.dumps(plans, sort_keys=True).encode(), digest_size=16
-    ).digest()
+    ).hexdigest()
     _FINGERPRINTS.clear()  # one policy at a time
     _FINGERPRINTS[id(policy)] = (policy, fingerprint)
     return fingerprint
 
 
-async def _still_steady(store: LiveStore, steady: Steady, digest: str, at: Moment) -> bool:
-    """Whether a report with this digest changes nothing the node's last full one found."""
-    if steady.digest != digest or at.now - steady.checked >= STEADY_MAX_AGE_SECONDS:
-        return False
-    accounts = list(steady.leases)
-    if await store.stamps(ACCOUNT_LEASES, accounts) != list(steady.leases.values()):
-        return False
-    if await store.stamps(ACCESS_STAMPS, accounts) != [steady.access[a] for a in accounts]:
-        return False
-    # A lease of those accounts on a node that has stopped reporting lapses now, which may
-    # admit one of this node's.
-    alive = await store.read_many(NODE_ALIVE, [str(n) for n in steady.elsewhere])
-    return all(until is not None and until > at.now for until in alive)
+def _digest_of(keys: list[str]) -> str:
+    return hashlib.blake2b("\n".join(sorted(keys)).encode(), digest_size=16).hexdigest()
 
 
-def _accounts_of(by_account: Mapping[int, list[Seen]], index: NodeIndex | None) -> list[str]:
-    """The accounts a report concerns: those it shows connected and those holding a lease on
-    the node (which may end now), each once, in order."""
-    accounts = set(by_account) | set(index.keys.values() if index else ())
-    return [str(account_id) for account_id in sorted(accounts)]
+def _here(peers: Mapping[str, PeerStatus], account: str, marks: Mapping[str, Mark]) -> list[str]:
+    """The account's connections this report shows connected, among those it had here."""
+    mark = marks.get(account)
+    return [k for k in mark.keys if k in peers and peers[k].connected] if mark else []
+
+
+async def _changes(
+    store: LiveStore, steady: Steady, peers: Mapping[str, PeerStatus], at: Moment
+) -> Changes:
+    """What this report changes against the node's ``steady``: the accounts whose
+    connections here changed, whose leases or access changed (stamps), or one of whose
+    other nodes fell silent; and connected keys never looked up."""
+    owner_of = {k: account for account, mark in steady.accounts.items() for k in mark.keys}
+    now: dict[str, list[str]] = {}
+    new_keys: list[str] = []
+    for key, peer in peers.items():
+        if not peer.connected:
+            continue
+        account = owner_of.get(key)
+        if account is not None:
+            now.setdefault(account, []).append(key)
+        else:
+            new_keys.append(key)
+    if _digest_of(new_keys) == steady.strangers:
+        new_keys = []  # the same keys as last time, which no account owned
+    accounts = list(steady.accounts)
+    marks = [steady.accounts[a] for a in accounts]
+    lease_stamps = await store.stamps(ACCOUNT_LEASES, accounts)
+    access_stamps = await store.stamps(ACCESS_STAMPS, accounts)
+    nodes = sorted({n for mark in marks for n in mark.elsewhere})
+    found = await store.read_many(NODE_ALIVE, [str(n) for n in nodes])
+    alive = {n: until or 0.0 for n, until in zip(nodes, found, strict=True)}
+    silent = {n for n, until in alive.items() if until <= at.now}
+    changed = {
+        account
+        for account, mark, leases, access in zip(
+            accounts, marks, lease_stamps, access_stamps, strict=True
+        )
+        if leases != mark.leases
+        or access != mark.access
+        or tuple(sorted(now.get(account, ()))) != mark.keys
+        or not silent.isdisjoint(mark.elsewhere)
+    }
+    return Changes(changed, new_keys, alive)
+
+
+def _mark(state: AccountLeases | None, node_id: int, stamp: int, at: Moment) -> Mark | None:
+    """The account as this report left it on this node; None when it has no lease here."""
+    keys: list[str] = []
+    blocked: list[str] = []
+    cuts: list[BlockedConnection] = []
+    elsewhere: set[int] = set()
+    for lease in state.leases.values() if state else ():
+        if lease.node.id != node_id:
+            elsewhere.add(lease.node.id)
+            continue
+        keys.append(peer_key(lease.public_key, lease.protocol))
+        if lease.admitted or lease.expires <= at.now:
+            continue
+        if lease.protocol == WIREGUARD:
+            blocked.append(lease.public_key)
+        else:
+            cuts.append(_cut(lease))
+    if not keys:
+        return None
+    return Mark(
+        keys=tuple(sorted(keys)),
+        leases=stamp,
+        access=0,
+        blocked=tuple(blocked),
+        cuts=tuple(cuts),
+        elsewhere=tuple(sorted(elsewhere)),
+    )
+
+
+def _answer(marks: Mapping[str, Mark]) -> Blocked:
+    blocked = sorted(key for mark in marks.values() for key in mark.blocked)
+    cuts = [cut for mark in marks.values() for cut in mark.cuts]
+    return Blocked(tuple(blocked), _sorted_cuts(cuts))
+
+
+def _accounts_of(
+    by_account: Mapping[int, list[Seen]], scope: set[str] | None, index: NodeIndex | None
+) -> list[str]:
+    """The accounts a report works on: those it shows connected and, in ``scope`` (None: all
+    holding a lease on the node, which may end now), each once, in order."""
+    accounts = {str(a) for a in by_account}
+    if scope is None:
+        accounts |= {str(a) for a in (index.keys.values() if index else ())}
+    else:
+        accounts |= scope
+    return sorted(accounts, key=int)
 
 
 def _report_step(
@@ -697,19 +799,23 @@ def _report_step(
     limits: Mapping[tuple[str | None, int | None], Limits],
     idle_bytes: Mapping[str, tuple[int, int]],
     at: Moment,
+    scope: set[str] | None,
 ) -> Callable[
     [NodeIndex | None, Mapping[str, AccountLeases | None]],
     tuple[NodeIndex | None, dict[str, AccountLeases | None], dict[int, ReportResult]],
 ]:
-    """One report's step over the node's lease index and every account it names
-    (``LiveStore.update_indexed``): the accounts' leases, and the index made anew from them."""
+    """One report's step over the node's lease index and the accounts it works on
+    (``LiveStore.update_indexed``): their leases, and the index with their entries made
+    anew (with ``scope`` None, all of it)."""
 
     def step(
-        _index: NodeIndex | None, states: Mapping[str, AccountLeases | None]
+        index: NodeIndex | None, states: Mapping[str, AccountLeases | None]
     ) -> tuple[NodeIndex | None, dict[str, AccountLeases | None], dict[int, ReportResult]]:
         values: dict[str, AccountLeases | None] = {}
         results: dict[int, ReportResult] = {}
         keys: dict[str, int] = {}
+        if scope is not None and index is not None:
+            keys = {k: a for k, a in index.keys.items() if str(a) not in states}
         for key, state in states.items():
             account_id = int(key)
             plan = plans.get(account_id)
