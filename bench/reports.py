@@ -384,7 +384,9 @@ async def load(
     count = len(latencies)
     net_cpu = max(0.0, load_cpu - idle_cpu * wall / args.window)
     log(f"reports: {count} in {wall:.1f} s, p50 "
-        f"{1000 * statistics.median(latencies):.1f} ms, p99 "
+        f"{1000 * statistics.median(latencies):.1f} ms, p90 "
+        f"{1000 * percentile(latencies, 0.90):.1f} ms, p95 "
+        f"{1000 * percentile(latencies, 0.95):.1f} ms, max {1000 * max(latencies):.0f} ms, p99 "
         f"{1000 * percentile(latencies, 0.99):.1f} ms; server CPU {load_cpu:.1f} s "
         f"({1000 * load_cpu / count:.2f} s per 1,000 reports; "
         f"{1000 * net_cpu / count:.2f} s net of idle)")  # fmt: skip

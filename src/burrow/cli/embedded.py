@@ -23,7 +23,7 @@ import typer
 import uvicorn
 from fastapi import FastAPI
 
-from burrow.control.app import create_app
+from burrow.control.app import KEEP_ALIVE_SECONDS, create_app
 from burrow.control.config import Settings
 from burrow.control.db import unit_of_work
 from burrow.control.models import Node
@@ -203,6 +203,7 @@ async def serve_with_node(settings: Settings, host: str, port: int) -> None:
         proxy_headers=False,
         # Nodes' long polls would each hold a shutdown for up to the poll's timeout.
         timeout_graceful_shutdown=GRACEFUL_SHUTDOWN_SECONDS,
+        timeout_keep_alive=KEEP_ALIVE_SECONDS,
     )
     server = uvicorn.Server(config)
     serving = asyncio.create_task(server.serve(), name="burrow-serve")

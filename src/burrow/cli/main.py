@@ -127,7 +127,7 @@ def serve(
     """Serve the control plane (API, node API and scheduler)."""
     import uvicorn
 
-    from burrow.control.app import create_app
+    from burrow.control.app import KEEP_ALIVE_SECONDS, create_app
 
     settings = load_settings()
     policy, problems = check_file(settings.policy_path)
@@ -175,6 +175,7 @@ def serve(
         log_level="info",
         access_log=False,
         timeout_graceful_shutdown=3,
+        timeout_keep_alive=KEEP_ALIVE_SECONDS,
         # Forwarded headers are believed only from BURROW_TRUSTED_PROXIES (in the app).
         proxy_headers=False,
     )

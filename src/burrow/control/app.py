@@ -5,6 +5,7 @@ Mounts the customer API, the admin API and the node API; starts the scheduler in
 
 from __future__ import annotations
 
+import gc
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -53,6 +54,10 @@ from burrow.wire import API_PREFIX as NODE_API_PREFIX
 
 log = logging.getLogger(__name__)
 
+# uvicorn keeps an idle keep-alive connection this long: longer than a node's report interval
+# (5 s), so that a report does not race the server closing the connection it was sent on.
+KEEP_ALIVE_SECONDS = 30
+
 
 def create_app(settings: Settings | None = None, *, runtime: Runtime | None = None) -> FastAPI:
     """Build the app. Tests pass a ready ``runtime``; ``burrow serve`` lets the app build one."""
@@ -77,6 +82,11 @@ def create_app(settings: Settings | None = None, *, runtime: Runtime | None = No
             fallback_seconds=rt.settings.revision_fallback_seconds,
         )
         await watcher.start()
+        if owned:
+            # A serving process (not a test's app): what startup built (modules, the policy,
+            # the routes) lives as long as the process, so the collector's full passes need
+            # not walk it again each time; they then cost what the requests' own objects do.
+            gc.freeze()
         try:
             yield
         finally:

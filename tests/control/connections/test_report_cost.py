@@ -151,7 +151,16 @@ def _count_store_calls(runtime: Runtime, monkeypatch: pytest.MonkeyPatch) -> Cou
     """Count each call the app makes to the live store's typed interface from now on."""
     calls: Counter[str] = Counter()
     store = runtime.live
-    for name in ("read", "read_many", "update", "update_indexed", "put", "stamps", "scan"):
+    for name in (
+        "read",
+        "read_many",
+        "update",
+        "update_indexed",
+        "put",
+        "stamps",
+        "stamps_many",
+        "scan",
+    ):
         method = getattr(store, name, None)
         if method is None:
             continue

@@ -253,6 +253,11 @@ async def test_every_write_gives_a_versioned_key_a_stamp_never_given_before(
     assert touched not in (0, again)
     assert b not in (0, touched)
     assert await store.read(STAMPED, "a") == Tally(1)
+    assert await store.stamps_many([(STAMPED, ["b", "a"]), (TALLY, []), (STAMPED, ["a"])]) == [
+        [b, touched],
+        [],
+        [touched],
+    ]
     # Kinds that are not versioned have no stamps.
     await store.update(TALLY, "a", _add, ttl=None)
     assert await store.stamps(TALLY, ["a"]) == [0]

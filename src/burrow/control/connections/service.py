@@ -724,8 +724,9 @@ async def _changes(
         new_keys = []  # the same keys as last time, which no account owned
     accounts = list(steady.accounts)
     marks = [steady.accounts[a] for a in accounts]
-    lease_stamps = await store.stamps(ACCOUNT_LEASES, accounts)
-    access_stamps = await store.stamps(ACCESS_STAMPS, accounts)
+    lease_stamps, access_stamps = await store.stamps_many(
+        [(ACCOUNT_LEASES, accounts), (ACCESS_STAMPS, accounts)]
+    )
     nodes = sorted({n for mark in marks for n in mark.elsewhere})
     found = await store.read_many(NODE_ALIVE, [str(n) for n in nodes])
     alive = {n: until or 0.0 for n, until in zip(nodes, found, strict=True)}

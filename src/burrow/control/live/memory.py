@@ -66,6 +66,11 @@ class MemoryLiveStore:
     async def stamps(self, kind: Kind[Any], keys: Sequence[str]) -> list[int]:
         return [self._stamp(kind.prefix + key) for key in keys]
 
+    async def stamps_many(
+        self, requests: Sequence[tuple[Kind[Any], Sequence[str]]]
+    ) -> list[list[int]]:
+        return [[self._stamp(kind.prefix + key) for key in keys] for kind, keys in requests]
+
     def _stamp(self, full: str) -> int:
         stamp, held = self._stamps.get(full, (0, False))
         if held and self._alive(full) is None:

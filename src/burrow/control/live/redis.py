@@ -144,13 +144,20 @@ class RedisLiveStore:
             await self.client.set(full, self._encode(kind, value, ttl), px=self._expiry_ms(ttl))
 
     async def stamps(self, kind: Kind[Any], keys: Sequence[str]) -> list[int]:
-        if not keys:
-            return []
-        raws = cast(
-            "list[bytes | None]",
-            await self.client.mget([STAMP_PREFIX + kind.prefix + k for k in keys]),
-        )
-        return [0 if raw is None else int(raw) for raw in raws]
+        return (await self.stamps_many([(kind, keys)]))[0]
+
+    async def stamps_many(
+        self, requests: Sequence[tuple[Kind[Any], Sequence[str]]]
+    ) -> list[list[int]]:
+        names = [STAMP_PREFIX + kind.prefix + k for kind, keys in requests for k in keys]
+        raws = cast("list[bytes | None]", await self.client.mget(names)) if names else []
+        found: list[list[int]] = []
+        start = 0
+        for _kind, keys in requests:
+            part = raws[start : start + len(keys)]
+            found.append([0 if raw is None else int(raw) for raw in part])
+            start += len(keys)
+        return found
 
     async def touch(self, kind: Kind[Any], keys: Sequence[str], *, ttl: float | None) -> None:
         if not keys:

@@ -93,6 +93,12 @@ class LiveStore(Protocol):
         touched; 0 for none (never written, deleted, or expired)."""
         ...
 
+    async def stamps_many(
+        self, requests: Sequence[tuple[Kind[Any], Sequence[str]]]
+    ) -> list[list[int]]:
+        """``stamps`` of several kinds in one read: one list per request, in order."""
+        ...
+
     async def touch(self, kind: Kind[Any], keys: Sequence[str], *, ttl: float | None) -> None:
         """Give each key a new stamp, its value unchanged; the stamp lives ``ttl`` seconds."""
         ...
