@@ -193,7 +193,7 @@ async def test_a_retired_nodes_token_is_refused(
 ) -> None:
     node = await enroll()
     async with unit_of_work(runtime.sessionmaker) as session:
-        await node_service.retire(session, node.id)
+        await node_service.retire(session, runtime, node.id)
 
     for response in (
         await client.get(STATE, headers=node.headers),
@@ -203,6 +203,39 @@ async def test_a_retired_nodes_token_is_refused(
         ),
     ):
         assert "retired" in assert_problem(response, 401)["detail"]
+
+
+async def test_a_retired_nodes_reports_are_refused_at_once_though_they_were_trusted(
+    client: httpx.AsyncClient, runtime: Runtime, enroll: Enroll
+) -> None:
+    """Reports trust a token the replica checked a moment ago, but not past its retirement."""
+    node = await enroll()
+    body = {"boot_id": "b", "seq": 1, "revision": 0}
+    assert (await client.post(REPORT, json=body, headers=node.headers)).status_code == 200
+    async with unit_of_work(runtime.sessionmaker) as session:
+        await node_service.retire(session, runtime, node.id)
+    body["seq"] = 2
+    response = await client.post(REPORT, json=body, headers=node.headers)
+    assert "retired" in assert_problem(response, 401)["detail"]
+
+
+async def test_enrolling_again_refuses_the_old_tokens_reports_at_once(
+    client: httpx.AsyncClient, runtime: Runtime, enroll: Enroll
+) -> None:
+    node = await enroll("ams-1")
+    body = {"boot_id": "b", "seq": 1, "revision": 0}
+    assert (await client.post(REPORT, json=body, headers=node.headers)).status_code == 200
+    async with unit_of_work(runtime.sessionmaker) as session:
+        row = await node_service.get(session, node.id)
+        issued = await node_service.new_enrollment_token(session, runtime, row)
+    response = await client.post(
+        ENROLL, json={"token": issued.token, "public_key": new_public_key()}
+    )
+    assert response.status_code == 200, response.text
+    fresh = {"Authorization": f"Bearer {response.json()['node_token']}"}
+    body["seq"] = 2
+    assert_problem(await client.post(REPORT, json=body, headers=node.headers), 401)
+    assert (await client.post(REPORT, json=body, headers=fresh)).status_code == 200
 
 
 async def test_a_customer_token_cannot_call_the_node_api(

@@ -233,7 +233,7 @@ async def test_an_operators_node_actions_record_themselves_in_their_unit_of_work
         node_id = created.node.id
         await node_service.update_by(session, CliOperator("root"), node_id, NodeUpdate(capacity=5))
         issued = await node_service.new_enrollment_token_by(session, runtime, admin, created.node)
-        await node_service.retire_by(session, admin, node_id)
+        await node_service.retire_by(session, runtime, admin, node_id)
         trail = await admin_audit.search(session, ActionFilters(target_type="node"))
     rows = {entry.action.action: entry for entry in trail.items}
     assert set(rows) == {"node.create", "node.update", "node.enrollment_token", "node.retire"}

@@ -144,9 +144,14 @@ class RedisLiveStore:
             await self.client.set(full, self._encode(kind, value, ttl), px=self._expiry_ms(ttl))
 
     async def stamps(self, kind: Kind[Any], keys: Sequence[str]) -> list[int]:
-        return (await self.stamps_many([(kind, keys)]))[0]
+        return (await self._stamps_many([(kind, keys)]))[0]
 
     async def stamps_many(
+        self, requests: Sequence[tuple[Kind[Any], Sequence[str]]]
+    ) -> list[list[int]]:
+        return await self._stamps_many(requests)
+
+    async def _stamps_many(
         self, requests: Sequence[tuple[Kind[Any], Sequence[str]]]
     ) -> list[list[int]]:
         names = [STAMP_PREFIX + kind.prefix + k for kind, keys in requests for k in keys]

@@ -53,6 +53,17 @@ async def node_in_short_session(runtime: RuntimeDep, bearer: BearerDep) -> Node:
 BriefNode = Annotated[Node, Depends(node_in_short_session)]
 
 
+async def reporting_node(session: SessionDep, runtime: RuntimeDep, bearer: BearerDep) -> Node:
+    """The calling node of a report, trusted from this replica's recent checks while its
+    token's stamp stands (``NodeService.authenticate_trusted``)."""
+    if bearer is None or not bearer.credentials:
+        raise NotAuthenticated("The node API needs the node token as a bearer token.")
+    return await node_service.authenticate_trusted(session, runtime, bearer.credentials)
+
+
+ReportingNode = Annotated[Node, Depends(reporting_node)]
+
+
 def _json(model: BaseModel) -> Response:
     # Serialised once by pydantic: a full state of 100,000 peers must not be validated again.
     return Response(model.model_dump_json(), media_type="application/json")
@@ -172,6 +183,6 @@ async def offer_ikev2(body: IkeV2Offer, node: CurrentNode, session: SessionDep) 
     responses=problem_responses(401, 422),
 )
 async def report(
-    body: NodeReport, node: CurrentNode, session: SessionDep, runtime: RuntimeDep
+    body: NodeReport, node: ReportingNode, session: SessionDep, runtime: RuntimeDep
 ) -> Response:
     return _json(await node_service.record_report(session, runtime, node, body))

@@ -95,7 +95,7 @@ async def update_node(
 async def retire_node(
     node_id: NodeId, admin: CurrentAdmin, session: SessionDep, runtime: RuntimeDep
 ) -> NodeRead:
-    node = await node_service.retire_by(session, admin, node_id)
+    node = await node_service.retire_by(session, runtime, admin, node_id)
     return await node_service.read(runtime, node)
 
 

@@ -12,14 +12,17 @@ devices, throughput) live only in the RAM live store, never on disk.
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import timedelta
+from functools import partial
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from burrow.control.audit.service import Actor, admin_audit
 from burrow.control.connections.service import connection as connection_service
+from burrow.control.db import after_commit
 from burrow.control.errors import BurrowError, Conflict, InvalidInput, NotAuthenticated, NotFound
 from burrow.control.live import Kind
 from burrow.control.models import Node, NodeStatus, utcnow
@@ -160,6 +163,34 @@ def _live_suffix(node_id: int) -> str:
 
 
 NODE_REPORTS = Kind("node:", NodeLive)
+
+# A stamp per node token (by its hash), renewed after every commit that retires the node or
+# replaces its token: see ``NodeService.authenticate_trusted``.
+NODE_TOKENS = Kind("nodes:token:", int, versioned=True)
+NODE_TOKEN_STAMP_SECONDS = 3600.0
+# How long a replica trusts a token it checked, at most, even with no stamp renewed (a retire
+# made by a process whose in-process live store this one cannot see).
+TOKEN_TRUST_SECONDS = 10.0
+TRUSTED_TOKENS_MAX = 100_000
+
+
+@dataclass(frozen=True, slots=True)
+class _Trusted:
+    node: Node
+    stamp: int
+    until: float  # time.monotonic()
+
+
+_TRUSTED: dict[str, _Trusted] = {}
+
+
+def _distrust_after_commit(session: AsyncSession, runtime: Runtime, token_hash: str | None) -> None:
+    """Once the change commits, no replica trusts this token from its cache any more."""
+    if token_hash is not None:
+        after_commit(
+            session,
+            partial(runtime.live.touch, NODE_TOKENS, [token_hash], ttl=NODE_TOKEN_STAMP_SECONDS),
+        )
 
 
 def _forget(_previous: NodeLive | None) -> tuple[NodeLive | None, None]:
@@ -325,8 +356,10 @@ class NodeService:
         )
         return node
 
-    async def retire_by(self, session: AsyncSession, actor: Actor, node_id: int) -> Node:
-        node = await self.retire(session, node_id)
+    async def retire_by(
+        self, session: AsyncSession, runtime: Runtime, actor: Actor, node_id: int
+    ) -> Node:
+        node = await self.retire(session, runtime, node_id)
         await admin_audit.record(session, actor, "node.retire", "node", node_id)
         return node
 
@@ -346,10 +379,11 @@ class NodeService:
         )
         return issued
 
-    async def retire(self, session: AsyncSession, node_id: int) -> Node:
+    async def retire(self, session: AsyncSession, runtime: Runtime, node_id: int) -> Node:
         """Take a node out of service for good: its token stops working at once."""
         node = await self.get(session, node_id)
         if node.status != NodeStatus.retired:
+            _distrust_after_commit(session, runtime, node.node_token_hash)
             node.status = NodeStatus.retired
             node.retired_at = utcnow()
             node.enrollment_token_hash = None
@@ -413,6 +447,7 @@ class NodeService:
         if await repository.device_holds_key(public_key):
             raise NodeKeyOfADevice()
         token = new_token(NODE_TOKEN_PREFIX)
+        _distrust_after_commit(session, runtime, node.node_token_hash)
         if node.wg_public_key is not None and node.wg_public_key != public_key:
             _date_change(node, CHANGE_KEY)
         node.wg_public_key = public_key
@@ -464,6 +499,36 @@ class NodeService:
         node.ikev2_host = offer.host
         node.ikev2_ca = offer.ca_certificate
         await repository.save(node)
+
+    async def authenticate_trusted(
+        self, session: AsyncSession, runtime: Runtime, token: str
+    ) -> Node:
+        """``authenticate``, for the reports every node sends every few seconds: a token this
+        replica checked in the last ``TOKEN_TRUST_SECONDS`` is trusted while its stamp in the
+        live store stands (one small read instead of a query). Retiring the node or enrolling
+        it anew renews that stamp after commit, so the token stops working at once on every
+        replica sharing the store. The node returned is a copy, not bound to ``session``:
+        its identity, place and uplink as they were when checked."""
+        token_hash = hash_token(token)
+        # Read before the database: a change committed after this read renews the stamp, so
+        # what the database says now is never trusted past that change.
+        [stamp] = await runtime.live.stamps(NODE_TOKENS, [token_hash])
+        trusted = _TRUSTED.get(token_hash)
+        if trusted is not None and trusted.stamp == stamp and trusted.until > time.monotonic():
+            return trusted.node
+        node = await self.authenticate(session, token)
+        if len(_TRUSTED) >= TRUSTED_TOKENS_MAX:
+            _TRUSTED.clear()
+        copy = Node(
+            id=node.id,
+            name=node.name,
+            country=node.country,
+            city=node.city,
+            uplink_mbit=node.uplink_mbit,
+            status=node.status,
+        )
+        _TRUSTED[token_hash] = _Trusted(copy, stamp, time.monotonic() + TOKEN_TRUST_SECONDS)
+        return copy
 
     async def authenticate(self, session: AsyncSession, token: str) -> Node:
         """The node whose token this is; refused once the node is retired."""

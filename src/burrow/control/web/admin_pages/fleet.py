@@ -149,7 +149,7 @@ async def retire_node(
     return await press(
         request,
         session,
-        lambda: node_service.retire_by(session, admin, node_id),
+        lambda: node_service.retire_by(session, runtime, admin, node_id),
         back="/admin/fleet",
         done=lambda node: redirect(request, "/admin/fleet", flash=f"Node {node.name} is retired."),
     )
