@@ -21,7 +21,7 @@ from burrow.control.nodes.service import node as node_service
 from burrow.control.runtime import Runtime
 from burrow.node.pki import make_pki
 from burrow.wire import API_PREFIX, DeltaState, FullState, ReportAck
-from tests.control.node_api.conftest import Enroll, new_enrollment_token
+from tests.control.node_api.conftest import Enroll, EnrolledNode, new_enrollment_token
 from tests.support.factories import (
     create_account,
     create_device,
@@ -166,17 +166,21 @@ async def test_two_nodes_cannot_share_a_wireguard_key(
     assert_problem(response, 409)
 
 
+async def _enroll_again(
+    client: httpx.AsyncClient, runtime: Runtime, node: EnrolledNode
+) -> httpx.Response:
+    """A new enrollment token for ``node`` and the enrollment with it (a new key)."""
+    async with unit_of_work(runtime.sessionmaker) as session:
+        row = await node_service.get(session, node.id)
+        issued = await node_service.new_enrollment_token(session, runtime, row)
+    return await client.post(ENROLL, json={"token": issued.token, "public_key": new_public_key()})
+
+
 async def test_enrolling_again_replaces_the_node_token(
     client: httpx.AsyncClient, runtime: Runtime, enroll: Enroll
 ) -> None:
     node = await enroll("ams-1")
-    async with unit_of_work(runtime.sessionmaker) as session:
-        row = await node_service.get(session, node.id)
-        issued = await node_service.new_enrollment_token(session, runtime, row)
-
-    response = await client.post(
-        ENROLL, json={"token": issued.token, "public_key": new_public_key()}
-    )
+    response = await _enroll_again(client, runtime, node)
 
     assert response.status_code == 200, response.text
     assert response.json()["node_id"] == node.id
@@ -225,12 +229,7 @@ async def test_enrolling_again_refuses_the_old_tokens_reports_at_once(
     node = await enroll("ams-1")
     body = {"boot_id": "b", "seq": 1, "revision": 0}
     assert (await client.post(REPORT, json=body, headers=node.headers)).status_code == 200
-    async with unit_of_work(runtime.sessionmaker) as session:
-        row = await node_service.get(session, node.id)
-        issued = await node_service.new_enrollment_token(session, runtime, row)
-    response = await client.post(
-        ENROLL, json={"token": issued.token, "public_key": new_public_key()}
-    )
+    response = await _enroll_again(client, runtime, node)
     assert response.status_code == 200, response.text
     fresh = {"Authorization": f"Bearer {response.json()['node_token']}"}
     body["seq"] = 2

@@ -265,8 +265,9 @@ class ConnectionService:
         owners = await repository.peer_owners(sorted(wanted), _utcnow()) if wanted else {}
         if scope is not None:
             # A new key of an account that has other connections here: those count too.
-            more = {str(o.account_id) for o in owners.values()} & set(marks) - scope
-            scope |= {str(o.account_id) for o in owners.values()}
+            found = {str(o.account_id) for o in owners.values()}
+            more = found & (set(marks) - scope)
+            scope |= found
             extra = {peers[k].public_key for a in more for k in _here(peers, a, marks)} - wanted
             if extra:
                 owners.update(await repository.peer_owners(sorted(extra), _utcnow()))
@@ -343,7 +344,7 @@ class ConnectionService:
                 str(node.id),
                 Steady(
                     plans=_plans_fingerprint(runtime),
-                    checked=at.now if scope is None else steady.checked if steady else at.now,
+                    checked=steady.checked if steady and scope is not None else at.now,
                     accounts=marks,
                     strangers=_digest_of(strangers),
                 ),
@@ -470,9 +471,7 @@ class ConnectionService:
         state = await store.read(ACCOUNT_LEASES, str(account_id))
         if state is None:
             return []
-        nodes = sorted({lease.node.id for lease in state.leases.values()})
-        found = await store.read_many(NODE_ALIVE, [str(n) for n in nodes])
-        alive = {n: until for n, until in zip(nodes, found, strict=True) if until is not None}
+        alive = await _liveness(store, {lease.node.id for lease in state.leases.values()})
         return live_leases(state, store.clock(), alive)
 
     async def blocked_on(self, runtime: Runtime, node_id: int) -> tuple[str, ...]:
@@ -591,9 +590,7 @@ class ConnectionService:
         store = _store(runtime)
         # Every node's liveness, once: a lease whose node still reports (perhaps steadily,
         # renewing only that) lives on; a node with none left lets its leases lapse.
-        nodes = await store.scan(NODE_ALIVE)
-        found = await store.read_many(NODE_ALIVE, nodes)
-        alive = {int(n): until for n, until in zip(nodes, found, strict=True) if until is not None}
+        alive = await _liveness(store, {int(n) for n in await store.scan(NODE_ALIVE)})
         at = replace(self._moment(runtime), alive=alive)
         writes: list[RecordWrite] = []
         ended = 0
@@ -693,6 +690,13 @@ def _plans_fingerprint(runtime: Runtime) -> str:
     return fingerprint
 
 
+async def _liveness(store: LiveStore, nodes: set[int]) -> dict[int, float]:
+    """Until when each node's reports keep its leases alive; 0 for a node with none left."""
+    ordered = sorted(nodes)
+    found = await store.read_many(NODE_ALIVE, [str(n) for n in ordered])
+    return {n: until or 0.0 for n, until in zip(ordered, found, strict=True)}
+
+
 def _digest_of(keys: list[str]) -> str:
     return hashlib.blake2b("\n".join(sorted(keys)).encode(), digest_size=16).hexdigest()
 
@@ -727,9 +731,7 @@ async def _changes(
     lease_stamps, access_stamps = await store.stamps_many(
         [(ACCOUNT_LEASES, accounts), (ACCESS_STAMPS, accounts)]
     )
-    nodes = sorted({n for mark in marks for n in mark.elsewhere})
-    found = await store.read_many(NODE_ALIVE, [str(n) for n in nodes])
-    alive = {n: until or 0.0 for n, until in zip(nodes, found, strict=True)}
+    alive = await _liveness(store, {n for mark in marks for n in mark.elsewhere})
     silent = {n for n, until in alive.items() if until <= at.now}
     changed = {
         account

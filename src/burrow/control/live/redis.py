@@ -135,13 +135,9 @@ class RedisLiveStore:
         return [self._decode(kind, raw) for raw in raws]
 
     async def put(self, kind: Kind[T], key: str, value: T, *, ttl: float | None) -> None:
-        full = kind.prefix + key
-        if kind.versioned:
-            await self._write_many([(kind, full, value)], ttl)
-        elif ttl is None:
-            await self.client.set(full, self._encode(kind, value, None))
-        else:
-            await self.client.set(full, self._encode(kind, value, ttl), px=self._expiry_ms(ttl))
+        async with self.client.pipeline(transaction=False) as pipe:
+            self._queue_write(pipe, kind, kind.prefix + key, value, ttl)
+            await pipe.execute()
 
     async def stamps(self, kind: Kind[Any], keys: Sequence[str]) -> list[int]:
         return (await self._stamps_many([(kind, keys)]))[0]
@@ -171,15 +167,25 @@ class RedisLiveStore:
         expiry = 0 if ttl is None else self._expiry_ms(ttl)
         await self.client.eval(_TOUCH, len(names) + 1, *names, _STAMP_COUNTER, expiry)
 
-    async def _write_many(
-        self, writes: Sequence[tuple[Kind[Any], str, Any]], ttl: float | None, pipe: Any = None
+    def _queue_write(
+        self, pipe: Any, kind: Kind[T], full: str, value: T | None, ttl: float | None
     ) -> None:
-        """Queue (in ``pipe``, a MULTI) or send the one script that writes ``writes``."""
+        """Queue in ``pipe`` the write of one value (None deletes), with its stamp if any."""
+        if kind.versioned:
+            self._queue_many(pipe, [(kind, full, value)], ttl)
+        elif value is None:
+            pipe.delete(full)
+        elif ttl is None:
+            pipe.set(full, self._encode(kind, value, None))
+        else:
+            pipe.set(full, self._encode(kind, value, ttl), px=self._expiry_ms(ttl))
+
+    def _queue_many(
+        self, pipe: Any, writes: Sequence[tuple[Kind[Any], str, Any]], ttl: float | None
+    ) -> None:
+        """Queue in ``pipe`` the one script that writes ``writes`` (and their stamps)."""
         keys, args = self._script_args(writes, ttl)
-        target = self.client if pipe is None else pipe
-        result = target.eval(_WRITE_MANY, len(keys), *keys, *args)
-        if pipe is None:
-            await result
+        pipe.eval(_WRITE_MANY, len(keys), *keys, *args)
 
     def _script_args(
         self, writes: Sequence[tuple[Kind[Any], str, Any]], ttl: float | None
@@ -213,14 +219,7 @@ class RedisLiveStore:
                         await pipe.reset()  # type: ignore[no-untyped-call]  # nothing to write: UNWATCH
                         return result
                     pipe.multi()  # type: ignore[no-untyped-call]
-                    if kind.versioned:
-                        await self._write_many([(kind, full, value)], ttl, pipe)
-                    elif value is None:
-                        pipe.delete(full)
-                    elif ttl is None:
-                        pipe.set(full, self._encode(kind, value, None))
-                    else:
-                        pipe.set(full, self._encode(kind, value, ttl), px=self._expiry_ms(ttl))
+                    self._queue_write(pipe, kind, full, value, ttl)
                     await pipe.execute()
                     return result
                 except WatchError:
@@ -267,7 +266,7 @@ class RedisLiveStore:
                             )
                         writes.append((kind, kind.prefix + key, value))
                     pipe.multi()  # type: ignore[no-untyped-call]
-                    await self._write_many(writes, ttl, pipe)
+                    self._queue_many(pipe, writes, ttl)
                     new_stamps = cast("list[int]", (await pipe.execute())[0])
                     if stamps is not None and want_stamps:
                         stamps.update(
