@@ -101,7 +101,7 @@ async def local_enrollment_token(runtime: Runtime) -> str:
             return created.enrollment.token
         update = local_node_update(runtime.settings, node)
         if update is not None:
-            await node_service.update(session, node.id, update)
+            await node_service.update(session, runtime, node.id, update)
             log.info(
                 "embedded node %s updated from the settings: %s",
                 node.name,

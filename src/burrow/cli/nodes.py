@@ -153,7 +153,7 @@ def update(
     async def work(session: AsyncSession, runtime: Runtime) -> tuple[Node, dict[str, object]]:
         node = await node_service.get_by_name(session, name)
         before = {field: getattr(node, field) for field in changes}
-        return await node_service.update_by(session, operator(), node.id, data), before
+        return await node_service.update_by(session, runtime, operator(), node.id, data), before
 
     node, before = run(with_session(work))
     for field, old in before.items():

@@ -10,13 +10,14 @@ from typing import Any
 
 import httpx
 import pytest
-from sqlalchemy import update
+from sqlalchemy import event, update
 
 from burrow.control.db import unit_of_work
 from burrow.control.desired_state import service as desired_state_module
 from burrow.control.desired_state.service import desired_state as desired_state_service
 from burrow.control.live import MemoryLiveStore
 from burrow.control.models import Device, Node, utcnow
+from burrow.control.nodes.schemas import NodeUpdate
 from burrow.control.nodes.service import node as node_service
 from burrow.control.runtime import Runtime
 from burrow.node.pki import make_pki
@@ -221,6 +222,58 @@ async def test_a_retired_nodes_reports_are_refused_at_once_though_they_were_trus
     body["seq"] = 2
     response = await client.post(REPORT, json=body, headers=node.headers)
     assert "retired" in assert_problem(response, 401)["detail"]
+
+
+async def test_a_retired_nodes_long_polls_are_refused_at_once_though_they_were_trusted(
+    client: httpx.AsyncClient, runtime: Runtime, enroll: Enroll
+) -> None:
+    node = await enroll()
+    params = {"since": await current_revision(runtime), "timeout": 0}
+    assert (await client.get(CHANGES, params=params, headers=node.headers)).status_code == 200
+    async with unit_of_work(runtime.sessionmaker) as session:
+        await node_service.retire(session, runtime, node.id)
+    response = await client.get(CHANGES, params=params, headers=node.headers)
+    assert "retired" in assert_problem(response, 401)["detail"]
+
+
+async def test_a_long_poll_checks_a_trusted_token_without_asking_the_database(
+    client: httpx.AsyncClient, runtime: Runtime, enroll: Enroll
+) -> None:
+    """A thousand nodes polling again at once must not cost a thousand token queries."""
+    node = await enroll()
+    params = {"since": await current_revision(runtime), "timeout": 0}
+    seen: list[str] = []
+
+    def note(_conn: Any, _cursor: Any, statement: str, *_args: Any) -> None:
+        seen.append(statement)
+
+    engine = runtime.engine.sync_engine
+    assert (await client.get(CHANGES, params=params, headers=node.headers)).status_code == 200
+    event.listen(engine, "before_cursor_execute", note)
+    try:
+        assert (await client.get(CHANGES, params=params, headers=node.headers)).status_code == 200
+    finally:
+        event.remove(engine, "before_cursor_execute", note)
+    assert not [statement for statement in seen if "node_token_hash" in statement]
+
+
+async def test_a_change_to_a_node_reaches_its_next_long_poll_at_once(
+    client: httpx.AsyncClient, runtime: Runtime, enroll: Enroll
+) -> None:
+    """The long poll answers with the node's network settings from its trusted copy: a change
+    of the node's row makes that copy stale at once, on every replica."""
+    node = await enroll()
+    params = {"since": await current_revision(runtime), "timeout": 0}
+    first = await client.get(CHANGES, params=params, headers=node.headers)
+    assert DeltaState.model_validate_json(first.content).network.listen_port == 51820
+    async with unit_of_work(runtime.sessionmaker) as session:
+        await node_service.update(
+            session, runtime, node.id, NodeUpdate(endpoint_port=443, uplink_mbit=900)
+        )
+    second = await client.get(CHANGES, params=params, headers=node.headers)
+    network = DeltaState.model_validate_json(second.content).network
+    assert network.listen_port == 443
+    assert network.fair_use is None or network.fair_use.uplink_mbit == 900
 
 
 async def test_enrolling_again_refuses_the_old_tokens_reports_at_once(

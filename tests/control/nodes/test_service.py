@@ -155,12 +155,14 @@ async def test_a_new_endpoint_or_key_marks_the_configs_out_of_date(
     await node_service.enroll(session, runtime, request)
     assert node.config_changed_at is None  # the first key changes nothing customers have
 
-    await node_service.update(session, node.id, NodeUpdate(city="Haarlem", capacity=5))
+    await node_service.update(session, runtime, node.id, NodeUpdate(city="Haarlem", capacity=5))
     assert node.config_changed_at is None
-    await node_service.update(session, node.id, NodeUpdate(endpoint_host="127.0.0.1"))
+    await node_service.update(session, runtime, node.id, NodeUpdate(endpoint_host="127.0.0.1"))
     assert node.config_changed_at is None  # the same endpoint
 
-    await node_service.update(session, node.id, NodeUpdate(endpoint_host="vpn.example.net"))
+    await node_service.update(
+        session, runtime, node.id, NodeUpdate(endpoint_host="vpn.example.net")
+    )
     assert node.config_changed_at is not None
     assert node.config_change == nodes_module.CHANGE_ENDPOINT
 
@@ -231,7 +233,9 @@ async def test_an_operators_node_actions_record_themselves_in_their_unit_of_work
         data = NodeCreate(name="ams-9", country="NL", city="Amsterdam", endpoint_host="vpn.x.net")
         created = await node_service.create_by(session, runtime, admin, data)
         node_id = created.node.id
-        await node_service.update_by(session, CliOperator("root"), node_id, NodeUpdate(capacity=5))
+        await node_service.update_by(
+            session, runtime, CliOperator("root"), node_id, NodeUpdate(capacity=5)
+        )
         issued = await node_service.new_enrollment_token_by(session, runtime, admin, created.node)
         await node_service.retire_by(session, runtime, admin, node_id)
         trail = await admin_audit.search(session, ActionFilters(target_type="node"))
@@ -257,7 +261,9 @@ async def test_an_operators_node_actions_record_themselves_in_their_unit_of_work
         other_id = (await create_node(session, name="ams-10", capacity=7)).id
     with pytest.raises(NotAnAdministrator):
         async with unit_of_work(runtime.sessionmaker) as session:
-            await node_service.update_by(session, customer, other_id, NodeUpdate(capacity=1))
+            await node_service.update_by(
+                session, runtime, customer, other_id, NodeUpdate(capacity=1)
+            )
     async with unit_of_work(runtime.sessionmaker) as session:
         assert (await node_service.get(session, other_id)).capacity == 7
         recorded = await admin_audit.search(session, ActionFilters(target_id=str(other_id)))

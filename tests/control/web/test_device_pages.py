@@ -302,9 +302,11 @@ async def test_customers_are_told_when_a_servers_address_changed(
     assert "config-changed" not in page.text
     async with unit_of_work(runtime.sessionmaker) as session:
         # A change of location or capacity leaves configurations as they are.
-        await node_service.update(session, other.id, NodeUpdate(city="Berlin", capacity=10))
         await node_service.update(
-            session, node.row.id, NodeUpdate(endpoint_host="ams-1.vpn.example.net")
+            session, runtime, other.id, NodeUpdate(city="Berlin", capacity=10)
+        )
+        await node_service.update(
+            session, runtime, node.row.id, NodeUpdate(endpoint_host="ams-1.vpn.example.net")
         )
     page = await client.get("/devices")
     notice = re.search(r'id="config-changed-ams-1">(.*?)</p>', page.text, re.S)

@@ -81,7 +81,7 @@ async def update_node(
     session: SessionDep,
     runtime: RuntimeDep,
 ) -> NodeRead:
-    node = await node_service.update_by(session, admin, node_id, data)
+    node = await node_service.update_by(session, runtime, admin, node_id, data)
     return await node_service.read(runtime, node)
 
 

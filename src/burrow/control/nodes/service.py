@@ -18,11 +18,12 @@ from dataclasses import dataclass
 from datetime import timedelta
 from functools import partial
 
+from sqlalchemy import inspect as sa_inspect
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from burrow.control.audit.service import Actor, admin_audit
 from burrow.control.connections.service import connection as connection_service
-from burrow.control.db import after_commit
+from burrow.control.db import after_commit, unit_of_work
 from burrow.control.errors import BurrowError, Conflict, InvalidInput, NotAuthenticated, NotFound
 from burrow.control.live import Kind
 from burrow.control.models import Node, NodeStatus, utcnow
@@ -164,8 +165,8 @@ def _live_suffix(node_id: int) -> str:
 
 NODE_REPORTS = Kind("node:", NodeLive)
 
-# A stamp per node token (by its hash), renewed after every commit that retires the node or
-# replaces its token: see ``NodeService.authenticate_trusted``.
+# A stamp per node token (by its hash), renewed after every commit that retires the node,
+# replaces its token or changes its row: see ``NodeService.authenticate_trusted``.
 NODE_TOKENS = Kind("nodes:token:", int, versioned=True)
 NODE_TOKEN_STAMP_SECONDS = 3600.0
 # How long a replica trusts a token it checked, at most, even with no stamp renewed (a retire
@@ -191,6 +192,12 @@ def _distrust_after_commit(session: AsyncSession, runtime: Runtime, token_hash: 
             session,
             partial(runtime.live.touch, NODE_TOKENS, [token_hash], ttl=NODE_TOKEN_STAMP_SECONDS),
         )
+
+
+def _detached_copy(node: Node) -> Node:
+    """A copy of ``node``'s columns bound to no session, safe to share between requests."""
+    columns = sa_inspect(Node).column_attrs
+    return Node(**{column.key: getattr(node, column.key) for column in columns})
 
 
 def _forget(_previous: NodeLive | None) -> tuple[NodeLive | None, None]:
@@ -315,7 +322,11 @@ class NodeService:
             raise NodeNotFound(f"named '{name}'")
         return node
 
-    async def update(self, session: AsyncSession, node_id: int, data: NodeUpdate) -> Node:
+    async def update(
+        self, session: AsyncSession, runtime: Runtime, node_id: int, data: NodeUpdate
+    ) -> Node:
+        """Change a node's row; once committed, no replica answers its node from a copy
+        checked before (``authenticate_trusted``)."""
         repository = NodeRepository(session)
         node = await self.get(session, node_id)
         changes = data.model_dump(exclude_unset=True)
@@ -341,16 +352,17 @@ class NodeService:
             _date_change(node, CHANGE_ENDPOINT)
         if not await repository.save(node):
             raise NodeNameTaken(node.name)
+        _distrust_after_commit(session, runtime, node.node_token_hash)
         return node
 
     async def update_by(
-        self, session: AsyncSession, actor: Actor, node_id: int, data: NodeUpdate
+        self, session: AsyncSession, runtime: Runtime, actor: Actor, node_id: int, data: NodeUpdate
     ) -> Node:
         """``update``, recorded with what each changed field was before."""
         node = await self.get(session, node_id)
         changes = data.model_dump(exclude_unset=True)
         before = {field: getattr(node, field) for field in changes}
-        node = await self.update(session, node_id, data)
+        node = await self.update(session, runtime, node_id, data)
         await admin_audit.record(
             session, actor, "node.update", "node", node_id, None, {"before": before, **changes}
         )
@@ -501,14 +513,15 @@ class NodeService:
         await repository.save(node)
 
     async def authenticate_trusted(
-        self, session: AsyncSession, runtime: Runtime, token: str
+        self, runtime: Runtime, token: str, session: AsyncSession | None = None
     ) -> Node:
-        """``authenticate``, for the reports every node sends every few seconds: a token this
-        replica checked in the last ``TOKEN_TRUST_SECONDS`` is trusted while its stamp in the
-        live store stands (one small read instead of a query). Retiring the node or enrolling
-        it anew renews that stamp after commit, so the token stops working at once on every
-        replica sharing the store. The node returned is a copy, not bound to ``session``:
-        its identity, place and uplink as they were when checked."""
+        """``authenticate``, for the calls every node makes all the time (its reports every few
+        seconds, its long polls): a token this replica checked in the last
+        ``TOKEN_TRUST_SECONDS`` is trusted while its stamp in the live store stands (one small
+        read instead of a query). Retiring the node, enrolling it anew or changing its row
+        renews that stamp after commit, so the change reaches every replica sharing the store
+        at once. Checked in ``session``, or else in a unit of work of its own that ends at
+        once (a long poll holds no connection). The node returned is a detached copy."""
         token_hash = hash_token(token)
         # Read before the database: a change committed after this read renews the stamp, so
         # what the database says now is never trusted past that change.
@@ -516,17 +529,14 @@ class NodeService:
         trusted = _TRUSTED.get(token_hash)
         if trusted is not None and trusted.stamp == stamp and trusted.until > time.monotonic():
             return trusted.node
-        node = await self.authenticate(session, token)
+        if session is None:
+            async with unit_of_work(runtime.sessionmaker, writes=False) as own:
+                node = await self.authenticate(own, token)
+        else:
+            node = await self.authenticate(session, token)
         if len(_TRUSTED) >= TRUSTED_TOKENS_MAX:
             _TRUSTED.clear()
-        copy = Node(
-            id=node.id,
-            name=node.name,
-            country=node.country,
-            city=node.city,
-            uplink_mbit=node.uplink_mbit,
-            status=node.status,
-        )
+        copy = _detached_copy(node)
         _TRUSTED[token_hash] = _Trusted(copy, stamp, time.monotonic() + TOKEN_TRUST_SECONDS)
         return copy
 

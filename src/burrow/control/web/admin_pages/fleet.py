@@ -169,7 +169,7 @@ async def update_node(
         request,
         session,
         NodeUpdate,
-        lambda body: node_service.update_by(session, admin, node_id, body),
+        lambda body: node_service.update_by(session, runtime, admin, node_id, body),
         fixed=lambda form: (
             {"egress_ipv4_extra": form.values["egress_ipv4_extra"]}
             if "egress_ipv4_extra" in form.values
