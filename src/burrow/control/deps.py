@@ -28,9 +28,15 @@ SESSION_COOKIE = "burrow_session"
 _bearer = HTTPBearer(auto_error=False, description="A session token, or a node token.")
 
 
-def get_runtime(request: Request) -> Runtime:
+def runtime_of(request: Request) -> Runtime:
     runtime: Runtime = request.app.state.runtime
     return runtime
+
+
+async def get_runtime(request: Request) -> Runtime:
+    # async: FastAPI runs a plain ``def`` dependency in its thread pool, a thread hop on
+    # every request for one attribute read.
+    return runtime_of(request)
 
 
 RuntimeDep = Annotated[Runtime, Depends(get_runtime)]
@@ -71,7 +77,7 @@ async def get_session_token(request: Request, bearer: BearerDep) -> str:
     # The browser sends the cookie whichever site makes the request (SameSite=Lax still lets a
     # sibling subdomain through): a state-changing call it authenticates must come from us.
     if by_cookie and request.method not in SAFE_METHODS:
-        public_url = get_runtime(request).settings.public_url
+        public_url = runtime_of(request).settings.public_url
         if not from_origin(request.headers, public_url):
             raise CrossSiteRequest()
     return token

@@ -384,6 +384,25 @@ async def test_the_policys_fair_use_and_the_nodes_uplink_reach_the_node(
     assert desired_state_service.network(runtime, node).fair_use is None
 
 
+async def test_a_nodes_network_is_built_once_until_what_it_is_made_of_changes(
+    session: AsyncSession, runtime: Runtime, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Every long poll's answer carries the network: built again only when it would differ."""
+    node = await create_node(session)
+    first = desired_state_service.network(runtime, node)
+    assert desired_state_service.network(runtime, node) is first
+    monkeypatch.setattr(runtime.settings, "tunnel_mtu", first.mtu - 20)
+    assert desired_state_service.network(runtime, node).mtu == first.mtu - 20
+    node.endpoint_port = 443
+    assert desired_state_service.network(runtime, node).listen_port == 443
+    node.egress_ipv4, node.egress_ipv4_extra = "203.0.113.7", "203.0.113.9"
+    assert desired_state_service.network(runtime, node).egress_ipv4_extra == ("203.0.113.9",)
+    node.egress_ipv4_extra = "203.0.113.10"
+    assert desired_state_service.network(runtime, node).egress_ipv4_extra == ("203.0.113.10",)
+    other = await create_node(session, name="fra-1")
+    assert desired_state_service.network(runtime, other).listen_port != 443
+
+
 # --- the long poll ----------------------------------------------------------------------
 
 

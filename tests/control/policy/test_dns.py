@@ -75,6 +75,24 @@ def test_the_hash_changes_only_with_the_names(tmp_path: Path) -> None:
     assert store.lists(section, tmp_path)[0].sha256 != first
 
 
+def test_a_store_is_fresh_only_while_every_file_is_parsed_at_its_version(tmp_path: Path) -> None:
+    """``fresh`` lets a long poll skip the thread that parses lists when nothing changed."""
+    path = tmp_path / "ads.txt"
+    path.write_text("a.example\n")
+    section = DnsSection(filters={"ads": DnsFilterSection(title="Ads", file="ads.txt")})
+    store = FilterListStore()
+    assert not store.fresh(section, tmp_path)  # never parsed
+    store.lists(section, tmp_path)
+    assert store.fresh(section, tmp_path)
+    path.write_text("a.example\nb.example\n")
+    assert not store.fresh(section, tmp_path)  # a new version of the file
+    store.lists(section, tmp_path)
+    assert store.fresh(section, tmp_path)
+    path.unlink()
+    assert not store.fresh(section, tmp_path)
+    assert FilterListStore().fresh(DnsSection(), tmp_path)  # no lists: nothing to parse
+
+
 def test_a_missing_file_is_an_empty_list_that_says_why(tmp_path: Path) -> None:
     section = DnsSection(filters={"ads": DnsFilterSection(title="Ads", file="gone.txt")})
     (entry,) = FilterListStore().lists(section, tmp_path)

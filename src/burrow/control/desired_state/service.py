@@ -20,7 +20,7 @@ import asyncio
 import hashlib
 import hmac
 import ipaddress
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from functools import partial
 from typing import cast
 
@@ -32,8 +32,8 @@ from burrow.control.desired_state.schemas import Change, PeerAccess, PeerAddress
 from burrow.control.errors import NotFound
 from burrow.control.live import Kind
 from burrow.control.models import Node, PeerChangeOp, utcnow
-from burrow.control.policy.dns import filter_lists, resolver_addresses
-from burrow.control.policy.schemas import NAT_FIRST_PORT
+from burrow.control.policy.dns import FilterList, filter_lists, resolver_addresses
+from burrow.control.policy.schemas import NAT_FIRST_PORT, Policy
 from burrow.control.runtime import Runtime
 from burrow.wire import (
     CredentialSpec,
@@ -66,6 +66,8 @@ ACCESS_STAMP_SECONDS = 3600.0
 # change committed by another process (the CLI), which cannot wake this process's notifier,
 # is seen within a second.
 RECHECK_SECONDS = 0.5
+# Nodes whose network spec is kept built (``DesiredStateService.network``): more than a fleet.
+CACHED_NETWORKS_MAX = 10_000
 
 
 def collapse(changes: Iterable[Change]) -> tuple[list[Change], list[Change]]:
@@ -113,6 +115,13 @@ def subscription_key(runtime: Runtime, subscription_id: int) -> str:
 
 
 class DesiredStateService:
+    def __init__(self) -> None:
+        # What ``dns`` and ``network`` built last, with what they were built from: every long
+        # poll's answer carries the node's network, and a thousand polls answering at once
+        # must not each build the same one. The policy is held, not just compared by ``id``.
+        self._dns: tuple[Policy, tuple[object, ...], DnsSpec] | None = None
+        self._networks: dict[int, tuple[Policy, DnsSpec, tuple[object, ...], NetworkSpec]] = {}
+
     async def refresh_account(
         self, session: AsyncSession, runtime: Runtime, account_id: int
     ) -> int:
@@ -191,7 +200,34 @@ class DesiredStateService:
         return await DesiredStateRepository(session).current_revision()
 
     def network(self, runtime: Runtime, node: Node) -> NetworkSpec:
-        """How ``node`` sets up its interface and firewall, from the settings and the policy."""
+        """How ``node`` sets up its interface and firewall, from the settings and the policy;
+        built again only when the policy, the settings it uses or the node's row changed."""
+        settings = runtime.settings
+        dns = self.dns(runtime)
+        made_of = (
+            settings.tunnel_ipv4_pool,
+            settings.tunnel_ipv6_pool,
+            settings.tunnel_mtu,
+            settings.peers_per_interface,
+            node.endpoint_port,
+            node.egress_ipv4,
+            node.egress_ipv6,
+            node.egress_ipv4_extra,
+            node.uplink_mbit,
+        )
+        cached = self._networks.get(node.id) if node.id is not None else None
+        if cached is not None:
+            policy, built_dns, built_of, spec = cached
+            if policy is runtime.policy and built_dns is dns and built_of == made_of:
+                return spec
+        spec = self._network(runtime, node, dns)
+        if node.id is not None:
+            if len(self._networks) >= CACHED_NETWORKS_MAX:
+                self._networks.clear()
+            self._networks[node.id] = (runtime.policy, dns, made_of, spec)
+        return spec
+
+    def _network(self, runtime: Runtime, node: Node, dns: DnsSpec) -> NetworkSpec:
         settings = runtime.settings
         pool4 = ipaddress.ip_network(settings.tunnel_ipv4_pool)
         pool6 = ipaddress.ip_network(settings.tunnel_ipv6_pool)
@@ -219,7 +255,7 @@ class DesiredStateService:
             blocked_egress_udp_ports=tuple(rules.blocked_egress_udp_ports),
             isolate_clients=rules.isolate_clients,
             fair_use=fair_use,
-            dns=self.dns(runtime),
+            dns=dns,
             peers_per_interface=settings.peers_per_interface,
             nat=NatSpec(
                 mode=rules.nat,
@@ -237,6 +273,19 @@ class DesiredStateService:
         settings = runtime.settings
         section = runtime.policy.dns
         lists = filter_lists.lists(section, settings.policy_path.parent)
+        pools = (settings.tunnel_ipv4_pool, settings.tunnel_ipv6_pool)
+        made_of = (*pools, tuple((entry.name, entry.sha256, entry.count) for entry in lists))
+        if self._dns is not None:
+            policy, built_of, spec = self._dns
+            if policy is runtime.policy and built_of == made_of:
+                return spec
+        spec = self._dns_spec(runtime, lists)
+        self._dns = (runtime.policy, made_of, spec)
+        return spec
+
+    def _dns_spec(self, runtime: Runtime, lists: Sequence[FilterList]) -> DnsSpec:
+        settings = runtime.settings
+        section = runtime.policy.dns
         pools = (settings.tunnel_ipv4_pool, settings.tunnel_ipv6_pool)
         v4, v6 = resolver_addresses(*pools, 0)
         resolvers = [ResolverSpec(ipv4=v4, ipv6=v6)]
@@ -260,7 +309,8 @@ class DesiredStateService:
         times. Called before answering a node.
         """
         base = runtime.settings.policy_path.parent
-        await asyncio.to_thread(filter_lists.lists, runtime.policy.dns, base)
+        if not filter_lists.fresh(runtime.policy.dns, base):
+            await asyncio.to_thread(filter_lists.lists, runtime.policy.dns, base)
 
     def filter_list_body(self, runtime: Runtime, sha256: str) -> bytes:
         """The body of the policy's list with this hash; FilterListNotFound if none has it."""

@@ -28,6 +28,8 @@ class _Entry:
 
 
 class MemoryLiveStore:
+    shared = False
+
     def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
         self.clock = clock
         self._data: dict[str, _Entry] = {}

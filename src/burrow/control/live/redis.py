@@ -93,6 +93,8 @@ return #KEYS - 1
 
 
 class RedisLiveStore:
+    shared = True
+
     def __init__(self, client: Redis, *, clock: Callable[[], float] = time.time) -> None:
         self.client = client
         self.clock = clock

@@ -75,6 +75,9 @@ class LiveStore(Protocol):
 
     # The store's clock (seconds) that lease times are counted in; one all replicas share.
     clock: Callable[[], float]
+    # Whether other processes see this store (every replica and command line on the same
+    # Redis), or only this one (RAM).
+    shared: bool
 
     async def read(self, kind: Kind[T], key: str) -> T | None:
         """The value at ``key``, or None."""

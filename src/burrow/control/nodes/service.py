@@ -169,9 +169,12 @@ NODE_REPORTS = Kind("node:", NodeLive)
 # replaces its token or changes its row: see ``NodeService.authenticate_trusted``.
 NODE_TOKENS = Kind("nodes:token:", int, versioned=True)
 NODE_TOKEN_STAMP_SECONDS = 3600.0
-# How long a replica trusts a token it checked, at most, even with no stamp renewed (a retire
-# made by a process whose in-process live store this one cannot see).
+# How long a replica trusts a token it checked, at most, even with no stamp renewed. Without a
+# shared store a retire made by another process (the command line) renews a stamp this one
+# cannot see: 10 s. With one, only a stamp renewal lost with Redis itself could go unseen;
+# 120 s outlasts a long poll, so a node that only polls this replica is checked once in six.
 TOKEN_TRUST_SECONDS = 10.0
+TOKEN_TRUST_SHARED_SECONDS = 120.0
 TRUSTED_TOKENS_MAX = 100_000
 
 
@@ -517,11 +520,12 @@ class NodeService:
     ) -> Node:
         """``authenticate``, for the calls every node makes all the time (its reports every few
         seconds, its long polls): a token this replica checked in the last
-        ``TOKEN_TRUST_SECONDS`` is trusted while its stamp in the live store stands (one small
-        read instead of a query). Retiring the node, enrolling it anew or changing its row
-        renews that stamp after commit, so the change reaches every replica sharing the store
-        at once. Checked in ``session``, or else in a unit of work of its own that ends at
-        once (a long poll holds no connection). The node returned is a detached copy."""
+        ``TOKEN_TRUST_SECONDS`` (``TOKEN_TRUST_SHARED_SECONDS`` with a shared store) is trusted
+        while its stamp in the live store stands (one small read instead of a query). Retiring
+        the node, enrolling it anew or changing its row renews that stamp after commit, so the
+        change reaches every replica sharing the store at once. Checked in ``session``, or
+        else in a unit of work of its own that ends at once (a long poll holds no
+        connection). The node returned is a detached copy."""
         token_hash = hash_token(token)
         # Read before the database: a change committed after this read renews the stamp, so
         # what the database says now is never trusted past that change.
@@ -537,7 +541,8 @@ class NodeService:
         if len(_TRUSTED) >= TRUSTED_TOKENS_MAX:
             _TRUSTED.clear()
         copy = _detached_copy(node)
-        _TRUSTED[token_hash] = _Trusted(copy, stamp, time.monotonic() + TOKEN_TRUST_SECONDS)
+        trust = TOKEN_TRUST_SHARED_SECONDS if runtime.live.shared else TOKEN_TRUST_SECONDS
+        _TRUSTED[token_hash] = _Trusted(copy, stamp, time.monotonic() + trust)
         return copy
 
     async def authenticate(self, session: AsyncSession, token: str) -> Node:

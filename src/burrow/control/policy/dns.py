@@ -113,6 +113,11 @@ class FilterList:
     error: str | None = None
 
 
+def _list_path(file: str, base_dir: Path) -> Path:
+    path = Path(file)
+    return path if path.is_absolute() else base_dir / path
+
+
 class FilterListStore:
     """The policy's lists, parsed once per version of each file (path, size, mtime)."""
 
@@ -131,13 +136,25 @@ class FilterListStore:
             log.warning("dns.list_malformed_lines", extra={"lines": parsed.malformed})
         return parsed
 
+    def fresh(self, section: DnsSection, base_dir: Path) -> bool:
+        """Whether every list of ``section`` is parsed at its file's current version (a stat
+        each): then ``lists`` parses nothing."""
+        for entry in section.filters.values():
+            path = _list_path(entry.file, base_dir)
+            cached = self._cache.get(path)
+            try:
+                stat = path.stat()
+            except OSError:
+                return False
+            if cached is None or cached[0] != (stat.st_mtime_ns, stat.st_size):
+                return False
+        return True
+
     def lists(self, section: DnsSection, base_dir: Path) -> list[FilterList]:
         """Every list of ``section``; one that cannot be read is empty and says why."""
         found = []
         for name, entry in section.filters.items():
-            path = Path(entry.file)
-            if not path.is_absolute():
-                path = base_dir / path
+            path = _list_path(entry.file, base_dir)
             try:
                 parsed = self._parsed(path)
                 error = None

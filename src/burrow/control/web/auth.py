@@ -116,7 +116,7 @@ async def web_admin(account: WebAccount) -> Account:
 WebAdmin = Annotated[Account, Depends(web_admin)]
 
 
-def signed_in_person(request: Request, _account: WebAccount) -> Person:
+async def signed_in_person(request: Request, _account: WebAccount) -> Person:
     """The frozen view of whoever ``WebAccount`` let in."""
     person = request.state.person
     assert isinstance(person, Person)
