@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import importlib
 import pkgutil
+import socket
 from typing import Any
 
 import httpx
@@ -14,6 +15,7 @@ from starlette.requests import Request
 import burrow.control
 from burrow.control import problems
 from burrow.control.errors import RESERVED_MEMBERS, BurrowError, Conflict
+from burrow.control.live import Kind, RedisLiveStore
 from burrow.control.models import PrivacyRequest, PrivacyRequestStatus
 from burrow.control.privacy.service import PrivacyRequestClosed
 
@@ -82,3 +84,30 @@ def test_every_openapi_error_example_has_its_own_status(app: FastAPI) -> None:
         example = content.get("example")
         assert example is not None, f"{method} {path} {code}: no example"
         assert example["status"] == code, f"{method} {path} {code}: example says {example}"
+
+
+async def test_an_unreachable_live_store_is_a_503_to_retry_not_a_500() -> None:
+    """Redis down (or no free connection in time) is a moment's trouble: 503, Retry-After."""
+    app = FastAPI()
+    problems.install(app)
+    dead = RedisLiveStore.from_url(f"redis://127.0.0.1:{_closed_port()}/0")
+
+    @app.get("/live")
+    async def live() -> list[int]:
+        return await dead.stamps(Kind("test:", int, versioned=True), ["a"])
+
+    transport = httpx.ASGITransport(app=app, raise_app_exceptions=False)
+    async with httpx.AsyncClient(transport=transport, base_url="http://t") as client:
+        response = await client.get("/live")
+    await dead.close()
+    assert response.status_code == 503
+    assert response.headers["content-type"].startswith(problems.PROBLEM_JSON)
+    assert response.headers["retry-after"] == "2"
+    assert response.json()["status"] == 503
+    assert "try again" in response.json()["detail"]
+
+
+def _closed_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])

@@ -10,9 +10,12 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import TimeoutError as RedisTimeoutError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from burrow.control.errors import RESERVED_MEMBERS, BurrowError
+from burrow.control.live.store import LiveStoreBusy
 from burrow.control.plain_words import field_message
 
 log = logging.getLogger(__name__)
@@ -128,6 +131,13 @@ async def _http_error(_request: Request, exc: Exception) -> JSONResponse:
     return response
 
 
+async def _live_store_unreachable(request: Request, exc: Exception) -> JSONResponse:
+    # Redis could not be reached, or every connection stayed busy past the wait: a moment's
+    # trouble the caller can retry, not a fault of the request.
+    log.warning("live store unavailable: %s", type(exc).__name__)
+    return await _burrow_error(request, LiveStoreBusy())
+
+
 async def _unexpected(_request: Request, exc: Exception) -> JSONResponse:
     # The traceback goes to the operator's log (no request data in it), never to the caller.
     log.error("unhandled error", exc_info=exc)
@@ -138,4 +148,6 @@ def install(app: FastAPI) -> None:
     app.add_exception_handler(BurrowError, _burrow_error)
     app.add_exception_handler(RequestValidationError, _validation_error)
     app.add_exception_handler(StarletteHTTPException, _http_error)
+    app.add_exception_handler(RedisConnectionError, _live_store_unreachable)
+    app.add_exception_handler(RedisTimeoutError, _live_store_unreachable)
     app.add_exception_handler(Exception, _unexpected)

@@ -289,3 +289,18 @@ async def test_put_and_read_many(store: LiveStore) -> None:
     clock.now += 5
     assert await store.read_many(TALLY, ["x"]) == [None]
     assert await store.read_many(TALLY, []) == []
+
+
+async def test_more_callers_than_connections_wait_for_one(redis_url: str) -> None:
+    """A burst larger than the pool (a thousand nodes polling again at once) queues for a
+    connection instead of failing with "Too many connections"."""
+    store = RedisLiveStore.from_url(redis_url, max_connections=2)
+    try:
+        results = await asyncio.gather(
+            *(store.update(TALLY, "burst", _add, ttl=60) for _ in range(40)),
+            *(store.stamps(STAMPED, ["a", "b"]) for _ in range(40)),
+        )
+        assert sorted(r for r in results if isinstance(r, int)) == list(range(1, 41))
+        assert await store.read(TALLY, "burst") == Tally(40)
+    finally:
+        await store.close()

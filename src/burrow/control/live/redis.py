@@ -24,7 +24,7 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any, TypeVar, cast
 
-from redis.asyncio import Redis
+from redis.asyncio import BlockingConnectionPool, Redis
 from redis.exceptions import WatchError
 
 from burrow.control.live.store import Kind
@@ -36,6 +36,11 @@ R = TypeVar("R")
 # Redis's own expiry follows the logical one by this much, so a reader whose clock runs a
 # little behind another replica's never finds a value gone that it still counts as alive.
 _EXPIRY_SLACK_SECONDS = 5.0
+# Connections one process opens to Redis at most, and how long a call waits for a free one.
+# redis-py's own pool refuses a call outright beyond its limit ("Too many connections"): a
+# thousand nodes polling again at once made that a 500. Past the wait: ``LiveStoreBusy``.
+MAX_CONNECTIONS = 64
+CONNECTION_WAIT_SECONDS = 10.0
 _SCAN_BATCH = 500
 
 # A versioned kind's stamp of key k lives at STAMP_PREFIX + k; stamps are drawn from one
@@ -100,8 +105,12 @@ class RedisLiveStore:
         self.clock = clock
 
     @classmethod
-    def from_url(cls, url: str) -> RedisLiveStore:
-        return cls(Redis.from_url(url))
+    def from_url(cls, url: str, *, max_connections: int = MAX_CONNECTIONS) -> RedisLiveStore:
+        """A store on ``url`` whose calls queue for one of ``max_connections`` connections."""
+        pool = BlockingConnectionPool.from_url(
+            url, max_connections=max_connections, timeout=CONNECTION_WAIT_SECONDS
+        )
+        return cls(Redis.from_pool(pool))
 
     async def close(self) -> None:
         await self.client.aclose()

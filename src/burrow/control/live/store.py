@@ -38,6 +38,8 @@ from typing import Any, Generic, Protocol, TypeVar
 
 from pydantic import TypeAdapter
 
+from burrow.control.errors import BurrowError
+
 T = TypeVar("T")
 IndexT = TypeVar("IndexT")
 R = TypeVar("R")
@@ -48,6 +50,25 @@ R = TypeVar("R")
 IndexedStep = Callable[
     [IndexT | None, Mapping[str, T | None]], tuple[IndexT | None, Mapping[str, T | None], R]
 ]
+
+
+# How long a caller is asked to wait when the live store cannot answer.
+BUSY_RETRY_AFTER_SECONDS = 2.0
+
+
+class LiveStoreBusy(BurrowError):
+    """The live store (Redis) could not be reached, or had no free connection in time."""
+
+    status = 503
+    title = "Busy"
+    type_slug = "busy"
+
+    def __init__(self) -> None:
+        super().__init__(
+            "We are briefly unable to handle this request; nothing was changed. Please try "
+            "again in a few seconds."
+        )
+        self.retry_after = BUSY_RETRY_AFTER_SECONDS
 
 
 @dataclass(frozen=True)
