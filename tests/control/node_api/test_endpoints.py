@@ -17,6 +17,7 @@ from burrow.control.desired_state import service as desired_state_module
 from burrow.control.desired_state.service import desired_state as desired_state_service
 from burrow.control.live import MemoryLiveStore
 from burrow.control.models import Device, Node, utcnow
+from burrow.control.node_api import endpoints as node_api_module
 from burrow.control.nodes.schemas import NodeUpdate
 from burrow.control.nodes.service import node as node_service
 from burrow.control.runtime import Runtime
@@ -356,6 +357,34 @@ async def test_a_revision_from_the_future_gets_the_full_state(
     assert response.json()["kind"] == "full"
 
 
+@pytest.mark.parametrize(("draw", "waited"), [(0.0, 4.0), (0.5, 3.6), (0.999, 3.2008)])
+async def test_a_long_poll_waits_up_to_a_fifth_less_at_random(
+    client: httpx.AsyncClient,
+    runtime: Runtime,
+    enroll: Enroll,
+    monkeypatch: pytest.MonkeyPatch,
+    draw: float,
+    waited: float,
+) -> None:
+    """Nodes that began polling together (a restarted control plane) spread out: each poll
+    waits its timeout less up to a fifth, so they do not all come back in the same instant."""
+    node = await enroll()
+    asked: list[float] = []
+
+    async def answer_at_once(
+        _runtime: Runtime, _node: Node, since: int, wait_seconds: float
+    ) -> DeltaState:
+        asked.append(wait_seconds)
+        return DeltaState(from_revision=since, revision=since)
+
+    monkeypatch.setattr(node_api_module.random, "random", lambda: draw)
+    monkeypatch.setattr(desired_state_service, "wait_for_changes", answer_at_once)
+    # Below the test settings' cap (5 s).
+    params = {"since": await current_revision(runtime), "timeout": 4}
+    assert (await client.get(CHANGES, params=params, headers=node.headers)).status_code == 200
+    assert asked == [pytest.approx(waited)]
+
+
 async def poll(
     client: httpx.AsyncClient, headers: dict[str, str], since: int
 ) -> asyncio.Task[httpx.Response]:
@@ -415,7 +444,8 @@ async def test_the_long_poll_times_out_with_an_empty_delta(
         CHANGES, params={"since": since, "timeout": 0.5}, headers=node.headers
     )
 
-    assert 0.5 <= time.monotonic() - started < 2.0
+    # It waited (up to a fifth less than asked, at random), then answered.
+    assert 0.4 <= time.monotonic() - started < 2.0
     delta = DeltaState.model_validate_json(response.content)
     assert (delta.from_revision, delta.revision, delta.upserts, delta.removals) == (
         since,

@@ -12,6 +12,7 @@ cost a thousand sleeping tasks, not a thousand connections.
 from __future__ import annotations
 
 import asyncio
+import random
 from typing import Annotated
 
 from fastapi import APIRouter, Depends, Path, Query, Response
@@ -39,6 +40,7 @@ from burrow.wire import (
 router = APIRouter(prefix=API_PREFIX, tags=["node"])
 
 MAX_REVISION = 2**63 - 1
+LONG_POLL_JITTER = 0.2
 
 
 async def node_in_short_session(runtime: RuntimeDep, bearer: BearerDep) -> Node:
@@ -98,7 +100,8 @@ async def full_state(node: CurrentNode, session: SessionDep, runtime: RuntimeDep
     "/state/changes",
     summary="Long poll: the changes since a revision (or the full state if it is too old)",
     description="Answers at once when something changed after `since`; otherwise waits up to "
-    "`timeout` seconds (capped by the server) and answers an empty delta at the same revision.",
+    "`timeout` seconds (capped by the server; up to a fifth less, at random, so that nodes "
+    "do not all poll again at once) and answers an empty delta at the same revision.",
     response_model=StateUpdate,
     responses=problem_responses(401, 422),
 )
@@ -120,6 +123,9 @@ async def changes(
 ) -> Response:
     cap = runtime.settings.long_poll_timeout_seconds
     wait = cap if wait_seconds is None else min(wait_seconds, cap)
+    # Up to a fifth less, at random: nodes that started polling together (after a restart of
+    # the control plane) spread out instead of all polling again in the same instant.
+    wait *= 1.0 - LONG_POLL_JITTER * random.random()
     await desired_state_service.load_filter_lists(runtime)
     try:
         update = await desired_state_service.wait_for_changes(runtime, node, since, wait)
