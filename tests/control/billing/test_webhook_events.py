@@ -284,7 +284,9 @@ async def test_a_new_event_is_handled_ahead_of_600_failing_ones(
                 )
             )
             went_before = int(await session.scalar(query) or 0)
-        # SQLite: 9-12 (the valid event's handler waits for the write lock while failing
-        # handlers take it in turn); PostgreSQL: 0-1. Behind the backlog it would be all.
-        assert went_before <= waiting // 10, f"{went_before} of {waiting} old events went first"
+        # SQLite: 1-22 alone, 51-58 in loaded full runs (the valid event's handler waits for
+        # the write lock while failing handlers take it in turn, longer on a busy machine);
+        # PostgreSQL: 0-1. Behind the backlog it would be all of them: a quarter separates
+        # the two by far whatever the load.
+        assert went_before <= waiting // 4, f"{went_before} of {waiting} old events went first"
     assert "valid" in handled
