@@ -292,12 +292,15 @@ class FakeNetwork:
         self.journal = journal if journal is not None else []
         self.prepared: list[tuple[NetworkSpec, bool]] = []
         self.blocked: list[list[str]] = []
+        self.failures: list[Exception] = []  # raised by the next ``set_blocked`` calls
 
     async def prepare(self, network: NetworkSpec, *, reload: bool = False) -> None:
         self.prepared.append((network, reload))
         self.journal.append("prepare")
 
     async def set_blocked(self, addresses: Collection[str]) -> None:
+        if self.failures:
+            raise self.failures.pop(0)
         self.blocked.append(sorted(addresses))
         self.journal.append("block")
 

@@ -289,6 +289,18 @@ async def test_blocked_keys_become_blocked_tunnel_addresses(rig: Rig) -> None:
     assert rig.network.blocked[-1] == sorted(rig.cp.peers[key].allowed_ips)
 
 
+async def test_a_block_the_firewall_refused_is_made_at_the_next_answer(rig: Rig) -> None:
+    """The same blocked keys again are skipped only once they are really blocked."""
+    await rig.loop.step()
+    key = next(iter(rig.cp.peers))
+    rig.network.failures.append(OSError("nft: netlink busy"))
+    with pytest.raises(OSError, match="netlink busy"):
+        await rig.loop.set_blocked_keys([key])
+    assert rig.network.blocked == []
+    await rig.loop.set_blocked_keys([key])  # the next report's answer, the same keys
+    assert rig.network.blocked == [sorted(rig.cp.peers[key].allowed_ips)]
+
+
 async def test_a_rejected_node_token_stops_the_loop(rig: Rig) -> None:
     await rig.loop.step()
     rig.cp.token_valid = False

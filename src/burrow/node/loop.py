@@ -427,9 +427,11 @@ class SyncLoop:
         if wanted == self._blocked_keys:
             return
         async with self._lock:
-            self._blocked_keys = wanted
             if self.network is not None:
                 await self._setup.set_blocked(self._blocked_addresses(wanted))
+            # Recorded once applied: had the firewall refused, the next answer naming the same
+            # keys would otherwise be skipped as already done, and the block never made.
+            self._blocked_keys = wanted
 
     def _blocked_addresses(self, keys: Iterable[str]) -> list[str]:
         if self.desired is None:
