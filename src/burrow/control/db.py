@@ -47,7 +47,7 @@ from sqlalchemy.ext.asyncio import (
     create_async_engine,
 )
 
-from burrow.control.errors import BurrowError
+from burrow.control.errors import Busy
 
 log = logging.getLogger(__name__)
 _Q = TypeVar("_Q", bound=Select[Any])
@@ -71,19 +71,15 @@ BUSY_RETRY_AFTER_SECONDS = 2.0
 LOCK_TIMEOUT_SECONDS = 30.0
 
 
-class DatabaseBusy(BurrowError):
+class DatabaseBusy(Busy):
     """The database lock this change needs could not be had in time."""
-
-    status = 503
-    title = "Busy"
-    type_slug = "busy"
 
     def __init__(self) -> None:
         super().__init__(
             "We are handling too many changes at this moment to take yours; nothing was "
-            "changed. Please try again in a few seconds."
+            "changed. Please try again in a few seconds.",
+            retry_after=BUSY_RETRY_AFTER_SECONDS,
         )
-        self.retry_after = BUSY_RETRY_AFTER_SECONDS
 
 
 def create_engine(url: str, *, lock_timeout_seconds: float = LOCK_TIMEOUT_SECONDS) -> AsyncEngine:

@@ -80,6 +80,18 @@ class Conflict(BurrowError):
     type_slug = "conflict"
 
 
+class Busy(BurrowError):
+    """A moment's overload (a lock, a connection not had in time): retry shortly."""
+
+    status = 503
+    title = "Busy"
+    type_slug = "busy"
+
+    def __init__(self, message: str, *, retry_after: float) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
+
+
 class TooManyRequests(BurrowError):
     status = 429
     title = "Too many attempts"

@@ -38,7 +38,7 @@ from typing import Any, Generic, Protocol, TypeVar
 
 from pydantic import TypeAdapter
 
-from burrow.control.errors import BurrowError
+from burrow.control.errors import Busy
 
 T = TypeVar("T")
 IndexT = TypeVar("IndexT")
@@ -56,19 +56,15 @@ IndexedStep = Callable[
 BUSY_RETRY_AFTER_SECONDS = 2.0
 
 
-class LiveStoreBusy(BurrowError):
+class LiveStoreBusy(Busy):
     """The live store (Redis) could not be reached, or had no free connection in time."""
-
-    status = 503
-    title = "Busy"
-    type_slug = "busy"
 
     def __init__(self) -> None:
         super().__init__(
             "We are briefly unable to handle this request; nothing was changed. Please try "
-            "again in a few seconds."
+            "again in a few seconds.",
+            retry_after=BUSY_RETRY_AFTER_SECONDS,
         )
-        self.retry_after = BUSY_RETRY_AFTER_SECONDS
 
 
 @dataclass(frozen=True)

@@ -13,11 +13,13 @@ from __future__ import annotations
 
 import asyncio
 import random
+from functools import partial
 from typing import Annotated
 
 from fastapi import APIRouter, Depends, Path, Query, Response
 from pydantic import BaseModel
 
+from burrow.control.db import unit_of_work
 from burrow.control.deps import BearerDep, CurrentNode, RuntimeDep, SessionDep
 from burrow.control.desired_state.service import desired_state as desired_state_service
 from burrow.control.errors import NotAuthenticated
@@ -50,7 +52,12 @@ async def node_in_short_session(runtime: RuntimeDep, bearer: BearerDep) -> Node:
     thousand small reads, not a thousand queries."""
     if bearer is None or not bearer.credentials:
         raise NotAuthenticated("The node API needs the node token as a bearer token.")
-    return await node_service.authenticate_trusted(runtime, bearer.credentials)
+
+    async def check(token: str) -> Node:
+        async with unit_of_work(runtime.sessionmaker, writes=False) as session:
+            return await node_service.authenticate(session, token)
+
+    return await node_service.authenticate_trusted(runtime, bearer.credentials, check)
 
 
 BriefNode = Annotated[Node, Depends(node_in_short_session)]
@@ -61,7 +68,9 @@ async def reporting_node(session: SessionDep, runtime: RuntimeDep, bearer: Beare
     token's stamp stands (``NodeService.authenticate_trusted``)."""
     if bearer is None or not bearer.credentials:
         raise NotAuthenticated("The node API needs the node token as a bearer token.")
-    return await node_service.authenticate_trusted(runtime, bearer.credentials, session)
+    return await node_service.authenticate_trusted(
+        runtime, bearer.credentials, partial(node_service.authenticate, session)
+    )
 
 
 ReportingNode = Annotated[Node, Depends(reporting_node)]

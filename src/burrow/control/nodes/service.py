@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import timedelta
 from functools import partial
@@ -23,7 +23,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from burrow.control.audit.service import Actor, admin_audit
 from burrow.control.connections.service import connection as connection_service
-from burrow.control.db import after_commit, unit_of_work
+from burrow.control.db import after_commit
 from burrow.control.errors import BurrowError, Conflict, InvalidInput, NotAuthenticated, NotFound
 from burrow.control.live import Kind
 from burrow.control.models import Node, NodeStatus, utcnow
@@ -516,16 +516,16 @@ class NodeService:
         await repository.save(node)
 
     async def authenticate_trusted(
-        self, runtime: Runtime, token: str, session: AsyncSession | None = None
+        self, runtime: Runtime, token: str, check: Callable[[str], Awaitable[Node]]
     ) -> Node:
         """``authenticate``, for the calls every node makes all the time (its reports every few
         seconds, its long polls): a token this replica checked in the last
         ``TOKEN_TRUST_SECONDS`` (``TOKEN_TRUST_SHARED_SECONDS`` with a shared store) is trusted
         while its stamp in the live store stands (one small read instead of a query). Retiring
         the node, enrolling it anew or changing its row renews that stamp after commit, so the
-        change reaches every replica sharing the store at once. Checked in ``session``, or
-        else in a unit of work of its own that ends at once (a long poll holds no
-        connection). The node returned is a detached copy."""
+        change reaches every replica sharing the store at once. Otherwise ``check``
+        (``authenticate`` in the caller's session) decides. The node returned is a detached
+        copy."""
         token_hash = hash_token(token)
         # Read before the database: a change committed after this read renews the stamp, so
         # what the database says now is never trusted past that change.
@@ -533,11 +533,7 @@ class NodeService:
         trusted = _TRUSTED.get(token_hash)
         if trusted is not None and trusted.stamp == stamp and trusted.until > time.monotonic():
             return trusted.node
-        if session is None:
-            async with unit_of_work(runtime.sessionmaker, writes=False) as own:
-                node = await self.authenticate(own, token)
-        else:
-            node = await self.authenticate(session, token)
+        node = await check(token)
         if len(_TRUSTED) >= TRUSTED_TOKENS_MAX:
             _TRUSTED.clear()
         copy = _detached_copy(node)
